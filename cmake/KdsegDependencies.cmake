@@ -1,0 +1,62 @@
+# Finds every dependency once and records what was found in KDSEG_HAVE_* variables.
+
+find_package(Torch REQUIRED)
+find_package(Threads REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(HDF5 REQUIRED COMPONENTS C)
+find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
+find_package(NIfTI REQUIRED)
+
+# LibTorch's imported targets are system headers (no warnings from them); the libraries
+# and compile definitions it requires travel with kdseg::torch.
+add_library(kdseg_torch INTERFACE)
+target_include_directories(kdseg_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+target_link_libraries(kdseg_torch INTERFACE ${TORCH_LIBRARIES})
+
+set(KDSEG_HAVE_CUDA OFF)
+if(TARGET torch_cuda OR "${TORCH_LIBRARIES}" MATCHES "torch_cuda" OR CAFFE2_USE_CUDA)
+  set(KDSEG_HAVE_CUDA ON)
+  find_package(CUDAToolkit REQUIRED)
+endif()
+
+set(KDSEG_HAVE_MPI OFF)
+if(KDSEG_WITH_MPI)
+  set(MPI_CXX_SKIP_MPICXX ON CACHE BOOL "Use the MPI C API from C++")
+  find_package(MPI REQUIRED COMPONENTS CXX)
+  set(KDSEG_HAVE_MPI ON)
+endif()
+
+set(KDSEG_HAVE_NCCL OFF)
+string(TOUPPER "${KDSEG_WITH_NCCL}" _with_nccl)
+if(_with_nccl STREQUAL "AUTO")
+  if(KDSEG_HAVE_CUDA)
+    find_package(NCCL QUIET)
+    set(KDSEG_HAVE_NCCL ${NCCL_FOUND})
+  endif()
+elseif(_with_nccl)
+  if(NOT KDSEG_HAVE_CUDA)
+    message(FATAL_ERROR "KDSEG_WITH_NCCL=ON needs a LibTorch built with CUDA; this one (${Torch_DIR}) is CPU-only. "
+                        "Point CMAKE_PREFIX_PATH at a CUDA LibTorch or set -DKDSEG_WITH_NCCL=OFF.")
+  endif()
+  if(NOT KDSEG_WITH_MPI)
+    message(FATAL_ERROR "KDSEG_WITH_NCCL=ON needs KDSEG_WITH_MPI=ON: NCCL is bootstrapped over MPI.")
+  endif()
+  find_package(NCCL REQUIRED)
+  set(KDSEG_HAVE_NCCL ON)
+endif()
+
+# CUDA runtime and NCCL headers for the status-code checks, when the toolkit is present
+# even with a CPU LibTorch (compile and link only).
+if(NOT KDSEG_HAVE_CUDA)
+  find_package(CUDAToolkit QUIET)
+  find_package(NCCL QUIET)
+endif()
+
+foreach(_v CUDA MPI NCCL)
+  if(KDSEG_HAVE_${_v})
+    set(KDSEG_HAVE_${_v}_01 1)
+  else()
+    set(KDSEG_HAVE_${_v}_01 0)
+  endif()
+endforeach()

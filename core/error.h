@@ -1,0 +1,62 @@
+// kdseg::Error and the check macros every library uses.
+//
+// Libraries throw kdseg::Error; they never exit(). A message names the file, dataset or call,
+// the values seen, and what to change. Each error records the source location and the rank
+// of the process that raised it (-1 before distribution is initialised).
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace kdseg {
+
+class Error : public std::runtime_error {
+ public:
+  Error(std::string message, const char* file, int line);
+
+  // The message without location or rank.
+  const std::string& message() const noexcept { return message_; }
+  const char* file() const noexcept { return file_; }
+  int line() const noexcept { return line_; }
+  int rank() const noexcept { return rank_; }
+
+ private:
+  std::string message_;
+  const char* file_;
+  int line_;
+  int rank_;
+};
+
+// The rank recorded in errors and log lines; set once distribution is initialised.
+void set_process_rank(int rank, int world_size);
+int process_rank() noexcept;
+int process_world_size() noexcept;
+
+namespace detail {
+
+template <typename... Args>
+std::string concat(Args&&... args) {
+  std::ostringstream out;
+  (out << ... << std::forward<Args>(args));
+  return out.str();
+}
+inline std::string concat() { return {}; }
+
+[[noreturn]] void throw_error(const char* file, int line, std::string message);
+
+}  // namespace detail
+}  // namespace kdseg
+
+// Throws kdseg::Error with the streamed arguments as message.
+#define KDSEG_THROW(...) ::kdseg::detail::throw_error(__FILE__, __LINE__, ::kdseg::detail::concat(__VA_ARGS__))
+
+// Throws kdseg::Error when `cond` is false; the message starts with the failed condition.
+#define KDSEG_CHECK(cond, ...)                                                                       \
+  do {                                                                                               \
+    if (!(cond)) {                                                                                   \
+      ::kdseg::detail::throw_error(__FILE__, __LINE__,                                               \
+                                   ::kdseg::detail::concat(__VA_ARGS__, " [check failed: " #cond "]")); \
+    }                                                                                                \
+  } while (false)

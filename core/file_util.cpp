@@ -1,0 +1,95 @@
+#include "core/file_util.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace kdseg {
+namespace fs = std::filesystem;
+
+namespace {
+std::string temp_name_for(const std::string& final_path) {
+  static std::atomic<unsigned> counter{0};
+  return final_path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+}  // namespace
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) KDSEG_THROW(path, ": cannot open to sync: ", std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  // Some file systems refuse fsync on folders; that is not a data-loss error.
+  if (rc != 0 && saved != EINVAL && saved != EROFS) {
+    KDSEG_THROW(path, ": fsync failed: ", std::strerror(saved));
+  }
+}
+
+AtomicFile::AtomicFile(std::string final_path)
+    : final_path_(std::move(final_path)), temp_path_(temp_name_for(final_path_)) {
+  const fs::path parent = fs::path(final_path_).parent_path();
+  const fs::path folder = parent.empty() ? fs::path(".") : parent;
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) {
+    KDSEG_THROW(final_path_, ": cannot write: folder ", folder.string(), " does not exist");
+  }
+  if (::access(folder.c_str(), W_OK) != 0) {
+    KDSEG_THROW(final_path_, ": cannot write: folder ", folder.string(), " is not writable (",
+                std::strerror(errno), ")");
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove(temp_path_, ec);
+  }
+}
+
+void AtomicFile::commit() {
+  KDSEG_CHECK(!committed_, final_path_, ": committed twice");
+  std::error_code ec;
+  if (!fs::exists(temp_path_, ec)) {
+    KDSEG_THROW(final_path_, ": nothing was written to the temporary file ", temp_path_);
+  }
+  fsync_path(temp_path_);
+  if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
+    KDSEG_THROW(final_path_, ": rename from ", temp_path_, " failed: ", std::strerror(errno));
+  }
+  committed_ = true;
+  const fs::path parent = fs::path(final_path_).parent_path();
+  fsync_path(parent.empty() ? "." : parent.string());
+}
+
+void write_file_atomic(const std::string& path, std::string_view content) {
+  AtomicFile file(path);
+  {
+    std::ofstream out(file.temp_path(), std::ios::binary | std::ios::trunc);
+    if (!out) KDSEG_THROW(path, ": cannot create ", file.temp_path(), ": ", std::strerror(errno));
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    out.flush();
+    if (!out) KDSEG_THROW(path, ": write failed after ", content.size(), " bytes (disk full?): ", std::strerror(errno));
+  }
+  file.commit();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) KDSEG_THROW(path, ": cannot open: ", std::strerror(errno));
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (in.bad()) KDSEG_THROW(path, ": read failed: ", std::strerror(errno));
+  return content.str();
+}
+
+}  // namespace kdseg

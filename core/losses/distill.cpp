@@ -1,0 +1,134 @@
+#include "core/losses/distill.h"
+
+#include <torch/torch.h>
+
+#include "core/error.h"
+
+namespace kdseg::losses {
+namespace {
+using torch::Tensor;
+namespace F = torch::nn::functional;
+
+Tensor as_float(const Tensor& t) {
+  return t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kDouble ? t : t.to(torch::kFloat);
+}
+
+// Mean of `per_pixel` [B,*] over `mask` [B,*] (bool); 0 with zero gradient when nothing is kept.
+Tensor masked_mean(const Tensor& per_pixel, const Tensor& mask) {
+  if (!mask.defined()) return per_pixel.mean();
+  const Tensor m = mask.to(per_pixel.scalar_type());
+  return (per_pixel * m).sum() / m.sum().clamp_min(1.0);
+}
+
+Tensor keep_of(const Tensor& labels, std::optional<int64_t> ignore_index, const Tensor& keep) {
+  Tensor k = keep;
+  if (labels.defined() && ignore_index.has_value()) {
+    const Tensor not_ignored = labels != *ignore_index;
+    k = k.defined() ? k.logical_and(not_ignored) : not_ignored;
+  }
+  return k;
+}
+
+// Erosion of binary maps [B,K,*] (float 0/1) with a k^d window clipped at the border.
+Tensor erode(const Tensor& maps, int64_t k) {
+  const Tensor inverted = 1.0 - maps;
+  const Tensor dilated = maps.dim() == 4 ? F::max_pool2d(inverted, F::MaxPool2dFuncOptions(k).stride(1).padding(k / 2))
+                                         : F::max_pool3d(inverted, F::MaxPool3dFuncOptions(k).stride(1).padding(k / 2));
+  return 1.0 - dilated;
+}
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, std::optional<int64_t> ignore_index) {
+  KDSEG_CHECK(labels.scalar_type() == torch::kLong, "cross_entropy: labels must be int64, got ", labels.scalar_type());
+  KDSEG_CHECK(logits.dim() == labels.dim() + 1 && logits.size(0) == labels.size(0) &&
+                  logits.sizes().slice(2) == labels.sizes().slice(1),
+              "cross_entropy: labels ", labels.sizes(), " do not match logits ", logits.sizes(), " ([B,C,*] vs [B,*])");
+  const int64_t classes = logits.size(1);
+  const Tensor keep = keep_of(labels, ignore_index, {});
+  Tensor bad = (labels < 0).logical_or(labels >= classes);
+  if (keep.defined()) bad = bad.logical_and(keep);
+  KDSEG_CHECK(!bad.any().item<bool>(), "cross_entropy: labels outside [0, ", classes,
+              ") on pixels that are not ignored; set ignore_index");
+  const Tensor log_prob = torch::log_softmax(as_float(logits), 1);
+  const Tensor nll = -log_prob.gather(1, labels.clamp(0, classes - 1).unsqueeze(1)).squeeze(1);
+  return masked_mean(nll, keep);
+}
+
+Tensor kl_divergence(const Tensor& logits, const Tensor& target, double temperature, const Tensor& keep) {
+  KDSEG_CHECK(temperature > 0, "kl_divergence: temperature must be > 0, got ", temperature);
+  KDSEG_CHECK(target.sizes() == logits.sizes(), "kl_divergence: target ", target.sizes(), " differs from logits ",
+              logits.sizes());
+  const Tensor z = as_float(logits);
+  const Tensor log_q = torch::log_softmax(z / temperature, 1);
+  const Tensor p = target.detach().to(z.scalar_type());
+  // xlogy(p, p) is 0 where p is 0, as in nn.KLDivLoss.
+  const Tensor per_pixel = (torch::xlogy(p, p) - p * log_q).sum(1) * (temperature * temperature);
+  return masked_mean(per_pixel, keep);
+}
+
+SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classes, double epsilon,
+                                        int64_t kernel_size, std::optional<int64_t> ignore_index) {
+  KDSEG_CHECK(labels.scalar_type() == torch::kLong && (labels.dim() == 3 || labels.dim() == 4),
+              "boundary_label_smoothing: labels must be int64 [B,H,W] or [B,D,H,W], got ", labels.scalar_type(), " ",
+              labels.sizes());
+  KDSEG_CHECK(kernel_size >= 1 && kernel_size % 2 == 1, "boundary_label_smoothing: kernel size must be odd, got ",
+              kernel_size);
+  KDSEG_CHECK(epsilon >= 0 && epsilon <= 1, "boundary_label_smoothing: epsilon must be in [0, 1], got ", epsilon);
+  SmoothedLabels out;
+  out.keep = ignore_index.has_value() ? labels != *ignore_index : torch::ones_like(labels, torch::kBool);
+  const Tensor in_range = (labels >= 0).logical_and(labels < num_classes);
+  KDSEG_CHECK(in_range.logical_or(out.keep.logical_not()).all().item<bool>(),
+              "boundary_label_smoothing: labels outside [0, ", num_classes, ") that are not ignore_index");
+  const Tensor keep_f = out.keep.unsqueeze(1).to(torch::kFloat);
+  const Tensor one_hot = torch::one_hot(labels.clamp(0, num_classes - 1), num_classes)
+                             .movedim(-1, 1)
+                             .to(torch::kFloat) * keep_f;
+  const Tensor own_survives = (erode(one_hot, kernel_size) * one_hot).sum(1) > 0.5;
+  const Tensor keep_survives = erode(keep_f, kernel_size).squeeze(1) > 0.5;
+  out.boundary = out.keep.logical_and(own_survives.logical_not()).logical_and(keep_survives);
+  const Tensor smoothed = one_hot * (1.0 - epsilon) + epsilon / static_cast<double>(num_classes);
+  out.soft = torch::where(out.boundary.unsqueeze(1), smoothed, one_hot);
+  return out;
+}
+
+SegmentationObjective::SegmentationObjective(ObjectiveWeights weights, DmlOptions dml,
+                                             std::optional<int64_t> ignore_index, DmlStatisticsReducer reducer)
+    : weights_(weights), dml_(std::move(dml)), ignore_index_(ignore_index), reducer_(std::move(reducer)) {
+  dml_.ignore_index(ignore_index_);
+  dml_.validate();
+  KDSEG_CHECK(weights_.temperature() > 0, "objective: temperature must be > 0, got ", weights_.temperature());
+}
+
+LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
+  const bool hard = in.labels.defined(), soft = in.soft.defined();
+  KDSEG_CHECK(in.logits.defined() && (hard || soft), "objective: needs logits and hard labels or soft targets");
+  const ObjectiveWeights& w = weights_;
+  const double label_factor = hard && soft ? w.label() : 1.0;
+  const double teacher_factor = hard && soft ? w.teacher() : 1.0;
+  const double t = w.temperature();
+  const Tensor keep = keep_of(in.labels, ignore_index_, in.keep);
+  const Tensor zero = torch::zeros({}, as_float(in.logits).options());
+
+  LossTerms terms{zero, zero, zero, zero, zero};
+  if (hard) {
+    // With an explicit keep mask, excluded pixels are dropped from CE by marking them ignored.
+    const int64_t drop = ignore_index_.value_or(-1);
+    const Tensor labels = in.keep.defined() ? torch::where(in.keep, in.labels, torch::full_like(in.labels, drop))
+                                            : in.labels;
+    const std::optional<int64_t> ignore = in.keep.defined() ? std::optional<int64_t>(drop) : ignore_index_;
+    Tensor ce = w.main() * cross_entropy(in.logits, labels, ignore);
+    if (in.aux_logits.defined()) ce = ce + w.aux() * cross_entropy(in.aux_logits, labels, ignore);
+    terms.ce = label_factor * w.ce() * ce;
+    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml_, reducer_);
+  }
+  if (soft) {
+    Tensor kl = w.main() * kl_divergence(in.logits, in.soft, t, keep);
+    if (in.aux_logits.defined()) kl = kl + w.aux() * kl_divergence(in.aux_logits, in.soft, t, keep);
+    terms.kl = teacher_factor * w.ce() * kl;
+    terms.dml_soft = teacher_factor * w.dml() * dml_loss(in.logits, in.soft, keep, dml_, reducer_);
+  }
+  terms.total = terms.ce + terms.kl + terms.dml_hard + terms.dml_soft;
+  return terms;
+}
+
+}  // namespace kdseg::losses

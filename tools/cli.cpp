@@ -1,0 +1,143 @@
+#include "tools/cli.h"
+
+#include <torch/version.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "core/build_config.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace kdseg::tools {
+namespace po = boost::program_options;
+
+namespace {
+
+Command planned(std::string name, std::string summary) {
+  return Command{std::move(name), std::move(summary), nullptr, nullptr};
+}
+
+std::string usage_text() {
+  std::ostringstream out;
+  out << "kdseg: knowledge distillation for CT segmentation with the Dice semimetric loss\n\n"
+      << "usage: kdseg <command> [options]\n"
+      << "       [mpirun -np N] kdseg <command> [options]\n"
+      << "       kdseg <command> --help\n"
+      << "       kdseg --version\n\n"
+      << "commands:\n";
+  for (const Command& c : commands()) {
+    out << "  " << c.name << std::string(12 - std::min<size_t>(c.name.size(), 11), ' ') << c.summary
+        << (c.run ? "" : " (not built yet)") << "\n";
+  }
+  out << "\nOptions on the command line take precedence over those in --config FILE (INI).\n";
+  return out.str();
+}
+
+po::options_description shared_options() {
+  po::options_description shared("shared options");
+  shared.add_options()
+      ("help,h", "show this command's options")
+      ("config", po::value<std::string>(), "INI file with further options (the command line wins)")
+      ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: the cores available)");
+  return shared;
+}
+
+int run_command(const Command& command, const std::vector<std::string>& args) {
+  po::options_description own(command.name + " options");
+  if (command.add_options) command.add_options(own);
+  po::options_description all;
+  all.add(own).add(shared_options());
+
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "usage: kdseg " << command.name << " [options]\n" << command.summary << "\n";
+    if (!command.run) std::cout << "\nThis command is not built yet in kdseg " << KDSEG_VERSION << ".\n";
+    std::cout << "\n" << all;
+    return kExitOk;
+  }
+  if (vm.count("config")) {
+    const std::string path = vm["config"].as<std::string>();
+    try {
+      po::store(po::parse_config_file<char>(path.c_str(), all), vm);
+    } catch (const po::reading_file&) {
+      throw po::error("cannot read --config file '" + path + "'");
+    }
+  }
+  po::notify(vm);
+  log::init(0, 1, log::parse_level(vm["log-level"].as<std::string>()));
+  if (!command.run) {
+    std::cerr << "kdseg " << command.name << ": not built yet in kdseg " << KDSEG_VERSION
+              << "; this build cannot " << command.summary << ".\n";
+    return kExitNotBuilt;
+  }
+  return command.run(vm);
+}
+
+}  // namespace
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> all = {
+      planned("synth", "write synthetic LiTS/KiTS-shaped NIfTI data"),
+      planned("prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store"),
+      planned("train", "train a network (teacher or hard-label student)"),
+      planned("precompute", "run the teacher once and cache its soft labels to HDF5"),
+      planned("distill", "train a student with DML against cached soft labels"),
+      planned("evaluate", "report Dice and calibration of one or more models"),
+      planned("cache", "inspect or verify a soft-label cache"),
+  };
+  return all;
+}
+
+std::string version_text() {
+  std::ostringstream out;
+  out << "kdseg " << KDSEG_VERSION << " (git " << KDSEG_GIT_HASH << ")\n"
+      << "LibTorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH
+      << (KDSEG_HAVE_CUDA ? " with CUDA" : " (CPU)") << "\n"
+      << "backends: local" << (KDSEG_HAVE_MPI ? " mpi" : "") << (KDSEG_HAVE_NCCL ? " nccl" : "");
+  if (!KDSEG_HAVE_MPI) out << " (mpi not compiled in: -DKDSEG_WITH_MPI=ON)";
+  if (!KDSEG_HAVE_NCCL) out << " (nccl not compiled in: needs a CUDA LibTorch and -DKDSEG_WITH_NCCL=ON)";
+  out << "\n";
+  return out.str();
+}
+
+int run(int argc, const char* const* argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << usage_text();
+    return kExitUsage;
+  }
+  const std::string& first = args.front();
+  if (first == "--help" || first == "-h" || first == "help") {
+    std::cout << usage_text();
+    return kExitOk;
+  }
+  if (first == "--version" || first == "version") {
+    std::cout << version_text();
+    return kExitOk;
+  }
+  const auto& all = commands();
+  const auto it = std::find_if(all.begin(), all.end(), [&](const Command& c) { return c.name == first; });
+  if (it == all.end()) {
+    std::cerr << "kdseg: unknown command '" << first << "'\n\n" << usage_text();
+    return kExitUsage;
+  }
+  try {
+    return run_command(*it, std::vector<std::string>(args.begin() + 1, args.end()));
+  } catch (const po::error& e) {
+    std::cerr << "kdseg " << it->name << ": " << e.what() << "\n(see: kdseg " << it->name << " --help)\n";
+    return kExitUsage;
+  } catch (const Error& e) {
+    std::cerr << "[rank " << std::max(0, e.rank()) << "/" << std::max(1, process_world_size()) << "] error: "
+              << e.what() << "\n";
+    return kExitError;
+  } catch (const std::exception& e) {
+    std::cerr << "[rank " << std::max(0, process_rank()) << "/" << std::max(1, process_world_size())
+              << "] error: " << e.what() << "\n";
+    return kExitError;
+  }
+}
+
+}  // namespace kdseg::tools
