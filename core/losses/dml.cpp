@@ -202,7 +202,7 @@ class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& prob, const Tensor& target, const Tensor& keep,
                                bool hard, double p) {
-    Flat f{prob, target, keep, hard};
+    Flat f{prob, target, keep.numel() > 0 ? keep : Tensor(), hard};
     Tensor sx, sy, sd, ymax;
     AT_DISPATCH_FLOATING_TYPES(prob.scalar_type(), "dml_fused_forward",
                                [&] { fused_forward<scalar_t>(f, p, sx, sy, sd, ymax); });
@@ -215,7 +215,7 @@ class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    Flat f{saved[0], saved[1], saved[2], ctx->saved_data["hard"].toBool()};
+    Flat f{saved[0], saved[1], saved[2].numel() > 0 ? saved[2] : Tensor(), ctx->saved_data["hard"].toBool()};
     const double p = ctx->saved_data["p"].toDouble();
     Tensor grad;
     AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_fused_backward",
@@ -284,7 +284,9 @@ DmlStatistics dml_statistics(const Tensor& prob, const Tensor& target, const Ten
   options.validate();
   Flat f = flatten_inputs(prob, target, keep, options);
   if (f.hard) check_hard_range(f, f.prob.size(1));
-  const auto out = FusedStatistics::apply(f.prob, f.target, f.keep, f.hard, options.norm());
+  // Autograd functions take defined tensors only: an empty mask stands for "keep everything".
+  const Tensor keep_arg = f.keep.defined() ? f.keep : torch::empty({0}, f.prob.options().dtype(torch::kBool));
+  const auto out = FusedStatistics::apply(f.prob, f.target, keep_arg, f.hard, options.norm());
   return finish_statistics(out[0], out[1], out[2], out[3], f.hard);
 }
 

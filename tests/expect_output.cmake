@@ -1,0 +1,15 @@
+# Runs a command and checks its exit code and output; used by ctest for command-line tests.
+#   cmake -DCOMMAND="prog;arg;..." -DEXPECT_RC=<n|nonzero> -DEXPECT_REGEX=<regex> -P expect_output.cmake
+execute_process(COMMAND ${COMMAND} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(all "${out}${err}")
+if(EXPECT_RC STREQUAL "nonzero")
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "expected a non-zero exit code, got 0; output:\n${all}")
+  endif()
+elseif(NOT rc STREQUAL EXPECT_RC)
+  message(FATAL_ERROR "expected exit code ${EXPECT_RC}, got ${rc}; output:\n${all}")
+endif()
+if(DEFINED EXPECT_REGEX AND NOT all MATCHES "${EXPECT_REGEX}")
+  message(FATAL_ERROR "output does not match '${EXPECT_REGEX}':\n${all}")
+endif()
+message(STATUS "exit code ${rc}, output matched")
