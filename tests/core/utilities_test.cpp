@@ -1,0 +1,235 @@
+// Errors and check macros, atomic files, RNG and the progress display.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/check_hdf5.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/progress.h"
+#include "core/random.h"
+
+namespace fs = std::filesystem;
+namespace {
+
+// A fresh folder under the system temp folder, removed with the fixture.
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("kdseg-test-" + std::to_string(::getpid()) + "-" +
+                                                 std::to_string(counter_++))) {
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+TEST(Error, CheckNamesConditionValuesAndLocation) {
+  const int slices = 75, expected = 74;
+  try {
+    KDSEG_CHECK(slices == expected, "segmentation-12.nii: ", slices, " slices differ from volume-12.nii ", expected);
+    FAIL() << "KDSEG_CHECK did not throw";
+  } catch (const kdseg::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("segmentation-12.nii: 75 slices differ from volume-12.nii 74"), std::string::npos) << what;
+    EXPECT_NE(what.find("slices == expected"), std::string::npos) << what;
+    EXPECT_NE(what.find("utilities_test.cpp:"), std::string::npos) << what;
+    EXPECT_GT(e.line(), 0);
+    EXPECT_EQ(e.message().find("utilities_test.cpp"), std::string::npos) << "message() holds no location";
+  }
+}
+
+TEST(Error, PassingCheckDoesNotEvaluateMessage) {
+  int evaluated = 0;
+  auto count = [&] { return ++evaluated; };
+  KDSEG_CHECK(true, "never built ", count());
+  EXPECT_EQ(evaluated, 0);
+}
+
+TEST(Error, RankAppearsOnceDistributionIsKnown) {
+  kdseg::set_process_rank(3, 4);
+  try {
+    KDSEG_THROW("collective all_reduce timed out");
+  } catch (const kdseg::Error& e) {
+    EXPECT_EQ(e.rank(), 3);
+    EXPECT_EQ(std::string(e.what()).rfind("[rank 3] collective all_reduce timed out", 0), 0u) << e.what();
+  }
+  kdseg::set_process_rank(-1, 0);
+}
+
+TEST(CheckHdf5, FailureCarriesCallAndHdf5Reason) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  try {
+    KDSEG_CHECK_HDF5(H5Fopen("/nonexistent/prepared.h5", H5F_ACC_RDONLY, H5P_DEFAULT));
+    FAIL() << "KDSEG_CHECK_HDF5 did not throw";
+  } catch (const kdseg::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("H5Fopen(\"/nonexistent/prepared.h5\""), std::string::npos) << what;
+    EXPECT_NE(what.find("unable to open file"), std::string::npos) << what;
+  }
+}
+
+TEST(CheckHdf5, SuccessYieldsTheValue) {
+  const hid_t space = KDSEG_CHECK_HDF5(H5Screate(H5S_SCALAR));
+  EXPECT_GE(space, 0);
+  KDSEG_CHECK_HDF5(H5Sclose(space));
+}
+
+TEST(AtomicFile, CommitReplacesAndLeavesNoTemporary) {
+  TempDir dir;
+  const std::string path = dir.file("metrics.json");
+  kdseg::write_file_atomic(path, "old");
+  kdseg::write_file_atomic(path, "new content");
+  EXPECT_EQ(kdseg::read_file(path), "new content");
+  EXPECT_EQ(dir.names(), std::vector<std::string>{"metrics.json"});
+}
+
+TEST(AtomicFile, UncommittedWriteKeepsPreviousFile) {
+  TempDir dir;
+  const std::string path = dir.file("report.json");
+  kdseg::write_file_atomic(path, "previous");
+  {
+    kdseg::AtomicFile file(path);
+    std::ofstream(file.temp_path()) << "half written";
+  }  // destroyed without commit, as when an exception unwinds
+  EXPECT_EQ(kdseg::read_file(path), "previous");
+  EXPECT_EQ(dir.names(), std::vector<std::string>{"report.json"});
+}
+
+TEST(AtomicFile, WriterKilledMidWriteLeavesPreviousFileIntact) {
+  TempDir dir;
+  const std::string path = dir.file("checkpoint.pt");
+  kdseg::write_file_atomic(path, "previous checkpoint");
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    kdseg::AtomicFile file(path);
+    std::ofstream out(file.temp_path(), std::ios::binary);
+    const std::string block(1 << 20, 'x');
+    out.write(block.data(), static_cast<std::streamsize>(block.size()));
+    out.flush();
+    const char byte = 1;
+    if (::write(ready[1], &byte, 1) != 1) ::_exit(3);
+    for (;;) {
+      out.write(block.data(), static_cast<std::streamsize>(block.size()));
+      out.flush();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(kdseg::read_file(path), "previous checkpoint");
+  // What the killed writer leaves is a temporary file that no reader mistakes for output.
+  for (const auto& name : dir.names()) {
+    EXPECT_TRUE(name == "checkpoint.pt" || name.rfind("checkpoint.pt.tmp-", 0) == 0) << name;
+  }
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST(AtomicFile, KilledFirstWriteLeavesNoFinalFile) {
+  TempDir dir;
+  const std::string path = dir.file("soft_labels.h5");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    kdseg::AtomicFile file(path);
+    std::ofstream(file.temp_path()) << "partial";
+    ::raise(SIGKILL);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(AtomicFile, MissingOrReadOnlyFolderIsAClearError) {
+  try {
+    kdseg::write_file_atomic("/nonexistent-folder/out.json", "x");
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("folder /nonexistent-folder does not exist"), std::string::npos) << e.what();
+  }
+  if (::geteuid() != 0) {  // root writes anywhere; the permission check needs a normal user
+    TempDir dir;
+    fs::permissions(dir.file(""), fs::perms::owner_read | fs::perms::owner_exec);
+    EXPECT_THROW(kdseg::write_file_atomic(dir.file("x"), "x"), kdseg::Error);
+    fs::permissions(dir.file(""), fs::perms::owner_all);
+  }
+}
+
+TEST(Rng, DeterministicPerStreamAndIndependentOfOrder) {
+  const uint64_t a = kdseg::derive_seed(7, {2, 15});
+  EXPECT_EQ(a, kdseg::derive_seed(7, {2, 15}));
+  EXPECT_NE(a, kdseg::derive_seed(7, {15, 2}));
+  EXPECT_NE(a, kdseg::derive_seed(8, {2, 15}));
+  kdseg::Rng r1(a), r2(a);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(r1.next_u64(), r2.next_u64());
+}
+
+TEST(Rng, DistributionsHaveTheirMoments) {
+  kdseg::Rng rng(kdseg::derive_seed(1, {}));
+  constexpr int kN = 200000;
+  double sum = 0, sum_sq = 0, usum = 0;
+  int64_t low = 0, high = 0;
+  for (int i = 0; i < kN; ++i) {
+    const double z = rng.normal();
+    sum += z;
+    sum_sq += z * z;
+    const double u = rng.uniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    usum += u;
+    const int64_t k = rng.uniform_int(-2, 2);
+    ASSERT_GE(k, -2);
+    ASSERT_LE(k, 2);
+    low += k == -2;
+    high += k == 2;
+  }
+  // Standard errors: mean 1/sqrt(N) = 0.0022, variance sqrt(2/N) = 0.0032; 5 sigma bounds.
+  EXPECT_NEAR(sum / kN, 0.0, 0.012);
+  EXPECT_NEAR(sum_sq / kN, 1.0, 0.016);
+  EXPECT_NEAR(usum / kN, 0.5, 0.004);
+  EXPECT_NEAR(static_cast<double>(low) / kN, 0.2, 0.005);
+  EXPECT_NEAR(static_cast<double>(high) / kN, 0.2, 0.005);
+}
+
+TEST(Progress, PlainLinesShowCountsAndStatus) {
+  std::FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  {
+    kdseg::Progress progress("precompute", 10, true, 0.0, sink);
+    for (int i = 0; i < 10; ++i) progress.advance(1, "slice " + std::to_string(i));
+    progress.finish("done");
+    EXPECT_NE(progress.line("x").find("[########################]  10/10"), std::string::npos);
+  }
+  std::rewind(sink);
+  std::string text(4096, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), sink));
+  std::fclose(sink);
+  EXPECT_NE(text.find("precompute  [##"), std::string::npos) << text;
+  EXPECT_NE(text.find("10/10"), std::string::npos) << text;
+  EXPECT_NE(text.find("done\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find('\r'), std::string::npos) << "no live redraw when not on a terminal";
+}
+
+}  // namespace
