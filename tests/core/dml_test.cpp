@@ -140,6 +140,10 @@ TEST(Dml, FusedKernelMatchesComposition) {
       {{3, 2, 6, 20, 20}, true, true, L::DmlOptions().ignore_index(7)},
       {{2, 4, 64, 64}, false, false, L::DmlOptions().norm(2)},
       {{1, 2, 300, 300}, true, true, L::DmlOptions().norm(1.5)},
+      // Pixel counts that are not multiples of the kernel's block width.
+      {{2, 3, 7, 9}, true, true, L::DmlOptions()},
+      {{3, 5, 5, 7, 11}, false, true, L::DmlOptions().norm(2)},
+      {{1, 2, 1, 17}, true, false, L::DmlOptions().image_weight(1)},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
@@ -161,9 +165,14 @@ TEST(Dml, FusedKernelMatchesComposition) {
       EXPECT_TRUE(fused.target_max.equal(composite.target_max)) << "case " << i;
       const auto loss_of = [](const L::DmlStatistics& s, const L::DmlOptions& o) { return L::dml_from_statistics(s, o); };
       const Tensor g_fused = torch::autograd::grad({loss_of(fused, c.options)}, {z}, {}, /*retain_graph=*/true)[0];
-      const Tensor g_comp = torch::autograd::grad({loss_of(composite, c.options)}, {z})[0];
+      const Tensor g_comp = torch::autograd::grad({loss_of(composite, c.options)}, {z}, {}, true)[0];
       const double gtol = dtype == torch::kDouble ? 1e-12 : 1e-6;
       EXPECT_LT(max_abs_diff(g_fused, g_comp) / g_comp.abs().max().item<double>(), gtol) << "case " << i;
+      // dml_loss on CPU fuses the softmax into the statistics: same loss and gradient.
+      const Tensor fused_loss = L::dml_loss(z, target, keep, c.options);
+      const Tensor g_logits = torch::autograd::grad({fused_loss}, {z})[0];
+      EXPECT_NEAR(fused_loss.item<double>(), loss_of(composite, c.options).item<double>(), tol) << "case " << i;
+      EXPECT_LT(max_abs_diff(g_logits, g_comp) / g_comp.abs().max().item<double>(), gtol) << "case " << i;
     }
   }
 }
