@@ -1,0 +1,72 @@
+// Collective communication between the processes of a job (one per GPU, or per CPU socket).
+//
+// Every method marked "collective" must be called by every rank of the communicator, in the
+// same order, with tensors of the same shape and dtype; the call returns on a rank once that
+// rank's part is done. Backends: local (world size 1, no MPI), MPI (CPU tensors) and NCCL
+// (CUDA tensors, enqueued on the current CUDA stream, bootstrapped over MPI).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace kdseg::dist {
+
+enum class ReduceOp { kSum, kAverage, kMax, kMin };
+enum class Backend { kAuto, kLocal, kMpi, kNccl };
+
+// "auto", "local", "mpi" or "nccl"; throws kdseg::Error naming the accepted values otherwise.
+Backend parse_backend(std::string_view name);
+std::string_view backend_name(Backend backend);
+
+// True when this process was started by mpirun/mpiexec or srun (their environment variables).
+bool launched_by_launcher();
+
+struct CommunicatorOptions {
+  // Backend::kAuto picks NCCL for CUDA training, MPI on CPU, local for a single process that
+  // no launcher started.
+  Backend backend = Backend::kAuto;
+  bool cuda = false;
+  // A collective that runs longer than this is reported (which one, which rank) by a watchdog
+  // and the job is aborted. Zero disables the watchdog.
+  std::chrono::milliseconds collective_timeout = std::chrono::minutes(10);
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Rank among the processes of this node, and their number (one GPU per local rank).
+  virtual int local_rank() const = 0;
+  virtual int local_size() const = 0;
+  virtual Backend backend() const = 0;
+
+  // Collective. Reduces `tensor` (contiguous) across ranks in place.
+  virtual void all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
+  // Collective. Copies `tensor` of rank `root` into `tensor` on every rank.
+  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  // Collective. Concatenates every rank's `tensor` along dim 0 in rank order:
+  // [size * tensor.size(0), ...]. Tensors of all ranks must have the same shape.
+  virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
+  // Collective. Returns once every rank has entered it.
+  virtual void barrier() = 0;
+
+  // A second communicator over the same ranks whose collectives never interleave with this
+  // one's (used by the gradient reducer's communication thread). Collective.
+  virtual std::unique_ptr<Communicator> duplicate() = 0;
+
+  // Brings the whole job down after an unrecoverable error on this rank: aborts NCCL, then
+  // MPI_Abort, so that no other rank waits forever. Never returns.
+  [[noreturn]] virtual void abort(const std::string& reason) noexcept = 0;
+};
+
+// Creates the communicator for this process (initialising MPI when needed). Asking for a
+// backend that was not compiled in names the CMake option that turns it on.
+std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options = {});
+
+}  // namespace kdseg::dist
