@@ -1,0 +1,106 @@
+#include "dist/communicator.h"
+
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "core/build_config.h"
+#include "core/error.h"
+#include "dist/backends.h"
+
+namespace kdseg::dist {
+
+Backend parse_backend(std::string_view name) {
+  if (name == "auto") return Backend::kAuto;
+  if (name == "local") return Backend::kLocal;
+  if (name == "mpi") return Backend::kMpi;
+  if (name == "nccl") return Backend::kNccl;
+  KDSEG_THROW("unknown --backend '", name, "': use auto, local, mpi or nccl");
+}
+
+std::string_view backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::kAuto: return "auto";
+    case Backend::kLocal: return "local";
+    case Backend::kMpi: return "mpi";
+    case Backend::kNccl: return "nccl";
+  }
+  return "?";
+}
+
+bool launched_by_launcher() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS"}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
+
+namespace {
+
+// World size 1: every collective is the identity.
+class LocalCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return 1; }
+  Backend backend() const override { return Backend::kLocal; }
+  void all_reduce(at::Tensor&, ReduceOp) override {}
+  void broadcast(at::Tensor&, int root) override {
+    KDSEG_CHECK(root == 0, "broadcast: root ", root, " does not exist in a world of size 1");
+  }
+  at::Tensor all_gather(const at::Tensor& tensor) override { return tensor.clone(); }
+  void barrier() override {}
+  std::unique_ptr<Communicator> duplicate() override { return std::make_unique<LocalCommunicator>(); }
+  [[noreturn]] void abort(const std::string& reason) noexcept override { detail::die(reason); }
+};
+
+}  // namespace
+
+namespace detail {
+
+std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+void die(const std::string& reason) noexcept {
+  const int rank = std::max(0, process_rank());
+  const int size = std::max(1, process_world_size());
+  std::cerr << "[rank " << rank << "/" << size << "] error: " << reason << std::endl;
+  std::_Exit(1);
+}
+
+#if !KDSEG_HAVE_MPI
+bool mpi_supports_threads() { return false; }
+std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions&) {
+  KDSEG_THROW("--backend mpi: this kdseg was built without MPI; rebuild with -DKDSEG_WITH_MPI=ON");
+}
+#endif
+#if !KDSEG_HAVE_NCCL
+std::unique_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions&) {
+  KDSEG_THROW("--backend nccl: this kdseg was built without NCCL; rebuild against a CUDA LibTorch with "
+              "-DKDSEG_WITH_NCCL=ON (NCCL_ROOT=... if CMake does not find it)");
+}
+#endif
+
+}  // namespace detail
+
+std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {
+  Backend backend = options.backend;
+  if (backend == Backend::kAuto) {
+    if (!launched_by_launcher()) backend = Backend::kLocal;
+    else backend = options.cuda && KDSEG_HAVE_NCCL ? Backend::kNccl : (KDSEG_HAVE_MPI ? Backend::kMpi : Backend::kLocal);
+  }
+  KDSEG_CHECK(!(backend == Backend::kNccl && !options.cuda),
+              "--backend nccl reduces CUDA tensors: train with --device cuda, or use --backend mpi on CPU");
+  std::unique_ptr<Communicator> comm;
+  switch (backend) {
+    case Backend::kLocal: comm = detail::make_local_communicator(); break;
+    case Backend::kMpi: comm = detail::make_mpi_communicator(options); break;
+    case Backend::kNccl: comm = detail::make_nccl_communicator(options); break;
+    case Backend::kAuto: break;
+  }
+  set_process_rank(comm->rank(), comm->size());
+  return comm;
+}
+
+}  // namespace kdseg::dist

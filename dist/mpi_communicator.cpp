@@ -1,0 +1,181 @@
+// The MPI backend: CPU tensors, blocking collectives on a private duplicate of
+// MPI_COMM_WORLD whose errors are returned (and become kdseg::Error), watched by a Watchdog.
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <mutex>
+
+#include "core/check_mpi.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "dist/backends.h"
+#include "dist/watchdog.h"
+
+namespace kdseg::dist {
+namespace {
+
+// Initialises MPI once per process (with MPI_THREAD_MULTIPLE when available: the gradient
+// reducer's thread communicates while the main thread computes) and finalises it at exit.
+class MpiEnvironment {
+ public:
+  static MpiEnvironment& get() {
+    static MpiEnvironment environment;
+    return environment;
+  }
+  int thread_level() const { return provided_; }
+
+ private:
+  MpiEnvironment() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) {
+      MPI_Query_thread(&provided_);
+      return;
+    }
+    KDSEG_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided_));
+    owner_ = true;
+  }
+  ~MpiEnvironment() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owner_ && !finalized) MPI_Finalize();
+  }
+  int provided_ = MPI_THREAD_SINGLE;
+  bool owner_ = false;
+};
+
+MPI_Datatype mpi_type(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kInt: return MPI_INT32_T;
+    case at::kLong: return MPI_INT64_T;
+    case at::kByte: return MPI_UINT8_T;
+    case at::kChar: return MPI_INT8_T;
+    case at::kBool: return MPI_C_BOOL;
+    case at::kShort: return MPI_INT16_T;
+    default: KDSEG_THROW("MPI backend: dtype ", t.scalar_type(), " is not supported; use float32/64 or an integer type");
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op, const at::Tensor& t) {
+  if (t.scalar_type() == at::kBool) {
+    KDSEG_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin, "MPI backend: bool tensors reduce with max or min only");
+    return op == ReduceOp::kMax ? MPI_LOR : MPI_LAND;
+  }
+  switch (op) {
+    case ReduceOp::kSum:
+    case ReduceOp::kAverage: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+std::string describe(const char* what, const at::Tensor& t) {
+  return kdseg::detail::concat(what, " of ", t.numel(), " x ", t.scalar_type(), " (", t.nbytes(), " bytes) on the MPI backend");
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm parent, std::chrono::milliseconds timeout) {
+    MpiEnvironment::get();
+    KDSEG_CHECK_MPI(MPI_Comm_dup(parent, &comm_));
+    KDSEG_CHECK_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    KDSEG_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+    KDSEG_CHECK_MPI(MPI_Comm_size(comm_, &size_));
+    MPI_Comm node;
+    KDSEG_CHECK_MPI(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    KDSEG_CHECK_MPI(MPI_Comm_rank(node, &local_rank_));
+    KDSEG_CHECK_MPI(MPI_Comm_size(node, &local_size_));
+    MPI_Comm_free(&node);
+    watchdog_ = std::make_unique<Watchdog>(timeout, [this](const std::string& reason) { abort(reason); });
+  }
+  ~MpiCommunicator() override {
+    watchdog_.reset();
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
+  Backend backend() const override { return Backend::kMpi; }
+
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override {
+    check_cpu_contiguous(tensor, "all_reduce");
+    KDSEG_CHECK(op != ReduceOp::kAverage || tensor.is_floating_point(),
+                "all_reduce: average needs a floating-point tensor, got ", tensor.scalar_type());
+    {
+      WatchedCollective watch(watchdog_.get(), describe("all_reduce", tensor));
+      KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
+                                    mpi_type(tensor), mpi_op(op, tensor), comm_));
+    }
+    if (op == ReduceOp::kAverage) tensor.div_(size_);
+  }
+
+  void broadcast(at::Tensor& tensor, int root) override {
+    check_cpu_contiguous(tensor, "broadcast");
+    KDSEG_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " outside [0, ", size_, ")");
+    WatchedCollective watch(watchdog_.get(), describe("broadcast", tensor));
+    KDSEG_CHECK_MPI(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), root, comm_));
+  }
+
+  at::Tensor all_gather(const at::Tensor& input) override {
+    const at::Tensor tensor = input.contiguous();
+    check_cpu_contiguous(tensor, "all_gather");
+    std::vector<int64_t> shape = tensor.sizes().vec();
+    KDSEG_CHECK(!shape.empty(), "all_gather: needs at least one dimension");
+    shape[0] *= size_;
+    at::Tensor out = torch::empty(shape, tensor.options());
+    WatchedCollective watch(watchdog_.get(), describe("all_gather", tensor));
+    KDSEG_CHECK_MPI(MPI_Allgather(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor),
+                                  out.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), comm_));
+    return out;
+  }
+
+  void barrier() override {
+    WatchedCollective watch(watchdog_.get(), "barrier on the MPI backend");
+    KDSEG_CHECK_MPI(MPI_Barrier(comm_));
+  }
+
+  std::unique_ptr<Communicator> duplicate() override {
+    return std::make_unique<MpiCommunicator>(comm_, watchdog_->timeout());
+  }
+
+  [[noreturn]] void abort(const std::string& reason) noexcept override {
+    const std::string who = kdseg::detail::concat("[rank ", rank_, "/", size_, "] error: ", reason);
+    std::fprintf(stderr, "%s\n", who.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    std::_Exit(1);
+  }
+
+ private:
+  static void check_cpu_contiguous(const at::Tensor& t, const char* what) {
+    KDSEG_CHECK(t.device().is_cpu(), what, ": the MPI backend reduces CPU tensors, got one on ", t.device(),
+                "; use --backend nccl for CUDA tensors");
+    KDSEG_CHECK(t.is_contiguous(), what, ": tensor must be contiguous");
+    KDSEG_CHECK(t.numel() <= INT32_MAX, what, ": ", t.numel(), " elements exceed MPI's int count");
+  }
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
+  std::unique_ptr<Watchdog> watchdog_;
+};
+
+}  // namespace
+
+namespace detail {
+std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options) {
+  return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, options.collective_timeout);
+}
+
+// The MPI thread level, for the gradient reducer's choice of a communication thread.
+bool mpi_supports_threads() { return MpiEnvironment::get().thread_level() >= MPI_THREAD_MULTIPLE; }
+}  // namespace detail
+
+}  // namespace kdseg::dist
