@@ -84,6 +84,19 @@ std::unique_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions&)
 
 }  // namespace detail
 
+int run_or_abort(Communicator& comm, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    if (comm.size() == 1) throw;  // nobody to wake: the caller reports it
+    comm.abort(kdseg::detail::concat(e.message(), " (", e.file(), ":", e.line(), ")"));
+  } catch (const std::exception& e) {
+    if (comm.size() == 1) throw;
+    comm.abort(e.what());
+  }
+  return 1;  // not reached: abort() does not return
+}
+
 std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {
   Backend backend = options.backend;
   if (backend == Backend::kAuto) {

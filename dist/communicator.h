@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -64,6 +65,11 @@ class Communicator {
   // MPI_Abort, so that no other rank waits forever. Never returns.
   [[noreturn]] virtual void abort(const std::string& reason) noexcept = 0;
 };
+
+// Runs `body` and returns its exit code; on an exception, reports "[rank r/N] error: ..." and
+// aborts the whole job through `comm` (NCCL abort, then MPI_Abort) so that no rank is left
+// waiting in a collective. What every subcommand's entry point does.
+int run_or_abort(Communicator& comm, const std::function<int()>& body);
 
 // Creates the communicator for this process (initialising MPI when needed). Asking for a
 // backend that was not compiled in names the CMake option that turns it on.
