@@ -110,7 +110,7 @@ class MpiCommunicator final : public Communicator {
     KDSEG_CHECK(op != ReduceOp::kAverage || tensor.is_floating_point(),
                 "all_reduce: average needs a floating-point tensor, got ", tensor.scalar_type());
     {
-      WatchedCollective watch(watchdog_.get(), describe("all_reduce", tensor));
+      WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("all_reduce", tensor); });
       KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
                                     mpi_type(tensor), mpi_op(op, tensor), comm_));
     }
@@ -120,7 +120,7 @@ class MpiCommunicator final : public Communicator {
   void broadcast(at::Tensor& tensor, int root) override {
     check_cpu_contiguous(tensor, "broadcast");
     KDSEG_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " outside [0, ", size_, ")");
-    WatchedCollective watch(watchdog_.get(), describe("broadcast", tensor));
+    WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("broadcast", tensor); });
     KDSEG_CHECK_MPI(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), root, comm_));
   }
 
@@ -131,14 +131,14 @@ class MpiCommunicator final : public Communicator {
     KDSEG_CHECK(!shape.empty(), "all_gather: needs at least one dimension");
     shape[0] *= size_;
     at::Tensor out = torch::empty(shape, tensor.options());
-    WatchedCollective watch(watchdog_.get(), describe("all_gather", tensor));
+    WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("all_gather", tensor); });
     KDSEG_CHECK_MPI(MPI_Allgather(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor),
                                   out.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), comm_));
     return out;
   }
 
   void barrier() override {
-    WatchedCollective watch(watchdog_.get(), "barrier on the MPI backend");
+    WatchedCollective watch(watchdog_.get(), [] { return std::string("barrier on the MPI backend"); });
     KDSEG_CHECK_MPI(MPI_Barrier(comm_));
   }
 

@@ -147,7 +147,8 @@ class NcclCommunicator final : public Communicator {
     cudaEvent_t event;
     KDSEG_CHECK_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     KDSEG_CHECK_CUDA(cudaEventRecord(event, stream));
-    watchdog_->start(kdseg::detail::concat(what, " of ", t.nbytes(), " bytes on the NCCL backend"), [event]() {
+    std::string text = kdseg::detail::concat(what, " of ", t.nbytes(), " bytes on the NCCL backend");
+    watchdog_->start([text] { return text; }, [event]() {
       const bool done = cudaEventQuery(event) != cudaErrorNotReady;
       if (done) cudaEventDestroy(event);
       return done;

@@ -18,10 +18,10 @@ Watchdog::~Watchdog() {
   if (thread_.joinable()) thread_.join();
 }
 
-uint64_t Watchdog::start(std::string what, std::function<bool()> done) {
+uint64_t Watchdog::start(std::function<std::string()> describe, std::function<bool()> done) {
   std::lock_guard<std::mutex> lock(mutex_);
   const uint64_t id = next_id_++;
-  in_flight_[id] = Entry{std::move(what), std::chrono::steady_clock::now(), std::move(done)};
+  in_flight_[id] = Entry{std::move(describe), std::chrono::steady_clock::now(), std::move(done)};
   return id;
 }
 
@@ -47,7 +47,7 @@ void Watchdog::run() {
       const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second.start);
       if (waited > timeout_) {
         std::ostringstream reason;
-        reason << "collective " << it->second.what << " has not completed after " << waited.count() / 1000.0
+        reason << "collective " << it->second.describe() << " has not completed after " << waited.count() / 1000.0
                << " s (--collective-timeout " << timeout_.count() / 1000.0
                << " s): another rank has failed or stopped calling collectives; aborting the job";
         const std::string text = reason.str();

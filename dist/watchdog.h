@@ -24,16 +24,17 @@ class Watchdog {
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
 
-  // Registers an in-flight collective. `done` (optional) is polled for asynchronous ones
+  // Registers an in-flight collective. `describe` is called only when it is reported (keep it
+  // cheap to construct: small captures). `done` (optional) is polled for asynchronous ones
   // (NCCL); synchronous ones call finish() when they return.
-  uint64_t start(std::string what, std::function<bool()> done = nullptr);
+  uint64_t start(std::function<std::string()> describe, std::function<bool()> done = nullptr);
   void finish(uint64_t id);
 
   std::chrono::milliseconds timeout() const { return timeout_; }
 
  private:
   struct Entry {
-    std::string what;
+    std::function<std::string()> describe;
     std::chrono::steady_clock::time_point start;
     std::function<bool()> done;
   };
@@ -52,8 +53,9 @@ class Watchdog {
 // Registers a synchronous collective for the lifetime of the scope.
 class WatchedCollective {
  public:
-  WatchedCollective(Watchdog* watchdog, std::string what)
-      : watchdog_(watchdog), id_(watchdog ? watchdog->start(std::move(what)) : 0) {}
+  WatchedCollective(Watchdog* watchdog, std::function<std::string()> describe)
+      : watchdog_(watchdog && watchdog->timeout().count() > 0 ? watchdog : nullptr),
+        id_(watchdog_ ? watchdog_->start(std::move(describe)) : 0) {}
   ~WatchedCollective() {
     if (watchdog_) watchdog_->finish(id_);
   }

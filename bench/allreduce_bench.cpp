@@ -1,0 +1,66 @@
+// All-reduce bus bandwidth of kdseg's MPI communicator against OpenMPI's MPI_Allreduce on a
+// raw buffer, side by side in the same job, 1 KiB to 256 MiB of float32.
+//   mpirun -np 2 bench/allreduce_bench [--max-mib 256] [--reps R]
+// Bus bandwidth = 2 (n-1)/n * bytes / time, as nccl-tests reports it.
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "dist/communicator.h"
+
+namespace {
+
+template <typename F>
+double median_seconds(F&& run, int reps) {
+  std::vector<double> times;
+  run();  // warm-up
+  for (int r = 0; r < reps; ++r) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const double t0 = MPI_Wtime();
+    run();
+    double elapsed = MPI_Wtime() - t0, slowest = 0;
+    MPI_Allreduce(&elapsed, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    times.push_back(slowest);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t max_mib = 256;
+  int reps = 10;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--max-mib" && i + 1 < argc) max_mib = std::atoll(argv[++i]);
+    else if (arg == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+  }
+  kdseg::dist::CommunicatorOptions options;
+  options.backend = kdseg::dist::Backend::kMpi;
+  auto comm = kdseg::dist::make_communicator(options);
+  const int n = comm->size();
+  if (comm->rank() == 0) {
+    std::printf("all-reduce (sum, float32), %d ranks, median of %d\n", n, reps);
+    std::printf("%12s %14s %14s %14s %14s %8s\n", "bytes", "raw MPI us", "kdseg us", "raw GB/s", "kdseg GB/s", "ratio");
+  }
+  for (int64_t bytes = 1024; bytes <= max_mib * (int64_t{1} << 20); bytes *= 4) {
+    const int64_t count = bytes / 4;
+    at::Tensor tensor = torch::ones({count});
+    std::vector<float> raw(static_cast<size_t>(count), 1.0f);
+    const int r = std::max(3, static_cast<int>(std::min<int64_t>(reps, (int64_t{1} << 30) / bytes)));
+    const double t_raw = median_seconds(
+        [&] { MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); }, r);
+    const double t_kdseg = median_seconds([&] { comm->all_reduce(tensor, kdseg::dist::ReduceOp::kSum); }, r);
+    const double factor = 2.0 * (n - 1) / n * static_cast<double>(bytes) / 1e9;
+    if (comm->rank() == 0) {
+      std::printf("%12lld %14.1f %14.1f %14.2f %14.2f %7.2fx\n", static_cast<long long>(bytes), t_raw * 1e6,
+                  t_kdseg * 1e6, factor / t_raw, factor / t_kdseg, t_raw / t_kdseg);
+    }
+  }
+  return 0;
+}
