@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "core/check_mpi.h"
 #include "core/error.h"
@@ -79,7 +80,9 @@ std::string describe(const char* what, const at::Tensor& t) {
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm parent, std::chrono::milliseconds timeout) {
+  // `polite`: wait for all-reduces by polling with short sleeps instead of MPI's busy wait, so
+  // that a background communication thread leaves the cores to the computation.
+  MpiCommunicator(MPI_Comm parent, std::chrono::milliseconds timeout, bool polite = false) : polite_(polite) {
     MpiEnvironment::get();
     KDSEG_CHECK_MPI(MPI_Comm_dup(parent, &comm_));
     KDSEG_CHECK_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
@@ -111,8 +114,15 @@ class MpiCommunicator final : public Communicator {
                 "all_reduce: average needs a floating-point tensor, got ", tensor.scalar_type());
     {
       WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("all_reduce", tensor); });
-      KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
-                                    mpi_type(tensor), mpi_op(op, tensor), comm_));
+      if (polite_) {
+        MPI_Request request;
+        KDSEG_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
+                                       mpi_type(tensor), mpi_op(op, tensor), comm_, &request));
+        wait_politely(request);
+      } else {
+        KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
+                                      mpi_type(tensor), mpi_op(op, tensor), comm_));
+      }
     }
     if (op == ReduceOp::kAverage) tensor.div_(size_);
   }
@@ -142,8 +152,9 @@ class MpiCommunicator final : public Communicator {
     KDSEG_CHECK_MPI(MPI_Barrier(comm_));
   }
 
+  // The duplicate serves a background thread: it waits politely.
   std::unique_ptr<Communicator> duplicate() override {
-    return std::make_unique<MpiCommunicator>(comm_, watchdog_->timeout());
+    return std::make_unique<MpiCommunicator>(comm_, watchdog_->timeout(), /*polite=*/true);
   }
 
   [[noreturn]] void abort(const std::string& reason) noexcept override {
@@ -162,6 +173,20 @@ class MpiCommunicator final : public Communicator {
     KDSEG_CHECK(t.numel() <= INT32_MAX, what, ": ", t.numel(), " elements exceed MPI's int count");
   }
 
+  // Tests the request (which also drives MPI's progress) in a short spin, then with sleeps
+  // that grow to 200 us.
+  void wait_politely(MPI_Request& request) {
+    int done = 0;
+    for (int spin = 0; spin < 64 && !done; ++spin) KDSEG_CHECK_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    auto pause = std::chrono::microseconds(10);
+    while (!done) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(200));
+      KDSEG_CHECK_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    }
+  }
+
+  bool polite_ = false;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::unique_ptr<Watchdog> watchdog_;

@@ -1,0 +1,140 @@
+// Training-step benchmarks of the paper's UNet on CPU.
+//
+//   step_bench loss-share [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3]
+//     Time of forward+backward of the network with the paper's objective (CE + DML, auxiliary
+//     head) against the objective's own forward+backward on the same logits: the loss's share.
+//   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
+//     Step time with gradient buckets reduced during backward, against reducing after
+//     backward, against no reduction at all (each rank alone), same job.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "core/losses/distill.h"
+#include "core/models/unet.h"
+#include "dist/data_parallel.h"
+#include "dist/sync_batch_norm.h"
+
+namespace {
+namespace M = kdseg::models;
+namespace L = kdseg::losses;
+namespace D = kdseg::dist;
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string mode, arch = "unet-resnet18d";
+  int64_t batch = 8, size = 384;
+  int reps = 3, threads = 0;
+};
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+template <typename F>
+double median(F&& f, int reps) {
+  f();  // warm-up
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    t.push_back(seconds_since(t0));
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int loss_share(const Args& a) {
+  torch::manual_seed(0);
+  M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
+  const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size});
+  const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong);
+  const L::SegmentationObjective objective;
+  const double step = median([&] {
+    net->zero_grad();
+    const auto out = net(x);
+    objective({out.logits, out.aux, y, at::Tensor(), at::Tensor()}).total.backward();
+  }, a.reps);
+  const auto out = net(x);
+  const at::Tensor z = out.logits.detach().requires_grad_(true), aux = out.aux.detach().requires_grad_(true);
+  const double loss = median([&] { objective({z, aux, y, at::Tensor(), at::Tensor()}).total.backward(); }, a.reps);
+  const double dml = median([&] { L::dml_loss(z, y).backward(); }, a.reps);
+  std::printf("%s, batch %lld, %lldx%lld, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
+              static_cast<long long>(a.batch), static_cast<long long>(a.size), static_cast<long long>(a.size),
+              torch::get_num_threads(), TORCH_VERSION, a.reps);
+  std::printf("%-44s %10s %8s\n", "part", "seconds", "share");
+  std::printf("%-44s %10.3f %7.1f%%\n", "training step (network + objective, fwd+bwd)", step, 100.0);
+  std::printf("%-44s %10.3f %7.1f%%\n", "objective: CE + DML + aux CE (fwd+bwd)", loss, 100 * loss / step);
+  std::printf("%-44s %10.3f %7.1f%%\n", "DML alone (fwd+bwd)", dml, 100 * dml / step);
+  return 0;
+}
+
+int overlap(const Args& a) {
+  D::CommunicatorOptions options;
+  auto comm = D::make_communicator(options);
+  const auto make = [&] {
+    torch::manual_seed(0);
+    return M::UNet(M::UNetOptions().encoder(M::parse_architecture(a.arch)).norm([&](int64_t c) {
+      return torch::nn::AnyModule(D::SyncBatchNorm2d(c, comm.get()));
+    }));
+  };
+  torch::manual_seed(comm->rank());
+  const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size});
+  const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong);
+  const L::SegmentationObjective objective;
+  const auto run = [&](M::UNet& net, D::DataParallel* ddp) {
+    net->zero_grad();
+    const auto out = net(x);
+    objective({out.logits, out.aux, y, at::Tensor(), at::Tensor()}).total.backward();
+    if (ddp) ddp->synchronize_gradients();
+  };
+  M::UNet overlapped = make(), after = make();
+  D::DataParallel ddp_overlap(overlapped.ptr(), *comm, D::DataParallelOptions{});
+  D::DataParallelOptions no_overlap;
+  no_overlap.overlap = false;
+  D::DataParallel ddp_after(after.ptr(), *comm, no_overlap);
+  // Interleaved so that machine noise hits both alike.
+  std::vector<double> overlap_times, after_times;
+  run(overlapped, &ddp_overlap);
+  run(after, &ddp_after);
+  for (int r = 0; r < a.reps; ++r) {
+    auto t0 = Clock::now();
+    run(after, &ddp_after);
+    after_times.push_back(seconds_since(t0));
+    t0 = Clock::now();
+    run(overlapped, &ddp_overlap);
+    overlap_times.push_back(seconds_since(t0));
+  }
+  std::sort(overlap_times.begin(), overlap_times.end());
+  std::sort(after_times.begin(), after_times.end());
+  const double t_overlap = overlap_times[overlap_times.size() / 2], t_after = after_times[after_times.size() / 2];
+  if (comm->rank() == 0) {
+    std::printf("%s, %d ranks x batch %lld, %lldx%lld, %d threads per rank, %zu buckets, median of %d\n",
+                a.arch.c_str(), comm->size(), static_cast<long long>(a.batch), static_cast<long long>(a.size),
+                static_cast<long long>(a.size), torch::get_num_threads(), ddp_overlap.bucket_count(), a.reps);
+    std::printf("%-46s %10s %8s\n", "gradient reduction", "step s", "ratio");
+    std::printf("%-46s %10.3f %7.3fx\n", "after backward (baseline)", t_after, 1.0);
+    std::printf("%-46s %10.3f %7.3fx\n", "buckets during backward (communication thread)", t_overlap, t_after / t_overlap);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (argc > 1) a.mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--arch") a.arch = v;
+    else if (k == "--batch") a.batch = std::stoll(v);
+    else if (k == "--size") a.size = std::stoll(v);
+    else if (k == "--reps") a.reps = std::stoi(v);
+    else if (k == "--threads") a.threads = std::stoi(v);
+  }
+  torch::set_num_threads(a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()));
+  if (a.mode == "loss-share") return loss_share(a);
+  if (a.mode == "overlap") return overlap(a);
+  std::fprintf(stderr, "usage: step_bench loss-share|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T]\n");
+  return 2;
+}
