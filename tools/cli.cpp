@@ -8,6 +8,7 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/communicator.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
@@ -40,7 +41,11 @@ po::options_description shared_options() {
       ("help,h", "show this command's options")
       ("config", po::value<std::string>(), "INI file with further options (the command line wins)")
       ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
-      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: the cores available)");
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: the cores available)")
+      ("backend", po::value<std::string>()->default_value("auto"),
+       "communication between ranks: auto (NCCL on CUDA, MPI on CPU, local without mpirun), local, mpi or nccl")
+      ("collective-timeout", po::value<double>()->default_value(600),
+       "seconds a collective may take before the job is reported and aborted (0: never)");
   return shared;
 }
 
@@ -67,6 +72,12 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
     }
   }
   po::notify(vm);
+  try {
+    dist::parse_backend(vm["backend"].as<std::string>());
+  } catch (const Error& e) {
+    throw po::error(e.message());
+  }
+  if (vm["collective-timeout"].as<double>() < 0) throw po::error("--collective-timeout must be >= 0 seconds");
   log::init(0, 1, log::parse_level(vm["log-level"].as<std::string>()));
   if (!command.run) {
     std::cerr << "kdseg " << command.name << ": not built yet in kdseg " << KDSEG_VERSION
