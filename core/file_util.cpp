@@ -17,9 +17,13 @@ namespace kdseg {
 namespace fs = std::filesystem;
 
 namespace {
+// A hidden name in the same folder that keeps the final name's extension (libraries such as
+// niftilib choose the format from it): "dir/.kdseg-tmp-<pid>-<n>-name.nii.gz".
 std::string temp_name_for(const std::string& final_path) {
   static std::atomic<unsigned> counter{0};
-  return final_path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  const fs::path path(final_path);
+  const std::string prefix = ".kdseg-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-";
+  return (path.parent_path() / (prefix + path.filename().string())).string();
 }
 }  // namespace
 

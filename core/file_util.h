@@ -7,7 +7,8 @@
 
 namespace kdseg {
 
-// A file being written. Write to temp_path() (any API: fstream, HDF5, niftilib), then
+// A file being written. Write to temp_path() (a hidden name in the same folder with the same
+// extension; any API: fstream, HDF5, niftilib), then
 // commit(). Until commit() the final path keeps its previous content (or stays absent);
 // destroying an uncommitted AtomicFile removes the temporary file.
 class AtomicFile {

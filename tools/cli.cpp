@@ -8,6 +8,7 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "tools/data_commands.h"
 #include "dist/communicator.h"
 
 namespace kdseg::tools {
@@ -79,6 +80,8 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
   }
   if (vm["collective-timeout"].as<double>() < 0) throw po::error("--collective-timeout must be >= 0 seconds");
   log::init(0, 1, log::parse_level(vm["log-level"].as<std::string>()));
+  const int threads = vm["threads"].as<int>();
+  if (threads < 0) throw po::error("--threads must be >= 0");
   if (!command.run) {
     std::cerr << "kdseg " << command.name << ": not built yet in kdseg " << KDSEG_VERSION
               << "; this build cannot " << command.summary << ".\n";
@@ -91,8 +94,8 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
-      planned("synth", "write synthetic LiTS/KiTS-shaped NIfTI data"),
-      planned("prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store"),
+      Command{"synth", "write synthetic LiTS/KiTS-shaped NIfTI data", add_synth_options, run_synth},
+      Command{"prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store", add_prepare_options, run_prepare},
       planned("train", "train a network (teacher or hard-label student)"),
       planned("precompute", "run the teacher once and cache its soft labels to HDF5"),
       planned("distill", "train a student with DML against cached soft labels"),

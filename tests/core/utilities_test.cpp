@@ -141,7 +141,9 @@ TEST(AtomicFile, WriterKilledMidWriteLeavesPreviousFileIntact) {
   EXPECT_EQ(kdseg::read_file(path), "previous checkpoint");
   // What the killed writer leaves is a temporary file that no reader mistakes for output.
   for (const auto& name : dir.names()) {
-    EXPECT_TRUE(name == "checkpoint.pt" || name.rfind("checkpoint.pt.tmp-", 0) == 0) << name;
+    EXPECT_TRUE(name == "checkpoint.pt" || (name.rfind(".kdseg-tmp-", 0) == 0 &&
+                                             name.size() > 13 && name.substr(name.size() - 13) == "checkpoint.pt"))
+        << name;
   }
   ::close(ready[0]);
   ::close(ready[1]);

@@ -1,0 +1,96 @@
+#include "data/hdf5_util.h"
+
+#include "core/error.h"
+
+namespace kdseg::data::h5 {
+
+void Handle::reset() {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    default: break;
+  }
+  id_ = -1;
+}
+
+void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+namespace {
+Handle string_type() {
+  Handle type(KDSEG_CHECK_HDF5(H5Tcopy(H5T_C_S1)));
+  KDSEG_CHECK_HDF5(H5Tset_size(type, H5T_VARIABLE));
+  KDSEG_CHECK_HDF5(H5Tset_cset(type, H5T_CSET_UTF8));
+  return type;
+}
+}  // namespace
+
+void write_string_attribute(hid_t object, const std::string& name, const std::string& value) {
+  const Handle type = string_type();
+  const Handle space(KDSEG_CHECK_HDF5(H5Screate(H5S_SCALAR)));
+  const Handle attr(KDSEG_CHECK_HDF5(H5Acreate2(object, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT)));
+  const char* text = value.c_str();
+  KDSEG_CHECK_HDF5(H5Awrite(attr, type, &text));
+}
+
+std::string read_string_attribute(hid_t object, const std::string& name) {
+  KDSEG_CHECK(H5Aexists(object, name.c_str()) > 0, "attribute '", name, "' is missing");
+  const Handle attr(KDSEG_CHECK_HDF5(H5Aopen(object, name.c_str(), H5P_DEFAULT)));
+  const Handle type = string_type();
+  char* text = nullptr;
+  KDSEG_CHECK_HDF5(H5Aread(attr, type, &text));
+  std::string value = text ? text : "";
+  const Handle space(KDSEG_CHECK_HDF5(H5Aget_space(attr)));
+  H5Dvlen_reclaim(type, space, H5P_DEFAULT, &text);
+  return value;
+}
+
+void write_strings(hid_t parent, const std::string& name, const std::vector<std::string>& values) {
+  const Handle type = string_type();
+  const hsize_t n = values.size();
+  const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(1, &n, nullptr)));
+  const Handle set(KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  std::vector<const char*> pointers;
+  for (const auto& v : values) pointers.push_back(v.c_str());
+  if (n > 0) KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()));
+}
+
+std::vector<std::string> read_strings(hid_t parent, const std::string& name) {
+  const Handle set(KDSEG_CHECK_HDF5(H5Dopen2(parent, name.c_str(), H5P_DEFAULT)));
+  const Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  std::vector<char*> pointers(static_cast<size_t>(n), nullptr);
+  const Handle type = string_type();
+  if (n > 0) KDSEG_CHECK_HDF5(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()));
+  std::vector<std::string> out;
+  for (char* p : pointers) out.emplace_back(p ? p : "");
+  if (n > 0) H5Dvlen_reclaim(type, space, H5P_DEFAULT, pointers.data());
+  return out;
+}
+
+void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data) {
+  const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
+  const Handle set(KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+}
+
+std::vector<hsize_t> dataset_dims(hid_t parent, const std::string& name) {
+  const Handle set(KDSEG_CHECK_HDF5(H5Dopen2(parent, name.c_str(), H5P_DEFAULT)));
+  const Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
+  const int rank = KDSEG_CHECK_HDF5(H5Sget_simple_extent_ndims(space));
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  KDSEG_CHECK_HDF5(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
+  return dims;
+}
+
+void read_array(hid_t parent, const std::string& name, hid_t type, void* data) {
+  const Handle set(KDSEG_CHECK_HDF5(H5Dopen2(parent, name.c_str(), H5P_DEFAULT)));
+  KDSEG_CHECK_HDF5(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+}
+
+}  // namespace kdseg::data::h5

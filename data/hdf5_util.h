@@ -1,0 +1,53 @@
+// Small RAII and I/O helpers over the HDF5 C API, shared by the prepared store and the
+// soft-label cache. Every call is checked (KDSEG_CHECK_HDF5) and errors name the file.
+#pragma once
+
+#include <hdf5.h>
+
+#include <string>
+#include <vector>
+
+#include "core/check_hdf5.h"
+
+namespace kdseg::data::h5 {
+
+// Owns an HDF5 identifier and closes it with the matching H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& other) noexcept : id_(other.id_) { other.id_ = -1; }
+  Handle& operator=(Handle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      id_ = other.id_;
+      other.id_ = -1;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }
+  void reset();
+
+ private:
+  hid_t id_ = -1;
+};
+
+// Silences HDF5's own error printing for the process (errors are reported as kdseg::Error).
+void quiet_errors();
+
+// Variable-length UTF-8 strings.
+void write_string_attribute(hid_t object, const std::string& name, const std::string& value);
+std::string read_string_attribute(hid_t object, const std::string& name);
+void write_strings(hid_t parent, const std::string& name, const std::vector<std::string>& values);
+std::vector<std::string> read_strings(hid_t parent, const std::string& name);
+
+// A whole dataset of fixed-size elements: `dims` and a buffer of `type` (H5T_NATIVE_*).
+void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data);
+std::vector<hsize_t> dataset_dims(hid_t parent, const std::string& name);
+void read_array(hid_t parent, const std::string& name, hid_t type, void* data);
+
+}  // namespace kdseg::data::h5

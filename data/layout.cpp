@@ -1,0 +1,118 @@
+#include "data/layout.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <regex>
+
+#include "core/error.h"
+
+namespace kdseg::data {
+namespace fs = std::filesystem;
+
+Layout parse_layout(const std::string& name) {
+  if (name == "lits") return Layout::kLits;
+  if (name == "kits19") return Layout::kKits19;
+  if (name == "kits23" || name == "kits21") return Layout::kKits23;
+  KDSEG_THROW("unknown --layout '", name, "': use lits, kits19 or kits23 (or leave it out to detect it)");
+}
+
+std::string layout_name(Layout layout) {
+  switch (layout) {
+    case Layout::kLits: return "lits";
+    case Layout::kKits19: return "kits19";
+    case Layout::kKits23: return "kits23";
+  }
+  return "?";
+}
+
+std::vector<int> label_values(Layout layout) {
+  return layout == Layout::kKits23 ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{0, 1, 2};
+}
+int tumour_label(Layout) { return 2; }
+int organ_label(Layout) { return 1; }
+
+namespace {
+const std::regex kLitsFile(R"((volume|segmentation)-(\d+)\.nii(\.gz)?)");
+const std::regex kKitsCase(R"(case_(\d+))");
+
+std::vector<fs::path> files_under(const std::string& dir) {
+  std::error_code ec;
+  KDSEG_CHECK(fs::is_directory(dir, ec), dir, ": not a folder");
+  std::vector<fs::path> out;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    if (it->is_regular_file(ec)) out.push_back(it->path());
+  }
+  return out;
+}
+
+std::string kits_image(const fs::path& folder) {
+  for (const char* name : {"imaging.nii.gz", "imaging.nii"}) {
+    if (fs::exists(folder / name)) return (folder / name).string();
+  }
+  return {};
+}
+std::string kits_label(const fs::path& folder) {
+  for (const char* name : {"segmentation.nii.gz", "segmentation.nii"}) {
+    if (fs::exists(folder / name)) return (folder / name).string();
+  }
+  return {};
+}
+}  // namespace
+
+Layout detect_layout(const std::string& dir) {
+  for (const auto& path : files_under(dir)) {
+    const std::string name = path.filename().string();
+    if (std::regex_match(name, kLitsFile)) return Layout::kLits;
+    if ((name == "imaging.nii.gz" || name == "imaging.nii") &&
+        std::regex_match(path.parent_path().filename().string(), kKitsCase)) {
+      return Layout::kKits23;
+    }
+  }
+  KDSEG_THROW(dir, ": no LiTS files (volume-N.nii[.gz] and segmentation-N.nii[.gz]) and no KiTS cases "
+                   "(case_XXXXX/imaging.nii.gz) found; check --input or name the layout with --layout");
+}
+
+std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
+  std::map<long, CaseFiles> cases;
+  if (layout == Layout::kLits) {
+    for (const auto& path : files_under(dir)) {
+      std::smatch m;
+      const std::string name = path.filename().string();
+      if (!std::regex_match(name, m, kLitsFile)) continue;
+      const long number = std::stol(m[2].str());
+      CaseFiles& c = cases[number];
+      c.id = "volume-" + m[2].str();
+      std::string& slot = m[1].str() == "volume" ? c.image : c.label;
+      KDSEG_CHECK(slot.empty(), path.string(), ": a second file for ", c.id, " besides ", slot);
+      slot = path.string();
+    }
+    for (auto& [number, c] : cases) {
+      if (c.image.empty()) c.problem = c.label + ": segmentation without its volume-" + std::to_string(number) + ".nii[.gz]";
+      else if (c.label.empty()) c.problem = c.image + ": volume without its segmentation-" + std::to_string(number) + ".nii[.gz]";
+    }
+  } else {
+    std::error_code ec;
+    KDSEG_CHECK(fs::is_directory(dir, ec), dir, ": not a folder");
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      std::smatch m;
+      const std::string name = entry.path().filename().string();
+      if (!entry.is_directory() || !std::regex_match(name, m, kKitsCase)) continue;
+      CaseFiles c;
+      c.id = name;
+      c.image = kits_image(entry.path());
+      c.label = kits_label(entry.path());
+      if (c.image.empty()) c.problem = (entry.path() / "imaging.nii.gz").string() + ": missing (the case has no image)";
+      else if (c.label.empty()) c.problem = (entry.path() / "segmentation.nii.gz").string() + ": missing partner of " + c.image;
+      cases[std::stol(m[1].str())] = c;
+    }
+  }
+  std::vector<CaseFiles> out;
+  for (auto& [number, c] : cases) out.push_back(std::move(c));
+  KDSEG_CHECK(!out.empty(), dir, ": no ", layout_name(layout), " cases found");
+  return out;
+}
+
+}  // namespace kdseg::data

@@ -1,0 +1,40 @@
+// The on-disk layouts of the LiTS and KiTS downloads, and the cases found in them.
+//   lits:   volume-N.nii[.gz] with segmentation-N.nii[.gz], in any folder depth (the official
+//           batches); labels 0 background, 1 liver, 2 tumour.
+//   kits19: case_XXXXX/imaging.nii.gz with segmentation.nii.gz; labels 0, 1 kidney, 2 tumour.
+//   kits23: the same files (KiTS21/23); labels 0, 1 kidney, 2 tumour, 3 cyst.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace kdseg::data {
+
+enum class Layout { kLits, kKits19, kKits23 };
+
+// "lits", "kits19", "kits23" (also "kits21"); throws kdseg::Error otherwise.
+Layout parse_layout(const std::string& name);
+std::string layout_name(Layout layout);
+
+// The label values a layout's segmentations may hold.
+std::vector<int> label_values(Layout layout);
+// The label value of the tumour, and of the organ.
+int tumour_label(Layout layout);
+int organ_label(Layout layout);
+
+// LiTS when a volume-N file exists under `dir`, KiTS (as kits23, whose labels include KiTS19's)
+// when a case_XXXXX/imaging file does; otherwise an error naming what was looked for.
+Layout detect_layout(const std::string& dir);
+
+struct CaseFiles {
+  std::string id;     // "volume-12" / "case_00012"
+  std::string image;  // path
+  std::string label;  // path; empty when the partner file is missing
+  std::string problem;  // why the case cannot be used (missing partner), empty when fine
+};
+
+// The cases under `dir`, sorted by their number. A volume without segmentation (or the reverse)
+// is returned with `problem` set, so that --skip-bad-cases can report and skip it.
+std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout);
+
+}  // namespace kdseg::data

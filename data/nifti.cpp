@@ -1,0 +1,233 @@
+#include "data/nifti.h"
+
+#include <nifti1_io.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace kdseg::data {
+namespace {
+
+struct NiftiDeleter {
+  void operator()(nifti_image* image) const { nifti_image_free(image); }
+};
+using NiftiPtr = std::unique_ptr<nifti_image, NiftiDeleter>;
+
+struct TypeInfo {
+  const char* name;
+  int code;
+  at::ScalarType read_as;  // the tensor type holding the file's values exactly
+};
+const TypeInfo kTypes[] = {
+    {"uint8", DT_UINT8, at::kByte},   {"int8", DT_INT8, at::kChar},       {"int16", DT_INT16, at::kShort},
+    {"uint16", DT_UINT16, at::kInt},  {"int32", DT_INT32, at::kInt},      {"float32", DT_FLOAT32, at::kFloat},
+    {"float64", DT_FLOAT64, at::kDouble},
+};
+const TypeInfo* type_by_code(int code) {
+  for (const auto& t : kTypes) {
+    if (t.code == code) return &t;
+  }
+  return nullptr;
+}
+const TypeInfo* type_by_name(const std::string& name) {
+  for (const auto& t : kTypes) {
+    if (name == t.name) return &t;
+  }
+  return nullptr;
+}
+
+Affine from_mat44(const mat44& m) {
+  Affine a{};
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) a[static_cast<size_t>(r * 4 + c)] = m.m[r][c];
+  }
+  return a;
+}
+mat44 to_mat44(const Affine& a) {
+  mat44 m;
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) m.m[r][c] = static_cast<float>(a[static_cast<size_t>(r * 4 + c)]);
+  }
+  return m;
+}
+
+}  // namespace
+
+std::array<double, 3> voxel_spacing(const Affine& a) {
+  std::array<double, 3> s{};
+  for (int c = 0; c < 3; ++c) {
+    s[static_cast<size_t>(c)] = std::sqrt(a[c] * a[c] + a[4 + c] * a[4 + c] + a[8 + c] * a[8 + c]);
+  }
+  return s;
+}
+
+Volume read_nifti(const std::string& path, bool require_finite) {
+  std::error_code ec;
+  KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
+  nifti_set_debug_level(0);
+  NiftiPtr image(nifti_image_read(path.c_str(), /*read_data=*/1));
+  KDSEG_CHECK(image != nullptr && image->data != nullptr, path,
+              ": unreadable or truncated NIfTI file (niftilib could not read its header or all of its data)");
+  const int dims = image->dim[0];
+  KDSEG_CHECK(dims >= 3 && dims <= 7, path, ": ", dims, "-dimensional image; expected a 3D volume");
+  for (int d = 4; d <= dims; ++d) {
+    KDSEG_CHECK(image->dim[d] == 1, path, ": 4D volume (", image->dim[1], "x", image->dim[2], "x", image->dim[3], "x",
+                image->dim[4], "); expected a 3D volume");
+  }
+  const TypeInfo* type = type_by_code(image->datatype);
+  KDSEG_CHECK(type != nullptr, path, ": unsupported NIfTI datatype ", nifti_datatype_string(image->datatype),
+              " (use uint8, int8, int16, uint16, int32, float32 or float64)");
+  const int64_t ni = image->nx, nj = image->ny, nk = image->nz;
+  // The file stores i fastest: as a C-order array that is [K,J,I].
+  at::Tensor raw;
+  if (image->datatype == DT_UINT16) {
+    const auto* values = static_cast<const uint16_t*>(image->data);
+    raw = torch::empty({nk, nj, ni}, torch::kInt);
+    int32_t* out = raw.data_ptr<int32_t>();
+    for (int64_t v = 0; v < ni * nj * nk; ++v) out[v] = values[v];
+  } else {
+    raw = torch::from_blob(image->data, {nk, nj, ni}, type->read_as).clone();
+  }
+  at::Tensor voxels = raw.permute({2, 1, 0}).to(torch::kFloat).contiguous();
+  if (image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&
+      (image->scl_slope != 1.0f || image->scl_inter != 0.0f)) {
+    voxels.mul_(image->scl_slope).add_(image->scl_inter);
+  }
+  if (require_finite) {
+    const int64_t bad = voxels.isfinite().logical_not().sum().item<int64_t>();
+    KDSEG_CHECK(bad == 0, path, ": ", bad, " voxels are NaN or Inf");
+  }
+  Volume volume;
+  volume.voxels = voxels;
+  volume.affine = image->sform_code > 0 ? from_mat44(image->sto_xyz) : from_mat44(image->qto_xyz);
+  volume.path = path;
+  volume.datatype = type->name;
+  return volume;
+}
+
+void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine, const std::string& datatype,
+                 double slope, double inter) {
+  KDSEG_CHECK(voxels.dim() == 3, path, ": write_nifti needs [I,J,K] voxels, got ", voxels.sizes());
+  const TypeInfo* type = type_by_name(datatype);
+  KDSEG_CHECK(type != nullptr, path, ": unsupported datatype '", datatype, "'");
+  KDSEG_CHECK(slope != 0.0, path, ": scl_slope must not be 0");
+  const int dims[8] = {3, static_cast<int>(voxels.size(0)), static_cast<int>(voxels.size(1)),
+                       static_cast<int>(voxels.size(2)), 1, 1, 1, 1};
+  NiftiPtr image(nifti_make_new_nim(dims, type->code, /*data_fill=*/1));
+  KDSEG_CHECK(image != nullptr, path, ": niftilib could not create an image");
+  // Stored values: (value - inter) / slope, rounded for integer types, as [K,J,I] C-order.
+  at::Tensor stored = voxels.to(torch::kDouble).sub(inter).div(slope).permute({2, 1, 0}).contiguous();
+  if (type->code != DT_FLOAT32 && type->code != DT_FLOAT64) {
+    // Integer types saturate instead of wrapping around.
+    static const std::map<int, std::pair<double, double>> kRange = {
+        {DT_UINT8, {0, 255}}, {DT_INT8, {-128, 127}}, {DT_INT16, {-32768, 32767}},
+        {DT_UINT16, {0, 65535}}, {DT_INT32, {-2147483648.0, 2147483647.0}}};
+    const auto& range = kRange.at(type->code);
+    stored = stored.round().clamp(range.first, range.second);
+  }
+  const int64_t n = stored.numel();
+  const double* in = stored.data_ptr<double>();
+  switch (type->code) {
+    case DT_UINT8: for (int64_t v = 0; v < n; ++v) static_cast<uint8_t*>(image->data)[v] = static_cast<uint8_t>(in[v]); break;
+    case DT_INT8: for (int64_t v = 0; v < n; ++v) static_cast<int8_t*>(image->data)[v] = static_cast<int8_t>(in[v]); break;
+    case DT_INT16: for (int64_t v = 0; v < n; ++v) static_cast<int16_t*>(image->data)[v] = static_cast<int16_t>(in[v]); break;
+    case DT_UINT16: for (int64_t v = 0; v < n; ++v) static_cast<uint16_t*>(image->data)[v] = static_cast<uint16_t>(in[v]); break;
+    case DT_INT32: for (int64_t v = 0; v < n; ++v) static_cast<int32_t*>(image->data)[v] = static_cast<int32_t>(in[v]); break;
+    case DT_FLOAT32: for (int64_t v = 0; v < n; ++v) static_cast<float*>(image->data)[v] = static_cast<float>(in[v]); break;
+    default: std::memcpy(image->data, in, static_cast<size_t>(n) * sizeof(double)); break;
+  }
+  const std::array<double, 3> spacing = voxel_spacing(affine);
+  image->dx = image->pixdim[1] = static_cast<float>(spacing[0]);
+  image->dy = image->pixdim[2] = static_cast<float>(spacing[1]);
+  image->dz = image->pixdim[3] = static_cast<float>(spacing[2]);
+  image->scl_slope = static_cast<float>(slope);
+  image->scl_inter = static_cast<float>(inter);
+  image->sform_code = NIFTI_XFORM_SCANNER_ANAT;
+  image->sto_xyz = to_mat44(affine);
+  image->sto_ijk = nifti_mat44_inverse(image->sto_xyz);
+  image->qform_code = NIFTI_XFORM_SCANNER_ANAT;
+  nifti_mat44_to_quatern(image->sto_xyz, &image->quatern_b, &image->quatern_c, &image->quatern_d, &image->qoffset_x,
+                         &image->qoffset_y, &image->qoffset_z, nullptr, nullptr, nullptr, &image->qfac);
+  image->qto_xyz = nifti_quatern_to_mat44(image->quatern_b, image->quatern_c, image->quatern_d, image->qoffset_x,
+                                          image->qoffset_y, image->qoffset_z, image->dx, image->dy, image->dz, image->qfac);
+  image->qto_ijk = nifti_mat44_inverse(image->qto_xyz);
+
+  AtomicFile file(path);
+  KDSEG_CHECK(nifti_set_filenames(image.get(), file.temp_path().c_str(), /*check=*/0, /*set_byte_order=*/1) == 0, path,
+              ": niftilib refused the file name (use .nii or .nii.gz)");
+  nifti_image_write(image.get());
+  std::error_code ec;
+  KDSEG_CHECK(std::filesystem::exists(file.temp_path(), ec), path, ": niftilib could not write the file");
+  file.commit();
+}
+
+Orientation closest_orientation(const Affine& a) {
+  // Direction cosines of each voxel axis; then, greedily, the largest |cosine| among the
+  // unassigned voxel and world axes. For the permutation-and-flip affines of CT scanners this
+  // is nibabel's io_orientation; for oblique ones it picks the nearest axis the same way.
+  double cosine[3][3];
+  const std::array<double, 3> spacing = voxel_spacing(a);
+  for (int v = 0; v < 3; ++v) {
+    KDSEG_CHECK(spacing[static_cast<size_t>(v)] > 0, "affine has a zero column for voxel axis ", v);
+    for (int w = 0; w < 3; ++w) cosine[w][v] = a[static_cast<size_t>(w * 4 + v)] / spacing[static_cast<size_t>(v)];
+  }
+  Orientation o;
+  bool voxel_used[3] = {false, false, false}, world_used[3] = {false, false, false};
+  for (int step = 0; step < 3; ++step) {
+    int best_v = -1, best_w = -1;
+    double best = -1;
+    for (int v = 0; v < 3; ++v) {
+      for (int w = 0; w < 3; ++w) {
+        if (voxel_used[v] || world_used[w]) continue;
+        if (std::abs(cosine[w][v]) > best) {
+          best = std::abs(cosine[w][v]);
+          best_v = v;
+          best_w = w;
+        }
+      }
+    }
+    voxel_used[best_v] = world_used[best_w] = true;
+    o.world_axis[static_cast<size_t>(best_v)] = best_w;
+    o.direction[static_cast<size_t>(best_v)] = cosine[best_w][best_v] < 0 ? -1 : 1;
+  }
+  return o;
+}
+
+Volume to_canonical(const Volume& volume) {
+  const Orientation o = closest_orientation(volume.affine);
+  std::array<int64_t, 3> order{};  // canonical axis w takes voxel axis order[w]
+  for (int v = 0; v < 3; ++v) order[static_cast<size_t>(o.world_axis[static_cast<size_t>(v)])] = v;
+  at::Tensor voxels = volume.voxels.permute({order[0], order[1], order[2]});
+  std::vector<int64_t> flips;
+  for (int w = 0; w < 3; ++w) {
+    if (o.direction[static_cast<size_t>(order[static_cast<size_t>(w)])] < 0) flips.push_back(w);
+  }
+  if (!flips.empty()) voxels = voxels.flip(flips);
+  // old index[v] = d < 0 ? n_v - 1 - new[w] : new[w] with w = world_axis[v]: A' = A * T.
+  double t[4][4] = {{0}};
+  t[3][3] = 1;
+  for (int v = 0; v < 3; ++v) {
+    const int w = o.world_axis[static_cast<size_t>(v)];
+    const int d = o.direction[static_cast<size_t>(v)];
+    t[v][w] = d;
+    t[v][3] = d < 0 ? static_cast<double>(volume.voxels.size(v) - 1) : 0.0;
+  }
+  Volume out = volume;
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      double sum = 0;
+      for (int k = 0; k < 4; ++k) sum += volume.affine[static_cast<size_t>(r * 4 + k)] * t[k][c];
+      out.affine[static_cast<size_t>(r * 4 + c)] = sum;
+    }
+  }
+  out.voxels = voxels.contiguous();
+  return out;
+}
+
+}  // namespace kdseg::data

@@ -1,0 +1,52 @@
+// NIfTI-1 volumes through niftilib: reading (.nii and .nii.gz; uint8, int8, int16, uint16,
+// int32, float32, float64; scl_slope/scl_inter applied), writing, and reorientation to the
+// closest canonical RAS orientation by axis permutations and flips only (nibabel's
+// as_closest_canonical).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <string>
+
+namespace kdseg::data {
+
+// Row-major 4x4 map from voxel indices (i,j,k,1) to world coordinates (x,y,z,1), RAS+ in mm.
+using Affine = std::array<double, 16>;
+
+struct Volume {
+  // [I,J,K] float32, indexed as nibabel's get_fdata(): voxels[i][j][k].
+  at::Tensor voxels;
+  Affine affine{};
+  std::string path;
+  std::string datatype;  // the file's datatype: "int16", "float32", ...
+};
+
+// Reads a 3D volume. The affine is the sform when sform_code > 0, else the qform. Errors name
+// the file: unreadable or truncated, 4D, unsupported datatype, NaN or Inf values (when
+// `require_finite`).
+Volume read_nifti(const std::string& path, bool require_finite = true);
+
+// Writes `voxels` [I,J,K] (any real dtype) as `datatype` ("uint8", "int8", "int16", "uint16",
+// "int32", "float32" or "float64"), with the affine as both sform and qform (code 1), and
+// optional scl_slope/scl_inter (stored values are (value - inter) / slope). The extension
+// chooses .nii or .nii.gz. Atomic: a crash never leaves a partial file.
+void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine,
+                 const std::string& datatype, double slope = 1.0, double inter = 0.0);
+
+// For each voxel axis: the world axis (0 R, 1 A, 2 S) it points along most closely, and the
+// direction (+1 or -1).
+struct Orientation {
+  std::array<int, 3> world_axis{};
+  std::array<int, 3> direction{};
+};
+Orientation closest_orientation(const Affine& affine);
+
+// The same volume with voxel axes permuted and flipped so that they run along R, A and S, and
+// the affine adjusted so that every voxel keeps its world position.
+Volume to_canonical(const Volume& volume);
+
+// Voxel spacing (column norms of the affine), in mm.
+std::array<double, 3> voxel_spacing(const Affine& affine);
+
+}  // namespace kdseg::data

@@ -1,0 +1,94 @@
+// The prepared store: one HDF5 file holding the selected axial slices of every case in
+// canonical RAS orientation, with a case table and provenance (docs/formats.md).
+//
+//   /slices/image  [N,H,W] int16 (HU, when every case's values are exact integers in range)
+//                            or float32; chunked per slice, deflate+shuffle
+//   /slices/label  [N,H,W] uint8, the original label values
+//   /slices/case   [N] int32  row of the case table
+//   /slices/index  [N] int32  axial index k in the canonical volume
+//   /cases/id, /cases/image_file, /cases/label_file   [C] strings
+//   /cases/shape [C,3] int32 (canonical), /cases/spacing [C,3] float64 (mm),
+//   /cases/affine [C,4,4] float64 (canonical), /cases/slices_kept [C] int32, /cases/fold [C] int32
+//   attributes on /: format, layout, options (JSON), tool_version, created, content_hash
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/layout.h"
+#include "data/nifti.h"
+
+namespace kdseg::data {
+
+enum class SliceSelection { kTumour, kOrgan, kAll };
+SliceSelection parse_slice_selection(const std::string& name);  // tumor|organ|all
+
+struct PrepareOptions {
+  std::string input;
+  std::string output;
+  bool detect_layout = true;
+  Layout layout = Layout::kLits;
+  SliceSelection slices = SliceSelection::kTumour;
+  int64_t size = 512;         // output H = W; 0 keeps the canonical in-plane size ("native")
+  int folds = 5;
+  int compression = 4;        // deflate level 0-9; 0 stores uncompressed
+  bool skip_bad_cases = false;
+  bool force = false;         // replace an existing output
+  int threads = 0;            // cases converted in parallel (0: the cores available)
+};
+
+struct PrepareSummary {
+  Layout layout = Layout::kLits;
+  int cases = 0;
+  int64_t slices = 0;
+  std::vector<std::string> skipped;          // "<file>: <problem>" of bad cases skipped
+  std::vector<int64_t> slices_per_fold;
+  std::vector<int64_t> cases_per_fold;
+  std::vector<int64_t> label_histogram;      // voxels per label value in the kept slices
+  std::string image_dtype;                   // "int16" or "float32"
+  std::string content_hash;
+  double seconds = 0;
+};
+
+// Reads, checks, reorients, selects and resizes every case and writes the store atomically.
+// By default nothing is written when any case is bad; with skip_bad_cases each bad case is
+// logged and skipped. Errors name the file and what is wrong.
+PrepareSummary prepare_store(const PrepareOptions& options);
+
+// The fold of each case: a deterministic, balanced assignment from the case ids alone.
+std::vector<int> assign_folds(const std::vector<std::string>& case_ids, int folds);
+
+// Read access to a prepared store (one HDF5 handle; not thread-safe).
+class PreparedStore {
+ public:
+  explicit PreparedStore(const std::string& path);
+  ~PreparedStore();
+  PreparedStore(const PreparedStore&) = delete;
+  PreparedStore& operator=(const PreparedStore&) = delete;
+
+  int64_t slices() const { return slices_; }
+  int64_t height() const { return height_; }
+  int64_t width() const { return width_; }
+  const std::vector<std::string>& case_ids() const { return case_ids_; }
+  const std::vector<int32_t>& slice_case() const { return slice_case_; }
+  const std::vector<int32_t>& slice_index() const { return slice_index_; }
+  const std::vector<int32_t>& case_fold() const { return case_fold_; }
+  std::string attribute(const std::string& name) const;
+
+  // Slice `row`: image [H,W] float32 (HU) and label [H,W] uint8.
+  at::Tensor image(int64_t row) const;
+  at::Tensor label(int64_t row) const;
+
+ private:
+  at::Tensor read_row(const char* dataset, int64_t row, at::ScalarType type) const;
+  std::string path_;
+  int64_t file_ = -1;
+  int64_t slices_ = 0, height_ = 0, width_ = 0;
+  std::vector<std::string> case_ids_;
+  std::vector<int32_t> slice_case_, slice_index_, case_fold_;
+};
+
+}  // namespace kdseg::data

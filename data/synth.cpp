@@ -1,0 +1,172 @@
+#include "data/synth.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "data/nifti.h"
+
+namespace kdseg::data {
+namespace {
+namespace fs = std::filesystem;
+using torch::Tensor;
+
+struct Storage {
+  const char* image_type;
+  double slope, inter;
+  const char* label_type;
+};
+// Varied on purpose: integer and float images, a scaled unsigned encoding, several label types.
+const Storage kStorages[] = {{"int16", 1, 0, "uint8"},
+                             {"float32", 1, 0, "int16"},
+                             {"uint16", 1, -1024, "uint8"},
+                             {"int32", 1, 0, "float32"},
+                             {"float64", 1, 0, "uint8"}};
+
+// Orientation of the stored voxel axes: which canonical axis each one runs along, and its sign.
+struct StoredOrientation {
+  std::array<int64_t, 3> axis;
+  std::array<int, 3> direction;
+};
+const StoredOrientation kOrientations[] = {{{0, 1, 2}, {1, 1, 1}},   {{0, 1, 2}, {-1, -1, 1}},
+                                           {{1, 0, 2}, {1, -1, 1}},   {{0, 2, 1}, {1, 1, -1}},
+                                           {{2, 0, 1}, {-1, 1, 1}},   {{1, 2, 0}, {1, -1, -1}}};
+
+// Soft occupancy of an ellipsoid: 1 inside, 0 outside, a logistic ramp of `blur` voxels.
+Tensor ellipsoid(const Tensor& x, const Tensor& y, const Tensor& z, std::array<double, 3> c, std::array<double, 3> r,
+                 double blur) {
+  const Tensor d = ((x - c[0]) / r[0]).pow(2) + ((y - c[1]) / r[1]).pow(2) + ((z - c[2]) / r[2]).pow(2);
+  const double mean_r = (r[0] + r[1] + r[2]) / 3;
+  return torch::sigmoid((1 - d.sqrt()) * mean_r / blur);
+}
+
+struct CaseVolumes {
+  Tensor hu, label;  // canonical [X,Y,Z]
+};
+
+CaseVolumes make_case(const SynthOptions& o, int index, Rng& rng, SynthSummary& summary) {
+  const int64_t n = o.size, k = o.slices;
+  const auto g = torch::TensorOptions().dtype(torch::kDouble);
+  const Tensor x = torch::arange(n, g).view({n, 1, 1}).expand({n, n, k});
+  const Tensor y = torch::arange(n, g).view({1, n, 1}).expand({n, n, k});
+  const Tensor z = torch::arange(k, g).view({1, 1, k}).expand({n, n, k});
+  const double cx = n / 2.0, cy = n / 2.0;
+  const Tensor body = ellipsoid(x, y, z, {cx, cy, k / 2.0}, {0.45 * n, 0.35 * n, 10.0 * k}, 1.0);
+  Tensor hu = -1000 + body * (1000 + 40);  // air to soft tissue (40 HU)
+  Tensor label = torch::zeros({n, n, k}, torch::kLong);
+  const bool lits = o.layout == Layout::kLits;
+  std::vector<std::array<double, 3>> organ_centres;
+  std::vector<std::array<double, 3>> organ_radii;
+  if (lits) {
+    organ_centres.push_back({cx - 0.12 * n, cy - 0.02 * n, k * rng.uniform(0.45, 0.55)});
+    organ_radii.push_back({0.2 * n, 0.16 * n, 0.42 * k});
+  } else {
+    for (const double side : {-1.0, 1.0}) {
+      organ_centres.push_back({cx + side * 0.2 * n, cy + 0.08 * n, k * rng.uniform(0.45, 0.55)});
+      organ_radii.push_back({0.07 * n, 0.09 * n, 0.3 * k});
+    }
+  }
+  Tensor organ = torch::zeros({n, n, k}, g);
+  for (size_t i = 0; i < organ_centres.size(); ++i) {
+    organ = torch::maximum(organ, ellipsoid(x, y, z, organ_centres[i], organ_radii[i], 0.7));
+  }
+  const double organ_hu = lits ? rng.uniform(90, 120) : rng.uniform(140, 180);  // contrast-enhanced
+  hu = hu * (1 - organ) + organ_hu * organ;
+  label.masked_fill_(organ > 0.5, organ_label(o.layout));
+  // Tumours: 1-3 darker blobs inside the organ with a wide, noisy boundary.
+  const int tumours = static_cast<int>(rng.uniform_int(1, 3));
+  for (int t = 0; t < tumours; ++t) {
+    const size_t host = static_cast<size_t>(rng.uniform_int(0, static_cast<int64_t>(organ_centres.size()) - 1));
+    const auto& c = organ_centres[host];
+    const auto& r = organ_radii[host];
+    const std::array<double, 3> centre{c[0] + rng.uniform(-0.4, 0.4) * r[0], c[1] + rng.uniform(-0.4, 0.4) * r[1],
+                                       c[2] + rng.uniform(-0.3, 0.3) * r[2]};
+    const double radius = rng.uniform(0.25, 0.5) * std::min(r[0], r[1]);
+    const Tensor blob = ellipsoid(x, y, z, centre, {radius, radius * rng.uniform(0.8, 1.2), radius * 0.6 * k / n * 2},
+                                  rng.uniform(1.5, 2.5)) * organ;
+    const double tumour_hu = organ_hu - rng.uniform(40, 70);
+    hu = hu * (1 - blob) + tumour_hu * blob;
+    label.masked_fill_(blob > 0.5, tumour_label(o.layout));
+  }
+  if (o.layout == Layout::kKits23 && rng.bernoulli(0.7)) {
+    const auto& c = organ_centres[0];
+    const Tensor cyst = ellipsoid(x, y, z, {c[0], c[1] - 0.05 * n, c[2] + 0.15 * k}, {0.03 * n, 0.03 * n, 0.08 * k}, 0.8) * organ;
+    hu = hu * (1 - cyst) + 10 * cyst;
+    label.masked_fill_((cyst > 0.5).logical_and(label == organ_label(o.layout)), 3);
+  }
+  torch::manual_seed(derive_seed(o.seed, {static_cast<uint64_t>(index), 17}));
+  hu = hu + torch::randn({n, n, k}, g) * 12;  // scanner noise
+  summary.tumour_voxels += (label == tumour_label(o.layout)).sum().item<int64_t>();
+  summary.organ_voxels += (label == organ_label(o.layout)).sum().item<int64_t>();
+  // Scanners clip at -1024 HU.
+  return {hu.round().clamp(-1024, 3071), label};
+}
+
+}  // namespace
+
+SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& o) {
+  KDSEG_CHECK(o.cases >= 1 && o.size >= 16 && o.slices >= 4, "synth: need at least 1 case, 16x16 pixels and 4 slices, got ",
+              o.cases, " cases of ", o.size, "x", o.size, "x", o.slices);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
+  SynthSummary summary;
+  for (int i = 0; i < o.cases; ++i) {
+    Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(i)}));
+    const CaseVolumes v = make_case(o, i, rng, summary);
+    const Storage& storage = kStorages[static_cast<size_t>(i) % std::size(kStorages)];
+    const StoredOrientation& orient = kOrientations[static_cast<size_t>(i) % std::size(kOrientations)];
+    // Canonical affine: spacing on the diagonal, origin somewhere in the scanner.
+    const double sx = rng.uniform(0.6, 0.9), sz = rng.uniform(1.0, 3.0);
+    Affine canonical{sx, 0, 0, -100.0, 0, sx, 0, -120.0, 0, 0, sz, -300.0, 0, 0, 0, 1};
+    // Stored axis v runs along canonical axis orient.axis[v] with orient.direction[v].
+    Tensor hu = v.hu.permute({orient.axis[0], orient.axis[1], orient.axis[2]});
+    Tensor label = v.label.permute({orient.axis[0], orient.axis[1], orient.axis[2]});
+    std::vector<int64_t> flips;
+    double t[4][4] = {{0}};
+    t[3][3] = 1;
+    for (int s = 0; s < 3; ++s) {
+      const int64_t w = orient.axis[static_cast<size_t>(s)];
+      const int d = orient.direction[static_cast<size_t>(s)];
+      if (d < 0) flips.push_back(s);
+      t[w][s] = d;
+      t[w][3] = d < 0 ? static_cast<double>(hu.size(s) - 1) : 0.0;
+    }
+    if (!flips.empty()) {
+      hu = hu.flip(flips);
+      label = label.flip(flips);
+    }
+    Affine stored{};
+    for (int r = 0; r < 4; ++r) {
+      for (int c = 0; c < 4; ++c) {
+        double sum = 0;
+        for (int k = 0; k < 4; ++k) sum += canonical[static_cast<size_t>(r * 4 + k)] * t[k][c];
+        stored[static_cast<size_t>(r * 4 + c)] = sum;
+      }
+    }
+    std::string image_path, label_path;
+    if (o.layout == Layout::kLits) {
+      const std::string batch = (fs::path(dir) / (i % 2 == 0 ? "batch1" : "batch2")).string();
+      fs::create_directories(batch);
+      const std::string ext = i % 3 == 2 ? ".nii.gz" : ".nii";
+      image_path = batch + "/volume-" + std::to_string(i) + ext;
+      label_path = batch + "/segmentation-" + std::to_string(i) + ext;
+    } else {
+      char name[32];
+      std::snprintf(name, sizeof name, "case_%05d", i);
+      const std::string folder = (fs::path(dir) / name).string();
+      fs::create_directories(folder);
+      image_path = folder + "/imaging.nii.gz";
+      label_path = folder + "/segmentation.nii.gz";
+    }
+    write_nifti(image_path, hu, stored, storage.image_type, storage.slope, storage.inter);
+    write_nifti(label_path, label, stored, storage.label_type);
+    ++summary.cases;
+  }
+  return summary;
+}
+
+}  // namespace kdseg::data

@@ -1,0 +1,89 @@
+// `kdseg synth` and `kdseg prepare`.
+#include "tools/data_commands.h"
+
+#include <torch/torch.h>
+
+#include <iostream>
+#include <thread>
+
+#include "core/log.h"
+#include "data/prepared_store.h"
+#include "data/synth.h"
+
+namespace kdseg::tools {
+namespace po = boost::program_options;
+
+void add_synth_options(po::options_description& d) {
+  d.add_options()
+      ("layout", po::value<std::string>()->default_value("lits"), "lits, kits19 or kits23")
+      ("cases", po::value<int>()->default_value(4), "number of cases")
+      ("output", po::value<std::string>()->required(), "folder to write the dataset into")
+      ("seed", po::value<uint64_t>()->default_value(0), "random seed (the data are a function of it)")
+      ("size", po::value<int64_t>()->default_value(64), "in-plane voxels")
+      ("slices", po::value<int64_t>()->default_value(32), "axial slices per case");
+}
+
+int run_synth(const po::variables_map& vm) {
+  data::SynthOptions o;
+  o.layout = data::parse_layout(vm["layout"].as<std::string>());
+  o.cases = vm["cases"].as<int>();
+  o.seed = vm["seed"].as<uint64_t>();
+  o.size = vm["size"].as<int64_t>();
+  o.slices = vm["slices"].as<int64_t>();
+  const std::string out = vm["output"].as<std::string>();
+  const data::SynthSummary s = data::write_synthetic_dataset(out, o);
+  log::info("wrote {} {} cases of {}x{}x{} voxels to {} ({} tumour and {} organ voxels)", s.cases,
+            data::layout_name(o.layout), o.size, o.size, o.slices, out, s.tumour_voxels, s.organ_voxels);
+  return 0;
+}
+
+void add_prepare_options(po::options_description& d) {
+  d.add_options()
+      ("input", po::value<std::string>()->required(), "folder with the LiTS or KiTS download")
+      ("output", po::value<std::string>()->required(), "prepared store to write (HDF5)")
+      ("layout", po::value<std::string>()->default_value("auto"), "auto, lits, kits19 or kits23")
+      ("slices", po::value<std::string>()->default_value("tumor"), "slices to keep: tumor, organ or all")
+      ("size", po::value<std::string>()->default_value("512"), "output in-plane size N (NxN) or native")
+      ("folds", po::value<int>()->default_value(5), "number of cross-validation folds (by case)")
+      ("compression", po::value<int>()->default_value(4), "deflate level 0-9 (0: none)")
+      ("skip-bad-cases", po::bool_switch(), "log and skip bad cases instead of writing nothing")
+      ("force", po::bool_switch(), "replace an existing output");
+}
+
+int run_prepare(const po::variables_map& vm) {
+  data::PrepareOptions o;
+  o.input = vm["input"].as<std::string>();
+  o.output = vm["output"].as<std::string>();
+  const std::string layout = vm["layout"].as<std::string>();
+  o.detect_layout = layout == "auto";
+  if (!o.detect_layout) o.layout = data::parse_layout(layout);
+  o.slices = data::parse_slice_selection(vm["slices"].as<std::string>());
+  const std::string size = vm["size"].as<std::string>();
+  if (size == "native") {
+    o.size = 0;
+  } else {
+    try {
+      o.size = std::stoll(size);
+    } catch (const std::exception&) {
+      throw po::error("--size must be a number or 'native', got '" + size + "'");
+    }
+    if (o.size <= 0) throw po::error("--size must be positive, got " + size);
+  }
+  o.folds = vm["folds"].as<int>();
+  o.compression = vm["compression"].as<int>();
+  o.skip_bad_cases = vm["skip-bad-cases"].as<bool>();
+  o.force = vm["force"].as<bool>();
+  o.threads = vm["threads"].as<int>();
+  const data::PrepareSummary s = data::prepare_store(o);
+  std::cout << "prepared " << o.output << " (" << data::layout_name(s.layout) << ", " << s.image_dtype << " images)\n"
+            << "  cases " << s.cases << ", slices kept " << s.slices << ", skipped cases " << s.skipped.size() << "\n"
+            << "  fold:   ";
+  for (size_t f = 0; f < s.cases_per_fold.size(); ++f) std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
+  std::cout << "\n  labels: ";
+  for (size_t v = 0; v < s.label_histogram.size(); ++v) std::cout << "  " << v << ": " << s.label_histogram[v];
+  std::cout << "\n  content hash " << s.content_hash << ", " << s.seconds << " s ("
+            << (s.seconds > 0 ? static_cast<double>(s.slices) / s.seconds : 0.0) << " slices/s)\n";
+  return 0;
+}
+
+}  // namespace kdseg::tools
