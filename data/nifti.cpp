@@ -1,6 +1,7 @@
 #include "data/nifti.h"
 
 #include <nifti1_io.h>
+#include <znzlib.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -71,9 +72,10 @@ Volume read_nifti(const std::string& path, bool require_finite) {
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
   nifti_set_debug_level(0);
-  NiftiPtr image(nifti_image_read(path.c_str(), /*read_data=*/1));
-  KDSEG_CHECK(image != nullptr && image->data != nullptr, path,
-              ": unreadable or truncated NIfTI file (niftilib could not read its header or all of its data)");
+  // The header through niftilib; the data read here, because niftilib silently replaces
+  // non-finite values with 0 and pads short reads, which would hide NaN and truncation.
+  NiftiPtr image(nifti_image_read(path.c_str(), /*read_data=*/0));
+  KDSEG_CHECK(image != nullptr, path, ": unreadable NIfTI file (niftilib could not read its header)");
   const int dims = image->dim[0];
   KDSEG_CHECK(dims >= 3 && dims <= 7, path, ": ", dims, "-dimensional image; expected a 3D volume");
   for (int d = 4; d <= dims; ++d) {
@@ -84,15 +86,29 @@ Volume read_nifti(const std::string& path, bool require_finite) {
   KDSEG_CHECK(type != nullptr, path, ": unsupported NIfTI datatype ", nifti_datatype_string(image->datatype),
               " (use uint8, int8, int16, uint16, int32, float32 or float64)");
   const int64_t ni = image->nx, nj = image->ny, nk = image->nz;
+  const size_t bytes = static_cast<size_t>(ni * nj * nk) * static_cast<size_t>(image->nbyper);
+  std::vector<unsigned char> buffer(bytes);
+  {
+    znzFile file = znzopen(image->iname, "rb", nifti_is_gzfile(image->iname));
+    KDSEG_CHECK(!znz_isnull(file), path, ": cannot open the image data in ", image->iname);
+    // znzseek returns 0 (fseek) or the new offset (gzseek) on success, -1 on failure.
+    const bool positioned = znzseek(file, static_cast<long>(image->iname_offset), SEEK_SET) >= 0;
+    const size_t got = positioned ? znzread(buffer.data(), 1, bytes, file) : 0;
+    znzclose(file);
+    KDSEG_CHECK(got == bytes, path, ": truncated file: ", got, " of ", bytes, " bytes of image data could be read");
+  }
+  if (image->nbyper > 1 && image->byteorder != nifti_short_order()) {
+    nifti_swap_Nbytes(bytes / static_cast<size_t>(image->nbyper), image->nbyper, buffer.data());
+  }
   // The file stores i fastest: as a C-order array that is [K,J,I].
   at::Tensor raw;
   if (image->datatype == DT_UINT16) {
-    const auto* values = static_cast<const uint16_t*>(image->data);
+    const auto* values = reinterpret_cast<const uint16_t*>(buffer.data());
     raw = torch::empty({nk, nj, ni}, torch::kInt);
     int32_t* out = raw.data_ptr<int32_t>();
     for (int64_t v = 0; v < ni * nj * nk; ++v) out[v] = values[v];
   } else {
-    raw = torch::from_blob(image->data, {nk, nj, ni}, type->read_as).clone();
+    raw = torch::from_blob(buffer.data(), {nk, nj, ni}, type->read_as).clone();
   }
   at::Tensor voxels = raw.permute({2, 1, 0}).to(torch::kFloat).contiguous();
   if (image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&

@@ -1,0 +1,158 @@
+// NIfTI reading and writing through niftilib, and the canonical reorientation, checked against
+// world coordinates computed in the test.
+#include <gtest/gtest.h>
+#include <nifti1_io.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "data/nifti.h"
+#include "tests/data/temp_dir.h"
+
+namespace {
+namespace D = kdseg::data;
+using torch::Tensor;
+
+D::Affine diagonal(double sx, double sy, double sz) { return {sx, 0, 0, 10, 0, sy, 0, -20, 0, 0, sz, 30, 0, 0, 0, 1}; }
+
+TEST(Nifti, RoundTripEveryDatatypeAndCompression) {
+  kdseg::test::TempDir dir;
+  const Tensor values = torch::arange(0, 4 * 5 * 6, torch::kDouble).reshape({4, 5, 6});
+  for (const char* type : {"uint8", "int8", "int16", "uint16", "int32", "float32", "float64"}) {
+    for (const char* ext : {".nii", ".nii.gz"}) {
+      const std::string path = dir.file(std::string("v_") + type + ext);
+      const Tensor data = std::string(type) == "int8" ? values - 60 : values;
+      D::write_nifti(path, data, diagonal(0.7, 0.8, 2.5), type);
+      const D::Volume v = D::read_nifti(path);
+      EXPECT_EQ(v.datatype, type);
+      EXPECT_TRUE(v.voxels.to(torch::kDouble).equal(data)) << type << ext;
+      EXPECT_NEAR(v.affine[0], 0.7, 1e-6);
+      EXPECT_NEAR(v.affine[10], 2.5, 1e-6);
+      EXPECT_NEAR(v.affine[7], -20, 1e-6);
+    }
+  }
+  // uint16 above the int16 range is read exactly.
+  D::write_nifti(dir.file("big.nii"), torch::full({2, 2, 2}, 60000.0), diagonal(1, 1, 1), "uint16");
+  EXPECT_EQ(D::read_nifti(dir.file("big.nii")).voxels.max().item<float>(), 60000.0f);
+}
+
+TEST(Nifti, ScaleSlopeAndInterceptAreApplied) {
+  kdseg::test::TempDir dir;
+  const Tensor hu = torch::tensor({-1024.0, -100.0, 0.0, 40.5, 200.0, 3000.0, 12.0, 7.5}).reshape({2, 2, 2});
+  D::write_nifti(dir.file("scaled.nii.gz"), hu, diagonal(1, 1, 1), "int16", 0.5, -1024);
+  const D::Volume v = D::read_nifti(dir.file("scaled.nii.gz"));
+  EXPECT_TRUE(v.voxels.to(torch::kDouble).equal(hu.to(torch::kDouble))) << v.voxels;
+}
+
+// Written with niftilib directly: sform_code 0, so the qform must be used.
+TEST(Nifti, QformWhenThereIsNoSform) {
+  kdseg::test::TempDir dir;
+  const int dims[8] = {3, 3, 4, 5, 1, 1, 1, 1};
+  nifti_image* image = nifti_make_new_nim(dims, DT_FLOAT32, 1);
+  image->sform_code = 0;
+  image->qform_code = 1;
+  image->quatern_b = 0;
+  image->quatern_c = 0;
+  image->quatern_d = 1;  // 180 degrees about z: x and y flipped
+  image->qfac = 1;
+  image->dx = image->pixdim[1] = 2;
+  image->dy = image->pixdim[2] = 3;
+  image->dz = image->pixdim[3] = 4;
+  image->qoffset_x = 5;
+  const std::string path = dir.file("qform.nii");
+  nifti_set_filenames(image, path.c_str(), 0, 1);
+  nifti_image_write(image);
+  nifti_image_free(image);
+  const D::Volume v = D::read_nifti(path);
+  EXPECT_NEAR(v.affine[0], -2, 1e-6);
+  EXPECT_NEAR(v.affine[5], -3, 1e-6);
+  EXPECT_NEAR(v.affine[10], 4, 1e-6);
+  EXPECT_NEAR(v.affine[3], 5, 1e-6);
+}
+
+// Every canonical voxel keeps its world position, and the canonical axes run along +R, +A, +S.
+TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
+  const std::vector<std::array<int, 3>> permutations = {{0, 1, 2}, {1, 0, 2}, {2, 0, 1}, {0, 2, 1}, {1, 2, 0}, {2, 1, 0}};
+  const Tensor values = torch::arange(0, 5 * 6 * 7, torch::kFloat).reshape({5, 6, 7});  // value = 42 i + 7 j + k
+  int checked = 0;
+  for (const auto& perm : permutations) {
+    for (int signs = 0; signs < 8; ++signs) {
+      // Voxel axis v runs along world axis perm[v], negative when bit v of signs is set.
+      D::Affine a{};
+      const double spacing[3] = {0.7, 1.3, 2.9};
+      for (int v = 0; v < 3; ++v) a[static_cast<size_t>(perm[static_cast<size_t>(v)] * 4 + v)] = ((signs >> v) & 1 ? -1 : 1) * spacing[v];
+      a[3] = 11, a[7] = -7, a[11] = 3, a[15] = 1;
+      // A slight obliquity must not change the answer.
+      a[static_cast<size_t>(((perm[0] + 1) % 3) * 4 + 0)] += 0.05;
+      D::Volume volume{values, a, "test", "float32"};
+      const D::Volume c = D::to_canonical(volume);
+      for (int w = 0; w < 3; ++w) {
+        EXPECT_GT(c.affine[static_cast<size_t>(w * 4 + w)], 0.5) << "axis " << w << " perm " << perm[0] << perm[1] << perm[2] << " signs " << signs;
+      }
+      for (int64_t x = 0; x < c.voxels.size(0); ++x) {
+        for (int64_t y = 0; y < c.voxels.size(1); ++y) {
+          for (int64_t z = 0; z < c.voxels.size(2); ++z) {
+            const int64_t value = static_cast<int64_t>(c.voxels[x][y][z].item<float>());
+            const int64_t i = value / 42, j = (value / 7) % 6, k = value % 7;
+            for (int r = 0; r < 3; ++r) {
+              const double before = a[r * 4] * i + a[r * 4 + 1] * j + a[r * 4 + 2] * k + a[r * 4 + 3];
+              const double after = c.affine[r * 4] * x + c.affine[r * 4 + 1] * y + c.affine[r * 4 + 2] * z + c.affine[r * 4 + 3];
+              ASSERT_NEAR(before, after, 1e-9);
+            }
+          }
+        }
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 48);
+}
+
+TEST(Nifti, LpsVolumeBecomesRasLikeNibabel) {
+  // diag(-1,-1,1): nibabel's as_closest_canonical flips the first two axes.
+  const Tensor values = torch::arange(0, 8, torch::kFloat).reshape({2, 2, 2});
+  const D::Volume c = D::to_canonical(D::Volume{values, D::Affine{-1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, "", ""});
+  EXPECT_TRUE(c.voxels.equal(values.flip({0, 1})));
+  EXPECT_EQ(c.affine[0], 1);
+  EXPECT_EQ(c.affine[3], -1);  // the flipped axis starts at the other end
+}
+
+TEST(Nifti, BadFilesAreClearErrors) {
+  kdseg::test::TempDir dir;
+  const auto error_of = [](const std::string& path) {
+    try {
+      D::read_nifti(path);
+    } catch (const kdseg::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of(dir.file("missing.nii")).find("missing.nii: no such file"), std::string::npos);
+  // Truncated: the header promises more data than the file has.
+  D::write_nifti(dir.file("full.nii"), torch::zeros({16, 16, 16}), diagonal(1, 1, 1), "int16");
+  std::filesystem::resize_file(dir.file("full.nii"), 352 + 1000);
+  EXPECT_NE(error_of(dir.file("full.nii")).find("full.nii: truncated file: 1000 of 8192 bytes"), std::string::npos)
+      << error_of(dir.file("full.nii"));
+  D::write_nifti(dir.file("full.nii.gz"), torch::randn({16, 16, 16}) * 100, diagonal(1, 1, 1), "int16");
+  std::filesystem::resize_file(dir.file("full.nii.gz"), std::filesystem::file_size(dir.file("full.nii.gz")) / 2);
+  EXPECT_NE(error_of(dir.file("full.nii.gz")).find("truncated file"), std::string::npos) << error_of(dir.file("full.nii.gz"));
+  std::ofstream(dir.file("garbage.nii")) << "not a nifti file at all";
+  EXPECT_NE(error_of(dir.file("garbage.nii")).find("garbage.nii: unreadable NIfTI file"), std::string::npos);
+  // NaN intensities.
+  Tensor nan = torch::zeros({3, 3, 3});
+  nan[1][1][1] = std::nan("");
+  D::write_nifti(dir.file("nan.nii"), nan, diagonal(1, 1, 1), "float32");
+  EXPECT_NE(error_of(dir.file("nan.nii")).find("1 voxels are NaN or Inf"), std::string::npos);
+  // 4D, written with niftilib directly.
+  const int dims[8] = {4, 3, 3, 3, 2, 1, 1, 1};
+  nifti_image* image = nifti_make_new_nim(dims, DT_INT16, 1);
+  const std::string path = dir.file("4d.nii");
+  nifti_set_filenames(image, path.c_str(), 0, 1);
+  nifti_image_write(image);
+  nifti_image_free(image);
+  EXPECT_NE(error_of(path).find("4D volume (3x3x3x2)"), std::string::npos) << error_of(path);
+}
+
+}  // namespace
