@@ -1,0 +1,411 @@
+#include "data/loader.h"
+
+#include <hdf5.h>
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "data/hdf5_util.h"
+
+namespace kdseg::data {
+namespace F = torch::nn::functional;
+using torch::Tensor;
+
+// --- the task ---------------------------------------------------------------------------------
+
+Tensor Task::classes_of(const Tensor& labels) const {
+  const Tensor table = torch::from_blob(const_cast<int64_t*>(class_of.data()), {256}, torch::kLong);
+  return table.index({labels.to(torch::kLong)});
+}
+
+Tensor Task::window(const Tensor& hu) const {
+  return (hu.to(torch::kFloat).clamp(hu_low, hu_high) - hu_low) * (2.0 / (hu_high - hu_low)) - 1.0;
+}
+
+Task make_task(const std::string& name, Layout layout, const std::string& cysts,
+               std::optional<std::pair<double, double>> window) {
+  Task task;
+  task.name = name;
+  task.class_of.fill(task.ignore_index);
+  const std::vector<int> values = label_values(layout);
+  const int tumour = tumour_label(layout), organ = organ_label(layout);
+  if (name == "tumor" || name == "tumour") {
+    task.classes = 2;
+    for (int v : values) task.class_of[static_cast<size_t>(v)] = v == tumour ? 1 : 0;
+    if (layout == Layout::kKits23) {
+      KDSEG_CHECK(cysts == "organ" || cysts == "tumor" || cysts == "ignore", "--cysts must be organ, tumor or ignore");
+      task.class_of[3] = cysts == "tumor" ? 1 : cysts == "ignore" ? task.ignore_index : 0;
+    }
+  } else if (name == "organ-tumor" || name == "organ-tumour") {
+    task.classes = 3;
+    for (int v : values) task.class_of[static_cast<size_t>(v)] = v == tumour ? 2 : v == organ ? 1 : 0;
+    if (layout == Layout::kKits23) {
+      KDSEG_CHECK(cysts == "organ" || cysts == "tumor" || cysts == "ignore", "--cysts must be organ, tumor or ignore");
+      task.class_of[3] = cysts == "tumor" ? 2 : cysts == "ignore" ? task.ignore_index : 1;
+    }
+  } else if (name.rfind("map:", 0) == 0) {
+    // "map:0:0,1:1,2:1,3:ignore"
+    std::stringstream spec(name.substr(4));
+    std::string pair;
+    int64_t top = 0;
+    while (std::getline(spec, pair, ',')) {
+      const auto colon = pair.find(':');
+      KDSEG_CHECK(colon != std::string::npos, "--task ", name, ": expected value:class pairs, got '", pair, "'");
+      const int value = std::stoi(pair.substr(0, colon));
+      const std::string target = pair.substr(colon + 1);
+      KDSEG_CHECK(value >= 0 && value < 256, "--task ", name, ": label value ", value, " outside 0-255");
+      const int64_t cls = target == "ignore" ? task.ignore_index : std::stoll(target);
+      task.class_of[static_cast<size_t>(value)] = cls;
+      if (cls != task.ignore_index) top = std::max(top, cls);
+    }
+    task.classes = top + 1;
+    KDSEG_CHECK(task.classes >= 2, "--task ", name, ": a map needs at least two classes");
+  } else {
+    KDSEG_THROW("unknown --task '", name, "': use tumor, organ-tumor or map:<value>:<class>,...");
+  }
+  const bool lits = layout == Layout::kLits;
+  const auto w = window.value_or(lits ? std::make_pair(-60.0, 140.0) : std::make_pair(-200.0, 300.0));
+  KDSEG_CHECK(w.first < w.second, "HU window must have low < high, got [", w.first, ", ", w.second, "]");
+  task.hu_low = w.first;
+  task.hu_high = w.second;
+  return task;
+}
+
+// --- augmentation -----------------------------------------------------------------------------
+
+namespace {
+
+// Pads [C,H,W] at the bottom/right to at least `size` and crops size x size at (top, left).
+Tensor pad_crop(const Tensor& t, int64_t size, int64_t top, int64_t left, double fill) {
+  const int64_t h = t.size(1), w = t.size(2);
+  Tensor padded = t;
+  if (h < size || w < size) {
+    padded = torch::full({t.size(0), std::max(h, size), std::max(w, size)}, fill, t.options());
+    padded.narrow(1, 0, h).narrow(2, 0, w).copy_(t);
+  }
+  return padded.narrow(1, top, size).narrow(2, left, size).contiguous();
+}
+
+Sample scale_flip(const Sample& in, double scale, bool flip) {
+  Sample out = in;
+  if (scale != 1.0) {
+    const std::vector<int64_t> size{std::max<int64_t>(1, std::llround(in.image.size(1) * scale)),
+                                    std::max<int64_t>(1, std::llround(in.image.size(2) * scale))};
+    const auto bilinear = F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false);
+    out.image = F::interpolate(in.image.unsqueeze(0), bilinear).squeeze(0);
+    if (in.extra.defined()) out.extra = F::interpolate(in.extra.unsqueeze(0), bilinear).squeeze(0);
+    out.label = F::interpolate(in.label.unsqueeze(0).unsqueeze(0).to(torch::kFloat),
+                               F::InterpolateFuncOptions().size(size).mode(torch::kNearest))
+                    .squeeze(0)
+                    .squeeze(0)
+                    .to(torch::kLong);
+  }
+  if (flip) {
+    out.image = out.image.flip({1});
+    out.label = out.label.flip({0});
+    if (out.extra.defined()) out.extra = out.extra.flip({1});
+  }
+  return out;
+}
+
+Sample crop_all(const Sample& in, int64_t size, int64_t top, int64_t left, int64_t ignore_index) {
+  Sample out;
+  out.image = pad_crop(in.image, size, top, left, -1.0);
+  out.label = pad_crop(in.label.unsqueeze(0), size, top, left, static_cast<double>(ignore_index)).squeeze(0);
+  if (in.extra.defined()) out.extra = pad_crop(in.extra, size, top, left, 0.0);
+  return out;
+}
+
+}  // namespace
+
+Sample augment(const Sample& in, const AugmentOptions& o, uint64_t seed, int64_t ignore_index) {
+  Rng rng(seed);
+  const double scale = o.scale_max > o.scale_min ? rng.uniform(o.scale_min, o.scale_max) : o.scale_min;
+  const bool flip = o.flip && rng.bernoulli(0.5);
+  Sample s = scale_flip(in, scale, flip);
+  if (o.crop <= 0) return s;
+  const int64_t h = s.image.size(1), w = s.image.size(2);
+  const int64_t top = rng.uniform_int(0, std::max<int64_t>(0, h - o.crop));
+  const int64_t left = rng.uniform_int(0, std::max<int64_t>(0, w - o.crop));
+  return crop_all(s, o.crop, top, left, ignore_index);
+}
+
+Sample center_crop(const Sample& in, int64_t crop, int64_t ignore_index) {
+  if (crop <= 0) return in;
+  const int64_t h = in.image.size(1), w = in.image.size(2);
+  // A slice smaller than the crop is padded around its centre.
+  Sample centred = in;
+  const int64_t pad_h = std::max<int64_t>(0, crop - h), pad_w = std::max<int64_t>(0, crop - w);
+  if (pad_h > 0 || pad_w > 0) {
+    const std::vector<int64_t> pad{pad_w / 2, pad_w - pad_w / 2, pad_h / 2, pad_h - pad_h / 2};
+    centred.image = F::pad(in.image, F::PadFuncOptions(pad).value(-1.0));
+    centred.label = F::pad(in.label.unsqueeze(0), F::PadFuncOptions(pad).value(static_cast<double>(ignore_index))).squeeze(0);
+    if (in.extra.defined()) centred.extra = F::pad(in.extra, F::PadFuncOptions(pad).value(0.0));
+  }
+  const int64_t top = (centred.image.size(1) - crop) / 2, left = (centred.image.size(2) - crop) / 2;
+  return crop_all(centred, crop, top, left, ignore_index);
+}
+
+// --- sampling ---------------------------------------------------------------------------------
+
+DistributedSampler::DistributedSampler(std::vector<int64_t> rows, int rank, int world_size, int64_t global_batch,
+                                       uint64_t seed, bool drop_last)
+    : rows_(std::move(rows)), rank_(rank), world_(world_size), global_batch_(global_batch), seed_(seed),
+      drop_last_(drop_last) {
+  KDSEG_CHECK(world_ >= 1 && rank_ >= 0 && rank_ < world_, "sampler: rank ", rank_, " outside [0, ", world_, ")");
+  KDSEG_CHECK(global_batch_ >= world_ && global_batch_ % world_ == 0, "--batch-size ", global_batch_,
+              " is the global batch: it must be a multiple of the number of ranks (", world_, ")");
+  KDSEG_CHECK(!rows_.empty(), "sampler: no slices to sample from");
+}
+
+int64_t DistributedSampler::steps_per_epoch() const {
+  const int64_t n = static_cast<int64_t>(rows_.size());
+  return drop_last_ ? std::max<int64_t>(1, n / global_batch_) : (n + global_batch_ - 1) / global_batch_;
+}
+
+std::vector<std::vector<DistributedSampler::Item>> DistributedSampler::batches(int64_t epoch) const {
+  std::vector<int64_t> order = rows_;
+  Rng rng(derive_seed(seed_, {0x5A3D, static_cast<uint64_t>(epoch)}));
+  for (size_t i = order.size(); i > 1; --i) {
+    std::swap(order[i - 1], order[static_cast<size_t>(rng.uniform_int(0, static_cast<int64_t>(i) - 1))]);
+  }
+  const int64_t steps = steps_per_epoch();
+  std::vector<std::vector<Item>> out(static_cast<size_t>(steps));
+  for (int64_t s = 0; s < steps; ++s) {
+    for (int64_t j = rank_; j < global_batch_; j += world_) {
+      const int64_t position = s * global_batch_ + j;
+      // Padding repeats the epoch from its start (a batch smaller than the data set is full).
+      const int64_t row = order[static_cast<size_t>(position % static_cast<int64_t>(order.size()))];
+      out[static_cast<size_t>(s)].push_back(
+          {row, derive_seed(seed_, {static_cast<uint64_t>(epoch), static_cast<uint64_t>(position)})});
+    }
+  }
+  return out;
+}
+
+std::vector<int64_t> evaluation_rows(const std::vector<int64_t>& rows, int rank, int world) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const int64_t begin = n * rank / world, end = n * (rank + 1) / world;
+  return std::vector<int64_t>(rows.begin() + begin, rows.begin() + end);
+}
+
+// --- reading slices: compressed chunks under a lock, decoding outside it -------------------------
+
+namespace {
+
+class ChunkReader {
+ public:
+  explicit ChunkReader(const std::string& path) : path_(path) {
+    h5::quiet_errors();
+    file_ = h5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    KDSEG_CHECK(file_.get() >= 0, path, ": cannot open the prepared store");
+    image_ = open("slices/image", image_info_);
+    label_ = open("slices/label", label_info_);
+    KDSEG_CHECK(label_info_.element == 1, path, ": /slices/label must be uint8");
+  }
+
+  int64_t height() const { return image_info_.h; }
+  int64_t width() const { return image_info_.w; }
+
+  Tensor image(int64_t row) {
+    std::vector<unsigned char> bytes = read(image_, image_info_, row);
+    const at::ScalarType type = image_info_.is_float ? at::kFloat : at::kShort;
+    // A copy: the buffer goes away on return (to(kFloat) alone would alias it for float32).
+    return torch::from_blob(bytes.data(), {image_info_.h, image_info_.w}, type).to(torch::kFloat, false, true);
+  }
+  Tensor label(int64_t row) {
+    std::vector<unsigned char> bytes = read(label_, label_info_, row);
+    return torch::from_blob(bytes.data(), {label_info_.h, label_info_.w}, torch::kByte).clone();
+  }
+
+ private:
+  struct Info {
+    int64_t rows = 0, h = 0, w = 0;
+    size_t element = 0;
+    bool is_float = false;
+    std::vector<H5Z_filter_t> filters;  // pipeline order
+    bool direct = true;                 // filters we can decode ourselves
+  };
+
+  h5::Handle open(const char* name, Info& info) {
+    h5::Handle set(H5Dopen2(file_, name, H5P_DEFAULT));
+    KDSEG_CHECK(set.get() >= 0, path_, ": no dataset /", name);
+    const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
+    hsize_t dims[3] = {0, 0, 0};
+    KDSEG_CHECK(H5Sget_simple_extent_ndims(space) == 3, path_, ": /", name, " must be [N,H,W]");
+    H5Sget_simple_extent_dims(space, dims, nullptr);
+    info.rows = static_cast<int64_t>(dims[0]);
+    info.h = static_cast<int64_t>(dims[1]);
+    info.w = static_cast<int64_t>(dims[2]);
+    const h5::Handle type(KDSEG_CHECK_HDF5(H5Dget_type(set)));
+    info.element = H5Tget_size(type);
+    info.is_float = H5Tget_class(type) == H5T_FLOAT;
+    const h5::Handle plist(KDSEG_CHECK_HDF5(H5Dget_create_plist(set)));
+    hsize_t chunk[3] = {0, 0, 0};
+    info.direct = H5Pget_layout(plist) == H5D_CHUNKED && H5Pget_chunk(plist, 3, chunk) == 3 && chunk[0] == 1 &&
+                  chunk[1] == dims[1] && chunk[2] == dims[2];
+    const int filters = H5Pget_nfilters(plist);
+    for (int f = 0; f < filters; ++f) {
+      unsigned flags = 0;
+      size_t n = 0;
+      const H5Z_filter_t id = H5Pget_filter2(plist, static_cast<unsigned>(f), &flags, &n, nullptr, 0, nullptr, nullptr);
+      info.filters.push_back(id);
+      if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_DEFLATE) info.direct = false;
+    }
+    return set;
+  }
+
+  std::vector<unsigned char> read(const h5::Handle& set, const Info& info, int64_t row) {
+    KDSEG_CHECK(row >= 0 && row < info.rows, path_, ": slice ", row, " outside [0, ", info.rows, ")");
+    const size_t bytes = static_cast<size_t>(info.h * info.w) * info.element;
+    std::vector<unsigned char> raw;
+    uint32_t mask = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!info.direct) {
+        // Another layout or filter: let HDF5 decode, under the lock.
+        std::vector<unsigned char> out(bytes);
+        const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
+        const hsize_t start[3] = {static_cast<hsize_t>(row), 0, 0};
+        const hsize_t count[3] = {1, static_cast<hsize_t>(info.h), static_cast<hsize_t>(info.w)};
+        KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr));
+        const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(3, count, nullptr)));
+        const hid_t memory_type = info.element == 1 ? H5T_NATIVE_UINT8 : info.is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16;
+        KDSEG_CHECK_HDF5(H5Dread(set, memory_type, memory, space, H5P_DEFAULT, out.data()));
+        return out;
+      }
+      const hsize_t offset[3] = {static_cast<hsize_t>(row), 0, 0};
+      hsize_t stored = 0;
+      KDSEG_CHECK_HDF5(H5Dget_chunk_storage_size(set, offset, &stored));
+      raw.resize(static_cast<size_t>(stored));
+      KDSEG_CHECK_HDF5(H5Dread_chunk(set, H5P_DEFAULT, offset, &mask, raw.data()));
+    }
+    // Undo the filters in reverse pipeline order; a set mask bit means the filter was skipped.
+    for (size_t f = info.filters.size(); f-- > 0;) {
+      if (mask & (1u << f)) continue;
+      if (info.filters[f] == H5Z_FILTER_DEFLATE) {
+        std::vector<unsigned char> out(bytes);
+        uLongf size = static_cast<uLongf>(bytes);
+        KDSEG_CHECK(uncompress(out.data(), &size, raw.data(), static_cast<uLong>(raw.size())) == Z_OK && size == bytes,
+                    path_, ": slice ", row, ": corrupt compressed chunk");
+        raw.swap(out);
+      } else if (info.filters[f] == H5Z_FILTER_SHUFFLE && info.element > 1) {
+        std::vector<unsigned char> out(raw.size());
+        const size_t n = raw.size() / info.element;
+        for (size_t b = 0; b < info.element; ++b) {
+          for (size_t i = 0; i < n; ++i) out[i * info.element + b] = raw[b * n + i];
+        }
+        raw.swap(out);
+      }
+    }
+    KDSEG_CHECK(raw.size() == bytes, path_, ": slice ", row, ": chunk of ", raw.size(), " bytes, expected ", bytes);
+    return raw;
+  }
+
+  std::string path_;
+  h5::Handle file_;
+  h5::Handle image_, label_;
+  Info image_info_, label_info_;
+  std::mutex mutex_;
+};
+
+}  // namespace
+
+// --- the batch loader ---------------------------------------------------------------------------
+
+struct BatchLoader::Impl {
+  ChunkReader reader;
+  Task task;
+  LoaderOptions options;
+  std::vector<std::vector<DistributedSampler::Item>> plan;
+  std::mutex mutex;
+  std::condition_variable ready, space;
+  std::map<size_t, Batch> done;
+  size_t next_to_take = 0;
+  size_t next_to_build = 0;
+  std::exception_ptr error;
+  bool stop = false;
+  std::vector<std::thread> workers;
+
+  Impl(const std::string& path, Task t, LoaderOptions o, std::vector<std::vector<DistributedSampler::Item>> p)
+      : reader(path), task(std::move(t)), options(o), plan(std::move(p)) {}
+
+  Batch build(const std::vector<DistributedSampler::Item>& items) {
+    std::vector<Tensor> images, labels;
+    Batch batch;
+    for (const auto& item : items) {
+      Sample s{task.window(reader.image(item.row)).unsqueeze(0), task.classes_of(reader.label(item.row)), Tensor()};
+      s = options.train ? augment(s, options.augment, item.seed, task.ignore_index)
+                        : center_crop(s, options.augment.crop, task.ignore_index);
+      images.push_back(s.image);
+      labels.push_back(s.label);
+      batch.rows.push_back(item.row);
+    }
+    batch.images = torch::stack(images);
+    batch.labels = torch::stack(labels);
+    return batch;
+  }
+
+  void work() {
+    while (true) {
+      size_t index;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        space.wait(lock, [&] {
+          return stop || next_to_build >= plan.size() ||
+                 next_to_build < next_to_take + static_cast<size_t>(std::max(1, options.prefetch));
+        });
+        if (stop || next_to_build >= plan.size()) return;
+        index = next_to_build++;
+      }
+      try {
+        Batch batch = build(plan[index]);
+        std::lock_guard<std::mutex> lock(mutex);
+        done.emplace(index, std::move(batch));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!error) error = std::current_exception();
+      }
+      ready.notify_all();
+    }
+  }
+};
+
+BatchLoader::BatchLoader(const std::string& store, Task task, LoaderOptions options,
+                         std::vector<std::vector<DistributedSampler::Item>> plan)
+    : impl_(std::make_unique<Impl>(store, std::move(task), options, std::move(plan))) {
+  const int workers = std::max(1, options.workers);
+  for (int w = 0; w < workers; ++w) impl_->workers.emplace_back([this] { impl_->work(); });
+}
+
+BatchLoader::~BatchLoader() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stop = true;
+  }
+  impl_->space.notify_all();
+  for (auto& t : impl_->workers) t.join();
+}
+
+std::optional<Batch> BatchLoader::next() {
+  const auto start = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(impl_->mutex);
+  if (impl_->next_to_take >= impl_->plan.size()) return std::nullopt;
+  impl_->ready.wait(lock, [&] { return impl_->error || impl_->done.count(impl_->next_to_take) > 0; });
+  if (impl_->error) std::rethrow_exception(impl_->error);
+  Batch batch = std::move(impl_->done.at(impl_->next_to_take));
+  impl_->done.erase(impl_->next_to_take);
+  ++impl_->next_to_take;
+  lock.unlock();
+  impl_->space.notify_all();
+  wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return batch;
+}
+
+}  // namespace kdseg::data
