@@ -92,28 +92,6 @@ Tensor pad_crop(const Tensor& t, int64_t size, int64_t top, int64_t left, double
   return padded.narrow(1, top, size).narrow(2, left, size).contiguous();
 }
 
-Sample scale_flip(const Sample& in, double scale, bool flip) {
-  Sample out = in;
-  if (scale != 1.0) {
-    const std::vector<int64_t> size{std::max<int64_t>(1, std::llround(in.image.size(1) * scale)),
-                                    std::max<int64_t>(1, std::llround(in.image.size(2) * scale))};
-    const auto bilinear = F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false);
-    out.image = F::interpolate(in.image.unsqueeze(0), bilinear).squeeze(0);
-    if (in.extra.defined()) out.extra = F::interpolate(in.extra.unsqueeze(0), bilinear).squeeze(0);
-    out.label = F::interpolate(in.label.unsqueeze(0).unsqueeze(0).to(torch::kFloat),
-                               F::InterpolateFuncOptions().size(size).mode(torch::kNearest))
-                    .squeeze(0)
-                    .squeeze(0)
-                    .to(torch::kLong);
-  }
-  if (flip) {
-    out.image = out.image.flip({1});
-    out.label = out.label.flip({0});
-    if (out.extra.defined()) out.extra = out.extra.flip({1});
-  }
-  return out;
-}
-
 Sample crop_all(const Sample& in, int64_t size, int64_t top, int64_t left, int64_t ignore_index) {
   Sample out;
   out.image = pad_crop(in.image, size, top, left, -1.0);
@@ -124,16 +102,52 @@ Sample crop_all(const Sample& in, int64_t size, int64_t top, int64_t left, int64
 
 }  // namespace
 
+// Scale, flip and crop in one resampling of the output grid (grid_sample), so that the cost is
+// that of the crop whatever the scale: output pixel (i, j) is pixel (top + i, left + j) of the
+// slice scaled to round(H*s) x round(W*s) (the sampling positions of bilinear interpolation
+// with align_corners=false), mirrored along dim 0 when flipped; positions outside the scaled
+// slice are padding.
 Sample augment(const Sample& in, const AugmentOptions& o, uint64_t seed, int64_t ignore_index) {
   Rng rng(seed);
   const double scale = o.scale_max > o.scale_min ? rng.uniform(o.scale_min, o.scale_max) : o.scale_min;
   const bool flip = o.flip && rng.bernoulli(0.5);
-  Sample s = scale_flip(in, scale, flip);
-  if (o.crop <= 0) return s;
-  const int64_t h = s.image.size(1), w = s.image.size(2);
-  const int64_t top = rng.uniform_int(0, std::max<int64_t>(0, h - o.crop));
-  const int64_t left = rng.uniform_int(0, std::max<int64_t>(0, w - o.crop));
-  return crop_all(s, o.crop, top, left, ignore_index);
+  const int64_t h = in.image.size(1), w = in.image.size(2);
+  const int64_t sh = std::max<int64_t>(1, std::llround(static_cast<double>(h) * scale));
+  const int64_t sw = std::max<int64_t>(1, std::llround(static_cast<double>(w) * scale));
+  const int64_t out_h = o.crop > 0 ? o.crop : sh, out_w = o.crop > 0 ? o.crop : sw;
+  const int64_t top = o.crop > 0 ? rng.uniform_int(0, std::max<int64_t>(0, sh - o.crop)) : 0;
+  const int64_t left = o.crop > 0 ? rng.uniform_int(0, std::max<int64_t>(0, sw - o.crop)) : 0;
+  if (sh == h && sw == w && !flip && out_h <= h && out_w <= w) {
+    return crop_all(in, out_h, top, left, ignore_index);  // a plain crop: no resampling
+  }
+  // Source coordinates (pixel centres at integers) of every output pixel, per axis.
+  const auto axis = [](int64_t n_out, int64_t offset, int64_t scaled, int64_t source, bool mirror) {
+    Tensor dst = torch::arange(n_out, torch::kDouble) + static_cast<double>(offset);
+    const Tensor inside = dst < static_cast<double>(scaled);
+    if (mirror) dst = static_cast<double>(scaled - 1) - dst;
+    const Tensor src = (dst + 0.5) * (static_cast<double>(source) / static_cast<double>(scaled)) - 0.5;
+    // grid_sample's normalised coordinates (align_corners=false).
+    return std::make_pair(((2 * src + 1) / static_cast<double>(source) - 1).to(torch::kFloat), inside);
+  };
+  const auto [gy, inside_y] = axis(out_h, top, sh, h, flip);
+  const auto [gx, inside_x] = axis(out_w, left, sw, w, false);
+  const Tensor grid = torch::stack({gx.view({1, out_w}).expand({out_h, out_w}), gy.view({out_h, 1}).expand({out_h, out_w})}, 2)
+                          .unsqueeze(0);
+  const Tensor outside = (inside_y.view({out_h, 1}) & inside_x.view({1, out_w})).logical_not();
+  const auto sample = [&](const Tensor& t, torch::nn::functional::GridSampleFuncOptions::mode_t mode) {
+    return F::grid_sample(t.unsqueeze(0), grid,
+                          F::GridSampleFuncOptions().mode(mode).padding_mode(torch::kBorder).align_corners(false))
+        .squeeze(0);
+  };
+  Sample out;
+  out.image = sample(in.image, torch::kBilinear).masked_fill(outside.unsqueeze(0), -1.0);
+  out.label = sample(in.label.unsqueeze(0).to(torch::kFloat), torch::kNearest)
+                  .squeeze(0)
+                  .round()
+                  .to(torch::kLong)
+                  .masked_fill(outside, ignore_index);
+  if (in.extra.defined()) out.extra = sample(in.extra, torch::kBilinear).masked_fill(outside.unsqueeze(0), 0.0);
+  return out;
 }
 
 Sample center_crop(const Sample& in, int64_t crop, int64_t ignore_index) {

@@ -40,15 +40,33 @@ D::Sample pattern_sample(int64_t h, int64_t w) {
 TEST(Augment, SameTransformForImageLabelAndExtraMaps) {
   const D::Sample in = pattern_sample(40, 50);
   D::AugmentOptions o;
-  o.scale_min = o.scale_max = 1.0;  // exact comparison: no interpolation
+  o.scale_min = o.scale_max = 1.0;  // sampling at pixel centres: the values themselves
   o.crop = 32;
   for (uint64_t seed = 0; seed < 20; ++seed) {
     const D::Sample out = D::augment(in, o, seed, 255);
     ASSERT_EQ(out.image.sizes(), (std::vector<int64_t>{1, 32, 32}));
-    EXPECT_TRUE(out.image.squeeze(0).to(torch::kLong).equal(out.label));
+    EXPECT_TRUE(out.image.squeeze(0).round().to(torch::kLong).equal(out.label));
     EXPECT_TRUE(out.extra.argmax(0).equal(out.label));
     // Same seed, same result.
     EXPECT_TRUE(D::augment(in, o, seed, 255).image.equal(out.image));
+  }
+}
+
+TEST(Augment, ScaledLabelsFollowTheImage) {
+  // A blocky label map and one-hot maps made from it stay aligned under scale, flip and crop.
+  const Tensor blocks = (torch::arange(40).div(8, "floor").view({40, 1}) + torch::arange(50).div(6, "floor").view({1, 50})) % 3;
+  const D::Sample in{blocks.to(torch::kFloat).unsqueeze(0), blocks, torch::one_hot(blocks, 3).permute({2, 0, 1}).to(torch::kFloat)};
+  D::AugmentOptions o;
+  o.crop = 48;
+  for (uint64_t seed = 0; seed < 10; ++seed) {
+    const D::Sample out = D::augment(in, o, seed, 255);
+    const Tensor kept = out.label != 255;
+    // Where a bilinear one-hot map is 1, all four neighbours had that class: the nearest-neighbour
+    // label must be it too.
+    const auto [top, cls] = out.extra.max(0);
+    const Tensor sure = top.gt(1 - 1e-4).logical_and(kept);
+    EXPECT_TRUE(cls.masked_select(sure).equal(out.label.masked_select(sure))) << "seed " << seed;
+    EXPECT_GT(sure.sum().item<int64_t>(), 100);
   }
 }
 
