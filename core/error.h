@@ -46,17 +46,26 @@ inline std::string concat() { return {}; }
 
 [[noreturn]] void throw_error(const char* file, int line, std::string message);
 
+// The message of a failed KDSEG_CHECK: the caller's words, or the condition when none are given.
+template <typename... Args>
+std::string check_message(const char* condition, Args&&... args) {
+  std::string message = concat(std::forward<Args>(args)...);
+  return message.empty() ? concat("check failed: ", condition) : message;
+}
+
 }  // namespace detail
 }  // namespace kdseg
 
 // Throws kdseg::Error with the streamed arguments as message.
 #define KDSEG_THROW(...) ::kdseg::detail::throw_error(__FILE__, __LINE__, ::kdseg::detail::concat(__VA_ARGS__))
 
-// Throws kdseg::Error when `cond` is false; the message starts with the failed condition.
-#define KDSEG_CHECK(cond, ...)                                                                       \
-  do {                                                                                               \
-    if (!(cond)) {                                                                                   \
-      ::kdseg::detail::throw_error(__FILE__, __LINE__,                                               \
-                                   ::kdseg::detail::concat(__VA_ARGS__, " [check failed: " #cond "]")); \
-    }                                                                                                \
+// Throws kdseg::Error when `cond` is false, with the streamed arguments as message (written
+// for the user: what is wrong, the values seen, what to change), or "check failed: <cond>"
+// when there are none.
+#define KDSEG_CHECK(...) KDSEG_CHECK_WITH_MESSAGE_(__VA_ARGS__, "")
+#define KDSEG_CHECK_WITH_MESSAGE_(cond, ...)                                                          \
+  do {                                                                                                \
+    if (!(cond)) {                                                                                    \
+      ::kdseg::detail::throw_error(__FILE__, __LINE__, ::kdseg::detail::check_message(#cond, __VA_ARGS__)); \
+    }                                                                                                 \
   } while (false)

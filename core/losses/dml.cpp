@@ -202,6 +202,20 @@ Tensor fused_backward(const Flat& f, double p, const Tensor& gx_in, const Tensor
   return grad;
 }
 
+// What both autograd nodes below keep for backward: the flattened inputs, the target kind
+// and p. An empty keep tensor stands for "keep everything" (autograd saves defined tensors).
+void save_inputs(AutogradContext* ctx, const Tensor& values, const Tensor& target, const Tensor& keep, bool hard,
+                 double p) {
+  ctx->save_for_backward({values, target, keep});
+  ctx->saved_data["hard"] = hard;
+  ctx->saved_data["p"] = p;
+}
+Flat saved_inputs(AutogradContext* ctx, double& p) {
+  const auto saved = ctx->get_saved_variables();
+  p = ctx->saved_data["p"].toDouble();
+  return Flat{saved[0], saved[1], saved[2].numel() > 0 ? saved[2] : Tensor(), ctx->saved_data["hard"].toBool()};
+}
+
 // Autograd node of the fused statistics: outputs (|x|_p^p, |y|_p^p, |x-y|_p^p, max y), each
 // [B,C]; only the first and third depend on the prediction.
 class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
@@ -212,17 +226,14 @@ class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
     Tensor sx, sy, sd, ymax;
     AT_DISPATCH_FLOATING_TYPES(prob.scalar_type(), "dml_fused_forward",
                                [&] { fused_forward<scalar_t>(f, p, sx, sy, sd, ymax); });
-    ctx->save_for_backward({prob, target, keep});
-    ctx->saved_data["hard"] = hard;
-    ctx->saved_data["p"] = p;
+    save_inputs(ctx, prob, target, keep, hard, p);
     ctx->mark_non_differentiable({sy, ymax});
     return {sx, sy, sd, ymax};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    Flat f{saved[0], saved[1], saved[2].numel() > 0 ? saved[2] : Tensor(), ctx->saved_data["hard"].toBool()};
-    const double p = ctx->saved_data["p"].toDouble();
+    double p = 1;
+    const Flat f = saved_inputs(ctx, p);
     Tensor grad;
     AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_fused_backward",
                                [&] { grad = fused_backward<scalar_t>(f, p, grads[0], grads[2]); });
@@ -522,17 +533,14 @@ class FusedLogitStatistics : public torch::autograd::Function<FusedLogitStatisti
       else logits_forward<scalar_t, Norm::kGeneral>(f, p, sx, sy, sd, ymax, bad);
     });
     if (bad) check_hard_range(f, logits.size(1));  // throws with the offending values
-    ctx->save_for_backward({logits, target, keep});
-    ctx->saved_data["hard"] = hard;
-    ctx->saved_data["p"] = p;
+    save_inputs(ctx, logits, target, keep, hard, p);
     ctx->mark_non_differentiable({sy, ymax});
     return {sx, sy, sd, ymax};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    Flat f{saved[0], saved[1], saved[2].numel() > 0 ? saved[2] : Tensor(), ctx->saved_data["hard"].toBool()};
-    const double p = ctx->saved_data["p"].toDouble();
+    double p = 1;
+    const Flat f = saved_inputs(ctx, p);
     Tensor grad;
     AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_logits_backward", [&] {
       if (p == 1.0) grad = logits_backward<scalar_t, Norm::kL1>(f, p, grads[0], grads[2]);

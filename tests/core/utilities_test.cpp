@@ -38,7 +38,7 @@ class TempDir {
   fs::path path_;
 };
 
-TEST(Error, CheckNamesConditionValuesAndLocation) {
+TEST(Error, CheckCarriesValuesAndLocation) {
   const int slices = 75, expected = 74;
   try {
     KDSEG_CHECK(slices == expected, "segmentation-12.nii: ", slices, " slices differ from volume-12.nii ", expected);
@@ -46,10 +46,20 @@ TEST(Error, CheckNamesConditionValuesAndLocation) {
   } catch (const kdseg::Error& e) {
     const std::string what = e.what();
     EXPECT_NE(what.find("segmentation-12.nii: 75 slices differ from volume-12.nii 74"), std::string::npos) << what;
-    EXPECT_NE(what.find("slices == expected"), std::string::npos) << what;
+    EXPECT_EQ(what.find("slices == expected"), std::string::npos) << "the caller's message replaces the condition";
     EXPECT_NE(what.find("utilities_test.cpp:"), std::string::npos) << what;
     EXPECT_GT(e.line(), 0);
     EXPECT_EQ(e.message().find("utilities_test.cpp"), std::string::npos) << "message() holds no location";
+  }
+}
+
+TEST(Error, CheckWithoutMessageNamesTheCondition) {
+  const int ranks = 3;
+  try {
+    KDSEG_CHECK(ranks % 2 == 0);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_EQ(e.message(), "check failed: ranks % 2 == 0");
   }
 }
 

@@ -131,11 +131,7 @@ class LoaderOnStore : public ::testing::TestWithParam<std::pair<int, int64_t>> {
 TEST_P(LoaderOnStore, DecodesChunksExactlyAndKeepsPlanOrder) {
   const auto [compression, size] = GetParam();
   kdseg::test::TempDir dir;
-  D::SynthOptions s;
-  s.cases = 4;
-  s.size = 32;
-  s.slices = 8;
-  D::write_synthetic_dataset(dir.file("raw"), s);
+  kdseg::test::write_small_dataset(dir.file("raw"), 4, 32, 8);
   D::PrepareOptions p;
   p.input = dir.file("raw");
   p.output = dir.file("p.h5");
@@ -180,11 +176,7 @@ INSTANTIATE_TEST_SUITE_P(Stores, LoaderOnStore,
 
 TEST(Loader, WorkerErrorsReachTheConsumer) {
   kdseg::test::TempDir dir;
-  D::SynthOptions s;
-  s.cases = 2;
-  s.size = 20;
-  s.slices = 6;
-  D::write_synthetic_dataset(dir.file("raw"), s);
+  kdseg::test::write_small_dataset(dir.file("raw"), 2, 20, 6);
   D::PrepareOptions p;
   p.input = dir.file("raw");
   p.output = dir.file("p.h5");

@@ -32,13 +32,7 @@ D::PrepareOptions options_for(const std::string& input, const std::string& outpu
 TEST(Prepare, SynthThenPrepareForEveryLayout) {
   for (const auto layout : {D::Layout::kLits, D::Layout::kKits19, D::Layout::kKits23}) {
     kdseg::test::TempDir dir;
-    D::SynthOptions s;
-    s.layout = layout;
-    s.cases = 6;
-    s.size = 32;
-    s.slices = 12;
-    s.seed = 3;
-    D::write_synthetic_dataset(dir.file("raw"), s);
+    kdseg::test::write_small_dataset(dir.file("raw"), 6, 32, 12, layout, 3);
     D::PrepareOptions o = options_for(dir.file("raw"), dir.file("prepared.h5"));
     o.detect_layout = layout == D::Layout::kLits;  // KiTS19 and KiTS23 files look alike: name them
     o.layout = layout;
@@ -58,11 +52,7 @@ TEST(Prepare, SynthThenPrepareForEveryLayout) {
 
 TEST(Prepare, SlicesAreTheCanonicalAxialSlicesOfEachCase) {
   kdseg::test::TempDir dir;
-  D::SynthOptions s;
-  s.cases = 6;  // every stored orientation of the synthetic generator
-  s.size = 24;
-  s.slices = 10;
-  D::write_synthetic_dataset(dir.file("raw"), s);
+  kdseg::test::write_small_dataset(dir.file("raw"), 6, 24, 10);  // every stored orientation of the synthetic generator
   D::prepare_store(options_for(dir.file("raw"), dir.file("p.h5")));
   const D::PreparedStore store(dir.file("p.h5"));
   std::vector<std::string> volumes;
@@ -86,11 +76,7 @@ TEST(Prepare, SlicesAreTheCanonicalAxialSlicesOfEachCase) {
 // The file read through the HDF5 C API by the documented names only.
 TEST(Prepare, StoreHasTheDocumentedLayout) {
   kdseg::test::TempDir dir;
-  D::SynthOptions s;
-  s.cases = 5;
-  s.size = 24;
-  s.slices = 8;
-  D::write_synthetic_dataset(dir.file("raw"), s);
+  kdseg::test::write_small_dataset(dir.file("raw"), 5, 24, 8);
   D::PrepareOptions o = options_for(dir.file("raw"), dir.file("p.h5"));
   o.size = 32;
   o.folds = 5;
@@ -143,13 +129,8 @@ TEST(Prepare, StoreHasTheDocumentedLayout) {
 
 TEST(Prepare, DeterministicFromSeedAndBalancedFolds) {
   kdseg::test::TempDir dir;
-  D::SynthOptions s;
-  s.cases = 7;
-  s.size = 20;
-  s.slices = 8;
-  s.seed = 9;
-  D::write_synthetic_dataset(dir.file("a"), s);
-  D::write_synthetic_dataset(dir.file("b"), s);
+  kdseg::test::write_small_dataset(dir.file("a"), 7, 20, 8, D::Layout::kLits, 9);
+  kdseg::test::write_small_dataset(dir.file("b"), 7, 20, 8, D::Layout::kLits, 9);
   EXPECT_EQ(kdseg::read_file(dir.file("a/batch1/volume-0.nii")), kdseg::read_file(dir.file("b/batch1/volume-0.nii")));
   const auto first = D::prepare_store(options_for(dir.file("a"), dir.file("a.h5")));
   const auto second = D::prepare_store(options_for(dir.file("b"), dir.file("b.h5")));
@@ -165,11 +146,7 @@ TEST(Prepare, DeterministicFromSeedAndBalancedFolds) {
 class BadInput : public ::testing::Test {
  protected:
   void SetUp() override {
-    D::SynthOptions s;
-    s.cases = 3;
-    s.size = 20;
-    s.slices = 8;
-    D::write_synthetic_dataset(dir.file("raw"), s);
+    kdseg::test::write_small_dataset(dir.file("raw"), 3, 20, 8);
     fs::create_directories(dir.file("raw/bad"));
   }
   std::string bad(const std::string& name) const { return dir.file("raw/bad/" + name); }
@@ -247,11 +224,7 @@ TEST_F(BadInput, NanIntensities) {
 
 TEST(Prepare, ExistingOutputNeedsForce) {
   kdseg::test::TempDir dir;
-  D::SynthOptions s;
-  s.cases = 2;
-  s.size = 20;
-  s.slices = 6;
-  D::write_synthetic_dataset(dir.file("raw"), s);
+  kdseg::test::write_small_dataset(dir.file("raw"), 2, 20, 6);
   D::prepare_store(options_for(dir.file("raw"), dir.file("p.h5")));
   EXPECT_THROW(D::prepare_store(options_for(dir.file("raw"), dir.file("p.h5"))), kdseg::Error);
   D::PrepareOptions o = options_for(dir.file("raw"), dir.file("p.h5"));

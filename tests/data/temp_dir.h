@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include "data/synth.h"
+
 namespace kdseg::test {
 
 class TempDir {
@@ -26,5 +28,17 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A small synthetic dataset written into `path`.
+inline data::SynthSummary write_small_dataset(const std::string& path, int cases, int64_t size, int64_t slices,
+                                              data::Layout layout = data::Layout::kLits, uint64_t seed = 0) {
+  data::SynthOptions options;
+  options.layout = layout;
+  options.cases = cases;
+  options.size = size;
+  options.slices = slices;
+  options.seed = seed;
+  return data::write_synthetic_dataset(path, options);
+}
 
 }  // namespace kdseg::test

@@ -1,0 +1,74 @@
+#include "core/teacher.h"
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace kdseg {
+namespace {
+
+at::Tensor logits_of(const c10::IValue& out, const std::string& path) {
+  if (out.isTensor()) return out.toTensor();
+  if (out.isTuple() && !out.toTupleRef().elements().empty()) return logits_of(out.toTupleRef().elements()[0], path);
+  if (out.isList() && out.toListRef().size() > 0) return logits_of(out.toListRef()[0], path);
+  if (out.isGenericDict()) {
+    for (const auto& item : out.toGenericDict()) {
+      if (item.key().isString() && (item.key().toStringRef() == "out" || item.key().toStringRef() == "logits")) {
+        return logits_of(item.value(), path);
+      }
+    }
+  }
+  KDSEG_THROW(path, ": the module returned ", out.tagKind(), ", not logits [B,C,H,W]");
+}
+
+class TorchScriptTeacher final : public Teacher {
+ public:
+  TorchScriptTeacher(const std::string& path, c10::Device device, int64_t probe) : path_(path), device_(device) {
+    std::error_code ec;
+    KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such TorchScript file");
+    try {
+      module_ = torch::jit::load(path, device);
+    } catch (const std::exception& e) {
+      KDSEG_THROW(path, ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
+                  e.what());
+    }
+    module_.eval();
+    const at::Tensor out = logits(torch::zeros({2, 1, probe, probe}, torch::TensorOptions().device(device)));
+    std::ostringstream shape;
+    shape << out.sizes();
+    KDSEG_CHECK(out.dim() == 4 && out.size(0) == 2 && out.size(2) == probe && out.size(3) == probe && out.size(1) >= 2,
+                path, ": for input [2,1,", probe, ",", probe, "] the module returned ", shape.str(), "; a teacher must return logits [B,C,H,W] with C >= 2 at the input size");
+    classes_ = out.size(1);
+  }
+
+  at::Tensor logits(const at::Tensor& images) override {
+    torch::NoGradGuard no_grad;
+    try {
+      return logits_of(module_.forward({images}), path_);
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      KDSEG_THROW(path_, ": forward failed for input ", images.sizes(), ": ", e.what());
+    }
+  }
+  int64_t classes() const override { return classes_; }
+  std::string describe() const override { return "TorchScript " + path_; }
+
+ private:
+  std::string path_;
+  c10::Device device_;
+  torch::jit::Module module_;
+  int64_t classes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Teacher> load_torchscript_teacher(const std::string& path, c10::Device device, int64_t probe_size) {
+  return std::make_unique<TorchScriptTeacher>(path, device, probe_size);
+}
+
+}  // namespace kdseg
