@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/losses/distill.h"
 #include "core/losses/dml.h"
 #include "dist/communicator.h"
 
@@ -25,5 +26,9 @@ at::Tensor all_gather_with_grad(const at::Tensor& tensor, Communicator& comm);
 // all-reduces the batch-summed statistics ([1,C]); with image or class reductions it gathers
 // the per-image rows. One collective either way.
 losses::DmlStatisticsReducer global_batch_dml_reducer(Communicator& comm, const losses::DmlOptions& options);
+
+// Everything SegmentationObjective needs to compute global-batch losses over `comm`: the DML
+// reducer above and a sum of pixel counts over ranks. Identity for world size 1.
+losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& options);
 
 }  // namespace kdseg::dist

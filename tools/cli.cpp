@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "tools/data_commands.h"
+#include "tools/train_command.h"
 #include "dist/communicator.h"
 
 namespace kdseg::tools {
@@ -57,7 +58,9 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
   all.add(own).add(shared_options());
 
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).run(), vm);
+  // No guessing of abbreviated option names: `--epoch` must not silently mean `--epochs`.
+  const int style = po::command_line_style::unix_style ^ po::command_line_style::allow_guessing;
+  po::store(po::command_line_parser(args).options(all).style(style).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: kdseg " << command.name << " [options]\n" << command.summary << "\n";
     if (!command.run) std::cout << "\nThis command is not built yet in kdseg " << KDSEG_VERSION << ".\n";
@@ -96,7 +99,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       Command{"synth", "write synthetic LiTS/KiTS-shaped NIfTI data", add_synth_options, run_synth},
       Command{"prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store", add_prepare_options, run_prepare},
-      planned("train", "train a network (teacher or hard-label student)"),
+      Command{"train", "train a network (teacher or hard-label student)", add_train_options, run_train},
       planned("precompute", "run the teacher once and cache its soft labels to HDF5"),
       planned("distill", "train a student with DML against cached soft labels"),
       planned("evaluate", "report Dice and calibration of one or more models"),

@@ -38,7 +38,22 @@ Tensor erode(const Tensor& maps, int64_t k) {
 }
 }  // namespace
 
+namespace {
+// Per-pixel cross-entropy [B,*] (0 on ignored pixels) and the kept-pixel mask.
+std::pair<Tensor, Tensor> cross_entropy_per_pixel(const Tensor& logits, const Tensor& labels,
+                                                  std::optional<int64_t> ignore_index);
+// Per-pixel T^2 KL [B,*].
+Tensor kl_per_pixel(const Tensor& logits, const Tensor& target, double temperature);
+}  // namespace
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, std::optional<int64_t> ignore_index) {
+  const auto [nll, keep] = cross_entropy_per_pixel(logits, labels, ignore_index);
+  return masked_mean(nll, keep);
+}
+
+namespace {
+std::pair<Tensor, Tensor> cross_entropy_per_pixel(const Tensor& logits, const Tensor& labels,
+                                                  std::optional<int64_t> ignore_index) {
   KDSEG_CHECK(labels.scalar_type() == torch::kLong, "cross_entropy: labels must be int64, got ", labels.scalar_type());
   KDSEG_CHECK(logits.dim() == labels.dim() + 1 && logits.size(0) == labels.size(0) &&
                   logits.sizes().slice(2) == labels.sizes().slice(1),
@@ -51,10 +66,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, std::optional<i
               ") on pixels that are not ignored; set ignore_index");
   const Tensor log_prob = torch::log_softmax(as_float(logits), 1);
   const Tensor nll = -log_prob.gather(1, labels.clamp(0, classes - 1).unsqueeze(1)).squeeze(1);
-  return masked_mean(nll, keep);
+  return {nll, keep};
 }
 
-Tensor kl_divergence(const Tensor& logits, const Tensor& target, double temperature, const Tensor& keep) {
+Tensor kl_per_pixel(const Tensor& logits, const Tensor& target, double temperature) {
   KDSEG_CHECK(temperature > 0, "kl_divergence: temperature must be > 0, got ", temperature);
   KDSEG_CHECK(target.sizes() == logits.sizes(), "kl_divergence: target ", target.sizes(), " differs from logits ",
               logits.sizes());
@@ -62,8 +77,12 @@ Tensor kl_divergence(const Tensor& logits, const Tensor& target, double temperat
   const Tensor log_q = torch::log_softmax(z / temperature, 1);
   const Tensor p = target.detach().to(z.scalar_type());
   // xlogy(p, p) is 0 where p is 0, as in nn.KLDivLoss.
-  const Tensor per_pixel = (torch::xlogy(p, p) - p * log_q).sum(1) * (temperature * temperature);
-  return masked_mean(per_pixel, keep);
+  return (torch::xlogy(p, p) - p * log_q).sum(1) * (temperature * temperature);
+}
+}  // namespace
+
+Tensor kl_divergence(const Tensor& logits, const Tensor& target, double temperature, const Tensor& keep) {
+  return masked_mean(kl_per_pixel(logits, target, temperature), keep);
 }
 
 SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classes, double epsilon,
@@ -92,8 +111,8 @@ SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classe
 }
 
 SegmentationObjective::SegmentationObjective(ObjectiveWeights weights, DmlOptions dml,
-                                             std::optional<int64_t> ignore_index, DmlStatisticsReducer reducer)
-    : weights_(weights), dml_(std::move(dml)), ignore_index_(ignore_index), reducer_(std::move(reducer)) {
+                                             std::optional<int64_t> ignore_index, GlobalBatch global)
+    : weights_(weights), dml_(std::move(dml)), ignore_index_(ignore_index), global_(std::move(global)) {
   dml_.ignore_index(ignore_index_);
   dml_.validate();
   KDSEG_CHECK(weights_.temperature() > 0, "objective: temperature must be > 0, got ", weights_.temperature());
@@ -109,6 +128,13 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
   const Tensor keep = keep_of(in.labels, ignore_index_, in.keep);
   const Tensor zero = torch::zeros({}, as_float(in.logits).options());
 
+  // CE and KL: this rank's sum over kept pixels over the kept pixels of all ranks.
+  const auto global_mean = [&](const Tensor& per_pixel, const Tensor& mask) {
+    const Tensor m = mask.defined() ? mask.to(per_pixel.scalar_type()) : torch::ones_like(per_pixel);
+    const double local = m.sum().item<double>();
+    const double total = global_.sum_over_ranks ? global_.sum_over_ranks(local) : local;
+    return (per_pixel * m).sum() * (static_cast<double>(global_.ranks) / std::max(total, 1.0));
+  };
   LossTerms terms{zero, zero, zero, zero, zero};
   if (hard) {
     // With an explicit keep mask, excluded pixels are dropped from CE by marking them ignored.
@@ -116,16 +142,19 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
     const Tensor labels = in.keep.defined() ? torch::where(in.keep, in.labels, torch::full_like(in.labels, drop))
                                             : in.labels;
     const std::optional<int64_t> ignore = in.keep.defined() ? std::optional<int64_t>(drop) : ignore_index_;
-    Tensor ce = w.main() * cross_entropy(in.logits, labels, ignore);
-    if (in.aux_logits.defined()) ce = ce + w.aux() * cross_entropy(in.aux_logits, labels, ignore);
+    const auto [nll, ce_keep] = cross_entropy_per_pixel(in.logits, labels, ignore);
+    Tensor ce = w.main() * global_mean(nll, ce_keep);
+    if (in.aux_logits.defined()) ce = ce + w.aux() * global_mean(cross_entropy_per_pixel(in.aux_logits, labels, ignore).first, ce_keep);
     terms.ce = label_factor * w.ce() * ce;
-    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml_, reducer_);
+    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml_, global_.dml_statistics);
   }
   if (soft) {
-    Tensor kl = w.main() * kl_divergence(in.logits, in.soft, t, keep);
-    if (in.aux_logits.defined()) kl = kl + w.aux() * kl_divergence(in.aux_logits, in.soft, t, keep);
+    KDSEG_CHECK(in.soft.sizes() == in.logits.sizes(), "objective: soft targets ", in.soft.sizes(), " differ from logits ",
+                in.logits.sizes());
+    Tensor kl = w.main() * global_mean(kl_per_pixel(in.logits, in.soft, t), keep);
+    if (in.aux_logits.defined()) kl = kl + w.aux() * global_mean(kl_per_pixel(in.aux_logits, in.soft, t), keep);
     terms.kl = teacher_factor * w.ce() * kl;
-    terms.dml_soft = teacher_factor * w.dml() * dml_loss(in.logits, in.soft, keep, dml_, reducer_);
+    terms.dml_soft = teacher_factor * w.dml() * dml_loss(in.logits, in.soft, keep, dml_, global_.dml_statistics);
   }
   terms.total = terms.ce + terms.kl + terms.dml_hard + terms.dml_soft;
   return terms;

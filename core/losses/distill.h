@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "core/losses/dml.h"
@@ -76,12 +77,23 @@ struct ObjectiveInputs {
 // hard DML uses `dml` with its hard-label class mode (PRESENT by default) and soft DML its
 // soft-label mode (ALL); excluded pixels are masked out of every term.
 // With hard labels only: w_ce * CE + w_dml * DML(z,y). With soft targets only (label
-// smoothing): w_ce * KL(p || z) + w_dml * DML(z,p). `reducer` (optional) reduces the DML
-// statistics across ranks before each score is formed.
+// smoothing): w_ce * KL(p || z) + w_dml * DML(z,p).
+//
+// Under data parallelism `global` makes every term a global-batch quantity: DML statistics are
+// reduced before the scores are formed, and CE/KL are sums over this rank's kept pixels divided
+// by the number of kept pixels of all ranks (times the number of ranks, because the gradients
+// are then averaged), so that N ranks with batch B/N optimise exactly the loss of one rank with
+// batch B even when ranks keep different numbers of pixels.
+struct GlobalBatch {
+  DmlStatisticsReducer dml_statistics;                  // null: this rank only
+  std::function<double(double)> sum_over_ranks;         // null: this rank only
+  int ranks = 1;
+};
+
 class SegmentationObjective {
  public:
   SegmentationObjective(ObjectiveWeights weights = {}, DmlOptions dml = {}, std::optional<int64_t> ignore_index = {},
-                        DmlStatisticsReducer reducer = nullptr);
+                        GlobalBatch global = {});
 
   LossTerms operator()(const ObjectiveInputs& in) const;
 
@@ -92,7 +104,7 @@ class SegmentationObjective {
   ObjectiveWeights weights_;
   DmlOptions dml_;
   std::optional<int64_t> ignore_index_;
-  DmlStatisticsReducer reducer_;
+  GlobalBatch global_;
 };
 
 }  // namespace kdseg::losses

@@ -111,8 +111,12 @@ TEST(Objective, DistillationAddsAuxiliaryKlAndUsesReducer) {
   y[0][0].fill_(3);
   const Tensor teacher = torch::softmax(torch::randn({2, 3, 4, 4}, torch::kDouble) / 2.0, 1);
   int reduced = 0;
-  const L::SegmentationObjective objective(L::ObjectiveWeights().temperature(2.0), L::DmlOptions(), 3,
-                                           [&](const L::DmlStatistics& s) { ++reduced; return s; });
+  L::GlobalBatch global;
+  global.dml_statistics = [&](const L::DmlStatistics& s) {
+    ++reduced;
+    return s;
+  };
+  const L::SegmentationObjective objective(L::ObjectiveWeights().temperature(2.0), L::DmlOptions(), 3, global);
   const auto terms = objective({z, aux, y, teacher, Tensor()});
   const Tensor keep = y != 3;
   const double kl = 0.5 * 0.25 * (0.5 * L::kl_divergence(z, teacher, 2.0, keep).item<double>() +

@@ -159,7 +159,7 @@ TEST(DataParallel, NRanksWithBatchBOverNFollowOneRankWithBatchB) {
     if (comm) ddp = std::make_unique<D::DataParallel>(net.ptr(), *comm, D::DataParallelOptions{1024, 4096, true});
     torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
     const L::SegmentationObjective objective(L::ObjectiveWeights(), dml, std::nullopt,
-                                             comm ? D::global_batch_dml_reducer(*comm, dml) : nullptr);
+                                             comm ? D::global_batch(*comm, dml) : L::GlobalBatch());
     for (int step = 0; step < 5; ++step) {
       const Batch batch = global_batch(global, 50 + step);
       sgd.zero_grad();

@@ -1,0 +1,362 @@
+#include "student/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "core/build_config.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/log.h"
+#include "core/losses/distill.h"
+#include "core/metrics.h"
+#include "core/models/unet.h"
+#include "core/progress.h"
+#include "data/loader.h"
+#include "data/prepared_store.h"
+#include "dist/autograd_collectives.h"
+#include "dist/data_parallel.h"
+#include "dist/sync_batch_norm.h"
+
+namespace kdseg::student {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using torch::Tensor;
+using Clock = std::chrono::steady_clock;
+
+json config_json(const TrainConfig& c) {
+  return {{"data", c.data}, {"output", c.output}, {"fold", c.fold}, {"arch", c.arch}, {"width", c.width},
+          {"dropout", c.dropout}, {"task", c.task}, {"labels", c.labels}, {"ls_epsilon", c.ls_epsilon},
+          {"ls_kernel", c.ls_kernel}, {"loss", c.loss}, {"epochs", c.epochs}, {"max_steps", c.max_steps},
+          {"batch_size", c.batch_size}, {"accumulate", c.accumulate}, {"crop", c.crop}, {"lr", c.lr},
+          {"weight_decay", c.weight_decay}, {"warmup", c.warmup}, {"clip_grad", c.clip_grad}, {"seed", c.seed},
+          {"workers", c.workers}, {"deterministic", c.deterministic}};
+}
+
+void validate(const TrainConfig& c, int world) {
+  KDSEG_CHECK(!c.data.empty() && !c.output.empty(), "train: --data and --output are required");
+  KDSEG_CHECK((c.epochs > 0) != (c.max_steps > 0), "train: give exactly one of --epochs and --max-steps");
+  KDSEG_CHECK(c.accumulate >= 1 && c.batch_size % c.accumulate == 0, "train: --batch-size ", c.batch_size,
+              " must be a multiple of --accumulate ", c.accumulate);
+  KDSEG_CHECK((c.batch_size / c.accumulate) % world == 0, "train: the micro-batch ", c.batch_size / c.accumulate,
+              " (--batch-size / --accumulate) must be a multiple of the number of ranks (", world, ")");
+  KDSEG_CHECK(c.loss == "ce" || c.loss == "dml" || c.loss == "ce+dml", "train: --loss must be ce, dml or ce+dml, got '",
+              c.loss, "'");
+  KDSEG_CHECK(c.labels == "hard" || c.labels == "ls", "train: --labels must be hard or ls, got '", c.labels, "'");
+  KDSEG_CHECK(c.lr > 0 && c.warmup >= 0 && c.warmup < 1, "train: --lr must be > 0 and --warmup in [0, 1)");
+}
+
+losses::ObjectiveWeights weights_for(const std::string& loss) {
+  if (loss == "ce") return losses::ObjectiveWeights().ce(1.0).dml(0.0);
+  if (loss == "dml") return losses::ObjectiveWeights().ce(0.0).dml(1.0);
+  return losses::ObjectiveWeights();  // the paper: 0.25 CE + 0.75 DML
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& c, dist::Communicator& comm) : c_(c), comm_(comm), store_(c.data) {
+    validate(c_, comm_.size());
+    // Deterministic mode: kernels without a deterministic implementation become errors.
+    at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/false);
+    const data::Layout layout = data::parse_layout(store_.attribute("layout"));
+    task_ = data::make_task(c_.task, layout);
+    split_rows();
+    sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
+                                                          c_.batch_size / c_.accumulate, c_.seed);
+    steps_per_epoch_ = std::max<int64_t>(1, sampler_->steps_per_epoch() / c_.accumulate);
+    total_steps_ = c_.max_steps > 0 ? c_.max_steps : c_.epochs * steps_per_epoch_;
+    warmup_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
+    build_model();
+    if (comm_.rank() == 0) fs::create_directories(c_.output);
+    comm_.barrier();
+    if (c_.resume) load_checkpoint();
+  }
+
+  TrainSummary run() {
+    if (comm_.rank() == 0 && step_ == 0) {
+      write_file_atomic(c_.output + "/config.json", config_json(c_).dump(2) + "\n");
+      log::info("training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} rank(s)",
+                c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size());
+    }
+    Progress progress("train", total_steps_, comm_.rank() == 0);
+    progress.advance(step_);
+    stop_at_ = c_.stop_after > 0 ? std::min(total_steps_, step_ + c_.stop_after) : total_steps_;
+    while (step_ < stop_at_) {
+      run_epoch(progress);
+    }
+    progress.finish();
+    summary_.steps = step_;
+    summary_.best_dice = best_dice_;
+    return summary_;
+  }
+
+ private:
+  void split_rows() {
+    const auto& case_fold = store_.case_fold();
+    const int folds = *std::max_element(case_fold.begin(), case_fold.end()) + 1;
+    KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ", folds,
+                " folds (0-", folds - 1, ")");
+    for (int64_t r = 0; r < store_.slices(); ++r) {
+      const int fold = case_fold[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(r)])];
+      (fold == c_.fold ? val_rows_ : train_rows_).push_back(r);
+    }
+    KDSEG_CHECK(!train_rows_.empty(), c_.data, ": no training slices outside fold ", c_.fold);
+  }
+
+  void build_model() {
+    torch::manual_seed(c_.seed);  // the same initial weights on every rank (DataParallel also broadcasts)
+    auto options = models::UNetOptions()
+                       .encoder(models::parse_architecture(c_.arch))
+                       .classes(task_.classes)
+                       .width(c_.width)
+                       .dropout(c_.dropout);
+    if (comm_.size() > 1) {
+      dist::Communicator* comm = &comm_;
+      options.norm([comm](int64_t channels) { return torch::nn::AnyModule(dist::SyncBatchNorm2d(channels, comm)); });
+    }
+    model_ = models::UNet(options);
+    // No weight decay on biases and normalisation weights (the 1-d parameters); 10x learning
+    // rate for the decoder and heads.
+    std::vector<Tensor> groups[4];
+    for (const auto& p : model_->encoder_parameters()) groups[p.dim() <= 1 ? 1 : 0].push_back(p);
+    for (const auto& p : model_->decoder_parameters()) groups[p.dim() <= 1 ? 3 : 2].push_back(p);
+    std::vector<torch::optim::OptimizerParamGroup> param_groups;
+    for (int g = 0; g < 4; ++g) {
+      auto o = std::make_unique<torch::optim::AdamWOptions>(base_lr(g));
+      o->weight_decay(g % 2 == 0 ? c_.weight_decay : 0.0);
+      param_groups.emplace_back(groups[g], std::move(o));
+    }
+    optimizer_ = std::make_unique<torch::optim::AdamW>(param_groups, torch::optim::AdamWOptions(c_.lr));
+    if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
+    const losses::DmlOptions dml;
+    objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss), dml, task_.ignore_index,
+                                                                 dist::global_batch(comm_, dml));
+  }
+
+  double base_lr(int group) const { return group >= 2 ? 10 * c_.lr : c_.lr; }
+
+  // Linear warmup over warmup_steps_, then linear decay to 0 at total_steps_.
+  double lr_factor(int64_t step) const {
+    if (step < warmup_steps_) return static_cast<double>(step + 1) / static_cast<double>(warmup_steps_);
+    return std::max(0.0, static_cast<double>(total_steps_ - step) / static_cast<double>(std::max<int64_t>(1, total_steps_ - warmup_steps_)));
+  }
+
+  void run_epoch(Progress& progress) {
+    const int64_t epoch = step_ / steps_per_epoch_;
+    const int64_t done_in_epoch = step_ - epoch * steps_per_epoch_;
+    auto batches = sampler_->batches(epoch);
+    batches.resize(static_cast<size_t>(steps_per_epoch_ * c_.accumulate));
+    batches.erase(batches.begin(), batches.begin() + done_in_epoch * c_.accumulate);
+    data::LoaderOptions lo;
+    lo.workers = c_.workers;
+    lo.augment.crop = c_.crop;
+    data::BatchLoader loader(c_.data, task_, lo, batches);
+    model_->train();
+    for (int64_t s = done_in_epoch; s < steps_per_epoch_ && step_ < stop_at_; ++s) {
+      train_step(loader, epoch);
+      progress.advance(1, "loss " + std::to_string(summary_.last_loss).substr(0, 6));
+      if (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0) save_checkpoint("last.pt");
+    }
+    const bool epoch_done = step_ == (epoch + 1) * steps_per_epoch_;
+    if (epoch_done && c_.validate_every > 0 && (epoch + 1) % c_.validate_every == 0 && !val_rows_.empty()) {
+      validate_fold(epoch);
+    }
+    save_checkpoint("last.pt");
+  }
+
+  void train_step(data::BatchLoader& loader, int64_t epoch) {
+    const auto start = Clock::now();
+    const double wait_before = loader.wait_seconds();
+    for (size_t g = 0; g < optimizer_->param_groups().size(); ++g) {
+      static_cast<torch::optim::AdamWOptions&>(optimizer_->param_groups()[g].options())
+          .lr(base_lr(static_cast<int>(g)) * lr_factor(step_));
+    }
+    optimizer_->zero_grad();
+    losses::LossTerms parts;
+    double loss_sum = 0;
+    int64_t images = 0;
+    for (int64_t a = 0; a < c_.accumulate; ++a) {
+      auto batch = loader.next();
+      KDSEG_CHECK(batch.has_value(), "train: the loader ran out of batches at step ", step_);
+      images += batch->images.size(0);
+      const auto out = model_(batch->images);
+      losses::ObjectiveInputs in{out.logits, out.aux, batch->labels, Tensor(), Tensor()};
+      if (c_.labels == "ls") {
+        const auto smoothed = losses::boundary_label_smoothing(batch->labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
+                                                               task_.ignore_index);
+        in = {out.logits, out.aux, Tensor(), smoothed.soft, smoothed.keep};
+      }
+      parts = (*objective_)(in);
+      const Tensor loss = parts.total / static_cast<double>(c_.accumulate);
+      if (ddp_ && a + 1 < c_.accumulate) {
+        auto guard = ddp_->no_sync();
+        loss.backward();
+      } else {
+        loss.backward();
+      }
+      loss_sum += parts.total.item<double>();
+    }
+    // Every rank decides the same way about a non-finite loss.
+    at::Tensor bad = torch::full({1}, std::isfinite(loss_sum) ? 0 : 1, torch::kInt);
+    comm_.all_reduce(bad, dist::ReduceOp::kMax);
+    if (bad.item<int>() != 0) {
+      KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
+                  " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
+      ++summary_.skipped_steps;
+      optimizer_->zero_grad();
+      if (ddp_) ddp_->synchronize_gradients();
+      ++step_;
+      return;
+    }
+    if (ddp_) ddp_->synchronize_gradients();
+    if (c_.clip_grad > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), c_.clip_grad);
+    optimizer_->step();
+    // The global-batch loss: each rank's share averaged over ranks (what one rank with the
+    // whole batch would report).
+    at::Tensor loss_mean = torch::full({1}, loss_sum / static_cast<double>(c_.accumulate), torch::kDouble);
+    comm_.all_reduce(loss_mean, dist::ReduceOp::kAverage);
+    summary_.last_loss = loss_mean.item<double>();
+    ++step_;
+    if (comm_.rank() == 0 && (step_ % std::max<int64_t>(1, c_.log_every) == 0 || step_ == total_steps_)) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      append_metrics({{"step", step_}, {"epoch", epoch}, {"loss", summary_.last_loss}, {"ce", parts.ce.item<double>()},
+                      {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
+                      {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
+                      {"images_per_s", static_cast<double>(images * comm_.size()) / seconds},
+                      {"data_wait_s", loader.wait_seconds() - wait_before}});
+    }
+  }
+
+  void validate_fold(int64_t epoch) {
+    torch::NoGradGuard no_grad;
+    model_->eval();
+    const std::vector<int64_t> rows = data::evaluation_rows(val_rows_, comm_.rank(), comm_.size());
+    std::vector<std::vector<data::DistributedSampler::Item>> plan;
+    for (size_t i = 0; i < rows.size(); i += 4) {
+      std::vector<data::DistributedSampler::Item> b;
+      for (size_t j = i; j < std::min(rows.size(), i + 4); ++j) b.push_back({rows[j], 0});
+      plan.push_back(b);
+    }
+    SegmentationMetrics metrics(static_cast<int64_t>(store_.case_ids().size()), task_.classes);
+    data::LoaderOptions lo;
+    lo.workers = c_.workers;
+    lo.train = false;
+    lo.augment.crop = 0;  // whole slices
+    data::BatchLoader loader(c_.data, task_, lo, plan);
+    while (auto batch = loader.next()) {
+      std::vector<int64_t> cases;
+      for (int64_t r : batch->rows) cases.push_back(store_.slice_case()[static_cast<size_t>(r)]);
+      metrics.add(torch::softmax(model_(batch->images).logits, 1), batch->labels, cases);
+    }
+    at::Tensor state = metrics.state();
+    comm_.all_reduce(state, dist::ReduceOp::kSum);  // every case counted once across ranks
+    metrics.set_state(state);
+    model_->train();
+    const int64_t target = task_.classes - 1;  // the tumour
+    const double dice = metrics.mean_dice(target), ece = metrics.mean_ece();
+    if (comm_.rank() == 0) {
+      json per_case = json::object();
+      const auto dices = metrics.dice_per_case(target);
+      const auto eces = metrics.ece_per_case();
+      for (size_t k = 0; k < dices.size(); ++k) {
+        if (!std::isnan(dices[k])) per_case[store_.case_ids()[k]] = {{"dice", dices[k]}, {"ece", eces[k]}};
+      }
+      append_metrics({{"validation", {{"step", step_}, {"epoch", epoch}, {"mean_dice", dice}, {"mean_ece", ece},
+                                      {"cases", per_case}}}});
+      log::info("validation after epoch {}: mean tumour Dice {:.4f}, ECE {:.4f}", epoch, dice, ece);
+    }
+    if (dice > best_dice_) {
+      best_dice_ = dice;
+      save_checkpoint("best.pt");
+    }
+  }
+
+  void append_metrics(const json& line) {
+    std::ofstream out(c_.output + "/metrics.jsonl", std::ios::app);
+    KDSEG_CHECK(static_cast<bool>(out), c_.output, "/metrics.jsonl: cannot append");
+    out << line.dump() << "\n";
+  }
+
+  void save_checkpoint(const std::string& name) {
+    if (comm_.rank() != 0) return;
+    torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+    model_->save(model_archive);
+    optimizer_->save(optimizer_archive);
+    archive.write("model", model_archive);
+    archive.write("optimizer", optimizer_archive);
+    archive.write("step", torch::tensor(step_));
+    archive.write("best_dice", torch::tensor(best_dice_));
+    archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());  // dropout's stream
+    archive.write("config", c10::IValue(config_json(c_).dump()));
+    archive.write("format", c10::IValue(std::string("kdseg checkpoint 1 (") + KDSEG_VERSION + ")"));
+    AtomicFile file(c_.output + "/" + name);
+    archive.save_to(file.temp_path());
+    file.commit();
+  }
+
+  void load_checkpoint() {
+    const std::string path = c_.output + "/last.pt";
+    if (!fs::exists(path)) {
+      if (comm_.rank() == 0) log::info("--resume: no {} yet, starting from step 0", path);
+      return;
+    }
+    torch::serialize::InputArchive archive, model_archive, optimizer_archive;
+    try {
+      archive.load_from(path);
+    } catch (const std::exception& e) {
+      KDSEG_THROW(path, ": not a readable kdseg checkpoint: ", e.what());
+    }
+    c10::IValue config;
+    archive.read("config", config);
+    const json saved = json::parse(config.toStringRef());
+    for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "data"}) {
+      KDSEG_CHECK(saved.at(key) == config_json(c_).at(key), path, ": was written with ", key, " = ", saved.at(key).dump(),
+                  " but this run has ", config_json(c_).at(key).dump(), "; resume with the same settings");
+    }
+    archive.read("model", model_archive);
+    archive.read("optimizer", optimizer_archive);
+    model_->load(model_archive);
+    optimizer_->load(optimizer_archive);
+    Tensor step, best, rng;
+    archive.read("step", step);
+    archive.read("best_dice", best);
+    archive.read("rng", rng);
+    step_ = step.item<int64_t>();
+    best_dice_ = best.item<double>();
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng);
+    }
+    if (comm_.rank() == 0) log::info("resumed from {} at step {}", path, step_);
+  }
+
+  TrainConfig c_;
+  dist::Communicator& comm_;
+  data::PreparedStore store_;
+  data::Task task_;
+  std::vector<int64_t> train_rows_, val_rows_;
+  std::unique_ptr<data::DistributedSampler> sampler_;
+  int64_t steps_per_epoch_ = 1, total_steps_ = 0, warmup_steps_ = 1, step_ = 0, stop_at_ = 0;
+  double best_dice_ = -1;
+  models::UNet model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<dist::DataParallel> ddp_;
+  std::unique_ptr<losses::SegmentationObjective> objective_;
+  TrainSummary summary_;
+};
+
+}  // namespace
+
+TrainSummary train(const TrainConfig& config, dist::Communicator& comm) {
+  Trainer trainer(config, comm);
+  return trainer.run();
+}
+
+}  // namespace kdseg::student

@@ -1,0 +1,56 @@
+// The trainer, for teachers and students alike: the paper's UNet on a prepared store's fold,
+// AdamW with parameter groups, warmup then linear decay, data parallel through kdseg::dist,
+// exact resume, metrics.jsonl, validation by case.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "dist/communicator.h"
+
+namespace kdseg::student {
+
+struct TrainConfig {
+  std::string data;                 // prepared store
+  std::string output;               // folder: checkpoints, metrics.jsonl, config.json
+  int fold = 0;
+  std::string arch = "unet-resnet18d";
+  double width = 1.0;               // channel multiplier (tests and quick runs)
+  double dropout = 0.1;
+  std::string task = "tumor";
+  std::string labels = "hard";      // hard | ls (boundary label smoothing)
+  double ls_epsilon = 0.5;
+  int64_t ls_kernel = 3;
+  std::string loss = "ce+dml";      // ce | dml | ce+dml (0.25 CE + 0.75 DML)
+  int64_t epochs = 0;               // one of epochs and max_steps
+  int64_t max_steps = 0;
+  int64_t batch_size = 8;           // global, across ranks
+  int64_t accumulate = 1;           // micro-batches per optimiser step
+  int64_t crop = 384;
+  double lr = 1e-4;                 // encoder; decoder and heads get 10x
+  double weight_decay = 1e-2;
+  double warmup = 0.01;             // fraction of the steps
+  double clip_grad = 0;             // max gradient norm, 0: off
+  uint64_t seed = 0;
+  int workers = 2;
+  int64_t log_every = 10;           // steps
+  int64_t validate_every = 1;       // epochs (0: never)
+  int64_t checkpoint_every = 0;     // steps (0: at the end of each epoch only)
+  int64_t stop_after = 0;           // stop this invocation after N steps (0: run to the end)
+  bool resume = false;
+  bool skip_nonfinite = false;
+  bool deterministic = false;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  int64_t skipped_steps = 0;
+  double last_loss = 0;
+  double best_dice = -1;            // mean tumour Dice over validation cases
+};
+
+// Collective over `comm`. Throws kdseg::Error naming the problem (missing fold, bad option,
+// non-finite loss at step N, ...).
+TrainSummary train(const TrainConfig& config, dist::Communicator& comm);
+
+}  // namespace kdseg::student

@@ -1,0 +1,96 @@
+// `kdseg train`.
+#include "tools/train_command.h"
+
+#include <torch/torch.h>
+
+#include <iostream>
+#include <thread>
+
+#include "core/log.h"
+#include "dist/communicator.h"
+#include "student/trainer.h"
+
+namespace kdseg::tools {
+namespace po = boost::program_options;
+
+void add_train_options(po::options_description& d) {
+  d.add_options()
+      ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
+      ("output", po::value<std::string>()->required(), "folder for checkpoints, metrics.jsonl and config.json")
+      ("fold", po::value<int>()->default_value(0), "validation fold; the others train")
+      ("arch", po::value<std::string>()->default_value("unet-resnet18d"), "unet-resnet18d, unet-resnet34d or unet-resnet50d")
+      ("width", po::value<double>()->default_value(1.0), "channel multiplier (1: the paper's network)")
+      ("dropout", po::value<double>()->default_value(0.1), "dropout before the heads")
+      ("task", po::value<std::string>()->default_value("tumor"), "tumor, organ-tumor or map:<value>:<class>,...")
+      ("labels", po::value<std::string>()->default_value("hard"), "hard or ls (boundary label smoothing)")
+      ("loss", po::value<std::string>()->default_value("ce+dml"), "ce, dml or ce+dml (0.25 CE + 0.75 DML)")
+      ("epochs", po::value<int64_t>()->default_value(0), "epochs to train (or --max-steps)")
+      ("max-steps", po::value<int64_t>()->default_value(0), "optimiser steps to train (or --epochs)")
+      ("batch-size", po::value<int64_t>()->default_value(8), "global batch size across all ranks")
+      ("accumulate", po::value<int64_t>()->default_value(1), "micro-batches per optimiser step")
+      ("crop-size", po::value<int64_t>()->default_value(384), "training crop")
+      ("lr", po::value<double>()->default_value(1e-4), "encoder learning rate (decoder and heads: 10x)")
+      ("weight-decay", po::value<double>()->default_value(1e-2), "AdamW weight decay (not on biases and norms)")
+      ("clip-grad", po::value<double>()->default_value(0), "max gradient norm (0: off)")
+      ("seed", po::value<uint64_t>()->default_value(0), "seed of initialisation, sampling and augmentation")
+      ("workers", po::value<int>()->default_value(2), "data loading threads per rank")
+      ("log-every", po::value<int64_t>()->default_value(10), "steps between metrics.jsonl lines")
+      ("validate-every", po::value<int64_t>()->default_value(1), "epochs between validations (0: never)")
+      ("checkpoint-every", po::value<int64_t>()->default_value(0), "steps between checkpoints (0: each epoch)")
+      ("resume", po::bool_switch(), "continue from OUTPUT/last.pt")
+      ("stop-after", po::value<int64_t>()->default_value(0), "stop after N steps of this run; --resume continues (0: run to the end)")
+      ("skip-nonfinite", po::bool_switch(), "skip steps with a non-finite loss instead of stopping")
+      ("deterministic", po::bool_switch(), "use deterministic kernels only (an error where none exists)")
+      ("device", po::value<std::string>()->default_value("cpu"), "cpu (cuda: not supported by this build of the trainer yet)");
+}
+
+int run_train(const po::variables_map& vm) {
+  student::TrainConfig c;
+  c.data = vm["data"].as<std::string>();
+  c.output = vm["output"].as<std::string>();
+  c.fold = vm["fold"].as<int>();
+  c.arch = vm["arch"].as<std::string>();
+  c.width = vm["width"].as<double>();
+  c.dropout = vm["dropout"].as<double>();
+  c.task = vm["task"].as<std::string>();
+  c.labels = vm["labels"].as<std::string>();
+  c.loss = vm["loss"].as<std::string>();
+  c.epochs = vm["epochs"].as<int64_t>();
+  c.max_steps = vm["max-steps"].as<int64_t>();
+  c.batch_size = vm["batch-size"].as<int64_t>();
+  c.accumulate = vm["accumulate"].as<int64_t>();
+  c.crop = vm["crop-size"].as<int64_t>();
+  c.lr = vm["lr"].as<double>();
+  c.weight_decay = vm["weight-decay"].as<double>();
+  c.clip_grad = vm["clip-grad"].as<double>();
+  c.seed = vm["seed"].as<uint64_t>();
+  c.workers = vm["workers"].as<int>();
+  c.log_every = vm["log-every"].as<int64_t>();
+  c.validate_every = vm["validate-every"].as<int64_t>();
+  c.checkpoint_every = vm["checkpoint-every"].as<int64_t>();
+  c.resume = vm["resume"].as<bool>();
+  c.stop_after = vm["stop-after"].as<int64_t>();
+  c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
+  c.deterministic = vm["deterministic"].as<bool>();
+  if (vm["device"].as<std::string>() != "cpu") {
+    throw po::error("--device " + vm["device"].as<std::string>() + ": only cpu training is built so far");
+  }
+  const int threads = vm["threads"].as<int>();
+  dist::CommunicatorOptions options;
+  options.backend = dist::parse_backend(vm["backend"].as<std::string>());
+  options.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(vm["collective-timeout"].as<double>() * 1000));
+  auto comm = dist::make_communicator(options);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads > 0 ? threads : std::max(1, cores / std::max(1, comm->local_size())));
+  log::init(comm->rank(), comm->size(), log::parse_level(vm["log-level"].as<std::string>()));
+  return dist::run_or_abort(*comm, [&] {
+    const student::TrainSummary s = student::train(c, *comm);
+    if (comm->rank() == 0) {
+      std::cout << "trained " << s.steps << " steps (" << s.skipped_steps << " skipped), last loss " << s.last_loss
+                << ", best validation Dice " << s.best_dice << "; checkpoints in " << c.output << "\n";
+    }
+    return 0;
+  });
+}
+
+}  // namespace kdseg::tools
