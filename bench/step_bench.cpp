@@ -3,12 +3,17 @@
 //   step_bench loss-share [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3]
 //     Time of forward+backward of the network with the paper's objective (CE + DML, auxiliary
 //     head) against the objective's own forward+backward on the same logits: the loss's share.
+//   step_bench train-step [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3] [--python bench/unet_step.py]
+//     A full training step (forward, CE + DML + auxiliary CE, backward, AdamW) in C++ against the
+//     same network and step in PyTorch eager from Python (bench/unet_step.py, same thread count),
+//     run one after the other by this program; prints the ratio C++/Python.
 //   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
 //     Step time with gradient buckets reduced during backward, against reducing after
 //     backward, against no reduction at all (each rank alone), same job.
 #include <torch/torch.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <string>
 
@@ -24,7 +29,7 @@ namespace D = kdseg::dist;
 using Clock = std::chrono::steady_clock;
 
 struct Args {
-  std::string mode, arch = "unet-resnet18d";
+  std::string mode, arch = "unet-resnet18d", python = "bench/unet_step.py";
   int64_t batch = 8, size = 384;
   int reps = 3, threads = 0;
 };
@@ -66,6 +71,45 @@ int loss_share(const Args& a) {
   std::printf("%-44s %10.3f %7.1f%%\n", "training step (network + objective, fwd+bwd)", step, 100.0);
   std::printf("%-44s %10.3f %7.1f%%\n", "objective: CE + DML + aux CE (fwd+bwd)", loss, 100 * loss / step);
   std::printf("%-44s %10.3f %7.1f%%\n", "DML alone (fwd+bwd)", dml, 100 * dml / step);
+  return 0;
+}
+
+int train_step(const Args& a) {
+  torch::manual_seed(0);
+  M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
+  torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-4));
+  const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size});
+  const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong);
+  const L::SegmentationObjective objective(L::ObjectiveWeights().main(0.5).aux(0.5));
+  const double cpp = median([&] {
+    optimizer.zero_grad();
+    const auto out = net(x);
+    objective({out.logits, out.aux, y, at::Tensor(), at::Tensor()}).total.backward();
+    optimizer.step();
+  }, a.reps);
+  // Debian's python3-torch lives under /usr/bin/python3 (not a pyenv or venv interpreter).
+  const std::string interpreter = std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  const std::string command = interpreter + " " + a.python + " --arch " + a.arch + " --batch " + std::to_string(a.batch) +
+                              " --size " + std::to_string(a.size) + " --reps " + std::to_string(a.reps) +
+                              " --threads " + std::to_string(torch::get_num_threads());
+  double python = -1;
+  std::string python_line;
+  if (FILE* pipe = popen(command.c_str(), "r")) {
+    char buffer[512];
+    while (std::fgets(buffer, sizeof buffer, pipe)) python_line = buffer;
+    pclose(pipe);
+    const auto at = python_line.find("step ");
+    if (at != std::string::npos) python = std::atof(python_line.c_str() + at + 5);
+  }
+  std::printf("%s, batch %lld, %lldx%lld, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
+              static_cast<long long>(a.batch), static_cast<long long>(a.size), static_cast<long long>(a.size),
+              torch::get_num_threads(), TORCH_VERSION, a.reps);
+  std::printf("%-40s %10s %12s %8s\n", "training step", "seconds", "images/s", "ratio");
+  std::printf("%-40s %10.3f %12.2f %7.3fx\n", "PyTorch eager, Python (baseline)", python,
+              python > 0 ? static_cast<double>(a.batch) / python : 0.0, 1.0);
+  std::printf("%-40s %10.3f %12.2f %7.3fx\n", "kdseg, C++", cpp, static_cast<double>(a.batch) / cpp,
+              python > 0 ? cpp / python : 0.0);
+  if (python < 0) std::printf("(python baseline unavailable: %s)\n", command.c_str());
   return 0;
 }
 
@@ -131,10 +175,12 @@ int main(int argc, char** argv) {
     else if (k == "--size") a.size = std::stoll(v);
     else if (k == "--reps") a.reps = std::stoi(v);
     else if (k == "--threads") a.threads = std::stoi(v);
+    else if (k == "--python") a.python = v;
   }
   torch::set_num_threads(a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()));
   if (a.mode == "loss-share") return loss_share(a);
   if (a.mode == "overlap") return overlap(a);
-  std::fprintf(stderr, "usage: step_bench loss-share|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T]\n");
+  if (a.mode == "train-step") return train_step(a);
+  std::fprintf(stderr, "usage: step_bench loss-share|train-step|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T]\n");
   return 2;
 }
