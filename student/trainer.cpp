@@ -292,6 +292,7 @@ class Trainer {
     archive.write("optimizer", optimizer_archive);
     archive.write("step", torch::tensor(step_));
     archive.write("best_dice", torch::tensor(best_dice_));
+    archive.write("classes", torch::tensor(task_.classes));
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());  // dropout's stream
     archive.write("config", c10::IValue(config_json(c_).dump()));
     archive.write("format", c10::IValue(std::string("kdseg checkpoint 1 (") + KDSEG_VERSION + ")"));

@@ -11,6 +11,8 @@
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
 #include "student/trainer.h"
+#include "teacher/teacher_loader.h"
+#include "core/file_util.h"
 #include "tests/data/temp_dir.h"
 
 namespace {
@@ -89,6 +91,20 @@ TEST_F(TrainerTest, ValidationWritesBestAndPerCaseMetrics) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("\"validation\""), std::string::npos);
   EXPECT_NE(text.find("\"mean_ece\""), std::string::npos);
+}
+
+TEST_F(TrainerTest, CheckpointsServeAsTeachers) {
+  kdseg::student::train(config("teacher"), *comm);
+  const auto teacher = kdseg::teacher::load_teacher(dir.file("teacher/last.pt"));
+  EXPECT_EQ(teacher->classes(), 2);
+  EXPECT_NE(teacher->describe().find("unet-resnet18d"), std::string::npos);
+  const at::Tensor x = torch::randn({2, 1, 32, 32});
+  const at::Tensor a = teacher->logits(x);
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{2, 2, 32, 32}));
+  EXPECT_TRUE(a.equal(teacher->logits(x))) << "eval mode: no dropout, running statistics";
+  EXPECT_THROW(kdseg::teacher::load_teacher(dir.file("teacher/nothing.pt")), kdseg::Error);
+  kdseg::write_file_atomic(dir.file("junk.pt"), "junk");
+  EXPECT_THROW(kdseg::teacher::load_teacher(dir.file("junk.pt")), kdseg::Error);
 }
 
 TEST_F(TrainerTest, BadInputIsAClearError) {
