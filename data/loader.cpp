@@ -219,9 +219,12 @@ class ChunkReader {
     h5::quiet_errors();
     file_ = h5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
     KDSEG_CHECK(file_.get() >= 0, path, ": cannot open the prepared store");
+    KDSEG_CHECK(H5Aexists(file_, "format") > 0 && h5::read_string_attribute(file_, "format") == "kdseg prepared store 1",
+                path, ": not a kdseg prepared store");
     image_ = open("slices/image", image_info_);
     label_ = open("slices/label", label_info_);
-    KDSEG_CHECK(label_info_.element == 1, path, ": /slices/label must be uint8");
+    KDSEG_CHECK(label_info_.element == 1 && !label_info_.is_float, path, ": /slices/label must be uint8");
+    KDSEG_CHECK(image_info_.is_float || image_info_.element <= 2, path, ": /slices/image must be float or int16");
   }
 
   int64_t height() const { return image_info_.h; }
@@ -241,7 +244,8 @@ class ChunkReader {
  private:
   struct Info {
     int64_t rows = 0, h = 0, w = 0;
-    size_t element = 0;
+    size_t element = 0;         // bytes per value in the file
+    size_t memory_element = 0;  // bytes per value as read: float32, int16 or uint8
     bool is_float = false;
     std::vector<H5Z_filter_t> filters;  // pipeline order
     bool direct = true;                 // filters we can decode ourselves
@@ -260,10 +264,15 @@ class ChunkReader {
     const h5::Handle type(KDSEG_CHECK_HDF5(H5Dget_type(set)));
     info.element = H5Tget_size(type);
     info.is_float = H5Tget_class(type) == H5T_FLOAT;
+    info.memory_element = info.is_float ? 4 : info.element == 1 ? 1 : 2;
     const h5::Handle plist(KDSEG_CHECK_HDF5(H5Dget_create_plist(set)));
     hsize_t chunk[3] = {0, 0, 0};
-    info.direct = H5Pget_layout(plist) == H5D_CHUNKED && H5Pget_chunk(plist, 3, chunk) == 3 && chunk[0] == 1 &&
-                  chunk[1] == dims[1] && chunk[2] == dims[2];
+    // Raw chunks are decoded here only when their values are what kdseg writes: little-endian
+    // float32, int16 or uint8 (anything else goes through H5Dread, which converts).
+    const bool native_type = info.element == info.memory_element && H5Tget_order(type) == H5T_ORDER_LE &&
+                             (info.is_float || H5Tget_class(type) == H5T_INTEGER);
+    info.direct = native_type && H5Pget_layout(plist) == H5D_CHUNKED && H5Pget_chunk(plist, 3, chunk) == 3 &&
+                  chunk[0] == 1 && chunk[1] == dims[1] && chunk[2] == dims[2];
     const int filters = H5Pget_nfilters(plist);
     for (int f = 0; f < filters; ++f) {
       unsigned flags = 0;
@@ -277,7 +286,7 @@ class ChunkReader {
 
   std::vector<unsigned char> read(const h5::Handle& set, const Info& info, int64_t row) {
     KDSEG_CHECK(row >= 0 && row < info.rows, path_, ": slice ", row, " outside [0, ", info.rows, ")");
-    const size_t bytes = static_cast<size_t>(info.h * info.w) * info.element;
+    const size_t bytes = static_cast<size_t>(info.h * info.w) * info.memory_element;
     std::vector<unsigned char> raw;
     uint32_t mask = 0;
     {
@@ -290,7 +299,8 @@ class ChunkReader {
         const hsize_t count[3] = {1, static_cast<hsize_t>(info.h), static_cast<hsize_t>(info.w)};
         KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr));
         const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(3, count, nullptr)));
-        const hid_t memory_type = info.element == 1 ? H5T_NATIVE_UINT8 : info.is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16;
+        const hid_t memory_type =
+            info.memory_element == 1 ? H5T_NATIVE_UINT8 : info.is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16;
         KDSEG_CHECK_HDF5(H5Dread(set, memory_type, memory, space, H5P_DEFAULT, out.data()));
         return out;
       }

@@ -349,15 +349,29 @@ PreparedStore::PreparedStore(const std::string& path) : path_(path) {
     height_ = static_cast<int64_t>(dims[1]);
     width_ = static_cast<int64_t>(dims[2]);
     case_ids_ = h5::read_strings(file_, "cases/id");
+    // Every table must have the length the others imply before it is read whole.
+    const auto length = [&](const char* name) { return static_cast<int64_t>(h5::dataset_dims(file_, name).at(0)); };
+    for (const char* name : {"slices/label", "slices/case", "slices/index"}) {
+      KDSEG_CHECK(length(name) == slices_, path, ": /", name, " has ", length(name), " rows but /slices/image ", slices_);
+    }
+    KDSEG_CHECK(length("cases/fold") == static_cast<int64_t>(case_ids_.size()), path, ": /cases/fold has ",
+                length("cases/fold"), " rows but /cases/id ", case_ids_.size());
     slice_case_.resize(static_cast<size_t>(slices_));
     slice_index_.resize(static_cast<size_t>(slices_));
     case_fold_.resize(case_ids_.size());
     h5::read_array(file_, "slices/case", H5T_NATIVE_INT32, slice_case_.data());
     h5::read_array(file_, "slices/index", H5T_NATIVE_INT32, slice_index_.data());
     h5::read_array(file_, "cases/fold", H5T_NATIVE_INT32, case_fold_.data());
+    for (const int32_t c : slice_case_) {
+      KDSEG_CHECK(c >= 0 && c < static_cast<int32_t>(case_ids_.size()), path, ": /slices/case holds ", c,
+                  ", outside the case table of ", case_ids_.size());
+    }
   } catch (const Error& e) {
     H5Fclose(file_);
     KDSEG_THROW(path, ": ", e.message());
+  } catch (...) {
+    H5Fclose(file_);
+    throw;
   }
 }
 

@@ -20,11 +20,12 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, Communicat
     thread_ = std::thread([this] { communication_loop(); });
   }
   for (size_t i = 0; i < slots_.size(); ++i) {
-    slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); });
+    hooks_.push_back(slots_[i].param.register_hook([this, i](const at::Tensor& grad) { on_gradient(i, grad); }));
   }
 }
 
 DataParallel::~DataParallel() {
+  for (size_t i = 0; i < hooks_.size(); ++i) slots_[i].param.remove_hook(hooks_[i]);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
@@ -119,9 +120,6 @@ void DataParallel::launch_ready_in_order() {
     if (use_thread_) {
       queue_.push_back(b);
       work_.notify_one();
-    } else if (options_.overlap && comm_.backend() == Backend::kNccl) {
-      reduce(b);  // enqueued on the current CUDA stream; returns at once
-      ++reduced_;
     }
   }
 }
@@ -169,7 +167,7 @@ void DataParallel::synchronize_gradients() {
       done_.wait(lock, [this] { return reduced_ == buckets_.size(); });
     }
   }
-  if (!use_thread_ && !(options_.overlap && comm_.backend() == Backend::kNccl)) {
+  if (!use_thread_) {
     for (size_t b = 0; b < buckets_.size(); ++b) reduce(b);
   }
   torch::NoGradGuard no_grad;

@@ -49,13 +49,14 @@ class DataParallel {
   // accumulation); the next synchronised backward reduces the accumulated sum.
   class NoSync {
    public:
-    explicit NoSync(DataParallel& ddp) : ddp_(ddp) { ddp_.sync_enabled_ = false; }
-    ~NoSync() { ddp_.sync_enabled_ = true; }
+    explicit NoSync(DataParallel& ddp) : ddp_(ddp), previous_(ddp.sync_enabled_) { ddp_.sync_enabled_ = false; }
+    ~NoSync() { ddp_.sync_enabled_ = previous_; }
     NoSync(const NoSync&) = delete;
     NoSync& operator=(const NoSync&) = delete;
 
    private:
     DataParallel& ddp_;
+    bool previous_;
   };
   NoSync no_sync() { return NoSync(*this); }
 
@@ -95,6 +96,7 @@ class DataParallel {
   DataParallelOptions options_;
   std::unique_ptr<Communicator> reducer_comm_;  // MPI: used only by the communication thread
   std::vector<Slot> slots_;
+  std::vector<unsigned> hooks_;  // removed by the destructor: hooks must not outlive this object
   std::vector<Bucket> buckets_;
   std::vector<char> slot_seen_;
   bool sync_enabled_ = true;

@@ -48,10 +48,13 @@ at::Tensor SyncBatchNorm2dImpl::forward(const at::Tensor& input) {
   KDSEG_CHECK(total > 1, "SyncBatchNorm2d: a batch of ", total, " values per channel has no variance");
   if (is_training() && options.track_running_stats()) {
     torch::NoGradGuard no_grad;
-    const double momentum = options.momentum().value_or(0.1);
+    num_batches_tracked.add_(1);
+    // No momentum means a cumulative average, as in BatchNorm2d.
+    const double momentum = options.momentum().has_value()
+                                ? *options.momentum()
+                                : 1.0 / static_cast<double>(num_batches_tracked.item<int64_t>());
     running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
     running_var.mul_(1 - momentum).add_((var * (total / (total - 1))).to(running_var.scalar_type()), momentum);
-    num_batches_tracked.add_(1);
   }
   const at::Tensor invstd = torch::rsqrt(var + options.eps()).to(input.scalar_type());
   at::Tensor out = (input - mean.to(input.scalar_type()).view({1, c, 1, 1})) * invstd.view({1, c, 1, 1});

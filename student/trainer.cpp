@@ -69,7 +69,10 @@ class Trainer {
     split_rows();
     sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
                                                           c_.batch_size / c_.accumulate, c_.seed);
-    steps_per_epoch_ = std::max<int64_t>(1, sampler_->steps_per_epoch() / c_.accumulate);
+    KDSEG_CHECK(sampler_->steps_per_epoch() >= c_.accumulate, c_.data, ": ", train_rows_.size(),
+                " training slices make ", sampler_->steps_per_epoch(), " micro-batch(es) of ", c_.batch_size / c_.accumulate,
+                ", fewer than --accumulate ", c_.accumulate, "; lower --accumulate or --batch-size");
+    steps_per_epoch_ = sampler_->steps_per_epoch() / c_.accumulate;
     total_steps_ = c_.max_steps > 0 ? c_.max_steps : c_.epochs * steps_per_epoch_;
     warmup_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
     build_model();
@@ -136,7 +139,7 @@ class Trainer {
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
     objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss), dml, task_.ignore_index,
-                                                                 dist::global_batch(comm_, dml));
+                                                                 dist::global_batch(comm_, dml, c10::kCPU));
   }
 
   double base_lr(int group) const { return group >= 2 ? 10 * c_.lr : c_.lr; }

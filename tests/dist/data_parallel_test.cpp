@@ -133,6 +133,24 @@ TEST(DataParallel, UnevenBatchCountsStopTogether) {
   EXPECT_TRUE(all_ranks(steps == 2));
 }
 
+TEST(DataParallel, HooksGoAwayWithTheObjectAndNoSyncNests) {
+  torch::manual_seed(6);
+  Net net(kNoComm);
+  {
+    D::DataParallel ddp(net.ptr(), world(), D::DataParallelOptions{512, 2048, true});
+    auto outer = ddp.no_sync();
+    {
+      auto inner = ddp.no_sync();
+    }
+    net(torch::randn({2, 1, 12, 12})).mean().backward();  // still under the outer guard: local only
+    ddp.synchronize_gradients();                            // a no-op
+  }
+  // After the DataParallel is gone, backward is plain local autograd (no hook, no collective).
+  net->zero_grad();
+  net(torch::randn({2, 1, 12, 12})).mean().backward();
+  EXPECT_TRUE(all_ranks(net->conv1->weight.grad().defined()));
+}
+
 TEST(SyncBatchNorm, MatchesBatchNorm2dOnOneProcess) {
   torch::manual_seed(4);
   const Tensor x = torch::randn({4, 5, 6, 6}) * 3 + 1;
@@ -144,6 +162,16 @@ TEST(SyncBatchNorm, MatchesBatchNorm2dOnOneProcess) {
   sync->eval();
   plain->eval();
   EXPECT_LT((sync(x) - plain(x)).abs().max().item<double>(), 1e-5);
+  // Without momentum: the cumulative average of BatchNorm2d.
+  D::SyncBatchNorm2d cumulative(torch::nn::BatchNormOptions(5).momentum(c10::nullopt), nullptr);
+  torch::nn::BatchNorm2d reference(torch::nn::BatchNormOptions(5).momentum(c10::nullopt));
+  for (int i = 0; i < 3; ++i) {
+    const at::Tensor batch = torch::randn({4, 5, 6, 6}) * (i + 1);
+    cumulative(batch);
+    reference(batch);
+  }
+  EXPECT_LT((cumulative->running_var - reference->running_var).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((cumulative->running_mean - reference->running_mean).abs().max().item<double>(), 1e-5);
 }
 
 // N ranks with per-rank batch B/N follow 1 rank with batch B: SyncBatchNorm, CE and
@@ -159,7 +187,7 @@ TEST(DataParallel, NRanksWithBatchBOverNFollowOneRankWithBatchB) {
     if (comm) ddp = std::make_unique<D::DataParallel>(net.ptr(), *comm, D::DataParallelOptions{1024, 4096, true});
     torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
     const L::SegmentationObjective objective(L::ObjectiveWeights(), dml, std::nullopt,
-                                             comm ? D::global_batch(*comm, dml) : L::GlobalBatch());
+                                             comm ? D::global_batch(*comm, dml, c10::kCPU) : L::GlobalBatch());
     for (int step = 0; step < 5; ++step) {
       const Batch batch = global_batch(global, 50 + step);
       sgd.zero_grad();
