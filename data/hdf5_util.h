@@ -4,6 +4,7 @@
 
 #include <hdf5.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -49,5 +50,8 @@ std::vector<std::string> read_strings(hid_t parent, const std::string& name);
 void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data);
 std::vector<hsize_t> dataset_dims(hid_t parent, const std::string& name);
 void read_array(hid_t parent, const std::string& name, hid_t type, void* data);
+
+// Row `row` of an [N,H,W] dataset into `data` (H*W values of `memory_type`), converted by HDF5.
+void read_row(hid_t dataset, int64_t row, int64_t height, int64_t width, hid_t memory_type, void* data);
 
 }  // namespace kdseg::data::h5

@@ -294,14 +294,9 @@ class ChunkReader {
       if (!info.direct) {
         // Another layout or filter: let HDF5 decode, under the lock.
         std::vector<unsigned char> out(bytes);
-        const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
-        const hsize_t start[3] = {static_cast<hsize_t>(row), 0, 0};
-        const hsize_t count[3] = {1, static_cast<hsize_t>(info.h), static_cast<hsize_t>(info.w)};
-        KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr));
-        const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(3, count, nullptr)));
         const hid_t memory_type =
             info.memory_element == 1 ? H5T_NATIVE_UINT8 : info.is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16;
-        KDSEG_CHECK_HDF5(H5Dread(set, memory_type, memory, space, H5P_DEFAULT, out.data()));
+        h5::read_row(set, row, info.h, info.w, memory_type, out.data());
         return out;
       }
       const hsize_t offset[3] = {static_cast<hsize_t>(row), 0, 0};

@@ -384,14 +384,8 @@ std::string PreparedStore::attribute(const std::string& name) const { return h5:
 Tensor PreparedStore::read_row(const char* dataset, int64_t row, at::ScalarType type) const {
   KDSEG_CHECK(row >= 0 && row < slices_, path_, ": slice ", row, " outside [0, ", slices_, ")");
   const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, dataset, H5P_DEFAULT)));
-  const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
-  const hsize_t start[3] = {static_cast<hsize_t>(row), 0, 0};
-  const hsize_t count[3] = {1, static_cast<hsize_t>(height_), static_cast<hsize_t>(width_)};
-  KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr));
-  const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(3, count, nullptr)));
   Tensor out = torch::empty({height_, width_}, type);
-  const hid_t memory_type = type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8;
-  KDSEG_CHECK_HDF5(H5Dread(set, memory_type, memory, space, H5P_DEFAULT, out.data_ptr()));
+  h5::read_row(set, row, height_, width_, type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8, out.data_ptr());
   return out;
 }
 

@@ -126,17 +126,33 @@ struct PixelTarget {
   inline bool kept(int64_t b, int64_t i) const { return keep == nullptr || keep[b * n + i]; }
 };
 
+// The target of a kernel call: hard labels converted to scalar_t (the class compares then
+// vectorise; int64 compares do not with SSE2), kept alive as long as the pointers into them.
+template <typename scalar_t>
+struct TargetView {
+  Tensor labels;
+  PixelTarget<scalar_t> target;
+
+  explicit TargetView(const Flat& f)
+      : labels(f.hard ? f.target.to(f.prob.scalar_type()) : Tensor()),
+        target{f.hard ? nullptr : f.target.data_ptr<scalar_t>(), f.hard ? labels.data_ptr<scalar_t>() : nullptr,
+               f.keep.defined() ? f.keep.data_ptr<bool>() : nullptr, f.prob.size(1), f.prob.size(2)} {}
+};
+
+// The incoming gradient of a [B,C] statistic in the kernel's dtype; zeros when autograd gave none.
+Tensor per_class_gradient(const Tensor& grad, const Flat& f) {
+  return grad.defined() ? grad.to(f.prob.scalar_type()).contiguous()
+                        : torch::zeros({f.prob.size(0), f.prob.size(1)}, f.prob.options());
+}
+
 template <typename scalar_t>
 void fused_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd, Tensor& ymax) {
   const int64_t batch = f.prob.size(0), classes = f.prob.size(1), n = f.prob.size(2);
   const int64_t pairs = batch * classes, chunks = chunk_count(pairs, n);
   const int64_t chunk = (n + chunks - 1) / chunks;
   const scalar_t* x = f.prob.data_ptr<scalar_t>();
-  // Hard labels as scalar_t: the class compares then vectorise (int64 compares do not with SSE2).
-  const Tensor labels_f = f.hard ? f.target.to(f.prob.scalar_type()) : Tensor();
-  const PixelTarget<scalar_t> t{f.hard ? nullptr : f.target.data_ptr<scalar_t>(),
-                                f.hard ? labels_f.data_ptr<scalar_t>() : nullptr,
-                                f.keep.defined() ? f.keep.data_ptr<bool>() : nullptr, classes, n};
+  const TargetView<scalar_t> view(f);
+  const PixelTarget<scalar_t>& t = view.target;
   // Partial sums in double: exact enough that chunking never changes float32 results visibly.
   std::vector<double> partial(static_cast<size_t>(pairs * chunks * 4), 0.0);
   at::parallel_for(0, pairs * chunks, 1, [&](int64_t begin, int64_t end) {
@@ -172,20 +188,14 @@ Tensor fused_backward(const Flat& f, double p, const Tensor& gx_in, const Tensor
   const int64_t batch = f.prob.size(0), classes = f.prob.size(1), n = f.prob.size(2);
   const int64_t pairs = batch * classes, chunks = chunk_count(pairs, n);
   const int64_t chunk = (n + chunks - 1) / chunks;
-  const Tensor gx = gx_in.defined() ? gx_in.to(f.prob.scalar_type()).contiguous()
-                                    : torch::zeros({batch, classes}, f.prob.options());
-  const Tensor gd = gd_in.defined() ? gd_in.to(f.prob.scalar_type()).contiguous()
-                                    : torch::zeros({batch, classes}, f.prob.options());
+  const Tensor gx = per_class_gradient(gx_in, f), gd = per_class_gradient(gd_in, f);
   Tensor grad = torch::empty_like(f.prob);
   const scalar_t* x = f.prob.data_ptr<scalar_t>();
   const scalar_t* gxp = gx.data_ptr<scalar_t>();
   const scalar_t* gdp = gd.data_ptr<scalar_t>();
   scalar_t* g = grad.data_ptr<scalar_t>();
-  // Hard labels as scalar_t: the class compares then vectorise (int64 compares do not with SSE2).
-  const Tensor labels_f = f.hard ? f.target.to(f.prob.scalar_type()) : Tensor();
-  const PixelTarget<scalar_t> t{f.hard ? nullptr : f.target.data_ptr<scalar_t>(),
-                                f.hard ? labels_f.data_ptr<scalar_t>() : nullptr,
-                                f.keep.defined() ? f.keep.data_ptr<bool>() : nullptr, classes, n};
+  const TargetView<scalar_t> view(f);
+  const PixelTarget<scalar_t>& t = view.target;
   at::parallel_for(0, pairs * chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t pair = item / chunks, b = pair / classes, c = pair % classes;
@@ -419,11 +429,8 @@ void logits_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd,
   const int64_t batch = f.prob.size(0), classes = f.prob.size(1), n = f.prob.size(2);
   const int64_t chunks = chunk_count(batch, n), chunk = (n + chunks - 1) / chunks;
   const scalar_t* z = f.prob.data_ptr<scalar_t>();
-  // Hard labels as scalar_t: the class compares then vectorise (int64 compares do not with SSE2).
-  const Tensor labels_f = f.hard ? f.target.to(f.prob.scalar_type()) : Tensor();
-  const PixelTarget<scalar_t> t{f.hard ? nullptr : f.target.data_ptr<scalar_t>(),
-                                f.hard ? labels_f.data_ptr<scalar_t>() : nullptr,
-                                f.keep.defined() ? f.keep.data_ptr<bool>() : nullptr, classes, n};
+  const TargetView<scalar_t> view(f);
+  const PixelTarget<scalar_t>& t = view.target;
   std::vector<double> partial(static_cast<size_t>(batch * chunks * classes * 4), 0.0);
   std::atomic<bool> bad{false};
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
@@ -476,20 +483,14 @@ template <typename scalar_t, Norm kNorm>
 Tensor logits_backward(const Flat& f, double p, const Tensor& gx_in, const Tensor& gd_in) {
   const int64_t batch = f.prob.size(0), classes = f.prob.size(1), n = f.prob.size(2);
   const int64_t chunks = chunk_count(batch, n), chunk = (n + chunks - 1) / chunks;
-  const auto per_class = [&](const Tensor& g) {
-    return g.defined() ? g.to(f.prob.scalar_type()).contiguous() : torch::zeros({batch, classes}, f.prob.options());
-  };
-  const Tensor gx = per_class(gx_in), gd = per_class(gd_in);
+  const Tensor gx = per_class_gradient(gx_in, f), gd = per_class_gradient(gd_in, f);
   Tensor grad = torch::empty_like(f.prob);
   const scalar_t* z = f.prob.data_ptr<scalar_t>();
   const scalar_t* gxp = gx.data_ptr<scalar_t>();
   const scalar_t* gdp = gd.data_ptr<scalar_t>();
   scalar_t* out = grad.data_ptr<scalar_t>();
-  // Hard labels as scalar_t: the class compares then vectorise (int64 compares do not with SSE2).
-  const Tensor labels_f = f.hard ? f.target.to(f.prob.scalar_type()) : Tensor();
-  const PixelTarget<scalar_t> t{f.hard ? nullptr : f.target.data_ptr<scalar_t>(),
-                                f.hard ? labels_f.data_ptr<scalar_t>() : nullptr,
-                                f.keep.defined() ? f.keep.data_ptr<bool>() : nullptr, classes, n};
+  const TargetView<scalar_t> view(f);
+  const PixelTarget<scalar_t>& t = view.target;
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     PixelBlock<scalar_t> block;
     scalar_t g[kMaxFusedClasses][kLanes];
