@@ -37,6 +37,9 @@ void write_file_atomic(const std::string& path, std::string_view content);
 // Reads a whole file; throws kdseg::Error naming it when it cannot.
 std::string read_file(const std::string& path);
 
+// The current time in UTC as "2026-11-26T17:00:00Z" (the `created` attribute of kdseg's files).
+std::string utc_now_iso8601();
+
 // fsyncs a file or folder by path; throws kdseg::Error naming it on failure.
 void fsync_path(const std::string& path);
 

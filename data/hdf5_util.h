@@ -5,6 +5,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,10 @@ class Handle {
  private:
   hid_t id_ = -1;
 };
+
+// The lock around every HDF5 call made while other threads may make one (this HDF5 is not built
+// thread-safe): the batch loader's workers read the store and the soft-label cache concurrently.
+std::mutex& library_mutex();
 
 // Silences HDF5's own error printing for the process (errors are reported as kdseg::Error).
 void quiet_errors();

@@ -2,7 +2,6 @@
 
 #include <hdf5.h>
 #include <torch/torch.h>
-#include <zlib.h>
 
 #include <atomic>
 #include <chrono>
@@ -11,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/random.h"
+#include "data/chunked_rows.h"
 #include "data/hdf5_util.h"
 
 namespace kdseg::data {
@@ -215,123 +215,39 @@ namespace {
 
 class ChunkReader {
  public:
-  explicit ChunkReader(const std::string& path) : path_(path) {
-    h5::quiet_errors();
-    file_ = h5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
-    KDSEG_CHECK(file_.get() >= 0, path, ": cannot open the prepared store");
-    KDSEG_CHECK(H5Aexists(file_, "format") > 0 && h5::read_string_attribute(file_, "format") == "kdseg prepared store 1",
-                path, ": not a kdseg prepared store");
-    image_ = open("slices/image", image_info_);
-    label_ = open("slices/label", label_info_);
-    KDSEG_CHECK(label_info_.element == 1 && !label_info_.is_float, path, ": /slices/label must be uint8");
-    KDSEG_CHECK(image_info_.is_float || image_info_.element <= 2, path, ": /slices/image must be float or int16");
+  explicit ChunkReader(const std::string& path) : file_(open_store(path)), image_(file_, path, "slices/image"),
+                                                  label_(file_, path, "slices/label") {
+    KDSEG_CHECK(image_.row_shape().size() == 2 && label_.row_shape() == image_.row_shape(), path,
+                ": /slices/image and /slices/label must both be [N,H,W]");
+    KDSEG_CHECK(label_.element_size() == 1 && !label_.is_float(), path, ": /slices/label must be uint8");
+    KDSEG_CHECK(image_.is_float() ? image_.element_size() == 4 : image_.element_size() == 2, path,
+                ": /slices/image must be float32 or int16");
   }
 
-  int64_t height() const { return image_info_.h; }
-  int64_t width() const { return image_info_.w; }
-
-  Tensor image(int64_t row) {
-    std::vector<unsigned char> bytes = read(image_, image_info_, row);
-    const at::ScalarType type = image_info_.is_float ? at::kFloat : at::kShort;
+  Tensor image(int64_t row) const {
+    std::vector<unsigned char> bytes = image_.read(row);
+    const at::ScalarType type = image_.is_float() ? at::kFloat : at::kShort;
     // A copy: the buffer goes away on return (to(kFloat) alone would alias it for float32).
-    return torch::from_blob(bytes.data(), {image_info_.h, image_info_.w}, type).to(torch::kFloat, false, true);
+    return torch::from_blob(bytes.data(), image_.row_shape(), type).to(torch::kFloat, false, true);
   }
-  Tensor label(int64_t row) {
-    std::vector<unsigned char> bytes = read(label_, label_info_, row);
-    return torch::from_blob(bytes.data(), {label_info_.h, label_info_.w}, torch::kByte).clone();
+  Tensor label(int64_t row) const {
+    std::vector<unsigned char> bytes = label_.read(row);
+    return torch::from_blob(bytes.data(), label_.row_shape(), torch::kByte).clone();
   }
 
  private:
-  struct Info {
-    int64_t rows = 0, h = 0, w = 0;
-    size_t element = 0;         // bytes per value in the file
-    size_t memory_element = 0;  // bytes per value as read: float32, int16 or uint8
-    bool is_float = false;
-    std::vector<H5Z_filter_t> filters;  // pipeline order
-    bool direct = true;                 // filters we can decode ourselves
-  };
-
-  h5::Handle open(const char* name, Info& info) {
-    h5::Handle set(H5Dopen2(file_, name, H5P_DEFAULT));
-    KDSEG_CHECK(set.get() >= 0, path_, ": no dataset /", name);
-    const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
-    hsize_t dims[3] = {0, 0, 0};
-    KDSEG_CHECK(H5Sget_simple_extent_ndims(space) == 3, path_, ": /", name, " must be [N,H,W]");
-    H5Sget_simple_extent_dims(space, dims, nullptr);
-    info.rows = static_cast<int64_t>(dims[0]);
-    info.h = static_cast<int64_t>(dims[1]);
-    info.w = static_cast<int64_t>(dims[2]);
-    const h5::Handle type(KDSEG_CHECK_HDF5(H5Dget_type(set)));
-    info.element = H5Tget_size(type);
-    info.is_float = H5Tget_class(type) == H5T_FLOAT;
-    info.memory_element = info.is_float ? 4 : info.element == 1 ? 1 : 2;
-    const h5::Handle plist(KDSEG_CHECK_HDF5(H5Dget_create_plist(set)));
-    hsize_t chunk[3] = {0, 0, 0};
-    // Raw chunks are decoded here only when their values are what kdseg writes: little-endian
-    // float32, int16 or uint8 (anything else goes through H5Dread, which converts).
-    const bool native_type = info.element == info.memory_element && H5Tget_order(type) == H5T_ORDER_LE &&
-                             (info.is_float || H5Tget_class(type) == H5T_INTEGER);
-    info.direct = native_type && H5Pget_layout(plist) == H5D_CHUNKED && H5Pget_chunk(plist, 3, chunk) == 3 &&
-                  chunk[0] == 1 && chunk[1] == dims[1] && chunk[2] == dims[2];
-    const int filters = H5Pget_nfilters(plist);
-    for (int f = 0; f < filters; ++f) {
-      unsigned flags = 0;
-      size_t n = 0;
-      const H5Z_filter_t id = H5Pget_filter2(plist, static_cast<unsigned>(f), &flags, &n, nullptr, 0, nullptr, nullptr);
-      info.filters.push_back(id);
-      if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_DEFLATE) info.direct = false;
-    }
-    return set;
+  static h5::Handle open_store(const std::string& path) {
+    h5::quiet_errors();
+    std::lock_guard<std::mutex> lock(h5::library_mutex());
+    h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    KDSEG_CHECK(file.get() >= 0, path, ": cannot open the prepared store");
+    KDSEG_CHECK(H5Aexists(file, "format") > 0 && h5::read_string_attribute(file, "format") == "kdseg prepared store 1",
+                path, ": not a kdseg prepared store");
+    return file;
   }
 
-  std::vector<unsigned char> read(const h5::Handle& set, const Info& info, int64_t row) {
-    KDSEG_CHECK(row >= 0 && row < info.rows, path_, ": slice ", row, " outside [0, ", info.rows, ")");
-    const size_t bytes = static_cast<size_t>(info.h * info.w) * info.memory_element;
-    std::vector<unsigned char> raw;
-    uint32_t mask = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!info.direct) {
-        // Another layout or filter: let HDF5 decode, under the lock.
-        std::vector<unsigned char> out(bytes);
-        const hid_t memory_type =
-            info.memory_element == 1 ? H5T_NATIVE_UINT8 : info.is_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT16;
-        h5::read_row(set, row, info.h, info.w, memory_type, out.data());
-        return out;
-      }
-      const hsize_t offset[3] = {static_cast<hsize_t>(row), 0, 0};
-      hsize_t stored = 0;
-      KDSEG_CHECK_HDF5(H5Dget_chunk_storage_size(set, offset, &stored));
-      raw.resize(static_cast<size_t>(stored));
-      KDSEG_CHECK_HDF5(H5Dread_chunk(set, H5P_DEFAULT, offset, &mask, raw.data()));
-    }
-    // Undo the filters in reverse pipeline order; a set mask bit means the filter was skipped.
-    for (size_t f = info.filters.size(); f-- > 0;) {
-      if (mask & (1u << f)) continue;
-      if (info.filters[f] == H5Z_FILTER_DEFLATE) {
-        std::vector<unsigned char> out(bytes);
-        uLongf size = static_cast<uLongf>(bytes);
-        KDSEG_CHECK(uncompress(out.data(), &size, raw.data(), static_cast<uLong>(raw.size())) == Z_OK && size == bytes,
-                    path_, ": slice ", row, ": corrupt compressed chunk");
-        raw.swap(out);
-      } else if (info.filters[f] == H5Z_FILTER_SHUFFLE && info.element > 1) {
-        std::vector<unsigned char> out(raw.size());
-        const size_t n = raw.size() / info.element;
-        for (size_t b = 0; b < info.element; ++b) {
-          for (size_t i = 0; i < n; ++i) out[i * info.element + b] = raw[b * n + i];
-        }
-        raw.swap(out);
-      }
-    }
-    KDSEG_CHECK(raw.size() == bytes, path_, ": slice ", row, ": chunk of ", raw.size(), " bytes, expected ", bytes);
-    return raw;
-  }
-
-  std::string path_;
   h5::Handle file_;
-  h5::Handle image_, label_;
-  Info image_info_, label_info_;
-  std::mutex mutex_;
+  ChunkedRows image_, label_;
 };
 
 }  // namespace

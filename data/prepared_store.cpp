@@ -12,6 +12,7 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "data/hdf5_util.h"
@@ -23,12 +24,6 @@ namespace F = torch::nn::functional;
 using torch::Tensor;
 
 constexpr int64_t kKeepInMemoryBytes = int64_t{2} << 30;
-
-uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001B3ULL;
-  return h;
-}
 
 std::string dims_str(const Tensor& t) {
   std::string s;
@@ -154,13 +149,6 @@ class RowWriter {
   hsize_t rows_ = 0;
 };
 
-std::string now_iso8601() {
-  const std::time_t t = std::time(nullptr);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return text;
-}
-
 std::string selection_name(SliceSelection s) {
   return s == SliceSelection::kTumour ? "tumor" : s == SliceSelection::kOrgan ? "organ" : "all";
 }
@@ -177,7 +165,7 @@ SliceSelection parse_slice_selection(const std::string& name) {
 std::vector<int> assign_folds(const std::vector<std::string>& ids, int folds) {
   KDSEG_CHECK(folds >= 1, "--folds must be >= 1, got ", folds);
   std::vector<std::pair<uint64_t, size_t>> order;
-  for (size_t i = 0; i < ids.size(); ++i) order.emplace_back(mix64(fnv1a(0xCBF29CE484222325ULL, ids[i].data(), ids[i].size())), i);
+  for (size_t i = 0; i < ids.size(); ++i) order.emplace_back(mix64(fnv1a(kFnvOffset, ids[i].data(), ids[i].size())), i);
   std::sort(order.begin(), order.end());
   std::vector<int> fold(ids.size());
   for (size_t r = 0; r < order.size(); ++r) fold[order[r].second] = static_cast<int>(r % static_cast<size_t>(folds));
@@ -257,7 +245,7 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
     RowWriter case_rows(slices, "case", H5T_NATIVE_INT32, 0, 0, 0);
     RowWriter index_rows(slices, "index", H5T_NATIVE_INT32, 0, 0, 0);
     int64_t height = -1, width = -1;
-    uint64_t hash = 0xCBF29CE484222325ULL;
+    uint64_t hash = kFnvOffset;
     std::vector<int32_t> slices_kept, shapes;
     std::vector<double> spacings, affines;
     summary.slices_per_fold.assign(static_cast<size_t>(o.folds), 0);
@@ -315,9 +303,7 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
     h5::write_array(cases, "slices_kept", H5T_NATIVE_INT32, {n}, slices_kept.data());
     std::vector<int32_t> fold32(folds.begin(), folds.end());
     h5::write_array(cases, "fold", H5T_NATIVE_INT32, {n}, fold32.data());
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
-    summary.content_hash = hex;
+    summary.content_hash = hex64(hash);
     const nlohmann::json options = {{"slices", selection_name(o.slices)}, {"size", o.size == 0 ? nlohmann::json("native") : nlohmann::json(o.size)},
                                     {"folds", o.folds}, {"compression", o.compression}, {"skip_bad_cases", o.skip_bad_cases},
                                     {"input", o.input}};
@@ -325,7 +311,7 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
     h5::write_string_attribute(file, "layout", layout_name(summary.layout));
     h5::write_string_attribute(file, "options", options.dump());
     h5::write_string_attribute(file, "tool_version", std::string("kdseg ") + KDSEG_VERSION + " (" + KDSEG_GIT_HASH + ")");
-    h5::write_string_attribute(file, "created", now_iso8601());
+    h5::write_string_attribute(file, "created", utc_now_iso8601());
     h5::write_string_attribute(file, "content_hash", summary.content_hash);
     KDSEG_CHECK_HDF5(H5Fflush(file, H5F_SCOPE_GLOBAL));
   }
@@ -383,6 +369,7 @@ std::string PreparedStore::attribute(const std::string& name) const { return h5:
 
 Tensor PreparedStore::read_row(const char* dataset, int64_t row, at::ScalarType type) const {
   KDSEG_CHECK(row >= 0 && row < slices_, path_, ": slice ", row, " outside [0, ", slices_, ")");
+  std::lock_guard<std::mutex> lock(h5::library_mutex());
   const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, dataset, H5P_DEFAULT)));
   Tensor out = torch::empty({height_, width_}, type);
   h5::read_row(set, row, height_, width_, type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8, out.data_ptr());

@@ -8,6 +8,7 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "tools/cache_commands.h"
 #include "tools/data_commands.h"
 #include "tools/train_command.h"
 #include "dist/communicator.h"
@@ -30,7 +31,7 @@ std::string usage_text() {
       << "       kdseg --version\n\n"
       << "commands:\n";
   for (const Command& c : commands()) {
-    out << "  " << c.name << std::string(12 - std::min<size_t>(c.name.size(), 11), ' ') << c.summary
+    out << "  " << c.name << std::string(16 - std::min<size_t>(c.name.size(), 15), ' ') << c.summary
         << (c.run ? "" : " (not built yet)") << "\n";
   }
   out << "\nOptions on the command line take precedence over those in --config FILE (INI).\n";
@@ -100,10 +101,14 @@ const std::vector<Command>& commands() {
       Command{"synth", "write synthetic LiTS/KiTS-shaped NIfTI data", add_synth_options, run_synth},
       Command{"prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store", add_prepare_options, run_prepare},
       Command{"train", "train a network (teacher or hard-label student)", add_train_options, run_train},
-      planned("precompute", "run the teacher once and cache its soft labels to HDF5"),
+      Command{"precompute", "run the teacher once and cache its soft labels to HDF5", add_precompute_options,
+              run_precompute},
       planned("distill", "train a student with DML against cached soft labels"),
       planned("evaluate", "report Dice and calibration of one or more models"),
-      planned("cache", "inspect or verify a soft-label cache"),
+      Command{"cache inspect", "show a soft-label cache's shape, format, provenance and size", add_cache_inspect_options,
+              run_cache_inspect},
+      Command{"cache verify", "check every slice, checksum and the provenance of a soft-label cache",
+              add_cache_verify_options, run_cache_verify},
   };
   return all;
 }
@@ -135,14 +140,17 @@ int run(int argc, const char* const* argv) {
     std::cout << version_text();
     return kExitOk;
   }
+  // Two-word commands: `kdseg cache inspect ...`.
+  const bool two_words = first == "cache" && args.size() > 1 && args[1].rfind("-", 0) != 0;
+  const std::string name = two_words ? first + " " + args[1] : first;
   const auto& all = commands();
-  const auto it = std::find_if(all.begin(), all.end(), [&](const Command& c) { return c.name == first; });
+  const auto it = std::find_if(all.begin(), all.end(), [&](const Command& c) { return c.name == name; });
   if (it == all.end()) {
-    std::cerr << "kdseg: unknown command '" << first << "'\n\n" << usage_text();
+    std::cerr << "kdseg: unknown command '" << name << "'\n\n" << usage_text();
     return kExitUsage;
   }
   try {
-    return run_command(*it, std::vector<std::string>(args.begin() + 1, args.end()));
+    return run_command(*it, std::vector<std::string>(args.begin() + (two_words ? 2 : 1), args.end()));
   } catch (const po::error& e) {
     std::cerr << "kdseg " << it->name << ": " << e.what() << "\n(see: kdseg " << it->name << " --help)\n";
     return kExitUsage;

@@ -4,10 +4,9 @@
 #include <torch/torch.h>
 
 #include <iostream>
-#include <thread>
 
 #include "core/log.h"
-#include "dist/communicator.h"
+#include "tools/launch.h"
 #include "student/trainer.h"
 
 namespace kdseg::tools {
@@ -75,17 +74,9 @@ int run_train(const po::variables_map& vm) {
   if (vm["device"].as<std::string>() != "cpu") {
     throw po::error("--device " + vm["device"].as<std::string>() + ": only cpu training is built so far");
   }
-  const int threads = vm["threads"].as<int>();
-  dist::CommunicatorOptions options;
-  options.backend = dist::parse_backend(vm["backend"].as<std::string>());
-  options.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(vm["collective-timeout"].as<double>() * 1000));
-  auto comm = dist::make_communicator(options);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads > 0 ? threads : std::max(1, cores / std::max(1, comm->local_size())));
-  log::init(comm->rank(), comm->size(), log::parse_level(vm["log-level"].as<std::string>()));
-  return dist::run_or_abort(*comm, [&] {
-    const student::TrainSummary s = student::train(c, *comm);
-    if (comm->rank() == 0) {
+  return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {
+    const student::TrainSummary s = student::train(c, comm);
+    if (comm.rank() == 0) {
       std::cout << "trained " << s.steps << " steps (" << s.skipped_steps << " skipped), last loss " << s.last_loss
                 << ", best validation Dice " << s.best_dice << "; checkpoints in " << c.output << "\n";
     }

@@ -1,0 +1,167 @@
+// The soft-label cache: the teacher's outputs for prepared-store slices, written once by
+// `kdseg precompute` and read by `kdseg distill` (docs/formats.md has the full layout).
+//
+//   DIR/soft_labels.h5           master: /soft_labels [N,C,H,W], a virtual dataset over the
+//                                shards in prepared-store order; /slice [N] int64 (each cache
+//                                row's row in the prepared store); provenance attributes
+//   DIR/shard-RRRRR-of-WWWWW.h5  one per rank of the pass: /soft_labels [n,C,H,W] chunked per
+//                                slice, /slice [n], /done [n] uint8, /checksum [n] uint32 (CRC-32
+//                                of the slice's stored bytes), the same provenance attributes
+//
+// Formats: logits-f16 (the teacher's logits as IEEE half; the temperature is applied by the
+// reader) or probs-u8 (softmax(logits / T) at a fixed T, quantised so that each voxel's C values
+// sum to exactly 255: every probability is within 1/255 of the teacher's, within 1/510 for
+// two classes).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kdseg::data {
+
+enum class CacheFormat { kLogitsF16, kProbsU8 };
+CacheFormat parse_cache_format(const std::string& name);  // logits-f16 | probs-u8
+const char* cache_format_name(CacheFormat format);
+
+// What a cache was made from. Every field is a string attribute on the master and the shards.
+struct CacheProvenance {
+  std::string format;        // logits-f16 | probs-u8
+  std::string temperature;   // probs-u8: T (as written by %.17g); logits-f16: "applied when read"
+  std::string teacher_file, teacher_hash;  // the teacher as given, FNV-1a of its bytes
+  std::string store_file, store_hash;      // the prepared store as given, its content_hash
+  std::string folds;         // "all" or "0,2,3"
+  std::string classes;
+  std::string tool_version, created;
+
+  // The fields that must match between shards, and between a cache and what it is used with.
+  static const std::vector<std::string>& identity_fields();
+  std::string get(const std::string& field) const;
+  void set(const std::string& field, const std::string& value);
+};
+
+// Differences ("<field>: cache has X, expected Y") between a cache's provenance and the files
+// it is to be used with: the store's content hash always, the teacher's file hash when a
+// teacher file is given.
+std::vector<std::string> provenance_differences(const CacheProvenance& cache, const std::string& store_path,
+                                                const std::string& teacher_path = "");
+
+// probs [B,C,H,W] (or [C,H,W]) float, normalised over dim -3 -> uint8 summing to 255 per
+// voxel: floor(255 p) plus one for the classes with the largest remainders (ties to the lower
+// class), so |q/255 - p| < 1/255, and <= 1/510 for two classes.
+at::Tensor quantise_probabilities(const at::Tensor& probs);
+at::Tensor dequantise_probabilities(const at::Tensor& quantised);
+
+std::string shard_file_name(int rank, int world);
+
+// One rank's shard of the pass. A shard in progress lives under "<name>.partial" with a per-slice
+// completion flag flushed after every write, so a pass killed at any point resumes where it
+// stopped; a partial shard that is unreadable or was made from other files is started over.
+class CacheShardWriter {
+ public:
+  struct Geometry {
+    int rank = 0, world = 1;
+    int64_t first_row = 0;               // first cache row of this shard
+    std::vector<int64_t> store_rows;     // prepared-store row of each of the shard's slices
+    int64_t classes = 2, height = 0, width = 0;
+    CacheFormat format = CacheFormat::kLogitsF16;
+    int compression = 4;                 // deflate level (0: none); shuffle when > 0
+  };
+  CacheShardWriter(const std::string& dir, Geometry geometry, CacheProvenance provenance);
+  ~CacheShardWriter();
+  CacheShardWriter(const CacheShardWriter&) = delete;
+  CacheShardWriter& operator=(const CacheShardWriter&) = delete;
+
+  int64_t rows() const { return static_cast<int64_t>(g_.store_rows.size()); }
+  bool done(int64_t local_row) const { return done_[static_cast<size_t>(local_row)] != 0; }
+  int64_t done_count() const;
+  bool finished() const { return finished_; }  // the final file was already there and complete
+
+  // Writes rows [local_first, local_first + values.size(0)) (kHalf for logits-f16, kByte for
+  // probs-u8), records them as done and flushes the file.
+  void write(int64_t local_first, const at::Tensor& values);
+  // Once every row is done: closes the file and renames it to its final name.
+  void finish();
+
+ private:
+  bool open_existing(const std::string& path, bool final_file);
+  void create();
+  std::string dir_, final_path_, partial_path_;
+  Geometry g_;
+  CacheProvenance provenance_;
+  int64_t file_ = -1;
+  std::vector<uint8_t> done_;
+  bool finished_ = false;
+};
+
+// Writes DIR/soft_labels.h5 (atomically) over the finished shards of a pass of `world` ranks.
+void write_cache_master(const std::string& dir, int world);
+
+// Reads a finished cache. Thread-safe reads (HDF5 under the library lock, decoding outside it).
+class SoftLabelCache {
+ public:
+  explicit SoftLabelCache(const std::string& dir);
+  ~SoftLabelCache();
+  SoftLabelCache(const SoftLabelCache&) = delete;
+  SoftLabelCache& operator=(const SoftLabelCache&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  const CacheProvenance& provenance() const { return provenance_; }
+  CacheFormat format() const { return format_; }
+  int64_t rows() const { return static_cast<int64_t>(store_rows_.size()); }
+  int64_t classes() const { return classes_; }
+  int64_t height() const { return height_; }
+  int64_t width() const { return width_; }
+  int shards() const { return static_cast<int>(shards_.size()); }
+  const std::vector<int64_t>& store_rows() const { return store_rows_; }
+  // The cache row holding prepared-store row `store_row`, or -1.
+  int64_t cache_row(int64_t store_row) const;
+  // The store rows among `wanted` that the cache does not hold.
+  std::vector<int64_t> missing(const std::vector<int64_t>& wanted) const;
+
+  // Cache row `row` as stored: [C,H,W] kHalf or kByte.
+  at::Tensor stored(int64_t row) const;
+  // The teacher's probabilities [C,H,W] float32 for prepared-store row `store_row`:
+  // softmax(logits / temperature) for logits-f16, dequantised for probs-u8 (where the
+  // temperature was fixed by the pass and `temperature` must be 0 or equal to it).
+  at::Tensor probabilities(int64_t store_row, double temperature) const;
+
+  // Throws kdseg::Error listing every difference when the cache was not made from these files.
+  void check_provenance(const std::string& store_path, const std::string& teacher_path = "") const;
+
+  struct ShardInfo;
+
+ private:
+  std::string dir_;
+  CacheProvenance provenance_;
+  CacheFormat format_ = CacheFormat::kLogitsF16;
+  int64_t classes_ = 0, height_ = 0, width_ = 0;
+  std::vector<int64_t> store_rows_;
+  std::vector<int64_t> row_of_store_;  // store row -> cache row or -1
+  std::vector<std::unique_ptr<ShardInfo>> shards_;
+  std::vector<std::pair<int, int64_t>> location_;  // cache row -> (shard, local row)
+};
+
+// `kdseg cache inspect`: shape, format, provenance, bytes on disk, compression.
+struct CacheInspection {
+  std::vector<int64_t> shape;  // N, C, H, W
+  CacheProvenance provenance;
+  int shards = 0;
+  int64_t stored_bytes = 0;    // the shards' compressed data
+  int64_t raw_bytes = 0;       // N*C*H*W * element size
+  int64_t file_bytes = 0;      // every file of the cache on disk
+  double bytes_per_voxel_per_class() const;
+  double compression_ratio() const;
+};
+CacheInspection inspect_cache(const std::string& dir);
+
+// `kdseg cache verify`: every slice present, finite (logits) or summing to 255 (probs),
+// checksums, shards consistent with the master, provenance against the given files.
+// Returns the problems found (empty: the cache is sound).
+std::vector<std::string> verify_cache(const std::string& dir, const std::string& store_path = "",
+                                      const std::string& teacher_path = "");
+
+}  // namespace kdseg::data

@@ -1,0 +1,256 @@
+#include "teacher/precompute.h"
+
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <ATen/autocast_mode.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "core/build_config.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "data/loader.h"
+#include "data/prepared_store.h"
+#include "teacher/teacher_loader.h"
+
+namespace kdseg::teacher {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string folds_text(const std::vector<int>& folds) {
+  if (folds.empty()) return "all";
+  std::vector<int> sorted = folds;
+  std::sort(sorted.begin(), sorted.end());
+  std::string out;
+  for (int f : sorted) out += (out.empty() ? "" : ",") + std::to_string(f);
+  return out;
+}
+
+// bf16 autocast on CUDA for the scope (the teacher's convolutions in bf16, its output cast back).
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool on_;
+};
+
+// Test hook: KDSEG_TEST_KILL_AFTER_BATCHES="<rank or *>:<n>" sends SIGKILL to that rank (or to
+// every rank) once it has written n batches, to test resuming after a hard kill.
+void maybe_kill_for_test(int rank, int64_t batches_written) {
+  const char* spec = std::getenv("KDSEG_TEST_KILL_AFTER_BATCHES");
+  if (spec == nullptr) return;
+  const std::string text(spec);
+  const auto colon = text.find(':');
+  if (colon == std::string::npos) return;
+  const std::string who = text.substr(0, colon);
+  if ((who == "*" || who == std::to_string(rank)) && batches_written == std::stoll(text.substr(colon + 1))) {
+    std::raise(SIGKILL);
+  }
+}
+
+void prepare_output(const PrecomputeOptions& o, dist::Communicator& comm) {
+  const fs::path dir(o.output);
+  const fs::path master = dir / "soft_labels.h5";
+  if (comm.rank() == 0) {
+    if (fs::exists(master)) {
+      KDSEG_CHECK(o.force, master.string(), ": a finished cache is already there; it is never overwritten without --force ",
+                  "(or choose another --output)");
+      // --force: the old cache goes entirely, master first, so that no reader sees a mix.
+      fs::remove(master);
+      for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind("shard-", 0) == 0) fs::remove(entry.path());
+      }
+    }
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    KDSEG_CHECK(!ec && fs::is_directory(dir), o.output, ": cannot create the cache folder: ",
+                ec ? ec.message() : "a file of that name exists");
+    // Partial shards of a pass with another number of ranks cannot be resumed by this one.
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      const std::string suffix = "-of-" + [&] {
+        char text[8];
+        std::snprintf(text, sizeof text, "%05d", comm.size());
+        return std::string(text);
+      }() + ".h5";
+      if (name.rfind("shard-", 0) == 0 && name.find(suffix) == std::string::npos) {
+        log::warn("{}: left by a pass with another number of ranks; removed", entry.path().string());
+        fs::remove(entry.path());
+      }
+    }
+  }
+  comm.barrier();
+}
+
+}  // namespace
+
+PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& comm) {
+  const auto start = Clock::now();
+  KDSEG_CHECK(!o.teacher.empty() && !o.data.empty() && !o.output.empty(),
+              "precompute: --teacher, --data and --output are required");
+  KDSEG_CHECK(o.batch_size >= 1, "precompute: --batch-size must be >= 1");
+  KDSEG_CHECK(o.compression >= 0 && o.compression <= 9, "precompute: --compression must be 0-9");
+  KDSEG_CHECK(o.device == "cpu" || o.device == "cuda", "precompute: --device must be cpu or cuda");
+  const bool probs = o.format == data::CacheFormat::kProbsU8;
+  KDSEG_CHECK(probs || o.temperature == 0, "precompute: --temperature applies to probs-u8 caches; logits-f16 stores the ",
+              "logits and distill applies its own --temperature");
+  KDSEG_CHECK(o.temperature >= 0, "precompute: --temperature must be > 0");
+  const double temperature = o.temperature > 0 ? o.temperature : 1.0;
+
+  const c10::Device device = o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU);
+  KDSEG_CHECK(device.is_cpu() || torch::cuda::is_available(), "precompute: --device cuda but no CUDA device is available");
+
+  // The slices: the selected folds' rows in store order.
+  const data::PreparedStore store(o.data);
+  const data::Task task = data::make_task(o.task, data::parse_layout(store.attribute("layout")));
+  const int folds = *std::max_element(store.case_fold().begin(), store.case_fold().end()) + 1;
+  std::vector<int64_t> rows;
+  for (int f : o.folds) KDSEG_CHECK(f >= 0 && f < folds, o.data, ": --folds ", f, " does not exist; the store has ", folds, " folds");
+  for (int64_t r = 0; r < store.slices(); ++r) {
+    const int fold = store.case_fold()[static_cast<size_t>(store.slice_case()[static_cast<size_t>(r)])];
+    if (o.folds.empty() || std::find(o.folds.begin(), o.folds.end(), fold) != o.folds.end()) rows.push_back(r);
+  }
+  KDSEG_CHECK(!rows.empty(), o.data, ": no slices in folds ", folds_text(o.folds));
+
+  auto teacher = load_teacher(o.teacher, device);
+  KDSEG_CHECK(teacher->classes() == task.classes, o.teacher, ": the teacher predicts ", teacher->classes(),
+              " classes but task '", task.name, "' has ", task.classes, " (pass the teacher's --task)");
+
+  prepare_output(o, comm);
+
+  data::CacheProvenance provenance;
+  provenance.format = data::cache_format_name(o.format);
+  if (probs) {
+    std::ostringstream t;
+    t.precision(17);
+    t << temperature;
+    provenance.temperature = t.str();
+  } else {
+    provenance.temperature = "applied when read";
+  }
+  provenance.teacher_file = fs::absolute(o.teacher).string();
+  provenance.teacher_hash = hash_file(o.teacher);
+  provenance.store_file = fs::absolute(o.data).string();
+  provenance.store_hash = store.attribute("content_hash");
+  provenance.folds = folds_text(o.folds);
+  provenance.classes = std::to_string(task.classes);
+  provenance.tool_version = std::string("kdseg ") + KDSEG_VERSION + " (" + KDSEG_GIT_HASH + ")";
+  provenance.created = utc_now_iso8601();
+
+  // Fixed batches in store order; rank r takes the r-th contiguous block of them.
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const int64_t batches = (n + o.batch_size - 1) / o.batch_size;
+  const int64_t first_batch = batches * comm.rank() / comm.size(), end_batch = batches * (comm.rank() + 1) / comm.size();
+  const int64_t first_row = std::min(n, first_batch * o.batch_size), end_row = std::min(n, end_batch * o.batch_size);
+
+  data::CacheShardWriter::Geometry geometry;
+  geometry.rank = comm.rank();
+  geometry.world = comm.size();
+  geometry.first_row = first_row;
+  geometry.store_rows.assign(rows.begin() + first_row, rows.begin() + end_row);
+  geometry.classes = task.classes;
+  geometry.height = store.height();
+  geometry.width = store.width();
+  geometry.format = o.format;
+  geometry.compression = o.compression;
+  data::CacheShardWriter shard(o.output, geometry, provenance);
+
+  // This rank's batches that still have a slice to compute.
+  std::vector<std::vector<data::DistributedSampler::Item>> plan;
+  std::vector<int64_t> plan_first;  // local row of each planned batch
+  for (int64_t b = first_batch; b < end_batch; ++b) {
+    const int64_t local = b * o.batch_size - first_row;
+    const int64_t count = std::min(o.batch_size, n - b * o.batch_size);
+    bool all_done = true;
+    std::vector<data::DistributedSampler::Item> items;
+    for (int64_t i = 0; i < count; ++i) {
+      all_done = all_done && shard.done(local + i);
+      items.push_back({geometry.store_rows[static_cast<size_t>(local + i)], 0});
+    }
+    if (all_done) continue;
+    plan.push_back(std::move(items));
+    plan_first.push_back(local);
+  }
+
+  PrecomputeSummary summary;
+  Progress progress("precompute", static_cast<int64_t>(plan.size()), comm.rank() == 0);
+  if (!plan.empty()) {
+    data::LoaderOptions lo;
+    lo.workers = o.workers;
+    lo.train = false;
+    lo.augment.crop = 0;  // whole slices
+    data::BatchLoader loader(o.data, task, lo, plan);
+    for (size_t b = 0; b < plan.size(); ++b) {
+      auto batch = loader.next();
+      KDSEG_CHECK(batch.has_value(), "precompute: the loader ran out of batches");
+      auto t0 = Clock::now();
+      at::Tensor values;
+      {
+        torch::NoGradGuard no_grad;
+        CudaAutocast autocast(device.is_cuda());
+        const at::Tensor logits = teacher->logits(batch->images.to(device)).to(torch::kFloat);
+        values = probs ? data::quantise_probabilities(torch::softmax(logits / temperature, 1))
+                       // Clamped to half's range so that a confident teacher never stores inf.
+                       : logits.clamp(-65504.0, 65504.0).to(torch::kHalf);
+        values = values.to(torch::kCPU);
+      }
+      summary.teacher_seconds += seconds_since(t0);
+      t0 = Clock::now();
+      shard.write(plan_first[b], values);
+      summary.write_seconds += seconds_since(t0);
+      summary.computed += values.size(0);
+      progress.advance(1);
+      maybe_kill_for_test(comm.rank(), static_cast<int64_t>(b) + 1);
+    }
+    summary.wait_seconds = loader.wait_seconds();
+  }
+  shard.finish();
+  progress.finish();
+  comm.barrier();
+  summary.master = (fs::path(o.output) / "soft_labels.h5").string();
+  if (comm.rank() == 0) data::write_cache_master(o.output, comm.size());
+  comm.barrier();
+  at::Tensor computed = torch::full({1}, summary.computed, torch::kLong);
+  comm.all_reduce(computed, dist::ReduceOp::kSum);
+  summary.computed = computed.item<int64_t>();
+  summary.slices = n;
+  summary.seconds = seconds_since(start);
+  return summary;
+}
+
+}  // namespace kdseg::teacher

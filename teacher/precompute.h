@@ -1,0 +1,42 @@
+// The teacher pass (`kdseg precompute`): runs a teacher once over the un-augmented slices of a
+// prepared store and caches its outputs (data/soft_label_cache.h). Slices are grouped into
+// batches of a fixed composition in store order and the batches split across ranks in
+// contiguous blocks, so the cache is the same, bit for bit on CPU, whatever the number of ranks
+// and however often the pass was interrupted and resumed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/soft_label_cache.h"
+#include "dist/communicator.h"
+
+namespace kdseg::teacher {
+
+struct PrecomputeOptions {
+  std::string teacher;       // kdseg checkpoint or TorchScript file
+  std::string data;          // prepared store
+  std::string output;        // cache folder
+  data::CacheFormat format = data::CacheFormat::kLogitsF16;
+  double temperature = 0;    // probs-u8: T of the stored probabilities (0: 1); logits-f16: must be 0
+  std::vector<int> folds;    // slices of these folds' cases; empty: every slice
+  std::string task = "tumor";  // its class count must be the teacher's
+  int64_t batch_size = 8;
+  int compression = 4;       // deflate level 0-9 (0: uncompressed)
+  bool force = false;        // replace a finished cache
+  std::string device = "cpu";  // cpu | cuda (bf16 autocast, softmax in float32)
+  int workers = 2;           // slice-reading threads
+};
+
+struct PrecomputeSummary {
+  int64_t slices = 0;        // in the cache
+  int64_t computed = 0;      // by this run (all ranks); the rest were resumed
+  double teacher_seconds = 0, write_seconds = 0, wait_seconds = 0, seconds = 0;  // rank 0's
+  std::string master;        // path of soft_labels.h5
+};
+
+// Collective over `comm`. Throws kdseg::Error naming the file and the problem.
+PrecomputeSummary precompute(const PrecomputeOptions& options, dist::Communicator& comm);
+
+}  // namespace kdseg::teacher

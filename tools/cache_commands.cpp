@@ -1,0 +1,107 @@
+// `kdseg precompute`, `kdseg cache inspect`, `kdseg cache verify`.
+#include "tools/cache_commands.h"
+
+#include <cstdio>
+#include <iostream>
+
+#include "core/error.h"
+#include "data/soft_label_cache.h"
+#include "teacher/precompute.h"
+#include "tools/cli.h"
+#include "tools/launch.h"
+
+namespace kdseg::tools {
+namespace po = boost::program_options;
+
+void add_precompute_options(po::options_description& d) {
+  d.add_options()
+      ("teacher", po::value<std::string>()->required(), "teacher: a kdseg checkpoint or a TorchScript file")
+      ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
+      ("output", po::value<std::string>()->required(), "cache folder (soft_labels.h5 and one shard per rank)")
+      ("format", po::value<std::string>()->default_value("logits-f16"),
+       "logits-f16 (temperature applied when read) or probs-u8 (probabilities at --temperature, 1 byte per class)")
+      ("temperature", po::value<double>()->default_value(0), "probs-u8 only: softmax temperature of the stored probabilities (0: 1)")
+      ("folds", po::value<std::string>()->default_value("all"), "folds whose slices to cache: all, or e.g. 1,2,3,4")
+      ("task", po::value<std::string>()->default_value("tumor"), "the teacher's task: tumor, organ-tumor or map:...")
+      ("batch-size", po::value<int64_t>()->default_value(8), "slices per teacher forward pass")
+      ("compression", po::value<int>()->default_value(4), "deflate level 0-9 (0: uncompressed)")
+      ("workers", po::value<int>()->default_value(2), "slice-reading threads per rank")
+      ("force", po::bool_switch(), "replace a finished cache in --output")
+      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank, bf16)");
+}
+
+int run_precompute(const po::variables_map& vm) {
+  teacher::PrecomputeOptions o;
+  o.teacher = vm["teacher"].as<std::string>();
+  o.data = vm["data"].as<std::string>();
+  o.output = vm["output"].as<std::string>();
+  try {
+    o.format = data::parse_cache_format(vm["format"].as<std::string>());
+  } catch (const Error& e) {
+    throw po::error("--format: " + e.message());
+  }
+  o.temperature = vm["temperature"].as<double>();
+  o.folds = parse_folds(vm["folds"].as<std::string>());
+  o.task = vm["task"].as<std::string>();
+  o.batch_size = vm["batch-size"].as<int64_t>();
+  o.compression = vm["compression"].as<int>();
+  o.workers = vm["workers"].as<int>();
+  o.force = vm["force"].as<bool>();
+  o.device = vm["device"].as<std::string>();
+  if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda");
+  return run_distributed(vm, o.device == "cuda", [&](dist::Communicator& comm) {
+    const teacher::PrecomputeSummary s = teacher::precompute(o, comm);
+    if (comm.rank() == 0) {
+      std::printf("cached %lld slices (%lld computed now, %lld resumed) in %.1f s: teacher %.1f s, writing %.1f s, "
+                  "waiting for data %.1f s (rank 0)\n%s\n",
+                  static_cast<long long>(s.slices), static_cast<long long>(s.computed),
+                  static_cast<long long>(s.slices - s.computed), s.seconds, s.teacher_seconds, s.write_seconds,
+                  s.wait_seconds, s.master.c_str());
+    }
+    return 0;
+  });
+}
+
+void add_cache_inspect_options(po::options_description& d) {
+  d.add_options()("cache", po::value<std::string>()->required(), "cache folder");
+}
+
+int run_cache_inspect(const po::variables_map& vm) {
+  const data::CacheInspection c = data::inspect_cache(vm["cache"].as<std::string>());
+  const data::CacheProvenance& p = c.provenance;
+  std::printf("cache        %s\n", vm["cache"].as<std::string>().c_str());
+  std::printf("shape        [%lld, %lld, %lld, %lld] (slices, classes, height, width)\n", static_cast<long long>(c.shape[0]),
+              static_cast<long long>(c.shape[1]), static_cast<long long>(c.shape[2]), static_cast<long long>(c.shape[3]));
+  std::printf("format       %s (temperature: %s)\n", p.format.c_str(), p.temperature.c_str());
+  std::printf("shards       %d\n", c.shards);
+  std::printf("size         %.2f MiB on disk, %.2f MiB of soft labels (%.2f MiB uncompressed)\n",
+              static_cast<double>(c.file_bytes) / 1048576.0, static_cast<double>(c.stored_bytes) / 1048576.0,
+              static_cast<double>(c.raw_bytes) / 1048576.0);
+  std::printf("compression  %.2fx, %.3f bytes per voxel per class\n", c.compression_ratio(), c.bytes_per_voxel_per_class());
+  std::printf("teacher      %s (hash %s)\n", p.teacher_file.c_str(), p.teacher_hash.c_str());
+  std::printf("store        %s (content hash %s)\n", p.store_file.c_str(), p.store_hash.c_str());
+  std::printf("folds        %s\n", p.folds.c_str());
+  std::printf("created      %s by %s\n", p.created.c_str(), p.tool_version.c_str());
+  return kExitOk;
+}
+
+void add_cache_verify_options(po::options_description& d) {
+  d.add_options()
+      ("cache", po::value<std::string>()->required(), "cache folder")
+      ("teacher", po::value<std::string>()->default_value(""), "check that the cache was made by this teacher file")
+      ("data", po::value<std::string>()->default_value(""), "check that the cache was made from this prepared store");
+}
+
+int run_cache_verify(const po::variables_map& vm) {
+  const std::string dir = vm["cache"].as<std::string>();
+  const auto problems = data::verify_cache(dir, vm["data"].as<std::string>(), vm["teacher"].as<std::string>());
+  if (problems.empty()) {
+    std::printf("%s: sound (every slice present, checksums and provenance match)\n", dir.c_str());
+    return kExitOk;
+  }
+  for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
+  std::fprintf(stderr, "%s: %zu problem(s)\n", dir.c_str(), problems.size());
+  return kExitError;
+}
+
+}  // namespace kdseg::tools

@@ -1,0 +1,20 @@
+// What every multi-process subcommand does before its work: the communicator for this process
+// (from --backend and --collective-timeout), LibTorch's thread count (--threads, or the cores
+// shared among this node's ranks), rank-aware logging, and aborting the whole job on an error.
+#pragma once
+
+#include <boost/program_options.hpp>
+
+#include <functional>
+
+#include "dist/communicator.h"
+
+namespace kdseg::tools {
+
+int run_distributed(const boost::program_options::variables_map& vm, bool cuda,
+                    const std::function<int(dist::Communicator&)>& body);
+
+// Parses "0,2,3" into fold numbers; "" or "all" is every fold (an empty list).
+std::vector<int> parse_folds(const std::string& text);
+
+}  // namespace kdseg::tools
