@@ -12,6 +12,7 @@
 #include "core/random.h"
 #include "data/chunked_rows.h"
 #include "data/hdf5_util.h"
+#include "data/soft_label_cache.h"
 
 namespace kdseg::data {
 namespace F = torch::nn::functional;
@@ -272,18 +273,21 @@ struct BatchLoader::Impl {
       : reader(path), task(std::move(t)), options(o), plan(std::move(p)) {}
 
   Batch build(const std::vector<DistributedSampler::Item>& items) {
-    std::vector<Tensor> images, labels;
+    std::vector<Tensor> images, labels, soft;
     Batch batch;
     for (const auto& item : items) {
       Sample s{task.window(reader.image(item.row)).unsqueeze(0), task.classes_of(reader.label(item.row)), Tensor()};
+      if (options.soft_labels) s.extra = options.soft_labels->probabilities(item.row, options.temperature);
       s = options.train ? augment(s, options.augment, item.seed, task.ignore_index)
                         : center_crop(s, options.augment.crop, task.ignore_index);
       images.push_back(s.image);
       labels.push_back(s.label);
+      if (s.extra.defined()) soft.push_back(s.extra);
       batch.rows.push_back(item.row);
     }
     batch.images = torch::stack(images);
     batch.labels = torch::stack(labels);
+    if (!soft.empty()) batch.soft = torch::stack(soft);
     return batch;
   }
 

@@ -87,14 +87,21 @@ std::vector<int64_t> evaluation_rows(const std::vector<int64_t>& rows, int rank,
 struct Batch {
   at::Tensor images;  // [B,1,H,W] float32
   at::Tensor labels;  // [B,H,W] int64
+  at::Tensor soft;    // [B,C,H,W] float32 teacher probabilities (with LoaderOptions::soft_labels)
   std::vector<int64_t> rows;
 };
+
+class SoftLabelCache;
 
 struct LoaderOptions {
   int workers = 2;          // decoding/augmenting threads
   int prefetch = 4;         // batches kept ready ahead of the consumer
   bool train = true;        // augment (train) or centre crop (eval)
   AugmentOptions augment;
+  // Soft labels from a teacher's cache, turned into probabilities at `temperature` and
+  // transformed with the image (bilinear, so they stay normalised; 0 where padded).
+  std::shared_ptr<const SoftLabelCache> soft_labels;
+  double temperature = 1.0;
 };
 
 // Loads batches in background threads. HDF5 is not thread-safe: the compressed chunk of each

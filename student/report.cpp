@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -35,7 +36,8 @@ constexpr const char* kPalette[] = {"#0072B2", "#E69F00", "#009E73", "#CC79A7",
 
 std::vector<double> finite_values(const std::vector<double>& values) {
   std::vector<double> finite;
-  std::copy_if(values.begin(), values.end(), std::back_inserter(finite), [](double v) { return std::isfinite(v); });
+  std::copy_if(values.begin(), values.end(), std::back_inserter(finite),
+               [](double v) { return std::isfinite(v); });
   return finite;
 }
 
@@ -82,7 +84,10 @@ std::string escape_html(std::string_view text) {
 std::string escape_csv(const std::string& field) {
   if (field.find_first_of(",\"\r\n") == std::string::npos) return field;
   std::string out = "\"";
-  for (const char c : field) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  for (const char c : field) {
+    if (c == '"') out += '"';  // a quote inside a quoted field is doubled
+    out += c;
+  }
   return out + "\"";
 }
 
@@ -121,7 +126,7 @@ std::vector<std::string> regions_of(const json& report) {
   return report.at("regions").get<std::vector<std::string>>();
 }
 
-// A column of table#comparison: one number per model, at `value` below the model's summary.
+// A column of a table with one row per model: a number at `value` below the model's summary.
 struct SummaryColumn {
   std::string group;  // the spanning header
   std::string title;
@@ -207,31 +212,31 @@ h3 { font-size: 15px; font-weight: 600; margin: 20px 0 6px; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 20px; margin: 0; font-size: 14px; }
 dl.meta dt { color: var(--muted); }
 dl.meta dd { margin: 0; overflow-wrap: anywhere; }
-.mono, td.num, pre { font-family: ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace;
-  font-variant-numeric: tabular-nums; font-size: 13px; }
+.mono, td.num, pre { font-size: 13px; font-variant-numeric: tabular-nums;
+  font-family: ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace; }
 .note { color: var(--muted); font-size: 13px; max-width: 90ch; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 14px; }
 th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-thead th { background: var(--panel); font-weight: 600; }
+thead th { background: var(--panel); font-weight: 600; font-size: 13px; white-space: nowrap; }
 thead th.num { vertical-align: bottom; }
 thead tr.group th { text-align: center; border-left: 1px solid var(--line); }
 th.num, td.num { text-align: right; }
 td.num { white-space: nowrap; }
-thead th { white-space: nowrap; font-size: 13px; }
-#comparison th, #comparison td { padding-left: 7px; padding-right: 7px; }
 td.num.first { border-left: 1px solid var(--line); }
+#comparison th, #comparison td { padding-left: 7px; padding-right: 7px; }
 tbody tr:hover { background: #f3f6fa; }
 td.best { font-weight: 700; background: var(--best); }
 .ci { display: block; font-size: 11px; color: var(--muted); font-weight: 400; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 7px; }
-td.model { white-space: nowrap; font-weight: 600; }
+td.model { font-weight: 600; min-width: 8em; max-width: 14em; }
 .charts { display: flex; flex-wrap: wrap; gap: 28px; }
 figure { margin: 0; }
 figcaption { font-size: 14px; margin-bottom: 4px; }
 figcaption .mono { color: var(--muted); margin-left: 8px; }
 svg { display: block; }
-svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; font-size: 11px; fill: var(--muted); }
+svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; font-size: 11px;
+  fill: var(--muted); }
 svg .frame { fill: none; stroke: #8c959f; }
 svg .grid { stroke: #eaeef2; }
 svg .diagonal { stroke: #57606a; stroke-dasharray: 4 3; }
@@ -243,11 +248,25 @@ svg#per-case-dice { width: 100%; height: auto; }
 pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 12px; overflow-x: auto; }
 )css";
 
-// Sets html[data-error] on any script error, so that a headless browser test can see it.
-constexpr char kErrorScript[] =
-    "window.addEventListener('error', function (e) {\n"
-    "  document.documentElement.dataset.error = String(e.message || 'error');\n"
-    "});\n";
+// Nothing may be fetched: the page must work from a single file, offline.
+constexpr char kContentSecurityPolicy[] =
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:";
+
+// Sets html[data-error] on a script error, console.error or a load the policy blocked, so that a
+// headless browser test sees it whatever the browser's log format.
+constexpr char kErrorScript[] = R"js(
+(function () {
+  function record(message) { document.documentElement.dataset.error = String(message); }
+  window.addEventListener('error', function (e) { record(e.message || 'error'); });
+  window.addEventListener('unhandledrejection', function (e) { record(e.reason); });
+  document.addEventListener('securitypolicyviolation', function (e) { record('blocked ' + e.blockedURI); });
+  var consoleError = console.error;
+  console.error = function () {
+    record(Array.prototype.join.call(arguments, ' '));
+    consoleError.apply(console, arguments);
+  };
+})();
+)js";
 
 // Sets body[data-rendered] to "ok" when the charts are in place, or says what is missing.
 constexpr char kCheckScript[] = R"js(
@@ -268,6 +287,7 @@ std::string task_and_fold(const json& report) {
 
 void write_header(std::ostream& out, const json& report) {
   const json& task = report.at("task");
+  const size_t models = report.at("models").size();
   std::string classes;
   for (const json& name : task.at("class_names")) classes += (classes.empty() ? "" : ", ") + display(name);
   const std::pair<const char*, std::string> rows[] = {
@@ -280,7 +300,7 @@ void write_header(std::ostream& out, const json& report) {
   };
   out << "<header><div class=\"wrap\">\n<h1>kdseg evaluation report</h1>\n"
       << "<p class=\"subtitle\">" << escape_html(task_and_fold(report))
-      << " &middot; " << report.at("models").size() << " model(s)</p>\n<dl class=\"meta\">\n";
+      << " &middot; " << models << (models == 1 ? " model" : " models") << "</p>\n<dl class=\"meta\">\n";
   for (const auto& [label, value] : rows) out << "<dt>" << label << "</dt><dd>" << escape_html(value) << "</dd>\n";
   out << "</dl>\n</div></header>\n";
 }
@@ -343,8 +363,8 @@ void write_comparison(std::ostream& out, const json& report) {
   out << "<section id=\"summary\">\n<h2>Comparison</h2>\n";
   write_summary_table(out, models, "comparison", comparison_columns(regions));
   out << "<p class=\"note\">Dice: mean over cases, and below it the 95% bootstrap interval of the mean (also "
-      << "for ECE); global: all cases pooled; worst 5%: mean of the lowest 5% of cases. Highlighted: the best value of each column (higher "
-      << "Dice, lower ECE, NLL and Brier).</p>\n";
+      << "for ECE); global: all cases pooled; worst 5%: mean of the lowest 5% of cases. Highlighted: the best "
+      << "value of each column (higher Dice, lower ECE, NLL and Brier).</p>\n";
   write_summary_table(out, models, "slice-dice", slice_dice_columns(regions));
   out << "<p class=\"note\">Slice Dice: mean over cases of the mean Dice of their slices; a slice where "
       << "prediction and label are both empty counts as " << escape_html(display(report.at("empty_slice_dice")))
@@ -438,7 +458,8 @@ void write_reliability(std::ostream& out, const json& model, size_t index) {
       << "Reliability diagram of " << escape_html(display(model.at("name"))) << "\">\n";
   svg_value_axis(out, kLeft, kLeft + kSize, kTop, kSize, 5, 1);
   for (int bin = 0; bin < bins; ++bin) {
-    write_reliability_bin(out, bin, bins, confidence[bin], accuracy[bin], count[bin], total, max_count, color_of(index));
+    write_reliability_bin(out, bin, bins, confidence[bin], accuracy[bin], count[bin], total, max_count,
+                          color_of(index));
   }
   svg_line(out, "diagonal", kLeft, kTop + kSize, kLeft + kSize, kTop);
   out << "<rect class=\"frame\" x=\"" << px(kLeft) << "\" y=\"" << px(kTop) << "\" width=\"" << px(kSize)
@@ -604,9 +625,10 @@ void write_configuration(std::ostream& out, const json& report) {
 std::string html_page(const json& report) {
   std::ostringstream out;
   out << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      << "<meta http-equiv=\"Content-Security-Policy\" content=\"" << kContentSecurityPolicy << "\">\n"
       << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-      << "<title>kdseg report: " << escape_html(task_and_fold(report)) << "</title>\n<style>" << kStyle << "</style>\n<script>\n"
-      << kErrorScript << "</script>\n</head>\n<body>\n";
+      << "<title>kdseg report: " << escape_html(task_and_fold(report)) << "</title>\n"
+      << "<style>" << kStyle << "</style>\n<script>" << kErrorScript << "</script>\n</head>\n<body>\n";
   write_header(out, report);
   out << "<main class=\"wrap\">\n";
   write_comparison(out, report);

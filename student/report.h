@@ -54,10 +54,11 @@ Interval bootstrap_ci(const std::vector<double>& values, int resamples = 2000, d
 // NaN without finite values. Throws kdseg::Error when fraction is outside (0, 1].
 double worst_fraction_mean(const std::vector<double>& values, double fraction = 0.05);
 
-// One HTML page with no external resources: header, table#comparison (best value of each column
-// has class "best"), one svg.reliability per model, svg#per-case-dice (first region),
-// table#per-case and section#configuration. A small script sets body[data-rendered="ok"] once
-// the charts are in place and html[data-error] on a script error.
+// One HTML page with no external resources (its Content-Security-Policy forbids every fetch):
+// header, table#comparison and table#slice-dice (the best value of each column has class
+// "best"), one svg.reliability per model, svg#per-case-dice (first region), table#per-case and
+// section#configuration. A small script sets body[data-rendered="ok"] once the charts are in
+// place, and html[data-error] on a script error, console.error or blocked load.
 // Throws kdseg::Error when `report` does not follow the schema above.
 std::string render_html(const nlohmann::json& report);
 

@@ -17,8 +17,10 @@
 #include "core/metrics.h"
 #include "core/models/unet.h"
 #include "core/progress.h"
+#include "core/teacher.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
+#include "data/soft_label_cache.h"
 #include "dist/autograd_collectives.h"
 #include "dist/data_parallel.h"
 #include "dist/sync_batch_norm.h"
@@ -36,7 +38,8 @@ json config_json(const TrainConfig& c) {
           {"ls_kernel", c.ls_kernel}, {"loss", c.loss}, {"epochs", c.epochs}, {"max_steps", c.max_steps},
           {"batch_size", c.batch_size}, {"accumulate", c.accumulate}, {"crop", c.crop}, {"lr", c.lr},
           {"weight_decay", c.weight_decay}, {"warmup", c.warmup}, {"clip_grad", c.clip_grad}, {"seed", c.seed},
-          {"workers", c.workers}, {"deterministic", c.deterministic}};
+          {"workers", c.workers}, {"deterministic", c.deterministic}, {"teacher_mode", c.teacher_mode},
+          {"cache", c.cache}, {"teacher", c.teacher}, {"temperature", c.temperature}, {"dml_reduction", c.dml_reduction}};
 }
 
 void validate(const TrainConfig& c, int world) {
@@ -50,12 +53,22 @@ void validate(const TrainConfig& c, int world) {
               c.loss, "'");
   KDSEG_CHECK(c.labels == "hard" || c.labels == "ls", "train: --labels must be hard or ls, got '", c.labels, "'");
   KDSEG_CHECK(c.lr > 0 && c.warmup >= 0 && c.warmup < 1, "train: --lr must be > 0 and --warmup in [0, 1)");
+  KDSEG_CHECK(c.teacher_mode == "none" || c.teacher_mode == "cache" || c.teacher_mode == "online",
+              "distill: --teacher-mode must be cache or online, got '", c.teacher_mode, "'");
+  KDSEG_CHECK(c.teacher_mode != "cache" || !c.cache.empty(), "distill: --cache is required (or --teacher-mode online)");
+  KDSEG_CHECK(c.teacher_mode != "online" || c.online_teacher, "distill: --teacher-mode online needs --teacher");
+  KDSEG_CHECK(c.teacher_mode == "none" || c.labels == "hard", "distill: soft labels come from the teacher; --labels ",
+              c.labels, " is for train");
+  KDSEG_CHECK(c.temperature > 0, "distill: --temperature must be > 0");
+  KDSEG_CHECK(c.dml_reduction == "global" || c.dml_reduction == "local", "distill: --dml-reduction must be global or local, got '",
+              c.dml_reduction, "'");
 }
 
-losses::ObjectiveWeights weights_for(const std::string& loss) {
-  if (loss == "ce") return losses::ObjectiveWeights().ce(1.0).dml(0.0);
-  if (loss == "dml") return losses::ObjectiveWeights().ce(0.0).dml(1.0);
-  return losses::ObjectiveWeights();  // the paper: 0.25 CE + 0.75 DML
+losses::ObjectiveWeights weights_for(const std::string& loss, double temperature) {
+  auto weights = losses::ObjectiveWeights().temperature(temperature);
+  if (loss == "ce") return weights.ce(1.0).dml(0.0);
+  if (loss == "dml") return weights.ce(0.0).dml(1.0);
+  return weights;  // the paper: 0.25 CE/KL + 0.75 DML, label and teacher 0.5 each
 }
 
 class Trainer {
@@ -67,6 +80,11 @@ class Trainer {
     const data::Layout layout = data::parse_layout(store_.attribute("layout"));
     task_ = data::make_task(c_.task, layout);
     split_rows();
+    if (c_.teacher_mode == "cache") open_cache();
+    if (c_.teacher_mode == "online") {
+      KDSEG_CHECK(c_.online_teacher->classes() == task_.classes, c_.teacher, ": the teacher predicts ",
+                  c_.online_teacher->classes(), " classes but task '", task_.name, "' has ", task_.classes);
+    }
     sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
                                                           c_.batch_size / c_.accumulate, c_.seed);
     KDSEG_CHECK(sampler_->steps_per_epoch() >= c_.accumulate, c_.data, ": ", train_rows_.size(),
@@ -112,6 +130,30 @@ class Trainer {
     KDSEG_CHECK(!train_rows_.empty(), c_.data, ": no training slices outside fold ", c_.fold);
   }
 
+  // The cache must come from this store (and this teacher, when given), hold the task's classes
+  // at the store's slice size, and cover every training slice.
+  void open_cache() {
+    soft_labels_ = std::make_shared<data::SoftLabelCache>(c_.cache);
+    soft_labels_->check_provenance(c_.data, c_.teacher);
+    KDSEG_CHECK(soft_labels_->classes() == task_.classes, c_.cache, ": the cache holds ", soft_labels_->classes(),
+                " classes but task '", task_.name, "' has ", task_.classes, " (was it made for another --task?)");
+    KDSEG_CHECK(soft_labels_->height() == store_.height() && soft_labels_->width() == store_.width(), c_.cache,
+                ": cached slices are ", soft_labels_->height(), "x", soft_labels_->width(), " but the store's are ",
+                store_.height(), "x", store_.width());
+    const auto missing = soft_labels_->missing(train_rows_);
+    if (!missing.empty()) {
+      std::string ids;
+      for (size_t i = 0; i < std::min<size_t>(missing.size(), 20); ++i) {
+        const int64_t row = missing[i];
+        ids += (i ? ", " : "") + std::to_string(row) + " (" + store_.case_ids()[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(row)])] +
+               " slice " + std::to_string(store_.slice_index()[static_cast<size_t>(row)]) + ")";
+      }
+      KDSEG_THROW(c_.cache, ": no soft labels for ", missing.size(), " of the ", train_rows_.size(),
+                  " training slices (validation fold ", c_.fold, "): store rows ", ids, missing.size() > 20 ? ", ..." : "",
+                  " (was it precomputed with other --folds?)");
+    }
+  }
+
   void build_model() {
     torch::manual_seed(c_.seed);  // the same initial weights on every rank (DataParallel also broadcasts)
     auto options = models::UNetOptions()
@@ -138,8 +180,10 @@ class Trainer {
     optimizer_ = std::make_unique<torch::optim::AdamW>(param_groups, torch::optim::AdamWOptions(c_.lr));
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
-    objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss), dml, task_.ignore_index,
-                                                                 dist::global_batch(comm_, dml, c10::kCPU));
+    // Local reduction: each rank's loss on its own share, as the reference implementation does.
+    const losses::GlobalBatch global = c_.dml_reduction == "local" ? losses::GlobalBatch{} : dist::global_batch(comm_, dml, c10::kCPU);
+    objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss, c_.temperature), dml,
+                                                                 task_.ignore_index, global);
   }
 
   double base_lr(int group) const { return group >= 2 ? 10 * c_.lr : c_.lr; }
@@ -159,6 +203,8 @@ class Trainer {
     data::LoaderOptions lo;
     lo.workers = c_.workers;
     lo.augment.crop = c_.crop;
+    lo.soft_labels = soft_labels_;
+    lo.temperature = c_.temperature;
     data::BatchLoader loader(c_.data, task_, lo, batches);
     model_->train();
     for (int64_t s = done_in_epoch; s < steps_per_epoch_ && step_ < stop_at_; ++s) {
@@ -182,7 +228,7 @@ class Trainer {
     }
     optimizer_->zero_grad();
     losses::LossTerms parts;
-    double loss_sum = 0;
+    double loss_sum = 0, teacher_seconds = 0;
     int64_t images = 0;
     for (int64_t a = 0; a < c_.accumulate; ++a) {
       auto batch = loader.next();
@@ -194,6 +240,15 @@ class Trainer {
         const auto smoothed = losses::boundary_label_smoothing(batch->labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
                                                                task_.ignore_index);
         in = {out.logits, out.aux, Tensor(), smoothed.soft, smoothed.keep};
+      } else if (c_.teacher_mode != "none") {
+        Tensor soft = batch->soft;
+        if (c_.teacher_mode == "online") {
+          const auto t0 = Clock::now();
+          torch::NoGradGuard no_grad;
+          soft = torch::softmax(c_.online_teacher->logits(batch->images).to(torch::kFloat) / c_.temperature, 1);
+          teacher_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        }
+        in = {out.logits, out.aux, batch->labels, soft, batch->labels != task_.ignore_index};
       }
       parts = (*objective_)(in);
       const Tensor loss = parts.total / static_cast<double>(c_.accumulate);
@@ -232,7 +287,8 @@ class Trainer {
                       {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
                       {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
                       {"images_per_s", static_cast<double>(images * comm_.size()) / seconds},
-                      {"data_wait_s", loader.wait_seconds() - wait_before}});
+                      {"step_s", seconds}, {"data_wait_s", loader.wait_seconds() - wait_before},
+                      {"teacher_s", teacher_seconds}});
     }
   }
 
@@ -319,8 +375,10 @@ class Trainer {
     c10::IValue config;
     archive.read("config", config);
     const json saved = json::parse(config.toStringRef());
-    for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "data"}) {
-      KDSEG_CHECK(saved.at(key) == config_json(c_).at(key), path, ": was written with ", key, " = ", saved.at(key).dump(),
+    for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "data", "teacher_mode",
+                            "cache", "temperature", "dml_reduction"}) {
+      const json was = saved.contains(key) ? saved.at(key) : json();
+      KDSEG_CHECK(was == config_json(c_).at(key), path, ": was written with ", key, " = ", was.dump(),
                   " but this run has ", config_json(c_).at(key).dump(), "; resume with the same settings");
     }
     archive.read("model", model_archive);
@@ -345,6 +403,7 @@ class Trainer {
   dist::Communicator& comm_;
   data::PreparedStore store_;
   data::Task task_;
+  std::shared_ptr<const data::SoftLabelCache> soft_labels_;
   std::vector<int64_t> train_rows_, val_rows_;
   std::unique_ptr<data::DistributedSampler> sampler_;
   int64_t steps_per_epoch_ = 1, total_steps_ = 0, warmup_steps_ = 1, step_ = 0, stop_at_ = 0;

@@ -4,9 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "dist/communicator.h"
+
+namespace kdseg {
+class Teacher;
+}
 
 namespace kdseg::student {
 
@@ -40,6 +45,15 @@ struct TrainConfig {
   bool resume = false;
   bool skip_nonfinite = false;
   bool deterministic = false;
+
+  // Distillation (`kdseg distill`): soft labels from a precomputed cache, or from a teacher run
+  // inside each step on the augmented batch ("online", as the reference implementation does).
+  std::string teacher_mode = "none";   // none | cache | online
+  std::string cache;                   // cache folder (teacher_mode cache)
+  std::string teacher;                 // teacher file: its hash is checked against the cache; online: the teacher
+  std::shared_ptr<Teacher> online_teacher;  // loaded by the caller for teacher_mode online
+  double temperature = 1.0;            // softmax temperature of the soft labels and the KL term
+  std::string dml_reduction = "global";  // global (DML over the global batch) | local (per rank)
 };
 
 struct TrainSummary {

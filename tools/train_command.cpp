@@ -8,11 +8,15 @@
 #include "core/log.h"
 #include "tools/launch.h"
 #include "student/trainer.h"
+#include "teacher/teacher_loader.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
 
-void add_train_options(po::options_description& d) {
+namespace {
+
+// The options `train` and `distill` share: the data, the network, the optimisation, the run.
+void add_trainer_options(po::options_description& d) {
   d.add_options()
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
       ("output", po::value<std::string>()->required(), "folder for checkpoints, metrics.jsonl and config.json")
@@ -21,7 +25,6 @@ void add_train_options(po::options_description& d) {
       ("width", po::value<double>()->default_value(1.0), "channel multiplier (1: the paper's network)")
       ("dropout", po::value<double>()->default_value(0.1), "dropout before the heads")
       ("task", po::value<std::string>()->default_value("tumor"), "tumor, organ-tumor or map:<value>:<class>,...")
-      ("labels", po::value<std::string>()->default_value("hard"), "hard or ls (boundary label smoothing)")
       ("loss", po::value<std::string>()->default_value("ce+dml"), "ce, dml or ce+dml (0.25 CE + 0.75 DML)")
       ("epochs", po::value<int64_t>()->default_value(0), "epochs to train (or --max-steps)")
       ("max-steps", po::value<int64_t>()->default_value(0), "optimiser steps to train (or --epochs)")
@@ -43,7 +46,7 @@ void add_train_options(po::options_description& d) {
       ("device", po::value<std::string>()->default_value("cpu"), "cpu (cuda: not supported by this build of the trainer yet)");
 }
 
-int run_train(const po::variables_map& vm) {
+student::TrainConfig trainer_config(const po::variables_map& vm) {
   student::TrainConfig c;
   c.data = vm["data"].as<std::string>();
   c.output = vm["output"].as<std::string>();
@@ -52,7 +55,6 @@ int run_train(const po::variables_map& vm) {
   c.width = vm["width"].as<double>();
   c.dropout = vm["dropout"].as<double>();
   c.task = vm["task"].as<std::string>();
-  c.labels = vm["labels"].as<std::string>();
   c.loss = vm["loss"].as<std::string>();
   c.epochs = vm["epochs"].as<int64_t>();
   c.max_steps = vm["max-steps"].as<int64_t>();
@@ -74,6 +76,10 @@ int run_train(const po::variables_map& vm) {
   if (vm["device"].as<std::string>() != "cpu") {
     throw po::error("--device " + vm["device"].as<std::string>() + ": only cpu training is built so far");
   }
+  return c;
+}
+
+int train_with(const po::variables_map& vm, const student::TrainConfig& c) {
   return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {
     const student::TrainSummary s = student::train(c, comm);
     if (comm.rank() == 0) {
@@ -82,6 +88,51 @@ int run_train(const po::variables_map& vm) {
     }
     return 0;
   });
+}
+
+}  // namespace
+
+void add_train_options(po::options_description& d) {
+  add_trainer_options(d);
+  d.add_options()
+      ("labels", po::value<std::string>()->default_value("hard"), "hard or ls (boundary label smoothing)")
+      ("ls-epsilon", po::value<double>()->default_value(0.5), "label smoothing: weight moved off the true class")
+      ("ls-kernel", po::value<int64_t>()->default_value(3), "label smoothing: boundary window size");
+}
+
+int run_train(const po::variables_map& vm) {
+  student::TrainConfig c = trainer_config(vm);
+  c.labels = vm["labels"].as<std::string>();
+  c.ls_epsilon = vm["ls-epsilon"].as<double>();
+  c.ls_kernel = vm["ls-kernel"].as<int64_t>();
+  return train_with(vm, c);
+}
+
+void add_distill_options(po::options_description& d) {
+  add_trainer_options(d);
+  d.add_options()
+      ("cache", po::value<std::string>()->default_value(""), "soft-label cache folder (kdseg precompute)")
+      ("teacher-mode", po::value<std::string>()->default_value("cache"),
+       "cache (soft labels from --cache) or online (run --teacher in every step)")
+      ("teacher", po::value<std::string>()->default_value(""),
+       "teacher file: checked against the cache's provenance; with --teacher-mode online, the teacher")
+      ("temperature", po::value<double>()->default_value(1.0), "softmax temperature of the soft labels and the KL term")
+      ("dml-reduction", po::value<std::string>()->default_value("global"),
+       "global (DML over the global batch, the same loss on any number of ranks) or local (per rank)");
+}
+
+int run_distill(const po::variables_map& vm) {
+  student::TrainConfig c = trainer_config(vm);
+  c.teacher_mode = vm["teacher-mode"].as<std::string>();
+  c.cache = vm["cache"].as<std::string>();
+  c.teacher = vm["teacher"].as<std::string>();
+  c.temperature = vm["temperature"].as<double>();
+  c.dml_reduction = vm["dml-reduction"].as<std::string>();
+  if (c.teacher_mode != "cache" && c.teacher_mode != "online") throw po::error("--teacher-mode must be cache or online");
+  if (c.teacher_mode == "cache" && c.cache.empty()) throw po::error("--cache is required with --teacher-mode cache");
+  if (c.teacher_mode == "online" && c.teacher.empty()) throw po::error("--teacher is required with --teacher-mode online");
+  if (c.teacher_mode == "online") c.online_teacher = teacher::load_teacher(c.teacher);
+  return train_with(vm, c);
 }
 
 }  // namespace kdseg::tools

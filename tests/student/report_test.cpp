@@ -265,7 +265,8 @@ TEST(Report, HtmlMarksTheBestValueOfEachColumn) {
   EXPECT_TRUE(marked_best(calibrated, "0.0400"));   // NLL = 4 ECE
   EXPECT_FALSE(marked_best(dice, "0.1600"));
   const auto best_cells = [](const std::vector<Cell>& cells) {
-    return std::count_if(cells.begin(), cells.end(), [](const Cell& c) { return c.classes.find("best") != std::string::npos; });
+    return std::count_if(cells.begin(), cells.end(),
+                         [](const Cell& c) { return c.classes.find("best") != std::string::npos; });
   };
   EXPECT_EQ(best_cells(dice), 3);
   EXPECT_EQ(best_cells(calibrated), 4);
@@ -297,7 +298,8 @@ TEST(Report, HtmlHasItsPartsAndNoExternalResources) {
   EXPECT_EQ(count_of(html, "<table id=\"per-case\">"), 1u);
   EXPECT_EQ(count_of(html, "<section id=\"configuration\">"), 1u);
   // One dot per model and case in the per-case plot, one row per model and case in the table.
-  EXPECT_EQ(count_of(element(html, "<svg id=\"per-case-dice\"", "</svg>"), "</circle>"), 9u);  // legend dots have no tooltip
+  // (The legend's dots have no tooltip, so "</circle>" counts the cases' dots only.)
+  EXPECT_EQ(count_of(element(html, "<svg id=\"per-case-dice\"", "</svg>"), "</circle>"), 9u);
   EXPECT_EQ(count_of(element(html, "<table id=\"per-case\">", "</table>"), "<tr><td"), 9u);
   // Bars for the 5 filled bins of each reliability diagram.
   EXPECT_EQ(count_of(element(html, "<svg class=\"reliability\"", "</svg>"), "<rect class=\"gap\""), 5u);
@@ -309,8 +311,8 @@ TEST(Report, HtmlHasItsPartsAndNoExternalResources) {
 }
 
 TEST(Report, PerCasePlotOrdersCasesByTheFirstModelsDice) {
-  const std::string html = report::render_html(
-      make_report({make_model("first", {0.9, kNaN, 0.3, 0.6}, 0.02), make_model("second", {0.1, 0.2, 0.3, 0.4}, 0.02)}));
+  const std::string html = report::render_html(make_report(
+      {make_model("first", {0.9, kNaN, 0.3, 0.6}, 0.02), make_model("second", {0.1, 0.2, 0.3, 0.4}, 0.02)}));
   const std::string plot = element(html, "<svg id=\"per-case-dice\"", "</svg>");
   // Ascending Dice, the case without a Dice last; the labels follow the same order.
   const size_t c2 = plot.find(">case_2</text>"), c3 = plot.find(">case_3</text>");

@@ -9,6 +9,7 @@
 #include "core/models/unet.h"
 #include "data/prepared_store.h"
 #include "student/trainer.h"
+#include "teacher/precompute.h"
 #include "tests/data/temp_dir.h"
 #include "tests/dist/mpi_test_main.h"
 
@@ -29,15 +30,21 @@ std::string shared_folder(std::unique_ptr<kdseg::test::TempDir>& owner) {
   return std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
 }
 
-// The global-batch loss of every logged step in metrics.jsonl.
-std::vector<double> losses_of(const std::string& path) {
+// A term of every logged step in metrics.jsonl (the global-batch loss by default).
+std::vector<double> losses_of(const std::string& path, const std::string& term = "loss") {
   std::ifstream in(path);
   std::vector<double> out;
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) out.push_back(j.at("loss").get<double>());
+    if (j.contains(term)) out.push_back(j.at(term).get<double>());
   }
   return out;
+}
+
+double mean(const std::vector<double>& v, size_t begin, size_t end) {
+  double sum = 0;
+  for (size_t i = begin; i < end; ++i) sum += v[i];
+  return sum / static_cast<double>(end - begin);
 }
 
 TEST(DistributedTraining, TwoOrThreeRanksFollowOneRank) {
@@ -84,6 +91,89 @@ TEST(DistributedTraining, TwoOrThreeRanksFollowOneRank) {
   }
   if (world().rank() == 0) std::printf("relative loss difference: step 1 %.3g, worst of 4 steps %.3g\n", first, worst);
   EXPECT_TRUE(all_ranks(ok)) << "relative loss difference at step 1: " << first << ", at worst: " << worst;
+}
+
+// Distillation on 2 or 3 ranks from a cache made by the same ranks: the KD objective and its DML
+// terms fall; global-batch DML gives one rank's loss on the whole batch, local DML (each rank's
+// own share, as the reference implementation) does not.
+TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
+  std::unique_ptr<kdseg::test::TempDir> owner;
+  const std::string dir = shared_folder(owner);
+  kdseg::student::TrainConfig c;
+  c.data = dir + "/p.h5";
+  c.width = 0.125;
+  c.dropout = 0;
+  c.crop = 32;
+  c.batch_size = 6;
+  c.lr = 2e-3;
+  c.workers = 1;
+  c.validate_every = 0;
+  c.log_every = 1;
+  if (world().rank() == 0) {
+    kdseg::test::write_small_dataset(dir + "/raw", 4, 32, 10);
+    kdseg::data::PrepareOptions p;
+    p.input = dir + "/raw";
+    p.output = c.data;
+    p.size = 0;
+    p.folds = 2;
+    p.slices = kdseg::data::SliceSelection::kOrgan;
+    kdseg::data::prepare_store(p);
+    auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
+    auto t = c;
+    t.output = dir + "/teacher";
+    t.max_steps = 6;
+    kdseg::student::train(t, *local);
+  }
+  world().barrier();
+  kdseg::teacher::PrecomputeOptions o;
+  o.teacher = dir + "/teacher/last.pt";
+  o.data = c.data;
+  o.output = dir + "/cache";
+  o.batch_size = 4;
+  kdseg::teacher::precompute(o, world());
+
+  c.teacher_mode = "cache";
+  c.cache = o.output;
+  c.teacher = o.teacher;
+  c.max_steps = 16;
+  c.output = dir + "/global";
+  kdseg::student::train(c, world());
+  auto local_dml = c;
+  local_dml.max_steps = 1;
+  local_dml.dml_reduction = "local";
+  local_dml.output = dir + "/local";
+  kdseg::student::train(local_dml, world());
+
+  bool ok = true;
+  std::string report;
+  if (world().rank() == 0) {
+    const auto loss = losses_of(dir + "/global/metrics.jsonl");
+    const auto soft = losses_of(dir + "/global/metrics.jsonl", "dml_soft");
+    const auto hard = losses_of(dir + "/global/metrics.jsonl", "dml_hard");
+    ok = loss.size() == 16 && soft.size() == 16 && hard.size() == 16;
+    if (ok) {
+      report = "loss " + std::to_string(mean(loss, 0, 4)) + " -> " + std::to_string(mean(loss, 12, 16)) + ", DML soft " +
+               std::to_string(mean(soft, 0, 4)) + " -> " + std::to_string(mean(soft, 12, 16)) + ", DML hard " +
+               std::to_string(mean(hard, 0, 4)) + " -> " + std::to_string(mean(hard, 12, 16));
+      ok = mean(loss, 12, 16) < mean(loss, 0, 4) && mean(soft, 12, 16) < mean(soft, 0, 4) &&
+           mean(hard, 12, 16) < mean(hard, 0, 4);
+    }
+    // One rank with the whole batch, for step 1.
+    auto single = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
+    auto one = local_dml;
+    one.dml_reduction = "global";
+    one.output = dir + "/single";
+    kdseg::student::train(one, *single);
+    const double global1 = losses_of(dir + "/global/metrics.jsonl").at(0);
+    const double single1 = losses_of(dir + "/single/metrics.jsonl").at(0);
+    const double local1 = losses_of(dir + "/local/metrics.jsonl").at(0);
+    report += "; step 1: global " + std::to_string(global1) + ", one rank " + std::to_string(single1) + ", local " +
+              std::to_string(local1);
+    ok = ok && std::abs(global1 - single1) < 1e-5 * std::abs(single1) &&
+         std::abs(local1 - single1) > 1e-4 * std::abs(single1);
+    std::printf("%s\n", report.c_str());
+  }
+  EXPECT_TRUE(all_ranks(ok)) << report;
 }
 
 }  // namespace
