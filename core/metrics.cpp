@@ -7,11 +7,48 @@
 #include "core/error.h"
 
 namespace kdseg {
+namespace {
 
-SegmentationMetrics::SegmentationMetrics(int64_t cases, int64_t classes, int64_t bins, int64_t ignore_index)
-    : cases_(cases), classes_(classes), bins_(bins), ignore_index_(ignore_index), stride_(3 * classes + 3 * bins),
-      state_(torch::zeros({cases, 3 * classes + 3 * bins}, torch::kDouble)) {
+// Per case, after the region and bin blocks: slices, slice ECE sum, NLL sum, Brier sum.
+constexpr int64_t kSlices = 0, kSliceEce = 1, kNll = 2, kBrier = 3, kScalars = 4;
+
+double nan_mean(const std::vector<double>& values) {
+  double sum = 0;
+  int n = 0;
+  for (double v : values) {
+    if (!std::isnan(v)) {
+      sum += v;
+      ++n;
+    }
+  }
+  return n ? sum / n : std::nan("");
+}
+
+double dice_of(double both, double predicted, double labelled, double empty) {
+  return predicted + labelled == 0 ? empty : 2 * both / (predicted + labelled);
+}
+
+// ECE from bins of confidence sums, correct sums and counts.
+double ece_of(const at::Tensor& confidence, const at::Tensor& correct, const at::Tensor& count) {
+  const double n = count.sum().item<double>();
+  return n == 0 ? std::nan("") : (confidence - correct).abs().sum().item<double>() / n;
+}
+
+}  // namespace
+
+SegmentationMetrics::SegmentationMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions, int64_t bins,
+                                         int64_t ignore_index, double empty_dice)
+    : cases_(cases), classes_(classes), bins_(bins), ignore_index_(ignore_index), empty_dice_(empty_dice),
+      regions_(std::move(regions)) {
   KDSEG_CHECK(cases > 0 && classes >= 2 && bins >= 1, "metrics: need cases > 0, classes >= 2, bins >= 1");
+  if (regions_.empty()) {
+    for (int64_t k = 1; k < classes_; ++k) regions_.push_back({"class " + std::to_string(k), {k}});
+  }
+  for (const auto& r : regions_) {
+    KDSEG_CHECK(!r.classes.empty(), "metrics: region '", r.name, "' has no class");
+    for (int64_t k : r.classes) KDSEG_CHECK(k >= 0 && k < classes_, "metrics: region '", r.name, "' names class ", k);
+  }
+  state_ = torch::zeros({cases_, scalars_at() + kScalars}, torch::kDouble);
 }
 
 void SegmentationMetrics::set_state(const at::Tensor& state) {
@@ -29,67 +66,136 @@ void SegmentationMetrics::add(const at::Tensor& probabilities, const at::Tensor&
   for (int64_t b = 0; b < p.size(0); ++b) {
     const int64_t c = cases[static_cast<size_t>(b)];
     KDSEG_CHECK(c >= 0 && c < cases_, "metrics: case ", c, " outside [0, ", cases_, ")");
-    const at::Tensor keep = y[b] != ignore_index_;
-    const at::Tensor prob = p[b].flatten(1).index({torch::indexing::Slice(), keep.flatten()});  // [C,N]
-    const at::Tensor label = y[b].flatten().masked_select(keep.flatten());
-    if (label.numel() == 0) continue;
+    const at::Tensor keep = (y[b] != ignore_index_).flatten();
+    const at::Tensor prob = p[b].flatten(1).index({torch::indexing::Slice(), keep});  // [C,N]
+    const at::Tensor label = y[b].flatten().masked_select(keep);
+    if (label.numel() == 0) continue;  // an all-ignored slice counts nowhere
     const auto [confidence, predicted] = prob.max(0);
     at::Tensor row = state_[c];
-    for (int64_t k = 0; k < classes_; ++k) {
-      const at::Tensor is_pred = predicted == k, is_label = label == k;
-      row[3 * k] += (is_pred & is_label).sum().item<double>();
-      row[3 * k + 1] += is_pred.sum().item<double>();
-      row[3 * k + 2] += is_label.sum().item<double>();
+    row[scalars_at() + kSlices] += 1;
+    for (size_t r = 0; r < regions_.size(); ++r) {
+      at::Tensor in_pred = torch::zeros_like(label, torch::kBool), in_label = torch::zeros_like(label, torch::kBool);
+      for (int64_t k : regions_[r].classes) {
+        in_pred |= predicted == k;
+        in_label |= label == k;
+      }
+      const double both = (in_pred & in_label).sum().item<double>(), pred = in_pred.sum().item<double>(),
+                   lab = in_label.sum().item<double>();
+      const int64_t at = region_at(r);
+      row[at] += both;
+      row[at + 1] += pred;
+      row[at + 2] += lab;
+      row[at + 3] += dice_of(both, pred, lab, empty_dice_);
     }
-    const at::Tensor bin = (confidence * static_cast<double>(bins_)).floor().clamp(0, bins_ - 1).to(torch::kLong);
+    const auto bin_of = [&](const at::Tensor& q) {
+      return (q * static_cast<double>(bins_)).floor().clamp(0, bins_ - 1).to(torch::kLong);
+    };
+    const at::Tensor bin = bin_of(confidence);
     const at::Tensor correct = (predicted == label).to(torch::kDouble);
-    const int64_t base = 3 * classes_;
-    row.narrow(0, base, bins_) += torch::bincount(bin, confidence, bins_);
-    row.narrow(0, base + bins_, bins_) += torch::bincount(bin, correct, bins_);
-    row.narrow(0, base + 2 * bins_, bins_) += torch::bincount(bin, {}, bins_).to(torch::kDouble);
+    const at::Tensor conf_sum = torch::bincount(bin, confidence, bins_), correct_sum = torch::bincount(bin, correct, bins_),
+                     count = torch::bincount(bin, {}, bins_).to(torch::kDouble);
+    row.narrow(0, bins_at(), bins_) += conf_sum;
+    row.narrow(0, bins_at() + bins_, bins_) += correct_sum;
+    row.narrow(0, bins_at() + 2 * bins_, bins_) += count;
+    row[scalars_at() + kSliceEce] += ece_of(conf_sum, correct_sum, count);
+    const at::Tensor one_hot = torch::one_hot(label, classes_).t().to(torch::kDouble);  // [C,N]
+    for (int64_t k = 0; k < classes_; ++k) {
+      const at::Tensor bk = bin_of(prob[k]);
+      const int64_t at = classwise_at() + 3 * bins_ * k;
+      row.narrow(0, at, bins_) += torch::bincount(bk, prob[k], bins_);
+      row.narrow(0, at + bins_, bins_) += torch::bincount(bk, one_hot[k], bins_);
+      row.narrow(0, at + 2 * bins_, bins_) += torch::bincount(bk, {}, bins_).to(torch::kDouble);
+    }
+    row[scalars_at() + kNll] += -prob.gather(0, label.unsqueeze(0)).clamp_min(1e-12).log().sum().item<double>();
+    row[scalars_at() + kBrier] += (prob - one_hot).pow(2).sum().item<double>();
   }
 }
 
-std::vector<double> SegmentationMetrics::dice_per_case(int64_t cls) const {
-  KDSEG_CHECK(cls >= 0 && cls < classes_, "metrics: class ", cls, " outside [0, ", classes_, ")");
+std::vector<double> SegmentationMetrics::dice_per_case(size_t region) const {
+  KDSEG_CHECK(region < regions_.size(), "metrics: region ", region, " outside [0, ", regions_.size(), ")");
   std::vector<double> out;
   for (int64_t c = 0; c < cases_; ++c) {
-    const double both = state_[c][3 * cls].item<double>(), pred = state_[c][3 * cls + 1].item<double>(),
-                 label = state_[c][3 * cls + 2].item<double>();
-    const double voxels = state_[c].narrow(0, 3 * classes_ + 2 * bins_, bins_).sum().item<double>();
-    if (voxels == 0) out.push_back(std::nan(""));
-    else out.push_back(pred + label == 0 ? 1.0 : 2 * both / (pred + label));
+    const at::Tensor r = state_[c];
+    const int64_t at = region_at(region);
+    out.push_back(r[scalars_at() + kSlices].item<double>() == 0
+                      ? std::nan("")
+                      : dice_of(r[at].item<double>(), r[at + 1].item<double>(), r[at + 2].item<double>(), empty_dice_));
   }
   return out;
+}
+
+// A per-case sum at `offset` divided by the case's slices (per_slice) or voxels.
+std::vector<double> SegmentationMetrics::per_case(int64_t offset, bool per_slice) const {
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    const double n = per_slice ? state_[c][scalars_at() + kSlices].item<double>()
+                               : state_[c].narrow(0, bins_at() + 2 * bins_, bins_).sum().item<double>();
+    out.push_back(n == 0 ? std::nan("") : state_[c][offset].item<double>() / n);
+  }
+  return out;
+}
+
+std::vector<double> SegmentationMetrics::slice_dice_per_case(size_t region) const {
+  KDSEG_CHECK(region < regions_.size(), "metrics: region ", region, " outside [0, ", regions_.size(), ")");
+  return per_case(region_at(region) + 3, /*per_slice=*/true);
 }
 
 std::vector<double> SegmentationMetrics::ece_per_case() const {
   std::vector<double> out;
-  const int64_t base = 3 * classes_;
   for (int64_t c = 0; c < cases_; ++c) {
-    const at::Tensor conf = state_[c].narrow(0, base, bins_), correct = state_[c].narrow(0, base + bins_, bins_),
-                     count = state_[c].narrow(0, base + 2 * bins_, bins_);
-    const double n = count.sum().item<double>();
-    out.push_back(n == 0 ? std::nan("") : (conf - correct).abs().sum().item<double>() / n);
+    const at::Tensor r = state_[c];
+    out.push_back(ece_of(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
+                         r.narrow(0, bins_at() + 2 * bins_, bins_)));
   }
   return out;
 }
 
-namespace {
-double nan_mean(const std::vector<double>& values) {
-  double sum = 0;
-  int n = 0;
-  for (double v : values) {
-    if (!std::isnan(v)) {
-      sum += v;
-      ++n;
-    }
-  }
-  return n ? sum / n : std::nan("");
-}
-}  // namespace
+std::vector<double> SegmentationMetrics::slice_ece_per_case() const { return per_case(scalars_at() + kSliceEce, true); }
 
-double SegmentationMetrics::mean_dice(int64_t cls) const { return nan_mean(dice_per_case(cls)); }
+std::vector<double> SegmentationMetrics::classwise_ece_per_case() const {
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    double sum = 0;
+    for (int64_t k = 0; k < classes_; ++k) {
+      const int64_t at = classwise_at() + 3 * bins_ * k;
+      const at::Tensor r = state_[c];
+      sum += ece_of(r.narrow(0, at, bins_), r.narrow(0, at + bins_, bins_), r.narrow(0, at + 2 * bins_, bins_));
+    }
+    out.push_back(sum / static_cast<double>(classes_));
+  }
+  return out;
+}
+
+std::vector<double> SegmentationMetrics::nll_per_case() const { return per_case(scalars_at() + kNll, false); }
+std::vector<double> SegmentationMetrics::brier_per_case() const { return per_case(scalars_at() + kBrier, false); }
+
+std::vector<int64_t> SegmentationMetrics::slices_per_case() const {
+  std::vector<int64_t> out;
+  for (int64_t c = 0; c < cases_; ++c) out.push_back(static_cast<int64_t>(state_[c][scalars_at() + kSlices].item<double>()));
+  return out;
+}
+
+double SegmentationMetrics::global_dice(size_t region) const {
+  KDSEG_CHECK(region < regions_.size(), "metrics: region ", region, " outside [0, ", regions_.size(), ")");
+  const at::Tensor total = state_.sum(0);
+  const int64_t at = region_at(region);
+  if (total[scalars_at() + kSlices].item<double>() == 0) return std::nan("");
+  return dice_of(total[at].item<double>(), total[at + 1].item<double>(), total[at + 2].item<double>(), empty_dice_);
+}
+
+SegmentationMetrics::Reliability SegmentationMetrics::reliability() const {
+  const at::Tensor total = state_.sum(0);
+  Reliability out;
+  for (int64_t b = 0; b < bins_; ++b) {
+    const double n = total[bins_at() + 2 * bins_ + b].item<double>();
+    out.count.push_back(static_cast<int64_t>(n));
+    out.confidence.push_back(n == 0 ? std::nan("") : total[bins_at() + b].item<double>() / n);
+    out.accuracy.push_back(n == 0 ? std::nan("") : total[bins_at() + bins_ + b].item<double>() / n);
+  }
+  return out;
+}
+
+double SegmentationMetrics::mean_dice(size_t region) const { return nan_mean(dice_per_case(region)); }
 double SegmentationMetrics::mean_ece() const { return nan_mean(ece_per_case()); }
 
 }  // namespace kdseg

@@ -1,40 +1,80 @@
-// Segmentation metrics accumulated per case, in a form that sums across ranks: per case and
-// class the voxels predicted, labelled and both (Dice), and per case the expected calibration
-// error's bins (10 equal-width bins on the max-class probability).
+// Segmentation metrics accumulated per case, in a form that sums across ranks (each case is
+// counted once however its slices were split): for each Dice region the voxels predicted,
+// labelled and both, over the whole case and per slice; calibration bins on the max-class
+// probability (ECE) and on each class's probability (class-wise ECE); NLL and Brier sums.
+//
+// Conventions (docs/formats.md, report.json): Dice of a region whose prediction and label are
+// both empty is `empty_dice` (1 by default), per slice and per case alike. Bins are `bins`
+// equal-width bins of [0, 1]; ECE = sum_b |sum conf - sum correct| / N; class-wise ECE is the
+// mean over classes of the same on p_k against [y == k]; NLL = -mean log p_y (p clamped to
+// 1e-12); Brier = mean over voxels of sum_k (p_k - [y == k])^2. Voxels labelled ignore_index
+// are left out; a case without voxels has NaN everywhere.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace kdseg {
 
+// Classes counted together for Dice, e.g. {"kidney+tumor", {1, 2}}.
+struct DiceRegion {
+  std::string name;
+  std::vector<int64_t> classes;
+};
+
 class SegmentationMetrics {
  public:
-  SegmentationMetrics(int64_t cases, int64_t classes, int64_t bins = 10, int64_t ignore_index = 255);
+  // Without regions: one per foreground class, named "class <k>".
+  SegmentationMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions = {}, int64_t bins = 10,
+                      int64_t ignore_index = 255, double empty_dice = 1.0);
 
-  // probabilities [B,C,H,W], labels [B,H,W] int64, case of each image [B]. Pixels labelled
-  // ignore_index are left out.
+  // probabilities [B,C,H,W], labels [B,H,W] int64, case of each slice [B].
   void add(const at::Tensor& probabilities, const at::Tensor& labels, const std::vector<int64_t>& cases);
 
-  // Every counter as one float64 tensor: sum it over ranks (all_reduce) and set it back, so
-  // that each case is counted once across ranks.
+  // Every counter as one float64 tensor: sum it over ranks (all_reduce) and set it back.
   at::Tensor state() const { return state_; }
   void set_state(const at::Tensor& state);
 
-  // Dice of `cls` per case over all its voxels; a case whose prediction and label are both
-  // empty for the class scores 1. Cases without any evaluated voxel are NaN.
-  std::vector<double> dice_per_case(int64_t cls) const;
-  // Expected calibration error per case (NaN without voxels).
+  const std::vector<DiceRegion>& regions() const { return regions_; }
+  int64_t bins() const { return bins_; }
+
+  // Per case (NaN for a case without evaluated voxels).
+  std::vector<double> dice_per_case(size_t region) const;        // over all the case's voxels
+  std::vector<double> slice_dice_per_case(size_t region) const;  // mean of the per-slice Dice
   std::vector<double> ece_per_case() const;
+  std::vector<double> slice_ece_per_case() const;                 // mean of the per-slice ECE
+  std::vector<double> classwise_ece_per_case() const;
+  std::vector<double> nll_per_case() const;
+  std::vector<double> brier_per_case() const;
+  std::vector<int64_t> slices_per_case() const;
+
+  // Over every voxel of every case.
+  double global_dice(size_t region) const;
+  struct Reliability {
+    std::vector<double> confidence, accuracy;  // per bin; NaN for an empty bin
+    std::vector<int64_t> count;
+  };
+  Reliability reliability() const;
+
   // Means over the cases that have voxels.
-  double mean_dice(int64_t cls) const;
+  double mean_dice(size_t region) const;
   double mean_ece() const;
 
  private:
-  int64_t cases_, classes_, bins_, ignore_index_, stride_;
-  at::Tensor state_;  // [cases, 3*classes + 3*bins] float64
+  // Offsets into a case's row of state_.
+  int64_t region_at(size_t region) const { return 4 * static_cast<int64_t>(region); }
+  int64_t bins_at() const { return 4 * static_cast<int64_t>(regions_.size()); }
+  int64_t classwise_at() const { return bins_at() + 3 * bins_; }
+  int64_t scalars_at() const { return classwise_at() + 3 * bins_ * classes_; }
+  std::vector<double> per_case(int64_t offset, bool per_slice) const;
+
+  int64_t cases_, classes_, bins_, ignore_index_;
+  double empty_dice_;
+  std::vector<DiceRegion> regions_;
+  at::Tensor state_;  // [cases, width] float64
 };
 
 }  // namespace kdseg

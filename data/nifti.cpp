@@ -58,7 +58,37 @@ mat44 to_mat44(const Affine& a) {
   return m;
 }
 
+// The sform when sform_code > 0, else the qform.
+Affine affine_of(const nifti_image& image) {
+  return image.sform_code > 0 ? from_mat44(image.sto_xyz) : from_mat44(image.qto_xyz);
+}
+
 }  // namespace
+
+Geometry read_nifti_geometry(const std::string& path) {
+  std::error_code ec;
+  KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
+  nifti_set_debug_level(0);
+  NiftiPtr image(nifti_image_read(path.c_str(), /*read_data=*/0));
+  KDSEG_CHECK(image != nullptr, path, ": unreadable NIfTI file (niftilib could not read its header)");
+  Geometry g;
+  g.shape = {image->nx, image->ny, image->nz};
+  g.affine = affine_of(*image);
+  return g;
+}
+
+at::Tensor from_canonical(const at::Tensor& canonical, const Affine& original_affine) {
+  KDSEG_CHECK(canonical.dim() == 3, "from_canonical: expected [I,J,K] voxels, got ", canonical.sizes());
+  const Orientation o = closest_orientation(original_affine);
+  // to_canonical flipped canonical axis w = world_axis[v] where direction[v] < 0, then the file's
+  // voxel axis v is canonical axis world_axis[v].
+  std::vector<int64_t> flips;
+  for (int v = 0; v < 3; ++v) {
+    if (o.direction[static_cast<size_t>(v)] < 0) flips.push_back(o.world_axis[static_cast<size_t>(v)]);
+  }
+  const at::Tensor unflipped = flips.empty() ? canonical : canonical.flip(flips);
+  return unflipped.permute({o.world_axis[0], o.world_axis[1], o.world_axis[2]}).contiguous();
+}
 
 std::array<double, 3> voxel_spacing(const Affine& a) {
   std::array<double, 3> s{};
@@ -121,7 +151,7 @@ Volume read_nifti(const std::string& path, bool require_finite) {
   }
   Volume volume;
   volume.voxels = voxels;
-  volume.affine = image->sform_code > 0 ? from_mat44(image->sto_xyz) : from_mat44(image->qto_xyz);
+  volume.affine = affine_of(*image);
   volume.path = path;
   volume.datatype = type->name;
   return volume;

@@ -46,6 +46,18 @@ Orientation closest_orientation(const Affine& affine);
 // the affine adjusted so that every voxel keeps its world position.
 Volume to_canonical(const Volume& volume);
 
+// The inverse of to_canonical: `canonical` [I,J,K] voxels in the canonical orientation of a
+// volume whose file has `original_affine` (and whose canonical shape they have), back in the
+// file's voxel order, so that they can be written with `original_affine`.
+at::Tensor from_canonical(const at::Tensor& canonical, const Affine& original_affine);
+
+// A file's shape and affine from its header alone (the voxels are not read).
+struct Geometry {
+  std::array<int64_t, 3> shape{};
+  Affine affine{};
+};
+Geometry read_nifti_geometry(const std::string& path);
+
 // Voxel spacing (column norms of the affine), in mm.
 std::array<double, 3> voxel_spacing(const Affine& affine);
 

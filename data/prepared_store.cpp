@@ -348,6 +348,21 @@ PreparedStore::PreparedStore(const std::string& path) : path_(path) {
     h5::read_array(file_, "slices/case", H5T_NATIVE_INT32, slice_case_.data());
     h5::read_array(file_, "slices/index", H5T_NATIVE_INT32, slice_index_.data());
     h5::read_array(file_, "cases/fold", H5T_NATIVE_INT32, case_fold_.data());
+    const size_t n = case_ids_.size();
+    case_image_files_ = h5::read_strings(file_, "cases/image_file");
+    KDSEG_CHECK(case_image_files_.size() == n && length("cases/shape") == static_cast<int64_t>(n) &&
+                    length("cases/affine") == static_cast<int64_t>(n),
+                path, ": /cases/image_file, /cases/shape and /cases/affine must have a row per case");
+    std::vector<int32_t> shapes(3 * n);
+    std::vector<double> affines(16 * n);
+    h5::read_array(file_, "cases/shape", H5T_NATIVE_INT32, shapes.data());
+    h5::read_array(file_, "cases/affine", H5T_NATIVE_DOUBLE, affines.data());
+    for (size_t c = 0; c < n; ++c) {
+      case_shapes_.push_back({shapes[3 * c], shapes[3 * c + 1], shapes[3 * c + 2]});
+      Affine a{};
+      std::copy(affines.begin() + static_cast<std::ptrdiff_t>(16 * c), affines.begin() + static_cast<std::ptrdiff_t>(16 * (c + 1)), a.begin());
+      case_affines_.push_back(a);
+    }
     for (const int32_t c : slice_case_) {
       KDSEG_CHECK(c >= 0 && c < static_cast<int32_t>(case_ids_.size()), path, ": /slices/case holds ", c,
                   ", outside the case table of ", case_ids_.size());

@@ -14,6 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -76,6 +77,10 @@ class PreparedStore {
   const std::vector<int32_t>& slice_case() const { return slice_case_; }
   const std::vector<int32_t>& slice_index() const { return slice_index_; }
   const std::vector<int32_t>& case_fold() const { return case_fold_; }
+  // The source NIfTI of each case, its canonical shape [I,J,K] and canonical affine.
+  const std::vector<std::string>& case_image_files() const { return case_image_files_; }
+  const std::vector<std::array<int64_t, 3>>& case_shapes() const { return case_shapes_; }
+  const std::vector<Affine>& case_affines() const { return case_affines_; }
   std::string attribute(const std::string& name) const;
 
   // Slice `row`: image [H,W] float32 (HU) and label [H,W] uint8.
@@ -89,6 +94,9 @@ class PreparedStore {
   int64_t slices_ = 0, height_ = 0, width_ = 0;
   std::vector<std::string> case_ids_;
   std::vector<int32_t> slice_case_, slice_index_, case_fold_;
+  std::vector<std::string> case_image_files_;
+  std::vector<std::array<int64_t, 3>> case_shapes_;
+  std::vector<Affine> case_affines_;
 };
 
 }  // namespace kdseg::data

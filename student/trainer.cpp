@@ -317,7 +317,7 @@ class Trainer {
     comm_.all_reduce(state, dist::ReduceOp::kSum);  // every case counted once across ranks
     metrics.set_state(state);
     model_->train();
-    const int64_t target = task_.classes - 1;  // the tumour
+    const size_t target = metrics.regions().size() - 1;  // the tumour: the last class
     const double dice = metrics.mean_dice(target), ece = metrics.mean_ece();
     if (comm_.rank() == 0) {
       json per_case = json::object();

@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "tools/cache_commands.h"
 #include "tools/data_commands.h"
+#include "tools/evaluate_command.h"
 #include "tools/train_command.h"
 #include "dist/communicator.h"
 
@@ -17,10 +18,6 @@ namespace kdseg::tools {
 namespace po = boost::program_options;
 
 namespace {
-
-Command planned(std::string name, std::string summary) {
-  return Command{std::move(name), std::move(summary), nullptr, nullptr};
-}
 
 std::string usage_text() {
   std::ostringstream out;
@@ -105,7 +102,7 @@ const std::vector<Command>& commands() {
               run_precompute},
       Command{"distill", "train a student with DML against a teacher's soft labels (cached or online)",
               add_distill_options, run_distill},
-      planned("evaluate", "report Dice and calibration of one or more models"),
+      Command{"evaluate", "report Dice and calibration of one or more models", add_evaluate_options, run_evaluate},
       Command{"cache inspect", "show a soft-label cache's shape, format, provenance and size", add_cache_inspect_options,
               run_cache_inspect},
       Command{"cache verify", "check every slice, checksum and the provenance of a soft-label cache",

@@ -1,0 +1,306 @@
+#include "student/evaluate.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/build_config.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/progress.h"
+#include "core/teacher.h"
+#include "data/loader.h"
+#include "data/nifti.h"
+#include "data/prepared_store.h"
+#include "student/report.h"
+
+namespace kdseg::student {
+namespace {
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+using nlohmann::json;
+using torch::Tensor;
+
+// The Dice regions of a task: each foreground class by name, and kidney+tumour for KiTS.
+std::vector<DiceRegion> regions_for(const data::Task& task, data::Layout layout) {
+  const bool kits = layout != data::Layout::kLits;
+  if (task.classes == 2) return {{"tumor", {1}}};
+  if (task.classes == 3 && (task.name == "organ-tumor" || task.name == "organ-tumour")) {
+    std::vector<DiceRegion> r = {{kits ? "kidney" : "liver", {1}}, {"tumor", {2}}};
+    if (kits) r.push_back({"kidney+tumor", {1, 2}});
+    return r;
+  }
+  std::vector<DiceRegion> r;
+  for (int64_t k = 1; k < task.classes; ++k) r.push_back({"class " + std::to_string(k), {k}});
+  return r;
+}
+
+// The stored label value written for each class in predicted masks: the smallest value mapped to it.
+std::vector<uint8_t> label_value_of_class(const data::Task& task) {
+  std::vector<uint8_t> out(static_cast<size_t>(task.classes), 0);
+  for (int v = 255; v >= 0; --v) {
+    const int64_t k = task.class_of[static_cast<size_t>(v)];
+    if (k >= 0 && k < task.classes) out[static_cast<size_t>(k)] = static_cast<uint8_t>(v);
+  }
+  return out;
+}
+
+json number(double v) { return std::isfinite(v) ? json(v) : json(); }
+
+json interval(const std::vector<double>& values, const EvaluateOptions& o) {
+  const report::Interval ci = report::bootstrap_ci(values, o.bootstrap, 0.95, o.seed);
+  return json::array({number(ci.low), number(ci.high)});
+}
+
+std::string safe_file_name(const std::string& name) {
+  std::string out;
+  for (char ch : name) out += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' ? ch : '_';
+  return out;
+}
+
+class Evaluator {
+ public:
+  Evaluator(const EvaluateOptions& o, dist::Communicator& comm)
+      : o_(o), comm_(comm), store_(o.data), layout_(data::parse_layout(store_.attribute("layout"))),
+        task_(data::make_task(o.task, layout_)), regions_(regions_for(task_, layout_)),
+        device_(o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU)) {
+    KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
+    KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
+    std::set<std::string> names;
+    for (const auto& m : o_.models) {
+      KDSEG_CHECK(names.insert(m.name).second, "evaluate: two models are named '", m.name, "'; give distinct --name values");
+      KDSEG_CHECK(m.model->classes() == task_.classes, m.file, ": the model predicts ", m.model->classes(),
+                  " classes but task '", task_.name, "' has ", task_.classes, " (evaluate it with its own --task)");
+    }
+    const auto& fold = store_.case_fold();
+    const int folds = *std::max_element(fold.begin(), fold.end()) + 1;
+    KDSEG_CHECK(o_.fold >= 0 && o_.fold < folds, o_.data, ": --fold ", o_.fold, " does not exist; the store has ", folds,
+                " folds (0-", folds - 1, ")");
+    for (int64_t r = 0; r < store_.slices(); ++r) {
+      if (fold[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(r)])] == o_.fold) rows_.push_back(r);
+    }
+    KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
+  }
+
+  json run() {
+    json models = json::array();
+    for (const auto& m : o_.models) models.push_back(evaluate_model(m));
+    json report = {{"format", "kdseg report 1"},
+                   {"tool_version", std::string("kdseg ") + KDSEG_VERSION + " (" + KDSEG_GIT_HASH + ")"},
+                   {"created", utc_now_iso8601()},
+                   {"data", fs::absolute(o_.data).string()},
+                   {"store_hash", store_.attribute("content_hash")},
+                   {"fold", o_.fold},
+                   {"task", {{"name", task_.name}, {"classes", task_.classes}, {"class_names", class_names()}}},
+                   {"regions", region_names()},
+                   {"options", {{"device", o_.device}, {"batch_size", o_.batch_size}, {"bins", o_.bins},
+                                {"bootstrap_resamples", o_.bootstrap}, {"bootstrap_seed", o_.seed},
+                                {"ranks", comm_.size()}, {"save_predictions", o_.save_predictions},
+                                {"layout", data::layout_name(layout_)}, {"slices", static_cast<int64_t>(rows_.size())}}},
+                   {"empty_slice_dice", 1.0},
+                   {"models", models}};
+    if (comm_.rank() == 0) report::write_report(o_.output, report);
+    comm_.barrier();
+    return report;
+  }
+
+ private:
+  json class_names() const {
+    json names = json::array({"background"});
+    for (int64_t k = 1; k < task_.classes; ++k) {
+      std::string name = "class " + std::to_string(k);
+      for (const auto& r : regions_) {
+        if (r.classes.size() == 1 && r.classes[0] == k) name = r.name;
+      }
+      names.push_back(name);
+    }
+    return names;
+  }
+  json region_names() const {
+    json names = json::array();
+    for (const auto& r : regions_) names.push_back(r.name);
+    return names;
+  }
+
+  json evaluate_model(const EvaluatedModel& m) {
+    torch::NoGradGuard no_grad;
+    const std::vector<int64_t> mine = data::evaluation_rows(rows_, comm_.rank(), comm_.size());
+    std::vector<std::vector<data::DistributedSampler::Item>> plan;
+    for (size_t i = 0; i < mine.size(); i += static_cast<size_t>(o_.batch_size)) {
+      std::vector<data::DistributedSampler::Item> batch;
+      for (size_t j = i; j < std::min(mine.size(), i + static_cast<size_t>(o_.batch_size)); ++j) batch.push_back({mine[j], 0});
+      plan.push_back(std::move(batch));
+    }
+    const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
+    SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
+    std::map<int64_t, Tensor> predictions;  // store row -> [1 + 1, H, W]: class, foreground probability
+    Progress progress("evaluate " + m.name, static_cast<int64_t>(plan.size()), comm_.rank() == 0);
+    if (!plan.empty()) {
+      data::LoaderOptions lo;
+      lo.workers = o_.workers;
+      lo.train = false;
+      lo.augment.crop = 0;
+      data::BatchLoader loader(o_.data, task_, lo, plan);
+      while (auto batch = loader.next()) {
+        const Tensor probs = torch::softmax(m.model->logits(batch->images.to(device_)).to(torch::kFloat), 1).cpu();
+        KDSEG_CHECK(probs.sizes() == torch::IntArrayRef({batch->images.size(0), task_.classes, batch->images.size(2),
+                                                         batch->images.size(3)}),
+                    m.file, ": logits of shape ", probs.sizes(), " for images ", batch->images.sizes());
+        std::vector<int64_t> case_of;
+        for (int64_t r : batch->rows) case_of.push_back(store_.slice_case()[static_cast<size_t>(r)]);
+        metrics.add(probs, batch->labels, case_of);
+        if (o_.save_predictions) {
+          for (size_t i = 0; i < batch->rows.size(); ++i) {
+            const Tensor p = probs[static_cast<int64_t>(i)];
+            predictions[batch->rows[i]] = torch::stack({p.argmax(0).to(torch::kFloat), 1.0f - p[0]});
+          }
+        }
+        progress.advance(1);
+      }
+    }
+    progress.finish();
+    Tensor state = metrics.state();
+    comm_.all_reduce(state, dist::ReduceOp::kSum);  // each case counted once across ranks
+    metrics.set_state(state);
+    if (o_.save_predictions) save_predictions(m, predictions);
+    return model_json(m, metrics);
+  }
+
+  json model_json(const EvaluatedModel& m, const SegmentationMetrics& metrics) const {
+    const auto slices = metrics.slices_per_case();
+    const auto ece = metrics.ece_per_case(), cw = metrics.classwise_ece_per_case(), nll = metrics.nll_per_case(),
+               brier = metrics.brier_per_case();
+    json cases = json::array();
+    std::vector<std::vector<double>> dice(regions_.size()), slice_dice(regions_.size());
+    for (size_t r = 0; r < regions_.size(); ++r) {
+      dice[r] = metrics.dice_per_case(r);
+      slice_dice[r] = metrics.slice_dice_per_case(r);
+    }
+    int64_t total_slices = 0;
+    for (size_t c = 0; c < slices.size(); ++c) {
+      if (slices[c] == 0) continue;  // not in this fold (or every voxel ignored)
+      total_slices += slices[c];
+      json d = json::object(), sd = json::object();
+      for (size_t r = 0; r < regions_.size(); ++r) {
+        d[regions_[r].name] = number(dice[r][c]);
+        sd[regions_[r].name] = number(slice_dice[r][c]);
+      }
+      cases.push_back({{"id", store_.case_ids()[c]}, {"slices", slices[c]}, {"dice", d}, {"slice_dice", sd},
+                       {"ece", number(ece[c])}, {"classwise_ece", number(cw[c])}, {"nll", number(nll[c])},
+                       {"brier", number(brier[c])}});
+    }
+    json dice_summary = json::object(), slice_summary = json::object();
+    for (size_t r = 0; r < regions_.size(); ++r) {
+      dice_summary[regions_[r].name] = {{"mean", number(report::mean_ignoring_nan(dice[r]))},
+                                        {"ci95", interval(dice[r], o_)},
+                                        {"global", number(metrics.global_dice(r))},
+                                        {"worst5", number(report::worst_fraction_mean(dice[r], 0.05))}};
+      slice_summary[regions_[r].name] = number(report::mean_ignoring_nan(slice_dice[r]));
+    }
+    const auto rel = metrics.reliability();
+    json confidence = json::array(), accuracy = json::array();
+    for (size_t b = 0; b < rel.count.size(); ++b) {
+      confidence.push_back(number(rel.confidence[b]));
+      accuracy.push_back(number(rel.accuracy[b]));
+    }
+    std::string hash;
+    try {
+      hash = hash_file(m.file);
+    } catch (const Error&) {
+      hash = "";  // a model given in memory (tests)
+    }
+    return {{"name", m.name},
+            {"file", m.file.empty() ? std::string() : fs::absolute(m.file).string()},
+            {"file_hash", hash},
+            {"description", m.model->describe()},
+            {"slices", total_slices},
+            {"summary",
+             {{"dice", dice_summary},
+              {"slice_dice", slice_summary},
+              {"ece", {{"mean", number(report::mean_ignoring_nan(ece))}, {"ci95", interval(ece, o_)}}},
+              {"classwise_ece", number(report::mean_ignoring_nan(cw))},
+              {"nll", number(report::mean_ignoring_nan(nll))},
+              {"brier", number(report::mean_ignoring_nan(brier))}}},
+            {"reliability", {{"bins", o_.bins}, {"confidence", confidence}, {"accuracy", accuracy}, {"count", rel.count}}},
+            {"cases", cases}};
+  }
+
+  // Each case's predictions, gathered on rank 0 (ranks may share a case), resized back to the
+  // canonical in-plane size, placed at their slice, reoriented to the source file's voxel order
+  // and written with its affine. Slices not evaluated hold 0.
+  void save_predictions(const EvaluatedModel& m, const std::map<int64_t, Tensor>& mine) {
+    const fs::path folder = fs::path(o_.output) / "predictions" / safe_file_name(m.name);
+    if (comm_.rank() == 0) fs::create_directories(folder);
+    const std::vector<uint8_t> value_of = label_value_of_class(task_);
+    std::map<int32_t, std::vector<int64_t>> rows_of_case;
+    for (int64_t r : rows_) rows_of_case[store_.slice_case()[static_cast<size_t>(r)]].push_back(r);
+    for (const auto& [c, rows] : rows_of_case) {
+      Tensor gathered = torch::zeros({static_cast<int64_t>(rows.size()), 2, store_.height(), store_.width()});
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const auto it = mine.find(rows[i]);
+        if (it != mine.end()) gathered[static_cast<int64_t>(i)].copy_(it->second);
+      }
+      comm_.all_reduce(gathered, dist::ReduceOp::kSum);  // exactly one rank holds each row
+      if (comm_.rank() != 0) continue;
+      const auto shape = store_.case_shapes()[static_cast<size_t>(c)];
+      const std::vector<int64_t> size = {shape[0], shape[1]};
+      const Tensor labels = F::interpolate(gathered.narrow(1, 0, 1), F::InterpolateFuncOptions().size(size).mode(torch::kNearest));
+      const Tensor probs = F::interpolate(gathered.narrow(1, 1, 1), F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false));
+      Tensor mask = torch::zeros({shape[0], shape[1], shape[2]}, torch::kByte);
+      Tensor foreground = torch::zeros({shape[0], shape[1], shape[2]});
+      const Tensor values = torch::tensor(std::vector<int64_t>(value_of.begin(), value_of.end()));
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const int64_t k = store_.slice_index()[static_cast<size_t>(rows[i])];
+        mask.select(2, k).copy_(values.index({labels[static_cast<int64_t>(i)][0].round().to(torch::kLong)}).to(torch::kByte));
+        foreground.select(2, k).copy_(probs[static_cast<int64_t>(i)][0]);
+      }
+      write_case(folder, static_cast<size_t>(c), mask, foreground);
+    }
+    comm_.barrier();
+  }
+
+  void write_case(const fs::path& folder, size_t c, const Tensor& mask, const Tensor& foreground) const {
+    const std::string id = store_.case_ids()[c];
+    const std::string& source = store_.case_image_files()[c];
+    Tensor out_mask = mask, out_probs = foreground;
+    data::Affine affine = store_.case_affines()[c];
+    try {
+      const data::Geometry g = data::read_nifti_geometry(source);
+      const Tensor m = data::from_canonical(mask, g.affine);
+      KDSEG_CHECK(m.size(0) == g.shape[0] && m.size(1) == g.shape[1] && m.size(2) == g.shape[2], source,
+                  ": its shape no longer matches the prepared store's case ", id);
+      out_mask = m;
+      out_probs = data::from_canonical(foreground, g.affine);
+      affine = g.affine;
+    } catch (const Error& e) {
+      log::warn("{}; writing {}'s predictions in the canonical (RAS) geometry instead", e.message(), id);
+    }
+    data::write_nifti((folder / (safe_file_name(id) + ".nii.gz")).string(), out_mask, affine, "uint8");
+    data::write_nifti((folder / (safe_file_name(id) + "_probs.nii.gz")).string(), out_probs, affine, "float32");
+  }
+
+  const EvaluateOptions& o_;
+  dist::Communicator& comm_;
+  data::PreparedStore store_;
+  data::Layout layout_;
+  data::Task task_;
+  std::vector<DiceRegion> regions_;
+  c10::Device device_;
+  std::vector<int64_t> rows_;
+};
+
+}  // namespace
+
+json evaluate(const EvaluateOptions& options, dist::Communicator& comm) {
+  Evaluator evaluator(options, comm);
+  return evaluator.run();
+}
+
+}  // namespace kdseg::student

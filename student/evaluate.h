@@ -1,0 +1,48 @@
+// `kdseg evaluate`: runs one or more models over every slice of a fold's cases exactly once
+// (split across ranks), groups slices by case, and writes report.json, per_case.csv and
+// report.html (student/report.h), optionally with the predictions as NIfTI in each case's
+// original geometry.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/communicator.h"
+
+namespace kdseg {
+class Teacher;
+}
+
+namespace kdseg::student {
+
+struct EvaluatedModel {
+  std::string name;                // its column in the report
+  std::string file;                // for provenance (hash, path)
+  std::shared_ptr<Teacher> model;  // maps images to logits; loaded by the caller
+};
+
+struct EvaluateOptions {
+  std::string data;                // prepared store
+  int fold = 0;                    // the cases evaluated
+  std::string output;              // report folder
+  std::string task = "tumor";
+  std::vector<EvaluatedModel> models;
+  int64_t batch_size = 4;
+  int workers = 2;
+  int bins = 10;                   // calibration bins
+  int bootstrap = 2000;            // resamples of the confidence intervals over cases
+  uint64_t seed = 0;               // of the bootstrap
+  bool save_predictions = false;   // output/predictions/<model>/<case>.nii.gz and <case>_probs.nii.gz
+  std::string device = "cpu";
+};
+
+// Collective over `comm`; rank 0 writes the report. Returns report.json's content (on every
+// rank). Throws kdseg::Error for a missing fold, a model whose class count differs from the
+// task, duplicate model names.
+nlohmann::json evaluate(const EvaluateOptions& options, dist::Communicator& comm);
+
+}  // namespace kdseg::student

@@ -1,0 +1,91 @@
+// `kdseg evaluate`.
+#include "tools/evaluate_command.h"
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/teacher.h"
+#include "student/evaluate.h"
+#include "teacher/teacher_loader.h"
+#include "tools/launch.h"
+
+namespace kdseg::tools {
+namespace po = boost::program_options;
+
+namespace {
+
+// "runs/teacher/best.pt" -> "teacher"; "student.pt" -> "student".
+std::string default_name(const std::string& file) {
+  const std::filesystem::path p(file);
+  const std::string stem = p.stem().string();
+  if ((stem == "last" || stem == "best") && p.has_parent_path() && !p.parent_path().filename().empty()) {
+    return p.parent_path().filename().string();
+  }
+  return stem;
+}
+
+}  // namespace
+
+void add_evaluate_options(po::options_description& d) {
+  d.add_options()
+      ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
+      ("fold", po::value<int>()->default_value(0), "the fold whose cases are evaluated")
+      ("model", po::value<std::vector<std::string>>()->required()->composing(),
+       "a kdseg checkpoint or TorchScript file; repeat for several models")
+      ("name", po::value<std::vector<std::string>>()->composing(),
+       "the models' names in the report, in --model order (default: the file's folder or stem)")
+      ("output", po::value<std::string>()->required(), "report folder: report.html, report.json, per_case.csv")
+      ("task", po::value<std::string>()->default_value("tumor"), "tumor, organ-tumor or map:<value>:<class>,...")
+      ("batch-size", po::value<int64_t>()->default_value(4), "slices per forward pass")
+      ("workers", po::value<int>()->default_value(2), "data loading threads per rank")
+      ("bins", po::value<int>()->default_value(10), "calibration bins")
+      ("bootstrap", po::value<int>()->default_value(2000), "bootstrap resamples of the 95% intervals over cases")
+      ("seed", po::value<uint64_t>()->default_value(0), "seed of the bootstrap")
+      ("save-predictions", po::bool_switch(),
+       "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")
+      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda");
+}
+
+int run_evaluate(const po::variables_map& vm) {
+  student::EvaluateOptions o;
+  o.data = vm["data"].as<std::string>();
+  o.fold = vm["fold"].as<int>();
+  o.output = vm["output"].as<std::string>();
+  o.task = vm["task"].as<std::string>();
+  o.batch_size = vm["batch-size"].as<int64_t>();
+  o.workers = vm["workers"].as<int>();
+  o.bins = vm["bins"].as<int>();
+  o.bootstrap = vm["bootstrap"].as<int>();
+  o.seed = vm["seed"].as<uint64_t>();
+  o.save_predictions = vm["save-predictions"].as<bool>();
+  o.device = vm["device"].as<std::string>();
+  if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda");
+  const auto files = vm["model"].as<std::vector<std::string>>();
+  const auto names = vm.count("name") ? vm["name"].as<std::vector<std::string>>() : std::vector<std::string>();
+  if (!names.empty() && names.size() != files.size()) {
+    throw po::error("give one --name per --model (" + std::to_string(files.size()) + " models, " +
+                    std::to_string(names.size()) + " names)");
+  }
+  return run_distributed(vm, o.device == "cuda", [&](dist::Communicator& comm) {
+    const c10::Device device = o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU);
+    for (size_t i = 0; i < files.size(); ++i) {
+      o.models.push_back({names.empty() ? default_name(files[i]) : names[i], files[i],
+                          std::shared_ptr<Teacher>(teacher::load_teacher(files[i], device))});
+    }
+    const nlohmann::json report = student::evaluate(o, comm);
+    if (comm.rank() == 0) {
+      for (const auto& m : report.at("models")) {
+        std::cout << m.at("name").get<std::string>() << ":";
+        for (const auto& [region, d] : m.at("summary").at("dice").items()) {
+          std::cout << " " << region << " Dice " << d.at("mean").dump();
+        }
+        std::cout << ", ECE " << m.at("summary").at("ece").at("mean").dump() << "\n";
+      }
+      std::cout << "report: " << (std::filesystem::absolute(o.output) / "report.html").string() << "\n";
+    }
+    return 0;
+  });
+}
+
+}  // namespace kdseg::tools
