@@ -1,0 +1,187 @@
+// `kdseg evaluate` on a real store: the report's structure and numbers for models with known
+// outputs, predictions written in the source volumes' geometry, and bad input.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+#include "core/models/unet.h"
+#include "core/teacher.h"
+#include "data/nifti.h"
+#include "data/prepared_store.h"
+#include "dist/communicator.h"
+#include "student/evaluate.h"
+#include "teacher/teacher_loader.h"
+#include "tests/data/temp_dir.h"
+
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Predicts one class everywhere, with probability `p`.
+class ConstantModel final : public kdseg::Teacher {
+ public:
+  ConstantModel(int64_t classes, int64_t predicted, double p) : classes_(classes), predicted_(predicted), p_(p) {}
+  at::Tensor logits(const at::Tensor& images) override {
+    // softmax(log q) = q for normalised q.
+    at::Tensor q = torch::full({images.size(0), classes_, images.size(2), images.size(3)}, (1 - p_) / static_cast<double>(classes_ - 1));
+    q.select(1, predicted_).fill_(p_);
+    return q.log();
+  }
+  int64_t classes() const override { return classes_; }
+  std::string describe() const override { return "constant class " + std::to_string(predicted_); }
+
+ private:
+  int64_t classes_, predicted_;
+  double p_;
+};
+
+class EvaluateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kdseg::test::write_small_dataset(dir.file("raw"), 4, 24, 8);
+    kdseg::data::PrepareOptions p;
+    p.input = dir.file("raw");
+    p.output = dir.file("p.h5");
+    p.size = 32;  // resized: predictions must be resized back
+    p.folds = 2;
+    p.slices = kdseg::data::SliceSelection::kOrgan;
+    kdseg::data::prepare_store(p);
+    comm = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
+  }
+  kdseg::student::EvaluateOptions options(const std::string& output) const {
+    kdseg::student::EvaluateOptions o;
+    o.data = dir.file("p.h5");
+    o.output = dir.file(output);
+    o.fold = 1;
+    o.bootstrap = 200;
+    return o;
+  }
+  kdseg::test::TempDir dir;
+  std::unique_ptr<kdseg::dist::Communicator> comm;
+};
+
+TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
+  auto o = options("report");
+  o.models = {{"background", "", std::make_shared<ConstantModel>(2, 0, 0.9)},
+              {"tumour", "", std::make_shared<ConstantModel>(2, 1, 0.6)}};
+  const json report = kdseg::student::evaluate(o, *comm);
+  for (const char* file : {"report.json", "per_case.csv", "report.html"}) EXPECT_TRUE(fs::exists(dir.file("report/") + file));
+  EXPECT_EQ(report.at("regions"), json::array({"tumor"}));
+  const kdseg::data::PreparedStore store(dir.file("p.h5"));
+  int64_t fold_slices = 0;
+  for (int32_t c : store.slice_case()) fold_slices += store.case_fold()[static_cast<size_t>(c)] == 1;
+  const json& background = report.at("models")[0];
+  const json& tumour = report.at("models")[1];
+  EXPECT_EQ(background.at("slices").get<int64_t>(), fold_slices);
+  for (const auto& c : background.at("cases")) {
+    // Never predicting tumour: Dice 0 on every case with tumour, and calibration measured against
+    // a 0.9 forecast of background.
+    EXPECT_EQ(c.at("dice").at("tumor").get<double>(), 0.0) << c.dump();
+  }
+  for (const auto& c : tumour.at("cases")) {
+    EXPECT_GT(c.at("dice").at("tumor").get<double>(), 0.0);
+    EXPECT_LT(c.at("dice").at("tumor").get<double>(), 1.0);
+  }
+  // With one confidence everywhere the reliability diagram has one filled bin: the forecast
+  // 0.9 against the fraction of background voxels.
+  const json& rel = background.at("reliability");
+  int filled = 0;
+  for (size_t b = 0; b < 10; ++b) {
+    if (rel.at("count")[b].get<int64_t>() == 0) continue;
+    ++filled;
+    EXPECT_NEAR(rel.at("confidence")[b].get<double>(), 0.9, 1e-6);
+    EXPECT_GT(rel.at("accuracy")[b].get<double>(), 0.5);
+  }
+  EXPECT_EQ(filled, 1);
+  EXPECT_GT(background.at("summary").at("ece").at("mean").get<double>(), 0.0);
+  const json& ci = tumour.at("summary").at("dice").at("tumor").at("ci95");
+  const double mean = tumour.at("summary").at("dice").at("tumor").at("mean").get<double>();
+  EXPECT_LE(ci[0].get<double>(), mean);
+  EXPECT_GE(ci[1].get<double>(), mean);
+  // The CSV has a line per model and case.
+  std::ifstream csv(dir.file("report/per_case.csv"));
+  const auto lines = std::count(std::istreambuf_iterator<char>(csv), std::istreambuf_iterator<char>(), '\n');
+  EXPECT_EQ(lines, 1 + 2 * static_cast<int64_t>(background.at("cases").size()));
+}
+
+TEST_F(EvaluateTest, PredictionsLandInTheSourceGeometry) {
+  auto o = options("with-predictions");
+  o.save_predictions = true;
+  o.models = {{"everything", "", std::make_shared<ConstantModel>(2, 1, 0.75)}};
+  kdseg::student::evaluate(o, *comm);
+  const kdseg::data::PreparedStore store(dir.file("p.h5"));
+  int checked = 0;
+  for (size_t c = 0; c < store.case_ids().size(); ++c) {
+    const std::string id = store.case_ids()[c];
+    const std::string mask_file = dir.file("with-predictions/predictions/everything/" + id + ".nii.gz");
+    if (store.case_fold()[c] != 1) {
+      EXPECT_FALSE(fs::exists(mask_file)) << id;
+      continue;
+    }
+    const kdseg::data::Volume source = kdseg::data::read_nifti(store.case_image_files()[c]);
+    const kdseg::data::Volume mask = kdseg::data::read_nifti(mask_file);
+    const kdseg::data::Volume probs = kdseg::data::read_nifti(dir.file("with-predictions/predictions/everything/" + id + "_probs.nii.gz"));
+    EXPECT_EQ(mask.voxels.sizes(), source.voxels.sizes()) << id;
+    for (size_t i = 0; i < 16; ++i) EXPECT_NEAR(mask.affine[i], source.affine[i], 1e-4) << id;
+    // Tumour (LiTS label 2) on exactly the evaluated slices, found back in canonical order.
+    const at::Tensor canonical = kdseg::data::to_canonical(mask).voxels;
+    std::set<int64_t> expected, found;
+    for (int64_t r = 0; r < store.slices(); ++r) {
+      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(c)) expected.insert(store.slice_index()[static_cast<size_t>(r)]);
+    }
+    for (int64_t k = 0; k < canonical.size(2); ++k) {
+      const at::Tensor slice = canonical.select(2, k);
+      if ((slice == 2).all().item<bool>()) found.insert(k);
+      else EXPECT_TRUE((slice == 0).all().item<bool>()) << id << " slice " << k;
+    }
+    EXPECT_EQ(found, expected) << id;
+    EXPECT_NEAR(probs.voxels.max().item<double>(), 0.75, 1e-5);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST_F(EvaluateTest, BadInputIsAClearError) {
+  auto o = options("bad");
+  o.models = {{"three", "three.pt", std::make_shared<ConstantModel>(3, 0, 0.9)}};
+  try {
+    kdseg::student::evaluate(o, *comm);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("three.pt: the model predicts 3 classes but task 'tumor' has 2"), std::string::npos) << e.what();
+  }
+  o.models = {{"m", "", std::make_shared<ConstantModel>(2, 0, 0.9)}};
+  o.fold = 7;
+  try {
+    kdseg::student::evaluate(o, *comm);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--fold 7 does not exist; the store has 2 folds"), std::string::npos) << e.what();
+  }
+  o.fold = 1;
+  o.models.push_back(o.models[0]);
+  EXPECT_THROW(kdseg::student::evaluate(o, *comm), kdseg::Error);  // two models named "m"
+  // A checkpoint whose configuration names another architecture than its weights.
+  kdseg::models::UNet net(kdseg::models::UNetOptions().width(0.125));
+  torch::serialize::OutputArchive out, weights;
+  net->save(weights);
+  out.write("model", weights);
+  out.write("config", c10::IValue(json{{"arch", "unet-resnet50d"}, {"width", 0.125}}.dump()));
+  out.write("classes", torch::tensor(int64_t{2}));
+  out.write("format", c10::IValue(std::string("kdseg checkpoint 1 (test)")));
+  fs::create_directories(dir.file("net"));
+  out.save_to(dir.file("net/renamed.pt"));
+  try {
+    kdseg::teacher::load_teacher(dir.file("net/renamed.pt"));
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("renamed.pt: its weights do not fit unet-resnet50d"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
