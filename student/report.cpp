@@ -296,7 +296,7 @@ void write_header(std::ostream& out, const json& report) {
       {"Fold", display(report.at("fold"))},
       {"Task", display(task.at("name")) + " (" + display(task.at("classes")) + " classes: " + classes + ")"},
       {"Created", display(report.at("created"))},
-      {"Tool version", "kdseg " + display(report.at("tool_version"))},
+      {"Tool version", display(report.at("tool_version"))},
   };
   out << "<header><div class=\"wrap\">\n<h1>kdseg evaluation report</h1>\n"
       << "<p class=\"subtitle\">" << escape_html(task_and_fold(report))
@@ -545,7 +545,10 @@ void write_case_dots(std::ostream& out, const json& models, const std::string& i
 void write_per_case_plot(std::ostream& out, const json& report) {
   using namespace per_case_layout;
   const json& models = report.at("models");
-  const std::string region = regions_of(report).at(0);
+  // The headline region: the tumour when the task has one.
+  const std::vector<std::string> regions = regions_of(report);
+  const auto tumour = std::find(regions.begin(), regions.end(), "tumor");
+  const std::string region = tumour != regions.end() ? *tumour : regions.at(0);
   const auto dice = dice_by_case(models, region);
   const std::vector<std::string> order = case_order(models, dice);
   const double step = (kWidth - kLeft - kRight) / static_cast<double>(std::max<size_t>(order.size(), 1));

@@ -56,7 +56,7 @@ double worst_fraction_mean(const std::vector<double>& values, double fraction = 
 
 // One HTML page with no external resources (its Content-Security-Policy forbids every fetch):
 // header, table#comparison and table#slice-dice (the best value of each column has class
-// "best"), one svg.reliability per model, svg#per-case-dice (first region), table#per-case and
+// "best"), one svg.reliability per model, svg#per-case-dice (the "tumor" region, else the first), table#per-case and
 // section#configuration. A small script sets body[data-rendered="ok"] once the charts are in
 // place, and html[data-error] on a script error, console.error or blocked load.
 // Throws kdseg::Error when `report` does not follow the schema above.
