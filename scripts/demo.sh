@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds kdseg and runs its main job on the embedded default.
-# For now that is the command-line entry point; the pipeline stages arrive one by one
-# (`kdseg --help` marks the ones not built yet).
+# Installs what is missing, builds kdseg and runs the whole pipeline on synthetic LiTS-shaped
+# data (scripts/pipeline.sh) into demo-out/; prints where the report is.
+#   bash scripts/demo.sh
+#   BUILD_DIR=/tmp/b OUT=/tmp/demo bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 build=${BUILD_DIR:-build}
+out=${OUT:-demo-out}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$(nproc)" --target kdseg
-"$build/tools/kdseg" --version
-"$build/tools/kdseg" --help
+bash scripts/pipeline.sh "$build/tools/kdseg" "$out"
+echo
+echo "report: $(realpath "$out")/report/report.html"
