@@ -28,10 +28,20 @@ fi
 echo "== precompute (ResNet-50d teacher, 384x384 slices, $device)"
 for format in logits-f16 probs-u8; do
   rm -rf "cache-$format"
+  extra=()
+  [ "$format" = logits-f16 ] || extra=(--temperature 2)
   "$kdseg" precompute --teacher teacher/last.pt --data store.h5 --output "cache-$format" --format "$format" \
-    --device "$device" --batch-size 8 "${q[@]}" | head -1
+    --device "$device" --batch-size 8 "${q[@]}" "${extra[@]}" | head -1
   "$kdseg" cache inspect --cache "cache-$format" | grep -E "size|compression"
 done
+
+cache_bench=$(dirname "$kdseg")/../bench/cache_bench
+if [ -x "$cache_bench" ]; then
+  rm -rf cache-u8-t1
+  "$kdseg" precompute --teacher teacher/last.pt --data store.h5 --output cache-u8-t1 --format probs-u8 \
+    --device "$device" "${q[@]}" > /dev/null
+  "$cache_bench" store.h5 teacher/last.pt cache-logits-f16 cache-u8-t1
+fi
 
 echo "== distill: ResNet-18d student, batch 8, 384x384 crops, $steps steps, $device"
 run() {  # run <name> <options...>
