@@ -9,6 +9,7 @@
 namespace kdseg::data {
 
 ChunkedRows::ChunkedRows(hid_t file, const std::string& path, const std::string& name) : path_(path), name_(name) {
+  const h5::Lock lock(h5::library_mutex());
   set_ = h5::Handle(H5Dopen2(file, name.c_str(), H5P_DEFAULT));
   KDSEG_CHECK(set_.get() >= 0, path_, ": no dataset /", name_);
   const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set_)));
@@ -51,7 +52,7 @@ std::vector<unsigned char> ChunkedRows::read(int64_t row) const {
   std::vector<unsigned char> raw;
   uint32_t mask = 0;
   {
-    std::lock_guard<std::mutex> lock(h5::library_mutex());
+    const h5::Lock lock(h5::library_mutex());
     if (!direct_) {
       std::vector<unsigned char> out(bytes);
       const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set_)));

@@ -6,6 +6,7 @@ namespace kdseg::data::h5 {
 
 void Handle::reset() {
   if (id_ < 0) return;
+  const Lock lock(library_mutex());
   switch (H5Iget_type(id_)) {
     case H5I_FILE: H5Fclose(id_); break;
     case H5I_GROUP: H5Gclose(id_); break;
@@ -19,12 +20,15 @@ void Handle::reset() {
   id_ = -1;
 }
 
-std::mutex& library_mutex() {
-  static std::mutex mutex;
+std::recursive_mutex& library_mutex() {
+  static std::recursive_mutex mutex;
   return mutex;
 }
 
-void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void quiet_errors() {
+  const Lock lock(library_mutex());
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 namespace {
 Handle string_type() {

@@ -39,8 +39,11 @@ class Handle {
 };
 
 // The lock around every HDF5 call made while other threads may make one (this HDF5 is not built
-// thread-safe): the batch loader's workers read the store and the soft-label cache concurrently.
-std::mutex& library_mutex();
+// thread-safe): the batch loader's workers read the store and the soft-label cache while the main
+// thread opens files or writes the cache's shards. Recursive, so that a locked section may call
+// helpers that lock; Handle closes its identifier under it.
+std::recursive_mutex& library_mutex();
+using Lock = std::lock_guard<std::recursive_mutex>;
 
 // Silences HDF5's own error printing for the process (errors are reported as kdseg::Error).
 void quiet_errors();

@@ -239,7 +239,7 @@ class ChunkReader {
  private:
   static h5::Handle open_store(const std::string& path) {
     h5::quiet_errors();
-    std::lock_guard<std::mutex> lock(h5::library_mutex());
+    const h5::Lock lock(h5::library_mutex());
     h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
     KDSEG_CHECK(file.get() >= 0, path, ": cannot open the prepared store");
     KDSEG_CHECK(H5Aexists(file, "format") > 0 && h5::read_string_attribute(file, "format") == "kdseg prepared store 1",

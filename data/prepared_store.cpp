@@ -310,7 +310,7 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
     h5::write_string_attribute(file, "format", "kdseg prepared store 1");
     h5::write_string_attribute(file, "layout", layout_name(summary.layout));
     h5::write_string_attribute(file, "options", options.dump());
-    h5::write_string_attribute(file, "tool_version", std::string("kdseg ") + KDSEG_VERSION + " (" + KDSEG_GIT_HASH + ")");
+    h5::write_string_attribute(file, "tool_version", KDSEG_TOOL_VERSION);
     h5::write_string_attribute(file, "created", utc_now_iso8601());
     h5::write_string_attribute(file, "content_hash", summary.content_hash);
     KDSEG_CHECK_HDF5(H5Fflush(file, H5F_SCOPE_GLOBAL));
@@ -380,11 +380,31 @@ PreparedStore::~PreparedStore() {
   if (file_ >= 0) H5Fclose(file_);
 }
 
-std::string PreparedStore::attribute(const std::string& name) const { return h5::read_string_attribute(file_, name); }
+std::string PreparedStore::attribute(const std::string& name) const {
+  const h5::Lock lock(h5::library_mutex());
+  return h5::read_string_attribute(file_, name);
+}
+
+int PreparedStore::folds() const {
+  return case_fold_.empty() ? 0 : *std::max_element(case_fold_.begin(), case_fold_.end()) + 1;
+}
+
+std::vector<int64_t> PreparedStore::rows_in_folds(const std::vector<int>& wanted) const {
+  for (int f : wanted) {
+    KDSEG_CHECK(f >= 0 && f < folds(), path_, ": fold ", f, " does not exist; the store has ", folds(), " folds (0-",
+                folds() - 1, ")");
+  }
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < slices_; ++r) {
+    const int fold = case_fold_[static_cast<size_t>(slice_case_[static_cast<size_t>(r)])];
+    if (wanted.empty() || std::find(wanted.begin(), wanted.end(), fold) != wanted.end()) rows.push_back(r);
+  }
+  return rows;
+}
 
 Tensor PreparedStore::read_row(const char* dataset, int64_t row, at::ScalarType type) const {
   KDSEG_CHECK(row >= 0 && row < slices_, path_, ": slice ", row, " outside [0, ", slices_, ")");
-  std::lock_guard<std::mutex> lock(h5::library_mutex());
+  const h5::Lock lock(h5::library_mutex());
   const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, dataset, H5P_DEFAULT)));
   Tensor out = torch::empty({height_, width_}, type);
   h5::read_row(set, row, height_, width_, type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8, out.data_ptr());

@@ -83,6 +83,11 @@ class PreparedStore {
   const std::vector<Affine>& case_affines() const { return case_affines_; }
   std::string attribute(const std::string& name) const;
 
+  // The number of folds (1 + the largest fold number), and the rows of the cases in `folds`
+  // (every row when empty), in store order. Errors name a fold that does not exist.
+  int folds() const;
+  std::vector<int64_t> rows_in_folds(const std::vector<int>& folds) const;
+
   // Slice `row`: image [H,W] float32 (HU) and label [H,W] uint8.
   at::Tensor image(int64_t row) const;
   at::Tensor label(int64_t row) const;

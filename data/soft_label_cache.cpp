@@ -160,7 +160,7 @@ std::vector<std::string> provenance_differences(const CacheProvenance& cache, co
   if (!store_path.empty()) {
     std::string hash;
     {
-      std::lock_guard<std::mutex> lock(h5::library_mutex());
+      const h5::Lock lock(h5::library_mutex());
       h5::quiet_errors();
       const h5::Handle file(H5Fopen(store_path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
       KDSEG_CHECK(file.get() >= 0, store_path, ": cannot open the prepared store");
@@ -211,6 +211,7 @@ std::string shard_file_name(int rank, int world) {
 CacheShardWriter::CacheShardWriter(const std::string& dir, Geometry geometry, CacheProvenance provenance)
     : dir_(dir), g_(std::move(geometry)), provenance_(std::move(provenance)) {
   h5::quiet_errors();
+  const h5::Lock lock(h5::library_mutex());
   final_path_ = (fs::path(dir_) / shard_file_name(g_.rank, g_.world)).string();
   partial_path_ = final_path_ + ".partial";
   done_.assign(g_.store_rows.size(), 0);
@@ -223,6 +224,7 @@ CacheShardWriter::CacheShardWriter(const std::string& dir, Geometry geometry, Ca
 }
 
 CacheShardWriter::~CacheShardWriter() {
+  const h5::Lock lock(h5::library_mutex());
   if (file_ >= 0) H5Fclose(file_);
 }
 
@@ -258,6 +260,7 @@ bool CacheShardWriter::open_existing(const std::string& path, bool final_file) {
     }
     const auto done = read_vector<uint8_t>(file_, "done", H5T_NATIVE_UINT8, path);
     const auto checksum = read_vector<uint32_t>(file_, "checksum", H5T_NATIVE_UINT32, path);
+    if (done.size() != done_.size() || checksum.size() != done_.size()) return reject("has tables of other lengths");
     const ChunkedRows values(file_, path, "soft_labels");
     int64_t kept = 0;
     for (size_t i = 0; i < done_.size(); ++i) {
@@ -327,8 +330,8 @@ void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
     checksums[static_cast<size_t>(i)] = crc_of(static_cast<const unsigned char*>(host.data_ptr()) + static_cast<size_t>(i) * row_bytes, row_bytes);
   }
   const std::vector<uint8_t> ones(static_cast<size_t>(count), 1);
-  const auto failed = [&] { KDSEG_THROW(partial_path_, ": cannot write slices (is the disk full?)"); };
   try {
+    const h5::Lock lock(h5::library_mutex());
     const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, "soft_labels", H5P_DEFAULT)));
     const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
     const hsize_t start[4] = {static_cast<hsize_t>(local_first), 0, 0, 0};
@@ -343,8 +346,9 @@ void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
     KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_LOCAL));
     write_rows(file_, "done", H5T_NATIVE_UINT8, local_first, count, ones.data());
     KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_LOCAL));
-  } catch (const Error&) {
-    failed();
+  } catch (const Error& e) {
+    KDSEG_THROW(partial_path_, ": cannot write slices ", local_first, "-", local_first + count - 1,
+                " (is the disk full?): ", e.message());
   }
   std::fill(done_.begin() + local_first, done_.begin() + local_first + count, uint8_t{1});
 }
@@ -352,8 +356,12 @@ void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
 void CacheShardWriter::finish() {
   if (finished_) return;
   KDSEG_CHECK(done_count() == rows(), partial_path_, ": ", rows() - done_count(), " slice(s) not written yet");
-  KDSEG_CHECK(H5Fclose(file_) >= 0, partial_path_, ": cannot close (is the disk full?)");
-  file_ = -1;
+  {
+    const h5::Lock lock(h5::library_mutex());
+    const herr_t closed = H5Fclose(file_);
+    file_ = -1;
+    KDSEG_CHECK(closed >= 0, partial_path_, ": cannot close (is the disk full?)");
+  }
   fsync_path(partial_path_);
   std::error_code ec;
   fs::rename(partial_path_, final_path_, ec);
@@ -376,6 +384,7 @@ struct ShardHeader {
 
 // Opens a finished shard's file and reads what the master needs from it.
 ShardHeader read_shard_header(const std::string& dir, int rank, int world, h5::Handle* keep_open = nullptr) {
+  const h5::Lock lock(h5::library_mutex());
   ShardHeader h;
   h.path = (fs::path(dir) / shard_file_name(rank, world)).string();
   KDSEG_CHECK(fs::exists(h.path), h.path, ": missing (the pass of ", world, " ranks did not finish; run it again to resume)");
@@ -450,7 +459,7 @@ struct SoftLabelCache::ShardInfo {
 
 SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
   h5::quiet_errors();
-  std::lock_guard<std::mutex> lock(h5::library_mutex());
+  const h5::Lock lock(h5::library_mutex());
   const std::string master_path = (fs::path(dir) / kMasterName).string();
   KDSEG_CHECK(fs::is_directory(dir), dir, ": no such cache folder");
   KDSEG_CHECK(fs::exists(master_path), master_path, ": missing; is ", dir,
@@ -459,6 +468,14 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
   KDSEG_CHECK(master.get() >= 0, master_path, ": not a readable HDF5 file");
   provenance_ = read_provenance(master, master_path);
   format_ = parse_cache_format(provenance_.format);
+  if (format_ == CacheFormat::kProbsU8) {
+    try {
+      temperature_ = std::stod(provenance_.temperature);
+    } catch (const std::exception&) {
+      temperature_ = 0;
+    }
+    KDSEG_CHECK(temperature_ > 0, master_path, ": temperature attribute '", provenance_.temperature, "' is not a number > 0");
+  }
   const int world = static_cast<int>(read_int_attribute(master, "shards", master_path));
   store_rows_ = read_vector<int64_t>(master, "slice", H5T_NATIVE_INT64, master_path);
   const auto dims = h5::dataset_dims(master, "soft_labels");
@@ -472,6 +489,10 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
     KDSEG_CHECK(h.provenance.teacher_hash == provenance_.teacher_hash && h.provenance.store_hash == provenance_.store_hash &&
                     h.provenance.format == provenance_.format,
                 h.path, ": was made by another pass than ", master_path);
+    KDSEG_CHECK(h.first_row == static_cast<int64_t>(location_.size()), h.path, ": starts at cache row ", h.first_row,
+                " but the shards before it end at ", location_.size());
+    KDSEG_CHECK(std::equal(h.dims.begin() + 1, h.dims.end(), dims.begin() + 1), h.path,
+                ": its slices are not [C,H,W] = [", classes_, ",", height_, ",", width_, "] as in ", master_path);
     for (size_t i = 0; i < h.store_rows.size(); ++i) {
       const size_t row = static_cast<size_t>(h.first_row) + i;
       KDSEG_CHECK(row < store_rows_.size() && store_rows_[row] == h.store_rows[i], h.path, ": slice ", i,
@@ -493,7 +514,7 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
 }
 
 SoftLabelCache::~SoftLabelCache() {
-  std::lock_guard<std::mutex> lock(h5::library_mutex());
+  const h5::Lock lock(h5::library_mutex());
   shards_.clear();
 }
 
@@ -522,7 +543,7 @@ Tensor SoftLabelCache::probabilities(int64_t store_row, double temperature) cons
   KDSEG_CHECK(row >= 0, dir_, ": no soft labels for prepared-store slice ", store_row);
   const Tensor values = stored(row);
   if (format_ == CacheFormat::kProbsU8) {
-    KDSEG_CHECK(temperature <= 0 || std::abs(temperature - std::stod(provenance_.temperature)) < 1e-12, dir_,
+    KDSEG_CHECK(temperature <= 0 || std::abs(temperature - temperature_) < 1e-12 * temperature_, dir_,
                 ": probs-u8 caches fix the temperature at the pass (T = ", provenance_.temperature, "); --temperature ",
                 temperature, " needs a logits-f16 cache");
     return dequantise_probabilities(values);
@@ -559,7 +580,7 @@ CacheInspection inspect_cache(const std::string& dir) {
   out.shards = cache.shards();
   out.raw_bytes = cache.rows() * cache.classes() * cache.height() * cache.width() *
                   static_cast<int64_t>(value_size(cache.format()));
-  std::lock_guard<std::mutex> lock(h5::library_mutex());
+  const h5::Lock lock(h5::library_mutex());
   for (int r = 0; r < cache.shards(); ++r) {
     const std::string path = (fs::path(dir) / shard_file_name(r, cache.shards())).string();
     const h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
@@ -572,6 +593,49 @@ CacheInspection inspect_cache(const std::string& dir) {
   }
   return out;
 }
+
+namespace {
+
+void verify_shard(const SoftLabelCache& cache, const std::string& dir, int r, std::vector<std::string>& problems) {
+  const std::string path = (fs::path(dir) / shard_file_name(r, cache.shards())).string();
+  const ShardHeader header = read_shard_header(dir, r, cache.shards());
+  std::vector<uint8_t> done;
+  std::vector<uint32_t> checksum;
+  {
+    const h5::Lock lock(h5::library_mutex());
+    const h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    KDSEG_CHECK(file.get() >= 0, path, ": not a readable HDF5 file");
+    done = read_vector<uint8_t>(file, "done", H5T_NATIVE_UINT8, path);
+    checksum = read_vector<uint32_t>(file, "checksum", H5T_NATIVE_UINT32, path);
+  }
+  KDSEG_CHECK(done.size() == header.store_rows.size() && checksum.size() == header.store_rows.size(), path, ": /done (",
+              done.size(), ") and /checksum (", checksum.size(), ") must have a row per slice (", header.store_rows.size(), ")");
+  for (size_t i = 0; i < done.size(); ++i) {
+    const int64_t row = header.first_row + static_cast<int64_t>(i);
+    const std::string where = path + ": slice " + std::to_string(i) + " (prepared-store row " +
+                              std::to_string(header.store_rows[i]) + ")";
+    if (done[i] == 0) {
+      problems.push_back(where + ": not written");
+      continue;
+    }
+    Tensor values;
+    try {
+      values = cache.stored(row);
+    } catch (const Error& e) {
+      problems.push_back(where + ": unreadable: " + e.message());
+      continue;
+    }
+    if (crc_of(values.data_ptr(), values.nbytes()) != checksum[i]) {
+      problems.push_back(where + ": checksum mismatch (the file is corrupt)");
+    } else if (cache.format() == CacheFormat::kLogitsF16 && !torch::isfinite(values).all().item<bool>()) {
+      problems.push_back(where + ": non-finite logits");
+    } else if (cache.format() == CacheFormat::kProbsU8 && !(values.to(torch::kInt).sum(0) == 255).all().item<bool>()) {
+      problems.push_back(where + ": quantised probabilities do not sum to 255");
+    }
+  }
+}
+
+}  // namespace
 
 std::vector<std::string> verify_cache(const std::string& dir, const std::string& store_path,
                                       const std::string& teacher_path) {
@@ -589,38 +653,10 @@ std::vector<std::string> verify_cache(const std::string& dir, const std::string&
   }
   // Every shard: all slices done, each matching its checksum and well-formed.
   for (int r = 0; r < cache->shards(); ++r) {
-    const std::string path = (fs::path(dir) / shard_file_name(r, cache->shards())).string();
-    std::vector<uint8_t> done;
-    std::vector<uint32_t> checksum;
-    {
-      std::lock_guard<std::mutex> lock(h5::library_mutex());
-      const h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
-      done = read_vector<uint8_t>(file, "done", H5T_NATIVE_UINT8, path);
-      checksum = read_vector<uint32_t>(file, "checksum", H5T_NATIVE_UINT32, path);
-    }
-    const auto first = read_shard_header(dir, r, cache->shards()).first_row;
-    for (size_t i = 0; i < done.size(); ++i) {
-      const int64_t row = first + static_cast<int64_t>(i);
-      const int64_t store_row = cache->store_rows()[static_cast<size_t>(row)];
-      const std::string where = path + ": slice " + std::to_string(i) + " (prepared-store row " + std::to_string(store_row) + ")";
-      if (done[i] == 0) {
-        problems.push_back(where + ": not written");
-        continue;
-      }
-      Tensor values;
-      try {
-        values = cache->stored(row);
-      } catch (const Error& e) {
-        problems.push_back(where + ": unreadable: " + e.message());
-        continue;
-      }
-      if (crc_of(values.data_ptr(), values.nbytes()) != checksum[i]) {
-        problems.push_back(where + ": checksum mismatch (the file is corrupt)");
-      } else if (cache->format() == CacheFormat::kLogitsF16 && !torch::isfinite(values).all().item<bool>()) {
-        problems.push_back(where + ": non-finite logits");
-      } else if (cache->format() == CacheFormat::kProbsU8 && !(values.to(torch::kInt).sum(0) == 255).all().item<bool>()) {
-        problems.push_back(where + ": quantised probabilities do not sum to 255");
-      }
+    try {
+      verify_shard(*cache, dir, r, problems);
+    } catch (const Error& e) {
+      problems.push_back(e.message());
     }
   }
   return problems;

@@ -116,6 +116,8 @@ class SoftLabelCache {
   int64_t height() const { return height_; }
   int64_t width() const { return width_; }
   int shards() const { return static_cast<int>(shards_.size()); }
+  // probs-u8: the temperature the probabilities were computed at; logits-f16: 0 (chosen when read).
+  double temperature() const { return temperature_; }
   const std::vector<int64_t>& store_rows() const { return store_rows_; }
   // The cache row holding prepared-store row `store_row`, or -1.
   int64_t cache_row(int64_t store_row) const;
@@ -138,6 +140,7 @@ class SoftLabelCache {
   std::string dir_;
   CacheProvenance provenance_;
   CacheFormat format_ = CacheFormat::kLogitsF16;
+  double temperature_ = 0;  // probs-u8: the pass's T
   int64_t classes_ = 0, height_ = 0, width_ = 0;
   std::vector<int64_t> store_rows_;
   std::vector<int64_t> row_of_store_;  // store row -> cache row or -1

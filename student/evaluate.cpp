@@ -79,13 +79,10 @@ class Evaluator {
       KDSEG_CHECK(m.model->classes() == task_.classes, m.file, ": the model predicts ", m.model->classes(),
                   " classes but task '", task_.name, "' has ", task_.classes, " (evaluate it with its own --task)");
     }
-    const auto& fold = store_.case_fold();
-    const int folds = *std::max_element(fold.begin(), fold.end()) + 1;
+    const int folds = store_.folds();
     KDSEG_CHECK(o_.fold >= 0 && o_.fold < folds, o_.data, ": --fold ", o_.fold, " does not exist; the store has ", folds,
                 " folds (0-", folds - 1, ")");
-    for (int64_t r = 0; r < store_.slices(); ++r) {
-      if (fold[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(r)])] == o_.fold) rows_.push_back(r);
-    }
+    rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
   }
 
@@ -93,7 +90,7 @@ class Evaluator {
     json models = json::array();
     for (const auto& m : o_.models) models.push_back(evaluate_model(m));
     json report = {{"format", "kdseg report 1"},
-                   {"tool_version", std::string("kdseg ") + KDSEG_VERSION + " (" + KDSEG_GIT_HASH + ")"},
+                   {"tool_version", KDSEG_TOOL_VERSION},
                    {"created", utc_now_iso8601()},
                    {"data", fs::absolute(o_.data).string()},
                    {"store_hash", store_.attribute("content_hash")},

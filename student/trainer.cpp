@@ -119,14 +119,16 @@ class Trainer {
 
  private:
   void split_rows() {
-    const auto& case_fold = store_.case_fold();
-    const int folds = *std::max_element(case_fold.begin(), case_fold.end()) + 1;
+    const int folds = store_.folds();
     KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ", folds,
                 " folds (0-", folds - 1, ")");
-    for (int64_t r = 0; r < store_.slices(); ++r) {
-      const int fold = case_fold[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(r)])];
-      (fold == c_.fold ? val_rows_ : train_rows_).push_back(r);
+    val_rows_ = store_.rows_in_folds({c_.fold});
+    for (int f = 0; f < folds; ++f) {
+      if (f == c_.fold) continue;
+      const auto rows = store_.rows_in_folds({f});
+      train_rows_.insert(train_rows_.end(), rows.begin(), rows.end());
     }
+    std::sort(train_rows_.begin(), train_rows_.end());
     KDSEG_CHECK(!train_rows_.empty(), c_.data, ": no training slices outside fold ", c_.fold);
   }
 
@@ -137,6 +139,11 @@ class Trainer {
     soft_labels_->check_provenance(c_.data, c_.teacher);
     KDSEG_CHECK(soft_labels_->classes() == task_.classes, c_.cache, ": the cache holds ", soft_labels_->classes(),
                 " classes but task '", task_.name, "' has ", task_.classes, " (was it made for another --task?)");
+    if (soft_labels_->format() == data::CacheFormat::kProbsU8) {
+      KDSEG_CHECK(std::abs(c_.temperature - soft_labels_->temperature()) <= 1e-9 * soft_labels_->temperature(), c_.cache,
+                  ": a probs-u8 cache holds probabilities at T = ", soft_labels_->temperature(), "; distill with --temperature ",
+                  soft_labels_->temperature(), ", or precompute a logits-f16 cache to choose T when training");
+    }
     KDSEG_CHECK(soft_labels_->height() == store_.height() && soft_labels_->width() == store_.width(), c_.cache,
                 ": cached slices are ", soft_labels_->height(), "x", soft_labels_->width(), " but the store's are ",
                 store_.height(), "x", store_.width());
@@ -377,7 +384,8 @@ class Trainer {
     const json saved = json::parse(config.toStringRef());
     for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "data", "teacher_mode",
                             "cache", "temperature", "dml_reduction"}) {
-      const json was = saved.contains(key) ? saved.at(key) : json();
+      // Keys added by later versions take their default in checkpoints written before them.
+      const json was = saved.contains(key) ? saved.at(key) : config_json(TrainConfig()).at(key);
       KDSEG_CHECK(was == config_json(c_).at(key), path, ": was written with ", key, " = ", was.dump(),
                   " but this run has ", config_json(c_).at(key).dump(), "; resume with the same settings");
     }

@@ -101,14 +101,10 @@ void prepare_output(const PrecomputeOptions& o, dist::Communicator& comm) {
     KDSEG_CHECK(!ec && fs::is_directory(dir), o.output, ": cannot create the cache folder: ",
                 ec ? ec.message() : "a file of that name exists");
     // Partial shards of a pass with another number of ranks cannot be resumed by this one.
+    const std::string ours = data::shard_file_name(0, comm.size()).substr(std::string("shard-00000").size());  // "-of-0000N.h5"
     for (const auto& entry : fs::directory_iterator(dir)) {
       const std::string name = entry.path().filename().string();
-      const std::string suffix = "-of-" + [&] {
-        char text[8];
-        std::snprintf(text, sizeof text, "%05d", comm.size());
-        return std::string(text);
-      }() + ".h5";
-      if (name.rfind("shard-", 0) == 0 && name.find(suffix) == std::string::npos) {
+      if (name.rfind("shard-", 0) == 0 && name.find(ours) == std::string::npos) {
         log::warn("{}: left by a pass with another number of ranks; removed", entry.path().string());
         fs::remove(entry.path());
       }
@@ -127,9 +123,9 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   KDSEG_CHECK(o.compression >= 0 && o.compression <= 9, "precompute: --compression must be 0-9");
   KDSEG_CHECK(o.device == "cpu" || o.device == "cuda", "precompute: --device must be cpu or cuda");
   const bool probs = o.format == data::CacheFormat::kProbsU8;
+  KDSEG_CHECK(o.temperature >= 0, "precompute: --temperature must be > 0 (or 0: 1)");
   KDSEG_CHECK(probs || o.temperature == 0, "precompute: --temperature applies to probs-u8 caches; logits-f16 stores the ",
               "logits and distill applies its own --temperature");
-  KDSEG_CHECK(o.temperature >= 0, "precompute: --temperature must be > 0");
   const double temperature = o.temperature > 0 ? o.temperature : 1.0;
 
   const c10::Device device = o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU);
@@ -138,13 +134,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   // The slices: the selected folds' rows in store order.
   const data::PreparedStore store(o.data);
   const data::Task task = data::make_task(o.task, data::parse_layout(store.attribute("layout")));
-  const int folds = *std::max_element(store.case_fold().begin(), store.case_fold().end()) + 1;
-  std::vector<int64_t> rows;
-  for (int f : o.folds) KDSEG_CHECK(f >= 0 && f < folds, o.data, ": --folds ", f, " does not exist; the store has ", folds, " folds");
-  for (int64_t r = 0; r < store.slices(); ++r) {
-    const int fold = store.case_fold()[static_cast<size_t>(store.slice_case()[static_cast<size_t>(r)])];
-    if (o.folds.empty() || std::find(o.folds.begin(), o.folds.end(), fold) != o.folds.end()) rows.push_back(r);
-  }
+  const std::vector<int64_t> rows = store.rows_in_folds(o.folds);
   KDSEG_CHECK(!rows.empty(), o.data, ": no slices in folds ", folds_text(o.folds));
 
   auto teacher = load_teacher(o.teacher, device);
@@ -169,7 +159,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   provenance.store_hash = store.attribute("content_hash");
   provenance.folds = folds_text(o.folds);
   provenance.classes = std::to_string(task.classes);
-  provenance.tool_version = std::string("kdseg ") + KDSEG_VERSION + " (" + KDSEG_GIT_HASH + ")";
+  provenance.tool_version = KDSEG_TOOL_VERSION;
   provenance.created = utc_now_iso8601();
 
   // Fixed batches in store order; rank r takes the r-th contiguous block of them.

@@ -188,7 +188,7 @@ TEST(Loader, WorkerErrorsReachTheConsumer) {
     loader.next();
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("slice 999999 outside"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/slices/image: row 999999 outside"), std::string::npos) << e.what();
   }
 }
 
