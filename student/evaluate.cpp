@@ -172,8 +172,8 @@ class Evaluator {
 
   json model_json(const EvaluatedModel& m, const SegmentationMetrics& metrics) const {
     const auto slices = metrics.slices_per_case();
-    const auto ece = metrics.ece_per_case(), cw = metrics.classwise_ece_per_case(), nll = metrics.nll_per_case(),
-               brier = metrics.brier_per_case();
+    const auto ece = metrics.ece_per_case(), slice_ece = metrics.slice_ece_per_case(),
+               cw = metrics.classwise_ece_per_case(), nll = metrics.nll_per_case(), brier = metrics.brier_per_case();
     json cases = json::array();
     std::vector<std::vector<double>> dice(regions_.size()), slice_dice(regions_.size());
     for (size_t r = 0; r < regions_.size(); ++r) {
@@ -190,7 +190,8 @@ class Evaluator {
         sd[regions_[r].name] = number(slice_dice[r][c]);
       }
       cases.push_back({{"id", store_.case_ids()[c]}, {"slices", slices[c]}, {"dice", d}, {"slice_dice", sd},
-                       {"ece", number(ece[c])}, {"classwise_ece", number(cw[c])}, {"nll", number(nll[c])},
+                       {"ece", number(ece[c])}, {"slice_ece", number(slice_ece[c])},
+                       {"classwise_ece", number(cw[c])}, {"nll", number(nll[c])},
                        {"brier", number(brier[c])}});
     }
     json dice_summary = json::object(), slice_summary = json::object();
@@ -222,6 +223,7 @@ class Evaluator {
              {{"dice", dice_summary},
               {"slice_dice", slice_summary},
               {"ece", {{"mean", number(report::mean_ignoring_nan(ece))}, {"ci95", interval(ece, o_)}}},
+              {"slice_ece", number(report::mean_ignoring_nan(slice_ece))},
               {"classwise_ece", number(report::mean_ignoring_nan(cw))},
               {"nll", number(report::mean_ignoring_nan(nll))},
               {"brier", number(report::mean_ignoring_nan(brier))}}},

@@ -80,7 +80,7 @@ void write_cache(const std::string& dir, const std::vector<int64_t>& rows, int w
     g.rank = r;
     g.world = world;
     g.first_row = n * r / world;
-    g.store_rows.assign(rows.begin() + n * r / world, rows.begin() + n * (r + 1) / world);
+    for (int64_t i = n * r / world; i < n * (r + 1) / world; ++i) g.store_rows.push_back(rows[static_cast<size_t>(i)]);
     g.height = h;
     g.width = w;
     CacheShardWriter shard(dir, g, sample_provenance("logits-f16"));

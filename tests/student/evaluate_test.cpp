@@ -99,6 +99,8 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   }
   EXPECT_EQ(filled, 1);
   EXPECT_GT(background.at("summary").at("ece").at("mean").get<double>(), 0.0);
+  // ECE per slice, averaged over each case's slices, is reported too.
+  EXPECT_GE(background.at("summary").at("slice_ece").get<double>(), 0.0);
   const json& ci = tumour.at("summary").at("dice").at("tumor").at("ci95");
   const double mean = tumour.at("summary").at("dice").at("tumor").at("mean").get<double>();
   EXPECT_LE(ci[0].get<double>(), mean);
