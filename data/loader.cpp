@@ -288,6 +288,12 @@ struct BatchLoader::Impl {
     batch.images = torch::stack(images);
     batch.labels = torch::stack(labels);
     if (!soft.empty()) batch.soft = torch::stack(soft);
+    if (options.pin_memory) {
+      // Page-locked, so that the trainer's copy to the GPU is asynchronous.
+      batch.images = batch.images.pin_memory();
+      batch.labels = batch.labels.pin_memory();
+      if (batch.soft.defined()) batch.soft = batch.soft.pin_memory();
+    }
     return batch;
   }
 

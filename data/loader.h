@@ -102,6 +102,8 @@ struct LoaderOptions {
   // transformed with the image (bilinear, so they stay normalised; 0 where padded).
   std::shared_ptr<const SoftLabelCache> soft_labels;
   double temperature = 1.0;
+  // Batches in page-locked memory (for training on CUDA; needs a CUDA device).
+  bool pin_memory = false;
 };
 
 // Loads batches in background threads. HDF5 is not thread-safe: the compressed chunk of each

@@ -36,14 +36,18 @@ DataParallel::~DataParallel() {
 
 void DataParallel::broadcast_state() {
   torch::NoGradGuard no_grad;
-  for (auto& tensor : module_->parameters()) {
+  const auto broadcast = [this](const at::Tensor& tensor) {
     at::Tensor data = tensor.detach();
-    comm_.broadcast(data, 0);
-  }
-  for (auto& tensor : module_->buffers()) {
-    at::Tensor data = tensor.detach();
-    comm_.broadcast(data, 0);
-  }
+    if (data.is_contiguous()) {
+      comm_.broadcast(data, 0);
+      return;
+    }
+    at::Tensor packed = data.contiguous();  // channels-last weights travel in logical order
+    comm_.broadcast(packed, 0);
+    data.copy_(packed);
+  };
+  for (const auto& tensor : module_->parameters()) broadcast(tensor);
+  for (const auto& tensor : module_->buffers()) broadcast(tensor);
 }
 
 void DataParallel::build_buckets() {
@@ -71,7 +75,8 @@ void DataParallel::build_buckets() {
     limit = options_.bucket_bytes;
   };
   for (const auto& p : params) {
-    KDSEG_CHECK(p.is_contiguous(), "DataParallel: parameter is not contiguous");
+    // Dense in any layout (channels-last included): buckets hold gradients in logical order.
+    KDSEG_CHECK(p.is_non_overlapping_and_dense(), "DataParallel: a parameter is not dense (a view into another tensor?)");
     const bool same_kind = current.empty() || (slots_[current.front()].param.scalar_type() == p.scalar_type() &&
                                                slots_[current.front()].param.device() == p.device());
     if (!same_kind || (filled > 0 && filled + static_cast<int64_t>(p.nbytes()) > limit)) close();

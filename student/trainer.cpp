@@ -2,13 +2,17 @@
 
 #include <torch/torch.h>
 
+#include <c10/core/DeviceGuard.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "core/autocast.h"
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/file_util.h"
@@ -39,7 +43,8 @@ json config_json(const TrainConfig& c) {
           {"batch_size", c.batch_size}, {"accumulate", c.accumulate}, {"crop", c.crop}, {"lr", c.lr},
           {"weight_decay", c.weight_decay}, {"warmup", c.warmup}, {"clip_grad", c.clip_grad}, {"seed", c.seed},
           {"workers", c.workers}, {"deterministic", c.deterministic}, {"teacher_mode", c.teacher_mode},
-          {"cache", c.cache}, {"teacher", c.teacher}, {"temperature", c.temperature}, {"dml_reduction", c.dml_reduction}};
+          {"cache", c.cache}, {"teacher", c.teacher}, {"temperature", c.temperature}, {"dml_reduction", c.dml_reduction},
+          {"device", c.device}, {"precision", c.precision}};
 }
 
 void validate(const TrainConfig& c, int world) {
@@ -62,7 +67,12 @@ void validate(const TrainConfig& c, int world) {
   KDSEG_CHECK(c.temperature > 0, "distill: --temperature must be > 0");
   KDSEG_CHECK(c.dml_reduction == "global" || c.dml_reduction == "local", "distill: --dml-reduction must be global or local, got '",
               c.dml_reduction, "'");
+  KDSEG_CHECK(c.device == "cpu" || c.device == "cuda", "train: --device must be cpu or cuda, got '", c.device, "'");
+  KDSEG_CHECK(c.precision == "auto" || c.precision == "bf16" || c.precision == "fp32",
+              "train: --precision must be auto, bf16 or fp32, got '", c.precision, "'");
+  KDSEG_CHECK(c.precision != "bf16" || c.device == "cuda", "train: --precision bf16 (autocast) is for --device cuda");
 }
+
 
 losses::ObjectiveWeights weights_for(const std::string& loss, double temperature) {
   auto weights = losses::ObjectiveWeights().temperature(temperature);
@@ -75,6 +85,19 @@ class Trainer {
  public:
   Trainer(const TrainConfig& c, dist::Communicator& comm) : c_(c), comm_(comm), store_(c.data) {
     validate(c_, comm_.size());
+    device_ = training_device(c_, comm_);
+    // Collectives' tensors live where the backend reduces them: NCCL on the GPU, MPI on the host.
+    comm_device_ = comm_.backend() == dist::Backend::kNccl ? device_ : c10::Device(c10::kCPU);
+    bf16_ = device_.is_cuda() && c_.precision != "fp32";
+    if (device_.is_cuda()) {
+      device_guard_.reset_device(device_);
+      // cuBLAS is deterministic only with a fixed workspace; it reads this before its first handle.
+      if (c_.deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+      at::globalContext().setBenchmarkCuDNN(!c_.deterministic);
+      at::globalContext().setDeterministicCuDNN(c_.deterministic);
+      // fp32 means IEEE float32: no TF32 tensor cores in the convolutions (cuBLAS has them off).
+      if (c_.precision == "fp32") at::globalContext().setAllowTF32CuDNN(false);
+    }
     // Deterministic mode: kernels without a deterministic implementation become errors.
     at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/false);
     const data::Layout layout = data::parse_layout(store_.attribute("layout"));
@@ -102,8 +125,9 @@ class Trainer {
   TrainSummary run() {
     if (comm_.rank() == 0 && step_ == 0) {
       write_file_atomic(c_.output + "/config.json", config_json(c_).dump(2) + "\n");
-      log::info("training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} rank(s)",
-                c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size());
+      log::info("training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} rank(s), {}{}",
+                c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size(),
+                device_.str(), bf16_ ? " (bf16 autocast)" : "");
     }
     Progress progress("train", total_steps_, comm_.rank() == 0);
     progress.advance(step_);
@@ -173,6 +197,15 @@ class Trainer {
       options.norm([comm](int64_t channels) { return torch::nn::AnyModule(dist::SyncBatchNorm2d(channels, comm)); });
     }
     model_ = models::UNet(options);
+    model_->to(device_);
+    if (device_.is_cuda()) {
+      // Channels-last weights: cuDNN's fastest convolutions take NHWC, and the activations
+      // follow the weights' layout from the first convolution on.
+      torch::NoGradGuard no_grad;
+      for (auto& p : model_->parameters()) {
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+      }
+    }
     // No weight decay on biases and normalisation weights (the 1-d parameters); 10x learning
     // rate for the decoder and heads.
     std::vector<Tensor> groups[4];
@@ -188,12 +221,29 @@ class Trainer {
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
     // Local reduction: each rank's loss on its own share, as the reference implementation does.
-    const losses::GlobalBatch global = c_.dml_reduction == "local" ? losses::GlobalBatch{} : dist::global_batch(comm_, dml, c10::kCPU);
+    const losses::GlobalBatch global = c_.dml_reduction == "local" ? losses::GlobalBatch{} : dist::global_batch(comm_, dml, comm_device_);
     objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss, c_.temperature), dml,
                                                                  task_.ignore_index, global);
   }
 
   double base_lr(int group) const { return group >= 2 ? 10 * c_.lr : c_.lr; }
+
+  // The network under bf16 autocast when on; the objective and the metrics take float32 logits.
+  models::UNetOutput forward(const Tensor& images) {
+    models::UNetOutput out;
+    {
+      CudaAutocast autocast(bf16_);
+      out = model_(images);
+    }
+    out.logits = out.logits.to(torch::kFloat);
+    if (out.aux.defined()) out.aux = out.aux.to(torch::kFloat);
+    return out;
+  }
+
+  static void set_generator_state(at::Generator generator, const Tensor& state) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state.cpu());
+  }
 
   // Linear warmup over warmup_steps_, then linear decay to 0 at total_steps_.
   double lr_factor(int64_t step) const {
@@ -212,6 +262,7 @@ class Trainer {
     lo.augment.crop = c_.crop;
     lo.soft_labels = soft_labels_;
     lo.temperature = c_.temperature;
+    lo.pin_memory = device_.is_cuda();
     data::BatchLoader loader(c_.data, task_, lo, batches);
     model_->train();
     for (int64_t s = done_in_epoch; s < steps_per_epoch_ && step_ < stop_at_; ++s) {
@@ -241,21 +292,30 @@ class Trainer {
       auto batch = loader.next();
       KDSEG_CHECK(batch.has_value(), "train: the loader ran out of batches at step ", step_);
       images += batch->images.size(0);
-      const auto out = model_(batch->images);
-      losses::ObjectiveInputs in{out.logits, out.aux, batch->labels, Tensor(), Tensor()};
+      const Tensor input = batch->images.to(device_, /*non_blocking=*/true);
+      const Tensor labels = batch->labels.to(device_, /*non_blocking=*/true);
+      const auto out = forward(input);
+      losses::ObjectiveInputs in{out.logits, out.aux, labels, Tensor(), Tensor()};
       if (c_.labels == "ls") {
-        const auto smoothed = losses::boundary_label_smoothing(batch->labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
+        const auto smoothed = losses::boundary_label_smoothing(labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
                                                                task_.ignore_index);
         in = {out.logits, out.aux, Tensor(), smoothed.soft, smoothed.keep};
       } else if (c_.teacher_mode != "none") {
-        Tensor soft = batch->soft;
+        Tensor soft;
         if (c_.teacher_mode == "online") {
           const auto t0 = Clock::now();
           torch::NoGradGuard no_grad;
-          soft = torch::softmax(c_.online_teacher->logits(batch->images).to(torch::kFloat) / c_.temperature, 1);
+          Tensor teacher_logits;
+          {
+            CudaAutocast autocast(bf16_);
+            teacher_logits = c_.online_teacher->logits(input);
+          }
+          soft = torch::softmax(teacher_logits.to(torch::kFloat) / c_.temperature, 1);
           teacher_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+        } else {
+          soft = batch->soft.to(device_, /*non_blocking=*/true);
         }
-        in = {out.logits, out.aux, batch->labels, soft, batch->labels != task_.ignore_index};
+        in = {out.logits, out.aux, labels, soft, labels != task_.ignore_index};
       }
       parts = (*objective_)(in);
       const Tensor loss = parts.total / static_cast<double>(c_.accumulate);
@@ -268,7 +328,7 @@ class Trainer {
       loss_sum += parts.total.item<double>();
     }
     // Every rank decides the same way about a non-finite loss.
-    at::Tensor bad = torch::full({1}, std::isfinite(loss_sum) ? 0 : 1, torch::kInt);
+    at::Tensor bad = torch::full({1}, std::isfinite(loss_sum) ? 0 : 1, torch::TensorOptions(torch::kInt).device(comm_device_));
     comm_.all_reduce(bad, dist::ReduceOp::kMax);
     if (bad.item<int>() != 0) {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
@@ -284,7 +344,8 @@ class Trainer {
     optimizer_->step();
     // The global-batch loss: each rank's share averaged over ranks (what one rank with the
     // whole batch would report).
-    at::Tensor loss_mean = torch::full({1}, loss_sum / static_cast<double>(c_.accumulate), torch::kDouble);
+    at::Tensor loss_mean = torch::full({1}, loss_sum / static_cast<double>(c_.accumulate),
+                                       torch::TensorOptions(torch::kDouble).device(comm_device_));
     comm_.all_reduce(loss_mean, dist::ReduceOp::kAverage);
     summary_.last_loss = loss_mean.item<double>();
     ++step_;
@@ -314,15 +375,17 @@ class Trainer {
     lo.workers = c_.workers;
     lo.train = false;
     lo.augment.crop = 0;  // whole slices
+    lo.pin_memory = device_.is_cuda();
     data::BatchLoader loader(c_.data, task_, lo, plan);
     while (auto batch = loader.next()) {
       std::vector<int64_t> cases;
       for (int64_t r : batch->rows) cases.push_back(store_.slice_case()[static_cast<size_t>(r)]);
-      metrics.add(torch::softmax(model_(batch->images).logits, 1), batch->labels, cases);
+      const Tensor logits = forward(batch->images.to(device_, /*non_blocking=*/true)).logits;
+      metrics.add(torch::softmax(logits, 1).cpu(), batch->labels, cases);
     }
-    at::Tensor state = metrics.state();
+    at::Tensor state = metrics.state().to(comm_device_);
     comm_.all_reduce(state, dist::ReduceOp::kSum);  // every case counted once across ranks
-    metrics.set_state(state);
+    metrics.set_state(state.cpu());
     model_->train();
     const size_t target = metrics.regions().size() - 1;  // the tumour: the last class
     const double dice = metrics.mean_dice(target), ece = metrics.mean_ece();
@@ -360,6 +423,7 @@ class Trainer {
     archive.write("best_dice", torch::tensor(best_dice_));
     archive.write("classes", torch::tensor(task_.classes));
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());  // dropout's stream
+    if (device_.is_cuda()) archive.write("rng_cuda", at::globalContext().defaultGenerator(device_).get_state());
     archive.write("config", c10::IValue(config_json(c_).dump()));
     archive.write("format", c10::IValue(std::string("kdseg checkpoint 1 (") + KDSEG_VERSION + ")"));
     AtomicFile file(c_.output + "/" + name);
@@ -375,7 +439,7 @@ class Trainer {
     }
     torch::serialize::InputArchive archive, model_archive, optimizer_archive;
     try {
-      archive.load_from(path);
+      archive.load_from(path, device_);  // a checkpoint of a GPU run resumes on CPU and back
     } catch (const std::exception& e) {
       KDSEG_THROW(path, ": not a readable kdseg checkpoint: ", e.what());
     }
@@ -399,16 +463,19 @@ class Trainer {
     archive.read("rng", rng);
     step_ = step.item<int64_t>();
     best_dice_ = best.item<double>();
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(rng);
+    set_generator_state(at::detail::getDefaultCPUGenerator(), rng);
+    Tensor rng_cuda;
+    if (device_.is_cuda() && archive.try_read("rng_cuda", rng_cuda)) {
+      set_generator_state(at::globalContext().defaultGenerator(device_), rng_cuda);
     }
     if (comm_.rank() == 0) log::info("resumed from {} at step {}", path, step_);
   }
 
   TrainConfig c_;
   dist::Communicator& comm_;
+  c10::Device device_{c10::kCPU}, comm_device_{c10::kCPU};
+  c10::OptionalDeviceGuard device_guard_;  // this rank's GPU is the current device while training
+  bool bf16_ = false;
   data::PreparedStore store_;
   data::Task task_;
   std::shared_ptr<const data::SoftLabelCache> soft_labels_;
@@ -424,6 +491,18 @@ class Trainer {
 };
 
 }  // namespace
+
+c10::Device training_device(const TrainConfig& c, const dist::Communicator& comm) {
+  if (c.device == "cpu") return c10::kCPU;
+  KDSEG_CHECK(torch::cuda::is_available(), "train: --device cuda, but this process sees no CUDA device (",
+              "is this LibTorch built with CUDA, and CUDA_VISIBLE_DEVICES set?)");
+  const auto gpus = static_cast<int>(torch::cuda::device_count());
+  KDSEG_CHECK(comm.local_rank() < gpus, "train: node-local rank ", comm.local_rank(), " has no GPU: this node runs ",
+              comm.local_size(), " ranks but has ", gpus, " GPU(s); start one rank per GPU");
+  KDSEG_CHECK(comm.backend() != dist::Backend::kMpi, "train: --backend mpi reduces CPU tensors; training on CUDA ",
+              "reduces over NCCL (--backend nccl, or auto)");
+  return {c10::kCUDA, static_cast<c10::DeviceIndex>(comm.local_rank())};
+}
 
 TrainSummary train(const TrainConfig& config, dist::Communicator& comm) {
   Trainer trainer(config, comm);

@@ -7,6 +7,8 @@
 #include <memory>
 #include <string>
 
+#include <c10/core/Device.h>
+
 #include "dist/communicator.h"
 
 namespace kdseg {
@@ -45,6 +47,10 @@ struct TrainConfig {
   bool resume = false;
   bool skip_nonfinite = false;
   bool deterministic = false;
+  // cpu, or cuda: one GPU per rank (the node-local rank's), collectives over NCCL, channels-last
+  // weights, cuDNN autotuning (off with `deterministic`) and batches in page-locked memory.
+  std::string device = "cpu";
+  std::string precision = "auto";   // auto (bf16 on CUDA, fp32 on CPU) | bf16 (autocast, CUDA only) | fp32
 
   // Distillation (`kdseg distill`): soft labels from a precomputed cache, or from a teacher run
   // inside each step on the augmented batch ("online", as the reference implementation does).
@@ -62,6 +68,10 @@ struct TrainSummary {
   double last_loss = 0;
   double best_dice = -1;            // mean tumour Dice over validation cases
 };
+
+// The device this rank trains on: the CPU, or for --device cuda the node-local rank's GPU. Throws
+// kdseg::Error when there is none, or when the backend cannot reduce CUDA tensors (MPI).
+c10::Device training_device(const TrainConfig& config, const dist::Communicator& comm);
 
 // Collective over `comm`. Throws kdseg::Error naming the problem (missing fold, bad option,
 // non-finite loss at step N, ...).

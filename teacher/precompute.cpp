@@ -1,9 +1,6 @@
 #include "teacher/precompute.h"
 
 #include <torch/torch.h>
-#include <torch/version.h>
-
-#include <ATen/autocast_mode.h>
 
 #include <chrono>
 #include <csignal>
@@ -11,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "core/autocast.h"
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/file_util.h"
@@ -38,35 +36,6 @@ std::string folds_text(const std::vector<int>& folds) {
   for (int f : sorted) out += (out.empty() ? "" : ",") + std::to_string(f);
   return out;
 }
-
-// bf16 autocast on CUDA for the scope (the teacher's convolutions in bf16, its output cast back).
-class CudaAutocast {
- public:
-  explicit CudaAutocast(bool on) : on_(on) {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-#else
-    at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-#endif
-  }
-  ~CudaAutocast() {
-    if (!on_) return;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
-  }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
-
- private:
-  bool on_;
-};
 
 // Test hook: KDSEG_TEST_KILL_AFTER_BATCHES="<rank or *>:<n>" sends SIGKILL to that rank (or to
 // every rank) once it has written n batches, to test resuming after a hard kill.

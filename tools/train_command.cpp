@@ -43,7 +43,8 @@ void add_trainer_options(po::options_description& d) {
       ("stop-after", po::value<int64_t>()->default_value(0), "stop after N steps of this run; --resume continues (0: run to the end)")
       ("skip-nonfinite", po::bool_switch(), "skip steps with a non-finite loss instead of stopping")
       ("deterministic", po::bool_switch(), "use deterministic kernels only (an error where none exists)")
-      ("device", po::value<std::string>()->default_value("cpu"), "cpu (cuda: not supported by this build of the trainer yet)");
+      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank: the node-local rank's)")
+      ("precision", po::value<std::string>()->default_value("auto"), "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32");
 }
 
 student::TrainConfig trainer_config(const po::variables_map& vm) {
@@ -73,14 +74,18 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.stop_after = vm["stop-after"].as<int64_t>();
   c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
   c.deterministic = vm["deterministic"].as<bool>();
-  if (vm["device"].as<std::string>() != "cpu") {
-    throw po::error("--device " + vm["device"].as<std::string>() + ": only cpu training is built so far");
-  }
+  c.device = vm["device"].as<std::string>();
+  c.precision = vm["precision"].as<std::string>();
+  if (c.device != "cpu" && c.device != "cuda") throw po::error("--device must be cpu or cuda, got '" + c.device + "'");
   return c;
 }
 
-int train_with(const po::variables_map& vm, const student::TrainConfig& c) {
-  return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {
+int train_with(const po::variables_map& vm, student::TrainConfig c) {
+  return run_distributed(vm, /*cuda=*/c.device == "cuda", [&](dist::Communicator& comm) {
+    if (c.teacher_mode == "online") {
+      // On the device the student trains on.
+      c.online_teacher = teacher::load_teacher(c.teacher, student::training_device(c, comm));
+    }
     const student::TrainSummary s = student::train(c, comm);
     if (comm.rank() == 0) {
       std::cout << "trained " << s.steps << " steps (" << s.skipped_steps << " skipped), last loss " << s.last_loss
@@ -131,7 +136,6 @@ int run_distill(const po::variables_map& vm) {
   if (c.teacher_mode != "cache" && c.teacher_mode != "online") throw po::error("--teacher-mode must be cache or online");
   if (c.teacher_mode == "cache" && c.cache.empty()) throw po::error("--cache is required with --teacher-mode cache");
   if (c.teacher_mode == "online" && c.teacher.empty()) throw po::error("--teacher is required with --teacher-mode online");
-  if (c.teacher_mode == "online") c.online_teacher = teacher::load_teacher(c.teacher);
   return train_with(vm, c);
 }
 

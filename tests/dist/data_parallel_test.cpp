@@ -118,6 +118,39 @@ TEST(DataParallel, NoSyncAccumulatesThenReducesTheSum) {
   EXPECT_TRUE(all_ranks(worst < 1e-6)) << "max difference " << worst;
 }
 
+// Training on CUDA keeps convolution weights channels-last: they are broadcast, and their
+// gradients go through the buckets, in logical order, so the result is the per-parameter
+// all-reduce of a contiguous copy.
+TEST(DataParallel, ChannelsLastParametersReduceLikeContiguousOnes) {
+  const int r = world().rank();
+  torch::manual_seed(4);
+  Net contiguous(kNoComm);
+  torch::manual_seed(4 + r);  // DataParallel broadcasts rank 0's (channels-last) weights
+  Net channels_last(kNoComm);
+  {
+    torch::NoGradGuard g;
+    for (auto& p : channels_last->parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+  }
+  ASSERT_FALSE(channels_last->conv2->weight.is_contiguous());
+  D::DataParallel ddp(channels_last.ptr(), world(), D::DataParallelOptions{512, 2048, true});
+  torch::manual_seed(400 + r);
+  const Tensor x = torch::randn({2, 1, 12, 12});
+  channels_last(x.contiguous(at::MemoryFormat::ChannelsLast)).pow(2).mean().backward();
+  ddp.synchronize_gradients();
+  contiguous(x).pow(2).mean().backward();
+  const auto reduced = grads_of(channels_last);
+  auto params = contiguous->parameters();
+  double worst = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor local = params[i].grad().clone();
+    world().all_reduce(local, D::ReduceOp::kAverage);
+    worst = std::max(worst, (local - reduced[i]).abs().max().item<double>());
+  }
+  EXPECT_TRUE(all_ranks(worst < 1e-5)) << "rank " << r << " max difference " << worst;
+}
+
 TEST(DataParallel, UnevenBatchCountsStopTogether) {
   const int r = world().rank();
   torch::manual_seed(3);

@@ -7,58 +7,15 @@
 #include <fstream>
 
 #include "core/error.h"
-#include "core/models/unet.h"
-#include "data/prepared_store.h"
-#include "dist/communicator.h"
+#include "core/file_util.h"
 #include "student/trainer.h"
 #include "teacher/teacher_loader.h"
-#include "core/file_util.h"
-#include "tests/data/temp_dir.h"
+#include "tests/student/trainer_fixture.h"
 
 namespace {
 namespace fs = std::filesystem;
+using kdseg::test::TrainerTest;
 
-class TrainerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    kdseg::test::write_small_dataset(dir.file("raw"), 4, 32, 10);
-    kdseg::data::PrepareOptions p;
-    p.input = dir.file("raw");
-    p.output = dir.file("p.h5");
-    p.size = 0;
-    p.folds = 2;
-    p.slices = kdseg::data::SliceSelection::kOrgan;
-    kdseg::data::prepare_store(p);
-    comm = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
-  }
-  kdseg::student::TrainConfig config(const std::string& output) const {
-    kdseg::student::TrainConfig c;
-    c.data = dir.file("p.h5");
-    c.output = dir.file(output);
-    c.width = 0.125;
-    c.crop = 32;
-    c.batch_size = 4;
-    c.max_steps = 6;
-    c.lr = 1e-3;
-    c.workers = 2;
-    c.log_every = 1;
-    c.validate_every = 0;
-    return c;
-  }
-  // The parameters and buffers of a checkpoint, loaded into a network of the test's shape.
-  static std::vector<at::Tensor> parameters_of(const std::string& checkpoint) {
-    torch::serialize::InputArchive archive, model_archive;
-    archive.load_from(checkpoint);
-    archive.read("model", model_archive);
-    kdseg::models::UNet model(kdseg::models::UNetOptions().width(0.125));
-    model->load(model_archive);
-    std::vector<at::Tensor> out = model->parameters();
-    for (const auto& b : model->buffers()) out.push_back(b);
-    return out;
-  }
-  kdseg::test::TempDir dir;
-  std::unique_ptr<kdseg::dist::Communicator> comm;
-};
 
 TEST_F(TrainerTest, ResumeIsBitForBitExact) {
   const auto straight = kdseg::student::train(config("straight"), *comm);
@@ -130,6 +87,30 @@ TEST_F(TrainerTest, BadInputIsAClearError) {
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("was written with width = 0.125"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(TrainerTest, DeviceAndPrecisionAreChecked) {
+  auto c = config("device");
+  c.precision = "bf16";  // autocast is for CUDA
+  try {
+    kdseg::student::train(c, *comm);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--precision bf16 (autocast) is for --device cuda"), std::string::npos) << e.what();
+  }
+  c = config("device");
+  c.device = "tpu";
+  EXPECT_THROW(kdseg::student::train(c, *comm), kdseg::Error);
+  if (torch::cuda::is_available()) return;  // the rest is about machines without one
+  c = config("device");
+  c.device = "cuda";
+  try {
+    kdseg::student::train(c, *comm);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--device cuda, but this process sees no CUDA device"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.file("device/config.json"))) << "nothing written before the device is known";
 }
 
 TEST_F(TrainerTest, NonFiniteLossStopsOrIsSkipped) {
