@@ -1,12 +1,15 @@
-// Training-step benchmarks of the paper's UNet on CPU.
+// Training-step benchmarks of the paper's UNet.
 //
 //   step_bench loss-share [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3]
 //     Time of forward+backward of the network with the paper's objective (CE + DML, auxiliary
 //     head) against the objective's own forward+backward on the same logits: the loss's share.
 //   step_bench train-step [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3] [--python bench/unet_step.py]
+//                         [--device cpu|cuda]
 //     A full training step (forward, CE + DML + auxiliary CE, backward, AdamW) in C++ against the
 //     same network and step in PyTorch eager from Python (bench/unet_step.py, same thread count),
-//     run one after the other by this program; prints the ratio C++/Python.
+//     run one after the other by this program; prints the ratio C++/Python. On CUDA both run as
+//     the trainer does (bf16 autocast, channels-last, cuDNN autotuning) and the table adds the
+//     achieved TFLOP/s, from the step's FLOPs as PyTorch's FLOP counter measures them.
 //   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
 //     Step time with gradient buckets reduced during backward, against reducing after
 //     backward, against no reduction at all (each rank alone), same job.
@@ -15,8 +18,10 @@
 #include <chrono>
 #include <filesystem>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
+#include "core/autocast.h"
 #include "core/losses/distill.h"
 #include "core/models/unet.h"
 #include "dist/data_parallel.h"
@@ -29,7 +34,7 @@ namespace D = kdseg::dist;
 using Clock = std::chrono::steady_clock;
 
 struct Args {
-  std::string mode, arch = "unet-resnet18d", python = "bench/unet_step.py";
+  std::string mode, arch = "unet-resnet18d", python = "bench/unet_step.py", device = "cpu";
   int64_t batch = 8, size = 384;
   int reps = 3, threads = 0;
 };
@@ -75,24 +80,43 @@ int loss_share(const Args& a) {
 }
 
 int train_step(const Args& a) {
+  const bool cuda = a.device == "cuda";
+  if (cuda && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "step_bench: --device cuda, but no CUDA device is visible\n");
+    return 1;
+  }
+  const c10::Device device = cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   torch::manual_seed(0);
   M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
+  net->to(device);
+  if (cuda) {
+    M::use_channels_last(*net);
+    at::globalContext().setBenchmarkCuDNN(true);
+  }
   torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-4));
-  const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size});
-  const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong);
+  const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size}).to(device);
+  const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong).to(device);
   const L::SegmentationObjective objective(L::ObjectiveWeights().main(0.5).aux(0.5));
   const double cpp = median([&] {
     optimizer.zero_grad();
-    const auto out = net(x);
-    objective({out.logits, out.aux, y, at::Tensor(), at::Tensor()}).total.backward();
+    M::UNetOutput out;
+    {
+      kdseg::CudaAutocast autocast(cuda);
+      out = net(x);
+    }
+    objective({out.logits.to(torch::kFloat), out.aux.to(torch::kFloat), y, at::Tensor(), at::Tensor()}).total.backward();
     optimizer.step();
+    if (cuda) torch::cuda::synchronize();
   }, a.reps);
-  // Debian's python3-torch lives under /usr/bin/python3 (not a pyenv or venv interpreter).
-  const std::string interpreter = std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  // Debian's python3-torch lives under /usr/bin/python3 (not a pyenv or venv interpreter);
+  // KDSEG_PYTHON names another (the GPU machine's, whose torch has CUDA).
+  const char* chosen = std::getenv("KDSEG_PYTHON");
+  const std::string interpreter = chosen && *chosen ? chosen
+                                  : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   const std::string command = interpreter + " " + a.python + " --arch " + a.arch + " --batch " + std::to_string(a.batch) +
                               " --size " + std::to_string(a.size) + " --reps " + std::to_string(a.reps) +
-                              " --threads " + std::to_string(torch::get_num_threads());
-  double python = -1;
+                              " --threads " + std::to_string(torch::get_num_threads()) + " --device " + a.device;
+  double python = -1, flops = 0;
   std::string python_line;
   if (FILE* pipe = popen(command.c_str(), "r")) {
     char buffer[512];
@@ -100,15 +124,22 @@ int train_step(const Args& a) {
     pclose(pipe);
     const auto at = python_line.find("step ");
     if (at != std::string::npos) python = std::atof(python_line.c_str() + at + 5);
+    const auto f = python_line.find("flops ");
+    if (f != std::string::npos) flops = std::atof(python_line.c_str() + f + 6);
   }
-  std::printf("%s, batch %lld, %lldx%lld, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
+  std::printf("%s, batch %lld, %lldx%lld, %s, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
               static_cast<long long>(a.batch), static_cast<long long>(a.size), static_cast<long long>(a.size),
-              torch::get_num_threads(), TORCH_VERSION, a.reps);
-  std::printf("%-40s %10s %12s %8s\n", "training step", "seconds", "images/s", "ratio");
-  std::printf("%-40s %10.3f %12.2f %7.3fx\n", "PyTorch eager, Python (baseline)", python,
-              python > 0 ? static_cast<double>(a.batch) / python : 0.0, 1.0);
-  std::printf("%-40s %10.3f %12.2f %7.3fx\n", "kdseg, C++", cpp, static_cast<double>(a.batch) / cpp,
-              python > 0 ? cpp / python : 0.0);
+              cuda ? "CUDA bf16 autocast, channels-last" : "CPU float32", torch::get_num_threads(), TORCH_VERSION, a.reps);
+  if (flops > 0) std::printf("step FLOPs (forward + backward, PyTorch's counter): %.3g\n", flops);
+  // Achieved TFLOP/s where the baseline's torch could count the step's FLOPs, else "-".
+  const auto tflops = [&](double seconds) {
+    return flops > 0 && seconds > 0 ? std::to_string(flops / seconds / 1e12).substr(0, 6) : std::string("-");
+  };
+  std::printf("%-40s %10s %12s %10s %8s\n", "training step", "seconds", "images/s", "TFLOP/s", "ratio");
+  std::printf("%-40s %10.4f %12.2f %10s %7.3fx\n", "PyTorch eager, Python (baseline)", python,
+              python > 0 ? static_cast<double>(a.batch) / python : 0.0, tflops(python).c_str(), 1.0);
+  std::printf("%-40s %10.4f %12.2f %10s %7.3fx\n", "kdseg, C++", cpp, static_cast<double>(a.batch) / cpp,
+              tflops(cpp).c_str(), python > 0 ? cpp / python : 0.0);
   if (python < 0) std::printf("(python baseline unavailable: %s)\n", command.c_str());
   return 0;
 }
@@ -176,11 +207,12 @@ int main(int argc, char** argv) {
     else if (k == "--reps") a.reps = std::stoi(v);
     else if (k == "--threads") a.threads = std::stoi(v);
     else if (k == "--python") a.python = v;
+    else if (k == "--device") a.device = v;
   }
   torch::set_num_threads(a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()));
   if (a.mode == "loss-share") return loss_share(a);
   if (a.mode == "overlap") return overlap(a);
   if (a.mode == "train-step") return train_step(a);
-  std::fprintf(stderr, "usage: step_bench loss-share|train-step|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T]\n");
+  std::fprintf(stderr, "usage: step_bench loss-share|train-step|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda]\n");
   return 2;
 }

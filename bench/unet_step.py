@@ -2,13 +2,17 @@
 """The paper's UNet in PyTorch eager, for bench/step_bench's C++/Python comparison.
 
     python3 bench/unet_step.py [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3] [--threads 2]
+                               [--device cpu|cuda]
 
 The same network as core/models/unet.cpp (ResNet-d encoder, five decoder blocks, auxiliary head;
 its parameter count is checked against ../shared/MODELS.md) and the same objective weights
 (0.25 CE + 0.75 DML on the main head, CE on the auxiliary head), timed forward+backward+AdamW
-step like `step_bench train-step`. Needs only torch (Debian's python3-torch).
+step like `step_bench train-step`. On CUDA it runs as kdseg's trainer does: bf16 autocast,
+channels-last, cuDNN autotuning, and reports the step's FLOPs (torch.utils.flop_counter, where
+this torch has it). Needs only torch (Debian's python3-torch on CPU).
 """
 import argparse
+import contextlib
 import time
 
 import torch
@@ -119,25 +123,43 @@ def main():
     p.add_argument("--size", type=int, default=384)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    cuda = a.device == "cuda"
     torch.manual_seed(0)
     net = UNet(a.arch)
     count = sum(t.numel() for t in net.parameters())
     assert count == COUNTS[a.arch], f"{a.arch}: {count} parameters, expected {COUNTS[a.arch]}"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        net = net.cuda().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(a.batch, 1, a.size, a.size)
-    y = torch.randint(0, 2, (a.batch, a.size, a.size))
+    x = torch.randn(a.batch, 1, a.size, a.size, device=a.device)
+    y = torch.randint(0, 2, (a.batch, a.size, a.size), device=a.device)
 
     def step():
         opt.zero_grad()
-        z, aux = net(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+            z, aux = net(x)
+        z, aux = z.float(), aux.float()
         loss = 0.25 * (0.5 * F.cross_entropy(z, y) + 0.5 * F.cross_entropy(aux, y)) + 0.75 * dml(z, y)
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
 
     step()
+    flops = 0
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()
+    except ImportError:  # torch < 2.1
+        pass
     times = []
     for _ in range(a.reps):
         t = time.perf_counter()
@@ -145,7 +167,7 @@ def main():
         times.append(time.perf_counter() - t)
     times.sort()
     print(f"python {a.arch} batch {a.batch} {a.size}x{a.size} threads {torch.get_num_threads()} "
-          f"torch {torch.__version__}: step {times[len(times) // 2]:.3f} s")
+          f"torch {torch.__version__} {a.device}: flops {flops} step {times[len(times) // 2]:.5f} s")
 
 
 if __name__ == "__main__":

@@ -82,14 +82,14 @@ losses::DmlStatisticsReducer global_batch_dml_reducer(Communicator& comm, const 
   };
 }
 
-losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& options, c10::Device device) {
+losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& options) {
   losses::GlobalBatch global;
   if (comm.size() == 1) return global;
   global.dml_statistics = global_batch_dml_reducer(comm, options);
-  global.sum_over_ranks = [&comm, device](double value) {
-    at::Tensor t = torch::full({1}, value, torch::TensorOptions().dtype(torch::kDouble).device(device));
-    comm.all_reduce(t, ReduceOp::kSum);
-    return t.cpu().item<double>();
+  global.sum_over_ranks = [&comm](double value) {
+    at::Tensor t = torch::full({1}, value, torch::kDouble);
+    all_reduce_host(comm, t, ReduceOp::kSum);
+    return t.item<double>();
   };
   global.ranks = comm.size();
   return global;

@@ -29,7 +29,6 @@ losses::DmlStatisticsReducer global_batch_dml_reducer(Communicator& comm, const 
 
 // Everything SegmentationObjective needs to compute global-batch losses over `comm`: the DML
 // reducer above and a sum of pixel counts over ranks. Identity for world size 1.
-// `device`: where the communicator's tensors live (CUDA for NCCL).
-losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& options, c10::Device device);
+losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& options);
 
 }  // namespace kdseg::dist

@@ -46,6 +46,7 @@ class LocalCommunicator final : public Communicator {
   int local_rank() const override { return 0; }
   int local_size() const override { return 1; }
   Backend backend() const override { return Backend::kLocal; }
+  c10::Device device() const override { return c10::kCPU; }
   void all_reduce(at::Tensor&, ReduceOp) override {}
   void broadcast(at::Tensor&, int root) override {
     KDSEG_CHECK(root == 0, "broadcast: root ", root, " does not exist in a world of size 1");
@@ -95,6 +96,17 @@ int run_or_abort(Communicator& comm, const std::function<int()>& body) {
     comm.abort(e.what());
   }
   return 1;  // not reached: abort() does not return
+}
+
+void all_reduce_host(Communicator& comm, at::Tensor& tensor, ReduceOp op) {
+  KDSEG_CHECK(tensor.device().is_cpu(), "all_reduce_host: expected a CPU tensor, got one on ", tensor.device());
+  if (comm.device().is_cpu()) {
+    comm.all_reduce(tensor, op);
+    return;
+  }
+  at::Tensor staged = tensor.to(comm.device());
+  comm.all_reduce(staged, op);
+  tensor.copy_(staged);
 }
 
 std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {

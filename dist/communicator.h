@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <functional>
@@ -46,6 +47,8 @@ class Communicator {
   virtual int local_rank() const = 0;
   virtual int local_size() const = 0;
   virtual Backend backend() const = 0;
+  // Where the tensors this communicator reduces live: this rank's GPU for NCCL, else the CPU.
+  virtual c10::Device device() const = 0;
 
   // Collective. Reduces `tensor` (contiguous) across ranks in place.
   virtual void all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
@@ -65,6 +68,10 @@ class Communicator {
   // MPI_Abort, so that no other rank waits forever. Never returns.
   [[noreturn]] virtual void abort(const std::string& reason) noexcept = 0;
 };
+
+// Collective. Reduces a CPU tensor in place over any backend (NCCL's through device()): for
+// host-side values such as metric sums and flags.
+void all_reduce_host(Communicator& comm, at::Tensor& tensor, ReduceOp op);
 
 // Runs `body` and returns its exit code; on an exception, reports "[rank r/N] error: ..." and
 // aborts the whole job through `comm` (NCCL abort, then MPI_Abort) so that no rank is left

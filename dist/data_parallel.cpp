@@ -196,11 +196,8 @@ void DataParallel::reset_for_next_backward() {
 }
 
 bool DataParallel::all_ranks_have_batch(bool this_rank_has_one) {
-  at::TensorOptions options = torch::TensorOptions().dtype(torch::kInt);
-  const auto params = module_->parameters();
-  if (!params.empty()) options = options.device(params.front().device());
-  at::Tensor flag = torch::full({1}, this_rank_has_one ? 1 : 0, options);
-  comm_.all_reduce(flag, ReduceOp::kMin);
+  at::Tensor flag = torch::full({1}, this_rank_has_one ? 1 : 0, torch::kInt);
+  all_reduce_host(comm_, flag, ReduceOp::kMin);
   return flag.item<int>() == 1;
 }
 

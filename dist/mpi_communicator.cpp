@@ -107,6 +107,7 @@ class MpiCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
   int local_size() const override { return local_size_; }
   Backend backend() const override { return Backend::kMpi; }
+  c10::Device device() const override { return c10::kCPU; }
 
   void all_reduce(at::Tensor& tensor, ReduceOp op) override {
     check_cpu_contiguous(tensor, "all_reduce");

@@ -79,6 +79,7 @@ class NcclCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
   int local_size() const override { return bootstrap_->local_size(); }
   Backend backend() const override { return Backend::kNccl; }
+  c10::Device device() const override { return {c10::kCUDA, static_cast<c10::DeviceIndex>(device_)}; }
 
   void all_reduce(at::Tensor& tensor, ReduceOp op) override {
     check(tensor, "all_reduce");

@@ -8,6 +8,7 @@
 # Sizes and lengths come from the environment (defaults: the demo, ~6 minutes on 2 cores):
 #   CASES SIZE SLICES        synthetic data (20 cases of 64x64x32)
 #   TEACHER_ARCH TEACHER_EPOCHS STUDENT_ARCH STUDENT_EPOCHS WIDTH BATCH RANKS SEED
+#   DEVICE                   cpu (default) or cuda: one GPU per rank, NCCL between them
 set -euo pipefail
 kdseg=$(realpath "$1")
 out=$2
@@ -23,6 +24,7 @@ width=${WIDTH:-0.5}
 batch=${BATCH:-8}
 ranks=${RANKS:-2}
 seed=${SEED:-0}
+device=${DEVICE:-cpu}
 cores=$(nproc)
 
 mpirun=(mpirun -np "$ranks")
@@ -37,7 +39,8 @@ mkdir -p "$out"
 cd "$out"
 log() { printf '\n== %s\n' "$*"; }
 start=$(date +%s)
-common=(--crop-size "$size" --batch-size "$batch" --width "$width" --seed "$seed" --validate-every 10 --log-every 10)
+common=(--crop-size "$size" --batch-size "$batch" --width "$width" --seed "$seed" --validate-every 10 --log-every 10
+        --device "$device")
 
 log "synthetic LiTS-shaped CT: $cases cases of ${size}x${size}x$slices"
 "$kdseg" synth --layout lits --cases "$cases" --size "$size" --slices "$slices" --output raw --log-level warn
@@ -53,7 +56,7 @@ if ! { [ -e cache/soft_labels.h5 ] && "$kdseg" cache verify --cache cache --teac
   force=()
   [ ! -e cache/soft_labels.h5 ] || force=(--force)
   "${mpirun[@]}" "$kdseg" precompute --teacher teacher/last.pt --data prepared.h5 --output cache --folds 1,2,3,4 \
-    --threads "$rank_threads" "${force[@]}"
+    --threads "$rank_threads" --device "$device" "${force[@]}"
 fi
 "$kdseg" cache inspect --cache cache
 
@@ -65,7 +68,7 @@ log "train a hard-label baseline ($student_arch)"
   --threads "$cores" "${common[@]}" --resume
 
 log "evaluate the teacher, the baseline and the distilled student on fold 0"
-"$kdseg" evaluate --data prepared.h5 --fold 0 --output report --threads "$cores" --seed "$seed" \
+"$kdseg" evaluate --data prepared.h5 --fold 0 --output report --threads "$cores" --seed "$seed" --device "$device" \
   --model teacher/last.pt --name teacher --model baseline/last.pt --name baseline \
   --model student/last.pt --name distilled --save-predictions
 echo "pipeline: $(( $(date +%s) - start )) s"

@@ -86,8 +86,6 @@ class Trainer {
   Trainer(const TrainConfig& c, dist::Communicator& comm) : c_(c), comm_(comm), store_(c.data) {
     validate(c_, comm_.size());
     device_ = training_device(c_, comm_);
-    // Collectives' tensors live where the backend reduces them: NCCL on the GPU, MPI on the host.
-    comm_device_ = comm_.backend() == dist::Backend::kNccl ? device_ : c10::Device(c10::kCPU);
     bf16_ = device_.is_cuda() && c_.precision != "fp32";
     if (device_.is_cuda()) {
       device_guard_.reset_device(device_);
@@ -198,14 +196,7 @@ class Trainer {
     }
     model_ = models::UNet(options);
     model_->to(device_);
-    if (device_.is_cuda()) {
-      // Channels-last weights: cuDNN's fastest convolutions take NHWC, and the activations
-      // follow the weights' layout from the first convolution on.
-      torch::NoGradGuard no_grad;
-      for (auto& p : model_->parameters()) {
-        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-      }
-    }
+    if (device_.is_cuda()) models::use_channels_last(*model_);
     // No weight decay on biases and normalisation weights (the 1-d parameters); 10x learning
     // rate for the decoder and heads.
     std::vector<Tensor> groups[4];
@@ -221,7 +212,7 @@ class Trainer {
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
     // Local reduction: each rank's loss on its own share, as the reference implementation does.
-    const losses::GlobalBatch global = c_.dml_reduction == "local" ? losses::GlobalBatch{} : dist::global_batch(comm_, dml, comm_device_);
+    const losses::GlobalBatch global = c_.dml_reduction == "local" ? losses::GlobalBatch{} : dist::global_batch(comm_, dml);
     objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss, c_.temperature), dml,
                                                                  task_.ignore_index, global);
   }
@@ -328,8 +319,8 @@ class Trainer {
       loss_sum += parts.total.item<double>();
     }
     // Every rank decides the same way about a non-finite loss.
-    at::Tensor bad = torch::full({1}, std::isfinite(loss_sum) ? 0 : 1, torch::TensorOptions(torch::kInt).device(comm_device_));
-    comm_.all_reduce(bad, dist::ReduceOp::kMax);
+    at::Tensor bad = torch::full({1}, std::isfinite(loss_sum) ? 0 : 1, torch::kInt);
+    dist::all_reduce_host(comm_, bad, dist::ReduceOp::kMax);
     if (bad.item<int>() != 0) {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
@@ -344,9 +335,8 @@ class Trainer {
     optimizer_->step();
     // The global-batch loss: each rank's share averaged over ranks (what one rank with the
     // whole batch would report).
-    at::Tensor loss_mean = torch::full({1}, loss_sum / static_cast<double>(c_.accumulate),
-                                       torch::TensorOptions(torch::kDouble).device(comm_device_));
-    comm_.all_reduce(loss_mean, dist::ReduceOp::kAverage);
+    at::Tensor loss_mean = torch::full({1}, loss_sum / static_cast<double>(c_.accumulate), torch::kDouble);
+    dist::all_reduce_host(comm_, loss_mean, dist::ReduceOp::kAverage);
     summary_.last_loss = loss_mean.item<double>();
     ++step_;
     if (comm_.rank() == 0 && (step_ % std::max<int64_t>(1, c_.log_every) == 0 || step_ == total_steps_)) {
@@ -383,9 +373,9 @@ class Trainer {
       const Tensor logits = forward(batch->images.to(device_, /*non_blocking=*/true)).logits;
       metrics.add(torch::softmax(logits, 1).cpu(), batch->labels, cases);
     }
-    at::Tensor state = metrics.state().to(comm_device_);
-    comm_.all_reduce(state, dist::ReduceOp::kSum);  // every case counted once across ranks
-    metrics.set_state(state.cpu());
+    at::Tensor state = metrics.state();
+    dist::all_reduce_host(comm_, state, dist::ReduceOp::kSum);  // every case counted once across ranks
+    metrics.set_state(state);
     model_->train();
     const size_t target = metrics.regions().size() - 1;  // the tumour: the last class
     const double dice = metrics.mean_dice(target), ece = metrics.mean_ece();
@@ -473,7 +463,7 @@ class Trainer {
 
   TrainConfig c_;
   dist::Communicator& comm_;
-  c10::Device device_{c10::kCPU}, comm_device_{c10::kCPU};
+  c10::Device device_{c10::kCPU};
   c10::OptionalDeviceGuard device_guard_;  // this rank's GPU is the current device while training
   bool bf16_ = false;
   data::PreparedStore store_;

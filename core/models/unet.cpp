@@ -155,6 +155,13 @@ NormFactory batch_norm_factory() {
   return [](int64_t channels) { return nn::AnyModule(nn::BatchNorm2d(channels)); };
 }
 
+void use_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
 Encoder parse_architecture(const std::string& name) {
   if (name == "unet-resnet18d") return Encoder::kResNet18d;
   if (name == "unet-resnet34d") return Encoder::kResNet34d;

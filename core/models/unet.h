@@ -68,4 +68,9 @@ class UNetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(UNet);
 
+// Stores the 4-d weights of `module` channels-last (NHWC), the layout of cuDNN's fastest
+// convolutions; activations follow from the first convolution on. Parameters keep their
+// identity, so optimisers and hooks made before still see them.
+void use_channels_last(torch::nn::Module& module);
+
 }  // namespace kdseg::models

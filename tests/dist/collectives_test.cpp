@@ -45,6 +45,14 @@ TEST(Collectives, BroadcastGatherBarrier) {
   EXPECT_EQ(world().local_size(), n);  // one node
 }
 
+TEST(Collectives, HostTensorsReduceOverTheCommunicatorsDevice) {
+  const int r = world().rank(), n = world().size();
+  EXPECT_TRUE(world().device().is_cpu());
+  Tensor counts = torch::tensor({static_cast<double>(r), 1.0}, torch::kDouble);
+  D::all_reduce_host(world(), counts, D::ReduceOp::kSum);
+  EXPECT_TRUE(counts.equal(torch::tensor({n * (n - 1) / 2.0, static_cast<double>(n)}, torch::kDouble)));
+}
+
 TEST(Collectives, ErrorsNameTheProblem) {
   Tensor strided = torch::zeros({4, 4}).t();
   std::string what;

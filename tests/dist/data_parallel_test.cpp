@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "core/losses/distill.h"
+#include "core/models/unet.h"
 #include "dist/autograd_collectives.h"
 #include "dist/data_parallel.h"
 #include "dist/sync_batch_norm.h"
@@ -127,12 +128,7 @@ TEST(DataParallel, ChannelsLastParametersReduceLikeContiguousOnes) {
   Net contiguous(kNoComm);
   torch::manual_seed(4 + r);  // DataParallel broadcasts rank 0's (channels-last) weights
   Net channels_last(kNoComm);
-  {
-    torch::NoGradGuard g;
-    for (auto& p : channels_last->parameters()) {
-      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-    }
-  }
+  kdseg::models::use_channels_last(*channels_last);
   ASSERT_FALSE(channels_last->conv2->weight.is_contiguous());
   D::DataParallel ddp(channels_last.ptr(), world(), D::DataParallelOptions{512, 2048, true});
   torch::manual_seed(400 + r);
@@ -220,7 +216,7 @@ TEST(DataParallel, NRanksWithBatchBOverNFollowOneRankWithBatchB) {
     if (comm) ddp = std::make_unique<D::DataParallel>(net.ptr(), *comm, D::DataParallelOptions{1024, 4096, true});
     torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
     const L::SegmentationObjective objective(L::ObjectiveWeights(), dml, std::nullopt,
-                                             comm ? D::global_batch(*comm, dml, c10::kCPU) : L::GlobalBatch());
+                                             comm ? D::global_batch(*comm, dml) : L::GlobalBatch());
     for (int step = 0; step < 5; ++step) {
       const Batch batch = global_batch(global, 50 + step);
       sgd.zero_grad();

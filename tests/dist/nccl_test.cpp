@@ -31,6 +31,10 @@ TEST(NcclCommunicator, MatchesTheMpiBackendAtWorldSizeOne) {
   EXPECT_TRUE(b.cpu().equal(data));
   EXPECT_TRUE(nccl->all_gather(data.cuda()).cpu().equal(mpi->all_gather(data)));
   nccl->barrier();
+  EXPECT_TRUE(nccl->device().is_cuda());
+  at::Tensor host = data.clone();  // metric sums and flags stay on the host: staged through the GPU
+  D::all_reduce_host(*nccl, host, D::ReduceOp::kMax);
+  EXPECT_TRUE(host.device().is_cpu() && host.equal(data));
   auto second = nccl->duplicate();
   at::Tensor d = data.cuda();
   second->all_reduce(d, D::ReduceOp::kSum);
