@@ -4,12 +4,13 @@
 //     Time of forward+backward of the network with the paper's objective (CE + DML, auxiliary
 //     head) against the objective's own forward+backward on the same logits: the loss's share.
 //   step_bench train-step [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3] [--python bench/unet_step.py]
-//                         [--device cpu|cuda]
+//                         [--device cpu|cuda] [--channels-last 1|0]
 //     A full training step (forward, CE + DML + auxiliary CE, backward, AdamW) in C++ against the
 //     same network and step in PyTorch eager from Python (bench/unet_step.py, same thread count),
-//     run one after the other by this program; prints the ratio C++/Python. On CUDA both run as
-//     the trainer does (bf16 autocast, channels-last, cuDNN autotuning) and the table adds the
-//     achieved TFLOP/s, from the step's FLOPs as PyTorch's FLOP counter measures them.
+//     run one after the other by this program; prints the ratio C++/Python. Both run as the
+//     trainer does: channels-last (unless --channels-last 0), and on CUDA bf16 autocast and cuDNN
+//     autotuning, where the table adds the achieved TFLOP/s from the step's FLOPs as PyTorch's
+//     FLOP counter measures them.
 //   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
 //     Step time with gradient buckets reduced during backward, against reducing after
 //     backward, against no reduction at all (each rank alone), same job.
@@ -37,6 +38,7 @@ struct Args {
   std::string mode, arch = "unet-resnet18d", python = "bench/unet_step.py", device = "cpu";
   int64_t batch = 8, size = 384;
   int reps = 3, threads = 0;
+  bool channels_last = true;
 };
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -89,10 +91,8 @@ int train_step(const Args& a) {
   torch::manual_seed(0);
   M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
   net->to(device);
-  if (cuda) {
-    M::use_channels_last(*net);
-    at::globalContext().setBenchmarkCuDNN(true);
-  }
+  if (a.channels_last) M::use_channels_last(*net);
+  if (cuda) at::globalContext().setBenchmarkCuDNN(true);
   torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-4));
   const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size}).to(device);
   const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong).to(device);
@@ -115,7 +115,8 @@ int train_step(const Args& a) {
                                   : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   const std::string command = interpreter + " " + a.python + " --arch " + a.arch + " --batch " + std::to_string(a.batch) +
                               " --size " + std::to_string(a.size) + " --reps " + std::to_string(a.reps) +
-                              " --threads " + std::to_string(torch::get_num_threads()) + " --device " + a.device;
+                              " --threads " + std::to_string(torch::get_num_threads()) + " --device " + a.device +
+                              " --channels-last " + (a.channels_last ? "1" : "0");
   double python = -1, flops = 0;
   std::string python_line;
   if (FILE* pipe = popen(command.c_str(), "r")) {
@@ -127,9 +128,10 @@ int train_step(const Args& a) {
     const auto f = python_line.find("flops ");
     if (f != std::string::npos) flops = std::atof(python_line.c_str() + f + 6);
   }
-  std::printf("%s, batch %lld, %lldx%lld, %s, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
+  std::printf("%s, batch %lld, %lldx%lld, %s, %s, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
               static_cast<long long>(a.batch), static_cast<long long>(a.size), static_cast<long long>(a.size),
-              cuda ? "CUDA bf16 autocast, channels-last" : "CPU float32", torch::get_num_threads(), TORCH_VERSION, a.reps);
+              cuda ? "CUDA bf16 autocast" : "CPU float32", a.channels_last ? "channels-last" : "contiguous",
+              torch::get_num_threads(), TORCH_VERSION, a.reps);
   if (flops > 0) std::printf("step FLOPs (forward + backward, PyTorch's counter): %.3g\n", flops);
   // Achieved TFLOP/s where the baseline's torch could count the step's FLOPs, else "-".
   const auto tflops = [&](double seconds) {
@@ -208,11 +210,12 @@ int main(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::stoi(v);
     else if (k == "--python") a.python = v;
     else if (k == "--device") a.device = v;
+    else if (k == "--channels-last") a.channels_last = v != "0";
   }
   torch::set_num_threads(a.threads > 0 ? a.threads : static_cast<int>(std::thread::hardware_concurrency()));
   if (a.mode == "loss-share") return loss_share(a);
   if (a.mode == "overlap") return overlap(a);
   if (a.mode == "train-step") return train_step(a);
-  std::fprintf(stderr, "usage: step_bench loss-share|train-step|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda]\n");
+  std::fprintf(stderr, "usage: step_bench loss-share|train-step|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
   return 2;
 }

@@ -2,14 +2,14 @@
 """The paper's UNet in PyTorch eager, for bench/step_bench's C++/Python comparison.
 
     python3 bench/unet_step.py [--arch unet-resnet18d] [--batch 8] [--size 384] [--reps 3] [--threads 2]
-                               [--device cpu|cuda]
+                               [--device cpu|cuda] [--channels-last 1|0]
 
 The same network as core/models/unet.cpp (ResNet-d encoder, five decoder blocks, auxiliary head;
 its parameter count is checked against ../shared/MODELS.md) and the same objective weights
 (0.25 CE + 0.75 DML on the main head, CE on the auxiliary head), timed forward+backward+AdamW
-step like `step_bench train-step`. On CUDA it runs as kdseg's trainer does: bf16 autocast,
-channels-last, cuDNN autotuning, and reports the step's FLOPs (torch.utils.flop_counter, where
-this torch has it). Needs only torch (Debian's python3-torch on CPU).
+step like `step_bench train-step`. It runs as kdseg's trainer does: channels-last (unless
+--channels-last 0), and on CUDA bf16 autocast and cuDNN autotuning; it reports the step's FLOPs
+(torch.utils.flop_counter, where this torch has it). Needs only torch (Debian's python3-torch on CPU).
 """
 import argparse
 import contextlib
@@ -124,6 +124,7 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--channels-last", type=int, default=1)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -134,7 +135,9 @@ def main():
     assert count == COUNTS[a.arch], f"{a.arch}: {count} parameters, expected {COUNTS[a.arch]}"
     if cuda:
         torch.backends.cudnn.benchmark = True
-        net = net.cuda().to(memory_format=torch.channels_last)
+        net = net.cuda()
+    if a.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     x = torch.randn(a.batch, 1, a.size, a.size, device=a.device)
     y = torch.randint(0, 2, (a.batch, a.size, a.size), device=a.device)

@@ -44,7 +44,7 @@ json config_json(const TrainConfig& c) {
           {"weight_decay", c.weight_decay}, {"warmup", c.warmup}, {"clip_grad", c.clip_grad}, {"seed", c.seed},
           {"workers", c.workers}, {"deterministic", c.deterministic}, {"teacher_mode", c.teacher_mode},
           {"cache", c.cache}, {"teacher", c.teacher}, {"temperature", c.temperature}, {"dml_reduction", c.dml_reduction},
-          {"device", c.device}, {"precision", c.precision}};
+          {"device", c.device}, {"precision", c.precision}, {"channels_last", c.channels_last}};
 }
 
 void validate(const TrainConfig& c, int world) {
@@ -196,7 +196,7 @@ class Trainer {
     }
     model_ = models::UNet(options);
     model_->to(device_);
-    if (device_.is_cuda()) models::use_channels_last(*model_);
+    if (c_.channels_last) models::use_channels_last(*model_);
     // No weight decay on biases and normalisation weights (the 1-d parameters); 10x learning
     // rate for the decoder and heads.
     std::vector<Tensor> groups[4];
@@ -445,7 +445,8 @@ class Trainer {
     }
     archive.read("model", model_archive);
     archive.read("optimizer", optimizer_archive);
-    model_->load(model_archive);
+    model_->load(model_archive);  // the weights take the checkpoint's layout ...
+    if (c_.channels_last) models::use_channels_last(*model_);  // ... and this run's again
     optimizer_->load(optimizer_archive);
     Tensor step, best, rng;
     archive.read("step", step);

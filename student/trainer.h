@@ -47,9 +47,12 @@ struct TrainConfig {
   bool resume = false;
   bool skip_nonfinite = false;
   bool deterministic = false;
-  // cpu, or cuda: one GPU per rank (the node-local rank's), collectives over NCCL, channels-last
-  // weights, cuDNN autotuning (off with `deterministic`) and batches in page-locked memory.
+  // cpu, or cuda: one GPU per rank (the node-local rank's), collectives over NCCL, cuDNN
+  // autotuning (off with `deterministic`) and batches in page-locked memory.
   std::string device = "cpu";
+  // Weights, and so activations, channels-last (NHWC): the layout of the fastest convolutions of
+  // cuDNN and of oneDNN on CPU.
+  bool channels_last = true;
   std::string precision = "auto";   // auto (bf16 on CUDA, fp32 on CPU) | bf16 (autocast, CUDA only) | fp32
 
   // Distillation (`kdseg distill`): soft labels from a precomputed cache, or from a teacher run

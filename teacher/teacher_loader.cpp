@@ -35,6 +35,7 @@ class CheckpointTeacher final : public Teacher {
       KDSEG_THROW(path, ": its weights do not fit ", arch_, ": ", e.what());
     }
     model_->to(device);
+    models::use_channels_last(*model_);  // the fastest convolution layout, whatever the checkpoint's
     model_->eval();
   }
 
