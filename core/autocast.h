@@ -14,10 +14,12 @@ class CudaAutocast {
     if (!on_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     was_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    was_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
     at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
 #else
     was_enabled_ = at::autocast::is_enabled();
+    was_dtype_ = at::autocast::get_autocast_gpu_dtype();
     at::autocast::set_enabled(true);
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
 #endif
@@ -27,8 +29,10 @@ class CudaAutocast {
     if (!on_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     at::autocast::set_autocast_enabled(at::kCUDA, was_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, was_dtype_);
 #else
     at::autocast::set_enabled(was_enabled_);
+    at::autocast::set_autocast_gpu_dtype(was_dtype_);
 #endif
     // The cache of casted weights lives for the outermost scope only, as in Python.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
@@ -39,6 +43,7 @@ class CudaAutocast {
  private:
   bool on_;
   bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kBFloat16;  // an enclosing scope's state, restored on exit
 };
 
 }  // namespace kdseg

@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "core/build_config.h"
+#include "core/cpu_cores.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/hash.h"
@@ -181,7 +181,7 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
   PrepareSummary summary;
   summary.layout = o.detect_layout ? detect_layout(o.input) : o.layout;
   const std::vector<CaseFiles> found = find_cases(o.input, summary.layout);
-  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = o.threads > 0 ? o.threads : available_cores();
 
   // Pass 1: every case is read and checked before anything is written; results are kept while
   // they fit in memory, and converted again in pass 2 otherwise.

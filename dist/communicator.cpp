@@ -104,7 +104,7 @@ void all_reduce_host(Communicator& comm, at::Tensor& tensor, ReduceOp op) {
     comm.all_reduce(tensor, op);
     return;
   }
-  at::Tensor staged = tensor.to(comm.device());
+  at::Tensor staged = tensor.contiguous().to(comm.device());
   comm.all_reduce(staged, op);
   tensor.copy_(staged);
 }

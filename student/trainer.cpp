@@ -96,8 +96,14 @@ class Trainer {
       // fp32 means IEEE float32: no TF32 tensor cores in the convolutions (cuBLAS has them off).
       if (c_.precision == "fp32") at::globalContext().setAllowTF32CuDNN(false);
     }
-    // Deterministic mode: kernels without a deterministic implementation become errors.
-    at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/false);
+    // Deterministic mode: on CPU, kernels without a deterministic implementation become errors.
+    // On CUDA the backward of bilinear upsampling (every decoder stage) has none, so there it
+    // only warns: runs repeat to rounding, not bit for bit.
+    at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/device_.is_cuda());
+    if (c_.deterministic && device_.is_cuda() && comm_.rank() == 0) {
+      log::warn("--deterministic on CUDA: cuDNN is deterministic and autotuning is off, but bilinear upsampling's "
+                "backward accumulates with atomics; runs agree to rounding, not bit for bit");
+    }
     const data::Layout layout = data::parse_layout(store_.attribute("layout"));
     task_ = data::make_task(c_.task, layout);
     split_rows();
@@ -302,6 +308,7 @@ class Trainer {
             teacher_logits = c_.online_teacher->logits(input);
           }
           soft = torch::softmax(teacher_logits.to(torch::kFloat) / c_.temperature, 1);
+          if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // the teacher's time, not its launch
           teacher_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
         } else {
           soft = batch->soft.to(device_, /*non_blocking=*/true);

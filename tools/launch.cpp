@@ -3,8 +3,8 @@
 #include <torch/torch.h>
 
 #include <sstream>
-#include <thread>
 
+#include "core/cpu_cores.h"
 #include "core/log.h"
 
 namespace kdseg::tools {
@@ -18,8 +18,7 @@ int run_distributed(const po::variables_map& vm, bool cuda, const std::function<
       std::chrono::milliseconds(static_cast<int64_t>(vm["collective-timeout"].as<double>() * 1000));
   auto comm = dist::make_communicator(options);
   const int threads = vm["threads"].as<int>();
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(threads > 0 ? threads : std::max(1, cores / std::max(1, comm->local_size())));
+  torch::set_num_threads(threads > 0 ? threads : default_threads(comm->local_size()));
   log::init(comm->rank(), comm->size(), log::parse_level(vm["log-level"].as<std::string>()));
   return dist::run_or_abort(*comm, [&] { return body(*comm); });
 }

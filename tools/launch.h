@@ -1,6 +1,7 @@
 // What every multi-process subcommand does before its work: the communicator for this process
 // (from --backend and --collective-timeout), LibTorch's thread count (--threads, or the cores
-// shared among this node's ranks), rank-aware logging, and aborting the whole job on an error.
+// available to this process: its own when the launcher bound it, else a share among this
+// node's ranks), rank-aware logging, and aborting the whole job on an error.
 #pragma once
 
 #include <boost/program_options.hpp>

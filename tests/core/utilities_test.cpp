@@ -1,5 +1,6 @@
 // Errors and check macros, atomic files, RNG and the progress display.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "core/check_hdf5.h"
+#include "core/cpu_cores.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/progress.h"
@@ -242,6 +244,39 @@ TEST(Progress, PlainLinesShowCountsAndStatus) {
   EXPECT_NE(text.find("10/10"), std::string::npos) << text;
   EXPECT_NE(text.find("done\n"), std::string::npos) << text;
   EXPECT_EQ(text.find('\r'), std::string::npos) << "no live redraw when not on a terminal";
+}
+
+// A process bound to one core (as mpirun --bind-to core binds each rank) gets one thread
+// whatever the number of ranks; an unbound one shares its cores among the node's ranks.
+TEST(CpuCores, BoundProcessesUseTheirCoresUnboundOnesShare) {
+  cpu_set_t original;
+  ASSERT_EQ(sched_getaffinity(0, sizeof original, &original), 0);
+  const int cores = kdseg::available_cores();
+  ASSERT_GE(cores, 1);
+  EXPECT_LE(cores, CPU_COUNT(&original));
+  if (CPU_COUNT(&original) == sysconf(_SC_NPROCESSORS_ONLN)) {
+    EXPECT_EQ(kdseg::default_threads(1), cores);
+    EXPECT_EQ(kdseg::default_threads(cores), 1);
+    EXPECT_EQ(kdseg::default_threads(4 * cores), 1) << "never 0";
+  }
+  if (CPU_COUNT(&original) < 2) GTEST_SKIP() << "one core: binding cannot narrow it";
+  // Bound to fewer cores than the machine has: to 2 where there are 3 or more, else to 1.
+  const int keep = sysconf(_SC_NPROCESSORS_ONLN) >= 3 && CPU_COUNT(&original) >= 2 ? 2 : 1;
+  cpu_set_t narrow;
+  CPU_ZERO(&narrow);
+  for (int cpu = 0, kept = 0; kept < keep; ++cpu) {
+    if (CPU_ISSET(cpu, &original)) {
+      CPU_SET(cpu, &narrow);
+      ++kept;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof narrow, &narrow), 0);
+  const int available = kdseg::available_cores();
+  const int alone = kdseg::default_threads(1), shared = kdseg::default_threads(2);
+  ASSERT_EQ(sched_setaffinity(0, sizeof original, &original), 0);
+  EXPECT_EQ(available, std::min(keep, cores)) << "the affinity mask, not the machine's core count";
+  EXPECT_EQ(alone, available);
+  EXPECT_EQ(shared, available) << "a bound rank keeps its own cores";
 }
 
 }  // namespace

@@ -56,7 +56,7 @@ TEST_F(TrainerTest, TrainsOnCudaInBf16) {
   EXPECT_NE(text.find("\"device\": \"cuda\""), std::string::npos) << text;
 }
 
-// In float32 without autotuning, CUDA and CPU follow the same trajectory up to rounding.
+// In float32 (no TF32), CUDA and CPU follow the same trajectory up to rounding.
 TEST_F(TrainerTest, CudaInFloat32FollowsTheCpu) {
   KDSEG_REQUIRE_CUDA();
   auto on_cpu = config("fp32-cpu");
@@ -72,12 +72,12 @@ TEST_F(TrainerTest, CudaInFloat32FollowsTheCpu) {
   // AdamW moves each weight by up to the learning rate per step (1e-3; 1e-2 for the decoder), and
   // a gradient near zero can flip its update's sign on rounding: the mean is the sharp check.
   EXPECT_LT(d.mean, 1e-5) << "CUDA fp32 diverged from the CPU run (max " << d.max << ")";
-  EXPECT_LT(d.max, 3 * 1e-2);
+  EXPECT_LT(d.max, 6e-2);  // 3 steps of at most 1e-2 each way (learning-rate factors 1, 1, 0.5)
 }
 
 // Resume on CUDA restores weights, optimiser and the CUDA generator. cuDNN's autotuner may pick
-// other algorithms in the second process, so this compares within rounding, not bit for bit
-// (the CPU test is the bitwise one).
+// other algorithms in the resumed run and bilinear upsampling's backward accumulates with
+// atomics, so this compares within rounding, not bit for bit (the CPU test is the bitwise one).
 TEST_F(TrainerTest, ResumeOnCuda) {
   KDSEG_REQUIRE_CUDA();
   auto straight = config("cuda-straight");
@@ -93,7 +93,7 @@ TEST_F(TrainerTest, ResumeOnCuda) {
   second.resume = true;
   EXPECT_EQ(kdseg::student::train(second, *comm).steps, 6);
   const auto d = difference(parameters_of(dir.file("cuda-straight/last.pt")), parameters_of(dir.file("cuda-resumed/last.pt")));
-  EXPECT_LT(d.mean, 1e-6) << "max " << d.max;
+  EXPECT_LT(d.mean, 1e-5) << "max " << d.max;
 }
 
 }  // namespace
