@@ -11,6 +11,10 @@
 //     trainer does: channels-last (unless --channels-last 0), and on CUDA bf16 autocast and cuDNN
 //     autotuning, where the table adds the achieved TFLOP/s from the step's FLOPs as PyTorch's
 //     FLOP counter measures them.
+//   step_bench optimizer [--arch unet-resnet18d] [--reps 20] [--device cpu|cuda]
+//     One AdamW step over the network's parameters (the trainer's groups: decoder at 10x, no
+//     decay on biases and norms): LibTorch's per-parameter AdamW (baseline) against kdseg's
+//     multi-tensor AdamW.
 //   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
 //     Step time with gradient buckets reduced during backward, against reducing after
 //     backward, against no reduction at all (each rank alone), same job.
@@ -22,6 +26,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/adamw.h"
 #include "core/autocast.h"
 #include "core/losses/distill.h"
 #include "core/models/unet.h"
@@ -93,7 +98,7 @@ int train_step(const Args& a) {
   net->to(device);
   if (a.channels_last) M::use_channels_last(*net);
   if (cuda) at::globalContext().setBenchmarkCuDNN(true);
-  torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-4));
+  kdseg::MultiTensorAdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-4));  // the trainer's
   const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size}).to(device);
   const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong).to(device);
   const L::SegmentationObjective objective(L::ObjectiveWeights().main(0.5).aux(0.5));
@@ -143,6 +148,51 @@ int train_step(const Args& a) {
   std::printf("%-40s %10.4f %12.2f %10s %7.3fx\n", "kdseg, C++", cpp, static_cast<double>(a.batch) / cpp,
               tflops(cpp).c_str(), python > 0 ? cpp / python : 0.0);
   if (python < 0) std::printf("(python baseline unavailable: %s)\n", command.c_str());
+  return 0;
+}
+
+int optimizer_step(const Args& a) {
+  const bool cuda = a.device == "cuda";
+  if (cuda && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "step_bench: --device cuda, but no CUDA device is visible\n");
+    return 1;
+  }
+  const c10::Device device = cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  torch::manual_seed(0);
+  M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
+  net->to(device);
+  M::use_channels_last(*net);
+  std::vector<at::Tensor> groups[4];
+  for (const auto& p : net->encoder_parameters()) groups[p.dim() <= 1 ? 1 : 0].push_back(p);
+  for (const auto& p : net->decoder_parameters()) groups[p.dim() <= 1 ? 3 : 2].push_back(p);
+  const auto make_groups = [&] {
+    std::vector<torch::optim::OptimizerParamGroup> out;
+    for (int g = 0; g < 4; ++g) {
+      auto o = std::make_unique<torch::optim::AdamWOptions>(g >= 2 ? 1e-3 : 1e-4);
+      o->weight_decay(g % 2 == 0 ? 1e-2 : 0.0);
+      out.emplace_back(groups[g], std::move(o));
+    }
+    return out;
+  };
+  size_t count = 0;
+  for (auto& p : net->parameters()) {
+    p.mutable_grad() = torch::randn_like(p);
+    ++count;
+  }
+  torch::optim::AdamW per_parameter(make_groups(), torch::optim::AdamWOptions(1e-4));
+  kdseg::MultiTensorAdamW multi_tensor(make_groups(), torch::optim::AdamWOptions(1e-4));
+  const auto timed = [&](torch::optim::Optimizer& o) {
+    return median([&] {
+      o.step();
+      if (cuda) torch::cuda::synchronize();
+    }, a.reps);
+  };
+  const double base = timed(per_parameter), multi = timed(multi_tensor);
+  std::printf("AdamW step over %s's %zu parameter tensors, %s, %d threads, LibTorch %s, median of %d\n",
+              a.arch.c_str(), count, device.str().c_str(), torch::get_num_threads(), TORCH_VERSION, a.reps);
+  std::printf("%-40s %12s %8s\n", "optimiser", "ms/step", "speedup");
+  std::printf("%-40s %12.3f %7.2fx\n", "torch::optim::AdamW (baseline)", 1e3 * base, 1.0);
+  std::printf("%-40s %12.3f %7.2fx\n", "kdseg::MultiTensorAdamW", 1e3 * multi, base / multi);
   return 0;
 }
 
@@ -216,6 +266,7 @@ int main(int argc, char** argv) {
   if (a.mode == "loss-share") return loss_share(a);
   if (a.mode == "overlap") return overlap(a);
   if (a.mode == "train-step") return train_step(a);
-  std::fprintf(stderr, "usage: step_bench loss-share|train-step|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
+  if (a.mode == "optimizer") return optimizer_step(a);
+  std::fprintf(stderr, "usage: step_bench loss-share|train-step|optimizer|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
   return 2;
 }

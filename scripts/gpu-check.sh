@@ -51,6 +51,7 @@ if want bench; then
   for arch in unet-resnet18d unet-resnet50d; do
     KDSEG_PYTHON=$(command -v python3) timeout 150 build-gpu/bench/step_bench train-step --arch $arch --batch 8 \
       --size 384 --reps 10 --device cuda --python bench/unet_step.py 2>&1 | tee -a "$out/summary.txt"
+    build-gpu/bench/step_bench optimizer --arch $arch --reps 20 --device cuda 2>&1 | tee -a "$out/summary.txt"
   done
 fi
 log done

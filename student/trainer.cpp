@@ -12,6 +12,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "core/adamw.h"
 #include "core/autocast.h"
 #include "core/build_config.h"
 #include "core/error.h"
@@ -214,7 +215,7 @@ class Trainer {
       o->weight_decay(g % 2 == 0 ? c_.weight_decay : 0.0);
       param_groups.emplace_back(groups[g], std::move(o));
     }
-    optimizer_ = std::make_unique<torch::optim::AdamW>(param_groups, torch::optim::AdamWOptions(c_.lr));
+    optimizer_ = std::make_unique<MultiTensorAdamW>(param_groups, torch::optim::AdamWOptions(c_.lr));
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
     // Local reduction: each rank's loss on its own share, as the reference implementation does.
@@ -482,7 +483,7 @@ class Trainer {
   int64_t steps_per_epoch_ = 1, total_steps_ = 0, warmup_steps_ = 1, step_ = 0, stop_at_ = 0;
   double best_dice_ = -1;
   models::UNet model_{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<MultiTensorAdamW> optimizer_;
   std::unique_ptr<dist::DataParallel> ddp_;
   std::unique_ptr<losses::SegmentationObjective> objective_;
   TrainSummary summary_;
