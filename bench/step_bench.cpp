@@ -15,6 +15,9 @@
 //     One AdamW step over the network's parameters (the trainer's groups: decoder at 10x, no
 //     decay on biases and norms): LibTorch's per-parameter AdamW (baseline) against kdseg's
 //     multi-tensor AdamW.
+//   [mpirun -np 2] step_bench sync-bn [--batch 8] [--size 192] [--reps 5]
+//     Forward + backward of kdseg's SyncBatchNorm2d on [B,64,S,S] channels-last activations
+//     against LibTorch's BatchNorm2d (which reduces nothing: the baseline of the normalisation).
 //   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
 //     Step time with gradient buckets reduced during backward, against reducing after
 //     backward, against no reduction at all (each rank alone), same job.
@@ -196,6 +199,32 @@ int optimizer_step(const Args& a) {
   return 0;
 }
 
+int sync_bn(const Args& a) {
+  auto comm = D::make_communicator();
+  const int64_t c = 64;
+  torch::manual_seed(comm->rank());
+  const at::Tensor x = torch::randn({a.batch, c, a.size, a.size}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor g = torch::randn_like(x);
+  torch::nn::BatchNorm2d native(c);
+  D::SyncBatchNorm2d synced(c, comm.get());
+  const auto run = [&](auto& bn) {
+    return median([&] {
+      const at::Tensor input = x.detach().requires_grad_(true);
+      bn(input).backward(g);
+    }, a.reps);
+  };
+  const double base = run(native), ours = run(synced);
+  if (comm->rank() == 0) {
+    std::printf("batch norm forward + backward, [%lld,%lld,%lld,%lld] channels-last, %d rank(s), %d threads, median of %d\n",
+                static_cast<long long>(a.batch), static_cast<long long>(c), static_cast<long long>(a.size),
+                static_cast<long long>(a.size), comm->size(), torch::get_num_threads(), a.reps);
+    std::printf("%-44s %10s %8s\n", "module", "ms", "ratio");
+    std::printf("%-44s %10.2f %7.2fx\n", "torch::nn::BatchNorm2d (baseline, local)", 1e3 * base, 1.0);
+    std::printf("%-44s %10.2f %7.2fx\n", "kdseg SyncBatchNorm2d", 1e3 * ours, ours / base);
+  }
+  return 0;
+}
+
 int overlap(const Args& a) {
   D::CommunicatorOptions options;
   auto comm = D::make_communicator(options);
@@ -267,6 +296,7 @@ int main(int argc, char** argv) {
   if (a.mode == "overlap") return overlap(a);
   if (a.mode == "train-step") return train_step(a);
   if (a.mode == "optimizer") return optimizer_step(a);
-  std::fprintf(stderr, "usage: step_bench loss-share|train-step|optimizer|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
+  if (a.mode == "sync-bn") return sync_bn(a);
+  std::fprintf(stderr, "usage: step_bench loss-share|train-step|optimizer|sync-bn|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
   return 2;
 }

@@ -205,6 +205,52 @@ TEST(SyncBatchNorm, MatchesBatchNorm2dOnOneProcess) {
 
 // N ranks with per-rank batch B/N follow 1 rank with batch B: SyncBatchNorm, CE and
 // global-batch DML, bucketed gradients, 5 SGD steps.
+// The gradients too: each rank normalises its share of a global batch with the global
+// statistics, and gets the share of BatchNorm2d's input gradient on the whole batch; weight and
+// bias gradients summed over ranks are BatchNorm2d's. Contiguous and channels-last, with and
+// without affine parameters.
+TEST(SyncBatchNorm, GradientsAreThoseOfTheWholeBatch) {
+  const int r = world().rank(), n = world().size();
+  for (const bool channels_last : {false, true}) {
+    for (const bool affine : {true, false}) {
+      const auto options = torch::nn::BatchNormOptions(5).affine(affine);
+      torch::manual_seed(9);
+      D::SyncBatchNorm2d sync(options, &world());
+      torch::nn::BatchNorm2d plain(options);
+      if (affine) {
+        torch::NoGradGuard g;
+        const Tensor w = torch::rand({5}) + 0.5, b = torch::randn({5});
+        sync->weight.copy_(w);
+        sync->bias.copy_(b);
+        plain->weight.copy_(w);
+        plain->bias.copy_(b);
+      }
+      const Tensor whole = torch::randn({2 * n, 5, 6, 6}) * 3 + 1, upstream = torch::randn({2 * n, 5, 6, 6});
+      const auto layout = [&](const Tensor& t) {
+        return channels_last ? t.contiguous(at::MemoryFormat::ChannelsLast) : t.contiguous();
+      };
+      const Tensor mine = layout(whole.narrow(0, 2 * r, 2)).requires_grad_(true);
+      const Tensor all = layout(whole).requires_grad_(true);
+      const Tensor out_mine = sync(mine), out_all = plain(all);
+      out_mine.backward(upstream.narrow(0, 2 * r, 2));
+      out_all.backward(upstream);
+      const double out_error = (out_mine - out_all.narrow(0, 2 * r, 2)).abs().max().item<double>();
+      const double grad_error = (mine.grad() - all.grad().narrow(0, 2 * r, 2)).abs().max().item<double>();
+      double param_error = 0;
+      if (affine) {
+        Tensor gw = sync->weight.grad().clone(), gb = sync->bias.grad().clone();
+        world().all_reduce(gw, D::ReduceOp::kSum);
+        world().all_reduce(gb, D::ReduceOp::kSum);
+        param_error = std::max((gw - plain->weight.grad()).abs().max().item<double>(),
+                               (gb - plain->bias.grad()).abs().max().item<double>());
+      }
+      EXPECT_TRUE(all_ranks(out_error < 1e-5 && grad_error < 1e-5 && param_error < 1e-4))
+          << "channels_last " << channels_last << " affine " << affine << ": output " << out_error << ", input grad "
+          << grad_error << ", parameter grads " << param_error;
+    }
+  }
+}
+
 TEST(DataParallel, NRanksWithBatchBOverNFollowOneRankWithBatchB) {
   const int r = world().rank(), n = world().size();
   const int64_t per_rank = 2, global = per_rank * n;
