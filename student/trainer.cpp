@@ -326,10 +326,14 @@ class Trainer {
       }
       loss_sum += parts.total.item<double>();
     }
-    // Every rank decides the same way about a non-finite loss.
-    at::Tensor bad = torch::full({1}, std::isfinite(loss_sum) ? 0 : 1, torch::kInt);
-    dist::all_reduce_host(comm_, bad, dist::ReduceOp::kMax);
-    if (bad.item<int>() != 0) {
+    // One collective for both: the global-batch loss (each rank's share averaged over ranks,
+    // what one rank with the whole batch would report) and the count of ranks whose loss is not
+    // finite, so that every rank decides the same way about skipping.
+    const bool finite = std::isfinite(loss_sum);
+    at::Tensor reduced = torch::tensor({finite ? loss_sum / static_cast<double>(c_.accumulate) : 0.0, finite ? 0.0 : 1.0},
+                                       torch::kDouble);
+    dist::all_reduce_host(comm_, reduced, dist::ReduceOp::kSum);
+    if (reduced[1].item<double>() != 0) {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
       ++summary_.skipped_steps;
@@ -341,11 +345,7 @@ class Trainer {
     if (ddp_) ddp_->synchronize_gradients();
     if (c_.clip_grad > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), c_.clip_grad);
     optimizer_->step();
-    // The global-batch loss: each rank's share averaged over ranks (what one rank with the
-    // whole batch would report).
-    at::Tensor loss_mean = torch::full({1}, loss_sum / static_cast<double>(c_.accumulate), torch::kDouble);
-    dist::all_reduce_host(comm_, loss_mean, dist::ReduceOp::kAverage);
-    summary_.last_loss = loss_mean.item<double>();
+    summary_.last_loss = reduced[0].item<double>() / static_cast<double>(comm_.size());
     ++step_;
     if (comm_.rank() == 0 && (step_ % std::max<int64_t>(1, c_.log_every) == 0 || step_ == total_steps_)) {
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
