@@ -1,6 +1,7 @@
 // Forward+backward time and peak memory of kdseg's DML against a naive composition of LibTorch
 // ops (the reference implementation's formulation: log_softmax().exp(), one-hot labels,
-// torch::norm per class) on CPU, side by side in one run.
+// torch::norm per class) on CPU, side by side in one run; then dml_statistics on probabilities
+// (the public entry for callers that have them) against its ATen composition.
 //
 // usage: loss_bench [--threads N] [--reps R] [--quick]
 // Peak memory is measured in a fresh child process per row (this program re-executed with
@@ -135,6 +136,33 @@ std::vector<Case> bench_cases(bool quick) {
   return cases;
 }
 
+// dml_statistics + dml_from_statistics forward+backward on probabilities: the fused CPU kernel,
+// or the ATen composition used on other devices (the baseline).
+double probabilities_ms(const Case& c, bool fused, int reps) {
+  torch::manual_seed(0);
+  const Tensor prob = torch::softmax(torch::randn(c.shape), 1).requires_grad_(true);
+  std::vector<int64_t> spatial = c.shape;
+  spatial.erase(spatial.begin() + 1);
+  const Tensor target =
+      c.hard ? torch::randint(0, c.shape[1], spatial, torch::kLong) : torch::softmax(torch::randn(c.shape), 1);
+  const L::DmlOptions options;
+  const auto once = [&] {
+    prob.mutable_grad() = Tensor();
+    const auto stats = fused ? L::dml_statistics(prob, target, {}, options)
+                             : L::detail::dml_statistics_composite(prob, target, {}, options);
+    L::dml_from_statistics(stats, options).backward();
+  };
+  once();  // warm-up
+  std::vector<double> times;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    once();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,6 +200,12 @@ int main(int argc, char** argv) {
     const double fused = median_ms(in, true, reps);
     std::printf("%-24s %12.1f %12.1f %7.2fx %14.1f %14.1f %7.2fx\n", cases[i].name.c_str(), naive, fused, naive / fused,
                 naive_mem, fused_mem, fused_mem > 0 ? naive_mem / fused_mem : 0.0);
+  }
+  std::printf("\ndml_statistics on probabilities, forward+backward, median of %d\n", reps);
+  std::printf("%-24s %16s %12s %8s\n", "input", "composite ms", "kdseg ms", "speedup");
+  for (const Case& c : cases) {
+    const double composite = probabilities_ms(c, false, reps), fused = probabilities_ms(c, true, reps);
+    std::printf("%-24s %16.1f %12.1f %7.2fx\n", c.name.c_str(), composite, fused, composite / fused);
   }
   return 0;
 }

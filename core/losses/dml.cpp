@@ -226,31 +226,6 @@ Flat saved_inputs(AutogradContext* ctx, double& p) {
   return Flat{saved[0], saved[1], saved[2].numel() > 0 ? saved[2] : Tensor(), ctx->saved_data["hard"].toBool()};
 }
 
-// Autograd node of the fused statistics: outputs (|x|_p^p, |y|_p^p, |x-y|_p^p, max y), each
-// [B,C]; only the first and third depend on the prediction.
-class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
- public:
-  static variable_list forward(AutogradContext* ctx, const Tensor& prob, const Tensor& target, const Tensor& keep,
-                               bool hard, double p) {
-    Flat f{prob, target, keep.numel() > 0 ? keep : Tensor(), hard};
-    Tensor sx, sy, sd, ymax;
-    AT_DISPATCH_FLOATING_TYPES(prob.scalar_type(), "dml_fused_forward",
-                               [&] { fused_forward<scalar_t>(f, p, sx, sy, sd, ymax); });
-    save_inputs(ctx, prob, target, keep, hard, p);
-    ctx->mark_non_differentiable({sy, ymax});
-    return {sx, sy, sd, ymax};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    double p = 1;
-    const Flat f = saved_inputs(ctx, p);
-    Tensor grad;
-    AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_fused_backward",
-                               [&] { grad = fused_backward<scalar_t>(f, p, grads[0], grads[2]); });
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor()};
-  }
-};
-
 // --- fused softmax + statistics on CPU ---------------------------------------------------------
 // dml_loss on CPU never materialises the probabilities: each pixel's softmax is computed in
 // registers, accumulated into the per-class sums, and recomputed in backward, where the
@@ -329,15 +304,17 @@ inline T dlp_t(T v, double p) {
   else return dlp(v, p);
 }
 
-// One block of kLanes pixels of one image: softmax probabilities prob[c][l], the target
-// y[c][l] and the keep weight k[l] (0 or 1); prob and y are masked by k. A block at the end
-// of a chunk is copied into padded buffers first (padding lanes have k = 0).
+// One block of kLanes pixels of one image: probabilities prob[c][l] (the softmax of the
+// input, or the input itself when `softmax` is false), the target y[c][l] and the keep weight
+// k[l] (0 or 1); prob and y are masked by k. A block at the end of a chunk is copied into
+// padded buffers first (padding lanes have k = 0).
 template <typename scalar_t>
 struct PixelBlock {
   scalar_t prob[kMaxFusedClasses][kLanes];
   scalar_t y[kMaxFusedClasses][kLanes];
   scalar_t k[kLanes];
   bool bad_label = false;
+  bool softmax = true;
 
   void load(const scalar_t* z, const PixelTarget<scalar_t>& t, int64_t b, int64_t i0, int width) {
     const int64_t classes = t.classes, n = t.n;
@@ -366,9 +343,25 @@ struct PixelBlock {
             int64_t classes) {
     // Written as plain loops over kLanes with selects instead of branches, so that GCC
     // vectorises them at -O3 with the baseline instruction set.
+    for (int l = 0; l < kLanes; ++l) k[l] = keep == nullptr ? scalar_t(1) : static_cast<scalar_t>(keep[l]);
+    if (softmax) {
+      normalise(zb, stride, classes);
+    } else {
+      for (int64_t c = 0; c < classes; ++c) {
+        const scalar_t* zc = zb + c * stride;
+        for (int l = 0; l < kLanes; ++l) {
+          const scalar_t v = zc[l];
+          prob[c][l] = k[l] > scalar_t(0) ? v : scalar_t(0);  // a select: excluded pixels may hold anything
+        }
+      }
+    }
+    fill_target(labels, soft, stride, classes);
+  }
+
+  // prob = softmax over classes of the logits, times k.
+  void normalise(const scalar_t* zb, int64_t stride, int64_t classes) {
     scalar_t top[kLanes], total[kLanes];
     for (int l = 0; l < kLanes; ++l) {
-      k[l] = keep == nullptr ? scalar_t(1) : static_cast<scalar_t>(keep[l]);
       top[l] = zb[l];
       total[l] = 0;
     }
@@ -393,6 +386,10 @@ struct PixelBlock {
       scalar_t* pc = prob[c];
       for (int l = 0; l < kLanes; ++l) pc[l] *= total[l];
     }
+  }
+
+  // y: one-hot of the labels or the soft target, times k; flags labels outside [0, classes).
+  void fill_target(const scalar_t* labels, const scalar_t* soft, int64_t stride, int64_t classes) {
     if (labels) {
       const scalar_t limit = static_cast<scalar_t>(classes);
       scalar_t bad = 0;
@@ -424,8 +421,10 @@ struct PixelBlock {
   }
 };
 
-template <typename scalar_t, Norm kNorm>
-void logits_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd, Tensor& ymax, bool& bad_label) {
+// The statistics of blocks of pixels: of softmax(f.prob) (kSoftmax: logits in) or of f.prob
+// itself (probabilities in). Lane sums in scalar_t over at most 256 blocks, then in double.
+template <typename scalar_t, Norm kNorm, bool kSoftmax>
+void blocked_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd, Tensor& ymax, bool& bad_label) {
   const int64_t batch = f.prob.size(0), classes = f.prob.size(1), n = f.prob.size(2);
   const int64_t chunks = chunk_count(batch, n), chunk = (n + chunks - 1) / chunks;
   const scalar_t* z = f.prob.data_ptr<scalar_t>();
@@ -435,10 +434,10 @@ void logits_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd,
   std::atomic<bool> bad{false};
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     PixelBlock<scalar_t> block;
+    block.softmax = kSoftmax;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, lo = (item % chunks) * chunk, hi = std::min(n, lo + chunk);
       double* acc = &partial[static_cast<size_t>(item * classes * 4)];
-      // Lane sums in scalar_t over at most 256 blocks, then into double.
       constexpr int64_t kFlushEvery = 256 * kLanes;
       for (int64_t start = lo; start < hi; start += kFlushEvery) {
         const int64_t stop = std::min(hi, start + kFlushEvery);
@@ -479,8 +478,10 @@ void logits_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd,
   ymax = all.select(3, 3).amax(1).to(f.prob.scalar_type());
 }
 
-template <typename scalar_t, Norm kNorm>
-Tensor logits_backward(const Flat& f, double p, const Tensor& gx_in, const Tensor& gd_in) {
+// The gradient of blocked_forward's sx and sd: through the softmax analytically (kSoftmax), or
+// directly with respect to the probabilities.
+template <typename scalar_t, Norm kNorm, bool kSoftmax>
+Tensor blocked_backward(const Flat& f, double p, const Tensor& gx_in, const Tensor& gd_in) {
   const int64_t batch = f.prob.size(0), classes = f.prob.size(1), n = f.prob.size(2);
   const int64_t chunks = chunk_count(batch, n), chunk = (n + chunks - 1) / chunks;
   const Tensor gx = per_class_gradient(gx_in, f), gd = per_class_gradient(gd_in, f);
@@ -493,6 +494,7 @@ Tensor logits_backward(const Flat& f, double p, const Tensor& gx_in, const Tenso
   const PixelTarget<scalar_t>& t = view.target;
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     PixelBlock<scalar_t> block;
+    block.softmax = kSoftmax;
     scalar_t g[kMaxFusedClasses][kLanes];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, lo = (item % chunks) * chunk, hi = std::min(n, lo + chunk);
@@ -511,13 +513,55 @@ Tensor logits_backward(const Flat& f, double p, const Tensor& gx_in, const Tenso
         }
         for (int64_t c = 0; c < classes; ++c) {
           scalar_t* oc = ob + c * n + i0;
-          for (int l = 0; l < width; ++l) oc[l] = block.prob[c][l] * (g[c][l] - dot[l]);
+          if constexpr (kSoftmax) {
+            for (int l = 0; l < width; ++l) oc[l] = block.prob[c][l] * (g[c][l] - dot[l]);
+          } else {
+            for (int l = 0; l < width; ++l) oc[l] = g[c][l];
+          }
         }
       }
     }
   });
   return grad;
 }
+
+// Autograd node of the fused statistics of probabilities: outputs (|x|_p^p, |y|_p^p, |x-y|_p^p,
+// max y), each [B,C]; only the first and third depend on the prediction. Up to
+// kMaxFusedClasses classes the blocked, vectorised kernels; beyond, the per-class ones.
+class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& prob, const Tensor& target, const Tensor& keep,
+                               bool hard, double p) {
+    Flat f{prob, target, keep.numel() > 0 ? keep : Tensor(), hard};
+    Tensor sx, sy, sd, ymax;
+    bool bad = false;
+    const bool blocked = prob.size(1) <= kMaxFusedClasses;
+    if (!blocked && hard) check_hard_range(f, prob.size(1));
+    AT_DISPATCH_FLOATING_TYPES(prob.scalar_type(), "dml_fused_forward", [&] {
+      if (!blocked) fused_forward<scalar_t>(f, p, sx, sy, sd, ymax);
+      else if (p == 1.0) blocked_forward<scalar_t, Norm::kL1, false>(f, p, sx, sy, sd, ymax, bad);
+      else if (p == 2.0) blocked_forward<scalar_t, Norm::kL2, false>(f, p, sx, sy, sd, ymax, bad);
+      else blocked_forward<scalar_t, Norm::kGeneral, false>(f, p, sx, sy, sd, ymax, bad);
+    });
+    if (bad) check_hard_range(f, prob.size(1));  // throws with the offending values
+    save_inputs(ctx, prob, target, keep, hard, p);
+    ctx->mark_non_differentiable({sy, ymax});
+    return {sx, sy, sd, ymax};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    double p = 1;
+    const Flat f = saved_inputs(ctx, p);
+    Tensor grad;
+    AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_fused_backward", [&] {
+      if (f.prob.size(1) > kMaxFusedClasses) grad = fused_backward<scalar_t>(f, p, grads[0], grads[2]);
+      else if (p == 1.0) grad = blocked_backward<scalar_t, Norm::kL1, false>(f, p, grads[0], grads[2]);
+      else if (p == 2.0) grad = blocked_backward<scalar_t, Norm::kL2, false>(f, p, grads[0], grads[2]);
+      else grad = blocked_backward<scalar_t, Norm::kGeneral, false>(f, p, grads[0], grads[2]);
+    });
+    return {grad, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
 
 // Autograd node of the fused softmax + statistics: logits in, the same four [B,C] outputs as
 // FusedStatistics.
@@ -529,9 +573,9 @@ class FusedLogitStatistics : public torch::autograd::Function<FusedLogitStatisti
     Tensor sx, sy, sd, ymax;
     bool bad = false;
     AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "dml_logits_forward", [&] {
-      if (p == 1.0) logits_forward<scalar_t, Norm::kL1>(f, p, sx, sy, sd, ymax, bad);
-      else if (p == 2.0) logits_forward<scalar_t, Norm::kL2>(f, p, sx, sy, sd, ymax, bad);
-      else logits_forward<scalar_t, Norm::kGeneral>(f, p, sx, sy, sd, ymax, bad);
+      if (p == 1.0) blocked_forward<scalar_t, Norm::kL1, true>(f, p, sx, sy, sd, ymax, bad);
+      else if (p == 2.0) blocked_forward<scalar_t, Norm::kL2, true>(f, p, sx, sy, sd, ymax, bad);
+      else blocked_forward<scalar_t, Norm::kGeneral, true>(f, p, sx, sy, sd, ymax, bad);
     });
     if (bad) check_hard_range(f, logits.size(1));  // throws with the offending values
     save_inputs(ctx, logits, target, keep, hard, p);
@@ -544,9 +588,9 @@ class FusedLogitStatistics : public torch::autograd::Function<FusedLogitStatisti
     const Flat f = saved_inputs(ctx, p);
     Tensor grad;
     AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_logits_backward", [&] {
-      if (p == 1.0) grad = logits_backward<scalar_t, Norm::kL1>(f, p, grads[0], grads[2]);
-      else if (p == 2.0) grad = logits_backward<scalar_t, Norm::kL2>(f, p, grads[0], grads[2]);
-      else grad = logits_backward<scalar_t, Norm::kGeneral>(f, p, grads[0], grads[2]);
+      if (p == 1.0) grad = blocked_backward<scalar_t, Norm::kL1, true>(f, p, grads[0], grads[2]);
+      else if (p == 2.0) grad = blocked_backward<scalar_t, Norm::kL2, true>(f, p, grads[0], grads[2]);
+      else grad = blocked_backward<scalar_t, Norm::kGeneral, true>(f, p, grads[0], grads[2]);
     });
     return {grad, Tensor(), Tensor(), Tensor(), Tensor()};
   }
@@ -611,7 +655,6 @@ DmlStatistics dml_statistics(const Tensor& prob, const Tensor& target, const Ten
   if (!prob.device().is_cpu()) return detail::dml_statistics_composite(prob, target, keep, options);
   options.validate();
   Flat f = flatten_inputs(prob, target, keep, options);
-  if (f.hard) check_hard_range(f, f.prob.size(1));
   // Autograd functions take defined tensors only: an empty mask stands for "keep everything".
   const Tensor keep_arg = f.keep.defined() ? f.keep : torch::empty({0}, f.prob.options().dtype(torch::kBool));
   const auto out = FusedStatistics::apply(f.prob, f.target, keep_arg, f.hard, options.norm());

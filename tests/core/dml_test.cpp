@@ -144,6 +144,8 @@ TEST(Dml, FusedKernelMatchesComposition) {
       {{2, 3, 7, 9}, true, true, L::DmlOptions()},
       {{3, 5, 5, 7, 11}, false, true, L::DmlOptions().norm(2)},
       {{1, 2, 1, 17}, true, false, L::DmlOptions().image_weight(1)},
+      // More classes than the blocked kernels take: the per-class kernel.
+      {{1, 40, 9, 9}, true, true, L::DmlOptions()},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
