@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "core/adamw.h"
@@ -89,17 +90,30 @@ int loss_share(const Args& a) {
   return 0;
 }
 
-int train_step(const Args& a) {
-  const bool cuda = a.device == "cuda";
-  if (cuda && !torch::cuda::is_available()) {
+// The device of --device (null with a message when CUDA is asked for and absent), and the
+// paper's network of --arch on it, channels-last as the trainer keeps it.
+std::optional<c10::Device> bench_device(const Args& a) {
+  if (a.device != "cuda") return c10::Device(c10::kCPU);
+  if (!torch::cuda::is_available()) {
     std::fprintf(stderr, "step_bench: --device cuda, but no CUDA device is visible\n");
-    return 1;
+    return std::nullopt;
   }
-  const c10::Device device = cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  return c10::Device(c10::kCUDA, 0);
+}
+M::UNet bench_network(const Args& a, c10::Device device, bool channels_last) {
   torch::manual_seed(0);
   M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
   net->to(device);
-  if (a.channels_last) M::use_channels_last(*net);
+  if (channels_last) M::use_channels_last(*net);
+  return net;
+}
+
+int train_step(const Args& a) {
+  const auto found = bench_device(a);
+  if (!found) return 1;
+  const c10::Device device = *found;
+  const bool cuda = device.is_cuda();
+  M::UNet net = bench_network(a, device, a.channels_last);
   if (cuda) at::globalContext().setBenchmarkCuDNN(true);
   kdseg::MultiTensorAdamW optimizer(net->parameters(), torch::optim::AdamWOptions(1e-4));  // the trainer's
   const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size}).to(device);
@@ -155,16 +169,11 @@ int train_step(const Args& a) {
 }
 
 int optimizer_step(const Args& a) {
-  const bool cuda = a.device == "cuda";
-  if (cuda && !torch::cuda::is_available()) {
-    std::fprintf(stderr, "step_bench: --device cuda, but no CUDA device is visible\n");
-    return 1;
-  }
-  const c10::Device device = cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-  torch::manual_seed(0);
-  M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
-  net->to(device);
-  M::use_channels_last(*net);
+  const auto found = bench_device(a);
+  if (!found) return 1;
+  const c10::Device device = *found;
+  const bool cuda = device.is_cuda();
+  M::UNet net = bench_network(a, device, /*channels_last=*/true);
   std::vector<at::Tensor> groups[4];
   for (const auto& p : net->encoder_parameters()) groups[p.dim() <= 1 ? 1 : 0].push_back(p);
   for (const auto& p : net->decoder_parameters()) groups[p.dim() <= 1 ? 3 : 2].push_back(p);

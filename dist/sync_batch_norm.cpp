@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include "core/error.h"
-#include "dist/autograd_collectives.h"
 
 namespace kdseg::dist {
 

@@ -525,6 +525,29 @@ Tensor blocked_backward(const Flat& f, double p, const Tensor& gx_in, const Tens
   return grad;
 }
 
+// blocked_forward and blocked_backward for f's dtype and the norm p (1 and 2 compiled apart).
+// Forward returns whether a kept pixel holds a hard label outside [0, classes).
+template <bool kSoftmax>
+bool dispatch_blocked_forward(const Flat& f, double p, Tensor& sx, Tensor& sy, Tensor& sd, Tensor& ymax) {
+  bool bad = false;
+  AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_blocked_forward", [&] {
+    if (p == 1.0) blocked_forward<scalar_t, Norm::kL1, kSoftmax>(f, p, sx, sy, sd, ymax, bad);
+    else if (p == 2.0) blocked_forward<scalar_t, Norm::kL2, kSoftmax>(f, p, sx, sy, sd, ymax, bad);
+    else blocked_forward<scalar_t, Norm::kGeneral, kSoftmax>(f, p, sx, sy, sd, ymax, bad);
+  });
+  return bad;
+}
+template <bool kSoftmax>
+Tensor dispatch_blocked_backward(const Flat& f, double p, const Tensor& gx, const Tensor& gd) {
+  Tensor grad;
+  AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_blocked_backward", [&] {
+    if (p == 1.0) grad = blocked_backward<scalar_t, Norm::kL1, kSoftmax>(f, p, gx, gd);
+    else if (p == 2.0) grad = blocked_backward<scalar_t, Norm::kL2, kSoftmax>(f, p, gx, gd);
+    else grad = blocked_backward<scalar_t, Norm::kGeneral, kSoftmax>(f, p, gx, gd);
+  });
+  return grad;
+}
+
 // Autograd node of the fused statistics of probabilities: outputs (|x|_p^p, |y|_p^p, |x-y|_p^p,
 // max y), each [B,C]; only the first and third depend on the prediction. Up to
 // kMaxFusedClasses classes the blocked, vectorised kernels; beyond, the per-class ones.
@@ -534,16 +557,12 @@ class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
                                bool hard, double p) {
     Flat f{prob, target, keep.numel() > 0 ? keep : Tensor(), hard};
     Tensor sx, sy, sd, ymax;
-    bool bad = false;
-    const bool blocked = prob.size(1) <= kMaxFusedClasses;
-    if (!blocked && hard) check_hard_range(f, prob.size(1));
-    AT_DISPATCH_FLOATING_TYPES(prob.scalar_type(), "dml_fused_forward", [&] {
-      if (!blocked) fused_forward<scalar_t>(f, p, sx, sy, sd, ymax);
-      else if (p == 1.0) blocked_forward<scalar_t, Norm::kL1, false>(f, p, sx, sy, sd, ymax, bad);
-      else if (p == 2.0) blocked_forward<scalar_t, Norm::kL2, false>(f, p, sx, sy, sd, ymax, bad);
-      else blocked_forward<scalar_t, Norm::kGeneral, false>(f, p, sx, sy, sd, ymax, bad);
-    });
-    if (bad) check_hard_range(f, prob.size(1));  // throws with the offending values
+    if (prob.size(1) <= kMaxFusedClasses) {
+      if (dispatch_blocked_forward<false>(f, p, sx, sy, sd, ymax)) check_hard_range(f, prob.size(1));  // throws
+    } else {
+      if (hard) check_hard_range(f, prob.size(1));
+      AT_DISPATCH_FLOATING_TYPES(prob.scalar_type(), "dml_fused_forward", [&] { fused_forward<scalar_t>(f, p, sx, sy, sd, ymax); });
+    }
     save_inputs(ctx, prob, target, keep, hard, p);
     ctx->mark_non_differentiable({sy, ymax});
     return {sx, sy, sd, ymax};
@@ -552,13 +571,12 @@ class FusedStatistics : public torch::autograd::Function<FusedStatistics> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     double p = 1;
     const Flat f = saved_inputs(ctx, p);
+    if (f.prob.size(1) <= kMaxFusedClasses) {
+      return {dispatch_blocked_backward<false>(f, p, grads[0], grads[2]), Tensor(), Tensor(), Tensor(), Tensor()};
+    }
     Tensor grad;
-    AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_fused_backward", [&] {
-      if (f.prob.size(1) > kMaxFusedClasses) grad = fused_backward<scalar_t>(f, p, grads[0], grads[2]);
-      else if (p == 1.0) grad = blocked_backward<scalar_t, Norm::kL1, false>(f, p, grads[0], grads[2]);
-      else if (p == 2.0) grad = blocked_backward<scalar_t, Norm::kL2, false>(f, p, grads[0], grads[2]);
-      else grad = blocked_backward<scalar_t, Norm::kGeneral, false>(f, p, grads[0], grads[2]);
-    });
+    AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_fused_backward",
+                               [&] { grad = fused_backward<scalar_t>(f, p, grads[0], grads[2]); });
     return {grad, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
@@ -571,13 +589,7 @@ class FusedLogitStatistics : public torch::autograd::Function<FusedLogitStatisti
                                bool hard, double p) {
     Flat f{logits, target, keep.numel() > 0 ? keep : Tensor(), hard};
     Tensor sx, sy, sd, ymax;
-    bool bad = false;
-    AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "dml_logits_forward", [&] {
-      if (p == 1.0) blocked_forward<scalar_t, Norm::kL1, true>(f, p, sx, sy, sd, ymax, bad);
-      else if (p == 2.0) blocked_forward<scalar_t, Norm::kL2, true>(f, p, sx, sy, sd, ymax, bad);
-      else blocked_forward<scalar_t, Norm::kGeneral, true>(f, p, sx, sy, sd, ymax, bad);
-    });
-    if (bad) check_hard_range(f, logits.size(1));  // throws with the offending values
+    if (dispatch_blocked_forward<true>(f, p, sx, sy, sd, ymax)) check_hard_range(f, logits.size(1));  // throws
     save_inputs(ctx, logits, target, keep, hard, p);
     ctx->mark_non_differentiable({sy, ymax});
     return {sx, sy, sd, ymax};
@@ -586,13 +598,7 @@ class FusedLogitStatistics : public torch::autograd::Function<FusedLogitStatisti
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     double p = 1;
     const Flat f = saved_inputs(ctx, p);
-    Tensor grad;
-    AT_DISPATCH_FLOATING_TYPES(f.prob.scalar_type(), "dml_logits_backward", [&] {
-      if (p == 1.0) grad = blocked_backward<scalar_t, Norm::kL1, true>(f, p, grads[0], grads[2]);
-      else if (p == 2.0) grad = blocked_backward<scalar_t, Norm::kL2, true>(f, p, grads[0], grads[2]);
-      else grad = blocked_backward<scalar_t, Norm::kGeneral, true>(f, p, grads[0], grads[2]);
-    });
-    return {grad, Tensor(), Tensor(), Tensor(), Tensor()};
+    return {dispatch_blocked_backward<true>(f, p, grads[0], grads[2]), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 

@@ -56,16 +56,21 @@ void set_gradients(const Params& p, int s) {
   }
 }
 
+// Steps [from, to) of two optimisers, each over its own copy of the parameters, same gradients.
+void step_both(const Params& a, O::Optimizer& on_a, const Params& b, O::Optimizer& on_b, int from, int to) {
+  for (int s = from; s < to; ++s) {
+    set_gradients(a, s);
+    set_gradients(b, s);
+    on_a.step();
+    on_b.step();
+  }
+}
+
 TEST(MultiTensorAdamW, MatchesLibTorchAdamW) {
   const Params a = make_params(), b = make_params();
   auto reference = make_optimizer<O::AdamW>(a);
   auto multi = make_optimizer<kdseg::MultiTensorAdamW>(b);
-  for (int s = 0; s < 6; ++s) {
-    set_gradients(a, s);
-    set_gradients(b, s);
-    reference->step();
-    multi->step();
-  }
+  step_both(a, *reference, b, *multi, 0, 6);
   const auto pa = a.all(), pb = b.all();
   for (size_t i = 0; i < pa.size(); ++i) {
     EXPECT_TRUE(pa[i].equal(pb[i])) << "parameter " << i << " differs by " << (pa[i] - pb[i]).abs().max().item<double>();
@@ -78,12 +83,7 @@ TEST(MultiTensorAdamW, CheckpointsAreLibTorchAdamWs) {
   const Params a = make_params(), b = make_params();
   auto reference = make_optimizer<O::AdamW>(a);
   auto multi = make_optimizer<kdseg::MultiTensorAdamW>(b);
-  for (int s = 0; s < 3; ++s) {
-    set_gradients(a, s);
-    set_gradients(b, s);
-    reference->step();
-    multi->step();
-  }
+  step_both(a, *reference, b, *multi, 0, 3);
   // Swap optimisers through their saved state: each continues where the other stopped.
   std::stringstream from_multi, from_reference;
   torch::serialize::OutputArchive out_multi, out_reference;
@@ -98,12 +98,7 @@ TEST(MultiTensorAdamW, CheckpointsAreLibTorchAdamWs) {
   in_multi.load_from(from_multi);
   multi_from_reference->load(in_reference);
   reference_from_multi->load(in_multi);
-  for (int s = 3; s < 6; ++s) {
-    set_gradients(a, s);
-    set_gradients(b, s);
-    multi_from_reference->step();
-    reference_from_multi->step();
-  }
+  step_both(a, *multi_from_reference, b, *reference_from_multi, 3, 6);
   const auto pa = a.all(), pb = b.all();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(pa[i].equal(pb[i])) << "parameter " << i;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/models/unet.h"
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
@@ -43,6 +44,15 @@ class TrainerTest : public ::testing::Test {
     c.log_every = 1;
     c.validate_every = 0;
     return c;
+  }
+  // Training with `c` fails with a kdseg::Error whose message contains `text`.
+  void expect_train_error(const kdseg::student::TrainConfig& c, const std::string& text) const {
+    try {
+      kdseg::student::train(c, *comm);
+      ADD_FAILURE() << "training succeeded; expected an error containing '" << text << "'";
+    } catch (const kdseg::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
   }
   // The parameters and buffers of a checkpoint, loaded into a network of the test's shape.
   static std::vector<at::Tensor> parameters_of(const std::string& checkpoint) {
