@@ -66,7 +66,8 @@ losses::DmlStatisticsReducer global_batch_dml_reducer(Communicator& comm, const 
     if (comm.size() == 1) return local;
     const losses::DmlStatistics s = batch_sums_suffice ? local.summed_over_batch() : local;
     const int64_t classes = s.tp.size(1);
-    // tp, fp, fn in one collective; the target maxima (no gradient) in a second, small one.
+    // tp, fp, fn in one collective; the target maxima (no gradient, another operation) in a
+    // second, small one.
     const Tensor packed = torch::cat({s.tp, s.fp, s.fn}, 1);
     const Tensor reduced = batch_sums_suffice ? all_reduce_sum_with_grad(packed, comm) : all_gather_with_grad(packed, comm);
     Tensor target_max = s.target_max.detach().contiguous().clone();
@@ -86,10 +87,15 @@ losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& o
   losses::GlobalBatch global;
   if (comm.size() == 1) return global;
   global.dml_statistics = global_batch_dml_reducer(comm, options);
-  global.sum_over_ranks = [&comm](double value) {
-    at::Tensor t = torch::full({1}, value, torch::kDouble);
-    all_reduce_host(comm, t, ReduceOp::kSum);
-    return t.item<double>();
+  global.sum_over_ranks = [&comm](const Tensor& counts) {
+    Tensor summed = counts.detach().contiguous().clone();
+    if (summed.device() == comm.device()) {
+      comm.all_reduce(summed, ReduceOp::kSum);
+      return summed;
+    }
+    summed = summed.cpu();
+    all_reduce_host(comm, summed, ReduceOp::kSum);
+    return summed.to(counts.device());
   };
   global.ranks = comm.size();
   return global;

@@ -24,11 +24,12 @@ at::Tensor all_gather_with_grad(const at::Tensor& tensor, Communicator& comm);
 
 // The reducer that makes DML a global-batch loss: with only the dataset reduction it
 // all-reduces the batch-summed statistics ([1,C]); with image or class reductions it gathers
-// the per-image rows. One collective either way.
+// the per-image rows. The target maxima travel in a second, small collective.
 losses::DmlStatisticsReducer global_batch_dml_reducer(Communicator& comm, const losses::DmlOptions& options);
 
 // Everything SegmentationObjective needs to compute global-batch losses over `comm`: the DML
-// reducer above and a sum of pixel counts over ranks. Identity for world size 1.
+// reducer above and a sum of pixel counts over ranks (on the communicator's device when the
+// counts live there, so no host synchronisation). Identity for world size 1.
 losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& options);
 
 }  // namespace kdseg::dist

@@ -40,8 +40,9 @@ Tensor erode(const Tensor& maps, int64_t k) {
 
 namespace {
 // Per-pixel cross-entropy [B,*] (0 on ignored pixels) and the kept-pixel mask.
+// `check_range` validates the labels (a host synchronisation): once per set of labels suffices.
 std::pair<Tensor, Tensor> cross_entropy_per_pixel(const Tensor& logits, const Tensor& labels,
-                                                  std::optional<int64_t> ignore_index);
+                                                  std::optional<int64_t> ignore_index, bool check_range = true);
 // Per-pixel T^2 KL [B,*].
 Tensor kl_per_pixel(const Tensor& logits, const Tensor& target, double temperature);
 }  // namespace
@@ -53,17 +54,19 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, std::optional<i
 
 namespace {
 std::pair<Tensor, Tensor> cross_entropy_per_pixel(const Tensor& logits, const Tensor& labels,
-                                                  std::optional<int64_t> ignore_index) {
+                                                  std::optional<int64_t> ignore_index, bool check_range) {
   KDSEG_CHECK(labels.scalar_type() == torch::kLong, "cross_entropy: labels must be int64, got ", labels.scalar_type());
   KDSEG_CHECK(logits.dim() == labels.dim() + 1 && logits.size(0) == labels.size(0) &&
                   logits.sizes().slice(2) == labels.sizes().slice(1),
               "cross_entropy: labels ", labels.sizes(), " do not match logits ", logits.sizes(), " ([B,C,*] vs [B,*])");
   const int64_t classes = logits.size(1);
   const Tensor keep = keep_of(labels, ignore_index, {});
-  Tensor bad = (labels < 0).logical_or(labels >= classes);
-  if (keep.defined()) bad = bad.logical_and(keep);
-  KDSEG_CHECK(!bad.any().item<bool>(), "cross_entropy: labels outside [0, ", classes,
-              ") on pixels that are not ignored; set ignore_index");
+  if (check_range) {
+    Tensor bad = (labels < 0).logical_or(labels >= classes);
+    if (keep.defined()) bad = bad.logical_and(keep);
+    KDSEG_CHECK(!bad.any().item<bool>(), "cross_entropy: labels outside [0, ", classes,
+                ") on pixels that are not ignored; set ignore_index");
+  }
   const Tensor log_prob = torch::log_softmax(as_float(logits), 1);
   const Tensor nll = -log_prob.gather(1, labels.clamp(0, classes - 1).unsqueeze(1)).squeeze(1);
   return {nll, keep};
@@ -128,32 +131,63 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
   const Tensor keep = keep_of(in.labels, ignore_index_, in.keep);
   const Tensor zero = torch::zeros({}, as_float(in.logits).options());
 
-  // CE and KL: this rank's sum over kept pixels over the kept pixels of all ranks.
-  const auto global_mean = [&](const Tensor& per_pixel, const Tensor& mask) {
-    const Tensor m = mask.defined() ? mask.to(per_pixel.scalar_type()) : torch::ones_like(per_pixel);
-    const double local = m.sum().item<double>();
-    const double total = global_.sum_over_ranks ? global_.sum_over_ranks(local) : local;
-    return (per_pixel * m).sum() * (static_cast<double>(global_.ranks) / std::max(total, 1.0));
+  // CE and KL are this rank's sums over kept pixels divided by the kept pixels of all ranks.
+  // The counts stay tensors and every count of the step is summed over ranks at once, so the
+  // terms cost one collective and no host synchronisation.
+  struct Term {
+    Tensor main, aux;  // per pixel, main and auxiliary heads
+    Tensor mask;       // kept pixels, or undefined: all
+    Tensor total;      // kept pixels of all ranks
   };
-  LossTerms terms{zero, zero, zero, zero, zero};
+  Term ce, kl;
   if (hard) {
     // With an explicit keep mask, excluded pixels are dropped from CE by marking them ignored.
     const int64_t drop = ignore_index_.value_or(-1);
     const Tensor labels = in.keep.defined() ? torch::where(in.keep, in.labels, torch::full_like(in.labels, drop))
                                             : in.labels;
     const std::optional<int64_t> ignore = in.keep.defined() ? std::optional<int64_t>(drop) : ignore_index_;
-    const auto [nll, ce_keep] = cross_entropy_per_pixel(in.logits, labels, ignore);
-    Tensor ce = w.main() * global_mean(nll, ce_keep);
-    if (in.aux_logits.defined()) ce = ce + w.aux() * global_mean(cross_entropy_per_pixel(in.aux_logits, labels, ignore).first, ce_keep);
-    terms.ce = label_factor * w.ce() * ce;
-    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml_, global_.dml_statistics);
+    std::tie(ce.main, ce.mask) = cross_entropy_per_pixel(in.logits, labels, ignore);
+    if (in.aux_logits.defined()) ce.aux = cross_entropy_per_pixel(in.aux_logits, labels, ignore, false).first;
   }
   if (soft) {
     KDSEG_CHECK(in.soft.sizes() == in.logits.sizes(), "objective: soft targets ", in.soft.sizes(), " differ from logits ",
                 in.logits.sizes());
-    Tensor kl = w.main() * global_mean(kl_per_pixel(in.logits, in.soft, t), keep);
-    if (in.aux_logits.defined()) kl = kl + w.aux() * global_mean(kl_per_pixel(in.aux_logits, in.soft, t), keep);
-    terms.kl = teacher_factor * w.ce() * kl;
+    kl.main = kl_per_pixel(in.logits, in.soft, t);
+    if (in.aux_logits.defined()) kl.aux = kl_per_pixel(in.aux_logits, in.soft, t);
+    kl.mask = keep;
+  }
+  // Kept pixels per term: a count of every pixel when no mask is given.
+  std::vector<Term*> present;
+  std::vector<Tensor> counts;
+  for (Term* term : {&ce, &kl}) {
+    if (!term->main.defined()) continue;
+    present.push_back(term);
+    counts.push_back(term->mask.defined() ? term->mask.sum(torch::kDouble)
+                                          : torch::scalar_tensor(static_cast<double>(term->main.numel()),
+                                                                 term->main.options().dtype(torch::kDouble)));
+  }
+  if (!counts.empty()) {
+    Tensor totals = torch::stack(counts);
+    if (global_.sum_over_ranks) totals = global_.sum_over_ranks(totals);
+    for (size_t i = 0; i < present.size(); ++i) present[i]->total = totals[static_cast<int64_t>(i)];
+  }
+  const auto global_mean = [&](const Term& term) {
+    const auto mean_of = [&](const Tensor& per_pixel) {
+      const Tensor scale = (static_cast<double>(global_.ranks) / term.total.clamp_min(1.0)).to(per_pixel.scalar_type());
+      const Tensor kept = term.mask.defined() ? per_pixel * term.mask.to(per_pixel.scalar_type()) : per_pixel;
+      return kept.sum() * scale;
+    };
+    Tensor mean = w.main() * mean_of(term.main);
+    if (term.aux.defined()) mean = mean + w.aux() * mean_of(term.aux);
+    return mean;
+  };
+  LossTerms terms{zero, zero, zero, zero, zero};
+  if (hard) {
+    terms.ce = label_factor * w.ce() * global_mean(ce);
+    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml_, global_.dml_statistics);
+  }
+  if (soft) {
+    terms.kl = teacher_factor * w.ce() * global_mean(kl);
     terms.dml_soft = teacher_factor * w.dml() * dml_loss(in.logits, in.soft, keep, dml_, global_.dml_statistics);
   }
   terms.total = terms.ce + terms.kl + terms.dml_hard + terms.dml_soft;

@@ -85,8 +85,10 @@ struct ObjectiveInputs {
 // are then averaged), so that N ranks with batch B/N optimise exactly the loss of one rank with
 // batch B even when ranks keep different numbers of pixels.
 struct GlobalBatch {
-  DmlStatisticsReducer dml_statistics;                  // null: this rank only
-  std::function<double(double)> sum_over_ranks;         // null: this rank only
+  DmlStatisticsReducer dml_statistics;  // null: this rank only
+  // Sums a small float64 tensor of pixel counts over ranks, returning it on the device it came
+  // from. Null: this rank only.
+  std::function<at::Tensor(const at::Tensor&)> sum_over_ranks;
   int ranks = 1;
 };
 

@@ -42,11 +42,14 @@ D::Communicator* const kNoComm = nullptr;
 struct Batch {
   Tensor images, labels;
 };
-// The same global batch on every rank.
+constexpr int64_t kIgnored = 7;
+// The same global batch on every rank. Sample i ignores its first i rows, so ranks keep
+// different numbers of pixels.
 Batch global_batch(int64_t size, uint64_t seed) {
   torch::manual_seed(seed);
   Tensor images = torch::randn({size, 1, 12, 12});
   Tensor labels = (images.squeeze(1) > 0.5).to(torch::kLong) + (images.squeeze(1) > 1.2).to(torch::kLong);
+  for (int64_t i = 0; i < size; ++i) labels[i].narrow(0, 0, i % 12).fill_(kIgnored);
   return {images, labels};
 }
 
@@ -261,7 +264,7 @@ TEST(DataParallel, NRanksWithBatchBOverNFollowOneRankWithBatchB) {
     std::unique_ptr<D::DataParallel> ddp;
     if (comm) ddp = std::make_unique<D::DataParallel>(net.ptr(), *comm, D::DataParallelOptions{1024, 4096, true});
     torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-    const L::SegmentationObjective objective(L::ObjectiveWeights(), dml, std::nullopt,
+    const L::SegmentationObjective objective(L::ObjectiveWeights(), dml, kIgnored,
                                              comm ? D::global_batch(*comm, dml) : L::GlobalBatch());
     for (int step = 0; step < 5; ++step) {
       const Batch batch = global_batch(global, 50 + step);
