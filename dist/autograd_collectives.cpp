@@ -88,14 +88,9 @@ losses::GlobalBatch global_batch(Communicator& comm, const losses::DmlOptions& o
   if (comm.size() == 1) return global;
   global.dml_statistics = global_batch_dml_reducer(comm, options);
   global.sum_over_ranks = [&comm](const Tensor& counts) {
-    Tensor summed = counts.detach().contiguous().clone();
-    if (summed.device() == comm.device()) {
-      comm.all_reduce(summed, ReduceOp::kSum);
-      return summed;
-    }
-    summed = summed.cpu();
-    all_reduce_host(comm, summed, ReduceOp::kSum);
-    return summed.to(counts.device());
+    Tensor summed = counts.detach().clone();
+    all_reduce_any_device(comm, summed, ReduceOp::kSum);
+    return summed;
   };
   global.ranks = comm.size();
   return global;

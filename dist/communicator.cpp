@@ -98,13 +98,13 @@ int run_or_abort(Communicator& comm, const std::function<int()>& body) {
   return 1;  // not reached: abort() does not return
 }
 
-void all_reduce_host(Communicator& comm, at::Tensor& tensor, ReduceOp op) {
-  KDSEG_CHECK(tensor.device().is_cpu(), "all_reduce_host: expected a CPU tensor, got one on ", tensor.device());
-  if (comm.device().is_cpu()) {
+void all_reduce_any_device(Communicator& comm, at::Tensor& tensor, ReduceOp op) {
+  if (tensor.device() == comm.device() && tensor.is_contiguous()) {
     comm.all_reduce(tensor, op);
     return;
   }
-  at::Tensor staged = tensor.contiguous().to(comm.device());
+  at::Tensor staged =
+      tensor.to(tensor.options().device(comm.device()), /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous);
   comm.all_reduce(staged, op);
   tensor.copy_(staged);
 }

@@ -69,9 +69,10 @@ class Communicator {
   [[noreturn]] virtual void abort(const std::string& reason) noexcept = 0;
 };
 
-// Collective. Reduces a CPU tensor in place over any backend (NCCL's through device()): for
-// host-side values such as metric sums and flags.
-void all_reduce_host(Communicator& comm, at::Tensor& tensor, ReduceOp op);
+// Collective. Reduces `tensor` in place whatever device it lives on: directly when that is the
+// communicator's device(), otherwise staged through it (a CPU metric sum over NCCL, a GPU
+// count over MPI). For small values such as metric sums, pixel counts and flags.
+void all_reduce_any_device(Communicator& comm, at::Tensor& tensor, ReduceOp op);
 
 // Runs `body` and returns its exit code; on an exception, reports "[rank r/N] error: ..." and
 // aborts the whole job through `comm` (NCCL abort, then MPI_Abort) so that no rank is left

@@ -197,7 +197,7 @@ void DataParallel::reset_for_next_backward() {
 
 bool DataParallel::all_ranks_have_batch(bool this_rank_has_one) {
   at::Tensor flag = torch::full({1}, this_rank_has_one ? 1 : 0, torch::kInt);
-  all_reduce_host(comm_, flag, ReduceOp::kMin);
+  all_reduce_any_device(comm_, flag, ReduceOp::kMin);
   return flag.item<int>() == 1;
 }
 

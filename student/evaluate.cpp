@@ -164,7 +164,7 @@ class Evaluator {
     }
     progress.finish();
     Tensor state = metrics.state();
-    dist::all_reduce_host(comm_, state, dist::ReduceOp::kSum);  // each case counted once across ranks
+    dist::all_reduce_any_device(comm_, state, dist::ReduceOp::kSum);  // each case counted once across ranks
     metrics.set_state(state);
     if (o_.save_predictions) save_predictions(m, predictions);
     return model_json(m, metrics);
@@ -246,7 +246,7 @@ class Evaluator {
         const auto it = mine.find(rows[i]);
         if (it != mine.end()) gathered[static_cast<int64_t>(i)].copy_(it->second);
       }
-      dist::all_reduce_host(comm_, gathered, dist::ReduceOp::kSum);  // exactly one rank holds each row
+      dist::all_reduce_any_device(comm_, gathered, dist::ReduceOp::kSum);  // exactly one rank holds each row
       if (comm_.rank() != 0) continue;
       const auto shape = store_.case_shapes()[static_cast<size_t>(c)];
       const std::vector<int64_t> size = {shape[0], shape[1]};

@@ -284,7 +284,8 @@ class Trainer {
     }
     optimizer_->zero_grad();
     losses::LossTerms parts;
-    double loss_sum = 0, teacher_seconds = 0;
+    Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kDouble).device(device_));
+    double teacher_seconds = 0;
     int64_t images = 0;
     for (int64_t a = 0; a < c_.accumulate; ++a) {
       auto batch = loader.next();
@@ -324,15 +325,17 @@ class Trainer {
       } else {
         loss.backward();
       }
-      loss_sum += parts.total.item<double>();
+      loss_sum += parts.total.detach().to(torch::kDouble);
     }
-    // One collective for both: the global-batch loss (each rank's share averaged over ranks,
-    // what one rank with the whole batch would report) and the count of ranks whose loss is not
-    // finite, so that every rank decides the same way about skipping.
-    const bool finite = std::isfinite(loss_sum);
-    at::Tensor reduced = torch::tensor({finite ? loss_sum / static_cast<double>(c_.accumulate) : 0.0, finite ? 0.0 : 1.0},
-                                       torch::kDouble);
-    dist::all_reduce_host(comm_, reduced, dist::ReduceOp::kSum);
+    // One collective for both, on the step's device: the global-batch loss (each rank's share
+    // averaged over ranks, what one rank with the whole batch would report) and the count of
+    // ranks whose loss is not finite, so that every rank decides the same way about skipping.
+    // Reading them back is the step's one host synchronisation.
+    const Tensor finite = loss_sum.isfinite();
+    const Tensor mean = loss_sum / static_cast<double>(c_.accumulate);
+    Tensor reduced = torch::stack({torch::where(finite, mean, torch::zeros_like(mean)), finite.logical_not().to(torch::kDouble)});
+    dist::all_reduce_any_device(comm_, reduced, dist::ReduceOp::kSum);
+    reduced = reduced.cpu();
     if (reduced[1].item<double>() != 0) {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
@@ -382,7 +385,7 @@ class Trainer {
       metrics.add(torch::softmax(logits, 1).cpu(), batch->labels, cases);
     }
     at::Tensor state = metrics.state();
-    dist::all_reduce_host(comm_, state, dist::ReduceOp::kSum);  // every case counted once across ranks
+    dist::all_reduce_any_device(comm_, state, dist::ReduceOp::kSum);  // every case counted once across ranks
     metrics.set_state(state);
     model_->train();
     const size_t target = metrics.regions().size() - 1;  // the tumour: the last class

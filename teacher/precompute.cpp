@@ -205,7 +205,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   if (comm.rank() == 0) data::write_cache_master(o.output, comm.size());
   comm.barrier();
   at::Tensor computed = torch::full({1}, summary.computed, torch::kLong);
-  dist::all_reduce_host(comm, computed, dist::ReduceOp::kSum);
+  dist::all_reduce_any_device(comm, computed, dist::ReduceOp::kSum);
   summary.computed = computed.item<int64_t>();
   summary.slices = n;
   summary.seconds = seconds_since(start);

@@ -49,7 +49,7 @@ TEST(Collectives, HostTensorsReduceOverTheCommunicatorsDevice) {
   const int r = world().rank(), n = world().size();
   EXPECT_TRUE(world().device().is_cpu());
   Tensor counts = torch::tensor({static_cast<double>(r), 1.0}, torch::kDouble);
-  D::all_reduce_host(world(), counts, D::ReduceOp::kSum);
+  D::all_reduce_any_device(world(), counts, D::ReduceOp::kSum);
   EXPECT_TRUE(counts.equal(torch::tensor({n * (n - 1) / 2.0, static_cast<double>(n)}, torch::kDouble)));
 }
 

@@ -33,7 +33,7 @@ TEST(NcclCommunicator, MatchesTheMpiBackendAtWorldSizeOne) {
   nccl->barrier();
   EXPECT_TRUE(nccl->device().is_cuda());
   at::Tensor host = data.clone();  // metric sums and flags stay on the host: staged through the GPU
-  D::all_reduce_host(*nccl, host, D::ReduceOp::kMax);
+  D::all_reduce_any_device(*nccl, host, D::ReduceOp::kMax);
   EXPECT_TRUE(host.device().is_cpu() && host.equal(data));
   auto second = nccl->duplicate();
   at::Tensor d = data.cuda();
