@@ -109,6 +109,21 @@ void all_reduce_any_device(Communicator& comm, at::Tensor& tensor, ReduceOp op) 
   tensor.copy_(staged);
 }
 
+int node_local_gpu(int local_rank, int local_size, int visible_gpus) {
+  KDSEG_CHECK(visible_gpus > 0, "--device cuda: this process sees no CUDA device (is this LibTorch built with ",
+              "CUDA, and CUDA_VISIBLE_DEVICES set?)");
+  if (visible_gpus == 1) return 0;
+  KDSEG_CHECK(local_size <= visible_gpus, "--device cuda: ", local_size, " ranks on this node but ", visible_gpus,
+              " visible GPUs; start one rank per GPU, or give each rank its own GPU (CUDA_VISIBLE_DEVICES)");
+  return local_rank;
+}
+
+c10::Device rank_cuda_device(const Communicator& comm) {
+  if (comm.device().is_cuda()) return comm.device();
+  const int visible = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  return {c10::kCUDA, static_cast<c10::DeviceIndex>(node_local_gpu(comm.local_rank(), comm.local_size(), visible))};
+}
+
 std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {
   Backend backend = options.backend;
   if (backend == Backend::kAuto) {

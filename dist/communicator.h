@@ -79,6 +79,17 @@ void all_reduce_any_device(Communicator& comm, at::Tensor& tensor, ReduceOp op);
 // waiting in a collective. What every subcommand's entry point does.
 int run_or_abort(Communicator& comm, const std::function<int()>& body);
 
+// The GPU a rank uses, from its node-local rank and the CUDA devices this process sees: GPU 0
+// when it sees one (one rank per node, or a launcher that gives each rank its own GPU through
+// CUDA_VISIBLE_DEVICES or --gpus-per-task), else GPU `local_rank`, which needs at least as
+// many visible GPUs as ranks on the node. Errors say what is missing. (Two ranks that see the
+// same single GPU are refused by NCCL itself: "duplicate GPU".)
+int node_local_gpu(int local_rank, int local_size, int visible_gpus);
+
+// The CUDA device of this rank for --device cuda: the communicator's own when it reduces on a
+// GPU, otherwise node_local_gpu() of the devices this process sees.
+c10::Device rank_cuda_device(const Communicator& comm);
+
 // Creates the communicator for this process (initialising MPI when needed). Asking for a
 // backend that was not compiled in names the CMake option that turns it on.
 std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options = {});

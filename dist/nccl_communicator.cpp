@@ -49,12 +49,21 @@ class NcclCommunicator final : public Communicator {
     rank_ = bootstrap_->rank();
     size_ = bootstrap_->size();
     local_rank_ = bootstrap_->local_rank();
+    // The other ranks wait for this one in the broadcast and in ncclCommInitRank: a rank that
+    // cannot join brings the job down rather than leaving them waiting.
+    try {
+      connect(shared_id);
+    } catch (const std::exception& e) {
+      if (size_ > 1) bootstrap_->abort(e.what());
+      throw;
+    }
+    watchdog_ = std::make_unique<Watchdog>(options.collective_timeout, [this](const std::string& r) { abort(r); });
+  }
+
+  void connect(const ncclUniqueId* shared_id) {
     int devices = 0;
-    KDSEG_CHECK_CUDA(cudaGetDeviceCount(&devices));
-    KDSEG_CHECK(devices > 0, "--backend nccl: no CUDA device is visible to rank ", rank_);
-    KDSEG_CHECK(bootstrap_->local_size() <= devices, "--backend nccl: ", bootstrap_->local_size(),
-                " ranks on this node but only ", devices, " CUDA devices; start one rank per GPU");
-    device_ = local_rank_;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
+    device_ = node_local_gpu(local_rank_, bootstrap_->local_size(), devices);
     KDSEG_CHECK_CUDA(cudaSetDevice(device_));
     ncclUniqueId id;
     if (shared_id) {
@@ -66,7 +75,6 @@ class NcclCommunicator final : public Communicator {
     }
     id_ = id;
     KDSEG_CHECK_NCCL(ncclCommInitRank(&comm_, size_, id, rank_));
-    watchdog_ = std::make_unique<Watchdog>(options.collective_timeout, [this](const std::string& r) { abort(r); });
   }
 
   ~NcclCommunicator() override {

@@ -70,7 +70,7 @@ class Evaluator {
   Evaluator(const EvaluateOptions& o, dist::Communicator& comm)
       : o_(o), comm_(comm), store_(o.data), layout_(data::parse_layout(store_.attribute("layout"))),
         task_(data::make_task(o.task, layout_)), regions_(regions_for(task_, layout_)),
-        device_(o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU)) {
+        device_(o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU)) {
     KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
     KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
     std::set<std::string> names;

@@ -496,14 +496,9 @@ class Trainer {
 
 c10::Device training_device(const TrainConfig& c, const dist::Communicator& comm) {
   if (c.device == "cpu") return c10::kCPU;
-  KDSEG_CHECK(torch::cuda::is_available(), "train: --device cuda, but this process sees no CUDA device (",
-              "is this LibTorch built with CUDA, and CUDA_VISIBLE_DEVICES set?)");
-  const auto gpus = static_cast<int>(torch::cuda::device_count());
-  KDSEG_CHECK(comm.local_rank() < gpus, "train: node-local rank ", comm.local_rank(), " has no GPU: this node runs ",
-              comm.local_size(), " ranks but has ", gpus, " GPU(s); start one rank per GPU");
   KDSEG_CHECK(comm.backend() != dist::Backend::kMpi, "train: --backend mpi reduces CPU tensors; training on CUDA ",
               "reduces over NCCL (--backend nccl, or auto)");
-  return {c10::kCUDA, static_cast<c10::DeviceIndex>(comm.local_rank())};
+  return dist::rank_cuda_device(comm);
 }
 
 TrainSummary train(const TrainConfig& config, dist::Communicator& comm) {

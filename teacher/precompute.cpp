@@ -97,8 +97,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
               "logits and distill applies its own --temperature");
   const double temperature = o.temperature > 0 ? o.temperature : 1.0;
 
-  const c10::Device device = o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU);
-  KDSEG_CHECK(device.is_cpu() || torch::cuda::is_available(), "precompute: --device cuda but no CUDA device is available");
+  const c10::Device device = o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU);
 
   // The slices: the selected folds' rows in store order.
   const data::PreparedStore store(o.data);

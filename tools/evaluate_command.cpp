@@ -68,7 +68,7 @@ int run_evaluate(const po::variables_map& vm) {
                     std::to_string(names.size()) + " names)");
   }
   return run_distributed(vm, o.device == "cuda", [&](dist::Communicator& comm) {
-    const c10::Device device = o.device == "cuda" ? c10::Device(c10::kCUDA, comm.local_rank()) : c10::Device(c10::kCPU);
+    const c10::Device device = o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU);
     for (size_t i = 0; i < files.size(); ++i) {
       o.models.push_back({names.empty() ? default_name(files[i]) : names[i], files[i],
                           std::shared_ptr<Teacher>(teacher::load_teacher(files[i], device))});

@@ -66,4 +66,27 @@ TEST(Backend, NcclOnCpuOrWithoutNcclNamesTheFix) {
   }
 }
 
+// One GPU per node-local rank when the node's ranks share the visible GPUs; GPU 0 when each
+// rank sees only its own; a clear error when GPUs are missing.
+TEST(Device, EachRankFindsItsGpu) {
+  EXPECT_EQ(D::node_local_gpu(0, 1, 1), 0);
+  EXPECT_EQ(D::node_local_gpu(3, 4, 1), 0) << "a launcher that gives each rank its own GPU";
+  EXPECT_EQ(D::node_local_gpu(3, 4, 4), 3);
+  EXPECT_EQ(D::node_local_gpu(1, 2, 8), 1);
+  const auto message = [](int local_rank, int local_size, int visible) {
+    try {
+      D::node_local_gpu(local_rank, local_size, visible);
+    } catch (const kdseg::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(2, 4, 2).find("4 ranks on this node but 2 visible GPUs"), std::string::npos) << message(2, 4, 2);
+  EXPECT_NE(message(0, 1, 0).find("sees no CUDA device"), std::string::npos) << message(0, 1, 0);
+  if (!torch::cuda::is_available()) {
+    const auto comm = D::make_communicator();
+    EXPECT_THROW(D::rank_cuda_device(*comm), kdseg::Error);
+  }
+}
+
 }  // namespace

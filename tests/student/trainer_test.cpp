@@ -89,7 +89,7 @@ TEST_F(TrainerTest, DeviceAndPrecisionAreChecked) {
   if (torch::cuda::is_available()) return;  // the rest is about machines without one
   c = config("device");
   c.device = "cuda";
-  expect_train_error(c, "--device cuda, but this process sees no CUDA device");
+  expect_train_error(c, "--device cuda: this process sees no CUDA device");
   EXPECT_FALSE(fs::exists(dir.file("device/config.json"))) << "nothing written before the device is known";
 }
 
