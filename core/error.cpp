@@ -1,5 +1,7 @@
 #include "core/error.h"
 
+#include <c10/util/Exception.h>
+
 #include <atomic>
 
 namespace kdseg {
@@ -19,6 +21,11 @@ Error::Error(std::string message, const char* file, int line)
       file_(file),
       line_(line),
       rank_(g_rank.load()) {}
+
+std::string error_message(const std::exception& e) {
+  if (const auto* torch_error = dynamic_cast<const c10::Error*>(&e)) return torch_error->what_without_backtrace();
+  return e.what();
+}
 
 void set_process_rank(int rank, int world_size) {
   g_rank.store(rank);

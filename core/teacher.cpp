@@ -34,7 +34,7 @@ class TorchScriptTeacher final : public Teacher {
       module_ = torch::jit::load(path, device);
     } catch (const std::exception& e) {
       KDSEG_THROW(path, ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
-                  e.what());
+                  error_message(e));
     }
     module_.eval();
     const at::Tensor out = logits(torch::zeros({2, 1, probe, probe}, torch::TensorOptions().device(device)));
@@ -52,7 +52,7 @@ class TorchScriptTeacher final : public Teacher {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      KDSEG_THROW(path_, ": forward failed for input ", images.sizes(), ": ", e.what());
+      KDSEG_THROW(path_, ": forward failed for input ", images.sizes(), ": ", error_message(e));
     }
   }
   int64_t classes() const override { return classes_; }

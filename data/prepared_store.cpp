@@ -105,7 +105,12 @@ Converted convert_case(const CaseFiles& c, const PrepareOptions& o, Layout layou
     out.affine = ci.affine;
   } catch (const std::exception& e) {
     out = Converted();
-    out.problem = e.what();
+    out.problem = error_message(e);
+    // Name the files when the reader did not (a failed allocation, a degenerate affine).
+    const std::string image = fs::path(c.image).filename().string(), label = fs::path(c.label).filename().string();
+    if (out.problem.find(image) == std::string::npos && out.problem.find(label) == std::string::npos) {
+      out.problem = image + " / " + label + ": " + out.problem;
+    }
   }
   return out;
 }

@@ -93,7 +93,7 @@ int run_or_abort(Communicator& comm, const std::function<int()>& body) {
     comm.abort(kdseg::detail::concat(e.message(), " (", e.file(), ":", e.line(), ")"));
   } catch (const std::exception& e) {
     if (comm.size() == 1) throw;
-    comm.abort(e.what());
+    comm.abort(error_message(e));
   }
   return 1;  // not reached: abort() does not return
 }

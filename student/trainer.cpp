@@ -50,15 +50,27 @@ json config_json(const TrainConfig& c) {
 
 void validate(const TrainConfig& c, int world) {
   KDSEG_CHECK(!c.data.empty() && !c.output.empty(), "train: --data and --output are required");
+  KDSEG_CHECK(c.epochs >= 0 && c.max_steps >= 0, "train: --epochs and --max-steps must be >= 0");
   KDSEG_CHECK((c.epochs > 0) != (c.max_steps > 0), "train: give exactly one of --epochs and --max-steps");
+  KDSEG_CHECK(c.batch_size >= 1, "train: --batch-size must be >= 1, got ", c.batch_size);
   KDSEG_CHECK(c.accumulate >= 1 && c.batch_size % c.accumulate == 0, "train: --batch-size ", c.batch_size,
               " must be a multiple of --accumulate ", c.accumulate);
+  KDSEG_CHECK(c.crop >= 1, "train: --crop-size must be >= 1, got ", c.crop);
+  KDSEG_CHECK(c.dropout >= 0 && c.dropout < 1, "train: --dropout must be in [0, 1), got ", c.dropout);
+  KDSEG_CHECK(c.weight_decay >= 0 && c.clip_grad >= 0, "train: --weight-decay and --clip-grad must be >= 0");
+  KDSEG_CHECK(c.workers >= 0, "train: --workers must be >= 0, got ", c.workers);
+  KDSEG_CHECK(c.log_every >= 1, "train: --log-every must be >= 1, got ", c.log_every);
+  KDSEG_CHECK(c.validate_every >= 0 && c.checkpoint_every >= 0 && c.stop_after >= 0,
+              "train: --validate-every, --checkpoint-every and --stop-after must be >= 0 (0: off)");
+  KDSEG_CHECK(c.ls_epsilon >= 0 && c.ls_epsilon <= 1, "train: --ls-epsilon must be in [0, 1], got ", c.ls_epsilon);
+  KDSEG_CHECK(c.ls_kernel >= 1 && c.ls_kernel % 2 == 1, "train: --ls-kernel must be odd and >= 1, got ", c.ls_kernel);
   KDSEG_CHECK((c.batch_size / c.accumulate) % world == 0, "train: the micro-batch ", c.batch_size / c.accumulate,
               " (--batch-size / --accumulate) must be a multiple of the number of ranks (", world, ")");
   KDSEG_CHECK(c.loss == "ce" || c.loss == "dml" || c.loss == "ce+dml", "train: --loss must be ce, dml or ce+dml, got '",
               c.loss, "'");
   KDSEG_CHECK(c.labels == "hard" || c.labels == "ls", "train: --labels must be hard or ls, got '", c.labels, "'");
-  KDSEG_CHECK(c.lr > 0 && c.warmup >= 0 && c.warmup < 1, "train: --lr must be > 0 and --warmup in [0, 1)");
+  KDSEG_CHECK(c.lr > 0, "train: --lr must be > 0, got ", c.lr);
+  KDSEG_CHECK(c.warmup >= 0 && c.warmup < 1, "train: the warmup fraction must be in [0, 1), got ", c.warmup);
   KDSEG_CHECK(c.teacher_mode == "none" || c.teacher_mode == "cache" || c.teacher_mode == "online",
               "distill: --teacher-mode must be cache or online, got '", c.teacher_mode, "'");
   KDSEG_CHECK(c.teacher_mode != "cache" || !c.cache.empty(), "distill: --cache is required (or --teacher-mode online)");
@@ -122,9 +134,22 @@ class Trainer {
     total_steps_ = c_.max_steps > 0 ? c_.max_steps : c_.epochs * steps_per_epoch_;
     warmup_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
     build_model();
-    if (comm_.rank() == 0) fs::create_directories(c_.output);
-    comm_.barrier();
-    if (c_.resume) load_checkpoint();
+    // Rank 0 decides whether there is a run to resume and tells the others, so that every rank
+    // starts from the same step (a rank that cannot read the checkpoint then fails, naming it).
+    at::Tensor resuming = torch::zeros({1}, torch::kInt);
+    if (comm_.rank() == 0) {
+      const bool has_run = fs::exists(checkpoint_path());
+      KDSEG_CHECK(c_.resume || c_.force || !has_run, c_.output, " already holds a run (", checkpoint_path(),
+                  "); pass --resume to continue it, --force to start over, or choose another --output");
+      fs::create_directories(c_.output);
+      resuming[0] = has_run && c_.resume ? 1 : 0;
+    }
+    dist::all_reduce_any_device(comm_, resuming, dist::ReduceOp::kMax);
+    if (resuming[0].item<int>() != 0) load_checkpoint();
+    else if (c_.resume && comm_.rank() == 0) log::info("--resume: no {} yet, starting from step 0", checkpoint_path());
+    // Lines logged after the checkpoint (by a run that stopped before its next one) are logged
+    // again by this run: drop them.
+    if (comm_.rank() == 0) truncate_metrics_after(step_);
   }
 
   TrainSummary run() {
@@ -266,7 +291,9 @@ class Trainer {
     for (int64_t s = done_in_epoch; s < steps_per_epoch_ && step_ < stop_at_; ++s) {
       train_step(loader, epoch);
       progress.advance(1, "loss " + std::to_string(summary_.last_loss).substr(0, 6));
-      if (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0) save_checkpoint("last.pt");
+      // The epoch's last step is saved below, after its validation.
+      const bool last_of_epoch = s + 1 == steps_per_epoch_;
+      if (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0 && !last_of_epoch) save_checkpoint("last.pt");
     }
     const bool epoch_done = step_ == (epoch + 1) * steps_per_epoch_;
     if (epoch_done && c_.validate_every > 0 && (epoch + 1) % c_.validate_every == 0 && !val_rows_.empty()) {
@@ -340,8 +367,8 @@ class Trainer {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
       ++summary_.skipped_steps;
-      optimizer_->zero_grad();
-      if (ddp_) ddp_->synchronize_gradients();
+      if (ddp_) ddp_->synchronize_gradients();  // completes the step's collectives ...
+      optimizer_->zero_grad();                   // ... whose non-finite results are dropped
       ++step_;
       return;
     }
@@ -426,23 +453,43 @@ class Trainer {
     archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());  // dropout's stream
     if (device_.is_cuda()) archive.write("rng_cuda", at::globalContext().defaultGenerator(device_).get_state());
     archive.write("config", c10::IValue(config_json(c_).dump()));
+    archive.write("data_hash", c10::IValue(store_.attribute("content_hash")));
     archive.write("format", c10::IValue(std::string("kdseg checkpoint 1 (") + KDSEG_VERSION + ")"));
     AtomicFile file(c_.output + "/" + name);
     archive.save_to(file.temp_path());
     file.commit();
   }
 
-  void load_checkpoint() {
-    const std::string path = c_.output + "/last.pt";
-    if (!fs::exists(path)) {
-      if (comm_.rank() == 0) log::info("--resume: no {} yet, starting from step 0", path);
-      return;
+  std::string checkpoint_path() const { return c_.output + "/last.pt"; }
+
+  // Keeps the lines of metrics.jsonl up to `step` (atomically: a crash leaves the old file).
+  void truncate_metrics_after(int64_t step) {
+    const std::string path = c_.output + "/metrics.jsonl";
+    std::ifstream in(path);
+    if (!in) return;
+    std::string kept, line;
+    bool dropped = false;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const json* at = j.is_object() && j.contains("validation") ? &j.at("validation") : &j;
+      const bool later = !j.is_object() || !at->is_object() || !at->contains("step") || at->at("step").get<int64_t>() > step;
+      if (later) {
+        dropped = true;
+        continue;
+      }
+      kept += line + "\n";
     }
+    if (dropped) write_file_atomic(path, kept);
+  }
+
+  void load_checkpoint() {
+    const std::string path = checkpoint_path();
     torch::serialize::InputArchive archive, model_archive, optimizer_archive;
     try {
       archive.load_from(path, device_);  // a checkpoint of a GPU run resumes on CPU and back
     } catch (const std::exception& e) {
-      KDSEG_THROW(path, ": not a readable kdseg checkpoint: ", e.what());
+      KDSEG_THROW(path, ": not a readable kdseg checkpoint (", error_message(e), ")");
     }
     c10::IValue config;
     archive.read("config", config);
@@ -453,6 +500,11 @@ class Trainer {
       const json was = saved.contains(key) ? saved.at(key) : config_json(TrainConfig()).at(key);
       KDSEG_CHECK(was == config_json(c_).at(key), path, ": was written with ", key, " = ", was.dump(),
                   " but this run has ", config_json(c_).at(key).dump(), "; resume with the same settings");
+    }
+    c10::IValue data_hash;  // absent from checkpoints of earlier versions
+    if (archive.try_read("data_hash", data_hash)) {
+      KDSEG_CHECK(data_hash.toStringRef() == store_.attribute("content_hash"), path, ": was trained on another version of ",
+                  c_.data, " (its content hash differs); resume on the same prepared store");
     }
     archive.read("model", model_archive);
     archive.read("optimizer", optimizer_archive);

@@ -44,7 +44,8 @@ struct TrainConfig {
   int64_t validate_every = 1;       // epochs (0: never)
   int64_t checkpoint_every = 0;     // steps (0: at the end of each epoch only)
   int64_t stop_after = 0;           // stop this invocation after N steps (0: run to the end)
-  bool resume = false;
+  bool resume = false;              // continue the run in output (its last.pt)
+  bool force = false;               // start over although output holds a run
   bool skip_nonfinite = false;
   bool deterministic = false;
   // cpu, or cuda: one GPU per rank (the node-local rank's), collectives over NCCL, cuDNN

@@ -32,7 +32,7 @@ class CheckpointTeacher final : public Teacher {
     try {
       model_->load(model_archive);
     } catch (const std::exception& e) {
-      KDSEG_THROW(path, ": its weights do not fit ", arch_, ": ", e.what());
+      KDSEG_THROW(path, ": its weights do not fit ", arch_, ": ", error_message(e));
     }
     model_->to(device);
     models::use_channels_last(*model_);  // the fastest convolution layout, whatever the checkpoint's

@@ -158,7 +158,7 @@ int run(int argc, const char* const* argv) {
     return kExitError;
   } catch (const std::exception& e) {
     std::cerr << "[rank " << std::max(0, process_rank()) << "/" << std::max(1, process_world_size())
-              << "] error: " << e.what() << "\n";
+              << "] error: " << error_message(e) << "\n";
     return kExitError;
   }
 }

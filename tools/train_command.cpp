@@ -39,7 +39,8 @@ void add_trainer_options(po::options_description& d) {
       ("log-every", po::value<int64_t>()->default_value(10), "steps between metrics.jsonl lines")
       ("validate-every", po::value<int64_t>()->default_value(1), "epochs between validations (0: never)")
       ("checkpoint-every", po::value<int64_t>()->default_value(0), "steps between checkpoints (0: each epoch)")
-      ("resume", po::bool_switch(), "continue from OUTPUT/last.pt")
+      ("resume", po::bool_switch(), "continue the run in OUTPUT from its last.pt (the same options again)")
+      ("force", po::bool_switch(), "start over in an OUTPUT that holds a run, replacing it as this run goes")
       ("stop-after", po::value<int64_t>()->default_value(0), "stop after N steps of this run; --resume continues (0: run to the end)")
       ("skip-nonfinite", po::bool_switch(), "skip steps with a non-finite loss instead of stopping")
       ("deterministic", po::bool_switch(), "use deterministic kernels only (an error where none exists)")
@@ -72,6 +73,8 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.validate_every = vm["validate-every"].as<int64_t>();
   c.checkpoint_every = vm["checkpoint-every"].as<int64_t>();
   c.resume = vm["resume"].as<bool>();
+  c.force = vm["force"].as<bool>();
+  if (c.resume && c.force) throw po::error("--resume continues the run in --output and --force replaces it: give one");
   c.stop_after = vm["stop-after"].as<int64_t>();
   c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
   c.deterministic = vm["deterministic"].as<bool>();

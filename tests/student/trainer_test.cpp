@@ -5,6 +5,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/file_util.h"
@@ -23,6 +27,11 @@ TEST_F(TrainerTest, ResumeIsBitForBitExact) {
   auto first = config("resumed");
   first.stop_after = 3;  // stops mid-run (mid-epoch too: 3 steps per epoch here would be the edge)
   EXPECT_EQ(kdseg::student::train(first, *comm).steps, 3);
+  {
+    // What a run killed after logging steps it never checkpointed leaves behind.
+    std::ofstream out(dir.file("resumed/metrics.jsonl"), std::ios::app);
+    out << "{\"step\":4,\"loss\":1}\n{\"validation\":{\"step\":4}}\n";
+  }
   auto second = config("resumed");
   second.resume = true;
   EXPECT_EQ(kdseg::student::train(second, *comm).steps, 6);
@@ -30,9 +39,12 @@ TEST_F(TrainerTest, ResumeIsBitForBitExact) {
   ASSERT_EQ(a.size(), b.size());
   ASSERT_GT(a.size(), 10u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(a[i].equal(b[i])) << "tensor " << i;
-  // metrics.jsonl has one line per step in both, the resumed one in two parts.
+  // metrics.jsonl has one line per step, in order: the lines after the checkpoint are gone.
   std::ifstream lines(dir.file("resumed/metrics.jsonl"));
-  EXPECT_EQ(std::count(std::istreambuf_iterator<char>(lines), std::istreambuf_iterator<char>(), '\n'), 6);
+  std::string line;
+  std::vector<int64_t> steps;
+  while (std::getline(lines, line)) steps.push_back(nlohmann::json::parse(line).value("step", int64_t{-1}));
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
   EXPECT_TRUE(fs::exists(dir.file("resumed/config.json")));
 }
 
@@ -77,6 +89,40 @@ TEST_F(TrainerTest, BadInputIsAClearError) {
   auto first = config("bad");
   kdseg::student::train(first, *comm);
   expect_train_error(c, "was written with width = 0.125");
+  // A run is never replaced by accident; --force starts over.
+  expect_train_error(config("bad"), "bad already holds a run");
+  auto again = config("bad");
+  again.force = true;
+  again.max_steps = 2;
+  EXPECT_EQ(kdseg::student::train(again, *comm).steps, 2);
+  // Options out of range name the option.
+  for (const auto& [field, text] : std::vector<std::pair<std::function<void(kdseg::student::TrainConfig&)>, std::string>>{
+           {[](auto& t) { t.dropout = 1.5; }, "--dropout must be in [0, 1), got 1.5"},
+           {[](auto& t) { t.crop = 0; }, "--crop-size must be >= 1, got 0"},
+           {[](auto& t) { t.batch_size = 0; }, "--batch-size must be >= 1, got 0"},
+           {[](auto& t) { t.workers = -1; }, "--workers must be >= 0"},
+           {[](auto& t) { t.checkpoint_every = -3; }, "--checkpoint-every and --stop-after must be >= 0"},
+           {[](auto& t) { t.ls_kernel = 2; }, "--ls-kernel must be odd"}}) {
+    auto bad = config("bad-option");
+    field(bad);
+    expect_train_error(bad, text);
+  }
+}
+
+TEST_F(TrainerTest, ResumeRefusesAnotherStoreAtTheSamePath) {
+  auto c = config("restored");
+  c.stop_after = 2;
+  kdseg::student::train(c, *comm);
+  kdseg::data::PrepareOptions p;  // the same cases, every slice: other contents at the same path
+  p.input = dir.file("raw");
+  p.output = dir.file("p.h5");
+  p.size = 0;
+  p.folds = 2;
+  p.slices = kdseg::data::SliceSelection::kAll;
+  p.force = true;
+  kdseg::data::prepare_store(p);
+  c.resume = true;
+  expect_train_error(c, "was trained on another version of");
 }
 
 TEST_F(TrainerTest, DeviceAndPrecisionAreChecked) {
