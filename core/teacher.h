@@ -22,6 +22,9 @@ class Teacher {
   virtual at::Tensor logits(const at::Tensor& images) = 0;
   virtual int64_t classes() const = 0;
   virtual std::string describe() const = 0;
+  // The configuration (JSON) a kdseg checkpoint was trained with: its store and held-out fold,
+  // so that evaluation can refuse a fold the model trained on. Empty for other teachers.
+  virtual std::string training_config() const { return {}; }
 };
 
 // Loads a TorchScript file and checks it on a probe input: it must take [B,1,H,W] and return a

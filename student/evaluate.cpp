@@ -84,6 +84,46 @@ class Evaluator {
                 " folds (0-", folds - 1, ")");
     rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
+    for (const auto& m : o_.models) check_held_out(m);
+    store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
+    if (comm_.rank() == 0 && store_options_.is_object() && store_options_.value("slices", "all") != "all") {
+      log::warn("{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
+                "whole volumes; evaluate on a store prepared with --slices all for volume metrics",
+                o_.data, store_options_.value("slices", ""), store_options_.value("slices", ""));
+    }
+  }
+
+  // A kdseg checkpoint names the store it trained on and the fold it held out: no case of the
+  // evaluated fold may be one it trained on. Stores of the same cases assign the same folds,
+  // so a store with every slice of the same cases evaluates a model trained on tumour slices.
+  void check_held_out(const EvaluatedModel& m) const {
+    const json config = json::parse(m.model->training_config().empty() ? "{}" : m.model->training_config(), nullptr, false);
+    if (!config.is_object() || !config.contains("data") || !config.contains("fold")) return;
+    const std::string trained_on = config.at("data").get<std::string>();
+    const int held_out = config.at("fold").get<int>();
+    std::error_code ec;
+    if (!fs::is_regular_file(trained_on, ec)) {
+      if (comm_.rank() == 0) {
+        log::warn("{}: its training store {} is gone, so evaluate cannot check that fold {} held none of its training "
+                  "cases", m.file, trained_on, o_.fold);
+      }
+      return;
+    }
+    const data::PreparedStore theirs(trained_on);
+    std::set<std::string> trained;
+    for (size_t c = 0; c < theirs.case_ids().size(); ++c) {
+      if (theirs.case_fold()[c] != held_out) trained.insert(theirs.case_ids()[c]);
+    }
+    std::set<std::string> seen;
+    for (int64_t row : rows_) {
+      const std::string& id = store_.case_ids()[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(row)])];
+      if (trained.count(id) != 0) seen.insert(id);
+    }
+    if (seen.empty()) return;
+    std::string ids;
+    for (const auto& id : seen) ids += (ids.empty() ? "" : ", ") + id;
+    KDSEG_THROW(m.file, ": trained on ", seen.size(), " case(s) of fold ", o_.fold, " (", ids, "): it held out fold ",
+                held_out, " of ", trained_on, "; evaluate each model on the fold it held out");
   }
 
   json run() {
@@ -94,6 +134,7 @@ class Evaluator {
                    {"created", utc_now_iso8601()},
                    {"data", fs::absolute(o_.data).string()},
                    {"store_hash", store_.attribute("content_hash")},
+                   {"store_options", store_options_},
                    {"fold", o_.fold},
                    {"task", {{"name", task_.name}, {"classes", task_.classes}, {"class_names", class_names()}}},
                    {"regions", region_names()},
@@ -293,6 +334,7 @@ class Evaluator {
   std::vector<DiceRegion> regions_;
   c10::Device device_;
   std::vector<int64_t> rows_;
+  json store_options_;
 };
 
 }  // namespace

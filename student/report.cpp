@@ -285,6 +285,14 @@ std::string task_and_fold(const json& report) {
   return display(report.at("task").at("name")) + ", fold " + display(report.at("fold"));
 }
 
+// Which slices the metrics cover: whole volumes only with a store of every slice.
+std::string store_slices(const json& report) {
+  const json* options = report.contains("store_options") ? &report.at("store_options") : nullptr;
+  if (options == nullptr || !options->is_object() || !options->contains("slices")) return "unknown";
+  const std::string slices = display(options->at("slices"));
+  return slices == "all" ? "all (whole volumes)" : "those with " + slices + " only (not whole volumes)";
+}
+
 void write_header(std::ostream& out, const json& report) {
   const json& task = report.at("task");
   const size_t models = report.at("models").size();
@@ -293,6 +301,7 @@ void write_header(std::ostream& out, const json& report) {
   const std::pair<const char*, std::string> rows[] = {
       {"Data", display(report.at("data"))},
       {"Store hash", display(report.at("store_hash"))},
+      {"Slices", store_slices(report)},
       {"Fold", display(report.at("fold"))},
       {"Task", display(task.at("name")) + " (" + display(task.at("classes")) + " classes: " + classes + ")"},
       {"Created", display(report.at("created"))},

@@ -18,7 +18,8 @@ class CheckpointTeacher final : public Teacher {
     c10::IValue config_text;
     KDSEG_CHECK(archive.try_read("config", config_text) && config_text.isString(), path,
                 ": a kdseg checkpoint without its configuration");
-    const auto config = nlohmann::json::parse(config_text.toStringRef());
+    config_ = config_text.toStringRef();
+    const auto config = nlohmann::json::parse(config_);
     at::Tensor classes;
     KDSEG_CHECK(archive.try_read("classes", classes), path, ": a kdseg checkpoint without its class count");
     classes_ = classes.item<int64_t>();
@@ -45,9 +46,10 @@ class CheckpointTeacher final : public Teacher {
   }
   int64_t classes() const override { return classes_; }
   std::string describe() const override { return "kdseg checkpoint " + path_ + " (" + arch_ + ")"; }
+  std::string training_config() const override { return config_; }
 
  private:
-  std::string path_, arch_;
+  std::string path_, arch_, config_;
   int64_t classes_ = 0;
   models::UNet model_{nullptr};
 };

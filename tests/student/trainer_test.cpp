@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "student/evaluate.h"
 #include "student/trainer.h"
 #include "teacher/teacher_loader.h"
 #include "tests/student/trainer_fixture.h"
@@ -74,6 +75,27 @@ TEST_F(TrainerTest, CheckpointsServeAsTeachers) {
   EXPECT_THROW(kdseg::teacher::load_teacher(dir.file("teacher/nothing.pt")), kdseg::Error);
   kdseg::write_file_atomic(dir.file("junk.pt"), "junk");
   EXPECT_THROW(kdseg::teacher::load_teacher(dir.file("junk.pt")), kdseg::Error);
+}
+
+TEST_F(TrainerTest, EvaluationRefusesTheCasesAModelTrainedOn) {
+  kdseg::student::train(config("fold0"), *comm);  // holds out fold 0, trains on fold 1
+  kdseg::student::EvaluateOptions o;
+  o.data = dir.file("p.h5");
+  o.output = dir.file("report");
+  o.bootstrap = 10;
+  o.models.push_back({"student", dir.file("fold0/last.pt"), kdseg::teacher::load_teacher(dir.file("fold0/last.pt"))});
+  o.fold = 1;
+  try {
+    kdseg::student::evaluate(o, *comm);
+    ADD_FAILURE() << "evaluated a model on cases it trained on";
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("case(s) of fold 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("it held out fold 0"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.file("report")));
+  o.fold = 0;
+  const auto report = kdseg::student::evaluate(o, *comm);
+  EXPECT_EQ(report.at("store_options").at("slices"), "organ");
 }
 
 TEST_F(TrainerTest, BadInputIsAClearError) {
