@@ -53,6 +53,7 @@ class LocalCommunicator final : public Communicator {
   }
   at::Tensor all_gather(const at::Tensor& tensor) override { return tensor.clone(); }
   void barrier() override {}
+  void wait_for_all() override {}
   std::unique_ptr<Communicator> duplicate() override { return std::make_unique<LocalCommunicator>(); }
   [[noreturn]] void abort(const std::string& reason) noexcept override { detail::die(reason); }
 };

@@ -59,6 +59,10 @@ class Communicator {
   virtual at::Tensor all_gather(const at::Tensor& tensor) = 0;
   // Collective. Returns once every rank has entered it.
   virtual void barrier() = 0;
+  // Collective. A barrier for ranks that finish uneven amounts of work (the end of a resumed
+  // teacher pass): waiting for a slower rank is expected there, so the collective timeout does
+  // not apply, and the wait polls with sleeps on the host instead of occupying a core or a GPU.
+  virtual void wait_for_all() = 0;
 
   // A second communicator over the same ranks whose collectives never interleave with this
   // one's (used by the gradient reducer's communication thread). Collective.

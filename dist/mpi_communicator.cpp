@@ -153,6 +153,12 @@ class MpiCommunicator final : public Communicator {
     KDSEG_CHECK_MPI(MPI_Barrier(comm_));
   }
 
+  void wait_for_all() override {
+    MPI_Request request;
+    KDSEG_CHECK_MPI(MPI_Ibarrier(comm_, &request));
+    wait_politely(request);
+  }
+
   // The duplicate serves a background thread: it waits politely.
   std::unique_ptr<Communicator> duplicate() override {
     return std::make_unique<MpiCommunicator>(comm_, watchdog_->timeout(), /*polite=*/true);

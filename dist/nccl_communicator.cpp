@@ -126,6 +126,12 @@ class NcclCommunicator final : public Communicator {
     KDSEG_CHECK_CUDA(cudaStreamSynchronize(at::cuda::getCurrentCUDAStream(device_).stream()));
   }
 
+  void wait_for_all() override {
+    // Outstanding work on this rank's stream first, then the host-side wait of the bootstrap.
+    KDSEG_CHECK_CUDA(cudaStreamSynchronize(at::cuda::getCurrentCUDAStream(device_).stream()));
+    bootstrap_->wait_for_all();
+  }
+
   std::unique_ptr<Communicator> duplicate() override {
     // A new NCCL communicator over the same ranks: rank 0 makes a fresh id, MPI shares it.
     ncclUniqueId id;

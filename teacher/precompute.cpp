@@ -199,7 +199,8 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   }
   shard.finish();
   progress.finish();
-  comm.barrier();
+  // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
+  comm.wait_for_all();
   summary.master = (fs::path(o.output) / "soft_labels.h5").string();
   if (comm.rank() == 0) data::write_cache_master(o.output, comm.size());
   comm.barrier();

@@ -3,6 +3,8 @@
 //   failure_probe throw   rank 1 throws while the others wait in an all-reduce
 //   failure_probe kill    rank 1 is killed (SIGKILL) while the others wait
 //   failure_probe hang    rank 1 stops calling collectives; the watchdog (1 s) ends the job
+// and one that must not fail:
+//   failure_probe slow    rank 1 works 3 s longer, then wait_for_all(): no timeout applies
 #include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -18,11 +20,19 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   kdseg::dist::CommunicatorOptions options;
   options.backend = kdseg::dist::Backend::kMpi;
-  options.collective_timeout = std::chrono::seconds(mode == "hang" ? 1 : 60);
+  options.collective_timeout = std::chrono::seconds(mode == "hang" || mode == "slow" ? 1 : 60);
   auto comm = kdseg::dist::make_communicator(options);
   return kdseg::dist::run_or_abort(*comm, [&]() -> int {
     at::Tensor value = torch::ones({1024});
     comm->all_reduce(value, kdseg::dist::ReduceOp::kSum);  // everyone is alive here
+    if (mode == "slow") {
+      const auto start = std::chrono::steady_clock::now();
+      if (comm->rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(3));
+      comm->wait_for_all();
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::printf("rank %d waited %.1f s for a slower rank\n", comm->rank(), waited);
+      return 0;
+    }
     if (comm->rank() == 1) {
       if (mode == "throw") KDSEG_THROW("injected failure on rank 1 in mode ", mode);
       if (mode == "kill") ::raise(SIGKILL);
