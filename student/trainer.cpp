@@ -22,6 +22,7 @@
 #include "core/metrics.h"
 #include "core/models/unet.h"
 #include "core/progress.h"
+#include "core/random.h"
 #include "core/teacher.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
@@ -36,6 +37,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using torch::Tensor;
 using Clock = std::chrono::steady_clock;
+constexpr uint64_t kDropoutStream = 0x64726f706f7574;  // "dropout"
 
 json config_json(const TrainConfig& c) {
   return {{"data", c.data}, {"output", c.output}, {"fold", c.fold}, {"arch", c.arch}, {"width", c.width},
@@ -263,11 +265,6 @@ class Trainer {
     return out;
   }
 
-  static void set_generator_state(at::Generator generator, const Tensor& state) {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state.cpu());
-  }
-
   // Linear warmup over warmup_steps_, then linear decay to 0 at total_steps_.
   double lr_factor(int64_t step) const {
     if (step < warmup_steps_) return static_cast<double>(step + 1) / static_cast<double>(warmup_steps_);
@@ -310,6 +307,10 @@ class Trainer {
           .lr(base_lr(static_cast<int>(g)) * lr_factor(step_));
     }
     optimizer_->zero_grad();
+    // Dropout draws from (seed, step, rank): masks differ across ranks and steps, and a resumed
+    // run draws the same ones without carrying generator states (CPU and CUDA are both seeded).
+    torch::manual_seed(derive_seed(c_.seed, {kDropoutStream, static_cast<uint64_t>(step_),
+                                             static_cast<uint64_t>(comm_.rank())}));
     losses::LossTerms parts;
     Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kDouble).device(device_));
     double teacher_seconds = 0;
@@ -450,8 +451,6 @@ class Trainer {
     archive.write("step", torch::tensor(step_));
     archive.write("best_dice", torch::tensor(best_dice_));
     archive.write("classes", torch::tensor(task_.classes));
-    archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());  // dropout's stream
-    if (device_.is_cuda()) archive.write("rng_cuda", at::globalContext().defaultGenerator(device_).get_state());
     archive.write("config", c10::IValue(config_json(c_).dump()));
     archive.write("data_hash", c10::IValue(store_.attribute("content_hash")));
     archive.write("format", c10::IValue(std::string("kdseg checkpoint 1 (") + KDSEG_VERSION + ")"));
@@ -511,17 +510,11 @@ class Trainer {
     model_->load(model_archive);  // the weights take the checkpoint's layout ...
     if (c_.channels_last) models::use_channels_last(*model_);  // ... and this run's again
     optimizer_->load(optimizer_archive);
-    Tensor step, best, rng;
+    Tensor step, best;
     archive.read("step", step);
     archive.read("best_dice", best);
-    archive.read("rng", rng);
     step_ = step.item<int64_t>();
     best_dice_ = best.item<double>();
-    set_generator_state(at::detail::getDefaultCPUGenerator(), rng);
-    Tensor rng_cuda;
-    if (device_.is_cuda() && archive.try_read("rng_cuda", rng_cuda)) {
-      set_generator_state(at::globalContext().defaultGenerator(device_), rng_cuda);
-    }
     if (comm_.rank() == 0) log::info("resumed from {} at step {}", path, step_);
   }
 
