@@ -9,6 +9,8 @@
 #include <string>
 #include <type_traits>
 
+#include "core/error.h"
+
 namespace kdseg {
 namespace {
 
@@ -24,6 +26,8 @@ Key state_key(const at::Tensor& p) {
     return p.unsafeGetTensorImpl();
   }
 }
+
+constexpr const char* kFormat = "kdseg adamw 1";
 
 // The tensors of one update: parameters that share a step count (so the same bias corrections).
 struct Lists {
@@ -79,6 +83,83 @@ at::Tensor MultiTensorAdamW::step(LossClosure closure) {
     }
   }
   return loss;
+}
+
+void MultiTensorAdamW::save(torch::serialize::OutputArchive& archive) const {
+  using Key = typename std::decay_t<decltype(state_)>::key_type;
+  archive.write("kdseg_format", c10::IValue(std::string(kFormat)));
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const auto& group = param_groups_[g];
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    torch::serialize::OutputArchive out;
+    out.write("lr", c10::IValue(o.lr()));
+    out.write("beta1", c10::IValue(std::get<0>(o.betas())));
+    out.write("beta2", c10::IValue(std::get<1>(o.betas())));
+    out.write("eps", c10::IValue(o.eps()));
+    out.write("weight_decay", c10::IValue(o.weight_decay()));
+    out.write("params", c10::IValue(static_cast<int64_t>(group.params().size())));
+    for (size_t j = 0; j < group.params().size(); ++j) {
+      const auto it = state_.find(state_key<Key>(group.params()[j]));
+      if (it == state_.end()) continue;  // never stepped
+      const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      torch::serialize::OutputArchive state;
+      state.write("step", c10::IValue(s.step()));
+      state.write("exp_avg", s.exp_avg());
+      state.write("exp_avg_sq", s.exp_avg_sq());
+      out.write(std::to_string(j), state);
+    }
+    archive.write("group" + std::to_string(g), out);
+  }
+}
+
+void MultiTensorAdamW::load(torch::serialize::InputArchive& archive) {
+  c10::IValue format;
+  if (!archive.try_read("kdseg_format", format)) {
+    torch::optim::AdamW::load(archive);  // LibTorch's layout
+    return;
+  }
+  KDSEG_CHECK(format.isString() && format.toStringRef() == kFormat, "optimizer state: unknown format ",
+              format.isString() ? format.toStringRef() : std::string("?"), " (expected ", kFormat, ")");
+  torch::serialize::InputArchive extra;
+  KDSEG_CHECK(!archive.try_read("group" + std::to_string(param_groups_.size()), extra), "optimizer state: more than ",
+              param_groups_.size(), " parameter groups");
+  using Key = typename std::decay_t<decltype(state_)>::key_type;
+  decltype(state_) loaded;
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    auto& group = param_groups_[g];
+    torch::serialize::InputArchive in;
+    KDSEG_CHECK(archive.try_read("group" + std::to_string(g), in), "optimizer state: ", g,
+                " parameter group(s), but this optimiser has ", param_groups_.size());
+    c10::IValue count, lr, beta1, beta2, eps, weight_decay;
+    in.read("params", count);
+    KDSEG_CHECK(count.toInt() == static_cast<int64_t>(group.params().size()), "optimizer state: group ", g, " has ",
+                count.toInt(), " parameters, but this optimiser's has ", group.params().size());
+    in.read("lr", lr);
+    in.read("beta1", beta1);
+    in.read("beta2", beta2);
+    in.read("eps", eps);
+    in.read("weight_decay", weight_decay);
+    auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
+    o.lr(lr.toDouble()).betas({beta1.toDouble(), beta2.toDouble()}).eps(eps.toDouble()).weight_decay(weight_decay.toDouble());
+    for (size_t j = 0; j < group.params().size(); ++j) {
+      torch::serialize::InputArchive state;
+      if (!in.try_read(std::to_string(j), state)) continue;
+      const at::Tensor& p = group.params()[j];
+      c10::IValue step;
+      at::Tensor exp_avg, exp_avg_sq;
+      state.read("step", step);
+      state.read("exp_avg", exp_avg);
+      state.read("exp_avg_sq", exp_avg_sq);
+      KDSEG_CHECK(exp_avg.sizes() == p.sizes() && exp_avg_sq.sizes() == p.sizes(), "optimizer state: group ", g,
+                  " parameter ", j, " has moments of shape ", exp_avg.sizes(), " for a parameter of shape ", p.sizes());
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      s->step(step.toInt());
+      s->exp_avg(exp_avg.to(p.device()).contiguous(p.suggest_memory_format()));
+      s->exp_avg_sq(exp_avg_sq.to(p.device()).contiguous(p.suggest_memory_format()));
+      loaded[state_key<Key>(p)] = std::move(s);
+    }
+  }
+  state_ = std::move(loaded);
 }
 
 }  // namespace kdseg

@@ -1,8 +1,13 @@
 // AdamW with multi-tensor updates: LibTorch's torch::optim::AdamW (same options, parameter
-// groups, state and checkpoints) whose step() updates all parameters of a group with one
-// _foreach_ call per operation instead of one call per parameter. On CUDA that is a handful
-// of kernel launches per step instead of several per parameter, as Python's default
-// (foreach) AdamW does; on CPU the arithmetic is the same, operation by operation.
+// groups and state) whose step() updates all parameters of a group with one _foreach_ call per
+// operation instead of one call per parameter. On CUDA that is a handful of kernel launches
+// per step instead of several per parameter, as Python's default (foreach) AdamW does; on CPU
+// the arithmetic is the same, operation by operation.
+//
+// Checkpoints key the state by group and position instead of by tensor address, as LibTorch
+// does in a text form that changed between 1.x and 2.x (a 1.13 checkpoint's keys all read as 0
+// in 2.x): a checkpoint moves between LibTorch versions, and so between the CPU and GPU builds.
+// load() still reads LibTorch's own AdamW layout.
 #pragma once
 
 #include <torch/optim/adamw.h>
@@ -17,6 +22,12 @@ class MultiTensorAdamW : public torch::optim::AdamW {
 
   // amsgrad is refused (the trainer does not use it).
   at::Tensor step(LossClosure closure = nullptr) override;
+
+  // Per group: its options, its parameter count, and per parameter with a state its step
+  // count and moments, under "group<g>/<position>".
+  void save(torch::serialize::OutputArchive& archive) const override;
+  // This class's layout or LibTorch's AdamW layout. The groups and their sizes must match.
+  void load(torch::serialize::InputArchive& archive) override;
 };
 
 }  // namespace kdseg

@@ -1,12 +1,14 @@
 // MultiTensorAdamW against LibTorch's AdamW: the same parameters after several steps (bit for
 // bit on CPU), with parameter groups, weight decay on some, channels-last weights, and a
-// parameter that skips steps; and checkpoints that either optimiser loads.
+// parameter that skips steps; checkpoints keyed by position (LibTorch's own layout still loads),
+// with mismatched groups refused.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <sstream>
 
 #include "core/adamw.h"
+#include "core/error.h"
 
 namespace {
 using torch::Tensor;
@@ -79,28 +81,55 @@ TEST(MultiTensorAdamW, MatchesLibTorchAdamW) {
   EXPECT_TRUE(b.weights[0].is_contiguous(at::MemoryFormat::ChannelsLast)) << "updates keep the layout";
 }
 
-TEST(MultiTensorAdamW, CheckpointsAreLibTorchAdamWs) {
+template <typename Optimizer>
+std::stringstream saved(const Optimizer& optimizer) {
+  torch::serialize::OutputArchive out;
+  optimizer.save(out);
+  std::stringstream bytes;
+  out.save_to(bytes);
+  return bytes;
+}
+
+template <typename Optimizer>
+void load(Optimizer& optimizer, std::stringstream bytes) {
+  torch::serialize::InputArchive in;
+  in.load_from(bytes);
+  optimizer.load(in);
+}
+
+TEST(MultiTensorAdamW, CheckpointsResumeAndLibTorchsLayoutLoads) {
   const Params a = make_params(), b = make_params();
   auto reference = make_optimizer<O::AdamW>(a);
   auto multi = make_optimizer<kdseg::MultiTensorAdamW>(b);
   step_both(a, *reference, b, *multi, 0, 3);
-  // Swap optimisers through their saved state: each continues where the other stopped.
-  std::stringstream from_multi, from_reference;
-  torch::serialize::OutputArchive out_multi, out_reference;
-  multi->save(out_multi);
-  reference->save(out_reference);
-  out_multi.save_to(from_multi);
-  out_reference.save_to(from_reference);
-  auto multi_from_reference = make_optimizer<kdseg::MultiTensorAdamW>(a);
-  auto reference_from_multi = make_optimizer<O::AdamW>(b);
-  torch::serialize::InputArchive in_reference, in_multi;
-  in_reference.load_from(from_reference);
-  in_multi.load_from(from_multi);
-  multi_from_reference->load(in_reference);
-  reference_from_multi->load(in_multi);
-  step_both(a, *multi_from_reference, b, *reference_from_multi, 3, 6);
+  // New optimisers over the same parameters (other tensor addresses would do as well) continue
+  // from the saved states: LibTorch's layout into one, this class's own into the other.
+  auto from_reference = make_optimizer<kdseg::MultiTensorAdamW>(a);
+  auto from_multi = make_optimizer<kdseg::MultiTensorAdamW>(b);
+  load(*from_reference, saved(*reference));
+  load(*from_multi, saved(*multi));
+  step_both(a, *from_reference, b, *from_multi, 3, 6);
   const auto pa = a.all(), pb = b.all();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(pa[i].equal(pb[i])) << "parameter " << i;
+  EXPECT_TRUE(b.weights[0].is_contiguous(at::MemoryFormat::ChannelsLast)) << "updates keep the layout";
+}
+
+TEST(MultiTensorAdamW, CheckpointsOfOtherGroupsAreRefused) {
+  const Params p = make_params();
+  auto multi = make_optimizer<kdseg::MultiTensorAdamW>(p);
+  set_gradients(p, 0);
+  multi->step();
+  kdseg::MultiTensorAdamW one_group(p.all(), O::AdamWOptions(1e-3));
+  try {
+    load(one_group, saved(*multi));
+    ADD_FAILURE() << "loaded two groups into one";
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than 1 parameter groups"), std::string::npos) << e.what();
+  }
+  Params fewer = make_params();
+  fewer.biases.pop_back();
+  auto smaller = make_optimizer<kdseg::MultiTensorAdamW>(fewer);
+  EXPECT_THROW(load(*smaller, saved(*multi)), kdseg::Error);
 }
 
 TEST(MultiTensorAdamW, AmsgradIsRefused) {
