@@ -51,35 +51,50 @@ void maybe_kill_for_test(int rank, int64_t batches_written) {
   }
 }
 
-void prepare_output(const PrecomputeOptions& o, dist::Communicator& comm) {
+bool is_shard(const fs::path& path) { return path.filename().string().rfind("shard-", 0) == 0; }
+
+// A pass that replaces a finished cache (--force) writes its shards here and moves them into
+// the cache folder only once they are complete: until then the old cache stays readable.
+fs::path staging_folder(const fs::path& dir) { return dir / ".kdseg-replacement"; }
+
+// Replaces the cache's shards with the staged ones. Crash-safe with the master removed first:
+// a cache folder without a master is a pass to resume, which starts by finishing this.
+void promote_staged(const fs::path& dir) {
+  const fs::path staged = staging_folder(dir);
+  fs::remove(dir / "soft_labels.h5");
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (is_shard(entry.path()) && !fs::exists(staged / entry.path().filename())) fs::remove(entry.path());
+  }
+  for (const auto& entry : fs::directory_iterator(staged)) fs::rename(entry.path(), dir / entry.path().filename());
+  fs::remove(staged);
+}
+
+// The folder this pass writes its shards to: the cache folder, or its staging folder when a
+// finished cache is being replaced.
+fs::path prepare_output(const PrecomputeOptions& o, dist::Communicator& comm) {
   const fs::path dir(o.output);
   const fs::path master = dir / "soft_labels.h5";
+  const bool replacing = fs::exists(master);
+  const fs::path work = replacing ? staging_folder(dir) : dir;
   if (comm.rank() == 0) {
-    if (fs::exists(master)) {
-      KDSEG_CHECK(o.force, master.string(), ": a finished cache is already there; it is never overwritten without --force ",
-                  "(or choose another --output)");
-      // --force: the old cache goes entirely, master first, so that no reader sees a mix.
-      fs::remove(master);
-      for (const auto& entry : fs::directory_iterator(dir)) {
-        const std::string name = entry.path().filename().string();
-        if (name.rfind("shard-", 0) == 0) fs::remove(entry.path());
-      }
-    }
+    KDSEG_CHECK(!replacing || o.force, master.string(), ": a finished cache is already there; it is never overwritten ",
+                "without --force (or choose another --output)");
+    if (!replacing && fs::is_directory(staging_folder(dir))) promote_staged(dir);  // an interrupted replacement
     std::error_code ec;
-    fs::create_directories(dir, ec);
-    KDSEG_CHECK(!ec && fs::is_directory(dir), o.output, ": cannot create the cache folder: ",
+    fs::create_directories(work, ec);
+    KDSEG_CHECK(!ec && fs::is_directory(work), o.output, ": cannot create the cache folder: ",
                 ec ? ec.message() : "a file of that name exists");
     // Partial shards of a pass with another number of ranks cannot be resumed by this one.
     const std::string ours = data::shard_file_name(0, comm.size()).substr(std::string("shard-00000").size());  // "-of-0000N.h5"
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind("shard-", 0) == 0 && name.find(ours) == std::string::npos) {
+    for (const auto& entry : fs::directory_iterator(work)) {
+      if (is_shard(entry.path()) && entry.path().filename().string().find(ours) == std::string::npos) {
         log::warn("{}: left by a pass with another number of ranks; removed", entry.path().string());
         fs::remove(entry.path());
       }
     }
   }
   comm.barrier();
+  return work;
 }
 
 }  // namespace
@@ -109,7 +124,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   KDSEG_CHECK(teacher->classes() == task.classes, o.teacher, ": the teacher predicts ", teacher->classes(),
               " classes but task '", task.name, "' has ", task.classes, " (pass the teacher's --task)");
 
-  prepare_output(o, comm);
+  const fs::path work = prepare_output(o, comm);
 
   data::CacheProvenance provenance;
   provenance.format = data::cache_format_name(o.format);
@@ -146,7 +161,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   geometry.width = store.width();
   geometry.format = o.format;
   geometry.compression = o.compression;
-  data::CacheShardWriter shard(o.output, geometry, provenance);
+  data::CacheShardWriter shard(work.string(), geometry, provenance);
 
   // This rank's batches that still have a slice to compute.
   std::vector<std::vector<data::DistributedSampler::Item>> plan;
@@ -202,7 +217,10 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
   comm.wait_for_all();
   summary.master = (fs::path(o.output) / "soft_labels.h5").string();
-  if (comm.rank() == 0) data::write_cache_master(o.output, comm.size());
+  if (comm.rank() == 0) {
+    if (work != fs::path(o.output)) promote_staged(o.output);  // the old cache stayed readable until now
+    data::write_cache_master(o.output, comm.size());
+  }
   comm.barrier();
   at::Tensor computed = torch::full({1}, summary.computed, torch::kLong);
   dist::all_reduce_any_device(comm, computed, dist::ReduceOp::kSum);

@@ -3,7 +3,8 @@
 #   - caches made by 1, 2 and 3 ranks are identical (read by h5py through the master file);
 #   - a pass whose ranks are killed (SIGKILL, one rank or all) resumes with the same command and
 #     produces a cache identical to an uninterrupted run;
-#   - a finished cache is not overwritten without --force; inspect and verify work;
+#   - a finished cache is not overwritten without --force, and --force replaces it only once the
+#     new one is complete (killed midway, the old one stays readable); inspect and verify work;
 #   - a corrupted shard is caught by verify.
 # usage: precompute_test.sh <kdseg> <work dir> <mpiexec and its flags...>
 set -euo pipefail
@@ -79,6 +80,19 @@ grep -q "a finished cache is already there" refuse.log
 same one two
 pass 2 two --force > /dev/null
 same one two
+# --force replaces a cache only once the new one is complete: killed midway, the old one is
+# intact and readable; the same command then resumes the replacement.
+set +e
+KDSEG_TEST_KILL_AFTER_BATCHES='*:1' pass 2 two --force > kill3.log 2>&1
+rc=$?
+set -e
+[ $rc -ne 0 ] || { echo "the killed replacement exited 0"; exit 1; }
+same one two
+"$kdseg" cache verify --cache two --teacher $teacher --data store.h5 > /dev/null
+pass 2 two --force | tee replace.log
+grep -Eq "computed now, [1-9][0-9]* resumed" replace.log
+same one two
+[ ! -e two/.kdseg-replacement ] || { echo "the replacement's staging folder was left behind"; exit 1; }
 
 "$kdseg" cache inspect --cache two | tee inspect.log
 grep -q "shape        \[" inspect.log
