@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -58,10 +59,23 @@ Task make_task(const std::string& name, Layout layout, const std::string& cysts,
     while (std::getline(spec, pair, ',')) {
       const auto colon = pair.find(':');
       KDSEG_CHECK(colon != std::string::npos, "--task ", name, ": expected value:class pairs, got '", pair, "'");
-      const int value = std::stoi(pair.substr(0, colon));
-      const std::string target = pair.substr(colon + 1);
-      KDSEG_CHECK(value >= 0 && value < 256, "--task ", name, ": label value ", value, " outside 0-255");
-      const int64_t cls = target == "ignore" ? task.ignore_index : std::stoll(target);
+      const std::string label_text = pair.substr(0, colon), target = pair.substr(colon + 1);
+      const auto number = [&](const std::string& text, const char* what) {
+        size_t used = 0;
+        int64_t v = -1;
+        try {
+          v = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        KDSEG_CHECK(used != 0 && used == text.size() && v >= 0, "--task ", name, ": '", text, "' is not a ", what,
+                    " (expected value:class pairs such as 0:0,1:1,2:ignore)");
+        return v;
+      };
+      const int64_t value = number(label_text, "label value");
+      KDSEG_CHECK(std::find(values.begin(), values.end(), value) != values.end(), "--task ", name, ": label ", value,
+                  " does not occur in ", layout_name(layout), " (its labels: 0-", values.back(), ")");
+      const int64_t cls = target == "ignore" ? task.ignore_index : number(target, "class");
       task.class_of[static_cast<size_t>(value)] = cls;
       if (cls != task.ignore_index) top = std::max(top, cls);
     }

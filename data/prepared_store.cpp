@@ -19,6 +19,8 @@
 
 namespace kdseg::data {
 namespace {
+// Slices are resized to at most this many pixels a side (CT is 512; 4096 leaves room).
+constexpr int64_t kMaxSize = 4096;
 namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 using torch::Tensor;
@@ -179,7 +181,8 @@ std::vector<int> assign_folds(const std::vector<std::string>& ids, int folds) {
 
 PrepareSummary prepare_store(const PrepareOptions& o) {
   const auto start = std::chrono::steady_clock::now();
-  KDSEG_CHECK(o.size >= 0, "--size must be positive or 'native', got ", o.size);
+  KDSEG_CHECK(o.size >= 0 && o.size <= kMaxSize, "--size must be 1-", kMaxSize, " or 'native', got ", o.size);
+  KDSEG_CHECK(o.folds >= 1, "--folds must be >= 1, got ", o.folds);
   KDSEG_CHECK(o.compression >= 0 && o.compression <= 9, "--compression must be 0-9, got ", o.compression);
   std::error_code ec;
   KDSEG_CHECK(o.force || !fs::exists(o.output, ec), o.output, ": exists; pass --force to replace it");
@@ -230,6 +233,10 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
   }
   for (const auto& p : summary.skipped) log::warn("skipping bad case: {}", p);
   KDSEG_CHECK(!good.empty(), o.input, ": no usable case");
+  if (static_cast<size_t>(o.folds) > good.size()) {
+    log::warn("{}: --folds {} with {} usable cases: {} of the folds hold no case", o.input, o.folds, good.size(),
+              static_cast<size_t>(o.folds) - good.size());
+  }
   const bool integral = std::all_of(good.begin(), good.end(), [&](size_t i) { return results[i].integral; });
   summary.image_dtype = integral ? "int16" : "float32";
 

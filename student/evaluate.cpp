@@ -73,6 +73,7 @@ class Evaluator {
         device_(o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU)) {
     KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
     KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
+    KDSEG_CHECK(o_.workers >= 0, "evaluate: --workers must be >= 0, got ", o_.workers);
     std::set<std::string> names;
     for (const auto& m : o_.models) {
       KDSEG_CHECK(names.insert(m.name).second, "evaluate: two models are named '", m.name, "'; give distinct --name values");

@@ -41,7 +41,7 @@ po::options_description shared_options() {
       ("help,h", "show this command's options")
       ("config", po::value<std::string>(), "INI file with further options (the command line wins)")
       ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
-      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: the cores available)")
+      ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: the cores available to the process, shared by the node's ranks)")
       ("backend", po::value<std::string>()->default_value("auto"),
        "communication between ranks: auto (NCCL on CUDA, MPI on CPU, local without mpirun), local, mpi or nccl")
       ("collective-timeout", po::value<double>()->default_value(600),
@@ -82,7 +82,7 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
   if (vm["collective-timeout"].as<double>() < 0) throw po::error("--collective-timeout must be >= 0 seconds");
   log::init(0, 1, log::parse_level(vm["log-level"].as<std::string>()));
   const int threads = vm["threads"].as<int>();
-  if (threads < 0) throw po::error("--threads must be >= 0");
+  if (threads < 0 || threads > 1024) throw po::error("--threads must be 0 (the cores available) to 1024");
   if (!command.run) {
     std::cerr << "kdseg " << command.name << ": not built yet in kdseg " << KDSEG_VERSION
               << "; this build cannot " << command.summary << ".\n";

@@ -62,11 +62,13 @@ int run_prepare(const po::variables_map& vm) {
   if (size == "native") {
     o.size = 0;
   } else {
+    size_t used = 0;
     try {
-      o.size = std::stoll(size);
+      o.size = std::stoll(size, &used);
     } catch (const std::exception&) {
-      throw po::error("--size must be a number or 'native', got '" + size + "'");
+      used = 0;
     }
+    if (used == 0 || used != size.size()) throw po::error("--size must be a number or 'native', got '" + size + "'");
     if (o.size <= 0) throw po::error("--size must be positive, got " + size);
   }
   o.folds = vm["folds"].as<int>();

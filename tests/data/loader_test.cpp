@@ -25,6 +25,18 @@ TEST(Task, LabelMapsAndWindows) {
   EXPECT_EQ(map.classes, 2);
   EXPECT_TRUE(map.classes_of(stored).equal(torch::tensor({0, 1, 1, 255})));
   EXPECT_THROW(D::make_task("vessels", D::Layout::kLits), kdseg::Error);
+  // Malformed maps and labels the layout does not have name the problem.
+  const auto message = [](const std::string& task) {
+    try {
+      D::make_task(task, D::Layout::kLits);
+    } catch (const kdseg::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(message("map:0:0,1:x").find("'x' is not a class"), std::string::npos) << message("map:0:0,1:x");
+  EXPECT_NE(message("map:0:0,1x:1").find("'1x' is not a label value"), std::string::npos) << message("map:0:0,1x:1");
+  EXPECT_NE(message("map:0:0,9:1").find("label 9 does not occur in lits"), std::string::npos) << message("map:0:0,9:1");
   const Tensor hu = torch::tensor({-1000.0, -60.0, 40.0, 140.0, 900.0});
   EXPECT_TRUE(tumour.window(hu).equal(torch::tensor({-1.0f, -1.0f, 0.0f, 1.0f, 1.0f})));
   const D::Task kits = D::make_task("tumor", D::Layout::kKits19);
