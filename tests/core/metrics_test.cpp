@@ -49,6 +49,26 @@ TEST(Metrics, CalibrationOfAConstantForecast) {
   EXPECT_TRUE(std::isnan(r.confidence[0]));
 }
 
+TEST(Metrics, CalibrationErrorsOfTwoBinsDoNotCancel) {
+  // Top row: class 1 at 0.9 and correct (under-confident by 0.1); bottom row: class 1 at 0.6 and
+  // wrong (over-confident by 0.6). ECE = (2 * 0.1 + 2 * 0.6) / 4 = 0.35, where one gap over all
+  // pixels would give |3.0 - 2| / 4 = 0.25.
+  const Tensor p1 = torch::tensor({0.9, 0.9, 0.6, 0.6}, torch::kDouble).view({1, 1, 2, 2});
+  const Tensor probs = torch::cat({1 - p1, p1}, 1);
+  const Tensor labels = torch::tensor({1, 1, 0, 0}).view({1, 2, 2});
+  SegmentationMetrics m(1, 2);
+  m.add(probs, labels, {0});
+  EXPECT_NEAR(m.ece_per_case()[0], 0.35, 1e-12);
+  // Class-wise: class 1 sees 0.9 (bin 9, frequency 1) and 0.6 (bin 6, frequency 0); class 0
+  // sees 0.1 (bin 1, frequency 0) and 0.4 (bin 4, frequency 1): (0.2 + 1.2 + 0.2 + 1.2) / 4 / 2.
+  EXPECT_NEAR(m.classwise_ece_per_case()[0], 0.35, 1e-12);
+  const auto r = m.reliability();
+  EXPECT_EQ(r.count[9], 2);
+  EXPECT_EQ(r.count[6], 2);
+  EXPECT_NEAR(r.accuracy[9], 1.0, 1e-12);
+  EXPECT_NEAR(r.accuracy[6], 0.0, 1e-12);
+}
+
 TEST(Metrics, EmptyCasesIgnoredSlicesAndRegions) {
   // Case 0: no tumour, none predicted (Dice 1 by convention); case 1: only ignored pixels (NaN);
   // case 2: classes 1 and 2 swapped, so each alone scores 0 and their union 1.
