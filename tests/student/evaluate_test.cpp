@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -105,6 +106,28 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   const double mean = tumour.at("summary").at("dice").at("tumor").at("mean").get<double>();
   EXPECT_LE(ci[0].get<double>(), mean);
   EXPECT_GE(ci[1].get<double>(), mean);
+  // Closed forms from the store's labels: per case, G tumour voxels of N, so a fraction
+  // f = 1 - G/N of background. Always tumour: Dice 2G / (G + N). Always background at 0.9:
+  // ECE |0.9 - f|, NLL -(f log 0.9 + (1 - f) log 0.1), Brier 0.02 f + 1.62 (1 - f).
+  std::map<std::string, std::pair<double, double>> counts;  // case id -> (G, N)
+  for (int64_t row : store.rows_in_folds({1})) {
+    const std::string& id = store.case_ids()[static_cast<size_t>(store.slice_case()[static_cast<size_t>(row)])];
+    const at::Tensor label = store.label(row);
+    counts[id].first += static_cast<double>((label == 2).sum().item<int64_t>());  // LiTS: 2 is tumour
+    counts[id].second += static_cast<double>(label.numel());
+  }
+  ASSERT_EQ(counts.size(), tumour.at("cases").size());
+  for (size_t k = 0; k < counts.size(); ++k) {
+    const json& t = tumour.at("cases")[k];
+    const json& b = background.at("cases")[k];
+    ASSERT_EQ(t.at("id"), b.at("id"));
+    const auto [g, n] = counts.at(t.at("id").get<std::string>());
+    const double f = 1 - g / n;
+    EXPECT_NEAR(t.at("dice").at("tumor").get<double>(), 2 * g / (g + n), 1e-9) << t.dump();
+    EXPECT_NEAR(b.at("ece").get<double>(), std::abs(0.9 - f), 1e-6) << b.dump();
+    EXPECT_NEAR(b.at("nll").get<double>(), -(f * std::log(0.9) + (1 - f) * std::log(0.1)), 1e-5) << b.dump();
+    EXPECT_NEAR(b.at("brier").get<double>(), 0.02 * f + 1.62 * (1 - f), 1e-5) << b.dump();
+  }
   // The CSV has a line per model and case.
   std::ifstream csv(dir.file("report/per_case.csv"));
   const auto lines = std::count(std::istreambuf_iterator<char>(csv), std::istreambuf_iterator<char>(), '\n');
