@@ -163,12 +163,14 @@ class Trainer {
     }
     Progress progress("train", total_steps_, comm_.rank() == 0);
     progress.advance(step_);
+    const int64_t first_step = step_;
     stop_at_ = c_.stop_after > 0 ? std::min(total_steps_, step_ + c_.stop_after) : total_steps_;
     while (step_ < stop_at_) {
       run_epoch(progress);
     }
     progress.finish();
     summary_.steps = step_;
+    summary_.steps_this_run = step_ - first_step;
     summary_.best_dice = best_dice_;
     return summary_;
   }

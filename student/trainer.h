@@ -67,7 +67,8 @@ struct TrainConfig {
 };
 
 struct TrainSummary {
-  int64_t steps = 0;
+  int64_t steps = 0;                // optimiser steps done, resumed ones included
+  int64_t steps_this_run = 0;       // steps this invocation made
   int64_t skipped_steps = 0;
   double last_loss = 0;
   double best_dice = -1;            // mean tumour Dice over validation cases

@@ -144,6 +144,12 @@ int run(int argc, const char* const* argv) {
   const auto& all = commands();
   const auto it = std::find_if(all.begin(), all.end(), [&](const Command& c) { return c.name == name; });
   if (it == all.end()) {
+    // `kdseg cache` or `kdseg cache --help`: the usage, whose list names its subcommands.
+    if (first == "cache" && !two_words) {
+      const bool help = args.size() > 1 && (args[1] == "--help" || args[1] == "-h");
+      (help ? std::cout : std::cerr) << "kdseg cache: give a subcommand (cache inspect, cache verify)\n\n" << usage_text();
+      return help ? kExitOk : kExitUsage;
+    }
     std::cerr << "kdseg: unknown command '" << name << "'\n\n" << usage_text();
     return kExitUsage;
   }

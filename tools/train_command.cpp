@@ -93,8 +93,11 @@ int train_with(const po::variables_map& vm, student::TrainConfig c) {
     }
     const student::TrainSummary s = student::train(c, comm);
     if (comm.rank() == 0) {
-      std::cout << "trained " << s.steps << " steps (" << s.skipped_steps << " skipped), last loss " << s.last_loss
-                << ", best validation Dice " << s.best_dice << "; checkpoints in " << c.output << "\n";
+      std::cout << "trained " << s.steps << " steps (" << s.skipped_steps << " skipped)";
+      if (s.steps_this_run > 0) std::cout << ", last loss " << s.last_loss;
+      else std::cout << ": already finished, nothing to do";
+      if (s.best_dice >= 0) std::cout << ", best validation Dice " << s.best_dice;
+      std::cout << "; checkpoints in " << c.output << "\n";
     }
     return 0;
   });
