@@ -1,6 +1,7 @@
 #include "core/file_util.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,13 +19,49 @@ namespace kdseg {
 namespace fs = std::filesystem;
 
 namespace {
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "host";
+  return name;
+}
+
+// ".kdseg-tmp-<host>-": the temporary files of this machine's processes.
+std::string temp_prefix() { return ".kdseg-tmp-" + host_name() + "-"; }
+
 // A hidden name in the same folder that keeps the final name's extension (libraries such as
-// niftilib choose the format from it): "dir/.kdseg-tmp-<pid>-<n>-name.nii.gz".
+// niftilib choose the format from it): "dir/.kdseg-tmp-<host>-<pid>-<n>-name.nii.gz".
 std::string temp_name_for(const std::string& final_path) {
   static std::atomic<unsigned> counter{0};
   const fs::path path(final_path);
-  const std::string prefix = ".kdseg-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-";
+  const std::string prefix = temp_prefix() + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-";
   return (path.parent_path() / (prefix + path.filename().string())).string();
+}
+
+// Removes the temporary files of `final_path` that writers on this machine left when they were
+// killed (their process is gone), so that reruns do not pile them up.
+void remove_stale_temporaries(const fs::path& folder, const std::string& file_name) {
+  const std::string prefix = temp_prefix();
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() + file_name.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+        name.compare(name.size() - file_name.size(), file_name.size(), file_name) != 0) {
+      continue;
+    }
+    // "<pid>-<n>-" between the prefix and the file name.
+    const std::string middle = name.substr(prefix.size(), name.size() - prefix.size() - file_name.size());
+    const size_t dash = middle.find('-');
+    if (dash == std::string::npos || dash == 0 || middle.back() != '-') continue;
+    const std::string pid_text = middle.substr(0, dash), n_text = middle.substr(dash + 1, middle.size() - dash - 2);
+    const auto digits = [](const std::string& t) {
+      return !t.empty() && t.size() < 12 && t.find_first_not_of("0123456789") == std::string::npos;
+    };
+    if (!digits(pid_text) || !digits(n_text)) continue;
+    const pid_t pid = static_cast<pid_t>(std::stoll(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+    std::error_code removed;
+    fs::remove(it->path(), removed);
+  }
 }
 }  // namespace
 
@@ -52,6 +89,7 @@ AtomicFile::AtomicFile(std::string final_path)
     KDSEG_THROW(final_path_, ": cannot write: folder ", folder.string(), " is not writable (",
                 std::strerror(errno), ")");
   }
+  remove_stale_temporaries(folder, fs::path(final_path_).filename().string());
 }
 
 AtomicFile::~AtomicFile() {

@@ -157,6 +157,11 @@ TEST(AtomicFile, WriterKilledMidWriteLeavesPreviousFileIntact) {
                                              name.size() > 13 && name.substr(name.size() - 13) == "checkpoint.pt"))
         << name;
   }
+  EXPECT_EQ(dir.names().size(), 2u) << "the final file and the killed writer's temporary";
+  // The next write of the same file removes what the dead writer left.
+  kdseg::write_file_atomic(path, "next checkpoint");
+  EXPECT_EQ(dir.names(), std::vector<std::string>{"checkpoint.pt"});
+  EXPECT_EQ(kdseg::read_file(path), "next checkpoint");
   ::close(ready[0]);
   ::close(ready[1]);
 }
