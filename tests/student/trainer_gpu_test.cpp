@@ -75,9 +75,10 @@ TEST_F(TrainerTest, CudaInFloat32FollowsTheCpu) {
   EXPECT_LT(d.max, 6e-2);  // 3 steps of at most 1e-2 each way (learning-rate factors 1, 1, 0.5)
 }
 
-// Resume on CUDA restores weights and optimiser, and dropout reseeds from (seed, step, rank). cuDNN's autotuner may pick
-// other algorithms in the resumed run and bilinear upsampling's backward accumulates with
-// atomics, so this compares within rounding, not bit for bit (the CPU test is the bitwise one).
+// Resume on CUDA restores weights and optimiser, and dropout reseeds from (seed, step, rank).
+// cuDNN's autotuner may pick other algorithms in the resumed run and bilinear upsampling's
+// backward accumulates with atomics, so this compares within rounding, not bit for bit (the
+// CPU test is the bitwise one).
 TEST_F(TrainerTest, ResumeOnCuda) {
   KDSEG_REQUIRE_CUDA();
   auto straight = config("cuda-straight");
