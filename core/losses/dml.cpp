@@ -626,11 +626,17 @@ Tensor class_losses(const Tensor& tp, const Tensor& fp, const Tensor& fn, const 
 }
 
 // Mean over active rows (dim 1: per image) or columns (dim 0: per class) of a masked matrix.
+// Masked means without data-dependent shapes, so no host synchronisation on a GPU: 0 with zero
+// gradient when nothing is active.
+// (where, not a product, so that an inactive entry passes no gradient at all, as masked_select.)
+Tensor masked_mean(const Tensor& values, const Tensor& active) {
+  return torch::where(active, values, torch::zeros_like(values)).sum() / active.sum().clamp_min(1).to(values.scalar_type());
+}
+
 Tensor masked_mean_of_means(const Tensor& loss, const Tensor& active, int64_t dim) {
   const Tensor count = active.sum(dim);
-  const Tensor used = count > 0;
-  const Tensor sums = (loss * active).sum(dim);
-  return (sums.masked_select(used) / count.masked_select(used).to(loss.scalar_type())).mean();
+  const Tensor means = torch::where(active, loss, torch::zeros_like(loss)).sum(dim) / count.clamp_min(1).to(loss.scalar_type());
+  return masked_mean(means, count > 0);
 }
 
 }  // namespace
@@ -700,13 +706,11 @@ Tensor dml_from_statistics(const DmlStatistics& stats, const DmlOptions& options
   if (options.dataset_weight() > 0) {
     const Tensor active = active_mask(stats.target_max.amax(0), mode, options.threshold());
     const Tensor per_class = class_losses(stats.tp.sum(0), stats.fp.sum(0), stats.fn.sum(0), options);
-    const Tensor term = active.any().item<bool>() ? per_class.masked_select(active).mean() : per_class.sum() * 0.0;
-    loss = loss + options.dataset_weight() * term;
+    loss = loss + options.dataset_weight() * masked_mean(per_class, active);
   }
   if (options.image_weight() > 0 || options.class_weight() > 0) {
     const Tensor active = active_mask(stats.target_max, mode, options.threshold());
     const Tensor matrix = class_losses(stats.tp, stats.fp, stats.fn, options);
-    if (!active.any().item<bool>()) return loss + matrix.sum() * 0.0;
     if (options.image_weight() > 0) loss = loss + options.image_weight() * masked_mean_of_means(matrix, active, 1);
     if (options.class_weight() > 0) loss = loss + options.class_weight() * masked_mean_of_means(matrix, active, 0);
   }
@@ -759,7 +763,7 @@ Overlap overlap(const Tensor& logits, const Tensor& target, const Tensor& keep) 
 
 Tensor mean_over_present(const Tensor& per_class, const Tensor& ymax, bool present_only) {
   const Tensor active = present_only ? ymax > 0.01 : torch::ones_like(ymax, ymax.options().dtype(torch::kBool));
-  return active.any().item<bool>() ? per_class.masked_select(active).mean() : per_class.sum() * 0.0;
+  return masked_mean(per_class, active);
 }
 }  // namespace
 
