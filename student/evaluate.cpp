@@ -130,6 +130,7 @@ class Evaluator {
   json run() {
     json models = json::array();
     for (const auto& m : o_.models) models.push_back(evaluate_model(m));
+    for (size_t m = 1; m < models.size(); ++m) models[m]["paired"] = paired_with_first(models[m], models[0]);
     json report = {{"format", "kdseg report 1"},
                    {"tool_version", KDSEG_TOOL_VERSION},
                    {"created", utc_now_iso8601()},
@@ -210,6 +211,30 @@ class Evaluator {
     metrics.set_state(state);
     if (o_.save_predictions) save_predictions(m, predictions);
     return model_json(m, metrics);
+  }
+
+  // Per region, the model's per-case Dice minus the first model's (report::paired_difference).
+  json paired_with_first(const json& model, const json& first) const {
+    std::map<std::string, const json*> first_cases;
+    for (const json& c : first.at("cases")) first_cases[c.at("id").get<std::string>()] = &c;
+    const auto dice = [](const json& c, const std::string& region) {
+      const json& v = c.at("dice").at(region);
+      return v.is_null() ? std::nan("") : v.get<double>();
+    };
+    json regions = json::object();
+    for (const auto& region : regions_) {
+      std::vector<double> a, b;
+      for (const json& c : model.at("cases")) {
+        const auto it = first_cases.find(c.at("id").get<std::string>());
+        if (it == first_cases.end()) continue;
+        a.push_back(dice(c, region.name));
+        b.push_back(dice(*it->second, region.name));
+      }
+      const report::PairedDifference d = report::paired_difference(a, b, o_.bootstrap, 0.95, o_.seed);
+      regions[region.name] = {{"cases", d.cases}, {"mean", number(d.mean)},
+                              {"ci95", {number(d.ci95.low), number(d.ci95.high)}}, {"p_value", number(d.p_value)}};
+    }
+    return {{"reference", first.at("name")}, {"dice", regions}};
   }
 
   json model_json(const EvaluatedModel& m, const SegmentationMetrics& metrics) const {

@@ -27,6 +27,7 @@ constexpr char kFormat[] = "kdseg report 1";
 constexpr char kDash[] = "\xE2\x80\x93";  // "–" (UTF-8), shown for NaN and null
 // The bootstrap draws from its own stream, independent of other uses of the same seed.
 constexpr uint64_t kBootstrapStream = 0xB0075;
+constexpr uint64_t kPermutationStream = 0x5161;
 // Okabe-Ito colours (distinguishable with colour-vision deficiencies), without the reds, which
 // the reliability diagrams use for the calibration gap.
 constexpr const char* kPalette[] = {"#0072B2", "#E69F00", "#009E73", "#CC79A7",
@@ -366,6 +367,38 @@ void write_summary_table(std::ostream& out, const json& models, const char* id,
   out << "</tbody>\n</table></div>\n";
 }
 
+// Each model's per-case Dice minus the first model's: mean, interval, p-value, pairs.
+void write_paired(std::ostream& out, const json& report) {
+  const json& models = report.at("models");
+  const std::vector<std::string> regions = regions_of(report);
+  bool any = false;
+  for (const json& model : models) any = any || model.contains("paired");
+  if (!any) return;
+  out << "<div class=\"scroll\"><table id=\"paired\">\n<thead><tr><th>Dice against "
+      << escape_html(display(models.at(0).at("name"))) << "</th>";
+  for (const auto& region : regions) out << "<th class=\"num first\">&Delta; " << escape_html(region) << "</th>";
+  out << "</tr></thead>\n<tbody>\n";
+  for (size_t m = 0; m < models.size(); ++m) {
+    if (!models[m].contains("paired")) continue;
+    out << "<tr><td class=\"model\">" << model_label(models[m], m) << "</td>";
+    const json& dice = models[m].at("paired").at("dice");
+    for (const auto& region : regions) {
+      const json& d = dice.at(region);
+      const double mean = number(d.at("mean")), low = number(d.at("ci95").at(0)), high = number(d.at("ci95").at(1));
+      const auto signed_text = [](double v) { return std::isnan(v) ? std::string(kDash) : (v >= 0 ? "+" : "") + fixed(v, 4); };
+      out << "<td class=\"num first\">" << signed_text(mean) << "<span class=\"ci\">[" << signed_text(low) << ", "
+          << signed_text(high) << "]</span><span class=\"ci\">p = "
+          << (std::isnan(number(d.at("p_value"))) ? std::string(kDash) : fixed(number(d.at("p_value")), 4)) << ", n = "
+          << d.at("cases").get<int64_t>() << "</span></td>";
+    }
+    out << "</tr>\n";
+  }
+  out << "</tbody>\n</table></div>\n<p class=\"note\">Paired over cases: mean of each case's Dice minus the "
+      << "first model's, its 95% bootstrap interval (cases resampled with their pairs) and the two-sided p-value of a "
+      << "sign-flip permutation test (exact up to 20 cases); n: cases where both Dice are defined. With several "
+      << "models, correct the p-values for multiple comparisons.</p>\n";
+}
+
 void write_comparison(std::ostream& out, const json& report) {
   const json& models = report.at("models");
   const std::vector<std::string> regions = regions_of(report);
@@ -374,6 +407,7 @@ void write_comparison(std::ostream& out, const json& report) {
   out << "<p class=\"note\">Dice: mean over cases, and below it the 95% bootstrap interval of the mean (also "
       << "for ECE); global: all cases pooled; worst 5%: mean of the lowest 5% of cases. Highlighted: the best "
       << "value of each column (higher Dice, lower ECE, NLL and Brier).</p>\n";
+  write_paired(out, report);
   write_summary_table(out, models, "slice-dice", slice_dice_columns(regions));
   out << "<p class=\"note\">Slice Dice: mean over cases of the mean Dice of their slices; a slice where "
       << "prediction and label are both empty counts as " << escape_html(display(report.at("empty_slice_dice")))
@@ -696,6 +730,47 @@ Interval bootstrap_ci(const std::vector<double>& values, int resamples, double l
   std::sort(means.begin(), means.end());
   const double tail = (1 - level) / 2;
   return {quantile(means, tail), quantile(means, 1 - tail)};
+}
+
+PairedDifference paired_difference(const std::vector<double>& a, const std::vector<double>& b, int resamples,
+                                   double level, uint64_t seed, int permutations) {
+  KDSEG_CHECK(a.size() == b.size(), "paired_difference: ", a.size(), " and ", b.size(), " values are not pairs");
+  KDSEG_CHECK(permutations >= 1, "paired_difference: permutations must be at least 1, got ", permutations);
+  std::vector<double> d;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isfinite(a[i]) && std::isfinite(b[i])) d.push_back(a[i] - b[i]);
+  }
+  PairedDifference out;
+  out.cases = static_cast<int64_t>(d.size());
+  if (d.empty()) return {0, kNaN, {kNaN, kNaN}, kNaN};
+  out.mean = mean_of(d.data(), d.data() + d.size());
+  out.ci95 = bootstrap_ci(d, resamples, level, seed);
+  // Sign patterns whose |sum| reaches the observed one (with a relative slack for rounding).
+  double observed = 0, scale = 0;
+  for (double v : d) {
+    observed += v;
+    scale += std::abs(v);
+  }
+  const double threshold = std::abs(observed) - 1e-12 * scale;
+  const auto at_least_as_extreme = [&](auto sign_of) {
+    double sum = 0;
+    for (size_t i = 0; i < d.size(); ++i) sum += sign_of(i) ? d[i] : -d[i];
+    return std::abs(sum) >= threshold;
+  };
+  if (d.size() <= 20) {
+    const uint64_t patterns = uint64_t{1} << d.size();
+    uint64_t extreme = 0;
+    for (uint64_t mask = 0; mask < patterns; ++mask) {
+      extreme += at_least_as_extreme([mask](size_t i) { return ((mask >> i) & 1U) == 0; });
+    }
+    out.p_value = static_cast<double>(extreme) / static_cast<double>(patterns);
+  } else {
+    Rng rng(derive_seed(seed, {kPermutationStream}));
+    int64_t extreme = 0;
+    for (int k = 0; k < permutations; ++k) extreme += at_least_as_extreme([&rng](size_t) { return rng.bernoulli(0.5); });
+    out.p_value = static_cast<double>(extreme + 1) / static_cast<double>(permutations + 1);
+  }
+  return out;
 }
 
 double worst_fraction_mean(const std::vector<double>& values, double fraction) {

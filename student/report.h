@@ -21,6 +21,9 @@
 //     reliability: {bins, confidence: [bins], accuracy: [bins], count: [bins integers]}
 //     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, classwise_ece, nll, brier}]
 //            (the number of cases is the length of this array; there is no separate count)
+//     paired (optional; every model but the first): {reference: the first model's name,
+//       dice: {<region>: {cases, mean, ci95: [low, high], p_value}}}: per-case Dice minus the
+//       reference's over the cases where both are defined (paired_difference below)
 //   }]
 #pragma once
 
@@ -50,13 +53,29 @@ double mean_ignoring_nan(const std::vector<double>& values);
 Interval bootstrap_ci(const std::vector<double>& values, int resamples = 2000, double level = 0.95,
                       uint64_t seed = 0);
 
+// Model a against model b over the same cases (a[i] and b[i] are case i): the mean of the
+// differences a - b over the cases where both are finite, the percentile-bootstrap interval of
+// that mean (resampling cases, so each keeps its pair; bootstrap_ci of the differences), and
+// the two-sided p-value of a sign-flip permutation test of the mean difference (under "no
+// difference" each case's difference is as likely to have either sign): exact over all 2^n
+// sign patterns for n <= 20 cases, else from `permutations` random patterns, counting the
+// observed one. NaN mean, interval and p-value without a finite pair.
+struct PairedDifference {
+  int64_t cases = 0;
+  double mean = 0;
+  Interval ci95{0, 0};
+  double p_value = 1;
+};
+PairedDifference paired_difference(const std::vector<double>& a, const std::vector<double>& b, int resamples = 2000,
+                                   double level = 0.95, uint64_t seed = 0, int permutations = 100000);
+
 // The mean of the lowest ceil(fraction * n) finite values (at least one), e.g. worst-5% Dice;
 // NaN without finite values. Throws kdseg::Error when fraction is outside (0, 1].
 double worst_fraction_mean(const std::vector<double>& values, double fraction = 0.05);
 
 // One HTML page with no external resources (its Content-Security-Policy forbids every fetch):
 // header, table#comparison and table#slice-dice (the best value of each column has class
-// "best"), one svg.reliability per model, svg#per-case-dice (the "tumor" region, else the first), table#per-case and
+// "best"), table#paired when the models carry paired differences, one svg.reliability per model, svg#per-case-dice (the "tumor" region, else the first), table#per-case and
 // section#configuration. A small script sets body[data-rendered="ok"] once the charts are in
 // place, and html[data-error] on a script error, console.error or blocked load.
 // Throws kdseg::Error when `report` does not follow the schema above.

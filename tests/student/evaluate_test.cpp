@@ -128,6 +128,15 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
     EXPECT_NEAR(b.at("nll").get<double>(), -(f * std::log(0.9) + (1 - f) * std::log(0.1)), 1e-5) << b.dump();
     EXPECT_NEAR(b.at("brier").get<double>(), 0.02 * f + 1.62 * (1 - f), 1e-5) << b.dump();
   }
+  // Paired against the first model: its Dice is 0 on every case, so the difference is the
+  // tumour model's Dice; with every difference positive, the exact test gives 2 / 2^n.
+  const json& paired = tumour.at("paired").at("dice").at("tumor");
+  const auto n = static_cast<int64_t>(tumour.at("cases").size());
+  EXPECT_EQ(tumour.at("paired").at("reference"), "background");
+  EXPECT_EQ(paired.at("cases").get<int64_t>(), n);
+  EXPECT_NEAR(paired.at("mean").get<double>(), tumour.at("summary").at("dice").at("tumor").at("mean").get<double>(), 1e-12);
+  EXPECT_NEAR(paired.at("p_value").get<double>(), 2.0 / static_cast<double>(int64_t{1} << n), 1e-12);
+  EXPECT_FALSE(background.contains("paired"));
   // The CSV has a line per model and case.
   std::ifstream csv(dir.file("report/per_case.csv"));
   const auto lines = std::count(std::istreambuf_iterator<char>(csv), std::istreambuf_iterator<char>(), '\n');

@@ -197,6 +197,46 @@ TEST(Report, BootstrapDropsNanAndHandlesFewValues) {
   EXPECT_THROW(report::bootstrap_ci({0.1, 0.2}, 100, kNaN), kdseg::Error);
 }
 
+TEST(Report, PairedDifferenceKeepsPairsAndTestsExactly) {
+  // Five cases, every one better by 0.1: mean +0.1; the permutation test's two most extreme
+  // sign patterns (all + and all -) of 32 reach it, p = 2/32; resampling differences of
+  // 0.1 only gives [0.1, 0.1]. Pairs with NaN on either side are left out.
+  const auto better = report::paired_difference({0.6, 0.7, kNaN, 0.8, 0.9, 0.5, 0.4}, {0.5, 0.6, 0.3, 0.7, 0.8, kNaN, 0.3});
+  EXPECT_EQ(better.cases, 5);
+  EXPECT_NEAR(better.mean, 0.1, 1e-12);
+  EXPECT_NEAR(better.ci95.low, 0.1, 1e-12);
+  EXPECT_NEAR(better.ci95.high, 0.1, 1e-12);
+  EXPECT_NEAR(better.p_value, 2.0 / 32, 1e-12);
+  // Differences +0.3, -0.1, +0.2, -0.2: observed |sum| 0.2; of the 16 patterns, those with
+  // |sum| >= 0.2 are 10 (enumerated by hand below).
+  const std::vector<double> d{0.3, -0.1, 0.2, -0.2};
+  int extreme = 0;
+  for (int mask = 0; mask < 16; ++mask) {
+    double sum = 0;
+    for (int i = 0; i < 4; ++i) sum += ((mask >> i) & 1) ? -d[static_cast<size_t>(i)] : d[static_cast<size_t>(i)];
+    extreme += std::abs(sum) >= 0.2 - 1e-12;
+  }
+  const auto mixed = report::paired_difference({0.8, 0.4, 0.7, 0.3}, {0.5, 0.5, 0.5, 0.5});
+  EXPECT_NEAR(mixed.mean, 0.05, 1e-12);
+  EXPECT_NEAR(mixed.p_value, extreme / 16.0, 1e-12);
+  EXPECT_LT(mixed.ci95.low, 0.0);
+  EXPECT_GT(mixed.ci95.high, 0.0);
+  // Beyond 20 cases: random patterns, deterministic for a seed, near the exact answer.
+  std::vector<double> a(30), b(30);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = 0.5 + 0.01 * static_cast<double>(i % 7);
+    b[i] = 0.5 + 0.01 * static_cast<double>((i * 3) % 7);
+  }
+  const auto many = report::paired_difference(a, b, 200, 0.95, 1, 20000);
+  EXPECT_EQ(many.p_value, report::paired_difference(a, b, 200, 0.95, 1, 20000).p_value);
+  EXPECT_GT(many.p_value, 0.0);
+  EXPECT_LE(many.p_value, 1.0);
+  const auto none = report::paired_difference({kNaN}, {0.5});
+  EXPECT_EQ(none.cases, 0);
+  EXPECT_TRUE(std::isnan(none.mean) && std::isnan(none.p_value));
+  EXPECT_THROW(report::paired_difference({0.1}, {0.1, 0.2}), kdseg::Error);
+}
+
 TEST(Report, WorstFractionMeanAveragesTheLowestValues) {
   std::vector<double> values;
   for (int i = 100; i >= 1; --i) values.push_back(i / 100.0);
@@ -308,6 +348,17 @@ TEST(Report, HtmlHasItsPartsAndNoExternalResources) {
   }
   EXPECT_NE(html.find("/runs/student-ls.pt"), std::string::npos);  // provenance
   EXPECT_NE(html.find("&quot;device&quot;: &quot;cpu&quot;"), std::string::npos);  // options
+  EXPECT_EQ(count_of(html, "<table id=\"paired\">"), 0u) << "no paired differences in this report";
+  // With paired differences: a row per model after the first, against the first.
+  r["models"][1]["paired"] = {{"reference", "teacher"},
+                              {"dice", {{"tumor", {{"cases", 3}, {"mean", -0.2}, {"ci95", {-0.3, -0.1}}, {"p_value", 0.25}}}}}};
+  r["models"][2]["paired"] = {{"reference", "teacher"},
+                              {"dice", {{"tumor", {{"cases", 0}, {"mean", nullptr}, {"ci95", {nullptr, nullptr}}, {"p_value", nullptr}}}}}};
+  const std::string paired = element(report::render_html(r), "<table id=\"paired\">", "</table>");
+  EXPECT_EQ(count_of(paired, "<tr><td"), 2u);
+  EXPECT_NE(paired.find("Dice against teacher"), std::string::npos) << paired;
+  EXPECT_NE(paired.find("-0.2000<span class=\"ci\">[-0.3000, -0.1000]</span><span class=\"ci\">p = 0.2500, n = 3"),
+            std::string::npos) << paired;
 }
 
 TEST(Report, PerCasePlotOrdersCasesByTheFirstModelsDice) {
