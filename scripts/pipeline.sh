@@ -67,8 +67,8 @@ log "train a hard-label baseline ($student_arch)"
 "$kdseg" train --data prepared.h5 --fold 0 --arch "$student_arch" --epochs "$student_epochs" --output baseline \
   --threads "$cores" "${common[@]}" --resume
 
-log "evaluate the teacher, the baseline and the distilled student on fold 0"
+log "evaluate the baseline, the distilled student and the teacher on fold 0 (each paired with the baseline)"
 "$kdseg" evaluate --data prepared.h5 --fold 0 --output report --threads "$cores" --seed "$seed" --device "$device" \
-  --model teacher/last.pt --name teacher --model baseline/last.pt --name baseline \
-  --model student/last.pt --name distilled --save-predictions
+  --model baseline/last.pt --name baseline --model student/last.pt --name distilled \
+  --model teacher/last.pt --name teacher --save-predictions
 echo "pipeline: $(( $(date +%s) - start )) s"

@@ -15,7 +15,8 @@ cd "$work"
 import json, sys
 r = json.load(open("report/report.json"))
 names = [m["name"] for m in r["models"]]
-assert names == ["teacher", "baseline", "distilled"], names
+assert names == ["baseline", "distilled", "teacher"], names
+assert "paired" not in r["models"][0] and r["models"][1]["paired"]["reference"] == "baseline"
 for m in r["models"]:
     assert m["slices"] > 0 and m["cases"], m["name"]
     assert m["summary"]["dice"]["tumor"]["mean"] is not None, m["name"]
