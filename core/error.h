@@ -29,11 +29,11 @@ class Error : public std::runtime_error {
   int rank_;
 };
 
-// The rank recorded in errors and log lines; set once distribution is initialised.
 // The message of any exception, without the C++ stack trace that LibTorch's c10::Error
 // appends to what(): for messages that users read.
 std::string error_message(const std::exception& e);
 
+// The rank recorded in errors and log lines; set once distribution is initialised.
 void set_process_rank(int rank, int world_size);
 int process_rank() noexcept;
 int process_world_size() noexcept;

@@ -7,9 +7,11 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/parse.h"
 #include "core/random.h"
 #include "data/chunked_rows.h"
 #include "data/hdf5_util.h"
@@ -61,16 +63,10 @@ Task make_task(const std::string& name, Layout layout, const std::string& cysts,
       KDSEG_CHECK(colon != std::string::npos, "--task ", name, ": expected value:class pairs, got '", pair, "'");
       const std::string label_text = pair.substr(0, colon), target = pair.substr(colon + 1);
       const auto number = [&](const std::string& text, const char* what) {
-        size_t used = 0;
-        int64_t v = -1;
-        try {
-          v = std::stoll(text, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        KDSEG_CHECK(used != 0 && used == text.size() && v >= 0, "--task ", name, ": '", text, "' is not a ", what,
+        const std::optional<int64_t> v = parse_integer(text);
+        KDSEG_CHECK(v && *v >= 0, "--task ", name, ": '", text, "' is not a ", what,
                     " (expected value:class pairs such as 0:0,1:1,2:ignore)");
-        return v;
+        return *v;
       };
       const int64_t value = number(label_text, "label value");
       KDSEG_CHECK(std::find(values.begin(), values.end(), value) != values.end(), "--task ", name, ": label ", value,

@@ -54,7 +54,7 @@ class NcclCommunicator final : public Communicator {
     try {
       connect(shared_id);
     } catch (const std::exception& e) {
-      if (size_ > 1) bootstrap_->abort(e.what());
+      if (size_ > 1) bootstrap_->abort(error_message(e));
       throw;
     }
     watchdog_ = std::make_unique<Watchdog>(options.collective_timeout, [this](const std::string& r) { abort(r); });

@@ -55,14 +55,13 @@ class NormaliseWithGlobalStatistics : public torch::autograd::Function<Normalise
     // Evaluation-mode backward: dx = w invstd g, dw = sum(g xhat), db = sum(g), all local. The
     // CPU kernels and CUDA's fused one read the "running" statistics; CUDA's channels-last
     // kernel reads save_mean and save_invstd, which must be defined: the same statistics.
-    const Tensor invstd = torch::rsqrt(var + eps);
-    auto [dx, dw, db] = at::native_batch_norm_backward(grad, input, weight, mean, var, mean, invstd,
+    const Tensor invstd64 = torch::rsqrt(var.to(torch::kDouble) + eps);
+    auto [dx, dw, db] = at::native_batch_norm_backward(grad, input, weight, mean, var, mean, invstd64.to(var.scalar_type()),
                                                         /*train=*/false, eps, {true, true, true});
     const int64_t c = input.size(1);
     Tensor sums = torch::cat({db, dw}).to(torch::kDouble);
     if (comm != nullptr && comm->size() > 1) comm->all_reduce(sums, ReduceOp::kSum);
     const Tensor sum_g = sums.narrow(0, 0, c), sum_g_xhat = sums.narrow(0, c, c);
-    const Tensor invstd64 = torch::rsqrt(var.to(torch::kDouble) + eps);
     const Tensor w = weight.to(torch::kDouble);
     // dx += a (x - mean) + b per channel, from -w invstd (sum_g + xhat sum_g_xhat) / N.
     const Tensor a = -w * invstd64 * invstd64 * sum_g_xhat / count;

@@ -385,10 +385,10 @@ void write_paired(std::ostream& out, const json& report) {
     for (const auto& region : regions) {
       const json& d = dice.at(region);
       const double mean = number(d.at("mean")), low = number(d.at("ci95").at(0)), high = number(d.at("ci95").at(1));
-      const auto signed_text = [](double v) { return std::isnan(v) ? std::string(kDash) : (v >= 0 ? "+" : "") + fixed(v, 4); };
+      const auto signed_text = [](double v) { return (v >= 0 ? "+" : "") + fixed(v, 4); };  // "–" for NaN
       out << "<td class=\"num first\">" << signed_text(mean) << "<span class=\"ci\">[" << signed_text(low) << ", "
           << signed_text(high) << "]</span><span class=\"ci\">p = "
-          << (std::isnan(number(d.at("p_value"))) ? std::string(kDash) : fixed(number(d.at("p_value")), 4)) << ", n = "
+          << fixed(number(d.at("p_value")), 4) << ", n = "
           << d.at("cases").get<int64_t>() << "</span></td>";
     }
     out << "</tr>\n";
@@ -740,9 +740,9 @@ PairedDifference paired_difference(const std::vector<double>& a, const std::vect
   for (size_t i = 0; i < a.size(); ++i) {
     if (std::isfinite(a[i]) && std::isfinite(b[i])) d.push_back(a[i] - b[i]);
   }
+  if (d.empty()) return {0, kNaN, {kNaN, kNaN}, kNaN};
   PairedDifference out;
   out.cases = static_cast<int64_t>(d.size());
-  if (d.empty()) return {0, kNaN, {kNaN, kNaN}, kNaN};
   out.mean = mean_of(d.data(), d.data() + d.size());
   out.ci95 = bootstrap_ci(d, resamples, level, seed);
   // Sign patterns whose |sum| reaches the observed one (with a relative slack for rounding).

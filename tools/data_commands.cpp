@@ -4,9 +4,11 @@
 #include <torch/torch.h>
 
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "core/log.h"
+#include "core/parse.h"
 #include "data/prepared_store.h"
 #include "data/synth.h"
 
@@ -62,13 +64,9 @@ int run_prepare(const po::variables_map& vm) {
   if (size == "native") {
     o.size = 0;
   } else {
-    size_t used = 0;
-    try {
-      o.size = std::stoll(size, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != size.size()) throw po::error("--size must be a number or 'native', got '" + size + "'");
+    const std::optional<int64_t> parsed = parse_integer(size);
+    if (!parsed) throw po::error("--size must be a number or 'native', got '" + size + "'");
+    o.size = *parsed;
     if (o.size <= 0) throw po::error("--size must be positive, got " + size);
   }
   o.folds = vm["folds"].as<int>();

@@ -2,10 +2,13 @@
 
 #include <torch/torch.h>
 
+#include <limits>
+#include <optional>
 #include <sstream>
 
 #include "core/cpu_cores.h"
 #include "core/log.h"
+#include "core/parse.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
@@ -29,13 +32,11 @@ std::vector<int> parse_folds(const std::string& text) {
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      folds.push_back(std::stoi(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
+    const std::optional<int64_t> fold = parse_integer(item);
+    if (!fold || *fold < std::numeric_limits<int>::min() || *fold > std::numeric_limits<int>::max()) {
       throw po::error("--folds: '" + item + "' is not a fold number (expected e.g. 0,2,3 or all)");
     }
+    folds.push_back(static_cast<int>(*fold));
   }
   return folds;
 }

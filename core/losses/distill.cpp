@@ -172,10 +172,11 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
     for (size_t i = 0; i < present.size(); ++i) present[i]->total = totals[static_cast<int64_t>(i)];
   }
   const auto global_mean = [&](const Term& term) {
+    const auto dtype = term.main.scalar_type();  // the heads' per-pixel terms share it
+    const Tensor scale = (static_cast<double>(global_.ranks) / term.total.clamp_min(1.0)).to(dtype);
+    const Tensor weight = term.mask.defined() ? term.mask.to(dtype) : Tensor();
     const auto mean_of = [&](const Tensor& per_pixel) {
-      const Tensor scale = (static_cast<double>(global_.ranks) / term.total.clamp_min(1.0)).to(per_pixel.scalar_type());
-      const Tensor kept = term.mask.defined() ? per_pixel * term.mask.to(per_pixel.scalar_type()) : per_pixel;
-      return kept.sum() * scale;
+      return (weight.defined() ? per_pixel * weight : per_pixel).sum() * scale;
     };
     Tensor mean = w.main() * mean_of(term.main);
     if (term.aux.defined()) mean = mean + w.aux() * mean_of(term.aux);

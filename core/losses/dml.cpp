@@ -625,14 +625,14 @@ Tensor class_losses(const Tensor& tp, const Tensor& fp, const Tensor& fn, const 
   return loss;
 }
 
-// Mean over active rows (dim 1: per image) or columns (dim 0: per class) of a masked matrix.
 // Masked means without data-dependent shapes, so no host synchronisation on a GPU: 0 with zero
-// gradient when nothing is active.
-// (where, not a product, so that an inactive entry passes no gradient at all, as masked_select.)
+// gradient when nothing is active. (where, not a product, so that an inactive entry passes no
+// gradient at all, as with masked_select.)
 Tensor masked_mean(const Tensor& values, const Tensor& active) {
   return torch::where(active, values, torch::zeros_like(values)).sum() / active.sum().clamp_min(1).to(values.scalar_type());
 }
 
+// Mean over active rows (dim 1: per image) or columns (dim 0: per class) of a masked matrix.
 Tensor masked_mean_of_means(const Tensor& loss, const Tensor& active, int64_t dim) {
   const Tensor count = active.sum(dim);
   const Tensor means = torch::where(active, loss, torch::zeros_like(loss)).sum(dim) / count.clamp_min(1).to(loss.scalar_type());
