@@ -1,0 +1,172 @@
+#include "core/surface_distance.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+
+namespace kdseg {
+namespace {
+
+using Shape = std::array<int64_t, 3>;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+struct Voxel {
+  std::array<int64_t, 3> at;
+};
+
+// The voxels of `mask` with a 6-neighbour outside it (or outside the grid).
+std::vector<Voxel> surface_of(const uint8_t* mask, const Shape& s) {
+  std::vector<Voxel> out;
+  const int64_t plane = s[1] * s[2], row = s[2];
+  for (int64_t i = 0; i < s[0]; ++i) {
+    for (int64_t j = 0; j < s[1]; ++j) {
+      const uint8_t* line = mask + i * plane + j * row;
+      for (int64_t k = 0; k < s[2]; ++k) {
+        if (line[k] == 0) continue;
+        const bool on_edge = i == 0 || i == s[0] - 1 || j == 0 || j == s[1] - 1 || k == 0 || k == s[2] - 1;
+        if (on_edge || line[k - plane] == 0 || line[k + plane] == 0 || line[k - row] == 0 || line[k + row] == 0 ||
+            line[k - 1] == 0 || line[k + 1] == 0) {
+          out.push_back({{i, j, k}});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// The squared distance transform of one line in place: f[q] <- min_p ((q - p) s)^2 + f[p], over
+// the lower envelope of the parabolas rooted at the finite samples. `v` and `z` are scratch of
+// n and n + 1 entries.
+void distance_transform_line(double* f, int64_t n, double s, std::vector<int64_t>& v, std::vector<double>& z,
+                             std::vector<double>& out) {
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    if (f[q] == kInf) continue;
+    const double xq = static_cast<double>(q) * s;
+    while (k >= 0) {
+      const double xp = static_cast<double>(v[k]) * s;
+      const double cross = ((f[q] + xq * xq) - (f[v[k]] + xp * xp)) / (2 * (xq - xp));
+      if (cross > z[k]) {
+        ++k;
+        v[k] = q;
+        z[k] = cross;
+        z[k + 1] = kInf;
+        break;
+      }
+      --k;  // the parabola at v[k] is hidden below the new one everywhere it led
+    }
+    if (k < 0) {
+      k = 0;
+      v[0] = q;
+      z[0] = -kInf;
+      z[1] = kInf;
+    }
+  }
+  if (k < 0) return;  // no finite sample: the line stays infinite
+  for (int64_t q = 0, j = 0; q < n; ++q) {
+    const double xq = static_cast<double>(q) * s;
+    while (z[j + 1] < xq) ++j;
+    const double d = static_cast<double>(q - v[j]) * s;
+    out[q] = d * d + f[v[j]];
+  }
+  std::copy(out.begin(), out.begin() + n, f);
+}
+
+// Squared distances (mm^2) from every voxel of a box to the nearest of `features`, which must
+// lie inside it; `lo` is the box's corner in the grid and `size` its extent.
+std::vector<double> squared_distances(const std::vector<Voxel>& features, const Shape& lo, const Shape& size,
+                                      const std::array<double, 3>& spacing) {
+  std::vector<double> f(static_cast<size_t>(size[0] * size[1] * size[2]), kInf);
+  for (const Voxel& p : features) {
+    f[static_cast<size_t>(((p.at[0] - lo[0]) * size[1] + (p.at[1] - lo[1])) * size[2] + (p.at[2] - lo[2]))] = 0;
+  }
+  const int64_t longest = std::max({size[0], size[1], size[2]});
+  std::vector<int64_t> v(static_cast<size_t>(longest));
+  std::vector<double> z(static_cast<size_t>(longest + 1)), line(static_cast<size_t>(longest)), out(line.size());
+  for (int axis = 0; axis < 3; ++axis) {
+    const int64_t n = size[axis];
+    int64_t inner = 1;
+    for (int a = axis + 1; a < 3; ++a) inner *= size[a];
+    const int64_t outer = static_cast<int64_t>(f.size()) / (n * inner);
+    for (int64_t o = 0; o < outer; ++o) {
+      for (int64_t i = 0; i < inner; ++i) {
+        double* start = f.data() + o * n * inner + i;
+        for (int64_t q = 0; q < n; ++q) line[q] = start[q * inner];
+        distance_transform_line(line.data(), n, spacing[axis], v, z, out);
+        for (int64_t q = 0; q < n; ++q) start[q * inner] = line[q];
+      }
+    }
+  }
+  return f;
+}
+
+// numpy.percentile(values, 100 q) with linear interpolation; reorders `values`.
+double percentile(std::vector<double>& values, double q) {
+  const double position = q * static_cast<double>(values.size() - 1);
+  const auto below = static_cast<size_t>(std::floor(position));
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(below), values.end());
+  const double low = values[below];
+  if (below + 1 == values.size()) return low;
+  const double high = *std::min_element(values.begin() + static_cast<std::ptrdiff_t>(below) + 1, values.end());
+  return low + (position - static_cast<double>(below)) * (high - low);
+}
+
+}  // namespace
+
+SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* reference, const std::array<int64_t, 3>& shape,
+                               const std::array<double, 3>& spacing, double tolerance_mm) {
+  for (int a = 0; a < 3; ++a) {
+    KDSEG_CHECK(shape[a] > 0 && spacing[a] > 0 && std::isfinite(spacing[a]), "surface_metrics: axis ", a, " has size ",
+                shape[a], " and spacing ", spacing[a], "; both must be positive");
+  }
+  KDSEG_CHECK(tolerance_mm > 0 && std::isfinite(tolerance_mm), "surface_metrics: the tolerance must be positive, got ",
+              tolerance_mm);
+  const std::vector<Voxel> surfaces[2] = {surface_of(prediction, shape), surface_of(reference, shape)};
+  SurfaceMetrics m;
+  m.prediction_surface = static_cast<int64_t>(surfaces[0].size());
+  m.reference_surface = static_cast<int64_t>(surfaces[1].size());
+  if (surfaces[0].empty() && surfaces[1].empty()) return m;
+  if (surfaces[0].empty() || surfaces[1].empty()) {
+    double diagonal = 0;
+    for (int a = 0; a < 3; ++a) diagonal += std::pow(static_cast<double>(shape[a] - 1) * spacing[a], 2);
+    m.hd95 = m.assd = std::sqrt(diagonal);
+    m.nsd = 0;
+    return m;
+  }
+  // Every surface voxel lies in this box, so transforms over it are exact for both directions.
+  Shape lo = surfaces[0][0].at, hi = lo;
+  for (const auto& surface : surfaces) {
+    for (const Voxel& p : surface) {
+      for (int a = 0; a < 3; ++a) {
+        lo[a] = std::min(lo[a], p.at[a]);
+        hi[a] = std::max(hi[a], p.at[a]);
+      }
+    }
+  }
+  const Shape size = {hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1};
+  double sum = 0, hd95 = 0;
+  int64_t within = 0;
+  for (int from = 0; from < 2; ++from) {
+    const std::vector<double> to_other = squared_distances(surfaces[1 - from], lo, size, spacing);
+    std::vector<double> directed;
+    directed.reserve(surfaces[from].size());
+    for (const Voxel& p : surfaces[from]) {
+      const double d = std::sqrt(
+          to_other[static_cast<size_t>(((p.at[0] - lo[0]) * size[1] + (p.at[1] - lo[1])) * size[2] + (p.at[2] - lo[2]))]);
+      directed.push_back(d);
+      sum += d;
+      within += d <= tolerance_mm;
+    }
+    hd95 = std::max(hd95, percentile(directed, 0.95));
+  }
+  const auto total = static_cast<double>(m.prediction_surface + m.reference_surface);
+  m.hd95 = hd95;
+  m.assd = sum / total;
+  m.nsd = static_cast<double>(within) / total;
+  return m;
+}
+
+}  // namespace kdseg

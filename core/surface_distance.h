@@ -1,0 +1,45 @@
+// Surface distances between a predicted and a reference binary mask on a 3-D grid with
+// anisotropic spacing: the boundary metrics of segmentation papers (HD95, ASSD, NSD).
+//
+// Definitions (docs/formats.md):
+// - The surface of a mask is its voxels with a 6-neighbour outside the mask; outside the grid
+//   counts as outside, so a mask touching the grid's edge has a surface there.
+// - d(p, S) is the Euclidean distance in mm between voxel centres, from p to the nearest voxel
+//   of surface S. The directed distances run from each surface voxel of one mask to the other
+//   mask's surface.
+// - HD95 = the larger of the two directed 95th percentiles (linear interpolation between order
+//   statistics, numpy's default), as MONAI's compute_hausdorff_distance(percentile=95).
+// - ASSD = the mean of all directed distances of both surfaces together.
+// - NSD (normalised surface Dice, Nikolov et al. 2021) at tolerance t mm = the fraction of the
+//   surface voxels of both masks that lie within t of the other surface (voxel counts, as
+//   MONAI's compute_surface_dice).
+// - Both masks empty: HD95 = ASSD = 0, NSD = 1 (the same convention as Dice = 1). Exactly one
+//   empty: HD95 = ASSD = the grid's diagonal in mm (the largest distance the grid allows) and
+//   NSD = 0, so a missed or spurious structure is never left out of a mean.
+//
+// The distances come from exact Euclidean distance transforms (Felzenszwalb & Huttenlocher's
+// separable lower envelope of parabolas) over the bounding box of the two surfaces, so the cost
+// grows with the structure, not with the grid. No LibTorch here.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace kdseg {
+
+struct SurfaceMetrics {
+  double hd95 = 0;
+  double assd = 0;
+  double nsd = 1;
+  int64_t prediction_surface = 0;  // surface voxels of each mask
+  int64_t reference_surface = 0;
+};
+
+// `prediction` and `reference` hold shape[0] * shape[1] * shape[2] bytes in C order, non-zero
+// inside the mask; spacing[i] (mm, > 0) is the distance between neighbours along axis i.
+// Throws kdseg::Error for a non-positive size, spacing or tolerance.
+SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* reference,
+                               const std::array<int64_t, 3>& shape, const std::array<double, 3>& spacing,
+                               double tolerance_mm);
+
+}  // namespace kdseg
