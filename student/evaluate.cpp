@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "core/build_config.h"
@@ -15,6 +16,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/progress.h"
+#include "core/surface_distance.h"
 #include "core/teacher.h"
 #include "data/loader.h"
 #include "data/nifti.h"
@@ -65,6 +67,120 @@ std::string safe_file_name(const std::string& name) {
   return out;
 }
 
+// Surface distances need a case's whole volume in one place. Each rank keeps its slices' class
+// maps per case and measures a case as soon as it holds every slice of it. A case split between
+// ranks (evaluation_rows gives each rank a contiguous block, so at most its first and last) is
+// summed across ranks after the pass and measured by one of them.
+class SurfaceCollector {
+ public:
+  SurfaceCollector(const data::PreparedStore& store, const std::vector<int64_t>& rows,
+                   const std::vector<DiceRegion>& regions, double tolerance, const dist::Communicator& comm)
+      : store_(store), regions_(regions), tolerance_(tolerance), rank_(comm.rank()),
+        results_(torch::zeros({static_cast<int64_t>(store.case_ids().size()), static_cast<int64_t>(regions.size()), 3},
+                              torch::kDouble)) {
+    std::map<int32_t, std::set<int>> ranks_of_case;
+    for (int r = 0; r < comm.size(); ++r) {
+      for (int64_t row : data::evaluation_rows(rows, r, comm.size())) {
+        const int32_t c = case_of(row);
+        rows_of_case_[c].push_back(row);
+        ranks_of_case[c].insert(r);
+      }
+    }
+    for (const auto& [c, ranks] : ranks_of_case) {
+      if (ranks.size() > 1) shared_.push_back(c);
+    }
+  }
+
+  // One evaluated slice: its predicted classes and labels, [H,W] uint8.
+  void add(int64_t row, Tensor predicted, Tensor label) {
+    const int32_t c = case_of(row);
+    auto& held = held_[c];
+    held[row] = {std::move(predicted), std::move(label)};
+    if (held.size() != rows_of_case_.at(c).size()) return;
+    measure(c, [&](int64_t r) { return held.at(r); });
+    held_.erase(c);
+  }
+
+  // Collective: measures the shared cases, then returns [cases, regions, {hd95, assd, nsd}] on
+  // every rank (zero for cases outside the fold).
+  Tensor finish(dist::Communicator& comm) {
+    const int64_t h = store_.height(), w = store_.width();
+    for (size_t i = 0; i < shared_.size(); ++i) {
+      const int32_t c = shared_[i];
+      const std::vector<int64_t>& rows = rows_of_case_.at(c);
+      Tensor volume = torch::zeros({static_cast<int64_t>(rows.size()), 2, h, w}, torch::kByte);
+      const auto held = held_.find(c);
+      for (size_t j = 0; held != held_.end() && j < rows.size(); ++j) {
+        const auto slice = held->second.find(rows[j]);
+        if (slice == held->second.end()) continue;
+        volume[static_cast<int64_t>(j)][0].copy_(slice->second.first);
+        volume[static_cast<int64_t>(j)][1].copy_(slice->second.second);
+      }
+      dist::all_reduce_any_device(comm, volume, dist::ReduceOp::kSum);  // exactly one rank holds each slice
+      if (static_cast<int>(i) % comm.size() != rank_) continue;
+      std::map<int64_t, size_t> index;
+      for (size_t j = 0; j < rows.size(); ++j) index[rows[j]] = j;
+      measure(c, [&](int64_t r) {
+        const Tensor slice = volume[static_cast<int64_t>(index.at(r))];
+        return std::make_pair(slice[0], slice[1]);
+      });
+    }
+    held_.clear();
+    dist::all_reduce_any_device(comm, results_, dist::ReduceOp::kSum);  // each case measured by one rank
+    return results_;
+  }
+
+ private:
+  int32_t case_of(int64_t row) const { return store_.slice_case()[static_cast<size_t>(row)]; }
+
+  // Stacks the case's slices at their positions along the S axis (slices a store left out are
+  // empty in both) and measures each region on the store's grid: the in-plane spacing is the
+  // canonical spacing scaled by the resize.
+  template <typename SliceOf>
+  void measure(int32_t c, SliceOf&& slice_of) {
+    const std::vector<int64_t>& rows = rows_of_case_.at(c);
+    int32_t first = INT32_MAX, last = INT32_MIN;
+    for (int64_t r : rows) {
+      first = std::min(first, store_.slice_index()[static_cast<size_t>(r)]);
+      last = std::max(last, store_.slice_index()[static_cast<size_t>(r)]);
+    }
+    const int64_t h = store_.height(), w = store_.width();
+    Tensor predicted = torch::zeros({last - first + 1, h, w}, torch::kByte), label = torch::zeros_like(predicted);
+    for (int64_t r : rows) {
+      const auto [p, l] = slice_of(r);
+      const int64_t z = store_.slice_index()[static_cast<size_t>(r)] - first;
+      predicted[z].copy_(p);
+      label[z].copy_(l);
+    }
+    const auto shape = store_.case_shapes()[static_cast<size_t>(c)];
+    const std::array<double, 3> mm = data::voxel_spacing(store_.case_affines()[static_cast<size_t>(c)]);
+    const std::array<double, 3> spacing = {mm[2], mm[0] * static_cast<double>(shape[0]) / static_cast<double>(h),
+                                           mm[1] * static_cast<double>(shape[1]) / static_cast<double>(w)};
+    const std::array<int64_t, 3> size = {predicted.size(0), h, w};
+    for (size_t k = 0; k < regions_.size(); ++k) {
+      const Tensor a = in_region(predicted, regions_[k]), b = in_region(label, regions_[k]);
+      const SurfaceMetrics m = surface_metrics(a.data_ptr<uint8_t>(), b.data_ptr<uint8_t>(), size, spacing, tolerance_);
+      results_[c][static_cast<int64_t>(k)].copy_(torch::tensor({m.hd95, m.assd, m.nsd}, torch::kDouble));
+    }
+  }
+
+  // 1 where `classes` holds one of the region's classes (the ignore label is in none).
+  static Tensor in_region(const Tensor& classes, const DiceRegion& region) {
+    Tensor mask = torch::zeros_like(classes, torch::kBool);
+    for (int64_t k : region.classes) mask.logical_or_(classes == k);
+    return mask.to(torch::kByte).contiguous();
+  }
+
+  const data::PreparedStore& store_;
+  const std::vector<DiceRegion>& regions_;
+  double tolerance_;
+  int rank_;
+  Tensor results_;
+  std::map<int32_t, std::vector<int64_t>> rows_of_case_;  // the fold's rows of each case, in order
+  std::vector<int32_t> shared_;                          // cases whose rows more than one rank holds
+  std::map<int32_t, std::map<int64_t, std::pair<Tensor, Tensor>>> held_;  // case -> row -> (classes, labels)
+};
+
 class Evaluator {
  public:
   Evaluator(const EvaluateOptions& o, dist::Communicator& comm)
@@ -74,6 +190,8 @@ class Evaluator {
     KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
     KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
     KDSEG_CHECK(o_.workers >= 0, "evaluate: --workers must be >= 0, got ", o_.workers);
+    KDSEG_CHECK(o_.surface_tolerance > 0 && std::isfinite(o_.surface_tolerance),
+                "evaluate: --surface-tolerance must be a positive number of mm, got ", o_.surface_tolerance);
     std::set<std::string> names;
     for (const auto& m : o_.models) {
       KDSEG_CHECK(names.insert(m.name).second, "evaluate: two models are named '", m.name, "'; give distinct --name values");
@@ -143,6 +261,8 @@ class Evaluator {
                    {"options", {{"device", o_.device}, {"batch_size", o_.batch_size}, {"bins", o_.bins},
                                 {"bootstrap_resamples", o_.bootstrap}, {"bootstrap_seed", o_.seed},
                                 {"ranks", comm_.size()}, {"save_predictions", o_.save_predictions},
+                                {"surface_metrics", o_.surface},
+                                {"surface_tolerance_mm", o_.surface ? json(o_.surface_tolerance) : json()},
                                 {"layout", data::layout_name(layout_)}, {"slices", static_cast<int64_t>(rows_.size())}}},
                    {"empty_slice_dice", 1.0},
                    {"models", models}};
@@ -181,6 +301,8 @@ class Evaluator {
     const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
     std::map<int64_t, Tensor> predictions;  // store row -> [1 + 1, H, W]: class, foreground probability
+    std::optional<SurfaceCollector> surface;
+    if (o_.surface) surface.emplace(store_, rows_, regions_, o_.surface_tolerance, comm_);
     Progress progress("evaluate " + m.name, static_cast<int64_t>(plan.size()), comm_.rank() == 0);
     if (!plan.empty()) {
       data::LoaderOptions lo;
@@ -196,6 +318,12 @@ class Evaluator {
         std::vector<int64_t> case_of;
         for (int64_t r : batch->rows) case_of.push_back(store_.slice_case()[static_cast<size_t>(r)]);
         metrics.add(probs, batch->labels, case_of);
+        if (surface) {
+          const Tensor predicted = probs.argmax(1).to(torch::kByte), labels = batch->labels.to(torch::kByte);
+          for (size_t i = 0; i < batch->rows.size(); ++i) {
+            surface->add(batch->rows[i], predicted[static_cast<int64_t>(i)], labels[static_cast<int64_t>(i)]);
+          }
+        }
         if (o_.save_predictions) {
           for (size_t i = 0; i < batch->rows.size(); ++i) {
             const Tensor p = probs[static_cast<int64_t>(i)];
@@ -209,8 +337,9 @@ class Evaluator {
     Tensor state = metrics.state();
     dist::all_reduce_any_device(comm_, state, dist::ReduceOp::kSum);  // each case counted once across ranks
     metrics.set_state(state);
+    const Tensor distances = surface ? surface->finish(comm_) : Tensor();
     if (o_.save_predictions) save_predictions(m, predictions);
-    return model_json(m, metrics);
+    return model_json(m, metrics, distances);
   }
 
   // Per region, the model's per-case Dice minus the first model's (report::paired_difference).
@@ -237,7 +366,10 @@ class Evaluator {
     return {{"reference", first.at("name")}, {"dice", regions}};
   }
 
-  json model_json(const EvaluatedModel& m, const SegmentationMetrics& metrics) const {
+  // `distances`: [cases, regions, {hd95, assd, nsd}], undefined without surface metrics.
+  json model_json(const EvaluatedModel& m, const SegmentationMetrics& metrics, const Tensor& distances) const {
+    static constexpr const char* kSurface[] = {"hd95", "assd", "nsd"};
+    std::vector<std::vector<std::vector<double>>> surface(3, std::vector<std::vector<double>>(regions_.size()));
     const auto slices = metrics.slices_per_case();
     const auto ece = metrics.ece_per_case(), slice_ece = metrics.slice_ece_per_case(),
                cw = metrics.classwise_ece_per_case(), nll = metrics.nll_per_case(), brier = metrics.brier_per_case();
@@ -256,10 +388,20 @@ class Evaluator {
         d[regions_[r].name] = number(dice[r][c]);
         sd[regions_[r].name] = number(slice_dice[r][c]);
       }
-      cases.push_back({{"id", store_.case_ids()[c]}, {"slices", slices[c]}, {"dice", d}, {"slice_dice", sd},
-                       {"ece", number(ece[c])}, {"slice_ece", number(slice_ece[c])},
-                       {"classwise_ece", number(cw[c])}, {"nll", number(nll[c])},
-                       {"brier", number(brier[c])}});
+      json one = {{"id", store_.case_ids()[c]}, {"slices", slices[c]}, {"dice", d}, {"slice_dice", sd},
+                  {"ece", number(ece[c])}, {"slice_ece", number(slice_ece[c])},
+                  {"classwise_ece", number(cw[c])}, {"nll", number(nll[c])},
+                  {"brier", number(brier[c])}};
+      for (size_t k = 0; distances.defined() && k < 3; ++k) {
+        json per_region = json::object();
+        for (size_t r = 0; r < regions_.size(); ++r) {
+          const double v = distances.accessor<double, 3>()[static_cast<int64_t>(c)][static_cast<int64_t>(r)][static_cast<int64_t>(k)];
+          per_region[regions_[r].name] = number(v);
+          surface[k][r].push_back(v);
+        }
+        one[kSurface[k]] = per_region;
+      }
+      cases.push_back(std::move(one));
     }
     json dice_summary = json::object(), slice_summary = json::object();
     for (size_t r = 0; r < regions_.size(); ++r) {
@@ -268,6 +410,14 @@ class Evaluator {
                                         {"global", number(metrics.global_dice(r))},
                                         {"worst5", number(report::worst_fraction_mean(dice[r], 0.05))}};
       slice_summary[regions_[r].name] = number(report::mean_ignoring_nan(slice_dice[r]));
+    }
+    json surface_summary = json::object();
+    for (size_t r = 0; distances.defined() && r < regions_.size(); ++r) {
+      json& region = surface_summary[regions_[r].name];
+      for (size_t k = 0; k < 3; ++k) {
+        region[kSurface[k]] = {{"mean", number(report::mean_ignoring_nan(surface[k][r]))},
+                               {"ci95", interval(surface[k][r], o_)}};
+      }
     }
     const auto rel = metrics.reliability();
     json confidence = json::array(), accuracy = json::array();
@@ -281,7 +431,7 @@ class Evaluator {
     } catch (const Error&) {
       hash = "";  // a model given in memory (tests)
     }
-    return {{"name", m.name},
+    json out = {{"name", m.name},
             {"file", m.file.empty() ? std::string() : fs::absolute(m.file).string()},
             {"file_hash", hash},
             {"description", m.model->describe()},
@@ -296,6 +446,8 @@ class Evaluator {
               {"brier", number(report::mean_ignoring_nan(brier))}}},
             {"reliability", {{"bins", o_.bins}, {"confidence", confidence}, {"accuracy", accuracy}, {"count", rel.count}}},
             {"cases", cases}};
+    if (distances.defined()) out["summary"]["surface"] = std::move(surface_summary);
+    return out;
   }
 
   // Each case's predictions, gathered on rank 0 (ranks may share a case), resized back to the

@@ -37,12 +37,14 @@ struct EvaluateOptions {
   int bootstrap = 2000;            // resamples of the confidence intervals over cases
   uint64_t seed = 0;               // of the bootstrap
   bool save_predictions = false;   // output/predictions/<model>/<case>.nii.gz and <case>_probs.nii.gz
+  bool surface = true;             // HD95, ASSD and NSD per case and region (core/surface_distance.h)
+  double surface_tolerance = 2.0;  // mm, of NSD
   std::string device = "cpu";
 };
 
 // Collective over `comm`; rank 0 writes the report. Returns report.json's content (on every
 // rank). Throws kdseg::Error for a missing fold, a model whose class count differs from the
-// task, duplicate model names.
+// task, duplicate model names, a non-positive surface tolerance.
 nlohmann::json evaluate(const EvaluateOptions& options, dist::Communicator& comm);
 
 }  // namespace kdseg::student

@@ -134,6 +134,7 @@ struct SummaryColumn {
   Pointer value;
   bool higher_is_better;
   bool with_interval;  // a "ci95" beside the value
+  int decimals = 4;
 };
 
 // table#comparison: per region Dice over cases, then calibration.
@@ -162,6 +163,22 @@ std::vector<SummaryColumn> slice_dice_columns(const std::vector<std::string>& re
   return columns;
 }
 
+// Whether the models carry surface distances (evaluate --no-surface leaves them out).
+bool has_surface(const json& report) { return report.at("models").at(0).at("summary").contains("surface"); }
+
+// table#surface: per region HD95 and ASSD in mm, NSD at the report's tolerance.
+std::vector<SummaryColumn> surface_columns(const std::vector<std::string>& regions) {
+  std::vector<SummaryColumn> columns;
+  for (const std::string& region : regions) {
+    const Pointer surface = Pointer("/surface") / region;
+    const std::string group = region + " surface";
+    columns.push_back({group, "HD95 (mm)", surface / "hd95" / "mean", false, true, 2});
+    columns.push_back({group, "ASSD (mm)", surface / "assd" / "mean", false, true, 2});
+    columns.push_back({group, "NSD", surface / "nsd" / "mean", true, true, 4});
+  }
+  return columns;
+}
+
 // A number of a case, shared by per_case.csv and table#per-case (after the model and case id).
 struct CaseColumn {
   std::string csv_name;
@@ -170,10 +187,14 @@ struct CaseColumn {
   int decimals;
 };
 
-std::vector<CaseColumn> case_columns(const std::vector<std::string>& regions) {
+std::vector<CaseColumn> case_columns(const json& report) {
   std::vector<CaseColumn> columns = {{"slices", "Slices", Pointer("/slices"), 0}};
-  for (const std::string& region : regions) {
+  for (const std::string& region : regions_of(report)) {
     columns.push_back({region + "_dice", region + " Dice", Pointer("/dice") / region, 4});
+    if (!has_surface(report)) continue;
+    columns.push_back({region + "_hd95", region + " HD95", Pointer("/hd95") / region, 2});
+    columns.push_back({region + "_assd", region + " ASSD", Pointer("/assd") / region, 2});
+    columns.push_back({region + "_nsd", region + " NSD", Pointer("/nsd") / region, 4});
   }
   columns.push_back({"ece", "ECE", Pointer("/ece"), 4});
   columns.push_back({"classwise_ece", "classwise ECE", Pointer("/classwise_ece"), 4});
@@ -346,10 +367,11 @@ void write_summary_table(std::ostream& out, const json& models, const char* id,
     for (const json& model : models) values.push_back(number(model.at("summary").at(column.value)));
     const std::vector<bool> best = best_of(values, column.higher_is_better);
     for (size_t m = 0; m < models.size(); ++m) {
-      std::string html = "<span class=\"v\">" + fixed(values[m], 4) + "</span>";
+      const int d = column.decimals;
+      std::string html = "<span class=\"v\">" + fixed(values[m], d) + "</span>";
       if (column.with_interval) {
         const json& ci = models[m].at("summary").at(column.value.parent_pointer() / "ci95");
-        html += "<span class=\"ci\">" + fixed(number(ci.at(0)), 4) + kDash + fixed(number(ci.at(1)), 4) + "</span>";
+        html += "<span class=\"ci\">" + fixed(number(ci.at(0)), d) + kDash + fixed(number(ci.at(1)), d) + "</span>";
       }
       const bool group_start = c == 0 || columns[c - 1].group != column.group;
       cells[c].push_back(std::string("<td class=\"num") + (group_start ? " first" : "") +
@@ -411,7 +433,17 @@ void write_comparison(std::ostream& out, const json& report) {
   write_summary_table(out, models, "slice-dice", slice_dice_columns(regions));
   out << "<p class=\"note\">Slice Dice: mean over cases of the mean Dice of their slices; a slice where "
       << "prediction and label are both empty counts as " << escape_html(display(report.at("empty_slice_dice")))
-      << ".</p>\n</section>\n";
+      << ".</p>\n";
+  if (has_surface(report)) {
+    write_summary_table(out, models, "surface", surface_columns(regions));
+    out << "<p class=\"note\">Surface distances per case in 3-D, on the store's grid (its in-plane spacing scaled by "
+        << "the resize), averaged over cases with 95% bootstrap intervals: HD95, the larger 95th percentile of the "
+        << "two directed surface distances; ASSD, their mean; NSD, the fraction of both surfaces within "
+        << escape_html(display(report.at("options").at("surface_tolerance_mm"))) << " mm of the other. A region "
+        << "empty in both counts as HD95 = ASSD = 0 and NSD = 1; a region missed or predicted where there is "
+        << "none counts as the grid's diagonal and NSD = 0.</p>\n";
+  }
+  out << "</section>\n";
 }
 
 // ---- HTML: charts ------------------------------------------------------------------------------
@@ -633,7 +665,7 @@ void write_per_case_plot(std::ostream& out, const json& report) {
 
 void write_per_case_table(std::ostream& out, const json& report) {
   const json& models = report.at("models");
-  const std::vector<CaseColumn> columns = case_columns(regions_of(report));
+  const std::vector<CaseColumn> columns = case_columns(report);
   out << "<section id=\"cases\">\n<h2>Cases</h2>\n<div class=\"scroll\"><table id=\"per-case\">\n<thead><tr>"
       << "<th>Model</th><th>Case</th>";
   for (const CaseColumn& column : columns) out << "<th class=\"num\">" << escape_html(column.title) << "</th>";
@@ -687,7 +719,7 @@ std::string html_page(const json& report) {
 }
 
 std::string csv_table(const json& report) {
-  const std::vector<CaseColumn> columns = case_columns(regions_of(report));
+  const std::vector<CaseColumn> columns = case_columns(report);
   std::string csv = "model,case";
   for (const CaseColumn& column : columns) csv += "," + escape_csv(column.csv_name);
   csv += "\n";

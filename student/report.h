@@ -17,9 +17,12 @@
 //       dice: {<region>: {mean, ci95: [low, high], global, worst5}}
 //       slice_dice: {<region>: number}
 //       ece: {mean, ci95: [low, high]},  classwise_ece, nll, brier: number
+//       surface (optional, with every model or none): {<region>: {hd95, assd, nsd: {mean,
+//         ci95: [low, high]}}}; options then hold surface_tolerance_mm
 //     }
 //     reliability: {bins, confidence: [bins], accuracy: [bins], count: [bins integers]}
-//     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, classwise_ece, nll, brier}]
+//     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, classwise_ece, nll, brier,
+//              and with surface: hd95, assd, nsd: {<region>}}]
 //            (the number of cases is the length of this array; there is no separate count)
 //     paired (optional; every model but the first): {reference: the first model's name,
 //       dice: {<region>: {cases, mean, ci95: [low, high], p_value}}}: per-case Dice minus the
@@ -74,8 +77,9 @@ PairedDifference paired_difference(const std::vector<double>& a, const std::vect
 double worst_fraction_mean(const std::vector<double>& values, double fraction = 0.05);
 
 // One HTML page with no external resources (its Content-Security-Policy forbids every fetch):
-// header, table#comparison and table#slice-dice (the best value of each column has class
-// "best"), table#paired when the models carry paired differences, one svg.reliability per model, svg#per-case-dice (the "tumor" region, else the first), table#per-case and
+// header, table#comparison, table#slice-dice and table#surface when the models carry surface
+// distances (the best value of each column has class "best"), table#paired when the models
+// carry paired differences, one svg.reliability per model, svg#per-case-dice (the "tumor" region, else the first), table#per-case and
 // section#configuration. A small script sets body[data-rendered="ok"] once the charts are in
 // place, and html[data-error] on a script error, console.error or blocked load.
 // Throws kdseg::Error when `report` does not follow the schema above.

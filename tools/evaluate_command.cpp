@@ -42,6 +42,9 @@ void add_evaluate_options(po::options_description& d) {
       ("bins", po::value<int>()->default_value(10), "calibration bins")
       ("bootstrap", po::value<int>()->default_value(2000), "bootstrap resamples of the 95% intervals over cases")
       ("seed", po::value<uint64_t>()->default_value(0), "seed of the bootstrap")
+      ("surface-tolerance", po::value<double>()->default_value(2.0),
+       "tolerance in mm of the normalised surface Dice (NSD)")
+      ("no-surface", po::bool_switch(), "skip the surface distances (HD95, ASSD, NSD)")
       ("save-predictions", po::bool_switch(),
        "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda");
@@ -59,6 +62,8 @@ int run_evaluate(const po::variables_map& vm) {
   o.bootstrap = vm["bootstrap"].as<int>();
   o.seed = vm["seed"].as<uint64_t>();
   o.save_predictions = vm["save-predictions"].as<bool>();
+  o.surface = !vm["no-surface"].as<bool>();
+  o.surface_tolerance = vm["surface-tolerance"].as<double>();
   o.device = vm["device"].as<std::string>();
   if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda");
   const auto files = vm["model"].as<std::vector<std::string>>();

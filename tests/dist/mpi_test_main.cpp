@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cstring>
+
 namespace kdseg::test {
 namespace {
 std::unique_ptr<dist::Communicator> g_world;
@@ -13,6 +15,18 @@ bool all_ranks(bool ok) {
   at::Tensor flag = torch::full({1}, ok ? 1 : 0, torch::kInt);
   g_world->all_reduce(flag, dist::ReduceOp::kMin);
   return flag.item<int>() == 1;
+}
+
+std::string shared_folder(std::unique_ptr<TempDir>& owner) {
+  std::string path;
+  if (g_world->rank() == 0) {
+    owner = std::make_unique<TempDir>();
+    path = owner->path();
+  }
+  at::Tensor bytes = torch::zeros({512}, torch::kByte);
+  if (g_world->rank() == 0) std::memcpy(bytes.data_ptr(), path.data(), path.size());
+  g_world->broadcast(bytes, 0);
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
 }
 
 }  // namespace kdseg::test

@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+
 #include "dist/communicator.h"
+#include "tests/data/temp_dir.h"
 
 namespace kdseg::test {
 
@@ -14,5 +18,8 @@ dist::Communicator& world();
 
 // True on every rank when `ok` is true on every rank (collective).
 bool all_ranks(bool ok);
+
+// A temporary folder made by rank 0 (which keeps it in `owner`) and named to every rank (collective).
+std::string shared_folder(std::unique_ptr<TempDir>& owner);
 
 }  // namespace kdseg::test

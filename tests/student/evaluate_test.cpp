@@ -1,5 +1,6 @@
 // `kdseg evaluate` on a real store: the report's structure and numbers for models with known
-// outputs, predictions written in the source volumes' geometry, and bad input.
+// outputs, surface distances of each case, predictions written in the source volumes'
+// geometry, and bad input.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/models/unet.h"
+#include "core/surface_distance.h"
 #include "core/teacher.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
@@ -18,28 +20,14 @@
 #include "student/evaluate.h"
 #include "teacher/teacher_loader.h"
 #include "tests/data/temp_dir.h"
+#include "tests/student/fixed_models.h"
 
 namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Predicts one class everywhere, with probability `p`.
-class ConstantModel final : public kdseg::Teacher {
- public:
-  ConstantModel(int64_t classes, int64_t predicted, double p) : classes_(classes), predicted_(predicted), p_(p) {}
-  at::Tensor logits(const at::Tensor& images) override {
-    // softmax(log q) = q for normalised q.
-    at::Tensor q = torch::full({images.size(0), classes_, images.size(2), images.size(3)}, (1 - p_) / static_cast<double>(classes_ - 1));
-    q.select(1, predicted_).fill_(p_);
-    return q.log();
-  }
-  int64_t classes() const override { return classes_; }
-  std::string describe() const override { return "constant class " + std::to_string(predicted_); }
-
- private:
-  int64_t classes_, predicted_;
-  double p_;
-};
+using kdseg::test::BoxModel;
+using kdseg::test::ConstantModel;
 
 class EvaluateTest : public ::testing::Test {
  protected:
@@ -141,6 +129,76 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   std::ifstream csv(dir.file("report/per_case.csv"));
   const auto lines = std::count(std::istreambuf_iterator<char>(csv), std::istreambuf_iterator<char>(), '\n');
   EXPECT_EQ(lines, 1 + 2 * static_cast<int64_t>(background.at("cases").size()));
+}
+
+// The same box in every slice, around the fold's tumours, against each case's tumour labels
+// stacked at their slice positions, on the store's grid: the store resized 24x24 slices to
+// 32x32, so the in-plane spacing shrinks by 24/32.
+TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
+  const kdseg::data::PreparedStore store(dir.file("p.h5"));
+  const int64_t h = store.height(), w = store.width();
+  at::Tensor any_tumour = torch::zeros({h, w}, torch::kBool);
+  for (int64_t row : store.rows_in_folds({1})) any_tumour.logical_or_(store.label(row) == 2);  // LiTS: 2 is tumour
+  const at::Tensor rows = any_tumour.any(1).nonzero(), columns = any_tumour.any(0).nonzero();
+  ASSERT_GT(rows.numel(), 0);
+  const int64_t top = std::max<int64_t>(rows.min().item<int64_t>() - 1, 0), bottom = std::min(rows.max().item<int64_t>() + 2, h);
+  const int64_t left = std::max<int64_t>(columns.min().item<int64_t>() - 1, 0), right = std::min(columns.max().item<int64_t>() + 2, w);
+  auto o = options("surface");
+  o.surface_tolerance = 1.5;
+  o.models = {{"box", "", std::make_shared<BoxModel>(top, bottom, left, right)}};
+  const json report = kdseg::student::evaluate(o, *comm);
+  EXPECT_EQ(report.at("options").at("surface_tolerance_mm").get<double>(), 1.5);
+  std::map<std::string, const json*> reported;
+  for (const json& c : report.at("models")[0].at("cases")) reported[c.at("id").get<std::string>()] = &c;
+  int checked = 0, overlapping = 0;
+  for (size_t c = 0; c < store.case_ids().size(); ++c) {
+    if (store.case_fold()[c] != 1) continue;
+    std::map<int64_t, int64_t> row_at;  // slice index -> row
+    for (int64_t r = 0; r < store.slices(); ++r) {
+      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(c)) row_at[store.slice_index()[static_cast<size_t>(r)]] = r;
+    }
+    const int64_t first = row_at.begin()->first, depth = row_at.rbegin()->first - first + 1;
+    at::Tensor box = torch::zeros({depth, h, w}, torch::kByte), tumour = torch::zeros_like(box);
+    for (const auto& [k, r] : row_at) {
+      box[k - first].narrow(0, top, bottom - top).narrow(1, left, right - left).fill_(1);
+      tumour[k - first].copy_(store.label(r) == 2);  // LiTS: 2 is tumour
+    }
+    const auto mm = kdseg::data::voxel_spacing(store.case_affines()[c]);
+    const auto shape = store.case_shapes()[c];
+    ASSERT_EQ(shape[0], 24);
+    const std::array<double, 3> spacing = {mm[2], mm[0] * 24.0 / static_cast<double>(h), mm[1] * 24.0 / static_cast<double>(w)};
+    const kdseg::SurfaceMetrics want =
+        kdseg::surface_metrics(box.data_ptr<uint8_t>(), tumour.data_ptr<uint8_t>(), {depth, h, w}, spacing, 1.5);
+    const json& got = *reported.at(store.case_ids()[c]);
+    EXPECT_NEAR(got.at("hd95").at("tumor").get<double>(), want.hd95, 1e-9) << got.dump();
+    EXPECT_NEAR(got.at("assd").at("tumor").get<double>(), want.assd, 1e-9) << got.dump();
+    EXPECT_NEAR(got.at("nsd").at("tumor").get<double>(), want.nsd, 1e-12) << got.dump();
+    overlapping += want.nsd > 0 && want.nsd < 1;
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  EXPECT_GT(overlapping, 0);  // the box meets the tumours: not only the empty-mask conventions
+  const json& summary = report.at("models")[0].at("summary").at("surface").at("tumor");
+  for (const char* metric : {"hd95", "assd", "nsd"}) {
+    const double mean = summary.at(metric).at("mean").get<double>();
+    EXPECT_LE(summary.at(metric).at("ci95")[0].get<double>(), mean) << metric;
+    EXPECT_GE(summary.at(metric).at("ci95")[1].get<double>(), mean) << metric;
+  }
+  // The HTML has the table, the CSV the columns; --no-surface leaves them out.
+  std::ifstream html(dir.file("surface/report.html")), csv(dir.file("surface/per_case.csv"));
+  const std::string page((std::istreambuf_iterator<char>(html)), std::istreambuf_iterator<char>());
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_NE(page.find("<table id=\"surface\">"), std::string::npos);
+  EXPECT_NE(header.find("tumor_hd95,tumor_assd,tumor_nsd"), std::string::npos) << header;
+  o.surface = false;
+  o.output = dir.file("no-surface");
+  const json without = kdseg::student::evaluate(o, *comm);
+  EXPECT_FALSE(without.at("models")[0].at("summary").contains("surface"));
+  EXPECT_FALSE(without.at("models")[0].at("cases")[0].contains("hd95"));
+  o.surface = true;
+  o.surface_tolerance = 0;
+  EXPECT_THROW(kdseg::student::evaluate(o, *comm), kdseg::Error);
 }
 
 TEST_F(EvaluateTest, PredictionsLandInTheSourceGeometry) {

@@ -15,20 +15,8 @@
 
 namespace {
 using kdseg::test::all_ranks;
+using kdseg::test::shared_folder;
 using kdseg::test::world;
-
-// A folder made by rank 0 and shared with the others.
-std::string shared_folder(std::unique_ptr<kdseg::test::TempDir>& owner) {
-  std::string path;
-  if (world().rank() == 0) {
-    owner = std::make_unique<kdseg::test::TempDir>();
-    path = owner->path();
-  }
-  at::Tensor bytes = torch::zeros({512}, torch::kByte);
-  if (world().rank() == 0) std::memcpy(bytes.data_ptr(), path.data(), path.size());
-  world().broadcast(bytes, 0);
-  return std::string(reinterpret_cast<const char*>(bytes.data_ptr()));
-}
 
 // A term of every logged step in metrics.jsonl (the global-batch loss by default).
 std::vector<double> losses_of(const std::string& path, const std::string& term = "loss") {

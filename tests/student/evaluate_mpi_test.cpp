@@ -1,0 +1,86 @@
+// `kdseg evaluate` on 2 or 3 ranks reports what one rank reports, including the surface
+// distances of a case whose slices were split between ranks.
+#include <torch/torch.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "data/loader.h"
+#include "data/prepared_store.h"
+#include "student/evaluate.h"
+#include "tests/data/temp_dir.h"
+#include "tests/dist/mpi_test_main.h"
+#include "tests/student/fixed_models.h"
+
+namespace {
+using kdseg::test::all_ranks;
+using kdseg::test::world;
+using nlohmann::json;
+
+TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
+  std::unique_ptr<kdseg::test::TempDir> owner;
+  const std::string dir = kdseg::test::shared_folder(owner);
+  if (world().rank() == 0) {
+    kdseg::test::write_small_dataset(dir + "/raw", 5, 24, 10);
+    kdseg::data::PrepareOptions p;
+    p.input = dir + "/raw";
+    p.output = dir + "/p.h5";
+    p.size = 0;
+    p.folds = 2;
+    p.slices = kdseg::data::SliceSelection::kAll;
+    kdseg::data::prepare_store(p);
+  }
+  world().barrier();
+  // A fold where the rows of some case land on two ranks, or the gathered path goes untested:
+  // the folds hold 3 and 2 cases of 10 slices, so one of them splits a case on 2 or 3 ranks.
+  const kdseg::data::PreparedStore store(dir + "/p.h5");
+  const auto split_cases = [&](int fold) {
+    const std::vector<int64_t> rows = store.rows_in_folds({fold});
+    std::map<int32_t, std::set<int>> ranks_of_case;
+    for (int r = 0; r < world().size(); ++r) {
+      for (int64_t row : kdseg::data::evaluation_rows(rows, r, world().size())) {
+        ranks_of_case[store.slice_case()[static_cast<size_t>(row)]].insert(r);
+      }
+    }
+    int split = 0;
+    for (const auto& [c, ranks] : ranks_of_case) split += ranks.size() > 1;
+    return split;
+  };
+  const int fold = split_cases(0) > 0 ? 0 : 1;
+  const int split = split_cases(fold);
+
+  kdseg::student::EvaluateOptions o;
+  o.data = dir + "/p.h5";
+  o.fold = fold;
+  o.bootstrap = 100;
+  o.workers = 1;
+  o.batch_size = 2;
+  o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)},
+              {"everything", "", std::make_shared<kdseg::test::ConstantModel>(2, 1, 0.7)}};
+  o.output = dir + "/parallel";
+  const json parallel = kdseg::student::evaluate(o, world());
+
+  bool ok = split > 0;
+  double worst = 0;
+  if (world().rank() == 0) {
+    auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
+    o.output = dir + "/single";
+    const json single = kdseg::student::evaluate(o, *local);
+    for (size_t m = 0; m < 2; ++m) {
+      const json& a = parallel.at("models")[m].at("cases");
+      const json& b = single.at("models")[m].at("cases");
+      ok = ok && a.size() == b.size() && !a.empty();
+      for (size_t c = 0; ok && c < a.size(); ++c) {
+        ok = a[c].at("id") == b[c].at("id") && a[c].at("slices") == b[c].at("slices");
+        for (const char* metric : {"dice", "hd95", "assd", "nsd"}) {
+          worst = std::max(worst, std::abs(a[c].at(metric).at("tumor").get<double>() - b[c].at(metric).at("tumor").get<double>()));
+        }
+      }
+    }
+    ok = ok && worst < 1e-9;
+  }
+  EXPECT_TRUE(all_ranks(ok)) << split << " case(s) split between ranks; largest difference " << worst;
+}
+
+}  // namespace
