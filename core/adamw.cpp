@@ -12,6 +12,22 @@
 #include "core/error.h"
 
 namespace kdseg {
+
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm) {
+  KDSEG_CHECK(max_norm > 0, "clip_grad_norm: max_norm must be > 0, got ", max_norm);
+  std::vector<at::Tensor> grads, norms;
+  for (const at::Tensor& p : parameters) {
+    if (!p.grad().defined()) continue;
+    grads.push_back(p.grad());
+    norms.push_back(p.grad().detach().norm(2).to(at::kFloat));
+  }
+  if (grads.empty()) return torch::zeros({});
+  const at::Tensor total = at::stack(norms).norm(2);
+  const at::Tensor scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (at::Tensor& g : grads) g.detach().mul_(scale.to(g.scalar_type()));
+  return total;
+}
+
 namespace {
 
 // The optimiser state's key of a parameter: LibTorch 1.x keys by the TensorImpl address as a

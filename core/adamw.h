@@ -16,6 +16,13 @@
 
 namespace kdseg {
 
+// Scales the gradients of `parameters` so that their joint L2 norm is at most `max_norm`, as
+// torch.nn.utils.clip_grad_norm_ (scale max_norm / (norm + 1e-6) when below 1), and returns the
+// norm before clipping as a float32 scalar tensor on the gradients' device. Unlike LibTorch's
+// clip_grad_norm_, which returns a double, nothing is read back to the host: on a GPU the step
+// does not wait for it. Parameters without a gradient are skipped; none at all gives norm 0.
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm);
+
 class MultiTensorAdamW : public torch::optim::AdamW {
  public:
   using torch::optim::AdamW::AdamW;

@@ -321,14 +321,15 @@ class Trainer {
       auto batch = loader.next();
       KDSEG_CHECK(batch.has_value(), "train: the loader ran out of batches at step ", step_);
       images += batch->images.size(0);
+      check_labels(batch->labels);
       const Tensor input = batch->images.to(device_, /*non_blocking=*/true);
       const Tensor labels = batch->labels.to(device_, /*non_blocking=*/true);
       const auto out = forward(input);
-      losses::ObjectiveInputs in{out.logits, out.aux, labels, Tensor(), Tensor()};
+      losses::ObjectiveInputs in{out.logits, out.aux, labels, Tensor(), Tensor(), /*labels_checked=*/true};
       if (c_.labels == "ls") {
         const auto smoothed = losses::boundary_label_smoothing(labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
-                                                               task_.ignore_index);
-        in = {out.logits, out.aux, Tensor(), smoothed.soft, smoothed.keep};
+                                                               task_.ignore_index, /*check_labels=*/false);
+        in = {out.logits, out.aux, Tensor(), smoothed.soft, smoothed.keep, true};
       } else if (c_.teacher_mode != "none") {
         Tensor soft;
         if (c_.teacher_mode == "online") {
@@ -345,7 +346,7 @@ class Trainer {
         } else {
           soft = batch->soft.to(device_, /*non_blocking=*/true);
         }
-        in = {out.logits, out.aux, labels, soft, labels != task_.ignore_index};
+        in = {out.logits, out.aux, labels, soft, labels != task_.ignore_index, true};
       }
       parts = (*objective_)(in);
       const Tensor loss = parts.total / static_cast<double>(c_.accumulate);
@@ -376,19 +377,30 @@ class Trainer {
       return;
     }
     if (ddp_) ddp_->synchronize_gradients();
-    if (c_.clip_grad > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), c_.clip_grad);
+    // The norm stays on the device; it is read only on logged steps.
+    const Tensor grad_norm = c_.clip_grad > 0 ? clip_grad_norm(model_->parameters(), c_.clip_grad) : Tensor();
     optimizer_->step();
     summary_.last_loss = reduced[0].item<double>() / static_cast<double>(comm_.size());
     ++step_;
     if (comm_.rank() == 0 && (step_ % std::max<int64_t>(1, c_.log_every) == 0 || step_ == total_steps_)) {
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      append_metrics({{"step", step_}, {"epoch", epoch}, {"loss", summary_.last_loss}, {"ce", parts.ce.item<double>()},
-                      {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
-                      {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
-                      {"images_per_s", static_cast<double>(images * comm_.size()) / seconds},
-                      {"step_s", seconds}, {"data_wait_s", loader.wait_seconds() - wait_before},
-                      {"teacher_s", teacher_seconds}});
+      json line = {{"step", step_}, {"epoch", epoch}, {"loss", summary_.last_loss}, {"ce", parts.ce.item<double>()},
+                   {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
+                   {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
+                   {"images_per_s", static_cast<double>(images * comm_.size()) / seconds},
+                   {"step_s", seconds}, {"data_wait_s", loader.wait_seconds() - wait_before},
+                   {"teacher_s", teacher_seconds}};
+      if (grad_norm.defined()) line["grad_norm"] = grad_norm.item<double>();  // before clipping
+      append_metrics(line);
     }
+  }
+
+  // The batch's labels, still on the host, lie in [0, classes) or are the ignore label: checked
+  // here so that the losses need not read the device back to check them.
+  void check_labels(const Tensor& labels) const {
+    const Tensor bad = (labels < 0).logical_or(labels >= task_.classes).logical_and(labels != task_.ignore_index);
+    KDSEG_CHECK(!bad.any().item<bool>(), c_.data, ": a batch holds labels outside [0, ", task_.classes,
+                ") that are not the ignore label ", task_.ignore_index, " (does --task fit the store?)");
   }
 
   void validate_fold(int64_t epoch) {

@@ -89,7 +89,7 @@ Tensor kl_divergence(const Tensor& logits, const Tensor& target, double temperat
 }
 
 SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classes, double epsilon,
-                                        int64_t kernel_size, std::optional<int64_t> ignore_index) {
+                                        int64_t kernel_size, std::optional<int64_t> ignore_index, bool check_labels) {
   KDSEG_CHECK(labels.scalar_type() == torch::kLong && (labels.dim() == 3 || labels.dim() == 4),
               "boundary_label_smoothing: labels must be int64 [B,H,W] or [B,D,H,W], got ", labels.scalar_type(), " ",
               labels.sizes());
@@ -98,9 +98,11 @@ SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classe
   KDSEG_CHECK(epsilon >= 0 && epsilon <= 1, "boundary_label_smoothing: epsilon must be in [0, 1], got ", epsilon);
   SmoothedLabels out;
   out.keep = ignore_index.has_value() ? labels != *ignore_index : torch::ones_like(labels, torch::kBool);
-  const Tensor in_range = (labels >= 0).logical_and(labels < num_classes);
-  KDSEG_CHECK(in_range.logical_or(out.keep.logical_not()).all().item<bool>(),
-              "boundary_label_smoothing: labels outside [0, ", num_classes, ") that are not ignore_index");
+  if (check_labels) {
+    const Tensor in_range = (labels >= 0).logical_and(labels < num_classes);
+    KDSEG_CHECK(in_range.logical_or(out.keep.logical_not()).all().item<bool>(),
+                "boundary_label_smoothing: labels outside [0, ", num_classes, ") that are not ignore_index");
+  }
   const Tensor keep_f = out.keep.unsqueeze(1).to(torch::kFloat);
   const Tensor one_hot = torch::one_hot(labels.clamp(0, num_classes - 1), num_classes)
                              .movedim(-1, 1)
@@ -146,7 +148,7 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
     const Tensor labels = in.keep.defined() ? torch::where(in.keep, in.labels, torch::full_like(in.labels, drop))
                                             : in.labels;
     const std::optional<int64_t> ignore = in.keep.defined() ? std::optional<int64_t>(drop) : ignore_index_;
-    std::tie(ce.main, ce.mask) = cross_entropy_per_pixel(in.logits, labels, ignore);
+    std::tie(ce.main, ce.mask) = cross_entropy_per_pixel(in.logits, labels, ignore, !in.labels_checked);
     if (in.aux_logits.defined()) ce.aux = cross_entropy_per_pixel(in.aux_logits, labels, ignore, false).first;
   }
   if (soft) {
@@ -185,7 +187,9 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
   LossTerms terms{zero, zero, zero, zero, zero};
   if (hard) {
     terms.ce = label_factor * w.ce() * global_mean(ce);
-    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml_, global_.dml_statistics);
+    DmlOptions dml = dml_;
+    dml.check_labels(dml.check_labels() && !in.labels_checked);
+    terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml, global_.dml_statistics);
   }
   if (soft) {
     terms.kl = teacher_factor * w.ce() * global_mean(kl);

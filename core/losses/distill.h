@@ -37,8 +37,11 @@ struct SmoothedLabels {
 // (k x k x k for 3D) window clipped at the image border, is 0 there (a different class lies
 // within the window) while the keep mask eroded with the same window is 1 (no excluded pixel
 // lies within it: next to unlabelled pixels the boundary is unknown, and the label stays hard).
+// Labels outside [0, C) that are not ignore_index are an error unless `check_labels` is false
+// (the caller checked them on the host; off the CPU the check waits for the device).
 SmoothedLabels boundary_label_smoothing(const at::Tensor& labels, int64_t num_classes, double epsilon,
-                                        int64_t kernel_size, std::optional<int64_t> ignore_index = std::nullopt);
+                                        int64_t kernel_size, std::optional<int64_t> ignore_index = std::nullopt,
+                                        bool check_labels = true);
 
 // Weights of the objective; defaults are the paper's.
 struct ObjectiveWeights {
@@ -68,6 +71,9 @@ struct ObjectiveInputs {
   at::Tensor labels;      // [B,*] int64 hard labels, or undefined (soft only)
   at::Tensor soft;        // [B,C,*] soft targets, or undefined (hard only)
   at::Tensor keep;        // [B,*] bool, or undefined (then: labels != ignore_index)
+  // The caller checked that labels lie in [0, C) or are ignore_index (on the host), so the
+  // objective skips its checks, which on a GPU would each wait for the device.
+  bool labels_checked = false;
 };
 
 // The segmentation objective. With hard labels and soft targets it is the KD objective of

@@ -681,7 +681,7 @@ DmlStatistics dml_statistics_composite(const Tensor& prob, const Tensor& target,
   const int64_t classes = f.prob.size(1);
   Tensor y;
   if (f.hard) {
-    check_hard_range(f, classes);
+    if (options.check_labels()) check_hard_range(f, classes);
     y = torch::one_hot(f.target.clamp(0, classes - 1), classes).permute({0, 2, 1}).to(f.prob.scalar_type());
   } else {
     y = f.target;

@@ -67,6 +67,10 @@ struct DmlOptions {
   TORCH_ARG(std::vector<double>, class_weights) = {};
   TORCH_ARG(ActiveClasses, active_hard) = ActiveClasses::kPresent;
   TORCH_ARG(ActiveClasses, active_soft) = ActiveClasses::kAll;
+  // Whether hard targets are checked to lie in [0, C). Off the CPU the check reads a device
+  // value back, a host synchronisation: a caller that checked the labels on the host turns
+  // it off (targets outside the range are then clamped into it).
+  TORCH_ARG(bool, check_labels) = true;
 };
 
 // Per image and class sums, [B,C] each, in the prediction's (float32/float64) dtype.

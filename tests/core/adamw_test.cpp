@@ -142,3 +142,45 @@ TEST(MultiTensorAdamW, AmsgradIsRefused) {
 }
 
 }  // namespace
+
+namespace kdseg {
+namespace {
+
+// The same scaling and returned norm as LibTorch's clip_grad_norm_, above and below the limit,
+// with a parameter that has no gradient.
+TEST(ClipGradNorm, MatchesLibTorch) {
+  torch::manual_seed(3);
+  for (double max_norm : {0.5, 1e3}) {
+    std::vector<at::Tensor> ours, theirs;
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 3}, {7}, {2, 2, 5}, {3}}) {
+      at::Tensor p = torch::randn(shape, torch::requires_grad());
+      at::Tensor q = p.detach().clone().requires_grad_();
+      if (shape.size() != 1 || shape[0] != 3) {  // the last one keeps no gradient
+        const at::Tensor g = torch::randn(shape);
+        p.mutable_grad() = g.clone();
+        q.mutable_grad() = g.clone();
+      }
+      ours.push_back(p);
+      theirs.push_back(q);
+    }
+    const at::Tensor norm = clip_grad_norm(ours, max_norm);
+    const double expected = torch::nn::utils::clip_grad_norm_(theirs, max_norm);
+    EXPECT_NEAR(norm.item<double>(), expected, 1e-5 * expected) << max_norm;
+    for (size_t i = 0; i < ours.size(); ++i) {
+      ASSERT_EQ(ours[i].grad().defined(), theirs[i].grad().defined());
+      if (ours[i].grad().defined()) {
+        EXPECT_TRUE(torch::allclose(ours[i].grad(), theirs[i].grad(), 1e-6, 1e-7)) << i;
+      }
+    }
+    if (max_norm < expected) {
+      double clipped = 0;
+      for (const auto& p : ours) clipped += p.grad().defined() ? p.grad().pow(2).sum().item<double>() : 0;
+      EXPECT_NEAR(std::sqrt(clipped), max_norm, 1e-5);
+    }
+  }
+  EXPECT_EQ(clip_grad_norm({torch::zeros({2}, torch::requires_grad())}, 1.0).item<double>(), 0.0);
+  EXPECT_THROW(clip_grad_norm({}, 0.0), Error);
+}
+
+}  // namespace
+}  // namespace kdseg

@@ -244,6 +244,13 @@ TEST(Dml, HardLabelsOutOfRangeAreAnError) {
   }
   EXPECT_NO_THROW(L::dml_loss(z, y, {}, L::DmlOptions().ignore_index(5)));
   EXPECT_THROW(L::dml_loss(z, y, {}, L::DmlOptions().gamma(0.5)), kdseg::Error);
+  // The composite path (every device but the CPU) checks too, unless the caller checked the
+  // labels on the host: then it reads nothing back and clamps.
+  const Tensor prob = torch::softmax(z, 1);
+  EXPECT_THROW(L::detail::dml_statistics_composite(prob, y, {}, L::DmlOptions()), kdseg::Error);
+  const auto unchecked = L::detail::dml_statistics_composite(prob, y, {}, L::DmlOptions().check_labels(false));
+  const auto clamped = L::detail::dml_statistics_composite(prob, y.clamp_max(2), {}, L::DmlOptions());
+  EXPECT_TRUE(unchecked.tp.equal(clamped.tp));
 }
 
 // Statistics of batch halves, concatenated, give the loss and gradient of the whole batch
