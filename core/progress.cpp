@@ -36,7 +36,7 @@ Progress::~Progress() {
 
 std::string Progress::line(const std::string& status) const {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  const double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
+  const double rate = elapsed > 0 ? static_cast<double>(done_ - resumed_) / elapsed : 0.0;
   std::ostringstream out;
   out << label_ << "  ";
   if (total_ > 0) {

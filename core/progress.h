@@ -22,6 +22,12 @@ class Progress {
 
   // Advances by `n` items; `status` is shown after the counters (for example "loss 0.412").
   void advance(int64_t n = 1, const std::string& status = {});
+  // Counts `n` items done before this process started (a resumed run): in the counters, not in
+  // the rate or the time left.
+  void resume_at(int64_t n) {
+    done_ += n;
+    resumed_ += n;
+  }
   // Prints the final line; called by the destructor when not called before.
   void finish(const std::string& status = {});
 
@@ -35,6 +41,7 @@ class Progress {
   std::string label_;
   int64_t total_;
   int64_t done_ = 0;
+  int64_t resumed_ = 0;
   bool enabled_;
   bool live_;
   bool finished_ = false;

@@ -454,7 +454,9 @@ void write_cache_master(const std::string& dir, int world) {
 
 struct SoftLabelCache::ShardInfo {
   h5::Handle file;
+  std::string path;
   std::unique_ptr<ChunkedRows> values;
+  std::vector<uint32_t> checksum;  // CRC-32 of each slice's stored bytes, as the pass wrote them
 };
 
 SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
@@ -500,6 +502,10 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
       location_.emplace_back(r, static_cast<int64_t>(i));
     }
     info->values = std::make_unique<ChunkedRows>(info->file.get(), h.path, "soft_labels");
+    info->path = h.path;
+    info->checksum = read_vector<uint32_t>(info->file.get(), "checksum", H5T_NATIVE_UINT32, h.path);
+    KDSEG_CHECK(info->checksum.size() == h.store_rows.size(), h.path, ": /checksum has ", info->checksum.size(),
+                " entries for ", h.store_rows.size(), " slices");
     shards_.push_back(std::move(info));
   }
   KDSEG_CHECK(location_.size() == store_rows_.size(), master_path, ": the shards hold ", location_.size(),
@@ -534,8 +540,14 @@ std::vector<int64_t> SoftLabelCache::missing(const std::vector<int64_t>& wanted)
 Tensor SoftLabelCache::stored(int64_t row) const {
   KDSEG_CHECK(row >= 0 && row < rows(), dir_, ": cache row ", row, " outside [0, ", rows(), ")");
   const auto [shard, local] = location_[static_cast<size_t>(row)];
-  const ChunkedRows& values = *shards_[static_cast<size_t>(shard)]->values;
-  return decode(values.read(local), format_, values.row_shape());
+  const ShardInfo& info = *shards_[static_cast<size_t>(shard)];
+  const std::vector<unsigned char> bytes = info.values->read(local);
+  // Every read is checked: a corrupt slice would otherwise train the student on garbage.
+  KDSEG_CHECK(crc_of(bytes.data(), bytes.size()) == info.checksum[static_cast<size_t>(local)], info.path, ": slice ",
+              local, " (prepared-store row ", store_rows_[static_cast<size_t>(row)],
+              ") does not match its checksum: the file is corrupt (kdseg cache verify lists every such slice; run "
+              "kdseg precompute --force to write the cache again)");
+  return decode(bytes, format_, info.values->row_shape());
 }
 
 Tensor SoftLabelCache::probabilities(int64_t store_row, double temperature) const {

@@ -124,7 +124,8 @@ class SoftLabelCache {
   // The store rows among `wanted` that the cache does not hold.
   std::vector<int64_t> missing(const std::vector<int64_t>& wanted) const;
 
-  // Cache row `row` as stored: [C,H,W] kHalf or kByte.
+  // Cache row `row` as stored: [C,H,W] kHalf or kByte. Throws kdseg::Error naming the shard
+  // and slice when its bytes do not match the checksum the pass recorded.
   at::Tensor stored(int64_t row) const;
   // The teacher's probabilities [C,H,W] float32 for prepared-store row `store_row`:
   // softmax(logits / temperature) for logits-f16, dequantised for probs-u8 (where the

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "core/random.h"
 #include "data/nifti.h"
 
@@ -113,6 +114,18 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
   std::error_code ec;
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
+  const std::string marker = (fs::path(dir) / ".kdseg-synth.json").string();
+  const std::string record = "{\"layout\": \"" + layout_name(o.layout) + "\", \"cases\": " + std::to_string(o.cases) +
+                             ", \"size\": " + std::to_string(o.size) + ", \"slices\": " + std::to_string(o.slices) +
+                             ", \"seed\": " + std::to_string(o.seed) + "}\n";
+  if (!o.force && !fs::is_empty(dir)) {
+    KDSEG_CHECK(fs::is_regular_file(marker), dir, ": is not empty and kdseg synth did not write it (it may be real ",
+                "data); choose an empty folder, or pass --force to write into it");
+    const std::string previous = read_file(marker);
+    KDSEG_CHECK(previous == record, dir, ": holds a synthetic dataset made with other options (",
+                previous.substr(0, previous.find('\n')), "); choose another folder, or pass --force to replace it");
+  }
+  write_file_atomic(marker, record);
   SynthSummary summary;
   for (int i = 0; i < o.cases; ++i) {
     Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(i)}));

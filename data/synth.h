@@ -18,6 +18,7 @@ struct SynthOptions {
   int64_t size = 64;     // in-plane voxels
   int64_t slices = 32;   // axial slices
   uint64_t seed = 0;
+  bool force = false;    // write into a folder that holds other files
 };
 
 struct SynthSummary {
@@ -26,7 +27,11 @@ struct SynthSummary {
   int64_t organ_voxels = 0;
 };
 
-// Writes the dataset into `dir` (created if needed). Existing case files are replaced.
+// Writes the dataset into `dir` (created if needed) and records the options in
+// dir/.kdseg-synth.json first. A folder that holds anything else is refused (it may be real
+// data) unless `force`; a folder written before with the same options is rewritten with the
+// same files, so a rerun of an interrupted synth completes it. Throws kdseg::Error naming the
+// folder.
 SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& options);
 
 }  // namespace kdseg::data

@@ -162,7 +162,7 @@ class Trainer {
                 device_.str(), bf16_ ? " (bf16 autocast)" : "");
     }
     Progress progress("train", total_steps_, comm_.rank() == 0);
-    progress.advance(step_);
+    progress.resume_at(step_);
     const int64_t first_step = step_;
     stop_at_ = c_.stop_after > 0 ? std::min(total_steps_, step_ + c_.stop_after) : total_steps_;
     while (step_ < stop_at_) {

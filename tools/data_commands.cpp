@@ -22,7 +22,8 @@ void add_synth_options(po::options_description& d) {
       ("output", po::value<std::string>()->required(), "folder to write the dataset into")
       ("seed", po::value<uint64_t>()->default_value(0), "random seed (the data are a function of it)")
       ("size", po::value<int64_t>()->default_value(64), "in-plane voxels")
-      ("slices", po::value<int64_t>()->default_value(32), "axial slices per case");
+      ("slices", po::value<int64_t>()->default_value(32), "axial slices per case")
+      ("force", po::bool_switch(), "write into a folder that holds other files (they may be replaced)");
 }
 
 int run_synth(const po::variables_map& vm) {
@@ -32,6 +33,7 @@ int run_synth(const po::variables_map& vm) {
   o.seed = vm["seed"].as<uint64_t>();
   o.size = vm["size"].as<int64_t>();
   o.slices = vm["slices"].as<int64_t>();
+  o.force = vm["force"].as<bool>();
   const std::string out = vm["output"].as<std::string>();
   const data::SynthSummary s = data::write_synthetic_dataset(out, o);
   log::info("wrote {} {} cases of {}x{}x{} voxels to {} ({} tumour and {} organ voxels)", s.cases,

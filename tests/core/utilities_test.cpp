@@ -251,6 +251,19 @@ TEST(Progress, PlainLinesShowCountsAndStatus) {
   EXPECT_EQ(text.find('\r'), std::string::npos) << "no live redraw when not on a terminal";
 }
 
+// Steps done before a resume show in the counters but not in the rate: right after resuming at
+// 50 of 100 nothing has run in this process, so the rate is 0 and no time left is guessed.
+TEST(Progress, ResumedItemsAreLeftOutOfTheRate) {
+  std::FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  kdseg::Progress progress("train", 100, false, 0.0, sink);
+  progress.resume_at(50);
+  const std::string line = progress.line("");
+  EXPECT_NE(line.find("50/100  0.00 it/s"), std::string::npos) << line;
+  EXPECT_EQ(line.find("eta"), std::string::npos) << line;
+  std::fclose(sink);
+}
+
 // A process bound to one core (as mpirun --bind-to core binds each rank) gets one thread
 // whatever the number of ranks; an unbound one shares its cores among the node's ranks.
 TEST(CpuCores, BoundProcessesUseTheirCoresUnboundOnesShare) {

@@ -72,7 +72,8 @@ Tensor logits_of(int64_t store_row, int64_t h, int64_t w) {
 }
 
 // Writes a cache over store rows `rows` with `world` shards, the way the pass splits them.
-void write_cache(const std::string& dir, const std::vector<int64_t>& rows, int world, int64_t h, int64_t w) {
+void write_cache(const std::string& dir, const std::vector<int64_t>& rows, int world, int64_t h, int64_t w,
+                 int compression = 4) {
   fs::create_directories(dir);
   const int64_t n = static_cast<int64_t>(rows.size());
   for (int r = 0; r < world; ++r) {
@@ -83,6 +84,7 @@ void write_cache(const std::string& dir, const std::vector<int64_t>& rows, int w
     for (int64_t i = n * r / world; i < n * (r + 1) / world; ++i) g.store_rows.push_back(rows[static_cast<size_t>(i)]);
     g.height = h;
     g.width = w;
+    g.compression = compression;
     CacheShardWriter shard(dir, g, sample_provenance("logits-f16"));
     for (int64_t i = 0; i < shard.rows(); ++i) {
       shard.write(i, logits_of(g.store_rows[static_cast<size_t>(i)], h, w).to(torch::kHalf));
@@ -166,9 +168,10 @@ TEST(SoftLabelCache, PartialShardResumesWithItsDoneSlices) {
   EXPECT_EQ(shard.done_count(), 0);
 }
 
-TEST(SoftLabelCache, VerifyFindsACorruptedShard) {
+// Uncompressed, so that no decompression error can catch the damage first: only the checksums.
+TEST(SoftLabelCache, VerifyAndReadsFindACorruptedShard) {
   test::TempDir tmp;
-  write_cache(tmp.file("cache"), {0, 1, 2, 3}, 2, 16, 16);
+  write_cache(tmp.file("cache"), {0, 1, 2, 3}, 2, 16, 16, /*compression=*/0);
   ASSERT_TRUE(verify_cache(tmp.file("cache")).empty());
   // Overwrite bytes inside slice 1's chunk of shard 0, found through HDF5's chunk index.
   const std::string shard = tmp.file("cache/" + shard_file_name(0, 2));
@@ -192,6 +195,16 @@ TEST(SoftLabelCache, VerifyFindsACorruptedShard) {
   const auto problems = verify_cache(tmp.file("cache"));
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find(shard_file_name(0, 2) + ": slice 1 (prepared-store row 1)"), std::string::npos) << problems[0];
+  // distill reads through the same checks: the damaged slice is an error, the others read.
+  const SoftLabelCache cache(tmp.file("cache"));
+  try {
+    cache.probabilities(1, 1.0);
+    FAIL() << "read a corrupt slice";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(shard_file_name(0, 2) + ": slice 1 (prepared-store row 1) does not match its checksum"),
+              std::string::npos) << e.what();
+  }
+  for (int64_t row : {0, 2, 3}) EXPECT_NO_THROW(cache.probabilities(row, 1.0)) << row;
 }
 
 TEST(SoftLabelCache, ProvenanceIsCheckedAgainstTheFiles) {

@@ -50,6 +50,40 @@ TEST(Prepare, SynthThenPrepareForEveryLayout) {
   }
 }
 
+// synth never writes over what it did not make: a folder with other files, or a dataset made
+// with other options, is refused unless forced; a rerun with the same options rewrites it.
+TEST(Prepare, SynthKeepsOtherDataUnlessForced) {
+  kdseg::test::TempDir dir;
+  fs::create_directories(dir.file("real/batch1"));
+  kdseg::write_file_atomic(dir.file("real/batch1/volume-0.nii"), "a scan");
+  D::SynthOptions o;
+  o.cases = 1;
+  o.size = 16;
+  o.slices = 4;
+  try {
+    D::write_synthetic_dataset(dir.file("real"), o);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("real: is not empty and kdseg synth did not write it"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(kdseg::read_file(dir.file("real/batch1/volume-0.nii")), "a scan");
+  D::write_synthetic_dataset(dir.file("synth"), o);
+  const std::string first = kdseg::read_file(dir.file("synth/batch1/volume-0.nii"));
+  EXPECT_NO_THROW(D::write_synthetic_dataset(dir.file("synth"), o));  // a rerun
+  EXPECT_EQ(kdseg::read_file(dir.file("synth/batch1/volume-0.nii")), first);
+  o.seed = 1;
+  try {
+    D::write_synthetic_dataset(dir.file("synth"), o);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("synth: holds a synthetic dataset made with other options"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(kdseg::read_file(dir.file("synth/batch1/volume-0.nii")), first);
+  o.force = true;
+  D::write_synthetic_dataset(dir.file("synth"), o);
+  EXPECT_NE(kdseg::read_file(dir.file("synth/batch1/volume-0.nii")), first);
+}
+
 TEST(Prepare, SlicesAreTheCanonicalAxialSlicesOfEachCase) {
   kdseg::test::TempDir dir;
   kdseg::test::write_small_dataset(dir.file("raw"), 6, 24, 10);  // every stored orientation of the synthetic generator
