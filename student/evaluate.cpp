@@ -249,6 +249,7 @@ class Evaluator {
     json models = json::array();
     for (const auto& m : o_.models) models.push_back(evaluate_model(m));
     for (size_t m = 1; m < models.size(); ++m) models[m]["paired"] = paired_with_first(models[m], models[0]);
+    adjust_for_multiple_comparisons(models);
     json report = {{"format", "kdseg report 1"},
                    {"tool_version", KDSEG_TOOL_VERSION},
                    {"created", utc_now_iso8601()},
@@ -364,6 +365,21 @@ class Evaluator {
                               {"ci95", {number(d.ci95.low), number(d.ci95.high)}}, {"p_value", number(d.p_value)}};
     }
     return {{"reference", first.at("name")}, {"dice", regions}};
+  }
+
+  // Every paired p-value of the report (models after the first x regions) gets Holm's adjustment.
+  void adjust_for_multiple_comparisons(json& models) const {
+    std::vector<json*> tests;
+    std::vector<double> p;
+    for (size_t m = 1; m < models.size(); ++m) {
+      for (const auto& region : regions_) {
+        json& d = models[m]["paired"]["dice"][region.name];
+        tests.push_back(&d);
+        p.push_back(d.at("p_value").is_null() ? std::nan("") : d.at("p_value").get<double>());
+      }
+    }
+    const std::vector<double> adjusted = report::holm_adjusted(p);
+    for (size_t i = 0; i < tests.size(); ++i) (*tests[i])["p_holm"] = number(adjusted[i]);
   }
 
   // `distances`: [cases, regions, {hd95, assd, nsd}], undefined without surface metrics.

@@ -410,15 +410,16 @@ void write_paired(std::ostream& out, const json& report) {
       const auto signed_text = [](double v) { return (v >= 0 ? "+" : "") + fixed(v, 4); };  // "–" for NaN
       out << "<td class=\"num first\">" << signed_text(mean) << "<span class=\"ci\">[" << signed_text(low) << ", "
           << signed_text(high) << "]</span><span class=\"ci\">p = "
-          << fixed(number(d.at("p_value")), 4) << ", n = "
-          << d.at("cases").get<int64_t>() << "</span></td>";
+          << fixed(number(d.at("p_value")), 4);
+      if (d.contains("p_holm")) out << " (Holm " << fixed(number(d.at("p_holm")), 4) << ")";
+      out << ", n = " << d.at("cases").get<int64_t>() << "</span></td>";
     }
     out << "</tr>\n";
   }
   out << "</tbody>\n</table></div>\n<p class=\"note\">Paired over cases: mean of each case's Dice minus the "
       << "first model's, its 95% bootstrap interval (cases resampled with their pairs) and the two-sided p-value of a "
-      << "sign-flip permutation test (exact up to 20 cases); n: cases where both Dice are defined. With several "
-      << "models, correct the p-values for multiple comparisons.</p>\n";
+      << "sign-flip permutation test (exact up to 20 cases), with Holm's adjustment over every comparison of the "
+      << "table when there are several; n: cases where both Dice are defined.</p>\n";
 }
 
 void write_comparison(std::ostream& out, const json& report) {
@@ -762,6 +763,22 @@ Interval bootstrap_ci(const std::vector<double>& values, int resamples, double l
   std::sort(means.begin(), means.end());
   const double tail = (1 - level) / 2;
   return {quantile(means, tail), quantile(means, 1 - tail)};
+}
+
+std::vector<double> holm_adjusted(const std::vector<double>& p_values) {
+  std::vector<size_t> order;
+  for (size_t i = 0; i < p_values.size(); ++i) {
+    if (std::isfinite(p_values[i])) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return p_values[a] < p_values[b]; });
+  std::vector<double> out(p_values.size(), kNaN);
+  const auto m = static_cast<double>(order.size());
+  double running = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    running = std::max(running, std::min(1.0, (m - static_cast<double>(k)) * p_values[order[k]]));
+    out[order[k]] = running;
+  }
+  return out;
 }
 
 PairedDifference paired_difference(const std::vector<double>& a, const std::vector<double>& b, int resamples,

@@ -25,8 +25,9 @@
 //              and with surface: hd95, assd, nsd: {<region>}}]
 //            (the number of cases is the length of this array; there is no separate count)
 //     paired (optional; every model but the first): {reference: the first model's name,
-//       dice: {<region>: {cases, mean, ci95: [low, high], p_value}}}: per-case Dice minus the
-//       reference's over the cases where both are defined (paired_difference below)
+//       dice: {<region>: {cases, mean, ci95: [low, high], p_value, p_holm}}}: per-case Dice minus
+//       the reference's over the cases where both are defined (paired_difference below);
+//       p_holm (optional) is p_value adjusted over every comparison of the report (holm_adjusted)
 //   }]
 #pragma once
 
@@ -71,6 +72,12 @@ struct PairedDifference {
 };
 PairedDifference paired_difference(const std::vector<double>& a, const std::vector<double>& b, int resamples = 2000,
                                    double level = 0.95, uint64_t seed = 0, int permutations = 100000);
+
+// Holm's step-down adjustment of p-values for testing them together (it controls the chance of
+// any false rejection, like Bonferroni, but rejects more): the k-th smallest of the m finite
+// values becomes max over j <= k of min(1, (m - j + 1) p_(j)). NaN entries stay NaN and do not
+// count in m. Order is kept.
+std::vector<double> holm_adjusted(const std::vector<double>& p_values);
 
 // The mean of the lowest ceil(fraction * n) finite values (at least one), e.g. worst-5% Dice;
 // NaN without finite values. Throws kdseg::Error when fraction is outside (0, 1].

@@ -1,6 +1,7 @@
 // `kdseg evaluate`.
 #include "tools/evaluate_command.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -80,12 +81,24 @@ int run_evaluate(const po::variables_map& vm) {
     }
     const nlohmann::json report = student::evaluate(o, comm);
     if (comm.rank() == 0) {
+      // One line per model: each region's mean Dice (and surface distances), then ECE.
+      const auto text = [](const nlohmann::json& v, int decimals) {
+        if (v.is_null()) return std::string("n/a");
+        char out[32];
+        std::snprintf(out, sizeof out, "%.*f", decimals, v.get<double>());
+        return std::string(out);
+      };
       for (const auto& m : report.at("models")) {
+        const nlohmann::json& summary = m.at("summary");
         std::cout << m.at("name").get<std::string>() << ":";
-        for (const auto& [region, d] : m.at("summary").at("dice").items()) {
-          std::cout << " " << region << " Dice " << d.at("mean").dump();
+        for (const auto& [region, d] : summary.at("dice").items()) {
+          std::cout << " " << region << " Dice " << text(d.at("mean"), 4);
+          if (!summary.contains("surface")) continue;
+          const nlohmann::json& s = summary.at("surface").at(region);
+          std::cout << " (HD95 " << text(s.at("hd95").at("mean"), 2) << " mm, NSD " << text(s.at("nsd").at("mean"), 4)
+                    << ")";
         }
-        std::cout << ", ECE " << m.at("summary").at("ece").at("mean").dump() << "\n";
+        std::cout << ", ECE " << text(summary.at("ece").at("mean"), 4) << "\n";
       }
       std::cout << "report: " << (std::filesystem::absolute(o.output) / "report.html").string() << "\n";
     }

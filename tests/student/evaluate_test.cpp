@@ -124,6 +124,7 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   EXPECT_EQ(paired.at("cases").get<int64_t>(), n);
   EXPECT_NEAR(paired.at("mean").get<double>(), tumour.at("summary").at("dice").at("tumor").at("mean").get<double>(), 1e-12);
   EXPECT_NEAR(paired.at("p_value").get<double>(), 2.0 / static_cast<double>(int64_t{1} << n), 1e-12);
+  EXPECT_EQ(paired.at("p_holm").get<double>(), paired.at("p_value").get<double>());  // the only comparison
   EXPECT_FALSE(background.contains("paired"));
   // The CSV has a line per model and case.
   std::ifstream csv(dir.file("report/per_case.csv"));

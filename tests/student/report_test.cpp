@@ -237,6 +237,21 @@ TEST(Report, PairedDifferenceKeepsPairsAndTestsExactly) {
   EXPECT_THROW(report::paired_difference({0.1}, {0.1, 0.2}), kdseg::Error);
 }
 
+// Worked by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 give 0.02, 0.03, 0.06, 0.04,
+// and the running maximum lifts the last to 0.06; NaN is left out of m and stays NaN.
+TEST(Report, HolmAdjustmentStepsDownAndKeepsOrder) {
+  const std::vector<double> adjusted = report::holm_adjusted({0.01, 0.04, kNaN, 0.03, 0.005});
+  ASSERT_EQ(adjusted.size(), 5u);
+  EXPECT_NEAR(adjusted[0], 0.03, 1e-15);
+  EXPECT_NEAR(adjusted[1], 0.06, 1e-15);
+  EXPECT_TRUE(std::isnan(adjusted[2]));
+  EXPECT_NEAR(adjusted[3], 0.06, 1e-15);
+  EXPECT_NEAR(adjusted[4], 0.02, 1e-15);
+  EXPECT_EQ(report::holm_adjusted({0.3, 0.6}), (std::vector<double>{0.6, 0.6}));  // capped at 1 where needed
+  EXPECT_EQ(report::holm_adjusted({0.7, 0.6}), (std::vector<double>{1.0, 1.0}));
+  EXPECT_EQ(report::holm_adjusted({0.2}), (std::vector<double>{0.2}));  // one test: unchanged
+}
+
 TEST(Report, WorstFractionMeanAveragesTheLowestValues) {
   std::vector<double> values;
   for (int i = 100; i >= 1; --i) values.push_back(i / 100.0);
@@ -351,13 +366,14 @@ TEST(Report, HtmlHasItsPartsAndNoExternalResources) {
   EXPECT_EQ(count_of(html, "<table id=\"paired\">"), 0u) << "no paired differences in this report";
   // With paired differences: a row per model after the first, against the first.
   r["models"][1]["paired"] = {{"reference", "teacher"},
-                              {"dice", {{"tumor", {{"cases", 3}, {"mean", -0.2}, {"ci95", {-0.3, -0.1}}, {"p_value", 0.25}}}}}};
+                              {"dice", {{"tumor", {{"cases", 3}, {"mean", -0.2}, {"ci95", {-0.3, -0.1}}, {"p_value", 0.25},
+                                                   {"p_holm", 0.5}}}}}};
   r["models"][2]["paired"] = {{"reference", "teacher"},
                               {"dice", {{"tumor", {{"cases", 0}, {"mean", nullptr}, {"ci95", {nullptr, nullptr}}, {"p_value", nullptr}}}}}};
   const std::string paired = element(report::render_html(r), "<table id=\"paired\">", "</table>");
   EXPECT_EQ(count_of(paired, "<tr><td"), 2u);
   EXPECT_NE(paired.find("Dice against teacher"), std::string::npos) << paired;
-  EXPECT_NE(paired.find("-0.2000<span class=\"ci\">[-0.3000, -0.1000]</span><span class=\"ci\">p = 0.2500, n = 3"),
+  EXPECT_NE(paired.find("-0.2000<span class=\"ci\">[-0.3000, -0.1000]</span><span class=\"ci\">p = 0.2500 (Holm 0.5000), n = 3"),
             std::string::npos) << paired;
 }
 
