@@ -13,6 +13,10 @@ std::unique_ptr<Communicator> make_local_communicator();
 std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& options);
 std::unique_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions& options);
 
+// MPI counts are int, so the MPI backend reduces and broadcasts larger tensors in pieces of at
+// most this many elements (2^30 by default). Returns the previous value; tests set it small.
+int64_t set_mpi_piece_elements(int64_t elements);
+
 // True when MPI runs with MPI_THREAD_MULTIPLE (false without MPI).
 bool mpi_supports_threads();
 

@@ -3,6 +3,9 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <atomic>
+#include <climits>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -78,6 +81,21 @@ std::string describe(const char* what, const at::Tensor& t) {
   return kdseg::detail::concat(what, " of ", t.numel(), " x ", t.scalar_type(), " (", t.nbytes(), " bytes) on the MPI backend");
 }
 
+// Elements per MPI call: counts are int, so larger tensors go in pieces.
+std::atomic<int64_t> g_piece_elements{int64_t{1} << 30};
+
+// Calls call(pointer, count) over consecutive pieces of a contiguous tensor (once for an empty one).
+template <typename Call>
+void in_pieces(const at::Tensor& t, Call&& call) {
+  auto* base = static_cast<char*>(t.data_ptr());
+  const int64_t n = t.numel(), piece = g_piece_elements.load(), item = static_cast<int64_t>(t.element_size());
+  int64_t at = 0;
+  do {
+    call(base + at * item, static_cast<int>(std::min(piece, n - at)));
+    at += piece;
+  } while (at < n);
+}
+
 class MpiCommunicator final : public Communicator {
  public:
   // `polite`: wait for all-reduces by polling with short sleeps instead of MPI's busy wait, so
@@ -115,15 +133,15 @@ class MpiCommunicator final : public Communicator {
                 "all_reduce: average needs a floating-point tensor, got ", tensor.scalar_type());
     {
       WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("all_reduce", tensor); });
-      if (polite_) {
-        MPI_Request request;
-        KDSEG_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
-                                       mpi_type(tensor), mpi_op(op, tensor), comm_, &request));
-        wait_politely(request);
-      } else {
-        KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), static_cast<int>(tensor.numel()),
-                                      mpi_type(tensor), mpi_op(op, tensor), comm_));
-      }
+      in_pieces(tensor, [&](void* data, int count) {
+        if (polite_) {
+          MPI_Request request;
+          KDSEG_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, data, count, mpi_type(tensor), mpi_op(op, tensor), comm_, &request));
+          wait_politely(request);
+        } else {
+          KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data, count, mpi_type(tensor), mpi_op(op, tensor), comm_));
+        }
+      });
     }
     if (op == ReduceOp::kAverage) tensor.div_(size_);
   }
@@ -132,7 +150,7 @@ class MpiCommunicator final : public Communicator {
     check_cpu_contiguous(tensor, "broadcast");
     KDSEG_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " outside [0, ", size_, ")");
     WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("broadcast", tensor); });
-    KDSEG_CHECK_MPI(MPI_Bcast(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), root, comm_));
+    in_pieces(tensor, [&](void* data, int count) { KDSEG_CHECK_MPI(MPI_Bcast(data, count, mpi_type(tensor), root, comm_)); });
   }
 
   at::Tensor all_gather(const at::Tensor& input) override {
@@ -141,6 +159,8 @@ class MpiCommunicator final : public Communicator {
     std::vector<int64_t> shape = tensor.sizes().vec();
     KDSEG_CHECK(!shape.empty(), "all_gather: needs at least one dimension");
     shape[0] *= size_;
+    KDSEG_CHECK(tensor.numel() <= INT_MAX, "all_gather: ", tensor.numel(), " elements per rank exceed what one MPI call ",
+                "takes (", INT_MAX, ")");
     at::Tensor out = torch::empty(shape, tensor.options());
     WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("all_gather", tensor); });
     KDSEG_CHECK_MPI(MPI_Allgather(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor),
@@ -208,6 +228,10 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions& o
 
 // The MPI thread level, for the gradient reducer's choice of a communication thread.
 bool mpi_supports_threads() { return MpiEnvironment::get().thread_level() >= MPI_THREAD_MULTIPLE; }
+int64_t set_mpi_piece_elements(int64_t elements) {
+  KDSEG_CHECK(elements >= 1 && elements <= INT_MAX, "MPI piece size must be in [1, ", INT_MAX, "], got ", elements);
+  return g_piece_elements.exchange(elements);
+}
 }  // namespace detail
 
 }  // namespace kdseg::dist

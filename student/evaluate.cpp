@@ -74,8 +74,9 @@ std::string safe_file_name(const std::string& name) {
 class SurfaceCollector {
  public:
   SurfaceCollector(const data::PreparedStore& store, const std::vector<int64_t>& rows,
-                   const std::vector<DiceRegion>& regions, double tolerance, const dist::Communicator& comm)
-      : store_(store), regions_(regions), tolerance_(tolerance), rank_(comm.rank()),
+                   const std::vector<DiceRegion>& regions, int64_t ignore_index, double tolerance,
+                   const dist::Communicator& comm)
+      : store_(store), regions_(regions), ignore_index_(ignore_index), tolerance_(tolerance), rank_(comm.rank()),
         results_(torch::zeros({static_cast<int64_t>(store.case_ids().size()), static_cast<int64_t>(regions.size()), 3},
                               torch::kDouble)) {
     std::map<int32_t, std::set<int>> ranks_of_case;
@@ -135,7 +136,8 @@ class SurfaceCollector {
 
   // Stacks the case's slices at their positions along the S axis (slices a store left out are
   // empty in both) and measures each region on the store's grid: the in-plane spacing is the
-  // canonical spacing scaled by the resize.
+  // canonical spacing scaled by the resize. Voxels with the ignore label take the prediction's
+  // value in the reference, so that, as for Dice, they count neither way.
   template <typename SliceOf>
   void measure(int32_t c, SliceOf&& slice_of) {
     const std::vector<int64_t>& rows = rows_of_case_.at(c);
@@ -157,8 +159,10 @@ class SurfaceCollector {
     const std::array<double, 3> spacing = {mm[2], mm[0] * static_cast<double>(shape[0]) / static_cast<double>(h),
                                            mm[1] * static_cast<double>(shape[1]) / static_cast<double>(w)};
     const std::array<int64_t, 3> size = {predicted.size(0), h, w};
+    const Tensor ignored = label == ignore_index_;
     for (size_t k = 0; k < regions_.size(); ++k) {
-      const Tensor a = in_region(predicted, regions_[k]), b = in_region(label, regions_[k]);
+      const Tensor a = in_region(predicted, regions_[k]);
+      const Tensor b = torch::where(ignored, a, in_region(label, regions_[k])).contiguous();
       const SurfaceMetrics m = surface_metrics(a.data_ptr<uint8_t>(), b.data_ptr<uint8_t>(), size, spacing, tolerance_);
       results_[c][static_cast<int64_t>(k)].copy_(torch::tensor({m.hd95, m.assd, m.nsd}, torch::kDouble));
     }
@@ -173,6 +177,7 @@ class SurfaceCollector {
 
   const data::PreparedStore& store_;
   const std::vector<DiceRegion>& regions_;
+  int64_t ignore_index_;
   double tolerance_;
   int rank_;
   Tensor results_;
@@ -207,7 +212,8 @@ class Evaluator {
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
     if (comm_.rank() == 0 && store_options_.is_object() && store_options_.value("slices", "all") != "all") {
       log::warn("{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
-                "whole volumes; evaluate on a store prepared with --slices all for volume metrics",
+                "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "
+                "on a store prepared with --slices all for volume metrics",
                 o_.data, store_options_.value("slices", ""), store_options_.value("slices", ""));
     }
   }
@@ -303,7 +309,7 @@ class Evaluator {
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
     std::map<int64_t, Tensor> predictions;  // store row -> [1 + 1, H, W]: class, foreground probability
     std::optional<SurfaceCollector> surface;
-    if (o_.surface) surface.emplace(store_, rows_, regions_, o_.surface_tolerance, comm_);
+    if (o_.surface) surface.emplace(store_, rows_, regions_, task_.ignore_index, o_.surface_tolerance, comm_);
     Progress progress("evaluate " + m.name, static_cast<int64_t>(plan.size()), comm_.rank() == 0);
     if (!plan.empty()) {
       data::LoaderOptions lo;

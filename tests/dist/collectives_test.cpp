@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/losses/dml.h"
 #include "dist/autograd_collectives.h"
+#include "dist/backends.h"
 #include "tests/dist/mpi_test_main.h"
 
 namespace {
@@ -43,6 +44,22 @@ TEST(Collectives, BroadcastGatherBarrier) {
   world().barrier();
   EXPECT_GE(world().local_rank(), 0);
   EXPECT_EQ(world().local_size(), n);  // one node
+}
+
+// Tensors beyond what one MPI call counts (int) go in pieces: with 7-element pieces, 100 elements
+// take 15 calls, the last one short, and every element arrives.
+TEST(Collectives, LargeTensorsGoInPieces) {
+  const int64_t before = D::detail::set_mpi_piece_elements(7);
+  const int r = world().rank(), n = world().size();
+  Tensor sum = torch::arange(100, torch::kLong) * (r + 1);
+  world().all_reduce(sum, D::ReduceOp::kSum);
+  Tensor sent = r == 0 ? torch::arange(100, torch::kByte) : torch::zeros({100}, torch::kByte);
+  world().broadcast(sent, 0);
+  Tensor empty = torch::zeros({0});
+  world().all_reduce(empty, D::ReduceOp::kSum);
+  D::detail::set_mpi_piece_elements(before);
+  const bool ok = sum.equal(torch::arange(100, torch::kLong) * (n * (n + 1) / 2)) && sent.equal(torch::arange(100, torch::kByte));
+  EXPECT_TRUE(all_ranks(ok));
 }
 
 TEST(Collectives, HostTensorsReduceOverTheCommunicatorsDevice) {

@@ -192,6 +192,16 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
   std::getline(csv, header);
   EXPECT_NE(page.find("<table id=\"surface\">"), std::string::npos);
   EXPECT_NE(header.find("tumor_hd95,tumor_assd,tumor_nsd"), std::string::npos) << header;
+  // Ignored voxels count neither way: with everything but tumour ignored, a model that predicts
+  // tumour everywhere agrees with the labels wherever they count.
+  auto everything = options("surface-ignored");
+  everything.task = "map:0:ignore,1:ignore,2:1";
+  everything.models = {{"everything", "", std::make_shared<ConstantModel>(2, 1, 0.9)}};
+  const json ignored_report = kdseg::student::evaluate(everything, *comm);
+  for (const json& c : ignored_report.at("models")[0].at("cases")) {
+    EXPECT_EQ(c.at("hd95").at("tumor").get<double>(), 0.0) << c.dump();
+    EXPECT_EQ(c.at("nsd").at("tumor").get<double>(), 1.0) << c.dump();
+  }
   o.surface = false;
   o.output = dir.file("no-surface");
   const json without = kdseg::student::evaluate(o, *comm);
