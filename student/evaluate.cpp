@@ -72,11 +72,13 @@ std::string safe_file_name(const std::string& name) {
 // ranks (evaluation_rows gives each rank a contiguous block, so at most its first and last) is
 // summed across ranks after the pass and measured by one of them.
 class SurfaceCollector {
+  using Slices = std::map<int64_t, std::pair<Tensor, Tensor>>;  // row -> (classes, labels), [H,W] uint8
+
  public:
   SurfaceCollector(const data::PreparedStore& store, const std::vector<int64_t>& rows,
                    const std::vector<DiceRegion>& regions, int64_t ignore_index, double tolerance,
                    const dist::Communicator& comm)
-      : store_(store), regions_(regions), ignore_index_(ignore_index), tolerance_(tolerance), rank_(comm.rank()),
+      : store_(store), regions_(regions), ignore_index_(ignore_index), tolerance_(tolerance),
         results_(torch::zeros({static_cast<int64_t>(store.case_ids().size()), static_cast<int64_t>(regions.size()), 3},
                               torch::kDouble)) {
     std::map<int32_t, std::set<int>> ranks_of_case;
@@ -95,10 +97,10 @@ class SurfaceCollector {
   // One evaluated slice: its predicted classes and labels, [H,W] uint8.
   void add(int64_t row, Tensor predicted, Tensor label) {
     const int32_t c = case_of(row);
-    auto& held = held_[c];
+    Slices& held = held_[c];
     held[row] = {std::move(predicted), std::move(label)};
     if (held.size() != rows_of_case_.at(c).size()) return;
-    measure(c, [&](int64_t r) { return held.at(r); });
+    measure(c, held);
     held_.erase(c);
   }
 
@@ -118,13 +120,13 @@ class SurfaceCollector {
         volume[static_cast<int64_t>(j)][1].copy_(slice->second.second);
       }
       dist::all_reduce_any_device(comm, volume, dist::ReduceOp::kSum);  // exactly one rank holds each slice
-      if (static_cast<int>(i) % comm.size() != rank_) continue;
-      std::map<int64_t, size_t> index;
-      for (size_t j = 0; j < rows.size(); ++j) index[rows[j]] = j;
-      measure(c, [&](int64_t r) {
-        const Tensor slice = volume[static_cast<int64_t>(index.at(r))];
-        return std::make_pair(slice[0], slice[1]);
-      });
+      if (static_cast<int>(i) % comm.size() != comm.rank()) continue;
+      Slices gathered;
+      for (size_t j = 0; j < rows.size(); ++j) {
+        const Tensor slice = volume[static_cast<int64_t>(j)];
+        gathered[rows[j]] = {slice[0], slice[1]};
+      }
+      measure(c, gathered);
     }
     held_.clear();
     dist::all_reduce_any_device(comm, results_, dist::ReduceOp::kSum);  // each case measured by one rank
@@ -138,8 +140,7 @@ class SurfaceCollector {
   // empty in both) and measures each region on the store's grid: the in-plane spacing is the
   // canonical spacing scaled by the resize. Voxels with the ignore label take the prediction's
   // value in the reference, so that, as for Dice, they count neither way.
-  template <typename SliceOf>
-  void measure(int32_t c, SliceOf&& slice_of) {
+  void measure(int32_t c, const Slices& slices) {
     const std::vector<int64_t>& rows = rows_of_case_.at(c);
     int32_t first = INT32_MAX, last = INT32_MIN;
     for (int64_t r : rows) {
@@ -148,11 +149,10 @@ class SurfaceCollector {
     }
     const int64_t h = store_.height(), w = store_.width();
     Tensor predicted = torch::zeros({last - first + 1, h, w}, torch::kByte), label = torch::zeros_like(predicted);
-    for (int64_t r : rows) {
-      const auto [p, l] = slice_of(r);
+    for (const auto& [r, slice] : slices) {
       const int64_t z = store_.slice_index()[static_cast<size_t>(r)] - first;
-      predicted[z].copy_(p);
-      label[z].copy_(l);
+      predicted[z].copy_(slice.first);
+      label[z].copy_(slice.second);
     }
     const auto shape = store_.case_shapes()[static_cast<size_t>(c)];
     const std::array<double, 3> mm = data::voxel_spacing(store_.case_affines()[static_cast<size_t>(c)]);
@@ -179,11 +179,10 @@ class SurfaceCollector {
   const std::vector<DiceRegion>& regions_;
   int64_t ignore_index_;
   double tolerance_;
-  int rank_;
   Tensor results_;
   std::map<int32_t, std::vector<int64_t>> rows_of_case_;  // the fold's rows of each case, in order
   std::vector<int32_t> shared_;                          // cases whose rows more than one rank holds
-  std::map<int32_t, std::map<int64_t, std::pair<Tensor, Tensor>>> held_;  // case -> row -> (classes, labels)
+  std::map<int32_t, Slices> held_;                       // this rank's slices of cases not yet measured
 };
 
 class Evaluator {

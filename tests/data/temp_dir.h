@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string>
 
+#include "data/prepared_store.h"
 #include "data/synth.h"
 
 namespace kdseg::test {
@@ -39,6 +40,21 @@ inline data::SynthSummary write_small_dataset(const std::string& path, int cases
   options.slices = slices;
   options.seed = seed;
   return data::write_synthetic_dataset(path, options);
+}
+
+// write_small_dataset into dir/raw, prepared at native size in two folds into dir/p.h5, keeping
+// `kept` slices; returns the store's path.
+inline std::string write_small_store(const std::string& dir, int cases, int64_t size, int64_t slices,
+                                     data::SliceSelection kept) {
+  write_small_dataset(dir + "/raw", cases, size, slices);
+  data::PrepareOptions p;
+  p.input = dir + "/raw";
+  p.output = dir + "/p.h5";
+  p.size = 0;
+  p.folds = 2;
+  p.slices = kept;
+  data::prepare_store(p);
+  return p.output;
 }
 
 }  // namespace kdseg::test

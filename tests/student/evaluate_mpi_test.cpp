@@ -21,16 +21,7 @@ using nlohmann::json;
 TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
   std::unique_ptr<kdseg::test::TempDir> owner;
   const std::string dir = kdseg::test::shared_folder(owner);
-  if (world().rank() == 0) {
-    kdseg::test::write_small_dataset(dir + "/raw", 5, 24, 10);
-    kdseg::data::PrepareOptions p;
-    p.input = dir + "/raw";
-    p.output = dir + "/p.h5";
-    p.size = 0;
-    p.folds = 2;
-    p.slices = kdseg::data::SliceSelection::kAll;
-    kdseg::data::prepare_store(p);
-  }
+  if (world().rank() == 0) kdseg::test::write_small_store(dir, 5, 24, 10, kdseg::data::SliceSelection::kAll);
   world().barrier();
   // A fold where the rows of some case land on two ranks, or the gathered path goes untested:
   // the folds hold 3 and 2 cases of 10 slices, so one of them splits a case on 2 or 3 ranks.

@@ -38,16 +38,7 @@ double mean(const std::vector<double>& v, size_t begin, size_t end) {
 TEST(DistributedTraining, TwoOrThreeRanksFollowOneRank) {
   std::unique_ptr<kdseg::test::TempDir> owner;
   const std::string dir = shared_folder(owner);
-  if (world().rank() == 0) {
-    kdseg::test::write_small_dataset(dir + "/raw", 4, 32, 10);
-    kdseg::data::PrepareOptions p;
-    p.input = dir + "/raw";
-    p.output = dir + "/p.h5";
-    p.size = 0;
-    p.folds = 2;
-    p.slices = kdseg::data::SliceSelection::kOrgan;
-    kdseg::data::prepare_store(p);
-  }
+  if (world().rank() == 0) kdseg::test::write_small_store(dir, 4, 32, 10, kdseg::data::SliceSelection::kOrgan);
   world().barrier();
   kdseg::student::TrainConfig c;
   c.data = dir + "/p.h5";
@@ -98,14 +89,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
   c.validate_every = 0;
   c.log_every = 1;
   if (world().rank() == 0) {
-    kdseg::test::write_small_dataset(dir + "/raw", 4, 32, 10);
-    kdseg::data::PrepareOptions p;
-    p.input = dir + "/raw";
-    p.output = c.data;
-    p.size = 0;
-    p.folds = 2;
-    p.slices = kdseg::data::SliceSelection::kOrgan;
-    kdseg::data::prepare_store(p);
+    kdseg::test::write_small_store(dir, 4, 32, 10, kdseg::data::SliceSelection::kOrgan);  // writes c.data
     auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
     auto t = c;
     t.output = dir + "/teacher";
