@@ -391,6 +391,8 @@ class Evaluator {
   json model_json(const EvaluatedModel& m, const SegmentationMetrics& metrics, const Tensor& distances) const {
     static constexpr const char* kSurface[] = {"hd95", "assd", "nsd"};
     std::vector<std::vector<std::vector<double>>> surface(3, std::vector<std::vector<double>>(regions_.size()));
+    const Tensor table = distances.defined() ? distances.contiguous() : Tensor();
+    const double* distance = table.defined() ? table.data_ptr<double>() : nullptr;  // [case][region][metric]
     const auto slices = metrics.slices_per_case();
     const auto ece = metrics.ece_per_case(), slice_ece = metrics.slice_ece_per_case(),
                cw = metrics.classwise_ece_per_case(), nll = metrics.nll_per_case(), brier = metrics.brier_per_case();
@@ -413,10 +415,10 @@ class Evaluator {
                   {"ece", number(ece[c])}, {"slice_ece", number(slice_ece[c])},
                   {"classwise_ece", number(cw[c])}, {"nll", number(nll[c])},
                   {"brier", number(brier[c])}};
-      for (size_t k = 0; distances.defined() && k < 3; ++k) {
+      for (size_t k = 0; distance != nullptr && k < 3; ++k) {
         json per_region = json::object();
         for (size_t r = 0; r < regions_.size(); ++r) {
-          const double v = distances.accessor<double, 3>()[static_cast<int64_t>(c)][static_cast<int64_t>(r)][static_cast<int64_t>(k)];
+          const double v = distance[(c * regions_.size() + r) * 3 + k];
           per_region[regions_[r].name] = number(v);
           surface[k][r].push_back(v);
         }
@@ -433,7 +435,7 @@ class Evaluator {
       slice_summary[regions_[r].name] = number(report::mean_ignoring_nan(slice_dice[r]));
     }
     json surface_summary = json::object();
-    for (size_t r = 0; distances.defined() && r < regions_.size(); ++r) {
+    for (size_t r = 0; distance != nullptr && r < regions_.size(); ++r) {
       json& region = surface_summary[regions_[r].name];
       for (size_t k = 0; k < 3; ++k) {
         region[kSurface[k]] = {{"mean", number(report::mean_ignoring_nan(surface[k][r]))},
@@ -467,7 +469,7 @@ class Evaluator {
               {"brier", number(report::mean_ignoring_nan(brier))}}},
             {"reliability", {{"bins", o_.bins}, {"confidence", confidence}, {"accuracy", accuracy}, {"count", rel.count}}},
             {"cases", cases}};
-    if (distances.defined()) out["summary"]["surface"] = std::move(surface_summary);
+    if (distance != nullptr) out["summary"]["surface"] = std::move(surface_summary);
     return out;
   }
 
