@@ -1,5 +1,11 @@
 # Finds every dependency once and records what was found in KDSEG_HAVE_* variables.
 
+# A CUDA LibTorch's config looks for the NVTX3 headers only in its own source tree, then falls
+# back to the nvToolsExt library that CUDA 12.9 and later no longer ship. Point it at the
+# toolkit's headers first (no effect with a CPU LibTorch).
+if(NOT nvtx3_dir)
+  find_path(nvtx3_dir NAMES nvtx3/nvToolsExt.h HINTS ENV CUDA_HOME ENV CUDA_PATH /usr/local/cuda PATH_SUFFIXES include)
+endif()
 find_package(Torch REQUIRED)
 find_package(Threads REQUIRED)
 find_package(spdlog REQUIRED)

@@ -2,8 +2,7 @@
 // per local rank, bootstrapped over MPI (rank 0 creates the unique id, MPI broadcasts it).
 // Compiled only with KDSEG_HAVE_NCCL. The watchdog polls a CUDA event recorded after each
 // collective, so a collective stuck on the GPU is reported like a blocking one.
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <mpi.h>
 #include <torch/torch.h>
 
@@ -91,7 +90,7 @@ class NcclCommunicator final : public Communicator {
 
   void all_reduce(at::Tensor& tensor, ReduceOp op) override {
     check(tensor, "all_reduce");
-    const auto stream = at::cuda::getCurrentCUDAStream(tensor.device().index());
+    const auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
     KDSEG_CHECK_NCCL(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor),
                                    tensor.scalar_type() == at::kBool ? (op == ReduceOp::kMin ? ncclMin : ncclMax)
                                                                      : nccl_op(op),
@@ -101,7 +100,7 @@ class NcclCommunicator final : public Communicator {
 
   void broadcast(at::Tensor& tensor, int root) override {
     check(tensor, "broadcast");
-    const auto stream = at::cuda::getCurrentCUDAStream(tensor.device().index());
+    const auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
     KDSEG_CHECK_NCCL(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor), root,
                                    comm_, stream.stream()));
     watch("broadcast", tensor, stream.stream());
@@ -113,7 +112,7 @@ class NcclCommunicator final : public Communicator {
     std::vector<int64_t> shape = tensor.sizes().vec();
     shape[0] *= size_;
     at::Tensor out = torch::empty(shape, tensor.options());
-    const auto stream = at::cuda::getCurrentCUDAStream(tensor.device().index());
+    const auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
     KDSEG_CHECK_NCCL(ncclAllGather(tensor.data_ptr(), out.data_ptr(), tensor.numel(), nccl_type(tensor), comm_,
                                    stream.stream()));
     watch("all_gather", tensor, stream.stream());
@@ -123,12 +122,12 @@ class NcclCommunicator final : public Communicator {
   void barrier() override {
     at::Tensor one = torch::ones({1}, torch::TensorOptions().dtype(torch::kInt).device(torch::kCUDA, device_));
     all_reduce(one, ReduceOp::kSum);
-    KDSEG_CHECK_CUDA(cudaStreamSynchronize(at::cuda::getCurrentCUDAStream(device_).stream()));
+    KDSEG_CHECK_CUDA(cudaStreamSynchronize(c10::cuda::getCurrentCUDAStream(device_).stream()));
   }
 
   void wait_for_all() override {
     // Outstanding work on this rank's stream first, then the host-side wait of the bootstrap.
-    KDSEG_CHECK_CUDA(cudaStreamSynchronize(at::cuda::getCurrentCUDAStream(device_).stream()));
+    KDSEG_CHECK_CUDA(cudaStreamSynchronize(c10::cuda::getCurrentCUDAStream(device_).stream()));
     bootstrap_->wait_for_all();
   }
 

@@ -195,8 +195,8 @@ TEST(SyncBatchNorm, MatchesBatchNorm2dOnOneProcess) {
   plain->eval();
   EXPECT_LT((sync(x) - plain(x)).abs().max().item<double>(), 1e-5);
   // Without momentum: the cumulative average of BatchNorm2d.
-  D::SyncBatchNorm2d cumulative(torch::nn::BatchNormOptions(5).momentum(c10::nullopt), nullptr);
-  torch::nn::BatchNorm2d reference(torch::nn::BatchNormOptions(5).momentum(c10::nullopt));
+  D::SyncBatchNorm2d cumulative(torch::nn::BatchNormOptions(5).momentum({}), nullptr);
+  torch::nn::BatchNorm2d reference(torch::nn::BatchNormOptions(5).momentum({}));
   for (int i = 0; i < 3; ++i) {
     const at::Tensor batch = torch::randn({4, 5, 6, 6}) * (i + 1);
     cumulative(batch);
