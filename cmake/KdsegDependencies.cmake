@@ -19,6 +19,14 @@ find_package(NIfTI REQUIRED)
 add_library(kdseg_torch INTERFACE)
 target_include_directories(kdseg_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
 target_link_libraries(kdseg_torch INTERFACE ${TORCH_LIBRARIES})
+# LibTorch 2.x ships its own, newer {fmt} headers in its include folder. spdlog must compile
+# against the {fmt} it was built with, so that one's headers come before LibTorch's.
+if(TARGET fmt::fmt)
+  get_target_property(_fmt_includes fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
+  if(_fmt_includes)
+    target_include_directories(kdseg_torch SYSTEM BEFORE INTERFACE ${_fmt_includes})
+  endif()
+endif()
 
 set(KDSEG_HAVE_CUDA OFF)
 if(TARGET torch_cuda OR "${TORCH_LIBRARIES}" MATCHES "torch_cuda" OR CAFFE2_USE_CUDA)

@@ -145,6 +145,7 @@ class NcclCommunicator final : public Communicator {
     std::fflush(stderr);
     if (comm_) ncclCommAbort(comm_);
     bootstrap_->abort("NCCL communicator aborted");
+    std::abort();  // not reached: the bootstrap's abort ends the job
   }
 
  private:
