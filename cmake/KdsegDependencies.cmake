@@ -18,6 +18,14 @@ find_package(NIfTI REQUIRED)
 # and compile definitions it requires travel with kdseg::torch.
 add_library(kdseg_torch INTERFACE)
 target_include_directories(kdseg_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+# LibTorch 2.x wheels link parts of libstdc++ statically and export them (std::filesystem among
+# them; pytorch/pytorch#133437). The dynamic linker binds each symbol to the first library that
+# defines it, so kdseg's std::filesystem calls reached LibTorch's copy, built against other
+# headers, and crashed (remove_all segfaulted). Listing libstdc++ before LibTorch binds them to
+# the system's copy, which matches the headers kdseg is compiled with.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND NOT APPLE)
+  target_link_libraries(kdseg_torch INTERFACE "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state")
+endif()
 target_link_libraries(kdseg_torch INTERFACE ${TORCH_LIBRARIES})
 # LibTorch 2.x ships its own, newer {fmt} headers in its include folder. spdlog must compile
 # against the {fmt} it was built with, so that one's headers come before LibTorch's.

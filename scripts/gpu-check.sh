@@ -60,6 +60,9 @@ if want build || [ ! -x build-gpu/tools/kdseg ]; then
   fi
   echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >build-gpu/env.sh
   build-gpu/tools/kdseg --version 2>&1 | tee -a "$out/summary.txt"
+  libtorch_cpu=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))')
+  note "std::filesystem symbols that LibTorch exports: $(nm -D --defined-only "$libtorch_cpu" | grep -c 'St10filesystem')"
+  note "kdseg's first libraries: $(readelf -d build-gpu/tools/kdseg | grep -oE 'lib(stdc\+\+|torch_cpu)[^]]*' | tr '\n' ' ')"
 fi
 
 if want test && fits 60 "gpu tests"; then
@@ -101,7 +104,7 @@ if want rest && fits 120 "the rest of the tree and the CPU suite"; then
   grep -E "error:" "$out/build-rest.log" | sort -u | head -30 | tee -a "$out/summary.txt"
   if fits 40 "the CPU suite"; then
     log "the CPU suite against this LibTorch"
-    timeout $(( $(left) - 15 )) ctest --test-dir build-gpu -LE gpu -j 12 --timeout 120 >"$out/cpu-tests.log" 2>&1
+    timeout $(( $(left) - 15 )) ctest --test-dir build-gpu -LE gpu -j 12 --timeout 120 --output-on-failure >"$out/cpu-tests.log" 2>&1
     note "cpu suite rc $?; $(grep -E 'tests passed|tests failed' "$out/cpu-tests.log")"
     grep -E "^\s+[0-9]+ - .*(Failed|Timeout|Not Run)" "$out/cpu-tests.log" | head -20 | tee -a "$out/summary.txt"
   fi
