@@ -24,7 +24,9 @@ target_include_directories(kdseg_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
 # headers, and crashed (remove_all segfaulted). Listing libstdc++ before LibTorch binds them to
 # the system's copy, which matches the headers kdseg is compiled with.
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND NOT APPLE)
-  target_link_libraries(kdseg_torch INTERFACE "-Wl,--push-state,--no-as-needed" stdc++ "-Wl,--pop-state")
+  # One linker flag, not a library item: CMake leaves flags in place and never drops them as
+  # implicit libraries of the language.
+  target_link_libraries(kdseg_torch INTERFACE "-Wl,--push-state,--no-as-needed,-lstdc++,--pop-state")
 endif()
 target_link_libraries(kdseg_torch INTERFACE ${TORCH_LIBRARIES})
 # LibTorch 2.x ships its own, newer {fmt} headers in its include folder. spdlog must compile

@@ -1,4 +1,5 @@
 // Errors and check macros, atomic files, RNG and the progress display.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
@@ -194,6 +195,18 @@ TEST(AtomicFile, MissingOrReadOnlyFolderIsAClearError) {
     EXPECT_THROW(kdseg::write_file_atomic(dir.file("x"), "x"), kdseg::Error);
     fs::permissions(dir.file(""), fs::perms::owner_all);
   }
+}
+
+// LibTorch 2.x wheels export a statically linked copy of parts of libstdc++. The build links
+// libstdc++ ahead of LibTorch so that kdseg's std::filesystem calls bind to the system's copy,
+// which matches the headers (bound to the wheel's, remove_all segfaulted).
+TEST(Linking, StdFilesystemComesFromLibstdcxx) {
+  const auto remove_all = static_cast<std::uintmax_t (*)(const fs::path&)>(&fs::remove_all);
+  Dl_info info{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(remove_all), &info), 0);
+  ASSERT_NE(info.dli_fname, nullptr);
+  EXPECT_NE(std::string(info.dli_fname).find("libstdc++"), std::string::npos)
+      << "std::filesystem::remove_all is bound to " << info.dli_fname;
 }
 
 TEST(Rng, DeterministicPerStreamAndIndependentOfOrder) {
