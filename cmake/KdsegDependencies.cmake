@@ -7,6 +7,11 @@ if(NOT nvtx3_dir)
   find_path(nvtx3_dir NAMES nvtx3/nvToolsExt.h HINTS ENV CUDA_HOME ENV CUDA_PATH /usr/local/cuda PATH_SUFFIXES include)
 endif()
 find_package(Torch REQUIRED)
+# LibTorch's headers require C++20 from the 2.12-2.14 releases on (they stop with #error under
+# C++17). kdseg builds and passes its tests as C++17 and as C++20.
+if(KDSEG_DEFAULT_CXX_STANDARD AND Torch_VERSION VERSION_GREATER_EQUAL 2.12)
+  set(CMAKE_CXX_STANDARD 20)
+endif()
 find_package(Threads REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
@@ -18,6 +23,8 @@ find_package(NIfTI REQUIRED)
 # and compile definitions it requires travel with kdseg::torch.
 add_library(kdseg_torch INTERFACE)
 target_include_directories(kdseg_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+# Projects that use the installed package compile with at least this standard.
+target_compile_features(kdseg_torch INTERFACE cxx_std_${CMAKE_CXX_STANDARD})
 # LibTorch 2.x wheels link parts of libstdc++ statically and export them (std::filesystem among
 # them; pytorch/pytorch#133437). The dynamic linker binds each symbol to the first library that
 # defines it, so kdseg's std::filesystem calls reached LibTorch's copy, built against other
