@@ -13,7 +13,7 @@
 #include "data/loader.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
-#include "teacher/teacher_loader.h"
+#include "teacher/model_loader.h"
 
 int main(int argc, char** argv) {
   if (argc != 5) {
@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   const D::PreparedStore store(argv[1]);
   const D::Task task = D::make_task("tumor", D::parse_layout(store.attribute("layout")));
-  auto teacher = kdseg::teacher::load_teacher(argv[2]);
+  auto teacher = kdseg::teacher::load_model(argv[2]);
   const D::SoftLabelCache f16(argv[3]), u8(argv[4]);
   torch::manual_seed(0);
   kdseg::models::UNet student(kdseg::models::UNetOptions().width(0.5));

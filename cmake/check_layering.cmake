@@ -1,4 +1,4 @@
-# Checks the dependency direction of DESIGN.md: which project folders each folder may include.
+# Checks the dependency direction of docs/design.md ("Libraries"): which project folders each folder may include.
 #   cmake -DROOT=<tree> -P check_layering.cmake
 # Fails with one line per forbidden include: "<file>:<line>: <folder>/ includes <other>/...".
 if(NOT DEFINED ROOT)
@@ -10,12 +10,13 @@ set(allowed_data core data)
 set(allowed_dist core dist)
 set(allowed_teacher core data dist teacher)
 set(allowed_student core data dist student)
-set(allowed_tools core data dist teacher student tools)
-set(project_folders core data dist teacher student tools)
+set(allowed_eval core data dist eval)
+set(allowed_tools core data dist teacher student eval tools)
+set(project_folders core data dist teacher student eval tools)
 
 set(violations "")
 set(checked 0)
-foreach(folder core data dist teacher student tools)
+foreach(folder ${project_folders})
   file(GLOB_RECURSE sources RELATIVE ${ROOT} ${ROOT}/${folder}/*.h ${ROOT}/${folder}/*.cpp ${ROOT}/${folder}/*.cu)
   foreach(source ${sources})
     math(EXPR checked "${checked} + 1")
@@ -37,6 +38,6 @@ endforeach()
 
 if(violations)
   message("${violations}")
-  message(FATAL_ERROR "forbidden includes above (the allowed directions are in DESIGN.md, 'Folders and libraries')")
+  message(FATAL_ERROR "forbidden includes above (the allowed directions are in docs/design.md, 'Libraries')")
 endif()
 message(STATUS "layering ok: ${checked} files checked")

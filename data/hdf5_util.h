@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/check_hdf5.h"
+#include "data/check_hdf5.h"
 
 namespace kdseg::data::h5 {
 

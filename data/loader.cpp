@@ -220,6 +220,16 @@ std::vector<int64_t> evaluation_rows(const std::vector<int64_t>& rows, int rank,
   return std::vector<int64_t>(rows.begin() + begin, rows.begin() + end);
 }
 
+std::vector<std::vector<DistributedSampler::Item>> evaluation_plan(const std::vector<int64_t>& rows, int64_t batch) {
+  std::vector<std::vector<DistributedSampler::Item>> plan;
+  for (size_t i = 0; i < rows.size(); i += static_cast<size_t>(batch)) {
+    std::vector<DistributedSampler::Item> items;
+    for (size_t j = i; j < std::min(rows.size(), i + static_cast<size_t>(batch)); ++j) items.push_back({rows[j], 0});
+    plan.push_back(std::move(items));
+  }
+  return plan;
+}
+
 // --- reading slices: compressed chunks under a lock, decoding outside it -------------------------
 
 namespace {

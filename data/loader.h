@@ -83,6 +83,8 @@ class DistributedSampler {
 
 // Evaluation: every row exactly once across ranks, in contiguous blocks (uneven allowed).
 std::vector<int64_t> evaluation_rows(const std::vector<int64_t>& rows, int rank, int world_size);
+// Evaluation batches: `rows` in order, `batch` at a time (the last may be smaller), unaugmented.
+std::vector<std::vector<DistributedSampler::Item>> evaluation_plan(const std::vector<int64_t>& rows, int64_t batch);
 
 struct Batch {
   at::Tensor images;  // [B,1,H,W] float32

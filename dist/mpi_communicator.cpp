@@ -10,7 +10,7 @@
 #include <mutex>
 #include <thread>
 
-#include "core/check_mpi.h"
+#include "dist/check_mpi.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/backends.h"

@@ -6,8 +6,8 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
-#include "core/check_cuda.h"
-#include "core/check_mpi.h"
+#include "dist/check_cuda.h"
+#include "dist/check_mpi.h"
 #include "core/error.h"
 #include "dist/backends.h"
 #include "dist/watchdog.h"

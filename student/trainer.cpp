@@ -23,7 +23,7 @@
 #include "core/models/unet.h"
 #include "core/progress.h"
 #include "core/random.h"
-#include "core/teacher.h"
+#include "core/frozen_model.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
@@ -407,12 +407,7 @@ class Trainer {
     torch::NoGradGuard no_grad;
     model_->eval();
     const std::vector<int64_t> rows = data::evaluation_rows(val_rows_, comm_.rank(), comm_.size());
-    std::vector<std::vector<data::DistributedSampler::Item>> plan;
-    for (size_t i = 0; i < rows.size(); i += 4) {
-      std::vector<data::DistributedSampler::Item> b;
-      for (size_t j = i; j < std::min(rows.size(), i + 4); ++j) b.push_back({rows[j], 0});
-      plan.push_back(b);
-    }
+    const auto plan = data::evaluation_plan(rows, 4);
     SegmentationMetrics metrics(static_cast<int64_t>(store_.case_ids().size()), task_.classes);
     data::LoaderOptions lo;
     lo.workers = c_.workers;

@@ -12,7 +12,7 @@
 #include "dist/communicator.h"
 
 namespace kdseg {
-class Teacher;
+class FrozenModel;
 }
 
 namespace kdseg::student {
@@ -61,7 +61,7 @@ struct TrainConfig {
   std::string teacher_mode = "none";   // none | cache | online
   std::string cache;                   // cache folder (teacher_mode cache)
   std::string teacher;                 // teacher file: its hash is checked against the cache; online: the teacher
-  std::shared_ptr<Teacher> online_teacher;  // loaded by the caller for teacher_mode online
+  std::shared_ptr<FrozenModel> online_teacher;  // loaded by the caller for teacher_mode online
   double temperature = 1.0;            // softmax temperature of the soft labels and the KL term
   std::string dml_reduction = "global";  // global (DML over the global batch) | local (per rank)
 };

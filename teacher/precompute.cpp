@@ -17,7 +17,7 @@
 #include "core/progress.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
-#include "teacher/teacher_loader.h"
+#include "teacher/model_loader.h"
 
 namespace kdseg::teacher {
 namespace {

@@ -6,9 +6,9 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "core/teacher.h"
-#include "student/evaluate.h"
-#include "teacher/teacher_loader.h"
+#include "core/frozen_model.h"
+#include "eval/evaluate.h"
+#include "teacher/model_loader.h"
 #include "tools/launch.h"
 
 namespace kdseg::tools {
@@ -52,7 +52,7 @@ void add_evaluate_options(po::options_description& d) {
 }
 
 int run_evaluate(const po::variables_map& vm) {
-  student::EvaluateOptions o;
+  eval::EvaluateOptions o;
   o.data = vm["data"].as<std::string>();
   o.fold = vm["fold"].as<int>();
   o.output = vm["output"].as<std::string>();
@@ -77,9 +77,9 @@ int run_evaluate(const po::variables_map& vm) {
     const c10::Device device = o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU);
     for (size_t i = 0; i < files.size(); ++i) {
       o.models.push_back({names.empty() ? default_name(files[i]) : names[i], files[i],
-                          std::shared_ptr<Teacher>(teacher::load_teacher(files[i], device))});
+                          std::shared_ptr<FrozenModel>(teacher::load_model(files[i], device))});
     }
-    const nlohmann::json report = student::evaluate(o, comm);
+    const nlohmann::json report = eval::evaluate(o, comm);
     if (comm.rank() == 0) {
       // One line per model: each region's mean Dice (and surface distances), then ECE.
       const auto text = [](const nlohmann::json& v, int decimals) {

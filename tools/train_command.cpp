@@ -8,7 +8,7 @@
 #include "core/log.h"
 #include "tools/launch.h"
 #include "student/trainer.h"
-#include "teacher/teacher_loader.h"
+#include "teacher/model_loader.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
@@ -89,7 +89,7 @@ int train_with(const po::variables_map& vm, student::TrainConfig c) {
   return run_distributed(vm, /*cuda=*/c.device == "cuda", [&](dist::Communicator& comm) {
     if (c.teacher_mode == "online") {
       // On the device the student trains on.
-      c.online_teacher = teacher::load_teacher(c.teacher, student::training_device(c, comm));
+      c.online_teacher = teacher::load_model(c.teacher, student::training_device(c, comm));
     }
     const student::TrainSummary s = student::train(c, comm);
     if (comm.rank() == 0) {

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <thread>
 
-#include "core/check_hdf5.h"
+#include "data/check_hdf5.h"
 #include "core/cpu_cores.h"
 #include "core/error.h"
 #include "core/file_util.h"

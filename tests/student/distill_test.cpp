@@ -13,7 +13,7 @@
 #include "dist/communicator.h"
 #include "student/trainer.h"
 #include "teacher/precompute.h"
-#include "teacher/teacher_loader.h"
+#include "teacher/model_loader.h"
 #include "tests/data/temp_dir.h"
 
 namespace {
@@ -113,7 +113,7 @@ TEST_F(DistillTest, OnlineTeacherSeesTheSameSoftLabelsAsTheCache) {
   TrainConfig online = distill("online");
   online.teacher_mode = "online";
   online.cache.clear();
-  online.online_teacher = kdseg::teacher::load_teacher(online.teacher);
+  online.online_teacher = kdseg::teacher::load_model(online.teacher);
   online.max_steps = 1;
   kdseg::student::train(online, *comm);
   TrainConfig cached = distill("cached1");

@@ -12,9 +12,9 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
-#include "student/evaluate.h"
+#include "eval/evaluate.h"
 #include "student/trainer.h"
-#include "teacher/teacher_loader.h"
+#include "teacher/model_loader.h"
 #include "tests/student/trainer_fixture.h"
 
 namespace {
@@ -65,28 +65,28 @@ TEST_F(TrainerTest, ValidationWritesBestAndPerCaseMetrics) {
 
 TEST_F(TrainerTest, CheckpointsServeAsTeachers) {
   kdseg::student::train(config("teacher"), *comm);
-  const auto teacher = kdseg::teacher::load_teacher(dir.file("teacher/last.pt"));
+  const auto teacher = kdseg::teacher::load_model(dir.file("teacher/last.pt"));
   EXPECT_EQ(teacher->classes(), 2);
   EXPECT_NE(teacher->describe().find("unet-resnet18d"), std::string::npos);
   const at::Tensor x = torch::randn({2, 1, 32, 32});
   const at::Tensor a = teacher->logits(x);
   EXPECT_EQ(a.sizes(), (std::vector<int64_t>{2, 2, 32, 32}));
   EXPECT_TRUE(a.equal(teacher->logits(x))) << "eval mode: no dropout, running statistics";
-  EXPECT_THROW(kdseg::teacher::load_teacher(dir.file("teacher/nothing.pt")), kdseg::Error);
+  EXPECT_THROW(kdseg::teacher::load_model(dir.file("teacher/nothing.pt")), kdseg::Error);
   kdseg::write_file_atomic(dir.file("junk.pt"), "junk");
-  EXPECT_THROW(kdseg::teacher::load_teacher(dir.file("junk.pt")), kdseg::Error);
+  EXPECT_THROW(kdseg::teacher::load_model(dir.file("junk.pt")), kdseg::Error);
 }
 
 TEST_F(TrainerTest, EvaluationRefusesTheCasesAModelTrainedOn) {
   kdseg::student::train(config("fold0"), *comm);  // holds out fold 0, trains on fold 1
-  kdseg::student::EvaluateOptions o;
+  kdseg::eval::EvaluateOptions o;
   o.data = dir.file("p.h5");
   o.output = dir.file("report");
   o.bootstrap = 10;
-  o.models.push_back({"student", dir.file("fold0/last.pt"), kdseg::teacher::load_teacher(dir.file("fold0/last.pt"))});
+  o.models.push_back({"student", dir.file("fold0/last.pt"), kdseg::teacher::load_model(dir.file("fold0/last.pt"))});
   o.fold = 1;
   try {
-    kdseg::student::evaluate(o, *comm);
+    kdseg::eval::evaluate(o, *comm);
     ADD_FAILURE() << "evaluated a model on cases it trained on";
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("case(s) of fold 1"), std::string::npos) << e.what();
@@ -94,7 +94,7 @@ TEST_F(TrainerTest, EvaluationRefusesTheCasesAModelTrainedOn) {
   }
   EXPECT_FALSE(fs::exists(dir.file("report")));
   o.fold = 0;
-  const auto report = kdseg::student::evaluate(o, *comm);
+  const auto report = kdseg::eval::evaluate(o, *comm);
   EXPECT_EQ(report.at("store_options").at("slices"), "organ");
 }
 

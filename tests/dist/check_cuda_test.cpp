@@ -2,7 +2,7 @@
 // codes are passed directly, so no GPU is needed.
 #include <gtest/gtest.h>
 
-#include "core/check_cuda.h"
+#include "dist/check_cuda.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "student/report.h"
+#include "eval/report.h"
 
 #include <nlohmann/json.hpp>
 
@@ -16,7 +16,7 @@
 #include "core/file_util.h"
 #include "core/random.h"
 
-namespace kdseg::student::report {
+namespace kdseg::eval::report {
 namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -119,7 +119,7 @@ std::string rendered(const json& report, Render&& render) {
     KDSEG_CHECK(!report.at("regions").empty(), "report.json: no regions to report");
     return render();
   } catch (const json::exception& e) {
-    KDSEG_THROW("report.json does not follow the schema of \"", kFormat, "\" (student/report.h): ", e.what());
+    KDSEG_THROW("report.json does not follow the schema of \"", kFormat, "\" (eval/report.h): ", e.what());
   }
 }
 
@@ -855,4 +855,4 @@ void write_report(const std::string& folder, const nlohmann::json& report) {
   write_file_atomic((base / "report.html").string(), html);
 }
 
-}  // namespace kdseg::student::report
+}  // namespace kdseg::eval::report

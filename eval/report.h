@@ -37,7 +37,7 @@
 #include <string>
 #include <vector>
 
-namespace kdseg::student::report {
+namespace kdseg::eval::report {
 
 struct Interval {
   double low;
@@ -100,4 +100,4 @@ std::string render_per_case_csv(const nlohmann::json& report);
 // creates the folder when needed. Renders everything before writing anything.
 void write_report(const std::string& folder, const nlohmann::json& report);
 
-}  // namespace kdseg::student::report
+}  // namespace kdseg::eval::report

@@ -1,4 +1,4 @@
-#include "teacher/teacher_loader.h"
+#include "teacher/model_loader.h"
 
 #include <torch/torch.h>
 
@@ -11,9 +11,9 @@
 namespace kdseg::teacher {
 namespace {
 
-class CheckpointTeacher final : public Teacher {
+class CheckpointModel final : public FrozenModel {
  public:
-  CheckpointTeacher(const std::string& path, torch::serialize::InputArchive& archive, c10::Device device)
+  CheckpointModel(const std::string& path, torch::serialize::InputArchive& archive, c10::Device device)
       : path_(path) {
     c10::IValue config_text;
     KDSEG_CHECK(archive.try_read("config", config_text) && config_text.isString(), path,
@@ -56,7 +56,7 @@ class CheckpointTeacher final : public Teacher {
 
 }  // namespace
 
-std::unique_ptr<Teacher> load_teacher(const std::string& path, c10::Device device) {
+std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device device) {
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such teacher file");
   torch::serialize::InputArchive archive;
@@ -69,9 +69,9 @@ std::unique_ptr<Teacher> load_teacher(const std::string& path, c10::Device devic
   c10::IValue format;
   if (is_archive && archive.try_read("format", format) && format.isString() &&
       format.toStringRef().rfind("kdseg checkpoint", 0) == 0) {
-    return std::make_unique<CheckpointTeacher>(path, archive, device);
+    return std::make_unique<CheckpointModel>(path, archive, device);
   }
-  return load_torchscript_teacher(path, device);
+  return load_torchscript_model(path, device);
 }
 
 }  // namespace kdseg::teacher

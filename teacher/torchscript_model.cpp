@@ -1,4 +1,4 @@
-#include "core/teacher.h"
+#include "teacher/model_loader.h"
 
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -8,7 +8,7 @@
 
 #include "core/error.h"
 
-namespace kdseg {
+namespace kdseg::teacher {
 namespace {
 
 at::Tensor logits_of(const c10::IValue& out, const std::string& path) {
@@ -25,9 +25,9 @@ at::Tensor logits_of(const c10::IValue& out, const std::string& path) {
   KDSEG_THROW(path, ": the module returned ", out.tagKind(), ", not logits [B,C,H,W]");
 }
 
-class TorchScriptTeacher final : public Teacher {
+class TorchScriptModel final : public FrozenModel {
  public:
-  TorchScriptTeacher(const std::string& path, c10::Device device, int64_t probe) : path_(path), device_(device) {
+  TorchScriptModel(const std::string& path, c10::Device device, int64_t probe) : path_(path), device_(device) {
     std::error_code ec;
     KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such TorchScript file");
     try {
@@ -67,8 +67,8 @@ class TorchScriptTeacher final : public Teacher {
 
 }  // namespace
 
-std::unique_ptr<Teacher> load_torchscript_teacher(const std::string& path, c10::Device device, int64_t probe_size) {
-  return std::make_unique<TorchScriptTeacher>(path, device, probe_size);
+std::unique_ptr<FrozenModel> load_torchscript_model(const std::string& path, c10::Device device, int64_t probe_size) {
+  return std::make_unique<TorchScriptModel>(path, device, probe_size);
 }
 
-}  // namespace kdseg
+}  // namespace kdseg::teacher

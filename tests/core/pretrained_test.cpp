@@ -1,5 +1,4 @@
-// Encoder weights from timm/torchvision exports and TorchScript teachers, with files the tests
-// write through the same LibTorch serialisation that Python's torch.save / torch.jit.save use.
+// Encoder weights from timm/torchvision exports, with files the tests write through the same LibTorch serialisation that Python's torch.save / torch.jit.save use.
 #include <gtest/gtest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -7,7 +6,6 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/models/pretrained.h"
-#include "core/teacher.h"
 #include "tests/data/temp_dir.h"
 
 namespace {
@@ -78,50 +76,6 @@ TEST(Pretrained, WrongNetworkIsAClearError) {
   }
   kdseg::write_file_atomic(dir.file("junk.pt"), "not a pickle");
   EXPECT_THROW(M::load_pretrained_encoder(*small, dir.file("junk.pt")), kdseg::Error);
-}
-
-std::string save_script(const std::string& path, const std::string& forward) {
-  torch::jit::Module module("Teacher");
-  torch::manual_seed(2);
-  module.register_parameter("w", torch::randn({3, 1, 1, 1}), false);
-  module.define(forward);
-  module.save(path);
-  return path;
-}
-
-TEST(TorchScriptTeacher, LoadsChecksAndRuns) {
-  kdseg::test::TempDir dir;
-  const auto teacher = kdseg::load_torchscript_teacher(
-      save_script(dir.file("t.pt"), "def forward(self, x):\n    return torch.conv2d(x, self.w)\n"));
-  EXPECT_EQ(teacher->classes(), 3);
-  const at::Tensor x = torch::randn({4, 1, 32, 40});
-  const at::Tensor out = teacher->logits(x);
-  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{4, 3, 32, 40}));
-  EXPECT_FALSE(out.requires_grad());
-  // Tuples (e.g. main and auxiliary heads): the first element.
-  const auto pair = kdseg::load_torchscript_teacher(
-      save_script(dir.file("pair.pt"), "def forward(self, x):\n    return (torch.conv2d(x, self.w), x)\n"));
-  EXPECT_TRUE(pair->logits(x).equal(out));
-}
-
-TEST(TorchScriptTeacher, WrongOutputsAndFilesAreClearErrors) {
-  kdseg::test::TempDir dir;
-  const auto error_of = [](const std::string& path) {
-    try {
-      kdseg::load_torchscript_teacher(path);
-    } catch (const kdseg::Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  EXPECT_NE(error_of(save_script(dir.file("scalar.pt"), "def forward(self, x):\n    return x.mean()\n")).find("returned []; a teacher must"),
-            std::string::npos)
-      << error_of(dir.file("scalar.pt"));
-  EXPECT_NE(error_of(save_script(dir.file("one.pt"), "def forward(self, x):\n    return x\n")).find("with C >= 2"),
-            std::string::npos);
-  EXPECT_NE(error_of(dir.file("missing.pt")).find("no such TorchScript file"), std::string::npos);
-  kdseg::write_file_atomic(dir.file("junk.pt"), "junk");
-  EXPECT_NE(error_of(dir.file("junk.pt")).find("not a TorchScript file"), std::string::npos);
 }
 
 }  // namespace

@@ -13,14 +13,14 @@
 #include "core/error.h"
 #include "core/models/unet.h"
 #include "core/surface_distance.h"
-#include "core/teacher.h"
+#include "core/frozen_model.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
-#include "student/evaluate.h"
-#include "teacher/teacher_loader.h"
+#include "eval/evaluate.h"
+#include "teacher/model_loader.h"
 #include "tests/data/temp_dir.h"
-#include "tests/student/fixed_models.h"
+#include "tests/eval/fixed_models.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -42,8 +42,8 @@ class EvaluateTest : public ::testing::Test {
     kdseg::data::prepare_store(p);
     comm = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
   }
-  kdseg::student::EvaluateOptions options(const std::string& output) const {
-    kdseg::student::EvaluateOptions o;
+  kdseg::eval::EvaluateOptions options(const std::string& output) const {
+    kdseg::eval::EvaluateOptions o;
     o.data = dir.file("p.h5");
     o.output = dir.file(output);
     o.fold = 1;
@@ -58,7 +58,7 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   auto o = options("report");
   o.models = {{"background", "", std::make_shared<ConstantModel>(2, 0, 0.9)},
               {"tumour", "", std::make_shared<ConstantModel>(2, 1, 0.6)}};
-  const json report = kdseg::student::evaluate(o, *comm);
+  const json report = kdseg::eval::evaluate(o, *comm);
   for (const char* file : {"report.json", "per_case.csv", "report.html"}) EXPECT_TRUE(fs::exists(dir.file("report/") + file));
   EXPECT_EQ(report.at("regions"), json::array({"tumor"}));
   const kdseg::data::PreparedStore store(dir.file("p.h5"));
@@ -147,7 +147,7 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
   auto o = options("surface");
   o.surface_tolerance = 1.5;
   o.models = {{"box", "", std::make_shared<BoxModel>(top, bottom, left, right)}};
-  const json report = kdseg::student::evaluate(o, *comm);
+  const json report = kdseg::eval::evaluate(o, *comm);
   EXPECT_EQ(report.at("options").at("surface_tolerance_mm").get<double>(), 1.5);
   std::map<std::string, const json*> reported;
   for (const json& c : report.at("models")[0].at("cases")) reported[c.at("id").get<std::string>()] = &c;
@@ -197,26 +197,26 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
   auto everything = options("surface-ignored");
   everything.task = "map:0:ignore,1:ignore,2:1";
   everything.models = {{"everything", "", std::make_shared<ConstantModel>(2, 1, 0.9)}};
-  const json ignored_report = kdseg::student::evaluate(everything, *comm);
+  const json ignored_report = kdseg::eval::evaluate(everything, *comm);
   for (const json& c : ignored_report.at("models")[0].at("cases")) {
     EXPECT_EQ(c.at("hd95").at("tumor").get<double>(), 0.0) << c.dump();
     EXPECT_EQ(c.at("nsd").at("tumor").get<double>(), 1.0) << c.dump();
   }
   o.surface = false;
   o.output = dir.file("no-surface");
-  const json without = kdseg::student::evaluate(o, *comm);
+  const json without = kdseg::eval::evaluate(o, *comm);
   EXPECT_FALSE(without.at("models")[0].at("summary").contains("surface"));
   EXPECT_FALSE(without.at("models")[0].at("cases")[0].contains("hd95"));
   o.surface = true;
   o.surface_tolerance = 0;
-  EXPECT_THROW(kdseg::student::evaluate(o, *comm), kdseg::Error);
+  EXPECT_THROW(kdseg::eval::evaluate(o, *comm), kdseg::Error);
 }
 
 TEST_F(EvaluateTest, PredictionsLandInTheSourceGeometry) {
   auto o = options("with-predictions");
   o.save_predictions = true;
   o.models = {{"everything", "", std::make_shared<ConstantModel>(2, 1, 0.75)}};
-  kdseg::student::evaluate(o, *comm);
+  kdseg::eval::evaluate(o, *comm);
   const kdseg::data::PreparedStore store(dir.file("p.h5"));
   int checked = 0;
   for (size_t c = 0; c < store.case_ids().size(); ++c) {
@@ -253,7 +253,7 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
   auto o = options("bad");
   o.models = {{"three", "three.pt", std::make_shared<ConstantModel>(3, 0, 0.9)}};
   try {
-    kdseg::student::evaluate(o, *comm);
+    kdseg::eval::evaluate(o, *comm);
     FAIL();
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("three.pt: the model predicts 3 classes but task 'tumor' has 2"), std::string::npos) << e.what();
@@ -261,14 +261,14 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
   o.models = {{"m", "", std::make_shared<ConstantModel>(2, 0, 0.9)}};
   o.fold = 7;
   try {
-    kdseg::student::evaluate(o, *comm);
+    kdseg::eval::evaluate(o, *comm);
     FAIL();
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("--fold 7 does not exist; the store has 2 folds"), std::string::npos) << e.what();
   }
   o.fold = 1;
   o.models.push_back(o.models[0]);
-  EXPECT_THROW(kdseg::student::evaluate(o, *comm), kdseg::Error);  // two models named "m"
+  EXPECT_THROW(kdseg::eval::evaluate(o, *comm), kdseg::Error);  // two models named "m"
   // A checkpoint whose configuration names another architecture than its weights.
   kdseg::models::UNet net(kdseg::models::UNetOptions().width(0.125));
   torch::serialize::OutputArchive out, weights;
@@ -280,7 +280,7 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
   fs::create_directories(dir.file("net"));
   out.save_to(dir.file("net/renamed.pt"));
   try {
-    kdseg::teacher::load_teacher(dir.file("net/renamed.pt"));
+    kdseg::teacher::load_model(dir.file("net/renamed.pt"));
     FAIL();
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("renamed.pt: its weights do not fit unet-resnet50d"), std::string::npos) << e.what();

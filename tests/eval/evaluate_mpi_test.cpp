@@ -8,10 +8,10 @@
 
 #include "data/loader.h"
 #include "data/prepared_store.h"
-#include "student/evaluate.h"
+#include "eval/evaluate.h"
 #include "tests/data/temp_dir.h"
 #include "tests/dist/mpi_test_main.h"
-#include "tests/student/fixed_models.h"
+#include "tests/eval/fixed_models.h"
 
 namespace {
 using kdseg::test::all_ranks;
@@ -41,7 +41,7 @@ TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
   const int fold = split_cases(0) > 0 ? 0 : 1;
   const int split = split_cases(fold);
 
-  kdseg::student::EvaluateOptions o;
+  kdseg::eval::EvaluateOptions o;
   o.data = dir + "/p.h5";
   o.fold = fold;
   o.bootstrap = 100;
@@ -50,14 +50,14 @@ TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
   o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)},
               {"everything", "", std::make_shared<kdseg::test::ConstantModel>(2, 1, 0.7)}};
   o.output = dir + "/parallel";
-  const json parallel = kdseg::student::evaluate(o, world());
+  const json parallel = kdseg::eval::evaluate(o, world());
 
   bool ok = split > 0;
   double worst = 0;
   if (world().rank() == 0) {
     auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
     o.output = dir + "/single";
-    const json single = kdseg::student::evaluate(o, *local);
+    const json single = kdseg::eval::evaluate(o, *local);
     for (size_t m = 0; m < 2; ++m) {
       const json& a = parallel.at("models")[m].at("cases");
       const json& b = single.at("models")[m].at("cases");

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include "core/check_mpi.h"
+#include "dist/check_mpi.h"
 #include "core/error.h"
 
 namespace {

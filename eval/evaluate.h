@@ -1,6 +1,6 @@
 // `kdseg evaluate`: runs one or more models over every slice of a fold's cases exactly once
 // (split across ranks), groups slices by case, and writes report.json, per_case.csv and
-// report.html (student/report.h), optionally with the predictions as NIfTI in each case's
+// report.html (eval/report.h), optionally with the predictions as NIfTI in each case's
 // original geometry.
 #pragma once
 
@@ -14,15 +14,15 @@
 #include "dist/communicator.h"
 
 namespace kdseg {
-class Teacher;
+class FrozenModel;
 }
 
-namespace kdseg::student {
+namespace kdseg::eval {
 
 struct EvaluatedModel {
   std::string name;                // its column in the report
   std::string file;                // for provenance (hash, path)
-  std::shared_ptr<Teacher> model;  // maps images to logits; loaded by the caller
+  std::shared_ptr<FrozenModel> model;  // maps images to logits; loaded by the caller
 };
 
 struct EvaluateOptions {
@@ -47,4 +47,4 @@ struct EvaluateOptions {
 // task, duplicate model names, a non-positive surface tolerance.
 nlohmann::json evaluate(const EvaluateOptions& options, dist::Communicator& comm);
 
-}  // namespace kdseg::student
+}  // namespace kdseg::eval

@@ -5,12 +5,12 @@
 
 #include <string>
 
-#include "core/teacher.h"
+#include "core/frozen_model.h"
 
 namespace kdseg::test {
 
 // Predicts one class everywhere, with probability `p`.
-class ConstantModel final : public Teacher {
+class ConstantModel final : public FrozenModel {
  public:
   ConstantModel(int64_t classes, int64_t predicted, double p) : classes_(classes), predicted_(predicted), p_(p) {}
   at::Tensor logits(const at::Tensor& images) override {
@@ -29,7 +29,7 @@ class ConstantModel final : public Teacher {
 
 // Two classes: class 1 inside rows [top, bottom) and columns [left, right) of every slice, so
 // across a case's slices a box whose surface distances to the labels a test can work out.
-class BoxModel final : public Teacher {
+class BoxModel final : public FrozenModel {
  public:
   BoxModel(int64_t top, int64_t bottom, int64_t left, int64_t right) : top_(top), bottom_(bottom), left_(left), right_(right) {}
   at::Tensor logits(const at::Tensor& images) override {

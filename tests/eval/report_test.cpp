@@ -14,11 +14,11 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/random.h"
-#include "student/report.h"
+#include "eval/report.h"
 
 namespace {
 namespace fs = std::filesystem;
-namespace report = kdseg::student::report;
+namespace report = kdseg::eval::report;
 using json = nlohmann::json;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();

@@ -1,4 +1,4 @@
-#include "student/evaluate.h"
+#include "eval/evaluate.h"
 
 #include <torch/torch.h>
 
@@ -17,13 +17,13 @@
 #include "core/metrics.h"
 #include "core/progress.h"
 #include "core/surface_distance.h"
-#include "core/teacher.h"
+#include "core/frozen_model.h"
 #include "data/loader.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
-#include "student/report.h"
+#include "eval/report.h"
 
-namespace kdseg::student {
+namespace kdseg::eval {
 namespace {
 namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
@@ -298,12 +298,7 @@ class Evaluator {
   json evaluate_model(const EvaluatedModel& m) {
     torch::NoGradGuard no_grad;
     const std::vector<int64_t> mine = data::evaluation_rows(rows_, comm_.rank(), comm_.size());
-    std::vector<std::vector<data::DistributedSampler::Item>> plan;
-    for (size_t i = 0; i < mine.size(); i += static_cast<size_t>(o_.batch_size)) {
-      std::vector<data::DistributedSampler::Item> batch;
-      for (size_t j = i; j < std::min(mine.size(), i + static_cast<size_t>(o_.batch_size)); ++j) batch.push_back({mine[j], 0});
-      plan.push_back(std::move(batch));
-    }
+    const auto plan = data::evaluation_plan(mine, o_.batch_size);
     const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
     std::map<int64_t, Tensor> predictions;  // store row -> [1 + 1, H, W]: class, foreground probability
@@ -545,4 +540,4 @@ json evaluate(const EvaluateOptions& options, dist::Communicator& comm) {
   return evaluator.run();
 }
 
-}  // namespace kdseg::student
+}  // namespace kdseg::eval

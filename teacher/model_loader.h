@@ -1,0 +1,27 @@
+// Frozen models from files: a kdseg checkpoint (`kdseg train`: its UNet in eval mode) or any
+// TorchScript module that maps [B,1,H,W] to logits [B,C,H,W]. Told apart by content.
+//
+// A TorchScript module is saved in Python with
+//
+//   model.eval(); torch.jit.script(model).save("teacher.pt")   # or torch.jit.trace(model, x)
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <memory>
+#include <string>
+
+#include "core/frozen_model.h"
+
+namespace kdseg::teacher {
+
+// A kdseg checkpoint or a TorchScript file, on `device`. Errors name the file.
+std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device device = c10::kCPU);
+
+// Loads a TorchScript file and checks it on a probe input: it must take [B,1,H,W] and return a
+// tensor [B,C,H,W] with C >= 2 at the input's size (a tuple or list: its first element; a dict:
+// its "out" or "logits" entry). Errors name the file and what came out.
+std::unique_ptr<FrozenModel> load_torchscript_model(const std::string& path, c10::Device device = c10::kCPU,
+                                                    int64_t probe_size = 64);
+
+}  // namespace kdseg::teacher

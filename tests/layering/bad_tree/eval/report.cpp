@@ -1,0 +1,3 @@
+#include "eval/report.h"
+#include "student/trainer.h"
+#include "data/loader.h"
