@@ -125,6 +125,12 @@ c10::Device rank_cuda_device(const Communicator& comm) {
   return {c10::kCUDA, static_cast<c10::DeviceIndex>(node_local_gpu(comm.local_rank(), comm.local_size(), visible))};
 }
 
+c10::Device rank_device(c10::DeviceType type, const Communicator& comm) {
+  if (type == c10::kCPU) return c10::kCPU;
+  KDSEG_CHECK(type == c10::kCUDA, "--device must be cpu or cuda, got '", c10::DeviceTypeName(type, true), "'");
+  return rank_cuda_device(comm);
+}
+
 std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& options) {
   Backend backend = options.backend;
   if (backend == Backend::kAuto) {

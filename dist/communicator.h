@@ -93,6 +93,8 @@ int node_local_gpu(int local_rank, int local_size, int visible_gpus);
 // The CUDA device of this rank for --device cuda: the communicator's own when it reduces on a
 // GPU, otherwise node_local_gpu() of the devices this process sees.
 c10::Device rank_cuda_device(const Communicator& comm);
+// The device of this rank for a command's --device: the CPU, or rank_cuda_device().
+c10::Device rank_device(c10::DeviceType type, const Communicator& comm);
 
 // Creates the communicator for this process (initialising MPI when needed). Asking for a
 // backend that was not compiled in names the CMake option that turns it on.

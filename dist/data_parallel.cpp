@@ -89,12 +89,6 @@ void DataParallel::build_buckets() {
   reset_for_next_backward();
 }
 
-std::vector<int64_t> DataParallel::bucket_sizes_bytes() const {
-  std::vector<int64_t> sizes;
-  for (const auto& b : buckets_) sizes.push_back(static_cast<int64_t>(b.buffer.nbytes()));
-  return sizes;
-}
-
 void DataParallel::on_gradient(size_t slot, const at::Tensor& grad) {
   if (!sync_enabled_) return;
   Slot& s = slots_[slot];

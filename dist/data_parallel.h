@@ -68,7 +68,6 @@ class DataParallel {
   void broadcast_state();
 
   size_t bucket_count() const { return buckets_.size(); }
-  std::vector<int64_t> bucket_sizes_bytes() const;
 
  private:
   struct Slot {

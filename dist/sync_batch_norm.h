@@ -23,9 +23,6 @@ class SyncBatchNorm2dImpl : public torch::nn::Cloneable<SyncBatchNorm2dImpl> {
   // input [B,C,H,W].
   at::Tensor forward(const at::Tensor& input);
 
-  // The communicator the statistics are reduced over (null: this process only).
-  void set_communicator(Communicator* comm) { comm_ = comm; }
-
   torch::nn::BatchNormOptions options;
   at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 

@@ -8,18 +8,16 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "core/adamw.h"
 #include "core/autocast.h"
-#include "core/build_config.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/log.h"
 #include "core/losses/distill.h"
 #include "core/metrics.h"
+#include "core/models/checkpoint.h"
 #include "core/models/unet.h"
 #include "core/progress.h"
 #include "core/random.h"
@@ -30,6 +28,7 @@
 #include "dist/autograd_collectives.h"
 #include "dist/data_parallel.h"
 #include "dist/sync_batch_norm.h"
+#include "student/metrics_log.h"
 
 namespace kdseg::student {
 namespace {
@@ -39,119 +38,38 @@ using torch::Tensor;
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kDropoutStream = 0x64726f706f7574;  // "dropout"
 
-json config_json(const TrainConfig& c) {
-  return {{"data", c.data}, {"output", c.output}, {"fold", c.fold}, {"arch", c.arch}, {"width", c.width},
-          {"dropout", c.dropout}, {"task", c.task}, {"labels", c.labels}, {"ls_epsilon", c.ls_epsilon},
-          {"ls_kernel", c.ls_kernel}, {"loss", c.loss}, {"epochs", c.epochs}, {"max_steps", c.max_steps},
-          {"batch_size", c.batch_size}, {"accumulate", c.accumulate}, {"crop", c.crop}, {"lr", c.lr},
-          {"weight_decay", c.weight_decay}, {"warmup", c.warmup}, {"clip_grad", c.clip_grad}, {"seed", c.seed},
-          {"workers", c.workers}, {"deterministic", c.deterministic}, {"teacher_mode", c.teacher_mode},
-          {"cache", c.cache}, {"teacher", c.teacher}, {"temperature", c.temperature}, {"dml_reduction", c.dml_reduction},
-          {"device", c.device}, {"precision", c.precision}, {"channels_last", c.channels_last}};
-}
-
-void validate(const TrainConfig& c, int world) {
-  KDSEG_CHECK(!c.data.empty() && !c.output.empty(), "train: --data and --output are required");
-  KDSEG_CHECK(c.epochs >= 0 && c.max_steps >= 0, "train: --epochs and --max-steps must be >= 0");
-  KDSEG_CHECK((c.epochs > 0) != (c.max_steps > 0), "train: give exactly one of --epochs and --max-steps");
-  KDSEG_CHECK(c.batch_size >= 1, "train: --batch-size must be >= 1, got ", c.batch_size);
-  KDSEG_CHECK(c.accumulate >= 1 && c.batch_size % c.accumulate == 0, "train: --batch-size ", c.batch_size,
-              " must be a multiple of --accumulate ", c.accumulate);
-  KDSEG_CHECK(c.crop >= 1, "train: --crop-size must be >= 1, got ", c.crop);
-  KDSEG_CHECK(c.dropout >= 0 && c.dropout < 1, "train: --dropout must be in [0, 1), got ", c.dropout);
-  KDSEG_CHECK(c.weight_decay >= 0 && c.clip_grad >= 0, "train: --weight-decay and --clip-grad must be >= 0");
-  KDSEG_CHECK(c.workers >= 0, "train: --workers must be >= 0, got ", c.workers);
-  KDSEG_CHECK(c.log_every >= 1, "train: --log-every must be >= 1, got ", c.log_every);
-  KDSEG_CHECK(c.validate_every >= 0 && c.checkpoint_every >= 0 && c.stop_after >= 0,
-              "train: --validate-every, --checkpoint-every and --stop-after must be >= 0 (0: off)");
-  KDSEG_CHECK(c.ls_epsilon >= 0 && c.ls_epsilon <= 1, "train: --ls-epsilon must be in [0, 1], got ", c.ls_epsilon);
-  KDSEG_CHECK(c.ls_kernel >= 1 && c.ls_kernel % 2 == 1, "train: --ls-kernel must be odd and >= 1, got ", c.ls_kernel);
-  KDSEG_CHECK((c.batch_size / c.accumulate) % world == 0, "train: the micro-batch ", c.batch_size / c.accumulate,
-              " (--batch-size / --accumulate) must be a multiple of the number of ranks (", world, ")");
-  KDSEG_CHECK(c.loss == "ce" || c.loss == "dml" || c.loss == "ce+dml", "train: --loss must be ce, dml or ce+dml, got '",
-              c.loss, "'");
-  KDSEG_CHECK(c.labels == "hard" || c.labels == "ls", "train: --labels must be hard or ls, got '", c.labels, "'");
-  KDSEG_CHECK(c.lr > 0, "train: --lr must be > 0, got ", c.lr);
-  KDSEG_CHECK(c.warmup >= 0 && c.warmup < 1, "train: the warmup fraction must be in [0, 1), got ", c.warmup);
-  KDSEG_CHECK(c.teacher_mode == "none" || c.teacher_mode == "cache" || c.teacher_mode == "online",
-              "distill: --teacher-mode must be cache or online, got '", c.teacher_mode, "'");
-  KDSEG_CHECK(c.teacher_mode != "cache" || !c.cache.empty(), "distill: --cache is required (or --teacher-mode online)");
-  KDSEG_CHECK(c.teacher_mode != "online" || c.online_teacher, "distill: --teacher-mode online needs --teacher");
-  KDSEG_CHECK(c.teacher_mode == "none" || c.labels == "hard", "distill: soft labels come from the teacher; --labels ",
-              c.labels, " is for train");
-  KDSEG_CHECK(c.temperature > 0, "distill: --temperature must be > 0");
-  KDSEG_CHECK(c.dml_reduction == "global" || c.dml_reduction == "local", "distill: --dml-reduction must be global or local, got '",
-              c.dml_reduction, "'");
-  KDSEG_CHECK(c.device == "cpu" || c.device == "cuda", "train: --device must be cpu or cuda, got '", c.device, "'");
-  KDSEG_CHECK(c.precision == "auto" || c.precision == "bf16" || c.precision == "fp32",
-              "train: --precision must be auto, bf16 or fp32, got '", c.precision, "'");
-  KDSEG_CHECK(c.precision != "bf16" || c.device == "cuda", "train: --precision bf16 (autocast) is for --device cuda");
-}
-
-
-losses::ObjectiveWeights weights_for(const std::string& loss, double temperature) {
+losses::ObjectiveWeights weights_for(LossKind loss, double temperature) {
   auto weights = losses::ObjectiveWeights().temperature(temperature);
-  if (loss == "ce") return weights.ce(1.0).dml(0.0);
-  if (loss == "dml") return weights.ce(0.0).dml(1.0);
+  switch (loss) {
+    case LossKind::kCe: return weights.ce(1.0).dml(0.0);
+    case LossKind::kDml: return weights.ce(0.0).dml(1.0);
+    case LossKind::kCeDml: break;
+  }
   return weights;  // the paper: 0.25 CE/KL + 0.75 DML, label and teacher 0.5 each
 }
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& c, dist::Communicator& comm) : c_(c), comm_(comm), store_(c.data) {
-    validate(c_, comm_.size());
+  Trainer(const TrainConfig& c, dist::Communicator& comm)
+      : c_(c), comm_(comm), store_(c.data), metrics_log_(c.output + "/metrics.jsonl") {
+    check_config(c_, comm_.size());
     device_ = training_device(c_, comm_);
-    bf16_ = device_.is_cuda() && c_.precision != "fp32";
-    if (device_.is_cuda()) {
-      device_guard_.reset_device(device_);
-      // cuBLAS is deterministic only with a fixed workspace; it reads this before its first handle.
-      if (c_.deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-      at::globalContext().setBenchmarkCuDNN(!c_.deterministic);
-      at::globalContext().setDeterministicCuDNN(c_.deterministic);
-      // fp32 means IEEE float32: no TF32 tensor cores in the convolutions (cuBLAS has them off).
-      if (c_.precision == "fp32") at::globalContext().setAllowTF32CuDNN(false);
-    }
-    // Deterministic mode: on CPU, kernels without a deterministic implementation become errors.
-    // On CUDA the backward of bilinear upsampling (every decoder stage) has none, so there it
-    // only warns: runs repeat to rounding, not bit for bit.
-    at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/device_.is_cuda());
-    if (c_.deterministic && device_.is_cuda() && comm_.rank() == 0) {
-      log::warn("--deterministic on CUDA: cuDNN is deterministic and autotuning is off, but bilinear upsampling's "
-                "backward accumulates with atomics; runs agree to rounding, not bit for bit");
-    }
-    const data::Layout layout = data::parse_layout(store_.attribute("layout"));
-    task_ = data::make_task(c_.task, layout);
+    bf16_ = uses_bf16_autocast(c_.precision, device_);
+    configure_device();
+    task_ = data::make_task(c_.task, data::parse_layout(store_.attribute("layout")));
     split_rows();
-    if (c_.teacher_mode == "cache") open_cache();
-    if (c_.teacher_mode == "online") {
+    if (c_.teacher_mode == TeacherMode::kCache) open_cache();
+    if (c_.teacher_mode == TeacherMode::kOnline) {
       KDSEG_CHECK(c_.online_teacher->classes() == task_.classes, c_.teacher, ": the teacher predicts ",
                   c_.online_teacher->classes(), " classes but task '", task_.name, "' has ", task_.classes);
     }
-    sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
-                                                          c_.batch_size / c_.accumulate, c_.seed);
-    KDSEG_CHECK(sampler_->steps_per_epoch() >= c_.accumulate, c_.data, ": ", train_rows_.size(),
-                " training slices make ", sampler_->steps_per_epoch(), " micro-batch(es) of ", c_.batch_size / c_.accumulate,
-                ", fewer than --accumulate ", c_.accumulate, "; lower --accumulate or --batch-size");
-    steps_per_epoch_ = sampler_->steps_per_epoch() / c_.accumulate;
-    total_steps_ = c_.max_steps > 0 ? c_.max_steps : c_.epochs * steps_per_epoch_;
-    warmup_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
+    plan_steps();
     build_model();
-    // Rank 0 decides whether there is a run to resume and tells the others, so that every rank
-    // starts from the same step (a rank that cannot read the checkpoint then fails, naming it).
-    at::Tensor resuming = torch::zeros({1}, torch::kInt);
-    if (comm_.rank() == 0) {
-      const bool has_run = fs::exists(checkpoint_path());
-      KDSEG_CHECK(c_.resume || c_.force || !has_run, c_.output, " already holds a run (", checkpoint_path(),
-                  "); pass --resume to continue it, --force to start over, or choose another --output");
-      fs::create_directories(c_.output);
-      resuming[0] = has_run && c_.resume ? 1 : 0;
-    }
-    dist::all_reduce_any_device(comm_, resuming, dist::ReduceOp::kMax);
-    if (resuming[0].item<int>() != 0) load_checkpoint();
+    if (decide_resume()) load_checkpoint();
     else if (c_.resume && comm_.rank() == 0) log::info("--resume: no {} yet, starting from step 0", checkpoint_path());
     // Lines logged after the checkpoint (by a run that stopped before its next one) are logged
     // again by this run: drop them.
-    if (comm_.rank() == 0) truncate_metrics_after(step_);
+    if (comm_.rank() == 0) metrics_log_.truncate_after(step_);
   }
 
   TrainSummary run() {
@@ -176,6 +94,52 @@ class Trainer {
   }
 
  private:
+  void configure_device() {
+    if (device_.is_cuda()) {
+      device_guard_.reset_device(device_);
+      // cuBLAS is deterministic only with a fixed workspace; it reads this before its first handle.
+      if (c_.deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+      at::globalContext().setBenchmarkCuDNN(!c_.deterministic);
+      at::globalContext().setDeterministicCuDNN(c_.deterministic);
+      // fp32 means IEEE float32: no TF32 tensor cores in the convolutions (cuBLAS has them off).
+      if (c_.precision == Precision::kFp32) at::globalContext().setAllowTF32CuDNN(false);
+    }
+    // Deterministic mode: on CPU, kernels without a deterministic implementation become errors.
+    // On CUDA the backward of bilinear upsampling (every decoder stage) has none, so there it
+    // only warns: runs repeat to rounding, not bit for bit.
+    at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/device_.is_cuda());
+    if (c_.deterministic && device_.is_cuda() && comm_.rank() == 0) {
+      log::warn("--deterministic on CUDA: cuDNN is deterministic and autotuning is off, but bilinear upsampling's "
+                "backward accumulates with atomics; runs agree to rounding, not bit for bit");
+    }
+  }
+
+  void plan_steps() {
+    sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
+                                                          c_.batch_size / c_.accumulate, c_.seed);
+    KDSEG_CHECK(sampler_->steps_per_epoch() >= c_.accumulate, c_.data, ": ", train_rows_.size(),
+                " training slices make ", sampler_->steps_per_epoch(), " micro-batch(es) of ", c_.batch_size / c_.accumulate,
+                ", fewer than --accumulate ", c_.accumulate, "; lower --accumulate or --batch-size");
+    steps_per_epoch_ = sampler_->steps_per_epoch() / c_.accumulate;
+    total_steps_ = c_.max_steps > 0 ? c_.max_steps : c_.epochs * steps_per_epoch_;
+    warmup_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
+  }
+
+  // Rank 0 decides whether there is a run to resume and tells the others, so that every rank
+  // starts from the same step (a rank that cannot read the checkpoint then fails, naming it).
+  bool decide_resume() {
+    at::Tensor resuming = torch::zeros({1}, torch::kInt);
+    if (comm_.rank() == 0) {
+      const bool has_run = fs::exists(checkpoint_path());
+      KDSEG_CHECK(c_.resume || c_.force || !has_run, c_.output, " already holds a run (", checkpoint_path(),
+                  "); pass --resume to continue it, --force to start over, or choose another --output");
+      fs::create_directories(c_.output);
+      resuming[0] = has_run && c_.resume ? 1 : 0;
+    }
+    dist::all_reduce_any_device(comm_, resuming, dist::ReduceOp::kMax);
+    return resuming[0].item<int>() != 0;
+  }
+
   void split_rows() {
     const int folds = store_.folds();
     KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ", folds,
@@ -248,7 +212,8 @@ class Trainer {
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
     // Local reduction: each rank's loss on its own share, as the reference implementation does.
-    const losses::GlobalBatch global = c_.dml_reduction == "local" ? losses::GlobalBatch{} : dist::global_batch(comm_, dml);
+    const losses::GlobalBatch global =
+        c_.dml_reduction == DmlReduction::kLocal ? losses::GlobalBatch{} : dist::global_batch(comm_, dml);
     objective_ = std::make_unique<losses::SegmentationObjective>(weights_for(c_.loss, c_.temperature), dml,
                                                                  task_.ignore_index, global);
   }
@@ -301,72 +266,29 @@ class Trainer {
     save_checkpoint("last.pt");
   }
 
+  // What one optimiser step accumulates over its micro-batches.
+  struct StepRecord {
+    losses::LossTerms parts;  // of the last micro-batch
+    Tensor loss_sum;          // float64 on the device
+    double teacher_seconds = 0;
+    int64_t images = 0;
+  };
+
+  // One optimiser step: `accumulate` micro-batches forward and backward, one reduction of the
+  // loss and its finiteness, then the update, or a skip.
   void train_step(data::BatchLoader& loader, int64_t epoch) {
     const auto start = Clock::now();
     const double wait_before = loader.wait_seconds();
-    for (size_t g = 0; g < optimizer_->param_groups().size(); ++g) {
-      static_cast<torch::optim::AdamWOptions&>(optimizer_->param_groups()[g].options())
-          .lr(base_lr(static_cast<int>(g)) * lr_factor(step_));
-    }
+    set_learning_rates();
     optimizer_->zero_grad();
     // Dropout draws from (seed, step, rank): masks differ across ranks and steps, and a resumed
     // run draws the same ones without carrying generator states (CPU and CUDA are both seeded).
     torch::manual_seed(derive_seed(c_.seed, {kDropoutStream, static_cast<uint64_t>(step_),
                                              static_cast<uint64_t>(comm_.rank())}));
-    losses::LossTerms parts;
-    Tensor loss_sum = torch::zeros({}, torch::TensorOptions(torch::kDouble).device(device_));
-    double teacher_seconds = 0;
-    int64_t images = 0;
-    for (int64_t a = 0; a < c_.accumulate; ++a) {
-      auto batch = loader.next();
-      KDSEG_CHECK(batch.has_value(), "train: the loader ran out of batches at step ", step_);
-      images += batch->images.size(0);
-      check_labels(batch->labels);
-      const Tensor input = batch->images.to(device_, /*non_blocking=*/true);
-      const Tensor labels = batch->labels.to(device_, /*non_blocking=*/true);
-      const auto out = forward(input);
-      losses::ObjectiveInputs in{out.logits, out.aux, labels, Tensor(), Tensor(), /*labels_checked=*/true};
-      if (c_.labels == "ls") {
-        const auto smoothed = losses::boundary_label_smoothing(labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
-                                                               task_.ignore_index, /*check_labels=*/false);
-        in = {out.logits, out.aux, Tensor(), smoothed.soft, smoothed.keep, true};
-      } else if (c_.teacher_mode != "none") {
-        Tensor soft;
-        if (c_.teacher_mode == "online") {
-          const auto t0 = Clock::now();
-          torch::NoGradGuard no_grad;
-          Tensor teacher_logits;
-          {
-            CudaAutocast autocast(bf16_);
-            teacher_logits = c_.online_teacher->logits(input);
-          }
-          soft = torch::softmax(teacher_logits.to(torch::kFloat) / c_.temperature, 1);
-          if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // the teacher's time, not its launch
-          teacher_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-        } else {
-          soft = batch->soft.to(device_, /*non_blocking=*/true);
-        }
-        in = {out.logits, out.aux, labels, soft, labels != task_.ignore_index, true};
-      }
-      parts = (*objective_)(in);
-      const Tensor loss = parts.total / static_cast<double>(c_.accumulate);
-      if (ddp_ && a + 1 < c_.accumulate) {
-        auto guard = ddp_->no_sync();
-        loss.backward();
-      } else {
-        loss.backward();
-      }
-      loss_sum += parts.total.detach().to(torch::kDouble);
-    }
-    // One collective for both, on the step's device: the global-batch loss (each rank's share
-    // averaged over ranks, what one rank with the whole batch would report) and the count of
-    // ranks whose loss is not finite, so that every rank decides the same way about skipping.
-    // Reading them back is the step's one host synchronisation.
-    const Tensor finite = loss_sum.isfinite();
-    const Tensor mean = loss_sum / static_cast<double>(c_.accumulate);
-    Tensor reduced = torch::stack({torch::where(finite, mean, torch::zeros_like(mean)), finite.logical_not().to(torch::kDouble)});
-    dist::all_reduce_any_device(comm_, reduced, dist::ReduceOp::kSum);
-    reduced = reduced.cpu();
+    StepRecord record;
+    record.loss_sum = torch::zeros({}, torch::TensorOptions(torch::kDouble).device(device_));
+    for (int64_t micro = 0; micro < c_.accumulate; ++micro) micro_step(loader, micro, record);
+    const Tensor reduced = reduce_loss_and_flag(record.loss_sum);
     if (reduced[1].item<double>() != 0) {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
@@ -384,15 +306,97 @@ class Trainer {
     ++step_;
     if (comm_.rank() == 0 && (step_ % std::max<int64_t>(1, c_.log_every) == 0 || step_ == total_steps_)) {
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      json line = {{"step", step_}, {"epoch", epoch}, {"loss", summary_.last_loss}, {"ce", parts.ce.item<double>()},
-                   {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
-                   {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
-                   {"images_per_s", static_cast<double>(images * comm_.size()) / seconds},
-                   {"step_s", seconds}, {"data_wait_s", loader.wait_seconds() - wait_before},
-                   {"teacher_s", teacher_seconds}};
-      if (grad_norm.defined()) line["grad_norm"] = grad_norm.item<double>();  // before clipping
-      append_metrics(line);
+      log_step(record, epoch, seconds, loader.wait_seconds() - wait_before, grad_norm);
     }
+  }
+
+  void set_learning_rates() {
+    for (size_t g = 0; g < optimizer_->param_groups().size(); ++g) {
+      static_cast<torch::optim::AdamWOptions&>(optimizer_->param_groups()[g].options())
+          .lr(base_lr(static_cast<int>(g)) * lr_factor(step_));
+    }
+  }
+
+  void micro_step(data::BatchLoader& loader, int64_t micro, StepRecord& record) {
+    auto batch = loader.next();
+    KDSEG_CHECK(batch.has_value(), "train: the loader ran out of batches at step ", step_);
+    record.images += batch->images.size(0);
+    check_labels(batch->labels);
+    const Tensor input = batch->images.to(device_, /*non_blocking=*/true);
+    const Tensor labels = batch->labels.to(device_, /*non_blocking=*/true);
+    const auto out = forward(input);
+    record.parts = (*objective_)(objective_inputs(*batch, out, input, labels, record));
+    const Tensor loss = record.parts.total / static_cast<double>(c_.accumulate);
+    if (ddp_ && micro + 1 < c_.accumulate) {
+      auto guard = ddp_->no_sync();
+      loss.backward();
+    } else {
+      loss.backward();
+    }
+    record.loss_sum += record.parts.total.detach().to(torch::kDouble);
+  }
+
+  // Hard labels; or label-smoothed soft targets; or hard labels with the teacher's soft labels.
+  losses::ObjectiveInputs objective_inputs(const data::Batch& batch, const models::UNetOutput& out, const Tensor& input,
+                                           const Tensor& labels, StepRecord& record) {
+    losses::ObjectiveInputs in;
+    in.logits = out.logits;
+    in.aux_logits = out.aux;
+    in.labels = labels;
+    in.labels_checked = true;
+    if (c_.labels == LabelKind::kSmoothed) {
+      const auto smoothed = losses::boundary_label_smoothing(labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
+                                                             task_.ignore_index, /*check_labels=*/false);
+      in.labels = Tensor();
+      in.soft = smoothed.soft;
+      in.keep = smoothed.keep;
+    } else if (c_.teacher_mode == TeacherMode::kOnline) {
+      in.soft = online_soft_labels(input, record.teacher_seconds);
+      in.keep = labels != task_.ignore_index;
+    } else if (c_.teacher_mode == TeacherMode::kCache) {
+      in.soft = batch.soft.to(device_, /*non_blocking=*/true);
+      in.keep = labels != task_.ignore_index;
+    }
+    return in;
+  }
+
+  // The teacher's probabilities at the temperature, computed on the augmented batch.
+  Tensor online_soft_labels(const Tensor& input, double& teacher_seconds) {
+    const auto t0 = Clock::now();
+    torch::NoGradGuard no_grad;
+    Tensor teacher_logits;
+    {
+      CudaAutocast autocast(bf16_);
+      teacher_logits = c_.online_teacher->logits(input);
+    }
+    Tensor soft = torch::softmax(teacher_logits.to(torch::kFloat) / c_.temperature, 1);
+    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // the teacher's time, not its launch
+    teacher_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    return soft;
+  }
+
+  // One collective for both, on the step's device: the global-batch loss (each rank's share
+  // averaged over ranks, what one rank with the whole batch would report) and the count of
+  // ranks whose loss is not finite, so that every rank decides the same way about skipping.
+  // Reading them back is the step's one host synchronisation.
+  Tensor reduce_loss_and_flag(const Tensor& loss_sum) {
+    const Tensor finite = loss_sum.isfinite();
+    const Tensor mean = loss_sum / static_cast<double>(c_.accumulate);
+    Tensor reduced =
+        torch::stack({torch::where(finite, mean, torch::zeros_like(mean)), finite.logical_not().to(torch::kDouble)});
+    dist::all_reduce_any_device(comm_, reduced, dist::ReduceOp::kSum);
+    return reduced.cpu();
+  }
+
+  void log_step(const StepRecord& record, int64_t epoch, double seconds, double data_wait, const Tensor& grad_norm) {
+    const auto& parts = record.parts;
+    json line = {{"step", step_}, {"epoch", epoch}, {"loss", summary_.last_loss}, {"ce", parts.ce.item<double>()},
+                 {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
+                 {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
+                 {"images_per_s", static_cast<double>(record.images * comm_.size()) / seconds},
+                 {"step_s", seconds}, {"data_wait_s", data_wait}, {"teacher_s", record.teacher_seconds}};
+    if (grad_norm.defined()) line["grad_norm"] = grad_norm.item<double>();  // before clipping
+    metrics_log_.append(line);
   }
 
   // The batch's labels, still on the host, lie in [0, classes) or are the ignore label: checked
@@ -434,7 +438,7 @@ class Trainer {
       for (size_t k = 0; k < dices.size(); ++k) {
         if (!std::isnan(dices[k])) per_case[store_.case_ids()[k]] = {{"dice", dices[k]}, {"ece", eces[k]}};
       }
-      append_metrics({{"validation", {{"step", step_}, {"epoch", epoch}, {"mean_dice", dice}, {"mean_ece", ece},
+      metrics_log_.append({{"validation", {{"step", step_}, {"epoch", epoch}, {"mean_dice", dice}, {"mean_ece", ece},
                                       {"cases", per_case}}}});
       log::info("validation after epoch {}: mean tumour Dice {:.4f}, ECE {:.4f}", epoch, dice, ece);
     }
@@ -444,87 +448,44 @@ class Trainer {
     }
   }
 
-  void append_metrics(const json& line) {
-    std::ofstream out(c_.output + "/metrics.jsonl", std::ios::app);
-    KDSEG_CHECK(static_cast<bool>(out), c_.output, "/metrics.jsonl: cannot append");
-    out << line.dump() << "\n";
-  }
-
   void save_checkpoint(const std::string& name) {
     if (comm_.rank() != 0) return;
-    torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
-    model_->save(model_archive);
-    optimizer_->save(optimizer_archive);
-    archive.write("model", model_archive);
-    archive.write("optimizer", optimizer_archive);
-    archive.write("step", torch::tensor(step_));
-    archive.write("best_dice", torch::tensor(best_dice_));
-    archive.write("classes", torch::tensor(task_.classes));
-    archive.write("config", c10::IValue(config_json(c_).dump()));
-    archive.write("data_hash", c10::IValue(store_.attribute("content_hash")));
-    archive.write("format", c10::IValue(std::string("kdseg checkpoint 1 (") + KDSEG_VERSION + ")"));
-    AtomicFile file(c_.output + "/" + name);
-    archive.save_to(file.temp_path());
-    file.commit();
+    models::CheckpointInfo info;
+    info.config = config_json(c_).dump();
+    info.classes = task_.classes;
+    info.step = step_;
+    info.best_dice = best_dice_;
+    info.data_hash = store_.attribute("content_hash");
+    models::save_checkpoint(c_.output + "/" + name, model_, *optimizer_, info);
   }
 
   std::string checkpoint_path() const { return c_.output + "/last.pt"; }
 
-  // Keeps the lines of metrics.jsonl up to `step` (atomically: a crash leaves the old file).
-  void truncate_metrics_after(int64_t step) {
-    const std::string path = c_.output + "/metrics.jsonl";
-    std::ifstream in(path);
-    if (!in) return;
-    std::string kept, line;
-    bool dropped = false;
-    while (std::getline(in, line)) {
-      if (line.empty()) continue;
-      const json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      const json* at = j.is_object() && j.contains("validation") ? &j.at("validation") : &j;
-      const bool later = !j.is_object() || !at->is_object() || !at->contains("step") || at->at("step").get<int64_t>() > step;
-      if (later) {
-        dropped = true;
-        continue;
-      }
-      kept += line + "\n";
-    }
-    if (dropped) write_file_atomic(path, kept);
+  void load_checkpoint() {
+    const models::Checkpoint checkpoint(checkpoint_path(), device_);  // a GPU run's resumes on CPU and back
+    check_same_run(checkpoint);
+    checkpoint.load_weights(model_);                            // the weights take the checkpoint's layout ...
+    if (c_.channels_last) models::use_channels_last(*model_);  // ... and this run's again
+    checkpoint.load_optimizer(*optimizer_);
+    step_ = checkpoint.info().step;
+    best_dice_ = checkpoint.info().best_dice;
+    if (comm_.rank() == 0) log::info("resumed from {} at step {}", checkpoint.path(), step_);
   }
 
-  void load_checkpoint() {
-    const std::string path = checkpoint_path();
-    torch::serialize::InputArchive archive, model_archive, optimizer_archive;
-    try {
-      archive.load_from(path, device_);  // a checkpoint of a GPU run resumes on CPU and back
-    } catch (const std::exception& e) {
-      KDSEG_THROW(path, ": not a readable kdseg checkpoint (", error_message(e), ")");
-    }
-    c10::IValue config;
-    archive.read("config", config);
-    const json saved = json::parse(config.toStringRef());
+  // A resumed run must continue the same run: the settings that shape it, and the store.
+  void check_same_run(const models::Checkpoint& checkpoint) const {
+    const json saved = json::parse(checkpoint.info().config);
+    const json now = config_json(c_), defaults = config_json(TrainConfig());
     for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "data", "teacher_mode",
                             "cache", "temperature", "dml_reduction"}) {
       // Keys added by later versions take their default in checkpoints written before them.
-      const json was = saved.contains(key) ? saved.at(key) : config_json(TrainConfig()).at(key);
-      KDSEG_CHECK(was == config_json(c_).at(key), path, ": was written with ", key, " = ", was.dump(),
-                  " but this run has ", config_json(c_).at(key).dump(), "; resume with the same settings");
+      const json was = saved.contains(key) ? saved.at(key) : defaults.at(key);
+      KDSEG_CHECK(was == now.at(key), checkpoint.path(), ": was written with ", key, " = ", was.dump(),
+                  " but this run has ", now.at(key).dump(), "; resume with the same settings");
     }
-    c10::IValue data_hash;  // absent from checkpoints of earlier versions
-    if (archive.try_read("data_hash", data_hash)) {
-      KDSEG_CHECK(data_hash.toStringRef() == store_.attribute("content_hash"), path, ": was trained on another version of ",
-                  c_.data, " (its content hash differs); resume on the same prepared store");
-    }
-    archive.read("model", model_archive);
-    archive.read("optimizer", optimizer_archive);
-    model_->load(model_archive);  // the weights take the checkpoint's layout ...
-    if (c_.channels_last) models::use_channels_last(*model_);  // ... and this run's again
-    optimizer_->load(optimizer_archive);
-    Tensor step, best;
-    archive.read("step", step);
-    archive.read("best_dice", best);
-    step_ = step.item<int64_t>();
-    best_dice_ = best.item<double>();
-    if (comm_.rank() == 0) log::info("resumed from {} at step {}", path, step_);
+    const std::string& data_hash = checkpoint.info().data_hash;  // absent from checkpoints of early versions
+    KDSEG_CHECK(data_hash.empty() || data_hash == store_.attribute("content_hash"), checkpoint.path(),
+                ": was trained on another version of ", c_.data, " (its content hash differs); resume on the same prepared store");
   }
 
   TrainConfig c_;
@@ -533,6 +494,7 @@ class Trainer {
   c10::OptionalDeviceGuard device_guard_;  // this rank's GPU is the current device while training
   bool bf16_ = false;
   data::PreparedStore store_;
+  MetricsLog metrics_log_;
   data::Task task_;
   std::shared_ptr<const data::SoftLabelCache> soft_labels_;
   std::vector<int64_t> train_rows_, val_rows_;
@@ -549,10 +511,10 @@ class Trainer {
 }  // namespace
 
 c10::Device training_device(const TrainConfig& c, const dist::Communicator& comm) {
-  if (c.device == "cpu") return c10::kCPU;
+  if (c.device != c10::kCUDA) return dist::rank_device(c.device, comm);
   KDSEG_CHECK(comm.backend() != dist::Backend::kMpi, "train: --backend mpi reduces CPU tensors; training on CUDA ",
               "reduces over NCCL (--backend nccl, or auto)");
-  return dist::rank_cuda_device(comm);
+  return dist::rank_device(c.device, comm);
 }
 
 TrainSummary train(const TrainConfig& config, dist::Communicator& comm) {

@@ -29,7 +29,7 @@ std::string usage_text() {
       << "commands:\n";
   for (const Command& c : commands()) {
     out << "  " << c.name << std::string(16 - std::min<size_t>(c.name.size(), 15), ' ') << c.summary
-        << (c.run ? "" : " (not built yet)") << "\n";
+        << "\n";
   }
   out << "\nOptions on the command line take precedence over those in --config FILE (INI).\n";
   return out.str();
@@ -61,7 +61,6 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
   po::store(po::command_line_parser(args).options(all).style(style).run(), vm);
   if (vm.count("help")) {
     std::cout << "usage: kdseg " << command.name << " [options]\n" << command.summary << "\n";
-    if (!command.run) std::cout << "\nThis command is not built yet in kdseg " << KDSEG_VERSION << ".\n";
     std::cout << "\n" << all;
     return kExitOk;
   }
@@ -83,11 +82,6 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
   log::init(0, 1, log::parse_level(vm["log-level"].as<std::string>()));
   const int threads = vm["threads"].as<int>();
   if (threads < 0 || threads > 1024) throw po::error("--threads must be 0 (the cores available) to 1024");
-  if (!command.run) {
-    std::cerr << "kdseg " << command.name << ": not built yet in kdseg " << KDSEG_VERSION
-              << "; this build cannot " << command.summary << ".\n";
-    return kExitNotBuilt;
-  }
   return command.run(vm);
 }
 

@@ -16,7 +16,6 @@ namespace kdseg::tools {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
-inline constexpr int kExitNotBuilt = 3;
 
 struct Command {
   std::string name;
@@ -24,7 +23,7 @@ struct Command {
   // Adds the command's own options; the shared ones (--help, --config, --log-level,
   // --threads) are added by the dispatcher.
   std::function<void(boost::program_options::options_description&)> add_options;
-  // Runs with the parsed options; null while the command is not built yet.
+  // Runs with the parsed options.
   std::function<int(const boost::program_options::variables_map&)> run;
 };
 

@@ -1,8 +1,6 @@
 // `kdseg synth` and `kdseg prepare`.
 #include "tools/data_commands.h"
 
-#include <torch/torch.h>
-
 #include <iostream>
 #include <optional>
 #include <thread>

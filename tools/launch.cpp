@@ -1,6 +1,6 @@
 #include "tools/launch.h"
 
-#include <torch/torch.h>
+#include <ATen/Parallel.h>
 
 #include <limits>
 #include <optional>
@@ -21,7 +21,7 @@ int run_distributed(const po::variables_map& vm, bool cuda, const std::function<
       std::chrono::milliseconds(static_cast<int64_t>(vm["collective-timeout"].as<double>() * 1000));
   auto comm = dist::make_communicator(options);
   const int threads = vm["threads"].as<int>();
-  torch::set_num_threads(threads > 0 ? threads : default_threads(comm->local_size()));
+  at::set_num_threads(threads > 0 ? threads : default_threads(comm->local_size()));
   log::init(comm->rank(), comm->size(), log::parse_level(vm["log-level"].as<std::string>()));
   return dist::run_or_abort(*comm, [&] { return body(*comm); });
 }

@@ -1,19 +1,28 @@
 // `kdseg train`.
 #include "tools/train_command.h"
 
-#include <torch/torch.h>
-
 #include <iostream>
 
-#include "core/log.h"
-#include "tools/launch.h"
+#include "core/device.h"
+#include "core/error.h"
 #include "student/trainer.h"
 #include "teacher/model_loader.h"
+#include "tools/launch.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
 
 namespace {
+
+// An option's value through its parser; a value the parser refuses is a usage error.
+template <typename Parse>
+auto parse_option(const po::variables_map& vm, const char* name, Parse parse) {
+  try {
+    return parse(vm[name].as<std::string>());
+  } catch (const Error& e) {
+    throw po::error(e.message());
+  }
+}
 
 // The options `train` and `distill` share: the data, the network, the optimisation, the run.
 void add_trainer_options(po::options_description& d) {
@@ -58,7 +67,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.width = vm["width"].as<double>();
   c.dropout = vm["dropout"].as<double>();
   c.task = vm["task"].as<std::string>();
-  c.loss = vm["loss"].as<std::string>();
+  c.loss = parse_option(vm, "loss", student::parse_loss_kind);
   c.epochs = vm["epochs"].as<int64_t>();
   c.max_steps = vm["max-steps"].as<int64_t>();
   c.batch_size = vm["batch-size"].as<int64_t>();
@@ -78,16 +87,15 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.stop_after = vm["stop-after"].as<int64_t>();
   c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
   c.deterministic = vm["deterministic"].as<bool>();
-  c.device = vm["device"].as<std::string>();
-  c.precision = vm["precision"].as<std::string>();
+  c.device = parse_option(vm, "device", [](const std::string& name) { return parse_device_type(name); });
+  c.precision = parse_option(vm, "precision", parse_precision);
   c.channels_last = vm["channels-last"].as<bool>();
-  if (c.device != "cpu" && c.device != "cuda") throw po::error("--device must be cpu or cuda, got '" + c.device + "'");
   return c;
 }
 
 int train_with(const po::variables_map& vm, student::TrainConfig c) {
-  return run_distributed(vm, /*cuda=*/c.device == "cuda", [&](dist::Communicator& comm) {
-    if (c.teacher_mode == "online") {
+  return run_distributed(vm, /*cuda=*/c.device == c10::kCUDA, [&](dist::Communicator& comm) {
+    if (c.teacher_mode == student::TeacherMode::kOnline) {
       // On the device the student trains on.
       c.online_teacher = teacher::load_model(c.teacher, student::training_device(c, comm));
     }
@@ -115,7 +123,7 @@ void add_train_options(po::options_description& d) {
 
 int run_train(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
-  c.labels = vm["labels"].as<std::string>();
+  c.labels = parse_option(vm, "labels", student::parse_label_kind);
   c.ls_epsilon = vm["ls-epsilon"].as<double>();
   c.ls_kernel = vm["ls-kernel"].as<int64_t>();
   return train_with(vm, c);
@@ -136,14 +144,18 @@ void add_distill_options(po::options_description& d) {
 
 int run_distill(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
-  c.teacher_mode = vm["teacher-mode"].as<std::string>();
+  c.teacher_mode = parse_option(vm, "teacher-mode", student::parse_teacher_mode);
   c.cache = vm["cache"].as<std::string>();
   c.teacher = vm["teacher"].as<std::string>();
   c.temperature = vm["temperature"].as<double>();
-  c.dml_reduction = vm["dml-reduction"].as<std::string>();
-  if (c.teacher_mode != "cache" && c.teacher_mode != "online") throw po::error("--teacher-mode must be cache or online");
-  if (c.teacher_mode == "cache" && c.cache.empty()) throw po::error("--cache is required with --teacher-mode cache");
-  if (c.teacher_mode == "online" && c.teacher.empty()) throw po::error("--teacher is required with --teacher-mode online");
+  c.dml_reduction = parse_option(vm, "dml-reduction", student::parse_dml_reduction);
+  using student::TeacherMode;
+  if (c.teacher_mode == TeacherMode::kCache && c.cache.empty()) {
+    throw po::error("--cache is required with --teacher-mode cache");
+  }
+  if (c.teacher_mode == TeacherMode::kOnline && c.teacher.empty()) {
+    throw po::error("--teacher is required with --teacher-mode online");
+  }
   return train_with(vm, c);
 }
 

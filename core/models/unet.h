@@ -1,4 +1,4 @@
-// The paper's UNet on a ResNet-d encoder (../shared/MODELS.md): deep three-conv stem,
+// The paper's UNet on a ResNet-d encoder (Wang et al., MICCAI 2023): deep three-conv stem,
 // average-pool shortcut downsampling, five decoder blocks (bilinear x2, concatenation with the
 // skip feature, two conv3x3-BN-ReLU) of widths out x [16,8,4,2,1], dropout and a 1x1 head
 // resized to the input, and an auxiliary head on the encoder's stride-16 feature.

@@ -1,4 +1,4 @@
-// The paper's networks: parameter counts of ../shared/MODELS.md (2 classes, BatchNorm running
+// The paper's networks: the parameter counts the paper gives (2 classes, BatchNorm running
 // statistics not counted), timm-compatible names, shapes, parameter groups.
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -10,7 +10,6 @@
 #include <fstream>
 #include <thread>
 
-#include "data/check_hdf5.h"
 #include "core/cpu_cores.h"
 #include "core/error.h"
 #include "core/file_util.h"
@@ -82,24 +81,6 @@ TEST(Error, RankAppearsOnceDistributionIsKnown) {
     EXPECT_EQ(std::string(e.what()).rfind("[rank 3] collective all_reduce timed out", 0), 0u) << e.what();
   }
   kdseg::set_process_rank(-1, 0);
-}
-
-TEST(CheckHdf5, FailureCarriesCallAndHdf5Reason) {
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  try {
-    KDSEG_CHECK_HDF5(H5Fopen("/nonexistent/prepared.h5", H5F_ACC_RDONLY, H5P_DEFAULT));
-    FAIL() << "KDSEG_CHECK_HDF5 did not throw";
-  } catch (const kdseg::Error& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("H5Fopen(\"/nonexistent/prepared.h5\""), std::string::npos) << what;
-    EXPECT_NE(what.find("unable to open file"), std::string::npos) << what;
-  }
-}
-
-TEST(CheckHdf5, SuccessYieldsTheValue) {
-  const hid_t space = KDSEG_CHECK_HDF5(H5Screate(H5S_SCALAR));
-  EXPECT_GE(space, 0);
-  KDSEG_CHECK_HDF5(H5Sclose(space));
 }
 
 TEST(AtomicFile, CommitReplacesAndLeavesNoTemporary) {

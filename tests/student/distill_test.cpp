@@ -74,7 +74,7 @@ class DistillTest : public ::testing::Test {
   }
   static TrainConfig distill(const std::string& output) {
     TrainConfig c = base(output);
-    c.teacher_mode = "cache";
+    c.teacher_mode = kdseg::student::TeacherMode::kCache;
     c.cache = dir->file("cache");
     c.teacher = dir->file("teacher/last.pt");
     return c;
@@ -111,7 +111,7 @@ TEST_F(DistillTest, OnlineTeacherSeesTheSameSoftLabelsAsTheCache) {
   // of the un-augmented slice, the online teacher sees the augmented one, so the soft terms
   // differ only by resampling and rounding.
   TrainConfig online = distill("online");
-  online.teacher_mode = "online";
+  online.teacher_mode = kdseg::student::TeacherMode::kOnline;
   online.cache.clear();
   online.online_teacher = kdseg::teacher::load_model(online.teacher);
   online.max_steps = 1;
@@ -127,7 +127,7 @@ TEST_F(DistillTest, OnlineTeacherSeesTheSameSoftLabelsAsTheCache) {
 
 TEST_F(DistillTest, LocalAndGlobalDmlAgreeOnOneRank) {
   TrainConfig local = distill("local");
-  local.dml_reduction = "local";
+  local.dml_reduction = kdseg::student::DmlReduction::kLocal;
   kdseg::student::train(local, *comm);
   kdseg::student::train(distill("global"), *comm);
   const auto a = step_lines(dir->file("local/metrics.jsonl")), b = step_lines(dir->file("global/metrics.jsonl"));

@@ -36,7 +36,7 @@ Difference difference(const std::vector<at::Tensor>& a, const std::vector<at::Te
 TEST_F(TrainerTest, TrainsOnCudaInBf16) {
   KDSEG_REQUIRE_CUDA();
   auto c = config("cuda");
-  c.device = "cuda";
+  c.device = c10::kCUDA;
   c.max_steps = 0;
   c.epochs = 3;
   c.validate_every = 1;
@@ -65,8 +65,8 @@ TEST_F(TrainerTest, CudaInFloat32FollowsTheCpu) {
   kdseg::student::train(on_cpu, *comm);
   auto on_gpu = on_cpu;
   on_gpu.output = dir.file("fp32-cuda");
-  on_gpu.device = "cuda";
-  on_gpu.precision = "fp32";
+  on_gpu.device = c10::kCUDA;
+  on_gpu.precision = kdseg::Precision::kFp32;
   kdseg::student::train(on_gpu, *comm);
   const auto d = difference(parameters_of(dir.file("fp32-cpu/last.pt")), parameters_of(dir.file("fp32-cuda/last.pt")));
   // AdamW moves each weight by up to the learning rate per step (1e-3; 1e-2 for the decoder), and
@@ -83,8 +83,8 @@ TEST_F(TrainerTest, CudaInFloat32FollowsTheCpu) {
 TEST_F(TrainerTest, ResumeOnCuda) {
   KDSEG_REQUIRE_CUDA();
   auto straight = config("cuda-straight");
-  straight.device = "cuda";
-  straight.precision = "fp32";
+  straight.device = c10::kCUDA;
+  straight.precision = kdseg::Precision::kFp32;
   kdseg::student::train(straight, *comm);
   auto first = straight;
   first.output = dir.file("cuda-resumed");

@@ -104,7 +104,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
   o.batch_size = 4;
   kdseg::teacher::precompute(o, world());
 
-  c.teacher_mode = "cache";
+  c.teacher_mode = kdseg::student::TeacherMode::kCache;
   c.cache = o.output;
   c.teacher = o.teacher;
   c.max_steps = 16;
@@ -112,7 +112,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
   kdseg::student::train(c, world());
   auto local_dml = c;
   local_dml.max_steps = 1;
-  local_dml.dml_reduction = "local";
+  local_dml.dml_reduction = kdseg::student::DmlReduction::kLocal;
   local_dml.output = dir + "/local";
   kdseg::student::train(local_dml, world());
 
@@ -133,7 +133,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
     // One rank with the whole batch, for step 1.
     auto single = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
     auto one = local_dml;
-    one.dml_reduction = "global";
+    one.dml_reduction = kdseg::student::DmlReduction::kGlobal;
     one.output = dir + "/single";
     kdseg::student::train(one, *single);
     const double global1 = losses_of(dir + "/global/metrics.jsonl").at(0);

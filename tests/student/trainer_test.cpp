@@ -149,14 +149,14 @@ TEST_F(TrainerTest, ResumeRefusesAnotherStoreAtTheSamePath) {
 
 TEST_F(TrainerTest, DeviceAndPrecisionAreChecked) {
   auto c = config("device");
-  c.precision = "bf16";  // autocast is for CUDA
+  c.precision = kdseg::Precision::kBf16;  // autocast is for CUDA
   expect_train_error(c, "--precision bf16 (autocast) is for --device cuda");
   c = config("device");
-  c.device = "tpu";
+  c.device = c10::DeviceType::XLA;
   EXPECT_THROW(kdseg::student::train(c, *comm), kdseg::Error);
   if (torch::cuda::is_available()) return;  // the rest is about machines without one
   c = config("device");
-  c.device = "cuda";
+  c.device = c10::kCUDA;
   expect_train_error(c, "--device cuda: this process sees no CUDA device");
   EXPECT_FALSE(fs::exists(dir.file("device/config.json"))) << "nothing written before the device is known";
 }

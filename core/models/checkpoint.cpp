@@ -1,0 +1,127 @@
+#include "core/models/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/build_config.h"
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace kdseg::models {
+namespace {
+
+constexpr const char* kFormatPrefix = "kdseg checkpoint";
+
+std::string format_string() { return std::string(kFormatPrefix) + " 1 (" + KDSEG_VERSION + ")"; }
+
+bool has_kdseg_format(torch::serialize::InputArchive& archive) {
+  c10::IValue format;
+  return archive.try_read("format", format) && format.isString() &&
+         format.toStringRef().rfind(kFormatPrefix, 0) == 0;
+}
+
+}  // namespace
+
+struct Checkpoint::Archive {
+  torch::serialize::InputArchive archive;
+};
+
+void save_checkpoint(const std::string& path, const UNet& model, const torch::optim::Optimizer& optimizer,
+                     const CheckpointInfo& info) {
+  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+  model->save(model_archive);
+  optimizer.save(optimizer_archive);
+  archive.write("model", model_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.write("step", torch::tensor(info.step));
+  archive.write("best_dice", torch::tensor(info.best_dice));
+  archive.write("classes", torch::tensor(info.classes));
+  archive.write("config", c10::IValue(info.config));
+  archive.write("data_hash", c10::IValue(info.data_hash));
+  archive.write("format", c10::IValue(format_string()));
+  AtomicFile file(path);
+  archive.save_to(file.temp_path());
+  file.commit();
+}
+
+std::unique_ptr<Checkpoint> Checkpoint::open_if_checkpoint(const std::string& path, c10::Device device) {
+  auto archive = std::make_unique<Archive>();
+  try {
+    archive->archive.load_from(path, device);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+  if (!has_kdseg_format(archive->archive)) return nullptr;
+  return std::unique_ptr<Checkpoint>(new Checkpoint(path, device, std::move(archive)));
+}
+
+Checkpoint::Checkpoint(const std::string& path, c10::Device device)
+    : Checkpoint(path, device, [&] {
+        auto archive = std::make_unique<Archive>();
+        try {
+          archive->archive.load_from(path, device);
+        } catch (const std::exception& e) {
+          KDSEG_THROW(path, ": not a readable kdseg checkpoint (", error_message(e), ")");
+        }
+        KDSEG_CHECK(has_kdseg_format(archive->archive), path, ": not a kdseg checkpoint (no \"", kFormatPrefix,
+                    " ...\" format record)");
+        return archive;
+      }()) {}
+
+Checkpoint::Checkpoint(std::string path, c10::Device device, std::unique_ptr<Archive> archive)
+    : path_(std::move(path)), device_(device), archive_(std::move(archive)) {
+  auto& a = archive_->archive;
+  c10::IValue config, data_hash;
+  KDSEG_CHECK(a.try_read("config", config) && config.isString(), path_, ": a kdseg checkpoint without its configuration");
+  info_.config = config.toStringRef();
+  at::Tensor classes, step, best_dice;
+  KDSEG_CHECK(a.try_read("classes", classes), path_, ": a kdseg checkpoint without its class count");
+  info_.classes = classes.item<int64_t>();
+  if (a.try_read("step", step)) info_.step = step.item<int64_t>();
+  if (a.try_read("best_dice", best_dice)) info_.best_dice = best_dice.item<double>();
+  if (a.try_read("data_hash", data_hash) && data_hash.isString()) info_.data_hash = data_hash.toStringRef();
+}
+
+Checkpoint::~Checkpoint() = default;
+
+UNetOptions Checkpoint::unet_options(UNetOptions base) const {
+  const auto config = nlohmann::json::parse(info_.config, nullptr, /*allow_exceptions=*/false);
+  KDSEG_CHECK(config.is_object() && config.contains("arch") && config.contains("width"), path_,
+              ": the checkpoint's configuration does not name its network (arch, width)");
+  return base.encoder(parse_architecture(config.at("arch").get<std::string>()))
+      .width(config.at("width").get<double>())
+      .classes(info_.classes);
+}
+
+void Checkpoint::load_weights(UNet& model) const {
+  torch::serialize::InputArchive model_archive;
+  archive_->archive.read("model", model_archive);
+  try {
+    model->load(model_archive);
+  } catch (const std::exception& e) {
+    KDSEG_THROW(path_, ": its weights do not fit ", architecture_name(model->options().encoder()), ": ",
+                error_message(e));
+  }
+}
+
+void Checkpoint::load_optimizer(torch::optim::Optimizer& optimizer) const {
+  torch::serialize::InputArchive optimizer_archive;
+  archive_->archive.read("optimizer", optimizer_archive);
+  try {
+    optimizer.load(optimizer_archive);
+  } catch (const std::exception& e) {
+    KDSEG_THROW(path_, ": its optimiser state does not fit this run: ", error_message(e));
+  }
+}
+
+UNet Checkpoint::build_frozen_model() const {
+  UNet model(unet_options());
+  load_weights(model);
+  model->to(device_);
+  use_channels_last(*model);  // the fastest convolution layout, whatever the checkpoint's
+  model->eval();
+  return model;
+}
+
+}  // namespace kdseg::models
