@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <initializer_list>
+#include <vector>
+
 #include "core/error.h"
 
 namespace kdseg::losses {
@@ -115,6 +118,49 @@ SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classe
   return out;
 }
 
+namespace {
+// CE and KL are this rank's sums over kept pixels divided by the kept pixels of all ranks.
+// The counts stay tensors and every count of the step is summed over ranks at once, so the
+// terms cost one collective and no host synchronisation.
+struct Term {
+  Tensor main, aux;  // per pixel, main and auxiliary heads
+  Tensor mask;       // kept pixels, or undefined: all
+  Tensor total;      // kept pixels of all ranks
+};
+
+// Sets `total` of each term that is present (main defined): a count of every pixel when no mask
+// is given.
+void count_kept_pixels(std::initializer_list<Term*> terms, const GlobalBatch& global) {
+  std::vector<Term*> present;
+  std::vector<Tensor> counts;
+  for (Term* term : terms) {
+    if (!term->main.defined()) continue;
+    present.push_back(term);
+    counts.push_back(term->mask.defined() ? term->mask.sum(torch::kDouble)
+                                          : torch::scalar_tensor(static_cast<double>(term->main.numel()),
+                                                                 term->main.options().dtype(torch::kDouble)));
+  }
+  if (!counts.empty()) {
+    Tensor totals = torch::stack(counts);
+    if (global.sum_over_ranks) totals = global.sum_over_ranks(totals);
+    for (size_t i = 0; i < present.size(); ++i) present[i]->total = totals[static_cast<int64_t>(i)];
+  }
+}
+
+// w_main * mean(main) + w_aux * mean(aux), each mean over the kept pixels of all ranks.
+Tensor global_mean(const Term& term, const GlobalBatch& global, const ObjectiveWeights& w) {
+  const auto dtype = term.main.scalar_type();  // the heads' per-pixel terms share it
+  const Tensor scale = (static_cast<double>(global.ranks) / term.total.clamp_min(1.0)).to(dtype);
+  const Tensor weight = term.mask.defined() ? term.mask.to(dtype) : Tensor();
+  const auto mean_of = [&](const Tensor& per_pixel) {
+    return (weight.defined() ? per_pixel * weight : per_pixel).sum() * scale;
+  };
+  Tensor mean = w.main() * mean_of(term.main);
+  if (term.aux.defined()) mean = mean + w.aux() * mean_of(term.aux);
+  return mean;
+}
+}  // namespace
+
 SegmentationObjective::SegmentationObjective(ObjectiveWeights weights, DmlOptions dml,
                                              std::optional<int64_t> ignore_index, GlobalBatch global)
     : weights_(weights), dml_(std::move(dml)), ignore_index_(ignore_index), global_(std::move(global)) {
@@ -132,15 +178,6 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
   const double t = w.temperature();
   const Tensor keep = keep_of(in.labels, ignore_index_, in.keep);
   const Tensor zero = torch::zeros({}, as_float(in.logits).options());
-
-  // CE and KL are this rank's sums over kept pixels divided by the kept pixels of all ranks.
-  // The counts stay tensors and every count of the step is summed over ranks at once, so the
-  // terms cost one collective and no host synchronisation.
-  struct Term {
-    Tensor main, aux;  // per pixel, main and auxiliary heads
-    Tensor mask;       // kept pixels, or undefined: all
-    Tensor total;      // kept pixels of all ranks
-  };
   Term ce, kl;
   if (hard) {
     // With an explicit keep mask, excluded pixels are dropped from CE by marking them ignored.
@@ -152,47 +189,22 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
     if (in.aux_logits.defined()) ce.aux = cross_entropy_per_pixel(in.aux_logits, labels, ignore, false).first;
   }
   if (soft) {
-    KDSEG_CHECK(in.soft.sizes() == in.logits.sizes(), "objective: soft targets ", in.soft.sizes(), " differ from logits ",
-                in.logits.sizes());
+    KDSEG_CHECK(in.soft.sizes() == in.logits.sizes(), "objective: soft targets ", in.soft.sizes(),
+                " differ from logits ", in.logits.sizes());
     kl.main = kl_per_pixel(in.logits, in.soft, t);
     if (in.aux_logits.defined()) kl.aux = kl_per_pixel(in.aux_logits, in.soft, t);
     kl.mask = keep;
   }
-  // Kept pixels per term: a count of every pixel when no mask is given.
-  std::vector<Term*> present;
-  std::vector<Tensor> counts;
-  for (Term* term : {&ce, &kl}) {
-    if (!term->main.defined()) continue;
-    present.push_back(term);
-    counts.push_back(term->mask.defined() ? term->mask.sum(torch::kDouble)
-                                          : torch::scalar_tensor(static_cast<double>(term->main.numel()),
-                                                                 term->main.options().dtype(torch::kDouble)));
-  }
-  if (!counts.empty()) {
-    Tensor totals = torch::stack(counts);
-    if (global_.sum_over_ranks) totals = global_.sum_over_ranks(totals);
-    for (size_t i = 0; i < present.size(); ++i) present[i]->total = totals[static_cast<int64_t>(i)];
-  }
-  const auto global_mean = [&](const Term& term) {
-    const auto dtype = term.main.scalar_type();  // the heads' per-pixel terms share it
-    const Tensor scale = (static_cast<double>(global_.ranks) / term.total.clamp_min(1.0)).to(dtype);
-    const Tensor weight = term.mask.defined() ? term.mask.to(dtype) : Tensor();
-    const auto mean_of = [&](const Tensor& per_pixel) {
-      return (weight.defined() ? per_pixel * weight : per_pixel).sum() * scale;
-    };
-    Tensor mean = w.main() * mean_of(term.main);
-    if (term.aux.defined()) mean = mean + w.aux() * mean_of(term.aux);
-    return mean;
-  };
+  count_kept_pixels({&ce, &kl}, global_);
   LossTerms terms{zero, zero, zero, zero, zero};
   if (hard) {
-    terms.ce = label_factor * w.ce() * global_mean(ce);
+    terms.ce = label_factor * w.ce() * global_mean(ce, global_, w);
     DmlOptions dml = dml_;
     dml.check_labels(dml.check_labels() && !in.labels_checked);
     terms.dml_hard = label_factor * w.dml() * dml_loss(in.logits, in.labels, in.keep, dml, global_.dml_statistics);
   }
   if (soft) {
-    terms.kl = teacher_factor * w.ce() * global_mean(kl);
+    terms.kl = teacher_factor * w.ce() * global_mean(kl, global_, w);
     terms.dml_soft = teacher_factor * w.dml() * dml_loss(in.logits, in.soft, keep, dml_, global_.dml_statistics);
   }
   terms.total = terms.ce + terms.kl + terms.dml_hard + terms.dml_soft;

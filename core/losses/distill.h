@@ -1,5 +1,5 @@
 // Cross-entropy, KL divergence against soft targets, boundary label smoothing and the
-// distillation objective of kdseg (DESIGN.md), all on logits [B,C,*spatial].
+// distillation objective of kdseg (docs/losses.md), all on logits [B,C,*spatial].
 //
 // Every term is a mean over the pixels it keeps; a term whose pixels are all excluded is 0
 // with zero gradient (not NaN), so a batch of fully ignored slices cannot poison training.
@@ -77,7 +77,7 @@ struct ObjectiveInputs {
 };
 
 // The segmentation objective. With hard labels and soft targets it is the KD objective of
-// DESIGN.md:
+// docs/losses.md:
 //   w_label * (w_ce * CE(z,y) + w_dml * DML(z,y)) + w_teacher * (w_ce * T^2 * KL(p || z/T) + w_dml * DML(z,p)),
 // where the CE/KL terms of the main head carry w_main and those of the auxiliary head w_aux,
 // hard DML uses `dml` with its hard-label class mode (PRESENT by default) and soft DML its
@@ -104,9 +104,6 @@ class SegmentationObjective {
                         GlobalBatch global = {});
 
   LossTerms operator()(const ObjectiveInputs& in) const;
-
-  const ObjectiveWeights& weights() const { return weights_; }
-  const DmlOptions& dml_options() const { return dml_; }
 
  private:
   ObjectiveWeights weights_;
