@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libbenchmark-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev
   chromium python3-h5py
+  clang-format
 )
 
 missing=()
