@@ -106,11 +106,60 @@ CaseVolumes make_case(const SynthOptions& o, int index, Rng& rng, SynthSummary& 
   return {hu.round().clamp(-1024, 3071), label};
 }
 
-}  // namespace
+// The volumes of a case laid out in a stored orientation, with the affine that maps them back
+// to the canonical (RAS-like) grid.
+struct StoredCase {
+  Tensor hu, label;
+  Affine affine{};
+};
 
-SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& o) {
-  KDSEG_CHECK(o.cases >= 1 && o.size >= 16 && o.slices >= 4, "synth: need at least 1 case, 16x16 pixels and 4 slices, got ",
-              o.cases, " cases of ", o.size, "x", o.size, "x", o.slices);
+StoredCase to_stored_orientation(const CaseVolumes& v, const StoredOrientation& orient, const Affine& canonical) {
+  // Stored axis v runs along canonical axis orient.axis[v] with orient.direction[v].
+  StoredCase out{v.hu.permute({orient.axis[0], orient.axis[1], orient.axis[2]}),
+                 v.label.permute({orient.axis[0], orient.axis[1], orient.axis[2]})};
+  std::vector<int64_t> flips;
+  double t[4][4] = {{0}};
+  t[3][3] = 1;
+  for (int s = 0; s < 3; ++s) {
+    const int64_t w = orient.axis[static_cast<size_t>(s)];
+    const int d = orient.direction[static_cast<size_t>(s)];
+    if (d < 0) flips.push_back(s);
+    t[w][s] = d;
+    t[w][3] = d < 0 ? static_cast<double>(out.hu.size(s) - 1) : 0.0;
+  }
+  if (!flips.empty()) {
+    out.hu = out.hu.flip(flips);
+    out.label = out.label.flip(flips);
+  }
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 4; ++c) {
+      double sum = 0;
+      for (int k = 0; k < 4; ++k) sum += canonical[static_cast<size_t>(r * 4 + k)] * t[k][c];
+      out.affine[static_cast<size_t>(r * 4 + c)] = sum;
+    }
+  }
+  return out;
+}
+
+// The image and label file of case `i` in the layout's naming (LiTS: two batch folders and a
+// mix of .nii and .nii.gz; KiTS: case_NNNNN/imaging.nii.gz).
+std::pair<std::string, std::string> case_file_names(const std::string& dir, Layout layout, int i) {
+  if (layout == Layout::kLits) {
+    const std::string batch = (fs::path(dir) / (i % 2 == 0 ? "batch1" : "batch2")).string();
+    fs::create_directories(batch);
+    const std::string ext = i % 3 == 2 ? ".nii.gz" : ".nii";
+    return {batch + "/volume-" + std::to_string(i) + ext, batch + "/segmentation-" + std::to_string(i) + ext};
+  }
+  char name[32];
+  std::snprintf(name, sizeof name, "case_%05d", i);
+  const std::string folder = (fs::path(dir) / name).string();
+  fs::create_directories(folder);
+  return {folder + "/imaging.nii.gz", folder + "/segmentation.nii.gz"};
+}
+
+// Refuses a non-empty folder that synth did not write with these options, unless `force`;
+// then records the options in it.
+void claim_output_folder(const std::string& dir, const SynthOptions& o) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
@@ -126,6 +175,14 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
                 previous.substr(0, previous.find('\n')), "); choose another folder, or pass --force to replace it");
   }
   write_file_atomic(marker, record);
+}
+
+}  // namespace
+
+SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& o) {
+  KDSEG_CHECK(o.cases >= 1 && o.size >= 16 && o.slices >= 4, "synth: need at least 1 case, 16x16 pixels and 4 slices, got ",
+              o.cases, " cases of ", o.size, "x", o.size, "x", o.slices);
+  claim_output_folder(dir, o);
   SynthSummary summary;
   for (int i = 0; i < o.cases; ++i) {
     Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(i)}));
@@ -134,49 +191,11 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
     const StoredOrientation& orient = kOrientations[static_cast<size_t>(i) % std::size(kOrientations)];
     // Canonical affine: spacing on the diagonal, origin somewhere in the scanner.
     const double sx = rng.uniform(0.6, 0.9), sz = rng.uniform(1.0, 3.0);
-    Affine canonical{sx, 0, 0, -100.0, 0, sx, 0, -120.0, 0, 0, sz, -300.0, 0, 0, 0, 1};
-    // Stored axis v runs along canonical axis orient.axis[v] with orient.direction[v].
-    Tensor hu = v.hu.permute({orient.axis[0], orient.axis[1], orient.axis[2]});
-    Tensor label = v.label.permute({orient.axis[0], orient.axis[1], orient.axis[2]});
-    std::vector<int64_t> flips;
-    double t[4][4] = {{0}};
-    t[3][3] = 1;
-    for (int s = 0; s < 3; ++s) {
-      const int64_t w = orient.axis[static_cast<size_t>(s)];
-      const int d = orient.direction[static_cast<size_t>(s)];
-      if (d < 0) flips.push_back(s);
-      t[w][s] = d;
-      t[w][3] = d < 0 ? static_cast<double>(hu.size(s) - 1) : 0.0;
-    }
-    if (!flips.empty()) {
-      hu = hu.flip(flips);
-      label = label.flip(flips);
-    }
-    Affine stored{};
-    for (int r = 0; r < 4; ++r) {
-      for (int c = 0; c < 4; ++c) {
-        double sum = 0;
-        for (int k = 0; k < 4; ++k) sum += canonical[static_cast<size_t>(r * 4 + k)] * t[k][c];
-        stored[static_cast<size_t>(r * 4 + c)] = sum;
-      }
-    }
-    std::string image_path, label_path;
-    if (o.layout == Layout::kLits) {
-      const std::string batch = (fs::path(dir) / (i % 2 == 0 ? "batch1" : "batch2")).string();
-      fs::create_directories(batch);
-      const std::string ext = i % 3 == 2 ? ".nii.gz" : ".nii";
-      image_path = batch + "/volume-" + std::to_string(i) + ext;
-      label_path = batch + "/segmentation-" + std::to_string(i) + ext;
-    } else {
-      char name[32];
-      std::snprintf(name, sizeof name, "case_%05d", i);
-      const std::string folder = (fs::path(dir) / name).string();
-      fs::create_directories(folder);
-      image_path = folder + "/imaging.nii.gz";
-      label_path = folder + "/segmentation.nii.gz";
-    }
-    write_nifti(image_path, hu, stored, storage.image_type, storage.slope, storage.inter);
-    write_nifti(label_path, label, stored, storage.label_type);
+    const Affine canonical{sx, 0, 0, -100.0, 0, sx, 0, -120.0, 0, 0, sz, -300.0, 0, 0, 0, 1};
+    const StoredCase stored = to_stored_orientation(v, orient, canonical);
+    const auto [image_path, label_path] = case_file_names(dir, o.layout, i);
+    write_nifti(image_path, stored.hu, stored.affine, storage.image_type, storage.slope, storage.inter);
+    write_nifti(label_path, stored.label, stored.affine, storage.label_type);
     ++summary.cases;
   }
   return summary;
