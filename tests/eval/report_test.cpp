@@ -15,9 +15,11 @@
 #include "core/file_util.h"
 #include "core/random.h"
 #include "eval/report.h"
+#include "eval/statistics.h"
 
 namespace {
 namespace fs = std::filesystem;
+namespace eval = kdseg::eval;
 namespace report = kdseg::eval::report;
 using json = nlohmann::json;
 
@@ -57,13 +59,13 @@ json make_model(const std::string& name, const std::vector<double>& dice, double
                      {"slice_dice", {{"tumor", dice[i]}}}, {"ece", ece}, {"classwise_ece", ece / 2}, {"nll", 4 * ece},
                      {"brier", 2 * ece}});
   }
-  const double mean = report::mean_ignoring_nan(dice);
-  const report::Interval ci = report::bootstrap_ci(dice);
+  const double mean = eval::mean_ignoring_nan(dice);
+  const eval::Interval ci = eval::bootstrap_ci(dice);
   return {{"name", name}, {"file", "/runs/" + name + ".pt"}, {"file_hash", "0123abcd"},
           {"description", "UNet resnet18d"}, {"slices", 10 * dice.size()},
           {"summary",
            {{"dice", {{"tumor", {{"mean", mean}, {"ci95", {ci.low, ci.high}}, {"global", mean + 0.01},
-                                 {"worst5", report::worst_fraction_mean(dice)}}}}},
+                                 {"worst5", eval::worst_fraction_mean(dice)}}}}},
             {"slice_dice", {{"tumor", mean}}},
             {"ece", {{"mean", ece}, {"ci95", {ece / 2, ece * 2}}}},
             {"classwise_ece", ece / 2}, {"nll", 4 * ece}, {"brier", 2 * ece}}},
@@ -136,25 +138,25 @@ size_t count_of(const std::string& text, const std::string& part) {
 // ---- statistics ----------------------------------------------------------------------------------
 
 TEST(Report, MeanIgnoresNonFiniteValues) {
-  EXPECT_DOUBLE_EQ(report::mean_ignoring_nan({kNaN, 1.0, 3.0, INFINITY}), 2.0);
-  EXPECT_TRUE(std::isnan(report::mean_ignoring_nan({kNaN, kNaN})));
-  EXPECT_TRUE(std::isnan(report::mean_ignoring_nan({})));
+  EXPECT_DOUBLE_EQ(eval::mean_ignoring_nan({kNaN, 1.0, 3.0, INFINITY}), 2.0);
+  EXPECT_TRUE(std::isnan(eval::mean_ignoring_nan({kNaN, kNaN})));
+  EXPECT_TRUE(std::isnan(eval::mean_ignoring_nan({})));
 }
 
 TEST(Report, BootstrapIsDeterministicForASeedAndContainsTheMean) {
   const std::vector<double> values = uniform_values(20, 1);
-  const report::Interval a = report::bootstrap_ci(values, 2000, 0.95, 7);
-  const report::Interval b = report::bootstrap_ci(values, 2000, 0.95, 7);
+  const eval::Interval a = eval::bootstrap_ci(values, 2000, 0.95, 7);
+  const eval::Interval b = eval::bootstrap_ci(values, 2000, 0.95, 7);
   EXPECT_EQ(a.low, b.low);
   EXPECT_EQ(a.high, b.high);
-  const double mean = report::mean_ignoring_nan(values);
+  const double mean = eval::mean_ignoring_nan(values);
   EXPECT_LT(a.low, mean);
   EXPECT_GT(a.high, mean);
   // Another seed draws other resamples: the same interval to the last bit would mean the seed is ignored.
-  const report::Interval other = report::bootstrap_ci(values, 2000, 0.95, 8);
+  const eval::Interval other = eval::bootstrap_ci(values, 2000, 0.95, 8);
   EXPECT_TRUE(other.low != a.low || other.high != a.high);
   // A lower level gives a narrower interval inside the wider one (same resamples).
-  const report::Interval narrow = report::bootstrap_ci(values, 2000, 0.5, 7);
+  const eval::Interval narrow = eval::bootstrap_ci(values, 2000, 0.5, 7);
   EXPECT_GT(narrow.low, a.low);
   EXPECT_LT(narrow.high, a.high);
 }
@@ -163,7 +165,7 @@ TEST(Report, BootstrapNarrowsWithMoreCasesAsTheStandardErrorDoes) {
   // Independent reference: the normal approximation 2 * 1.96 * sd / sqrt(n). The tolerance, 15%,
   // covers the Monte Carlo error of 2000 resamples (a few percent) and the skew of small samples.
   const auto expected_width = [](const std::vector<double>& v) {
-    const double mean = report::mean_ignoring_nan(v);
+    const double mean = eval::mean_ignoring_nan(v);
     double squares = 0;
     for (const double x : v) squares += (x - mean) * (x - mean);
     return 2 * 1.959964 * std::sqrt(squares / static_cast<double>(v.size())) / std::sqrt(static_cast<double>(v.size()));
@@ -171,7 +173,7 @@ TEST(Report, BootstrapNarrowsWithMoreCasesAsTheStandardErrorDoes) {
   double previous = INFINITY;
   for (const size_t n : {10, 50, 250}) {
     const std::vector<double> values = uniform_values(n, 2);
-    const report::Interval ci = report::bootstrap_ci(values);
+    const eval::Interval ci = eval::bootstrap_ci(values);
     const double width = ci.high - ci.low;
     EXPECT_NEAR(width, expected_width(values), 0.15 * expected_width(values)) << n << " cases";
     EXPECT_LT(width, previous) << n << " cases";
@@ -180,28 +182,28 @@ TEST(Report, BootstrapNarrowsWithMoreCasesAsTheStandardErrorDoes) {
 }
 
 TEST(Report, BootstrapDropsNanAndHandlesFewValues) {
-  const report::Interval none = report::bootstrap_ci({});
+  const eval::Interval none = eval::bootstrap_ci({});
   EXPECT_TRUE(std::isnan(none.low) && std::isnan(none.high));
-  const report::Interval all_nan = report::bootstrap_ci({kNaN, kNaN});
+  const eval::Interval all_nan = eval::bootstrap_ci({kNaN, kNaN});
   EXPECT_TRUE(std::isnan(all_nan.low) && std::isnan(all_nan.high));
-  const report::Interval one = report::bootstrap_ci({kNaN, 0.7, kNaN});
+  const eval::Interval one = eval::bootstrap_ci({kNaN, 0.7, kNaN});
   EXPECT_EQ(one.low, 0.7);
   EXPECT_EQ(one.high, 0.7);
   // NaN entries are dropped before resampling: the same interval as without them.
-  const report::Interval with_nan = report::bootstrap_ci({0.2, kNaN, 0.8, 0.5}, 500, 0.9, 3);
-  const report::Interval without = report::bootstrap_ci({0.2, 0.8, 0.5}, 500, 0.9, 3);
+  const eval::Interval with_nan = eval::bootstrap_ci({0.2, kNaN, 0.8, 0.5}, 500, 0.9, 3);
+  const eval::Interval without = eval::bootstrap_ci({0.2, 0.8, 0.5}, 500, 0.9, 3);
   EXPECT_EQ(with_nan.low, without.low);
   EXPECT_EQ(with_nan.high, without.high);
-  EXPECT_THROW(report::bootstrap_ci({0.1, 0.2}, 0), kdseg::Error);
-  EXPECT_THROW(report::bootstrap_ci({0.1, 0.2}, 100, 1.0), kdseg::Error);
-  EXPECT_THROW(report::bootstrap_ci({0.1, 0.2}, 100, kNaN), kdseg::Error);
+  EXPECT_THROW(eval::bootstrap_ci({0.1, 0.2}, 0), kdseg::Error);
+  EXPECT_THROW(eval::bootstrap_ci({0.1, 0.2}, 100, 1.0), kdseg::Error);
+  EXPECT_THROW(eval::bootstrap_ci({0.1, 0.2}, 100, kNaN), kdseg::Error);
 }
 
 TEST(Report, PairedDifferenceKeepsPairsAndTestsExactly) {
   // Five cases, every one better by 0.1: mean +0.1; the permutation test's two most extreme
   // sign patterns (all + and all -) of 32 reach it, p = 2/32; resampling differences of
   // 0.1 only gives [0.1, 0.1]. Pairs with NaN on either side are left out.
-  const auto better = report::paired_difference({0.6, 0.7, kNaN, 0.8, 0.9, 0.5, 0.4}, {0.5, 0.6, 0.3, 0.7, 0.8, kNaN, 0.3});
+  const auto better = eval::paired_difference({0.6, 0.7, kNaN, 0.8, 0.9, 0.5, 0.4}, {0.5, 0.6, 0.3, 0.7, 0.8, kNaN, 0.3});
   EXPECT_EQ(better.cases, 5);
   EXPECT_NEAR(better.mean, 0.1, 1e-12);
   EXPECT_NEAR(better.ci95.low, 0.1, 1e-12);
@@ -216,7 +218,7 @@ TEST(Report, PairedDifferenceKeepsPairsAndTestsExactly) {
     for (int i = 0; i < 4; ++i) sum += ((mask >> i) & 1) ? -d[static_cast<size_t>(i)] : d[static_cast<size_t>(i)];
     extreme += std::abs(sum) >= 0.2 - 1e-12;
   }
-  const auto mixed = report::paired_difference({0.8, 0.4, 0.7, 0.3}, {0.5, 0.5, 0.5, 0.5});
+  const auto mixed = eval::paired_difference({0.8, 0.4, 0.7, 0.3}, {0.5, 0.5, 0.5, 0.5});
   EXPECT_NEAR(mixed.mean, 0.05, 1e-12);
   EXPECT_NEAR(mixed.p_value, extreme / 16.0, 1e-12);
   EXPECT_LT(mixed.ci95.low, 0.0);
@@ -227,43 +229,43 @@ TEST(Report, PairedDifferenceKeepsPairsAndTestsExactly) {
     a[i] = 0.5 + 0.01 * static_cast<double>(i % 7);
     b[i] = 0.5 + 0.01 * static_cast<double>((i * 3) % 7);
   }
-  const auto many = report::paired_difference(a, b, 200, 0.95, 1, 20000);
-  EXPECT_EQ(many.p_value, report::paired_difference(a, b, 200, 0.95, 1, 20000).p_value);
+  const auto many = eval::paired_difference(a, b, 200, 0.95, 1, 20000);
+  EXPECT_EQ(many.p_value, eval::paired_difference(a, b, 200, 0.95, 1, 20000).p_value);
   EXPECT_GT(many.p_value, 0.0);
   EXPECT_LE(many.p_value, 1.0);
-  const auto none = report::paired_difference({kNaN}, {0.5});
+  const auto none = eval::paired_difference({kNaN}, {0.5});
   EXPECT_EQ(none.cases, 0);
   EXPECT_TRUE(std::isnan(none.mean) && std::isnan(none.p_value));
-  EXPECT_THROW(report::paired_difference({0.1}, {0.1, 0.2}), kdseg::Error);
+  EXPECT_THROW(eval::paired_difference({0.1}, {0.1, 0.2}), kdseg::Error);
 }
 
 // Worked by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 give 0.02, 0.03, 0.06, 0.04,
 // and the running maximum lifts the last to 0.06; NaN is left out of m and stays NaN.
 TEST(Report, HolmAdjustmentStepsDownAndKeepsOrder) {
-  const std::vector<double> adjusted = report::holm_adjusted({0.01, 0.04, kNaN, 0.03, 0.005});
+  const std::vector<double> adjusted = eval::holm_adjusted({0.01, 0.04, kNaN, 0.03, 0.005});
   ASSERT_EQ(adjusted.size(), 5u);
   EXPECT_NEAR(adjusted[0], 0.03, 1e-15);
   EXPECT_NEAR(adjusted[1], 0.06, 1e-15);
   EXPECT_TRUE(std::isnan(adjusted[2]));
   EXPECT_NEAR(adjusted[3], 0.06, 1e-15);
   EXPECT_NEAR(adjusted[4], 0.02, 1e-15);
-  EXPECT_EQ(report::holm_adjusted({0.3, 0.6}), (std::vector<double>{0.6, 0.6}));  // capped at 1 where needed
-  EXPECT_EQ(report::holm_adjusted({0.7, 0.6}), (std::vector<double>{1.0, 1.0}));
-  EXPECT_EQ(report::holm_adjusted({0.2}), (std::vector<double>{0.2}));  // one test: unchanged
+  EXPECT_EQ(eval::holm_adjusted({0.3, 0.6}), (std::vector<double>{0.6, 0.6}));  // capped at 1 where needed
+  EXPECT_EQ(eval::holm_adjusted({0.7, 0.6}), (std::vector<double>{1.0, 1.0}));
+  EXPECT_EQ(eval::holm_adjusted({0.2}), (std::vector<double>{0.2}));  // one test: unchanged
 }
 
 TEST(Report, WorstFractionMeanAveragesTheLowestValues) {
   std::vector<double> values;
   for (int i = 100; i >= 1; --i) values.push_back(i / 100.0);
-  EXPECT_NEAR(report::worst_fraction_mean(values, 0.05), 0.03, 1e-12);  // (0.01 + ... + 0.05) / 5
+  EXPECT_NEAR(eval::worst_fraction_mean(values, 0.05), 0.03, 1e-12);  // (0.01 + ... + 0.05) / 5
   // 0.07 * 100 is 7.000000000000001 in doubles: still the lowest 7, not 8.
-  EXPECT_NEAR(report::worst_fraction_mean(values, 0.07), 0.04, 1e-12);
-  EXPECT_NEAR(report::worst_fraction_mean(values, 1.0), 0.505, 1e-12);
+  EXPECT_NEAR(eval::worst_fraction_mean(values, 0.07), 0.04, 1e-12);
+  EXPECT_NEAR(eval::worst_fraction_mean(values, 1.0), 0.505, 1e-12);
   // ceil(0.05 * 3) = 1: the single lowest finite value; NaN is not a value.
-  EXPECT_EQ(report::worst_fraction_mean({0.9, kNaN, 0.4, 0.6}), 0.4);
-  EXPECT_TRUE(std::isnan(report::worst_fraction_mean({kNaN})));
-  EXPECT_THROW(report::worst_fraction_mean(values, 0.0), kdseg::Error);
-  EXPECT_THROW(report::worst_fraction_mean(values, 1.5), kdseg::Error);
+  EXPECT_EQ(eval::worst_fraction_mean({0.9, kNaN, 0.4, 0.6}), 0.4);
+  EXPECT_TRUE(std::isnan(eval::worst_fraction_mean({kNaN})));
+  EXPECT_THROW(eval::worst_fraction_mean(values, 0.0), kdseg::Error);
+  EXPECT_THROW(eval::worst_fraction_mean(values, 1.5), kdseg::Error);
 }
 
 // ---- CSV -----------------------------------------------------------------------------------------
