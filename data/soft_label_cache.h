@@ -1,5 +1,6 @@
 // The soft-label cache: the teacher's outputs for prepared-store slices, written once by
-// `kdseg precompute` and read by `kdseg distill` (docs/formats.md has the full layout).
+// `kdseg precompute` and read by `kdseg distill` (docs/formats.md has the full layout; the
+// folder's file names and the lifecycle of a pass are in data/cache_folder.h).
 //
 //   DIR/soft_labels.h5           master: /soft_labels [N,C,H,W], a virtual dataset over the
 //                                shards in prepared-store order; /slice [N] int64 (each cache
@@ -21,7 +22,11 @@
 #include <string>
 #include <vector>
 
+#include "data/cache_folder.h"
+
 namespace kdseg::data {
+
+class PreparedStore;
 
 enum class CacheFormat { kLogitsF16, kProbsU8 };
 CacheFormat parse_cache_format(const std::string& name);  // logits-f16 | probs-u8
@@ -37,15 +42,20 @@ struct CacheProvenance {
   std::string classes;
   std::string tool_version, created;
 
+  // Every field by its attribute name (the member's name): the identity fields first, in the
+  // order the attributes are written.
+  static const std::vector<std::string>& fields();
   // The fields that must match between shards, and between a cache and what it is used with.
   static const std::vector<std::string>& identity_fields();
+  // Errors name an unknown field.
   std::string get(const std::string& field) const;
   void set(const std::string& field, const std::string& value);
 };
 
 // Differences ("<field>: cache has X, expected Y") between a cache's provenance and the files
-// it is to be used with: the store's content hash always, the teacher's file hash when a
-// teacher file is given.
+// it is to be used with: the store's content hash (read through PreparedStore, whose errors
+// name a file that is not a prepared store) when a store is given, the teacher's file hash when
+// a teacher file is given.
 std::vector<std::string> provenance_differences(const CacheProvenance& cache, const std::string& store_path,
                                                 const std::string& teacher_path = "");
 
@@ -55,14 +65,18 @@ std::vector<std::string> provenance_differences(const CacheProvenance& cache, co
 at::Tensor quantise_probabilities(const at::Tensor& probs);
 at::Tensor dequantise_probabilities(const at::Tensor& quantised);
 
-std::string shard_file_name(int rank, int world);
+// The teacher's logits [B,C,H,W] (or [C,H,W]) float32 as the cache stores them, on the same
+// device: logits-f16 clamped to half's range (so that a confident teacher never stores inf) as
+// kHalf; probs-u8 quantise_probabilities(softmax(logits / temperature)) as kByte.
+at::Tensor encode_soft_labels(const at::Tensor& logits, CacheFormat format, double temperature);
 
 // One rank's shard of the pass. A shard in progress lives under "<name>.partial" with a per-slice
 // completion flag flushed after every write, so a pass killed at any point resumes where it
 // stopped; a partial shard that is unreadable or was made from other files is started over.
 class CacheShardWriter {
  public:
-  struct Geometry {
+  // What the shard is: its place in the pass, its slices and how its values are stored.
+  struct ShardSpec {
     int rank = 0, world = 1;
     int64_t first_row = 0;               // first cache row of this shard
     std::vector<int64_t> store_rows;     // prepared-store row of each of the shard's slices
@@ -70,15 +84,14 @@ class CacheShardWriter {
     CacheFormat format = CacheFormat::kLogitsF16;
     int compression = 4;                 // deflate level (0: none); shuffle when > 0
   };
-  CacheShardWriter(const std::string& dir, Geometry geometry, CacheProvenance provenance);
+  CacheShardWriter(const std::string& dir, ShardSpec spec, CacheProvenance provenance);
   ~CacheShardWriter();
   CacheShardWriter(const CacheShardWriter&) = delete;
   CacheShardWriter& operator=(const CacheShardWriter&) = delete;
 
-  int64_t rows() const { return static_cast<int64_t>(g_.store_rows.size()); }
+  int64_t rows() const { return static_cast<int64_t>(spec_.store_rows.size()); }
   bool done(int64_t local_row) const { return done_[static_cast<size_t>(local_row)] != 0; }
   int64_t done_count() const;
-  bool finished() const { return finished_; }  // the final file was already there and complete
 
   // Writes rows [local_first, local_first + values.size(0)) (kHalf for logits-f16, kByte for
   // probs-u8), records them as done and flushes the file.
@@ -90,7 +103,7 @@ class CacheShardWriter {
   bool open_existing(const std::string& path, bool final_file);
   void create();
   std::string dir_, final_path_, partial_path_;
-  Geometry g_;
+  ShardSpec spec_;
   CacheProvenance provenance_;
   int64_t file_ = -1;
   std::vector<uint8_t> done_;
@@ -138,6 +151,9 @@ class SoftLabelCache {
   struct ShardInfo;
 
  private:
+  // Opens rank `rank`'s shard and checks it against the master read so far.
+  void open_shard(int rank, int world, const std::string& master_path);
+  void index_store_rows(const std::string& master_path);
   std::string dir_;
   CacheProvenance provenance_;
   CacheFormat format_ = CacheFormat::kLogitsF16;
@@ -167,5 +183,21 @@ CacheInspection inspect_cache(const std::string& dir);
 // Returns the problems found (empty: the cache is sound).
 std::vector<std::string> verify_cache(const std::string& dir, const std::string& store_path = "",
                                       const std::string& teacher_path = "");
+
+// What `kdseg distill` uses a cache with (student/trainer.cpp), for check_cache_for_training.
+struct CacheUse {
+  std::string store_path;    // the prepared store the cache must have been made from
+  std::string teacher_path;  // the teacher it must have been made by; not checked when empty
+  std::string task_name;     // named when the class count differs
+  int64_t classes = 2;       // the task's
+  double temperature = 1;    // distill's --temperature: a probs-u8 cache must hold probabilities at it
+  int fold = 0;              // the validation fold, named when training slices are missing
+};
+// Throws kdseg::Error naming the cache folder unless the cache was made from `store` (opened
+// from use.store_path) and the teacher, holds the task's classes at the store's slice size (and
+// probs-u8 at use.temperature), and has soft labels for every row of `train_rows` (the first 20
+// missing are listed with their case id and slice index).
+void check_cache_for_training(const SoftLabelCache& cache, const PreparedStore& store,
+                              const std::vector<int64_t>& train_rows, const CacheUse& use);
 
 }  // namespace kdseg::data

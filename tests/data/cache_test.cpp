@@ -77,7 +77,7 @@ void write_cache(const std::string& dir, const std::vector<int64_t>& rows, int w
   fs::create_directories(dir);
   const int64_t n = static_cast<int64_t>(rows.size());
   for (int r = 0; r < world; ++r) {
-    CacheShardWriter::Geometry g;
+    CacheShardWriter::ShardSpec g;
     g.rank = r;
     g.world = world;
     g.first_row = n * r / world;
@@ -144,7 +144,7 @@ TEST(SoftLabelCache, ReaderGivesProbabilitiesAtTheTemperature) {
 
 TEST(SoftLabelCache, PartialShardResumesWithItsDoneSlices) {
   test::TempDir tmp;
-  CacheShardWriter::Geometry g;
+  CacheShardWriter::ShardSpec g;
   g.store_rows = {0, 1, 2, 3};
   g.height = 4;
   g.width = 4;
