@@ -12,6 +12,7 @@
 #include <set>
 
 #include "core/build_config.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/frozen_model.h"
@@ -124,7 +125,7 @@ class Evaluator {
   Evaluator(const EvaluateOptions& o, dist::Communicator& comm)
       : o_(o), comm_(comm), store_(o.data), layout_(data::parse_layout(store_.attribute("layout"))),
         task_(data::make_task(o.task, layout_)), regions_(regions_for(task_, layout_)),
-        device_(o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU)) {
+        device_(o.device) {
     KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
     KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
     KDSEG_CHECK(o_.workers >= 0, "evaluate: --workers must be >= 0, got ", o_.workers);
@@ -199,7 +200,7 @@ class Evaluator {
                    {"fold", o_.fold},
                    {"task", {{"name", task_.name}, {"classes", task_.classes}, {"class_names", class_names()}}},
                    {"regions", region_names()},
-                   {"options", {{"device", o_.device}, {"batch_size", o_.batch_size}, {"bins", o_.bins},
+                   {"options", {{"device", device_type_name(o_.device.type())}, {"batch_size", o_.batch_size}, {"bins", o_.bins},
                                 {"bootstrap_resamples", o_.bootstrap}, {"bootstrap_seed", o_.seed},
                                 {"ranks", comm_.size()}, {"save_predictions", o_.save_predictions},
                                 {"surface_metrics", o_.surface},

@@ -4,6 +4,7 @@
 // original geometry.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
@@ -39,7 +40,9 @@ struct EvaluateOptions {
   bool save_predictions = false;   // output/predictions/<model>/<case>.nii.gz and <case>_probs.nii.gz
   bool surface = true;             // HD95, ASSD and NSD per case and region (core/surface_distance.h)
   double surface_tolerance = 2.0;  // mm, of NSD
-  std::string device = "cpu";
+  // Where the models run: the CPU or this rank's GPU (dist::rank_device), resolved by the caller
+  // that loaded the models onto it.
+  c10::Device device = c10::kCPU;
 };
 
 // Collective over `comm`; rank 0 writes the report. Returns report.json's content (on every

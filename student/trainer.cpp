@@ -158,29 +158,14 @@ class Trainer {
   // at the store's slice size, and cover every training slice.
   void open_cache() {
     soft_labels_ = std::make_shared<data::SoftLabelCache>(c_.cache);
-    soft_labels_->check_provenance(c_.data, c_.teacher);
-    KDSEG_CHECK(soft_labels_->classes() == task_.classes, c_.cache, ": the cache holds ", soft_labels_->classes(),
-                " classes but task '", task_.name, "' has ", task_.classes, " (was it made for another --task?)");
-    if (soft_labels_->format() == data::CacheFormat::kProbsU8) {
-      KDSEG_CHECK(std::abs(c_.temperature - soft_labels_->temperature()) <= 1e-9 * soft_labels_->temperature(), c_.cache,
-                  ": a probs-u8 cache holds probabilities at T = ", soft_labels_->temperature(), "; distill with --temperature ",
-                  soft_labels_->temperature(), ", or precompute a logits-f16 cache to choose T when training");
-    }
-    KDSEG_CHECK(soft_labels_->height() == store_.height() && soft_labels_->width() == store_.width(), c_.cache,
-                ": cached slices are ", soft_labels_->height(), "x", soft_labels_->width(), " but the store's are ",
-                store_.height(), "x", store_.width());
-    const auto missing = soft_labels_->missing(train_rows_);
-    if (!missing.empty()) {
-      std::string ids;
-      for (size_t i = 0; i < std::min<size_t>(missing.size(), 20); ++i) {
-        const int64_t row = missing[i];
-        ids += (i ? ", " : "") + std::to_string(row) + " (" + store_.case_ids()[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(row)])] +
-               " slice " + std::to_string(store_.slice_index()[static_cast<size_t>(row)]) + ")";
-      }
-      KDSEG_THROW(c_.cache, ": no soft labels for ", missing.size(), " of the ", train_rows_.size(),
-                  " training slices (validation fold ", c_.fold, "): store rows ", ids, missing.size() > 20 ? ", ..." : "",
-                  " (was it precomputed with other --folds?)");
-    }
+    data::CacheUse use;
+    use.store_path = c_.data;
+    use.teacher_path = c_.teacher;
+    use.task_name = task_.name;
+    use.classes = task_.classes;
+    use.temperature = c_.temperature;
+    use.fold = c_.fold;
+    data::check_cache_for_training(*soft_labels_, store_, train_rows_, use);
   }
 
   void build_model() {

@@ -59,7 +59,6 @@ void check_options(const PrecomputeOptions& o) {
               "precompute: --teacher, --data and --output are required");
   KDSEG_CHECK(o.batch_size >= 1, "precompute: --batch-size must be >= 1");
   KDSEG_CHECK(o.compression >= 0 && o.compression <= 9, "precompute: --compression must be 0-9");
-  KDSEG_CHECK(o.device == "cpu" || o.device == "cuda", "precompute: --device must be cpu or cuda");
   KDSEG_CHECK(o.temperature >= 0, "precompute: --temperature must be > 0 (or 0: 1)");
   KDSEG_CHECK(o.format == data::CacheFormat::kProbsU8 || o.temperature == 0,
               "precompute: --temperature applies to probs-u8 caches; logits-f16 stores the ",
@@ -190,7 +189,7 @@ void finish_pass(const data::CacheFolder& folder, dist::Communicator& comm, Prec
 PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& comm) {
   const auto start = Clock::now();
   check_options(o);
-  const c10::Device device = o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU);
+  const c10::Device device = dist::rank_device(o.device, comm);
 
   // The slices: the selected folds' rows in store order.
   const data::PreparedStore store(o.data);

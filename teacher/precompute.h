@@ -5,6 +5,8 @@
 // and however often the pass was interrupted and resumed.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,7 +27,7 @@ struct PrecomputeOptions {
   int64_t batch_size = 8;
   int compression = 4;       // deflate level 0-9 (0: uncompressed)
   bool force = false;        // replace a finished cache
-  std::string device = "cpu";  // cpu | cuda (bf16 autocast, softmax in float32)
+  c10::DeviceType device = c10::kCPU;  // CPU, or CUDA (bf16 autocast, softmax in float32)
   int workers = 2;           // slice-reading threads
 };
 

@@ -47,9 +47,8 @@ int run_precompute(const po::variables_map& vm) {
   o.compression = vm["compression"].as<int>();
   o.workers = vm["workers"].as<int>();
   o.force = vm["force"].as<bool>();
-  o.device = vm["device"].as<std::string>();
-  if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda");
-  return run_distributed(vm, o.device == "cuda", [&](dist::Communicator& comm) {
+  o.device = parse_device_option(vm);
+  return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);
     if (comm.rank() == 0) {
       std::printf("cached %lld slices (%lld computed now, %lld resumed) in %.1f s: teacher %.1f s, writing %.1f s, "

@@ -26,6 +26,29 @@ std::string default_name(const std::string& file) {
   return stem;
 }
 
+// One line per model: each region's mean Dice (and surface distances), then ECE.
+void print_summary(const nlohmann::json& report, const std::string& output) {
+  const auto text = [](const nlohmann::json& v, int decimals) {
+    if (v.is_null()) return std::string("n/a");
+    char out[32];
+    std::snprintf(out, sizeof out, "%.*f", decimals, v.get<double>());
+    return std::string(out);
+  };
+  for (const auto& model : report.at("models")) {
+    const nlohmann::json& summary = model.at("summary");
+    std::cout << model.at("name").get<std::string>() << ":";
+    for (const auto& [region, dice] : summary.at("dice").items()) {
+      std::cout << " " << region << " Dice " << text(dice.at("mean"), 4);
+      if (!summary.contains("surface")) continue;
+      const nlohmann::json& surface = summary.at("surface").at(region);
+      std::cout << " (HD95 " << text(surface.at("hd95").at("mean"), 2) << " mm, NSD "
+                << text(surface.at("nsd").at("mean"), 4) << ")";
+    }
+    std::cout << ", ECE " << text(summary.at("ece").at("mean"), 4) << "\n";
+  }
+  std::cout << "report: " << (std::filesystem::absolute(output) / "report.html").string() << "\n";
+}
+
 }  // namespace
 
 void add_evaluate_options(po::options_description& d) {
@@ -65,43 +88,21 @@ int run_evaluate(const po::variables_map& vm) {
   o.save_predictions = vm["save-predictions"].as<bool>();
   o.surface = !vm["no-surface"].as<bool>();
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
-  o.device = vm["device"].as<std::string>();
-  if (o.device != "cpu" && o.device != "cuda") throw po::error("--device must be cpu or cuda");
+  const c10::DeviceType device_type = parse_device_option(vm);
   const auto files = vm["model"].as<std::vector<std::string>>();
   const auto names = vm.count("name") ? vm["name"].as<std::vector<std::string>>() : std::vector<std::string>();
   if (!names.empty() && names.size() != files.size()) {
     throw po::error("give one --name per --model (" + std::to_string(files.size()) + " models, " +
                     std::to_string(names.size()) + " names)");
   }
-  return run_distributed(vm, o.device == "cuda", [&](dist::Communicator& comm) {
-    const c10::Device device = o.device == "cuda" ? dist::rank_cuda_device(comm) : c10::Device(c10::kCPU);
+  return run_distributed(vm, device_type == c10::kCUDA, [&](dist::Communicator& comm) {
+    o.device = dist::rank_device(device_type, comm);  // resolved once: the models load onto it
     for (size_t i = 0; i < files.size(); ++i) {
       o.models.push_back({names.empty() ? default_name(files[i]) : names[i], files[i],
-                          std::shared_ptr<FrozenModel>(teacher::load_model(files[i], device))});
+                          std::shared_ptr<FrozenModel>(teacher::load_model(files[i], o.device))});
     }
     const nlohmann::json report = eval::evaluate(o, comm);
-    if (comm.rank() == 0) {
-      // One line per model: each region's mean Dice (and surface distances), then ECE.
-      const auto text = [](const nlohmann::json& v, int decimals) {
-        if (v.is_null()) return std::string("n/a");
-        char out[32];
-        std::snprintf(out, sizeof out, "%.*f", decimals, v.get<double>());
-        return std::string(out);
-      };
-      for (const auto& m : report.at("models")) {
-        const nlohmann::json& summary = m.at("summary");
-        std::cout << m.at("name").get<std::string>() << ":";
-        for (const auto& [region, d] : summary.at("dice").items()) {
-          std::cout << " " << region << " Dice " << text(d.at("mean"), 4);
-          if (!summary.contains("surface")) continue;
-          const nlohmann::json& s = summary.at("surface").at(region);
-          std::cout << " (HD95 " << text(s.at("hd95").at("mean"), 2) << " mm, NSD " << text(s.at("nsd").at("mean"), 4)
-                    << ")";
-        }
-        std::cout << ", ECE " << text(summary.at("ece").at("mean"), 4) << "\n";
-      }
-      std::cout << "report: " << (std::filesystem::absolute(o.output) / "report.html").string() << "\n";
-    }
+    if (comm.rank() == 0) print_summary(report, o.output);
     return 0;
   });
 }

@@ -6,7 +6,11 @@
 
 #include <boost/program_options.hpp>
 
+#include <c10/core/Device.h>
+
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "dist/communicator.h"
 
@@ -14,6 +18,9 @@ namespace kdseg::tools {
 
 int run_distributed(const boost::program_options::variables_map& vm, bool cuda,
                     const std::function<int(dist::Communicator&)>& body);
+
+// --device: cpu or cuda; anything else is a usage error.
+c10::DeviceType parse_device_option(const boost::program_options::variables_map& vm);
 
 // Parses "0,2,3" into fold numbers; "" or "all" is every fold (an empty list).
 std::vector<int> parse_folds(const std::string& text);

@@ -87,7 +87,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.stop_after = vm["stop-after"].as<int64_t>();
   c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
   c.deterministic = vm["deterministic"].as<bool>();
-  c.device = parse_option(vm, "device", [](const std::string& name) { return parse_device_type(name); });
+  c.device = parse_device_option(vm);
   c.precision = parse_option(vm, "precision", parse_precision);
   c.channels_last = vm["channels-last"].as<bool>();
   return c;
