@@ -23,7 +23,7 @@ for m in r["models"]:
     assert len(m["reliability"]["count"]) == 10
 print("report:", ", ".join(f'{m["name"]} Dice {m["summary"]["dice"]["tumor"]["mean"]:.3f}' for m in r["models"]))
 PY
-bash "$root/tests/student/report_browser_test.sh" report/report.html
+bash "$root/tests/eval/report_browser_test.sh" report/report.html
 ls report/predictions/distilled/*_probs.nii.gz > /dev/null
 "$kdseg" cache verify --cache cache --teacher teacher/last.pt --data prepared.h5
 # The same command again: every stage finds its work done.
