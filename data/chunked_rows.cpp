@@ -60,7 +60,8 @@ std::vector<unsigned char> ChunkedRows::read(int64_t row) const {
       start[0] = static_cast<hsize_t>(row);
       for (size_t d = 0; d < row_shape_.size(); ++d) count[d + 1] = static_cast<hsize_t>(row_shape_[d]);
       KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
-      const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr)));
+      const int rank = static_cast<int>(count.size());
+      const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(rank, count.data(), nullptr)));
       KDSEG_CHECK(H5Dread(set_, memory_type_, memory, space, H5P_DEFAULT, out.data()) >= 0, path_, ": /", name_,
                   ": cannot read row ", row);
       return out;
@@ -92,7 +93,8 @@ std::vector<unsigned char> ChunkedRows::read(int64_t row) const {
       raw.swap(out);
     }
   }
-  KDSEG_CHECK(raw.size() == bytes, path_, ": /", name_, ": row ", row, ": chunk of ", raw.size(), " bytes, expected ", bytes);
+  KDSEG_CHECK(raw.size() == bytes, path_, ": /", name_, ": row ", row, ": chunk of ", raw.size(), " bytes, expected ",
+              bytes);
   return raw;
 }
 

@@ -23,12 +23,11 @@ class ChunkedRows {
   int64_t rows() const { return rows_; }
   // The shape of one row (the dataset's dims without the first).
   const std::vector<int64_t>& row_shape() const { return row_shape_; }
-  int64_t row_values() const { return row_values_; }
   size_t element_size() const { return element_; }
   bool is_float() const { return is_float_; }
   hid_t dataset() const { return set_.get(); }
 
-  // Row `row`'s values as stored, in little-endian byte order: row_values() * element_size() bytes.
+  // Row `row`'s values as stored, in little-endian byte order: (product of row_shape()) * element_size() bytes.
   std::vector<unsigned char> read(int64_t row) const;
 
  private:

@@ -71,8 +71,9 @@ Layout detect_layout(const std::string& dir) {
       return Layout::kKits23;
     }
   }
-  KDSEG_THROW(dir, ": no LiTS files (volume-N.nii[.gz] and segmentation-N.nii[.gz]) and no KiTS cases "
-                   "(case_XXXXX/imaging.nii.gz) found; check --input or name the layout with --layout");
+  KDSEG_THROW(dir,
+              ": no LiTS files (volume-N.nii[.gz] and segmentation-N.nii[.gz]) and no KiTS cases "
+              "(case_XXXXX/imaging.nii.gz) found; check --input or name the layout with --layout");
 }
 
 std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
@@ -90,8 +91,12 @@ std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
       slot = path.string();
     }
     for (auto& [number, c] : cases) {
-      if (c.image.empty()) c.problem = c.label + ": segmentation without its volume-" + std::to_string(number) + ".nii[.gz]";
-      else if (c.label.empty()) c.problem = c.image + ": volume without its segmentation-" + std::to_string(number) + ".nii[.gz]";
+      const std::string number_text = std::to_string(number);
+      if (c.image.empty()) {
+        c.problem = c.label + ": segmentation without its volume-" + number_text + ".nii[.gz]";
+      } else if (c.label.empty()) {
+        c.problem = c.image + ": volume without its segmentation-" + number_text + ".nii[.gz]";
+      }
     }
   } else {
     std::error_code ec;
@@ -104,8 +109,11 @@ std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
       c.id = name;
       c.image = kits_image(entry.path());
       c.label = kits_label(entry.path());
-      if (c.image.empty()) c.problem = (entry.path() / "imaging.nii.gz").string() + ": missing (the case has no image)";
-      else if (c.label.empty()) c.problem = (entry.path() / "segmentation.nii.gz").string() + ": missing partner of " + c.image;
+      if (c.image.empty()) {
+        c.problem = (entry.path() / "imaging.nii.gz").string() + ": missing (the case has no image)";
+      } else if (c.label.empty()) {
+        c.problem = (entry.path() / "segmentation.nii.gz").string() + ": missing partner of " + c.image;
+      }
       cases[std::stol(m[1].str())] = c;
     }
   }

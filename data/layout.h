@@ -27,9 +27,9 @@ int organ_label(Layout layout);
 Layout detect_layout(const std::string& dir);
 
 struct CaseFiles {
-  std::string id;     // "volume-12" / "case_00012"
-  std::string image;  // path
-  std::string label;  // path; empty when the partner file is missing
+  std::string id;       // "volume-12" / "case_00012"
+  std::string image;    // path
+  std::string label;    // path; empty when the partner file is missing
   std::string problem;  // why the case cannot be used (missing partner), empty when fine
 };
 

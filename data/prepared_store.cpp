@@ -26,6 +26,8 @@ namespace F = torch::nn::functional;
 using torch::Tensor;
 
 constexpr int64_t kKeepInMemoryBytes = int64_t{2} << 30;
+// The "format" attribute on / that every reader checks (PreparedStore::open_file).
+constexpr const char* kFormat = "kdseg prepared store 1";
 
 std::string dims_str(const Tensor& t) {
   std::string s;
@@ -33,7 +35,10 @@ std::string dims_str(const Tensor& t) {
   return s;
 }
 
-// One case, read, checked, reoriented, selected and resized.
+std::string file_name(const std::string& path) { return fs::path(path).filename().string(); }
+
+// --- pass 1: one case read, checked, reoriented, selected and resized ----------------------------
+
 struct Converted {
   std::string problem;
   Tensor image;  // [n,H,W] float32 HU
@@ -46,76 +51,168 @@ struct Converted {
   int64_t bytes() const { return image.defined() ? image.nbytes() + label.nbytes() : 0; }
 };
 
-Converted convert_case(const CaseFiles& c, const PrepareOptions& o, Layout layout) {
+// The label must lie on the image's voxels: the same shape and (to 1e-3, relative) the same affine.
+void check_pair(const Volume& image, const Volume& label, const CaseFiles& files) {
+  const std::string image_name = file_name(files.image), label_name = file_name(files.label);
+  KDSEG_CHECK(image.voxels.sizes() == label.voxels.sizes(), label_name, ": shape ", dims_str(label.voxels),
+              " differs from ", image_name, " ", dims_str(image.voxels));
+  for (size_t i = 0; i < 16; ++i) {
+    const double a = image.affine[i], b = label.affine[i];
+    KDSEG_CHECK(std::abs(a - b) <= 1e-3 * std::max({1.0, std::abs(a), std::abs(b)}), label_name,
+                ": affine differs from ", image_name, " (element ", i / 4, ",", i % 4, ": ", b, " vs ", a, ")");
+  }
+}
+
+// Every label value must be one the layout defines; the error lists those that are not.
+void check_label_values(const Volume& label, Layout layout, const std::string& label_path) {
+  const Tensor values = std::get<0>(at::_unique(label.voxels));
+  const std::vector<int> allowed = label_values(layout);
+  std::vector<std::string> bad;
+  for (int64_t i = 0; i < values.numel(); ++i) {
+    const double v = values[i].item<double>();
+    if (v != std::round(v) || std::find(allowed.begin(), allowed.end(), static_cast<int>(v)) == allowed.end()) {
+      bad.push_back(std::to_string(v));
+    }
+  }
+  if (bad.empty()) return;
+  std::string list, set;
+  for (const auto& value : bad) list += (list.empty() ? "" : ", ") + value;
+  for (int value : allowed) set += (set.empty() ? "" : ",") + std::to_string(value);
+  KDSEG_THROW(label_path, ": label values ", list, " outside the ", layout_name(layout), " set {", set, "}");
+}
+
+// The axial indices k of the canonical label [X,Y,Z] to keep.
+Tensor select_slices(const Tensor& canonical_label, SliceSelection selection, Layout layout) {
+  const Tensor labels = canonical_label.to(torch::kLong);
+  Tensor keep;
+  switch (selection) {
+    case SliceSelection::kTumour: keep = (labels == tumour_label(layout)).any(0).any(0); break;
+    case SliceSelection::kOrgan: keep = (labels > 0).any(0).any(0); break;
+    case SliceSelection::kAll: keep = torch::ones({labels.size(2)}, torch::kBool); break;
+  }
+  return keep.nonzero().view(-1);
+}
+
+// Resizes [n,H,W] slices to size x size (bilinear images, nearest labels) unless size is 0.
+void resize_slices(Tensor& image, Tensor& label, int64_t size) {
+  if (size <= 0 || image.numel() == 0 || (image.size(1) == size && image.size(2) == size)) return;
+  const std::vector<int64_t> sizes{size, size};
+  image = F::interpolate(image.unsqueeze(1),
+                         F::InterpolateFuncOptions().size(sizes).mode(torch::kBilinear).align_corners(false))
+              .squeeze(1);
+  label = F::interpolate(label.unsqueeze(1), F::InterpolateFuncOptions().size(sizes).mode(torch::kNearest)).squeeze(1);
+}
+
+Converted convert_volumes(const CaseFiles& files, const PrepareOptions& options, Layout layout) {
+  const Volume image = read_nifti(files.image, /*require_finite=*/true);
+  const Volume label = read_nifti(files.label, /*require_finite=*/true);
+  check_pair(image, label, files);
+  check_label_values(label, layout, files.label);
+  const Volume canonical_image = to_canonical(image);
+  const Volume canonical_label = to_canonical(label);
+  const Tensor kept = select_slices(canonical_label.voxels, options.slices, layout);
   Converted out;
-  if (!c.problem.empty()) {
-    out.problem = c.problem;
+  for (int64_t i = 0; i < kept.numel(); ++i) out.index.push_back(static_cast<int32_t>(kept[i].item<int64_t>()));
+  Tensor image_slices = canonical_image.voxels.index_select(2, kept).permute({2, 0, 1}).contiguous();  // [n,X,Y]
+  Tensor label_slices = canonical_label.voxels.index_select(2, kept).permute({2, 0, 1}).contiguous();
+  resize_slices(image_slices, label_slices, options.size);
+  out.image = image_slices.to(torch::kFloat).contiguous();
+  out.label = label_slices.round().to(torch::kByte).contiguous();
+  out.integral = image_slices.numel() == 0 ||
+                 (image_slices.eq(image_slices.round()).all().item<bool>() &&
+                  image_slices.min().item<double>() >= -32768 && image_slices.max().item<double>() <= 32767);
+  for (int d = 0; d < 3; ++d) out.shape[static_cast<size_t>(d)] = static_cast<int32_t>(canonical_image.voxels.size(d));
+  out.spacing = voxel_spacing(canonical_image.affine);
+  out.affine = canonical_image.affine;
+  return out;
+}
+
+// A case that cannot be converted comes back with `problem` set, naming its files.
+Converted convert_case(const CaseFiles& files, const PrepareOptions& options, Layout layout) {
+  Converted out;
+  if (!files.problem.empty()) {
+    out.problem = files.problem;
     return out;
   }
   try {
-    const Volume image = read_nifti(c.image, /*require_finite=*/true);
-    const Volume label = read_nifti(c.label, /*require_finite=*/true);
-    KDSEG_CHECK(image.voxels.sizes() == label.voxels.sizes(), fs::path(c.label).filename().string(), ": shape ",
-                dims_str(label.voxels), " differs from ", fs::path(c.image).filename().string(), " ",
-                dims_str(image.voxels));
-    for (size_t i = 0; i < 16; ++i) {
-      const double a = image.affine[i], b = label.affine[i];
-      KDSEG_CHECK(std::abs(a - b) <= 1e-3 * std::max({1.0, std::abs(a), std::abs(b)}),
-                  fs::path(c.label).filename().string(), ": affine differs from ", fs::path(c.image).filename().string(),
-                  " (element ", i / 4, ",", i % 4, ": ", b, " vs ", a, ")");
-    }
-    const Tensor values = std::get<0>(at::_unique(label.voxels));
-    const std::vector<int> allowed = label_values(layout);
-    std::vector<std::string> bad;
-    for (int64_t i = 0; i < values.numel(); ++i) {
-      const double v = values[i].item<double>();
-      if (v != std::round(v) || std::find(allowed.begin(), allowed.end(), static_cast<int>(v)) == allowed.end()) {
-        bad.push_back(std::to_string(v));
-      }
-    }
-    if (!bad.empty()) {
-      std::string list, set;
-      for (const auto& b : bad) list += (list.empty() ? "" : ", ") + b;
-      for (int a : allowed) set += (set.empty() ? "" : ",") + std::to_string(a);
-      KDSEG_THROW(c.label, ": label values ", list, " outside the ", layout_name(layout), " set {", set, "}");
-    }
-    const Volume ci = to_canonical(image);
-    const Volume cl = to_canonical(label);
-    const Tensor lab = cl.voxels.to(torch::kLong);  // [X,Y,Z]
-    Tensor keep;
-    switch (o.slices) {
-      case SliceSelection::kTumour: keep = (lab == tumour_label(layout)).any(0).any(0); break;
-      case SliceSelection::kOrgan: keep = (lab > 0).any(0).any(0); break;
-      case SliceSelection::kAll: keep = torch::ones({lab.size(2)}, torch::kBool); break;
-    }
-    const Tensor ks = keep.nonzero().view(-1);
-    for (int64_t i = 0; i < ks.numel(); ++i) out.index.push_back(static_cast<int32_t>(ks[i].item<int64_t>()));
-    Tensor img = ci.voxels.index_select(2, ks).permute({2, 0, 1}).contiguous();  // [n,X,Y]
-    Tensor lbl = cl.voxels.index_select(2, ks).permute({2, 0, 1}).contiguous();
-    if (o.size > 0 && img.numel() > 0 && (img.size(1) != o.size || img.size(2) != o.size)) {
-      const std::vector<int64_t> size{o.size, o.size};
-      img = F::interpolate(img.unsqueeze(1), F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false))
-                .squeeze(1);
-      lbl = F::interpolate(lbl.unsqueeze(1), F::InterpolateFuncOptions().size(size).mode(torch::kNearest)).squeeze(1);
-    }
-    out.image = img.to(torch::kFloat).contiguous();
-    out.label = lbl.round().to(torch::kByte).contiguous();
-    out.integral = img.numel() == 0 || (img.eq(img.round()).all().item<bool>() && img.min().item<double>() >= -32768 &&
-                                        img.max().item<double>() <= 32767);
-    for (int d = 0; d < 3; ++d) out.shape[static_cast<size_t>(d)] = static_cast<int32_t>(ci.voxels.size(d));
-    out.spacing = voxel_spacing(ci.affine);
-    out.affine = ci.affine;
+    out = convert_volumes(files, options, layout);
   } catch (const std::exception& e) {
     out = Converted();
     out.problem = error_message(e);
     // Name the files when the reader did not (a failed allocation, a degenerate affine).
-    const std::string image = fs::path(c.image).filename().string(), label = fs::path(c.label).filename().string();
+    const std::string image = file_name(files.image), label = file_name(files.label);
     if (out.problem.find(image) == std::string::npos && out.problem.find(label) == std::string::npos) {
       out.problem = image + " / " + label + ": " + out.problem;
     }
   }
   return out;
 }
+
+// Every case of pass 1: whole while the results fit in memory, otherwise only what the checks
+// need (the case is converted again in pass 2).
+struct FirstPass {
+  std::vector<Converted> results;
+  std::vector<bool> kept_in_memory;
+};
+
+FirstPass convert_all(const std::vector<CaseFiles>& found, const PrepareOptions& options, Layout layout) {
+  const size_t threads = static_cast<size_t>(options.threads > 0 ? options.threads : available_cores());
+  FirstPass pass{std::vector<Converted>(found.size()), std::vector<bool>(found.size(), false)};
+  int64_t held = 0;
+  for (size_t begin = 0; begin < found.size(); begin += threads) {
+    std::vector<std::future<Converted>> work;
+    for (size_t i = begin; i < std::min(found.size(), begin + threads); ++i) {
+      work.push_back(std::async(std::launch::async, [&, i] { return convert_case(found[i], options, layout); }));
+    }
+    for (size_t j = 0; j < work.size(); ++j) {
+      Converted converted = work[j].get();
+      const size_t i = begin + j;
+      if (converted.problem.empty() && held + converted.bytes() <= kKeepInMemoryBytes) {
+        held += converted.bytes();
+        pass.kept_in_memory[i] = true;
+        pass.results[i] = std::move(converted);
+      } else {
+        Converted light;
+        light.problem = converted.problem;
+        light.integral = converted.integral;
+        light.index = converted.index;
+        pass.results[i] = std::move(light);
+      }
+    }
+  }
+  return pass;
+}
+
+// The usable cases' positions in `results`. Bad cases go to summary.skipped and stop everything
+// unless skip_bad_cases.
+std::vector<size_t> report_bad_cases(const std::vector<Converted>& results, const PrepareOptions& options,
+                                     PrepareSummary& summary) {
+  std::vector<size_t> good;
+  std::string problems;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (results[i].problem.empty()) {
+      good.push_back(i);
+    } else {
+      summary.skipped.push_back(results[i].problem);
+      problems += "\n  " + results[i].problem;
+    }
+  }
+  if (!problems.empty() && !options.skip_bad_cases) {
+    KDSEG_THROW(summary.skipped.size(), " of ", results.size(),
+                " cases are bad; nothing was written (pass "
+                "--skip-bad-cases to leave them out):",
+                problems);
+  }
+  for (const auto& problem : summary.skipped) log::warn("skipping bad case: {}", problem);
+  KDSEG_CHECK(!good.empty(), options.input, ": no usable case");
+  if (static_cast<size_t>(options.folds) > good.size()) {
+    log::warn("{}: --folds {} with {} usable cases: {} of the folds hold no case", options.input, options.folds,
+              good.size(), static_cast<size_t>(options.folds) - good.size());
+  }
+  return good;
+}
+
+// --- pass 2: writing the store ----------------------------------------------------------------------
 
 // Appends [n,H,W] rows to an extendible dataset.
 class RowWriter {
@@ -160,6 +257,147 @@ std::string selection_name(SliceSelection s) {
   return s == SliceSelection::kTumour ? "tumor" : s == SliceSelection::kOrgan ? "organ" : "all";
 }
 
+// The /cases columns known before any slice is written, one row per usable case.
+struct CaseTable {
+  std::vector<std::string> ids, image_files, label_files;
+  std::vector<int> folds;
+};
+
+CaseTable case_table(const std::vector<CaseFiles>& found, const std::vector<size_t>& good, int folds) {
+  CaseTable table;
+  for (size_t i : good) {
+    table.ids.push_back(found[i].id);
+    table.image_files.push_back(found[i].image);
+    table.label_files.push_back(found[i].label);
+  }
+  table.folds = assign_folds(table.ids, folds);
+  return table;
+}
+
+// Writes the store into `path` one case at a time (slices, their case and index, the content
+// hash over them), then the case table and the attributes; fills the summary's counts.
+class StoreWriter {
+ public:
+  StoreWriter(const std::string& path, const PrepareOptions& options, bool integral, PrepareSummary& summary)
+      : options_(options),
+        integral_(integral),
+        summary_(summary),
+        file_(KDSEG_CHECK_HDF5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))),
+        slices_(KDSEG_CHECK_HDF5(H5Gcreate2(file_, "slices", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT))),
+        case_rows_(slices_, "case", H5T_NATIVE_INT32, 0, 0, 0),
+        index_rows_(slices_, "index", H5T_NATIVE_INT32, 0, 0, 0) {
+    summary_.slices_per_fold.assign(static_cast<size_t>(options.folds), 0);
+    summary_.cases_per_fold.assign(static_cast<size_t>(options.folds), 0);
+    summary_.label_histogram.assign(label_values(summary.layout).size(), 0);
+  }
+
+  // Case `row` of the table, with the image file named in errors.
+  void add_case(const Converted& converted, const CaseTable& table, size_t row) {
+    const std::vector<int32_t>& index = converted.index;
+    if (converted.image.numel() > 0) append_slices(converted, table.image_files[row]);
+    const std::vector<int32_t> case_column(index.size(), static_cast<int32_t>(row));
+    case_rows_.append(case_column.data(), static_cast<int64_t>(case_column.size()));
+    index_rows_.append(index.data(), static_cast<int64_t>(index.size()));
+    hash_ = fnv1a(hash_, table.ids[row].data(), table.ids[row].size());
+    hash_ = fnv1a(hash_, index.data(), index.size() * sizeof(int32_t));
+    slices_kept_.push_back(static_cast<int32_t>(index.size()));
+    shapes_.insert(shapes_.end(), converted.shape.begin(), converted.shape.end());
+    spacings_.insert(spacings_.end(), converted.spacing.begin(), converted.spacing.end());
+    affines_.insert(affines_.end(), converted.affine.begin(), converted.affine.end());
+    const auto fold = static_cast<size_t>(table.folds[row]);
+    summary_.slices += static_cast<int64_t>(index.size());
+    summary_.slices_per_fold[fold] += static_cast<int64_t>(index.size());
+    summary_.cases_per_fold[fold] += 1;
+  }
+
+  void finish(const CaseTable& table) {
+    KDSEG_CHECK(image_rows_ != nullptr, options_.input, ": no case has a slice to keep with --slices ",
+                selection_name(options_.slices));
+    // The group stays open until the file is flushed, as the attributes are written.
+    const h5::Handle cases = write_case_table(table);
+    summary_.content_hash = hex64(hash_);
+    const nlohmann::json recorded = {
+        {"slices", selection_name(options_.slices)},
+        {"size", options_.size == 0 ? nlohmann::json("native") : nlohmann::json(options_.size)},
+        {"folds", options_.folds},
+        {"compression", options_.compression},
+        {"skip_bad_cases", options_.skip_bad_cases},
+        {"input", options_.input}};
+    h5::write_string_attribute(file_, "format", kFormat);
+    h5::write_string_attribute(file_, "layout", layout_name(summary_.layout));
+    h5::write_string_attribute(file_, "options", recorded.dump());
+    h5::write_string_attribute(file_, "tool_version", KDSEG_TOOL_VERSION);
+    h5::write_string_attribute(file_, "created", utc_now_iso8601());
+    h5::write_string_attribute(file_, "content_hash", summary_.content_hash);
+    KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_GLOBAL));
+  }
+
+ private:
+  // Every case's slices share the first non-empty case's in-plane size.
+  void append_slices(const Converted& converted, const std::string& image_file) {
+    if (height_ < 0) {
+      height_ = converted.image.size(1);
+      width_ = converted.image.size(2);
+    }
+    KDSEG_CHECK(converted.image.size(1) == height_ && converted.image.size(2) == width_, image_file,
+                ": canonical in-plane size ", converted.image.size(1), "x", converted.image.size(2),
+                " differs from the first case's ", height_, "x", width_,
+                "; --size native needs equal sizes (use --size N)");
+    if (!image_rows_) {
+      const hid_t image_type = integral_ ? H5T_NATIVE_INT16 : H5T_NATIVE_FLOAT;
+      image_rows_ = std::make_unique<RowWriter>(slices_, "image", image_type, height_, width_, options_.compression);
+      label_rows_ =
+          std::make_unique<RowWriter>(slices_, "label", H5T_NATIVE_UINT8, height_, width_, options_.compression);
+    }
+    const Tensor stored = integral_ ? converted.image.to(torch::kShort).contiguous() : converted.image;
+    image_rows_->append(stored.data_ptr(), stored.size(0));
+    label_rows_->append(converted.label.data_ptr(), converted.label.size(0));
+    hash_ = fnv1a(hash_, stored.data_ptr(), stored.nbytes());
+    hash_ = fnv1a(hash_, converted.label.data_ptr(), converted.label.nbytes());
+    std::vector<int64_t>& histogram = summary_.label_histogram;
+    const Tensor counts =
+        torch::bincount(converted.label.view(-1).to(torch::kLong), {}, static_cast<int64_t>(histogram.size()));
+    for (size_t v = 0; v < histogram.size(); ++v) histogram[v] += counts[static_cast<int64_t>(v)].item<int64_t>();
+  }
+
+  h5::Handle write_case_table(const CaseTable& table) {
+    h5::Handle cases(KDSEG_CHECK_HDF5(H5Gcreate2(file_, "cases", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+    const hsize_t n = table.ids.size();
+    h5::write_strings(cases, "id", table.ids);
+    h5::write_strings(cases, "image_file", table.image_files);
+    h5::write_strings(cases, "label_file", table.label_files);
+    h5::write_array(cases, "shape", H5T_NATIVE_INT32, {n, 3}, shapes_.data());
+    h5::write_array(cases, "spacing", H5T_NATIVE_DOUBLE, {n, 3}, spacings_.data());
+    h5::write_array(cases, "affine", H5T_NATIVE_DOUBLE, {n, 4, 4}, affines_.data());
+    h5::write_array(cases, "slices_kept", H5T_NATIVE_INT32, {n}, slices_kept_.data());
+    const std::vector<int32_t> folds(table.folds.begin(), table.folds.end());
+    h5::write_array(cases, "fold", H5T_NATIVE_INT32, {n}, folds.data());
+    return cases;
+  }
+
+  const PrepareOptions& options_;
+  const bool integral_;
+  PrepareSummary& summary_;
+  // Declared in creation order, so that they close in the reverse.
+  h5::Handle file_, slices_;
+  std::unique_ptr<RowWriter> image_rows_, label_rows_;
+  RowWriter case_rows_, index_rows_;
+  int64_t height_ = -1, width_ = -1;
+  uint64_t hash_ = kFnvOffset;
+  std::vector<int32_t> slices_kept_, shapes_;
+  std::vector<double> spacings_, affines_;
+};
+
+void check_options(const PrepareOptions& options) {
+  KDSEG_CHECK(options.size >= 0 && options.size <= kMaxSize, "--size must be 1-", kMaxSize, " or 'native', got ",
+              options.size);
+  KDSEG_CHECK(options.folds >= 1, "--folds must be >= 1, got ", options.folds);
+  KDSEG_CHECK(options.compression >= 0 && options.compression <= 9, "--compression must be 0-9, got ",
+              options.compression);
+  std::error_code ec;
+  KDSEG_CHECK(options.force || !fs::exists(options.output, ec), options.output, ": exists; pass --force to replace it");
+}
+
 }  // namespace
 
 SliceSelection parse_slice_selection(const std::string& name) {
@@ -179,153 +417,32 @@ std::vector<int> assign_folds(const std::vector<std::string>& ids, int folds) {
   return fold;
 }
 
-PrepareSummary prepare_store(const PrepareOptions& o) {
+// Pass 1 reads and checks every case before anything is written; pass 2 writes the usable ones.
+PrepareSummary prepare_store(const PrepareOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  KDSEG_CHECK(o.size >= 0 && o.size <= kMaxSize, "--size must be 1-", kMaxSize, " or 'native', got ", o.size);
-  KDSEG_CHECK(o.folds >= 1, "--folds must be >= 1, got ", o.folds);
-  KDSEG_CHECK(o.compression >= 0 && o.compression <= 9, "--compression must be 0-9, got ", o.compression);
-  std::error_code ec;
-  KDSEG_CHECK(o.force || !fs::exists(o.output, ec), o.output, ": exists; pass --force to replace it");
+  check_options(options);
   PrepareSummary summary;
-  summary.layout = o.detect_layout ? detect_layout(o.input) : o.layout;
-  const std::vector<CaseFiles> found = find_cases(o.input, summary.layout);
-  const int threads = o.threads > 0 ? o.threads : available_cores();
-
-  // Pass 1: every case is read and checked before anything is written; results are kept while
-  // they fit in memory, and converted again in pass 2 otherwise.
-  std::vector<Converted> results(found.size());
-  std::vector<bool> kept_in_memory(found.size(), false);
-  int64_t held = 0;
-  for (size_t begin = 0; begin < found.size(); begin += static_cast<size_t>(threads)) {
-    std::vector<std::future<Converted>> work;
-    for (size_t i = begin; i < std::min(found.size(), begin + static_cast<size_t>(threads)); ++i) {
-      work.push_back(std::async(std::launch::async, [&, i] { return convert_case(found[i], o, summary.layout); }));
-    }
-    for (size_t j = 0; j < work.size(); ++j) {
-      Converted r = work[j].get();
-      const size_t i = begin + j;
-      if (r.problem.empty() && held + r.bytes() <= kKeepInMemoryBytes) {
-        held += r.bytes();
-        kept_in_memory[i] = true;
-        results[i] = std::move(r);
-      } else {
-        Converted light;
-        light.problem = r.problem;
-        light.integral = r.integral;
-        light.index = r.index;
-        results[i] = std::move(light);
-      }
-    }
-  }
-  std::vector<size_t> good;
-  std::string problems;
-  for (size_t i = 0; i < found.size(); ++i) {
-    if (results[i].problem.empty()) {
-      good.push_back(i);
-    } else {
-      summary.skipped.push_back(results[i].problem);
-      problems += "\n  " + results[i].problem;
-    }
-  }
-  if (!problems.empty() && !o.skip_bad_cases) {
-    KDSEG_THROW(summary.skipped.size(), " of ", found.size(), " cases are bad; nothing was written (pass --skip-bad-cases to "
-                "leave them out):", problems);
-  }
-  for (const auto& p : summary.skipped) log::warn("skipping bad case: {}", p);
-  KDSEG_CHECK(!good.empty(), o.input, ": no usable case");
-  if (static_cast<size_t>(o.folds) > good.size()) {
-    log::warn("{}: --folds {} with {} usable cases: {} of the folds hold no case", o.input, o.folds, good.size(),
-              static_cast<size_t>(o.folds) - good.size());
-  }
-  const bool integral = std::all_of(good.begin(), good.end(), [&](size_t i) { return results[i].integral; });
+  summary.layout = options.detect_layout ? detect_layout(options.input) : options.layout;
+  const std::vector<CaseFiles> found = find_cases(options.input, summary.layout);
+  FirstPass first = convert_all(found, options, summary.layout);
+  const std::vector<size_t> good = report_bad_cases(first.results, options, summary);
+  const bool integral = std::all_of(good.begin(), good.end(), [&](size_t i) { return first.results[i].integral; });
   summary.image_dtype = integral ? "int16" : "float32";
-
-  std::vector<std::string> ids, image_files, label_files;
-  for (size_t i : good) {
-    ids.push_back(found[i].id);
-    image_files.push_back(found[i].image);
-    label_files.push_back(found[i].label);
-  }
-  const std::vector<int> folds = assign_folds(ids, o.folds);
+  const CaseTable table = case_table(found, good, options.folds);
 
   h5::quiet_errors();
-  AtomicFile output(o.output);
+  AtomicFile output(options.output);
   {
-    const h5::Handle file(KDSEG_CHECK_HDF5(H5Fcreate(output.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
-    const h5::Handle slices(KDSEG_CHECK_HDF5(H5Gcreate2(file, "slices", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-    std::unique_ptr<RowWriter> image_rows, label_rows;
-    RowWriter case_rows(slices, "case", H5T_NATIVE_INT32, 0, 0, 0);
-    RowWriter index_rows(slices, "index", H5T_NATIVE_INT32, 0, 0, 0);
-    int64_t height = -1, width = -1;
-    uint64_t hash = kFnvOffset;
-    std::vector<int32_t> slices_kept, shapes;
-    std::vector<double> spacings, affines;
-    summary.slices_per_fold.assign(static_cast<size_t>(o.folds), 0);
-    summary.cases_per_fold.assign(static_cast<size_t>(o.folds), 0);
-    summary.label_histogram.assign(label_values(summary.layout).size(), 0);
+    StoreWriter writer(output.temp_path(), options, integral, summary);
     for (size_t row = 0; row < good.size(); ++row) {
       const size_t i = good[row];
-      Converted c = kept_in_memory[i] ? std::move(results[i]) : convert_case(found[i], o, summary.layout);
-      KDSEG_CHECK(c.problem.empty(), c.problem);
-      if (height < 0 && c.image.numel() > 0) {
-        height = c.image.size(1);
-        width = c.image.size(2);
-      }
-      if (c.image.numel() > 0) {
-        KDSEG_CHECK(c.image.size(1) == height && c.image.size(2) == width, found[i].image, ": canonical in-plane size ",
-                    c.image.size(1), "x", c.image.size(2), " differs from the first case's ", height, "x", width,
-                    "; --size native needs equal sizes (use --size N)");
-        if (!image_rows) {
-          image_rows = std::make_unique<RowWriter>(slices, "image", integral ? H5T_NATIVE_INT16 : H5T_NATIVE_FLOAT, height,
-                                                   width, o.compression);
-          label_rows = std::make_unique<RowWriter>(slices, "label", H5T_NATIVE_UINT8, height, width, o.compression);
-        }
-        const Tensor stored = integral ? c.image.to(torch::kShort).contiguous() : c.image;
-        image_rows->append(stored.data_ptr(), stored.size(0));
-        label_rows->append(c.label.data_ptr(), c.label.size(0));
-        hash = fnv1a(hash, stored.data_ptr(), stored.nbytes());
-        hash = fnv1a(hash, c.label.data_ptr(), c.label.nbytes());
-        const Tensor counts = torch::bincount(c.label.view(-1).to(torch::kLong), {},
-                                              static_cast<int64_t>(summary.label_histogram.size()));
-        for (size_t v = 0; v < summary.label_histogram.size(); ++v) summary.label_histogram[v] += counts[static_cast<int64_t>(v)].item<int64_t>();
-      }
-      const std::vector<int32_t> case_column(c.index.size(), static_cast<int32_t>(row));
-      case_rows.append(case_column.data(), static_cast<int64_t>(case_column.size()));
-      index_rows.append(c.index.data(), static_cast<int64_t>(c.index.size()));
-      hash = fnv1a(hash, ids[row].data(), ids[row].size());
-      hash = fnv1a(hash, c.index.data(), c.index.size() * sizeof(int32_t));
-      slices_kept.push_back(static_cast<int32_t>(c.index.size()));
-      shapes.insert(shapes.end(), c.shape.begin(), c.shape.end());
-      spacings.insert(spacings.end(), c.spacing.begin(), c.spacing.end());
-      affines.insert(affines.end(), c.affine.begin(), c.affine.end());
-      summary.slices += static_cast<int64_t>(c.index.size());
-      summary.slices_per_fold[static_cast<size_t>(folds[row])] += static_cast<int64_t>(c.index.size());
-      summary.cases_per_fold[static_cast<size_t>(folds[row])] += 1;
-      results[i] = Converted();
+      Converted converted =
+          first.kept_in_memory[i] ? std::move(first.results[i]) : convert_case(found[i], options, summary.layout);
+      KDSEG_CHECK(converted.problem.empty(), converted.problem);
+      writer.add_case(converted, table, row);
+      first.results[i] = Converted();
     }
-    KDSEG_CHECK(image_rows != nullptr, o.input, ": no case has a slice to keep with --slices ", selection_name(o.slices));
-    const h5::Handle cases(KDSEG_CHECK_HDF5(H5Gcreate2(file, "cases", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-    const hsize_t n = good.size();
-    h5::write_strings(cases, "id", ids);
-    h5::write_strings(cases, "image_file", image_files);
-    h5::write_strings(cases, "label_file", label_files);
-    h5::write_array(cases, "shape", H5T_NATIVE_INT32, {n, 3}, shapes.data());
-    h5::write_array(cases, "spacing", H5T_NATIVE_DOUBLE, {n, 3}, spacings.data());
-    h5::write_array(cases, "affine", H5T_NATIVE_DOUBLE, {n, 4, 4}, affines.data());
-    h5::write_array(cases, "slices_kept", H5T_NATIVE_INT32, {n}, slices_kept.data());
-    std::vector<int32_t> fold32(folds.begin(), folds.end());
-    h5::write_array(cases, "fold", H5T_NATIVE_INT32, {n}, fold32.data());
-    summary.content_hash = hex64(hash);
-    const nlohmann::json options = {{"slices", selection_name(o.slices)}, {"size", o.size == 0 ? nlohmann::json("native") : nlohmann::json(o.size)},
-                                    {"folds", o.folds}, {"compression", o.compression}, {"skip_bad_cases", o.skip_bad_cases},
-                                    {"input", o.input}};
-    h5::write_string_attribute(file, "format", "kdseg prepared store 1");
-    h5::write_string_attribute(file, "layout", layout_name(summary.layout));
-    h5::write_string_attribute(file, "options", options.dump());
-    h5::write_string_attribute(file, "tool_version", KDSEG_TOOL_VERSION);
-    h5::write_string_attribute(file, "created", utc_now_iso8601());
-    h5::write_string_attribute(file, "content_hash", summary.content_hash);
-    KDSEG_CHECK_HDF5(H5Fflush(file, H5F_SCOPE_GLOBAL));
+    writer.finish(table);
   }
   output.commit();
   summary.cases = static_cast<int>(good.size());
@@ -333,68 +450,80 @@ PrepareSummary prepare_store(const PrepareOptions& o) {
   return summary;
 }
 
-PreparedStore::PreparedStore(const std::string& path) : path_(path) {
+// --- reading ----------------------------------------------------------------------------------------
+
+h5::Handle PreparedStore::open_file(const std::string& path) {
   h5::quiet_errors();
   std::error_code ec;
   KDSEG_CHECK(fs::is_regular_file(path, ec), path, ": no such prepared store");
-  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  KDSEG_CHECK(file_ >= 0, path, ": not an HDF5 file, or unreadable");
+  // Under the library lock: batch loaders of other stores may be reading in their workers.
+  const h5::Lock lock(h5::library_mutex());
+  h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  KDSEG_CHECK(file.get() >= 0, path, ": not an HDF5 file, or unreadable");
+  KDSEG_CHECK(H5Aexists(file, "format") > 0 && h5::read_string_attribute(file, "format") == kFormat, path,
+              ": not a kdseg prepared store");
+  return file;
+}
+
+PreparedStore::PreparedStore(const std::string& path)
+    : path_(path), file_(std::make_unique<h5::Handle>(open_file(path))) {
+  const hid_t file = *file_;
   try {
-    KDSEG_CHECK(h5::read_string_attribute(file_, "format") == "kdseg prepared store 1", path, ": not a kdseg prepared store");
-    const auto dims = h5::dataset_dims(file_, "slices/image");
+    const auto dims = h5::dataset_dims(file, "slices/image");
     KDSEG_CHECK(dims.size() == 3, path, ": /slices/image must be [N,H,W]");
     slices_ = static_cast<int64_t>(dims[0]);
     height_ = static_cast<int64_t>(dims[1]);
     width_ = static_cast<int64_t>(dims[2]);
-    case_ids_ = h5::read_strings(file_, "cases/id");
+    case_ids_ = h5::read_strings(file, "cases/id");
     // Every table must have the length the others imply before it is read whole.
-    const auto length = [&](const char* name) { return static_cast<int64_t>(h5::dataset_dims(file_, name).at(0)); };
+    const auto length = [&](const char* name) { return static_cast<int64_t>(h5::dataset_dims(file, name).at(0)); };
     for (const char* name : {"slices/label", "slices/case", "slices/index"}) {
-      KDSEG_CHECK(length(name) == slices_, path, ": /", name, " has ", length(name), " rows but /slices/image ", slices_);
+      KDSEG_CHECK(length(name) == slices_, path, ": /", name, " has ", length(name), " rows but /slices/image ",
+                  slices_);
     }
     KDSEG_CHECK(length("cases/fold") == static_cast<int64_t>(case_ids_.size()), path, ": /cases/fold has ",
                 length("cases/fold"), " rows but /cases/id ", case_ids_.size());
     slice_case_.resize(static_cast<size_t>(slices_));
     slice_index_.resize(static_cast<size_t>(slices_));
     case_fold_.resize(case_ids_.size());
-    h5::read_array(file_, "slices/case", H5T_NATIVE_INT32, slice_case_.data());
-    h5::read_array(file_, "slices/index", H5T_NATIVE_INT32, slice_index_.data());
-    h5::read_array(file_, "cases/fold", H5T_NATIVE_INT32, case_fold_.data());
-    const size_t n = case_ids_.size();
-    case_image_files_ = h5::read_strings(file_, "cases/image_file");
-    KDSEG_CHECK(case_image_files_.size() == n && length("cases/shape") == static_cast<int64_t>(n) &&
-                    length("cases/affine") == static_cast<int64_t>(n),
-                path, ": /cases/image_file, /cases/shape and /cases/affine must have a row per case");
-    std::vector<int32_t> shapes(3 * n);
-    std::vector<double> affines(16 * n);
-    h5::read_array(file_, "cases/shape", H5T_NATIVE_INT32, shapes.data());
-    h5::read_array(file_, "cases/affine", H5T_NATIVE_DOUBLE, affines.data());
-    for (size_t c = 0; c < n; ++c) {
-      case_shapes_.push_back({shapes[3 * c], shapes[3 * c + 1], shapes[3 * c + 2]});
-      Affine a{};
-      std::copy(affines.begin() + static_cast<std::ptrdiff_t>(16 * c), affines.begin() + static_cast<std::ptrdiff_t>(16 * (c + 1)), a.begin());
-      case_affines_.push_back(a);
-    }
-    for (const int32_t c : slice_case_) {
-      KDSEG_CHECK(c >= 0 && c < static_cast<int32_t>(case_ids_.size()), path, ": /slices/case holds ", c,
-                  ", outside the case table of ", case_ids_.size());
+    h5::read_array(file, "slices/case", H5T_NATIVE_INT32, slice_case_.data());
+    h5::read_array(file, "slices/index", H5T_NATIVE_INT32, slice_index_.data());
+    h5::read_array(file, "cases/fold", H5T_NATIVE_INT32, case_fold_.data());
+    read_case_geometry();
+    for (const int32_t case_row : slice_case_) {
+      KDSEG_CHECK(case_row >= 0 && case_row < static_cast<int32_t>(case_ids_.size()), path, ": /slices/case holds ",
+                  case_row, ", outside the case table of ", case_ids_.size());
     }
   } catch (const Error& e) {
-    H5Fclose(file_);
     KDSEG_THROW(path, ": ", e.message());
-  } catch (...) {
-    H5Fclose(file_);
-    throw;
   }
 }
 
-PreparedStore::~PreparedStore() {
-  if (file_ >= 0) H5Fclose(file_);
+PreparedStore::~PreparedStore() = default;
+
+void PreparedStore::read_case_geometry() {
+  const hid_t file = *file_;
+  const size_t n = case_ids_.size();
+  const auto length = [&](const char* name) { return h5::dataset_dims(file, name).at(0); };
+  case_image_files_ = h5::read_strings(file, "cases/image_file");
+  KDSEG_CHECK(case_image_files_.size() == n && length("cases/shape") == n && length("cases/affine") == n, path_,
+              ": /cases/image_file, /cases/shape and /cases/affine must have a row per case");
+  std::vector<int32_t> shapes(3 * n);
+  std::vector<double> affines(16 * n);
+  h5::read_array(file, "cases/shape", H5T_NATIVE_INT32, shapes.data());
+  h5::read_array(file, "cases/affine", H5T_NATIVE_DOUBLE, affines.data());
+  for (size_t c = 0; c < n; ++c) {
+    case_shapes_.push_back({shapes[3 * c], shapes[3 * c + 1], shapes[3 * c + 2]});
+    Affine affine{};
+    const auto first = affines.begin() + static_cast<std::ptrdiff_t>(16 * c);
+    std::copy(first, first + 16, affine.begin());
+    case_affines_.push_back(affine);
+  }
 }
 
 std::string PreparedStore::attribute(const std::string& name) const {
   const h5::Lock lock(h5::library_mutex());
-  return h5::read_string_attribute(file_, name);
+  return h5::read_string_attribute(*file_, name);
 }
 
 int PreparedStore::folds() const {
@@ -402,14 +531,14 @@ int PreparedStore::folds() const {
 }
 
 std::vector<int64_t> PreparedStore::rows_in_folds(const std::vector<int>& wanted) const {
-  for (int f : wanted) {
-    KDSEG_CHECK(f >= 0 && f < folds(), path_, ": fold ", f, " does not exist; the store has ", folds(), " folds (0-",
-                folds() - 1, ")");
+  for (int fold : wanted) {
+    KDSEG_CHECK(fold >= 0 && fold < folds(), path_, ": fold ", fold, " does not exist; the store has ", folds(),
+                " folds (0-", folds() - 1, ")");
   }
   std::vector<int64_t> rows;
-  for (int64_t r = 0; r < slices_; ++r) {
-    const int fold = case_fold_[static_cast<size_t>(slice_case_[static_cast<size_t>(r)])];
-    if (wanted.empty() || std::find(wanted.begin(), wanted.end(), fold) != wanted.end()) rows.push_back(r);
+  for (int64_t row = 0; row < slices_; ++row) {
+    const int fold = case_fold_[static_cast<size_t>(slice_case_[static_cast<size_t>(row)])];
+    if (wanted.empty() || std::find(wanted.begin(), wanted.end(), fold) != wanted.end()) rows.push_back(row);
   }
   return rows;
 }
@@ -417,7 +546,7 @@ std::vector<int64_t> PreparedStore::rows_in_folds(const std::vector<int>& wanted
 Tensor PreparedStore::read_row(const char* dataset, int64_t row, at::ScalarType type) const {
   KDSEG_CHECK(row >= 0 && row < slices_, path_, ": slice ", row, " outside [0, ", slices_, ")");
   const h5::Lock lock(h5::library_mutex());
-  const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, dataset, H5P_DEFAULT)));
+  const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(*file_, dataset, H5P_DEFAULT)));
   Tensor out = torch::empty({height_, width_}, type);
   h5::read_row(set, row, height_, width_, type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8, out.data_ptr());
   return out;

@@ -16,6 +16,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@
 #include "data/nifti.h"
 
 namespace kdseg::data {
+namespace h5 {
+class Handle;  // data/hdf5_util.h
+}
 
 enum class SliceSelection { kTumour, kOrgan, kAll };
 SliceSelection parse_slice_selection(const std::string& name);  // tumor|organ|all
@@ -33,23 +37,23 @@ struct PrepareOptions {
   bool detect_layout = true;
   Layout layout = Layout::kLits;
   SliceSelection slices = SliceSelection::kTumour;
-  int64_t size = 512;         // output H = W; 0 keeps the canonical in-plane size ("native")
+  int64_t size = 512;  // output H = W; 0 keeps the canonical in-plane size ("native")
   int folds = 5;
-  int compression = 4;        // deflate level 0-9; 0 stores uncompressed
+  int compression = 4;  // deflate level 0-9; 0 stores uncompressed
   bool skip_bad_cases = false;
-  bool force = false;         // replace an existing output
-  int threads = 0;            // cases converted in parallel (0: the cores available)
+  bool force = false;  // replace an existing output
+  int threads = 0;     // cases converted in parallel (0: the cores available)
 };
 
 struct PrepareSummary {
   Layout layout = Layout::kLits;
   int cases = 0;
   int64_t slices = 0;
-  std::vector<std::string> skipped;          // "<file>: <problem>" of bad cases skipped
+  std::vector<std::string> skipped;  // "<file>: <problem>" of bad cases skipped
   std::vector<int64_t> slices_per_fold;
   std::vector<int64_t> cases_per_fold;
-  std::vector<int64_t> label_histogram;      // voxels per label value in the kept slices
-  std::string image_dtype;                   // "int16" or "float32"
+  std::vector<int64_t> label_histogram;  // voxels per label value in the kept slices
+  std::string image_dtype;               // "int16" or "float32"
   std::string content_hash;
   double seconds = 0;
 };
@@ -69,6 +73,12 @@ class PreparedStore {
   ~PreparedStore();
   PreparedStore(const PreparedStore&) = delete;
   PreparedStore& operator=(const PreparedStore&) = delete;
+
+  // The one format check of every reader of a store: opens `path` read-only once it is a regular
+  // file, an HDF5 file, and carries the prepared store's "format" attribute; errors end in
+  // "no such prepared store", "not an HDF5 file, or unreadable" or "not a kdseg prepared store".
+  // Callers include data/hdf5_util.h for h5::Handle.
+  static h5::Handle open_file(const std::string& path);
 
   int64_t slices() const { return slices_; }
   int64_t height() const { return height_; }
@@ -93,9 +103,10 @@ class PreparedStore {
   at::Tensor label(int64_t row) const;
 
  private:
+  void read_case_geometry();  // /cases/image_file, /cases/shape, /cases/affine
   at::Tensor read_row(const char* dataset, int64_t row, at::ScalarType type) const;
   std::string path_;
-  int64_t file_ = -1;
+  std::unique_ptr<h5::Handle> file_;
   int64_t slices_ = 0, height_ = 0, width_ = 0;
   std::vector<std::string> case_ids_;
   std::vector<int32_t> slice_case_, slice_index_, case_fold_;

@@ -1,0 +1,159 @@
+#include "data/batch_loader.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "core/error.h"
+#include "data/chunked_rows.h"
+#include "data/hdf5_util.h"
+#include "data/prepared_store.h"
+#include "data/soft_label_cache.h"
+
+namespace kdseg::data {
+namespace {
+using torch::Tensor;
+
+// --- reading slices: compressed chunks under a lock, decoding outside it -------------------------
+
+class ChunkReader {
+ public:
+  explicit ChunkReader(const std::string& path)
+      : file_(PreparedStore::open_file(path)),
+        image_(file_, path, "slices/image"),
+        label_(file_, path, "slices/label") {
+    KDSEG_CHECK(image_.row_shape().size() == 2 && label_.row_shape() == image_.row_shape(), path,
+                ": /slices/image and /slices/label must both be [N,H,W]");
+    KDSEG_CHECK(label_.element_size() == 1 && !label_.is_float(), path, ": /slices/label must be uint8");
+    KDSEG_CHECK(image_.is_float() ? image_.element_size() == 4 : image_.element_size() == 2, path,
+                ": /slices/image must be float32 or int16");
+  }
+
+  Tensor image(int64_t row) const {
+    std::vector<unsigned char> bytes = image_.read(row);
+    const at::ScalarType type = image_.is_float() ? at::kFloat : at::kShort;
+    // A copy: the buffer goes away on return (to(kFloat) alone would alias it for float32).
+    return torch::from_blob(bytes.data(), image_.row_shape(), type).to(torch::kFloat, false, true);
+  }
+  Tensor label(int64_t row) const {
+    std::vector<unsigned char> bytes = label_.read(row);
+    return torch::from_blob(bytes.data(), label_.row_shape(), torch::kByte).clone();
+  }
+
+ private:
+  h5::Handle file_;
+  ChunkedRows image_, label_;
+};
+
+}  // namespace
+
+// --- the batch loader ---------------------------------------------------------------------------
+
+struct BatchLoader::Impl {
+  ChunkReader reader;
+  Task task;
+  LoaderOptions options;
+  std::vector<std::vector<DistributedSampler::Item>> plan;
+  std::mutex mutex;
+  std::condition_variable ready, space;
+  std::map<size_t, Batch> done;
+  size_t next_to_take = 0;
+  size_t next_to_build = 0;
+  std::exception_ptr error;
+  bool stop = false;
+  std::vector<std::thread> workers;
+
+  Impl(const std::string& path, Task loader_task, LoaderOptions loader_options,
+       std::vector<std::vector<DistributedSampler::Item>> loader_plan)
+      : reader(path), task(std::move(loader_task)), options(std::move(loader_options)), plan(std::move(loader_plan)) {}
+
+  Batch build(const std::vector<DistributedSampler::Item>& items) {
+    std::vector<Tensor> images, labels, soft;
+    Batch batch;
+    for (const auto& item : items) {
+      Sample sample{task.window(reader.image(item.row)).unsqueeze(0), task.classes_of(reader.label(item.row)),
+                    Tensor()};
+      if (options.soft_labels) sample.extra = options.soft_labels->probabilities(item.row, options.temperature);
+      sample = options.train ? augment(sample, options.augment, item.seed, task.ignore_index)
+                             : center_crop(sample, options.augment.crop, task.ignore_index);
+      images.push_back(sample.image);
+      labels.push_back(sample.label);
+      if (sample.extra.defined()) soft.push_back(sample.extra);
+      batch.rows.push_back(item.row);
+    }
+    batch.images = torch::stack(images);
+    batch.labels = torch::stack(labels);
+    if (!soft.empty()) batch.soft = torch::stack(soft);
+    if (options.pin_memory) {
+      // Page-locked, so that the trainer's copy to the GPU is asynchronous.
+      batch.images = batch.images.pin_memory();
+      batch.labels = batch.labels.pin_memory();
+      if (batch.soft.defined()) batch.soft = batch.soft.pin_memory();
+    }
+    return batch;
+  }
+
+  void work() {
+    while (true) {
+      size_t index;
+      {
+        std::unique_lock<std::mutex> lock(mutex);
+        space.wait(lock, [&] {
+          return stop || next_to_build >= plan.size() ||
+                 next_to_build < next_to_take + static_cast<size_t>(std::max(1, options.prefetch));
+        });
+        if (stop || next_to_build >= plan.size()) return;
+        index = next_to_build++;
+      }
+      try {
+        Batch batch = build(plan[index]);
+        std::lock_guard<std::mutex> lock(mutex);
+        done.emplace(index, std::move(batch));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!error) error = std::current_exception();
+      }
+      ready.notify_all();
+    }
+  }
+};
+
+BatchLoader::BatchLoader(const std::string& store, Task task, LoaderOptions options,
+                         std::vector<std::vector<DistributedSampler::Item>> plan)
+    : impl_(std::make_unique<Impl>(store, std::move(task), options, std::move(plan))) {
+  const int workers = std::max(1, options.workers);
+  for (int w = 0; w < workers; ++w) impl_->workers.emplace_back([this] { impl_->work(); });
+}
+
+BatchLoader::~BatchLoader() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->stop = true;
+  }
+  impl_->space.notify_all();
+  for (auto& worker : impl_->workers) worker.join();
+}
+
+std::optional<Batch> BatchLoader::next() {
+  const auto start = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(impl_->mutex);
+  if (impl_->next_to_take >= impl_->plan.size()) return std::nullopt;
+  impl_->ready.wait(lock, [&] { return impl_->error || impl_->done.count(impl_->next_to_take) > 0; });
+  if (impl_->error) std::rethrow_exception(impl_->error);
+  Batch batch = std::move(impl_->done.at(impl_->next_to_take));
+  impl_->done.erase(impl_->next_to_take);
+  ++impl_->next_to_take;
+  lock.unlock();
+  impl_->space.notify_all();
+  wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return batch;
+}
+
+}  // namespace kdseg::data

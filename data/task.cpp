@@ -1,0 +1,104 @@
+#include "data/task.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <optional>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/parse.h"
+
+namespace kdseg::data {
+namespace {
+
+// The stored label value of KiTS23's cysts.
+constexpr size_t kKits23Cyst = 3;
+
+// KiTS23's cysts take the organ's class, the tumour's, or ignore_index; other layouts have none.
+void set_cyst_class(Task& task, Layout layout, const std::string& cysts) {
+  if (layout != Layout::kKits23) return;
+  KDSEG_CHECK(cysts == "organ" || cysts == "tumor" || cysts == "ignore",
+              "cysts must be counted as organ, tumor or ignore, got '", cysts, "'");
+  const int64_t tumour_class = task.class_of[static_cast<size_t>(tumour_label(layout))];
+  const int64_t organ_class = task.class_of[static_cast<size_t>(organ_label(layout))];
+  task.class_of[kKits23Cyst] = cysts == "tumor" ? tumour_class : cysts == "ignore" ? task.ignore_index : organ_class;
+}
+
+// "map:0:0,1:1,2:1,3:ignore": value:class pairs; values left out are ignored.
+void set_map_classes(Task& task, Layout layout) {
+  const std::string& name = task.name;
+  const std::vector<int> values = label_values(layout);
+  std::stringstream spec(name.substr(4));
+  std::string pair;
+  int64_t top = 0;
+  while (std::getline(spec, pair, ',')) {
+    const auto colon = pair.find(':');
+    KDSEG_CHECK(colon != std::string::npos, "--task ", name, ": expected value:class pairs, got '", pair, "'");
+    const std::string label_text = pair.substr(0, colon), target = pair.substr(colon + 1);
+    const auto number = [&](const std::string& text, const char* what) {
+      const std::optional<int64_t> parsed = parse_integer(text);
+      KDSEG_CHECK(parsed && *parsed >= 0, "--task ", name, ": '", text, "' is not a ", what,
+                  " (expected value:class pairs such as 0:0,1:1,2:ignore)");
+      return *parsed;
+    };
+    const int64_t value = number(label_text, "label value");
+    KDSEG_CHECK(std::find(values.begin(), values.end(), value) != values.end(), "--task ", name, ": label ", value,
+                " does not occur in ", layout_name(layout), " (its labels: 0-", values.back(), ")");
+    const int64_t cls = target == "ignore" ? task.ignore_index : number(target, "class");
+    task.class_of[static_cast<size_t>(value)] = cls;
+    if (cls != task.ignore_index) top = std::max(top, cls);
+  }
+  task.classes = top + 1;
+  KDSEG_CHECK(task.classes >= 2, "--task ", name, ": a map needs at least two classes");
+}
+
+}  // namespace
+
+at::Tensor Task::classes_of(const at::Tensor& labels) const {
+  const at::Tensor table = torch::from_blob(const_cast<int64_t*>(class_of.data()), {256}, torch::kLong);
+  return table.index({labels.to(torch::kLong)});
+}
+
+at::Tensor Task::window(const at::Tensor& hu) const {
+  return (hu.to(torch::kFloat).clamp(hu_low, hu_high) - hu_low) * (2.0 / (hu_high - hu_low)) - 1.0;
+}
+
+Task make_task(const std::string& name, Layout layout, const std::string& cysts) {
+  Task task;
+  task.name = name;
+  task.class_of.fill(task.ignore_index);
+  const int tumour = tumour_label(layout), organ = organ_label(layout);
+  if (name == "tumor" || name == "tumour") {
+    task.classes = 2;
+    for (int v : label_values(layout)) task.class_of[static_cast<size_t>(v)] = v == tumour ? 1 : 0;
+    set_cyst_class(task, layout, cysts);
+  } else if (name == "organ-tumor" || name == "organ-tumour") {
+    task.classes = 3;
+    for (int v : label_values(layout)) task.class_of[static_cast<size_t>(v)] = v == tumour ? 2 : v == organ ? 1 : 0;
+    set_cyst_class(task, layout, cysts);
+  } else if (name.rfind("map:", 0) == 0) {
+    set_map_classes(task, layout);
+  } else {
+    KDSEG_THROW("unknown --task '", name, "': use tumor, organ-tumor or map:<value>:<class>,...");
+  }
+  const bool lits = layout == Layout::kLits;
+  task.hu_low = lits ? -60.0 : -200.0;
+  task.hu_high = lits ? 140.0 : 300.0;
+  return task;
+}
+
+std::vector<DiceRegion> dice_regions(const Task& task, Layout layout) {
+  const bool kits = layout != Layout::kLits;
+  if (task.classes == 2) return {{"tumor", {1}}};
+  if (task.classes == 3 && (task.name == "organ-tumor" || task.name == "organ-tumour")) {
+    std::vector<DiceRegion> regions = {{kits ? "kidney" : "liver", {1}}, {"tumor", {2}}};
+    if (kits) regions.push_back({"kidney+tumor", {1, 2}});
+    return regions;
+  }
+  std::vector<DiceRegion> regions;
+  for (int64_t k = 1; k < task.classes; ++k) regions.push_back({"class " + std::to_string(k), {k}});
+  return regions;
+}
+
+}  // namespace kdseg::data
