@@ -25,7 +25,6 @@ class ChunkedRows {
   const std::vector<int64_t>& row_shape() const { return row_shape_; }
   size_t element_size() const { return element_; }
   bool is_float() const { return is_float_; }
-  hid_t dataset() const { return set_.get(); }
 
   // Row `row`'s values as stored, in little-endian byte order: (product of row_shape()) * element_size() bytes.
   std::vector<unsigned char> read(int64_t row) const;

@@ -34,20 +34,6 @@ namespace F = torch::nn::functional;
 using nlohmann::json;
 using torch::Tensor;
 
-// The Dice regions of a task: each foreground class by name, and kidney+tumour for KiTS.
-std::vector<DiceRegion> regions_for(const data::Task& task, data::Layout layout) {
-  const bool kits = layout != data::Layout::kLits;
-  if (task.classes == 2) return {{"tumor", {1}}};
-  if (task.classes == 3 && (task.name == "organ-tumor" || task.name == "organ-tumour")) {
-    std::vector<DiceRegion> r = {{kits ? "kidney" : "liver", {1}}, {"tumor", {2}}};
-    if (kits) r.push_back({"kidney+tumor", {1, 2}});
-    return r;
-  }
-  std::vector<DiceRegion> r;
-  for (int64_t k = 1; k < task.classes; ++k) r.push_back({"class " + std::to_string(k), {k}});
-  return r;
-}
-
 // The stored label value written for each class in predicted masks: the smallest value mapped to it.
 std::vector<uint8_t> label_value_of_class(const data::Task& task) {
   std::vector<uint8_t> out(static_cast<size_t>(task.classes), 0);
@@ -124,7 +110,7 @@ class Evaluator {
  public:
   Evaluator(const EvaluateOptions& o, dist::Communicator& comm)
       : o_(o), comm_(comm), store_(o.data), layout_(data::parse_layout(store_.attribute("layout"))),
-        task_(data::make_task(o.task, layout_)), regions_(regions_for(task_, layout_)),
+        task_(data::make_task(o.task, layout_)), regions_(data::dice_regions(task_, layout_)),
         device_(o.device) {
     KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
     KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
