@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     std::vector<float> raw(static_cast<size_t>(count), 1.0f);
     const int r = std::max(3, static_cast<int>(std::min<int64_t>(reps, (int64_t{1} << 30) / bytes)));
     const double t_raw = median_seconds(
-        [&] { MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); }, r);
+        [&] { MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); },
+        r);
     const double t_kdseg = median_seconds([&] { comm->all_reduce(tensor, kdseg::dist::ReduceOp::kSum); }, r);
     const double factor = 2.0 * (n - 1) / n * static_cast<double>(bytes) / 1e9;
     if (comm->rank() == 0) {

@@ -46,8 +46,11 @@ int main(int argc, char** argv) {
     sum_dml += reference;
     ++n;
   }
-  std::printf("%lld slices, mean DML against float32 teacher probabilities %.4f\n", static_cast<long long>(n), sum_dml / static_cast<double>(n));
-  std::printf("largest |DML difference|: logits-f16 %.2e, probs-u8 %.2e (largest probability error of probs-u8 %.2e, bound 1/510 = %.2e)\n",
-              worst_f16, worst_u8, worst_p_u8, 1.0 / 510);
+  std::printf("%lld slices, mean DML against float32 teacher probabilities %.4f\n", static_cast<long long>(n),
+              sum_dml / static_cast<double>(n));
+  std::printf(
+      "largest |DML difference|: logits-f16 %.2e, probs-u8 %.2e (largest probability error of probs-u8 %.2e, bound "
+      "1/510 = %.2e)\n",
+      worst_f16, worst_u8, worst_p_u8, 1.0 / 510);
   return 0;
 }

@@ -188,8 +188,8 @@ int main(int argc, char** argv) {
   const std::vector<Case> cases = bench_cases(quick);
   if (child_index >= 0) return child_main(cases, child_index, child_fused);
 
-  std::printf("DML forward+backward on CPU, float32, %d threads, LibTorch %s, median of %d\n", threads,
-              TORCH_VERSION, reps);
+  std::printf("DML forward+backward on CPU, float32, %d threads, LibTorch %s, median of %d\n", threads, TORCH_VERSION,
+              reps);
   std::printf("%-24s %12s %12s %8s %14s %14s %8s\n", "input", "naive ms", "kdseg ms", "speedup", "naive peak MiB",
               "kdseg peak MiB", "ratio");
   for (size_t i = 0; i < cases.size(); ++i) {

@@ -24,9 +24,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <string>
 
@@ -71,11 +71,13 @@ int loss_share(const Args& a) {
   const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size});
   const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong);
   const L::SegmentationObjective objective;
-  const double step = median([&] {
-    net->zero_grad();
-    const auto out = net(x);
-    objective({out.logits, out.aux, y, at::Tensor(), at::Tensor()}).total.backward();
-  }, a.reps);
+  const double step = median(
+      [&] {
+        net->zero_grad();
+        const auto out = net(x);
+        objective({out.logits, out.aux, y, at::Tensor(), at::Tensor()}).total.backward();
+      },
+      a.reps);
   const auto out = net(x);
   const at::Tensor z = out.logits.detach().requires_grad_(true), aux = out.aux.detach().requires_grad_(true);
   const double loss = median([&] { objective({z, aux, y, at::Tensor(), at::Tensor()}).total.backward(); }, a.reps);
@@ -119,26 +121,30 @@ int train_step(const Args& a) {
   const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size}).to(device);
   const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong).to(device);
   const L::SegmentationObjective objective(L::ObjectiveWeights().main(0.5).aux(0.5));
-  const double cpp = median([&] {
-    optimizer.zero_grad();
-    M::UNetOutput out;
-    {
-      kdseg::CudaAutocast autocast(cuda);
-      out = net(x);
-    }
-    objective({out.logits.to(torch::kFloat), out.aux.to(torch::kFloat), y, at::Tensor(), at::Tensor()}).total.backward();
-    optimizer.step();
-    if (cuda) torch::cuda::synchronize();
-  }, a.reps);
+  const double cpp = median(
+      [&] {
+        optimizer.zero_grad();
+        M::UNetOutput out;
+        {
+          kdseg::CudaAutocast autocast(cuda);
+          out = net(x);
+        }
+        objective({out.logits.to(torch::kFloat), out.aux.to(torch::kFloat), y, at::Tensor(), at::Tensor()})
+            .total.backward();
+        optimizer.step();
+        if (cuda) torch::cuda::synchronize();
+      },
+      a.reps);
   // Debian's python3-torch lives under /usr/bin/python3 (not a pyenv or venv interpreter);
   // KDSEG_PYTHON names another (the GPU machine's, whose torch has CUDA).
   const char* chosen = std::getenv("KDSEG_PYTHON");
-  const std::string interpreter = chosen && *chosen ? chosen
-                                  : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  const std::string command = interpreter + " " + a.python + " --arch " + a.arch + " --batch " + std::to_string(a.batch) +
-                              " --size " + std::to_string(a.size) + " --reps " + std::to_string(a.reps) +
-                              " --threads " + std::to_string(torch::get_num_threads()) + " --device " + a.device +
-                              " --channels-last " + (a.channels_last ? "1" : "0");
+  const std::string interpreter = chosen && *chosen                             ? chosen
+                                  : std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3"
+                                                                                : "python3";
+  const std::string command = interpreter + " " + a.python + " --arch " + a.arch + " --batch " +
+                              std::to_string(a.batch) + " --size " + std::to_string(a.size) + " --reps " +
+                              std::to_string(a.reps) + " --threads " + std::to_string(torch::get_num_threads()) +
+                              " --device " + a.device + " --channels-last " + (a.channels_last ? "1" : "0");
   double python = -1, flops = 0;
   std::string python_line;
   if (FILE* pipe = popen(command.c_str(), "r")) {
@@ -194,14 +200,16 @@ int optimizer_step(const Args& a) {
   torch::optim::AdamW per_parameter(make_groups(), torch::optim::AdamWOptions(1e-4));
   kdseg::MultiTensorAdamW multi_tensor(make_groups(), torch::optim::AdamWOptions(1e-4));
   const auto timed = [&](torch::optim::Optimizer& o) {
-    return median([&] {
-      o.step();
-      if (cuda) torch::cuda::synchronize();
-    }, a.reps);
+    return median(
+        [&] {
+          o.step();
+          if (cuda) torch::cuda::synchronize();
+        },
+        a.reps);
   };
   const double base = timed(per_parameter), multi = timed(multi_tensor);
-  std::printf("AdamW step over %s's %zu parameter tensors, %s, %d threads, LibTorch %s, median of %d\n",
-              a.arch.c_str(), count, device.str().c_str(), torch::get_num_threads(), TORCH_VERSION, a.reps);
+  std::printf("AdamW step over %s's %zu parameter tensors, %s, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
+              count, device.str().c_str(), torch::get_num_threads(), TORCH_VERSION, a.reps);
   std::printf("%-40s %12s %8s\n", "optimiser", "ms/step", "speedup");
   std::printf("%-40s %12.3f %7.2fx\n", "torch::optim::AdamW (baseline)", 1e3 * base, 1.0);
   std::printf("%-40s %12.3f %7.2fx\n", "kdseg::MultiTensorAdamW", 1e3 * multi, base / multi);
@@ -217,16 +225,19 @@ int sync_bn(const Args& a) {
   torch::nn::BatchNorm2d native(c);
   D::SyncBatchNorm2d synced(c, comm.get());
   const auto run = [&](auto& bn) {
-    return median([&] {
-      const at::Tensor input = x.detach().requires_grad_(true);
-      bn(input).backward(g);
-    }, a.reps);
+    return median(
+        [&] {
+          const at::Tensor input = x.detach().requires_grad_(true);
+          bn(input).backward(g);
+        },
+        a.reps);
   };
   const double base = run(native), ours = run(synced);
   if (comm->rank() == 0) {
-    std::printf("batch norm forward + backward, [%lld,%lld,%lld,%lld] channels-last, %d rank(s), %d threads, median of %d\n",
-                static_cast<long long>(a.batch), static_cast<long long>(c), static_cast<long long>(a.size),
-                static_cast<long long>(a.size), comm->size(), torch::get_num_threads(), a.reps);
+    std::printf(
+        "batch norm forward + backward, [%lld,%lld,%lld,%lld] channels-last, %d rank(s), %d threads, median of %d\n",
+        static_cast<long long>(a.batch), static_cast<long long>(c), static_cast<long long>(a.size),
+        static_cast<long long>(a.size), comm->size(), torch::get_num_threads(), a.reps);
     std::printf("%-44s %10s %8s\n", "module", "ms", "ratio");
     std::printf("%-44s %10.2f %7.2fx\n", "torch::nn::BatchNorm2d (baseline, local)", 1e3 * base, 1.0);
     std::printf("%-44s %10.2f %7.2fx\n", "kdseg SyncBatchNorm2d", 1e3 * ours, ours / base);
@@ -279,7 +290,8 @@ int overlap(const Args& a) {
                 static_cast<long long>(a.size), torch::get_num_threads(), ddp_overlap.bucket_count(), a.reps);
     std::printf("%-46s %10s %8s\n", "gradient reduction", "step s", "ratio");
     std::printf("%-46s %10.3f %7.3fx\n", "after backward (baseline)", t_after, 1.0);
-    std::printf("%-46s %10.3f %7.3fx\n", "buckets during backward (communication thread)", t_overlap, t_after / t_overlap);
+    std::printf("%-46s %10.3f %7.3fx\n", "buckets during backward (communication thread)", t_overlap,
+                t_after / t_overlap);
   }
   return 0;
 }
@@ -306,6 +318,8 @@ int main(int argc, char** argv) {
   if (a.mode == "train-step") return train_step(a);
   if (a.mode == "optimizer") return optimizer_step(a);
   if (a.mode == "sync-bn") return sync_bn(a);
-  std::fprintf(stderr, "usage: step_bench loss-share|train-step|optimizer|sync-bn|overlap [--arch A] [--batch B] [--size S] [--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
+  std::fprintf(stderr,
+               "usage: step_bench loss-share|train-step|optimizer|sync-bn|overlap [--arch A] [--batch B] [--size S] "
+               "[--reps R] [--threads T] [--device cpu|cuda] [--channels-last 1|0]\n");
   return 2;
 }

@@ -156,7 +156,10 @@ void MultiTensorAdamW::load(torch::serialize::InputArchive& archive) {
     in.read("eps", eps);
     in.read("weight_decay", weight_decay);
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
-    o.lr(lr.toDouble()).betas({beta1.toDouble(), beta2.toDouble()}).eps(eps.toDouble()).weight_decay(weight_decay.toDouble());
+    o.lr(lr.toDouble())
+        .betas({beta1.toDouble(), beta2.toDouble()})
+        .eps(eps.toDouble())
+        .weight_decay(weight_decay.toDouble());
     for (size_t j = 0; j < group.params().size(); ++j) {
       torch::serialize::InputArchive state;
       if (!in.try_read(std::to_string(j), state)) continue;

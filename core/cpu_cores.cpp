@@ -14,7 +14,8 @@ namespace {
 int affinity_cores() {
   cpu_set_t mask;
   CPU_ZERO(&mask);
-  if (sched_getaffinity(0, sizeof mask, &mask) != 0) return static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  if (sched_getaffinity(0, sizeof mask, &mask) != 0)
+    return static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
   return std::max(1, CPU_COUNT(&mask));
 }
 

@@ -35,8 +35,6 @@ int process_rank() noexcept { return g_rank.load(); }
 int process_world_size() noexcept { return g_world_size.load(); }
 
 namespace detail {
-void throw_error(const char* file, int line, std::string message) {
-  throw Error(std::move(message), file, line);
-}
+void throw_error(const char* file, int line, std::string message) { throw Error(std::move(message), file, line); }
 }  // namespace detail
 }  // namespace kdseg

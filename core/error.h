@@ -67,9 +67,9 @@ std::string check_message(const char* condition, Args&&... args) {
 // for the user: what is wrong, the values seen, what to change), or "check failed: <cond>"
 // when there are none.
 #define KDSEG_CHECK(...) KDSEG_CHECK_WITH_MESSAGE_(__VA_ARGS__, "")
-#define KDSEG_CHECK_WITH_MESSAGE_(cond, ...)                                                          \
-  do {                                                                                                \
-    if (!(cond)) {                                                                                    \
+#define KDSEG_CHECK_WITH_MESSAGE_(cond, ...)                                                                \
+  do {                                                                                                      \
+    if (!(cond)) {                                                                                          \
       ::kdseg::detail::throw_error(__FILE__, __LINE__, ::kdseg::detail::check_message(#cond, __VA_ARGS__)); \
-    }                                                                                                 \
+    }                                                                                                       \
   } while (false)

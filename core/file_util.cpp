@@ -86,8 +86,8 @@ AtomicFile::AtomicFile(std::string final_path)
     KDSEG_THROW(final_path_, ": cannot write: folder ", folder.string(), " does not exist");
   }
   if (::access(folder.c_str(), W_OK) != 0) {
-    KDSEG_THROW(final_path_, ": cannot write: folder ", folder.string(), " is not writable (",
-                std::strerror(errno), ")");
+    KDSEG_THROW(final_path_, ": cannot write: folder ", folder.string(), " is not writable (", std::strerror(errno),
+                ")");
   }
   remove_stale_temporaries(folder, fs::path(final_path_).filename().string());
 }

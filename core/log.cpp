@@ -36,9 +36,7 @@ void init(int rank, int world_size, Level level, bool all_ranks) {
   if (!logger) {
     logger = spdlog::stderr_color_mt("kdseg");
   }
-  const std::string who = world_size > 1 || rank > 0
-                              ? fmt::format("[rank {}/{}] ", rank, world_size)
-                              : std::string();
+  const std::string who = world_size > 1 || rank > 0 ? fmt::format("[rank {}/{}] ", rank, world_size) : std::string();
   logger->set_pattern("[%H:%M:%S.%e] " + who + "%^%l%$: %v");
   Level effective = level;
   if (rank > 0 && !all_ranks && level < Level::kWarn) effective = Level::kWarn;

@@ -38,7 +38,11 @@ double ece_of(const at::Tensor& confidence, const at::Tensor& correct, const at:
 
 SegmentationMetrics::SegmentationMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions, int64_t bins,
                                          int64_t ignore_index, double empty_dice)
-    : cases_(cases), classes_(classes), bins_(bins), ignore_index_(ignore_index), empty_dice_(empty_dice),
+    : cases_(cases),
+      classes_(classes),
+      bins_(bins),
+      ignore_index_(ignore_index),
+      empty_dice_(empty_dice),
       regions_(std::move(regions)) {
   KDSEG_CHECK(cases > 0 && classes >= 2 && bins >= 1, "metrics: need cases > 0, classes >= 2, bins >= 1");
   if (regions_.empty()) {
@@ -56,7 +60,8 @@ void SegmentationMetrics::set_state(const at::Tensor& state) {
   state_ = state.to(torch::kDouble).contiguous();
 }
 
-void SegmentationMetrics::add(const at::Tensor& probabilities, const at::Tensor& labels, const std::vector<int64_t>& cases) {
+void SegmentationMetrics::add(const at::Tensor& probabilities, const at::Tensor& labels,
+                              const std::vector<int64_t>& cases) {
   KDSEG_CHECK(probabilities.dim() == 4 && probabilities.size(1) == classes_, "metrics: probabilities must be [B,",
               classes_, ",H,W], got ", probabilities.sizes());
   KDSEG_CHECK(static_cast<int64_t>(cases.size()) == probabilities.size(0), "metrics: ", cases.size(),
@@ -92,7 +97,8 @@ void SegmentationMetrics::add(const at::Tensor& probabilities, const at::Tensor&
     };
     const at::Tensor bin = bin_of(confidence);
     const at::Tensor correct = (predicted == label).to(torch::kDouble);
-    const at::Tensor conf_sum = torch::bincount(bin, confidence, bins_), correct_sum = torch::bincount(bin, correct, bins_),
+    const at::Tensor conf_sum = torch::bincount(bin, confidence, bins_),
+                     correct_sum = torch::bincount(bin, correct, bins_),
                      count = torch::bincount(bin, {}, bins_).to(torch::kDouble);
     row.narrow(0, bins_at(), bins_) += conf_sum;
     row.narrow(0, bins_at() + bins_, bins_) += correct_sum;
@@ -171,7 +177,8 @@ std::vector<double> SegmentationMetrics::brier_per_case() const { return per_cas
 
 std::vector<int64_t> SegmentationMetrics::slices_per_case() const {
   std::vector<int64_t> out;
-  for (int64_t c = 0; c < cases_; ++c) out.push_back(static_cast<int64_t>(state_[c][scalars_at() + kSlices].item<double>()));
+  for (int64_t c = 0; c < cases_; ++c)
+    out.push_back(static_cast<int64_t>(state_[c][scalars_at() + kSlices].item<double>()));
   return out;
 }
 

@@ -45,7 +45,7 @@ class SegmentationMetrics {
   std::vector<double> dice_per_case(size_t region) const;        // over all the case's voxels
   std::vector<double> slice_dice_per_case(size_t region) const;  // mean of the per-slice Dice
   std::vector<double> ece_per_case() const;
-  std::vector<double> slice_ece_per_case() const;                 // mean of the per-slice ECE
+  std::vector<double> slice_ece_per_case() const;  // mean of the per-slice ECE
   std::vector<double> classwise_ece_per_case() const;
   std::vector<double> nll_per_case() const;
   std::vector<double> brier_per_case() const;

@@ -19,8 +19,7 @@ std::string format_seconds(double s) {
 }
 }  // namespace
 
-Progress::Progress(std::string label, int64_t total, bool enabled, double plain_interval_seconds,
-                   std::FILE* stream)
+Progress::Progress(std::string label, int64_t total, bool enabled, double plain_interval_seconds, std::FILE* stream)
     : label_(std::move(label)),
       total_(total),
       enabled_(enabled),
@@ -43,8 +42,7 @@ std::string Progress::line(const std::string& status) const {
     constexpr int kWidth = 24;
     const double fraction = std::clamp(static_cast<double>(done_) / static_cast<double>(total_), 0.0, 1.0);
     const int filled = static_cast<int>(fraction * kWidth);
-    out << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "]  " << done_ << "/"
-        << total_;
+    out << "[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "]  " << done_ << "/" << total_;
   } else {
     out << done_;
   }

@@ -154,8 +154,8 @@ SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* referen
     std::vector<double> directed;
     directed.reserve(surfaces[from].size());
     for (const Voxel& p : surfaces[from]) {
-      const double d = std::sqrt(
-          to_other[static_cast<size_t>(((p.at[0] - lo[0]) * size[1] + (p.at[1] - lo[1])) * size[2] + (p.at[2] - lo[2]))]);
+      const double d = std::sqrt(to_other[static_cast<size_t>(
+          ((p.at[0] - lo[0]) * size[1] + (p.at[1] - lo[1])) * size[2] + (p.at[2] - lo[2]))]);
       directed.push_back(d);
       sum += d;
       within += d <= tolerance_mm;

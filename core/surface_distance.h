@@ -39,8 +39,7 @@ struct SurfaceMetrics {
 // `prediction` and `reference` hold shape[0] * shape[1] * shape[2] bytes in C order, non-zero
 // inside the mask; spacing[i] (mm, > 0) is the distance between neighbours along axis i.
 // Throws kdseg::Error for a non-positive size, spacing or tolerance.
-SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* reference,
-                               const std::array<int64_t, 3>& shape, const std::array<double, 3>& spacing,
-                               double tolerance_mm);
+SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* reference, const std::array<int64_t, 3>& shape,
+                               const std::array<double, 3>& spacing, double tolerance_mm);
 
 }  // namespace kdseg

@@ -14,12 +14,12 @@
 
 namespace kdseg::data {
 namespace fs = std::filesystem;
-using torch::Tensor;
 using detail::crc_of;
 using detail::read_shard_header;
 using detail::read_vector;
 using detail::ShardHeader;
 using detail::value_size;
+using torch::Tensor;
 
 namespace {
 
@@ -81,8 +81,8 @@ void SoftLabelCache::check_provenance(const std::string& store_path, const std::
 void check_cache_for_training(const SoftLabelCache& cache, const PreparedStore& store,
                               const std::vector<int64_t>& train_rows, const CacheUse& use) {
   const std::string& dir = cache.dir();
-  throw_differences(dir, differences(cache.provenance(), use.store_path, store.attribute("content_hash"),
-                                     use.teacher_path));
+  throw_differences(dir,
+                    differences(cache.provenance(), use.store_path, store.attribute("content_hash"), use.teacher_path));
   KDSEG_CHECK(cache.classes() == use.classes, dir, ": the cache holds ", cache.classes(), " classes but task '",
               use.task_name, "' has ", use.classes, " (was it made for another --task?)");
   if (cache.format() == CacheFormat::kProbsU8) {
@@ -152,8 +152,8 @@ void verify_shard(const SoftLabelCache& cache, const std::string& dir, int r, st
               header.store_rows.size(), ")");
   for (size_t i = 0; i < done.size(); ++i) {
     const int64_t row = header.first_row + static_cast<int64_t>(i);
-    const std::string where = path + ": slice " + std::to_string(i) + " (prepared-store row " +
-                              std::to_string(header.store_rows[i]) + ")";
+    const std::string where =
+        path + ": slice " + std::to_string(i) + " (prepared-store row " + std::to_string(header.store_rows[i]) + ")";
     if (done[i] == 0) {
       problems.push_back(where + ": not written");
       continue;

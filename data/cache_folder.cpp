@@ -77,8 +77,8 @@ void CacheFolder::prepare_pass(int world, bool force) const {
   const fs::path work = replacing ? staging_dir() : dir_;
   std::error_code ec;
   fs::create_directories(work, ec);
-  KDSEG_CHECK(!ec && fs::is_directory(work), dir_, ": cannot create the cache folder: ",
-              ec ? ec.message() : "a file of that name exists");
+  KDSEG_CHECK(!ec && fs::is_directory(work), dir_,
+              ": cannot create the cache folder: ", ec ? ec.message() : "a file of that name exists");
   for (const auto& entry : fs::directory_iterator(work)) {
     const auto shard = parse_shard_file_name(entry.path().filename().string());
     if (shard && shard->world != world) {

@@ -87,9 +87,7 @@ Tensor quantise_probabilities(const Tensor& probs) {
   return (whole + (rank < deficit).to(torch::kFloat)).clamp(0, 255).to(torch::kByte);
 }
 
-Tensor dequantise_probabilities(const Tensor& quantised) {
-  return quantised.to(torch::kFloat) * (1.0f / 255.0f);
-}
+Tensor dequantise_probabilities(const Tensor& quantised) { return quantised.to(torch::kFloat) * (1.0f / 255.0f); }
 
 Tensor encode_soft_labels(const Tensor& logits, CacheFormat format, double temperature) {
   KDSEG_CHECK(logits.dim() >= 3, "encode_soft_labels: expected [..., C, H, W], got ", logits.dim(), " dims");

@@ -11,13 +11,13 @@
 
 namespace kdseg::data {
 namespace fs = std::filesystem;
-using torch::Tensor;
 using detail::crc_of;
 using detail::read_int_attribute;
 using detail::read_provenance;
 using detail::read_shard_header;
 using detail::read_vector;
 using detail::ShardHeader;
+using torch::Tensor;
 
 namespace {
 

@@ -13,7 +13,6 @@
 
 namespace kdseg::data {
 namespace fs = std::filesystem;
-using torch::Tensor;
 using detail::crc_of;
 using detail::read_int_attribute;
 using detail::read_provenance;
@@ -24,6 +23,7 @@ using detail::value_size;
 using detail::value_type;
 using detail::write_int_attribute;
 using detail::write_provenance;
+using torch::Tensor;
 
 namespace {
 

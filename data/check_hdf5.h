@@ -27,11 +27,11 @@ inline std::string hdf5_error_stack() {
 }  // namespace kdseg::detail
 
 // Evaluates `call` once and yields its value, throwing when it is negative.
-#define KDSEG_CHECK_HDF5(call)                                                             \
-  [&]() {                                                                                  \
-    auto kdseg_h5_rc_ = (call);                                                            \
-    if (kdseg_h5_rc_ < 0) {                                                                \
-      KDSEG_THROW(#call, " failed: ", ::kdseg::detail::hdf5_error_stack());                \
-    }                                                                                      \
-    return kdseg_h5_rc_;                                                                   \
+#define KDSEG_CHECK_HDF5(call)                                              \
+  [&]() {                                                                   \
+    auto kdseg_h5_rc_ = (call);                                             \
+    if (kdseg_h5_rc_ < 0) {                                                 \
+      KDSEG_THROW(#call, " failed: ", ::kdseg::detail::hdf5_error_stack()); \
+    }                                                                       \
+    return kdseg_h5_rc_;                                                    \
   }()

@@ -63,7 +63,8 @@ void write_strings(hid_t parent, const std::string& name, const std::vector<std:
   const Handle type = string_type();
   const hsize_t n = values.size();
   const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(1, &n, nullptr)));
-  const Handle set(KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  const Handle set(
+      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
   std::vector<const char*> pointers;
   for (const auto& v : values) pointers.push_back(v.c_str());
   if (n > 0) KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()));
@@ -82,9 +83,11 @@ std::vector<std::string> read_strings(hid_t parent, const std::string& name) {
   return out;
 }
 
-void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data) {
+void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                 const void* data) {
   const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
-  const Handle set(KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  const Handle set(
+      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
   KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 

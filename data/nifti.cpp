@@ -1,8 +1,8 @@
 #include "data/nifti.h"
 
 #include <nifti1_io.h>
-#include <znzlib.h>
 #include <torch/torch.h>
+#include <znzlib.h>
 
 #include <cmath>
 #include <filesystem>
@@ -26,8 +26,8 @@ struct TypeInfo {
   at::ScalarType read_as;  // the tensor type holding the file's values exactly
 };
 const TypeInfo kTypes[] = {
-    {"uint8", DT_UINT8, at::kByte},   {"int8", DT_INT8, at::kChar},       {"int16", DT_INT16, at::kShort},
-    {"uint16", DT_UINT16, at::kInt},  {"int32", DT_INT32, at::kInt},      {"float32", DT_FLOAT32, at::kFloat},
+    {"uint8", DT_UINT8, at::kByte},       {"int8", DT_INT8, at::kChar},  {"int16", DT_INT16, at::kShort},
+    {"uint16", DT_UINT16, at::kInt},      {"int32", DT_INT32, at::kInt}, {"float32", DT_FLOAT32, at::kFloat},
     {"float64", DT_FLOAT64, at::kDouble},
 };
 const TypeInfo* type_by_code(int code) {
@@ -163,29 +163,44 @@ void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine
   const TypeInfo* type = type_by_name(datatype);
   KDSEG_CHECK(type != nullptr, path, ": unsupported datatype '", datatype, "'");
   KDSEG_CHECK(slope != 0.0, path, ": scl_slope must not be 0");
-  const int dims[8] = {3, static_cast<int>(voxels.size(0)), static_cast<int>(voxels.size(1)),
-                       static_cast<int>(voxels.size(2)), 1, 1, 1, 1};
+  const int dims[8] = {
+      3, static_cast<int>(voxels.size(0)), static_cast<int>(voxels.size(1)), static_cast<int>(voxels.size(2)), 1, 1, 1,
+      1};
   NiftiPtr image(nifti_make_new_nim(dims, type->code, /*data_fill=*/1));
   KDSEG_CHECK(image != nullptr, path, ": niftilib could not create an image");
   // Stored values: (value - inter) / slope, rounded for integer types, as [K,J,I] C-order.
   at::Tensor stored = voxels.to(torch::kDouble).sub(inter).div(slope).permute({2, 1, 0}).contiguous();
   if (type->code != DT_FLOAT32 && type->code != DT_FLOAT64) {
     // Integer types saturate instead of wrapping around.
-    static const std::map<int, std::pair<double, double>> kRange = {
-        {DT_UINT8, {0, 255}}, {DT_INT8, {-128, 127}}, {DT_INT16, {-32768, 32767}},
-        {DT_UINT16, {0, 65535}}, {DT_INT32, {-2147483648.0, 2147483647.0}}};
+    static const std::map<int, std::pair<double, double>> kRange = {{DT_UINT8, {0, 255}},
+                                                                    {DT_INT8, {-128, 127}},
+                                                                    {DT_INT16, {-32768, 32767}},
+                                                                    {DT_UINT16, {0, 65535}},
+                                                                    {DT_INT32, {-2147483648.0, 2147483647.0}}};
     const auto& range = kRange.at(type->code);
     stored = stored.round().clamp(range.first, range.second);
   }
   const int64_t n = stored.numel();
   const double* in = stored.data_ptr<double>();
   switch (type->code) {
-    case DT_UINT8: for (int64_t v = 0; v < n; ++v) static_cast<uint8_t*>(image->data)[v] = static_cast<uint8_t>(in[v]); break;
-    case DT_INT8: for (int64_t v = 0; v < n; ++v) static_cast<int8_t*>(image->data)[v] = static_cast<int8_t>(in[v]); break;
-    case DT_INT16: for (int64_t v = 0; v < n; ++v) static_cast<int16_t*>(image->data)[v] = static_cast<int16_t>(in[v]); break;
-    case DT_UINT16: for (int64_t v = 0; v < n; ++v) static_cast<uint16_t*>(image->data)[v] = static_cast<uint16_t>(in[v]); break;
-    case DT_INT32: for (int64_t v = 0; v < n; ++v) static_cast<int32_t*>(image->data)[v] = static_cast<int32_t>(in[v]); break;
-    case DT_FLOAT32: for (int64_t v = 0; v < n; ++v) static_cast<float*>(image->data)[v] = static_cast<float>(in[v]); break;
+    case DT_UINT8:
+      for (int64_t v = 0; v < n; ++v) static_cast<uint8_t*>(image->data)[v] = static_cast<uint8_t>(in[v]);
+      break;
+    case DT_INT8:
+      for (int64_t v = 0; v < n; ++v) static_cast<int8_t*>(image->data)[v] = static_cast<int8_t>(in[v]);
+      break;
+    case DT_INT16:
+      for (int64_t v = 0; v < n; ++v) static_cast<int16_t*>(image->data)[v] = static_cast<int16_t>(in[v]);
+      break;
+    case DT_UINT16:
+      for (int64_t v = 0; v < n; ++v) static_cast<uint16_t*>(image->data)[v] = static_cast<uint16_t>(in[v]);
+      break;
+    case DT_INT32:
+      for (int64_t v = 0; v < n; ++v) static_cast<int32_t*>(image->data)[v] = static_cast<int32_t>(in[v]);
+      break;
+    case DT_FLOAT32:
+      for (int64_t v = 0; v < n; ++v) static_cast<float*>(image->data)[v] = static_cast<float>(in[v]);
+      break;
     default: std::memcpy(image->data, in, static_cast<size_t>(n) * sizeof(double)); break;
   }
   const std::array<double, 3> spacing = voxel_spacing(affine);
@@ -200,8 +215,9 @@ void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine
   image->qform_code = NIFTI_XFORM_SCANNER_ANAT;
   nifti_mat44_to_quatern(image->sto_xyz, &image->quatern_b, &image->quatern_c, &image->quatern_d, &image->qoffset_x,
                          &image->qoffset_y, &image->qoffset_z, nullptr, nullptr, nullptr, &image->qfac);
-  image->qto_xyz = nifti_quatern_to_mat44(image->quatern_b, image->quatern_c, image->quatern_d, image->qoffset_x,
-                                          image->qoffset_y, image->qoffset_z, image->dx, image->dy, image->dz, image->qfac);
+  image->qto_xyz =
+      nifti_quatern_to_mat44(image->quatern_b, image->quatern_c, image->quatern_d, image->qoffset_x, image->qoffset_y,
+                             image->qoffset_z, image->dx, image->dy, image->dz, image->qfac);
   image->qto_ijk = nifti_mat44_inverse(image->qto_xyz);
 
   AtomicFile file(path);

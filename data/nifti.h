@@ -31,8 +31,8 @@ Volume read_nifti(const std::string& path, bool require_finite = true);
 // "int32", "float32" or "float64"), with the affine as both sform and qform (code 1), and
 // optional scl_slope/scl_inter (stored values are (value - inter) / slope). The extension
 // chooses .nii or .nii.gz. Atomic: a crash never leaves a partial file.
-void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine,
-                 const std::string& datatype, double slope = 1.0, double inter = 0.0);
+void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine, const std::string& datatype,
+                 double slope = 1.0, double inter = 0.0);
 
 // For each voxel axis: the world axis (0 R, 1 A, 2 S) it points along most closely, and the
 // direction (+1 or -1).

@@ -34,11 +34,11 @@ const char* cache_format_name(CacheFormat format);
 
 // What a cache was made from. Every field is a string attribute on the master and the shards.
 struct CacheProvenance {
-  std::string format;        // logits-f16 | probs-u8
-  std::string temperature;   // probs-u8: T (as written by %.17g); logits-f16: "applied when read"
+  std::string format;                      // logits-f16 | probs-u8
+  std::string temperature;                 // probs-u8: T (as written by %.17g); logits-f16: "applied when read"
   std::string teacher_file, teacher_hash;  // the teacher as given, FNV-1a of its bytes
   std::string store_file, store_hash;      // the prepared store as given, its content_hash
-  std::string folds;         // "all" or "0,2,3"
+  std::string folds;                       // "all" or "0,2,3"
   std::string classes;
   std::string tool_version, created;
 
@@ -78,11 +78,11 @@ class CacheShardWriter {
   // What the shard is: its place in the pass, its slices and how its values are stored.
   struct ShardSpec {
     int rank = 0, world = 1;
-    int64_t first_row = 0;               // first cache row of this shard
-    std::vector<int64_t> store_rows;     // prepared-store row of each of the shard's slices
+    int64_t first_row = 0;            // first cache row of this shard
+    std::vector<int64_t> store_rows;  // prepared-store row of each of the shard's slices
     int64_t classes = 2, height = 0, width = 0;
     CacheFormat format = CacheFormat::kLogitsF16;
-    int compression = 4;                 // deflate level (0: none); shuffle when > 0
+    int compression = 4;  // deflate level (0: none); shuffle when > 0
   };
   CacheShardWriter(const std::string& dir, ShardSpec spec, CacheProvenance provenance);
   ~CacheShardWriter();
@@ -170,9 +170,9 @@ struct CacheInspection {
   std::vector<int64_t> shape;  // N, C, H, W
   CacheProvenance provenance;
   int shards = 0;
-  int64_t stored_bytes = 0;    // the shards' compressed data
-  int64_t raw_bytes = 0;       // N*C*H*W * element size
-  int64_t file_bytes = 0;      // every file of the cache on disk
+  int64_t stored_bytes = 0;  // the shards' compressed data
+  int64_t raw_bytes = 0;     // N*C*H*W * element size
+  int64_t file_bytes = 0;    // every file of the cache on disk
   double bytes_per_voxel_per_class() const;
   double compression_ratio() const;
 };

@@ -32,9 +32,8 @@ struct StoredOrientation {
   std::array<int64_t, 3> axis;
   std::array<int, 3> direction;
 };
-const StoredOrientation kOrientations[] = {{{0, 1, 2}, {1, 1, 1}},   {{0, 1, 2}, {-1, -1, 1}},
-                                           {{1, 0, 2}, {1, -1, 1}},   {{0, 2, 1}, {1, 1, -1}},
-                                           {{2, 0, 1}, {-1, 1, 1}},   {{1, 2, 0}, {1, -1, -1}}};
+const StoredOrientation kOrientations[] = {{{0, 1, 2}, {1, 1, 1}},  {{0, 1, 2}, {-1, -1, 1}}, {{1, 0, 2}, {1, -1, 1}},
+                                           {{0, 2, 1}, {1, 1, -1}}, {{2, 0, 1}, {-1, 1, 1}},  {{1, 2, 0}, {1, -1, -1}}};
 
 // Soft occupancy of an ellipsoid: 1 inside, 0 outside, a logistic ramp of `blur` voxels.
 Tensor ellipsoid(const Tensor& x, const Tensor& y, const Tensor& z, std::array<double, 3> c, std::array<double, 3> r,
@@ -87,14 +86,16 @@ CaseVolumes make_case(const SynthOptions& o, int index, Rng& rng, SynthSummary& 
                                        c[2] + rng.uniform(-0.3, 0.3) * r[2]};
     const double radius = rng.uniform(0.25, 0.5) * std::min(r[0], r[1]);
     const Tensor blob = ellipsoid(x, y, z, centre, {radius, radius * rng.uniform(0.8, 1.2), radius * 0.6 * k / n * 2},
-                                  rng.uniform(1.5, 2.5)) * organ;
+                                  rng.uniform(1.5, 2.5)) *
+                        organ;
     const double tumour_hu = organ_hu - rng.uniform(40, 70);
     hu = hu * (1 - blob) + tumour_hu * blob;
     label.masked_fill_(blob > 0.5, tumour_label(o.layout));
   }
   if (o.layout == Layout::kKits23 && rng.bernoulli(0.7)) {
     const auto& c = organ_centres[0];
-    const Tensor cyst = ellipsoid(x, y, z, {c[0], c[1] - 0.05 * n, c[2] + 0.15 * k}, {0.03 * n, 0.03 * n, 0.08 * k}, 0.8) * organ;
+    const Tensor cyst =
+        ellipsoid(x, y, z, {c[0], c[1] - 0.05 * n, c[2] + 0.15 * k}, {0.03 * n, 0.03 * n, 0.08 * k}, 0.8) * organ;
     hu = hu * (1 - cyst) + 10 * cyst;
     label.masked_fill_((cyst > 0.5).logical_and(label == organ_label(o.layout)), 3);
   }
@@ -180,8 +181,9 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
 }  // namespace
 
 SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& o) {
-  KDSEG_CHECK(o.cases >= 1 && o.size >= 16 && o.slices >= 4, "synth: need at least 1 case, 16x16 pixels and 4 slices, got ",
-              o.cases, " cases of ", o.size, "x", o.size, "x", o.slices);
+  KDSEG_CHECK(o.cases >= 1 && o.size >= 16 && o.slices >= 4,
+              "synth: need at least 1 case, 16x16 pixels and 4 slices, got ", o.cases, " cases of ", o.size, "x",
+              o.size, "x", o.slices);
   claim_output_folder(dir, o);
   SynthSummary summary;
   for (int i = 0; i < o.cases; ++i) {

@@ -15,10 +15,10 @@ namespace kdseg::data {
 struct SynthOptions {
   Layout layout = Layout::kLits;
   int cases = 4;
-  int64_t size = 64;     // in-plane voxels
-  int64_t slices = 32;   // axial slices
+  int64_t size = 64;    // in-plane voxels
+  int64_t slices = 32;  // axial slices
   uint64_t seed = 0;
-  bool force = false;    // write into a folder that holds other files
+  bool force = false;  // write into a folder that holds other files
 };
 
 struct SynthSummary {

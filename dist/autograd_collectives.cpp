@@ -10,9 +10,7 @@ using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-Communicator* comm_of(AutogradContext* ctx) {
-  return reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt());
-}
+Communicator* comm_of(AutogradContext* ctx) { return reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt()); }
 
 class AllReduceSum : public torch::autograd::Function<AllReduceSum> {
  public:
@@ -69,7 +67,8 @@ losses::DmlStatisticsReducer global_batch_dml_reducer(Communicator& comm, const 
     // tp, fp, fn in one collective; the target maxima (no gradient, another operation) in a
     // second, small one.
     const Tensor packed = torch::cat({s.tp, s.fp, s.fn}, 1);
-    const Tensor reduced = batch_sums_suffice ? all_reduce_sum_with_grad(packed, comm) : all_gather_with_grad(packed, comm);
+    const Tensor reduced =
+        batch_sums_suffice ? all_reduce_sum_with_grad(packed, comm) : all_gather_with_grad(packed, comm);
     Tensor target_max = s.target_max.detach().contiguous().clone();
     if (batch_sums_suffice) comm.all_reduce(target_max, ReduceOp::kMax);
     else target_max = comm.all_gather(target_max);

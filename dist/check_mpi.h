@@ -17,11 +17,11 @@ inline std::string mpi_error_string(int code) {
 }
 }  // namespace kdseg::detail
 
-#define KDSEG_CHECK_MPI(call)                                                                  \
-  do {                                                                                         \
-    const int kdseg_mpi_rc_ = (call);                                                          \
-    if (kdseg_mpi_rc_ != MPI_SUCCESS) {                                                        \
-      KDSEG_THROW(#call, " failed: ", ::kdseg::detail::mpi_error_string(kdseg_mpi_rc_),        \
-                  " (MPI error code ", kdseg_mpi_rc_, ")");                                    \
-    }                                                                                          \
+#define KDSEG_CHECK_MPI(call)                                                                                \
+  do {                                                                                                       \
+    const int kdseg_mpi_rc_ = (call);                                                                        \
+    if (kdseg_mpi_rc_ != MPI_SUCCESS) {                                                                      \
+      KDSEG_THROW(#call, " failed: ", ::kdseg::detail::mpi_error_string(kdseg_mpi_rc_), " (MPI error code ", \
+                  kdseg_mpi_rc_, ")");                                                                       \
+    }                                                                                                        \
   } while (false)

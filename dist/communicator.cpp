@@ -79,8 +79,9 @@ std::unique_ptr<Communicator> make_mpi_communicator(const CommunicatorOptions&) 
 #endif
 #if !KDSEG_HAVE_NCCL
 std::unique_ptr<Communicator> make_nccl_communicator(const CommunicatorOptions&) {
-  KDSEG_THROW("--backend nccl: this kdseg was built without NCCL; rebuild against a CUDA LibTorch with "
-              "-DKDSEG_WITH_NCCL=ON (NCCL_ROOT=... if CMake does not find it)");
+  KDSEG_THROW(
+      "--backend nccl: this kdseg was built without NCCL; rebuild against a CUDA LibTorch with "
+      "-DKDSEG_WITH_NCCL=ON (NCCL_ROOT=... if CMake does not find it)");
 }
 #endif
 
@@ -104,8 +105,8 @@ void all_reduce_any_device(Communicator& comm, at::Tensor& tensor, ReduceOp op) 
     comm.all_reduce(tensor, op);
     return;
   }
-  at::Tensor staged =
-      tensor.to(tensor.options().device(comm.device()), /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous);
+  at::Tensor staged = tensor.to(tensor.options().device(comm.device()), /*non_blocking=*/false, /*copy=*/true,
+                                at::MemoryFormat::Contiguous);
   comm.all_reduce(staged, op);
   tensor.copy_(staged);
 }
@@ -135,7 +136,8 @@ std::unique_ptr<Communicator> make_communicator(const CommunicatorOptions& optio
   Backend backend = options.backend;
   if (backend == Backend::kAuto) {
     if (!launched_by_launcher()) backend = Backend::kLocal;
-    else backend = options.cuda && KDSEG_HAVE_NCCL ? Backend::kNccl : (KDSEG_HAVE_MPI ? Backend::kMpi : Backend::kLocal);
+    else
+      backend = options.cuda && KDSEG_HAVE_NCCL ? Backend::kNccl : (KDSEG_HAVE_MPI ? Backend::kMpi : Backend::kLocal);
   }
   KDSEG_CHECK(!(backend == Backend::kNccl && !options.cuda),
               "--backend nccl reduces CUDA tensors: train with --device cuda, or use --backend mpi on CPU");

@@ -76,7 +76,8 @@ void DataParallel::build_buckets() {
   };
   for (const auto& p : params) {
     // Dense in any layout (channels-last included): buckets hold gradients in logical order.
-    KDSEG_CHECK(p.is_non_overlapping_and_dense(), "DataParallel: a parameter is not dense (a view into another tensor?)");
+    KDSEG_CHECK(p.is_non_overlapping_and_dense(),
+                "DataParallel: a parameter is not dense (a view into another tensor?)");
     const bool same_kind = current.empty() || (slots_[current.front()].param.scalar_type() == p.scalar_type() &&
                                                slots_[current.front()].param.device() == p.device());
     if (!same_kind || (filled > 0 && filled + static_cast<int64_t>(p.nbytes()) > limit)) close();
@@ -100,8 +101,9 @@ void DataParallel::on_gradient(size_t slot, const at::Tensor& grad) {
     if (s.param.grad().defined()) view.add_(s.param.grad());
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  KDSEG_CHECK(!slot_seen_[slot], "DataParallel: a parameter received two gradients in one backward; call "
-                                 "synchronize_gradients() after every backward (or use no_sync())");
+  KDSEG_CHECK(!slot_seen_[slot],
+              "DataParallel: a parameter received two gradients in one backward; call "
+              "synchronize_gradients() after every backward (or use no_sync())");
   slot_seen_[slot] = 1;
   mark_ready(s.bucket);
 }

@@ -84,8 +84,8 @@ class DataParallel {
 
   void build_buckets();
   void on_gradient(size_t slot, const at::Tensor& grad);
-  void mark_ready(size_t bucket);   // holds mutex_
-  void launch_ready_in_order();     // holds mutex_
+  void mark_ready(size_t bucket);  // holds mutex_
+  void launch_ready_in_order();    // holds mutex_
   void reduce(size_t bucket);
   void communication_loop();
   void reset_for_next_backward();

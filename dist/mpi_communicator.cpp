@@ -10,10 +10,10 @@
 #include <mutex>
 #include <thread>
 
-#include "dist/check_mpi.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/backends.h"
+#include "dist/check_mpi.h"
 #include "dist/watchdog.h"
 
 namespace kdseg::dist {
@@ -59,7 +59,8 @@ MPI_Datatype mpi_type(const at::Tensor& t) {
     case at::kChar: return MPI_INT8_T;
     case at::kBool: return MPI_C_BOOL;
     case at::kShort: return MPI_INT16_T;
-    default: KDSEG_THROW("MPI backend: dtype ", t.scalar_type(), " is not supported; use float32/64 or an integer type");
+    default:
+      KDSEG_THROW("MPI backend: dtype ", t.scalar_type(), " is not supported; use float32/64 or an integer type");
   }
 }
 
@@ -78,7 +79,8 @@ MPI_Op mpi_op(ReduceOp op, const at::Tensor& t) {
 }
 
 std::string describe(const char* what, const at::Tensor& t) {
-  return kdseg::detail::concat(what, " of ", t.numel(), " x ", t.scalar_type(), " (", t.nbytes(), " bytes) on the MPI backend");
+  return kdseg::detail::concat(what, " of ", t.numel(), " x ", t.scalar_type(), " (", t.nbytes(),
+                               " bytes) on the MPI backend");
 }
 
 // Elements per MPI call: counts are int, so larger tensors go in pieces.
@@ -136,7 +138,8 @@ class MpiCommunicator final : public Communicator {
       in_pieces(tensor, [&](void* data, int count) {
         if (polite_) {
           MPI_Request request;
-          KDSEG_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, data, count, mpi_type(tensor), mpi_op(op, tensor), comm_, &request));
+          KDSEG_CHECK_MPI(
+              MPI_Iallreduce(MPI_IN_PLACE, data, count, mpi_type(tensor), mpi_op(op, tensor), comm_, &request));
           wait_politely(request);
         } else {
           KDSEG_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data, count, mpi_type(tensor), mpi_op(op, tensor), comm_));
@@ -150,7 +153,8 @@ class MpiCommunicator final : public Communicator {
     check_cpu_contiguous(tensor, "broadcast");
     KDSEG_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " outside [0, ", size_, ")");
     WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("broadcast", tensor); });
-    in_pieces(tensor, [&](void* data, int count) { KDSEG_CHECK_MPI(MPI_Bcast(data, count, mpi_type(tensor), root, comm_)); });
+    in_pieces(tensor,
+              [&](void* data, int count) { KDSEG_CHECK_MPI(MPI_Bcast(data, count, mpi_type(tensor), root, comm_)); });
   }
 
   at::Tensor all_gather(const at::Tensor& input) override {
@@ -159,12 +163,12 @@ class MpiCommunicator final : public Communicator {
     std::vector<int64_t> shape = tensor.sizes().vec();
     KDSEG_CHECK(!shape.empty(), "all_gather: needs at least one dimension");
     shape[0] *= size_;
-    KDSEG_CHECK(tensor.numel() <= INT_MAX, "all_gather: ", tensor.numel(), " elements per rank exceed what one MPI call ",
-                "takes (", INT_MAX, ")");
+    KDSEG_CHECK(tensor.numel() <= INT_MAX, "all_gather: ", tensor.numel(),
+                " elements per rank exceed what one MPI call ", "takes (", INT_MAX, ")");
     at::Tensor out = torch::empty(shape, tensor.options());
     WatchedCollective watch(watchdog_.get(), [&tensor] { return describe("all_gather", tensor); });
-    KDSEG_CHECK_MPI(MPI_Allgather(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor),
-                                  out.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), comm_));
+    KDSEG_CHECK_MPI(MPI_Allgather(tensor.data_ptr(), static_cast<int>(tensor.numel()), mpi_type(tensor), out.data_ptr(),
+                                  static_cast<int>(tensor.numel()), mpi_type(tensor), comm_));
     return out;
   }
 

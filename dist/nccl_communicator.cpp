@@ -6,10 +6,10 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
-#include "dist/check_cuda.h"
-#include "dist/check_mpi.h"
 #include "core/error.h"
 #include "dist/backends.h"
+#include "dist/check_cuda.h"
+#include "dist/check_mpi.h"
 #include "dist/watchdog.h"
 
 namespace kdseg::dist {
@@ -91,18 +91,18 @@ class NcclCommunicator final : public Communicator {
   void all_reduce(at::Tensor& tensor, ReduceOp op) override {
     check(tensor, "all_reduce");
     const auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
-    KDSEG_CHECK_NCCL(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor),
-                                   tensor.scalar_type() == at::kBool ? (op == ReduceOp::kMin ? ncclMin : ncclMax)
-                                                                     : nccl_op(op),
-                                   comm_, stream.stream()));
+    KDSEG_CHECK_NCCL(
+        ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor),
+                      tensor.scalar_type() == at::kBool ? (op == ReduceOp::kMin ? ncclMin : ncclMax) : nccl_op(op),
+                      comm_, stream.stream()));
     watch("all_reduce", tensor, stream.stream());
   }
 
   void broadcast(at::Tensor& tensor, int root) override {
     check(tensor, "broadcast");
     const auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
-    KDSEG_CHECK_NCCL(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor), root,
-                                   comm_, stream.stream()));
+    KDSEG_CHECK_NCCL(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), nccl_type(tensor), root, comm_,
+                                   stream.stream()));
     watch("broadcast", tensor, stream.stream());
   }
 
@@ -113,8 +113,8 @@ class NcclCommunicator final : public Communicator {
     shape[0] *= size_;
     at::Tensor out = torch::empty(shape, tensor.options());
     const auto stream = c10::cuda::getCurrentCUDAStream(tensor.device().index());
-    KDSEG_CHECK_NCCL(ncclAllGather(tensor.data_ptr(), out.data_ptr(), tensor.numel(), nccl_type(tensor), comm_,
-                                   stream.stream()));
+    KDSEG_CHECK_NCCL(
+        ncclAllGather(tensor.data_ptr(), out.data_ptr(), tensor.numel(), nccl_type(tensor), comm_, stream.stream()));
     watch("all_gather", tensor, stream.stream());
     return out;
   }
@@ -163,11 +163,12 @@ class NcclCommunicator final : public Communicator {
     KDSEG_CHECK_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     KDSEG_CHECK_CUDA(cudaEventRecord(event, stream));
     std::string text = kdseg::detail::concat(what, " of ", t.nbytes(), " bytes on the NCCL backend");
-    watchdog_->start([text] { return text; }, [event]() {
-      const bool done = cudaEventQuery(event) != cudaErrorNotReady;
-      if (done) cudaEventDestroy(event);
-      return done;
-    });
+    watchdog_->start([text] { return text; },
+                     [event]() {
+                       const bool done = cudaEventQuery(event) != cudaErrorNotReady;
+                       if (done) cudaEventDestroy(event);
+                       return done;
+                     });
   }
 
   CommunicatorOptions options_;

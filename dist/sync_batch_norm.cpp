@@ -56,8 +56,9 @@ class NormaliseWithGlobalStatistics : public torch::autograd::Function<Normalise
     // CPU kernels and CUDA's fused one read the "running" statistics; CUDA's channels-last
     // kernel reads save_mean and save_invstd, which must be defined: the same statistics.
     const Tensor invstd64 = torch::rsqrt(var.to(torch::kDouble) + eps);
-    auto [dx, dw, db] = at::native_batch_norm_backward(grad, input, weight, mean, var, mean, invstd64.to(var.scalar_type()),
-                                                        /*train=*/false, eps, {true, true, true});
+    auto [dx, dw, db] =
+        at::native_batch_norm_backward(grad, input, weight, mean, var, mean, invstd64.to(var.scalar_type()),
+                                       /*train=*/false, eps, {true, true, true});
     const int64_t c = input.size(1);
     Tensor sums = torch::cat({db, dw}).to(torch::kDouble);
     if (comm != nullptr && comm->size() > 1) comm->all_reduce(sums, ReduceOp::kSum);
@@ -73,7 +74,10 @@ class NormaliseWithGlobalStatistics : public torch::autograd::Function<Normalise
     } else {
       // bf16 activations: the correction in float32 around the mean, rounded once.
       const Tensor centred = input.to(torch::kFloat) - channel(mean, torch::kFloat);
-      dx = dx.to(torch::kFloat).addcmul_(centred, channel(a, torch::kFloat)).add_(channel(b, torch::kFloat)).to(dx.scalar_type());
+      dx = dx.to(torch::kFloat)
+               .addcmul_(centred, channel(a, torch::kFloat))
+               .add_(channel(b, torch::kFloat))
+               .to(dx.scalar_type());
     }
     return {dx, dw, db, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }

@@ -32,8 +32,8 @@ void Watchdog::finish(uint64_t id) {
 
 void Watchdog::run() {
   // Poll often enough to report within ~5% of the timeout, at most every 200 ms.
-  const auto period = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(200),
-                                                          std::max<std::chrono::milliseconds>(timeout_ / 20, std::chrono::milliseconds(5)));
+  const auto period = std::min<std::chrono::milliseconds>(
+      std::chrono::milliseconds(200), std::max<std::chrono::milliseconds>(timeout_ / 20, std::chrono::milliseconds(5)));
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_) {
     wake_.wait_for(lock, period);

@@ -85,8 +85,14 @@ struct PerCase {
 };
 
 PerCase per_case_values(const SegmentationMetrics& metrics, const Tensor& distances) {
-  PerCase values{metrics.slices_per_case(), {}, {}, metrics.ece_per_case(), metrics.slice_ece_per_case(),
-                 metrics.classwise_ece_per_case(), metrics.nll_per_case(), metrics.brier_per_case(),
+  PerCase values{metrics.slices_per_case(),
+                 {},
+                 {},
+                 metrics.ece_per_case(),
+                 metrics.slice_ece_per_case(),
+                 metrics.classwise_ece_per_case(),
+                 metrics.nll_per_case(),
+                 metrics.brier_per_case(),
                  distances.defined() ? distances.contiguous() : Tensor()};
   for (size_t r = 0; r < metrics.regions().size(); ++r) {
     values.dice.push_back(metrics.dice_per_case(r));
@@ -109,32 +115,39 @@ json reliability_entry(const SegmentationMetrics& metrics, int bins) {
 class Evaluator {
  public:
   Evaluator(const EvaluateOptions& o, dist::Communicator& comm)
-      : o_(o), comm_(comm), store_(o.data), layout_(data::parse_layout(store_.attribute("layout"))),
-        task_(data::make_task(o.task, layout_)), regions_(data::dice_regions(task_, layout_)),
+      : o_(o),
+        comm_(comm),
+        store_(o.data),
+        layout_(data::parse_layout(store_.attribute("layout"))),
+        task_(data::make_task(o.task, layout_)),
+        regions_(data::dice_regions(task_, layout_)),
         device_(o.device) {
     KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
-    KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1, "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
+    KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1,
+                "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
     KDSEG_CHECK(o_.workers >= 0, "evaluate: --workers must be >= 0, got ", o_.workers);
     KDSEG_CHECK(o_.surface_tolerance > 0 && std::isfinite(o_.surface_tolerance),
                 "evaluate: --surface-tolerance must be a positive number of mm, got ", o_.surface_tolerance);
     std::set<std::string> names;
     for (const auto& m : o_.models) {
-      KDSEG_CHECK(names.insert(m.name).second, "evaluate: two models are named '", m.name, "'; give distinct --name values");
+      KDSEG_CHECK(names.insert(m.name).second, "evaluate: two models are named '", m.name,
+                  "'; give distinct --name values");
       KDSEG_CHECK(m.model->classes() == task_.classes, m.file, ": the model predicts ", m.model->classes(),
                   " classes but task '", task_.name, "' has ", task_.classes, " (evaluate it with its own --task)");
     }
     const int folds = store_.folds();
-    KDSEG_CHECK(o_.fold >= 0 && o_.fold < folds, o_.data, ": --fold ", o_.fold, " does not exist; the store has ", folds,
-                " folds (0-", folds - 1, ")");
+    KDSEG_CHECK(o_.fold >= 0 && o_.fold < folds, o_.data, ": --fold ", o_.fold, " does not exist; the store has ",
+                folds, " folds (0-", folds - 1, ")");
     rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
     for (const auto& m : o_.models) check_held_out(m);
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
     if (comm_.rank() == 0 && store_options_.is_object() && store_options_.value("slices", "all") != "all") {
-      log::warn("{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
-                "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "
-                "on a store prepared with --slices all for volume metrics",
-                o_.data, store_options_.value("slices", ""), store_options_.value("slices", ""));
+      log::warn(
+          "{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
+          "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "
+          "on a store prepared with --slices all for volume metrics",
+          o_.data, store_options_.value("slices", ""), store_options_.value("slices", ""));
     }
   }
 
@@ -150,8 +163,10 @@ class Evaluator {
     std::error_code ec;
     if (!fs::is_regular_file(trained_on, ec)) {
       if (comm_.rank() == 0) {
-        log::warn("{}: its training store {} is gone, so evaluate cannot check that fold {} held none of its training "
-                  "cases", evaluated.file, trained_on, o_.fold);
+        log::warn(
+            "{}: its training store {} is gone, so evaluate cannot check that fold {} held none of its training "
+            "cases",
+            evaluated.file, trained_on, o_.fold);
       }
       return;
     }
@@ -168,8 +183,8 @@ class Evaluator {
     if (seen.empty()) return;
     std::string ids;
     for (const auto& id : seen) ids += (ids.empty() ? "" : ", ") + id;
-    KDSEG_THROW(evaluated.file, ": trained on ", seen.size(), " case(s) of fold ", o_.fold, " (", ids, "): it held out fold ",
-                held_out, " of ", trained_on, "; evaluate each model on the fold it held out");
+    KDSEG_THROW(evaluated.file, ": trained on ", seen.size(), " case(s) of fold ", o_.fold, " (", ids,
+                "): it held out fold ", held_out, " of ", trained_on, "; evaluate each model on the fold it held out");
   }
 
   json run() {
@@ -186,13 +201,18 @@ class Evaluator {
                    {"fold", o_.fold},
                    {"task", {{"name", task_.name}, {"classes", task_.classes}, {"class_names", class_names()}}},
                    {"regions", region_names()},
-                   {"options", {{"device", device_type_name(o_.device.type())}, {"batch_size", o_.batch_size}, {"bins", o_.bins},
-                                {"bootstrap_resamples", o_.bootstrap}, {"bootstrap_seed", o_.seed},
-                                {"ranks", comm_.size()}, {"save_predictions", o_.save_predictions},
-                                {"surface_metrics", o_.surface},
-                                {"surface_tolerance_mm", o_.surface ? json(o_.surface_tolerance) : json()},
-                                {"layout", data::layout_name(layout_)},
-                                {"slices", static_cast<int64_t>(rows_.size())}}},
+                   {"options",
+                    {{"device", device_type_name(o_.device.type())},
+                     {"batch_size", o_.batch_size},
+                     {"bins", o_.bins},
+                     {"bootstrap_resamples", o_.bootstrap},
+                     {"bootstrap_seed", o_.seed},
+                     {"ranks", comm_.size()},
+                     {"save_predictions", o_.save_predictions},
+                     {"surface_metrics", o_.surface},
+                     {"surface_tolerance_mm", o_.surface ? json(o_.surface_tolerance) : json()},
+                     {"layout", data::layout_name(layout_)},
+                     {"slices", static_cast<int64_t>(rows_.size())}}},
                    {"empty_slice_dice", 1.0},
                    {"models", models}};
     if (comm_.rank() == 0) report::write_report(o_.output, report);
@@ -285,7 +305,8 @@ class Evaluator {
         b.push_back(dice(*it->second, region.name));
       }
       const PairedDifference difference = paired_difference(a, b, o_.bootstrap, 0.95, o_.seed);
-      regions[region.name] = {{"cases", difference.cases}, {"mean", number(difference.mean)},
+      regions[region.name] = {{"cases", difference.cases},
+                              {"mean", number(difference.mean)},
                               {"ci95", {number(difference.ci95.low), number(difference.ci95.high)}},
                               {"p_value", number(difference.p_value)}};
     }
@@ -337,10 +358,15 @@ class Evaluator {
       dice[regions_[r].name] = number(values.dice[r][c]);
       slice_dice[regions_[r].name] = number(values.slice_dice[r][c]);
     }
-    json entry = {{"id", store_.case_ids()[c]}, {"slices", values.slices[c]}, {"dice", dice},
-                  {"slice_dice", slice_dice}, {"ece", number(values.ece[c])},
-                  {"slice_ece", number(values.slice_ece[c])}, {"classwise_ece", number(values.classwise_ece[c])},
-                  {"nll", number(values.nll[c])}, {"brier", number(values.brier[c])}};
+    json entry = {{"id", store_.case_ids()[c]},
+                  {"slices", values.slices[c]},
+                  {"dice", dice},
+                  {"slice_dice", slice_dice},
+                  {"ece", number(values.ece[c])},
+                  {"slice_ece", number(values.slice_ece[c])},
+                  {"classwise_ece", number(values.classwise_ece[c])},
+                  {"nll", number(values.nll[c])},
+                  {"brier", number(values.brier[c])}};
     for (size_t k = 0; values.has_surface() && k < std::size(kSurfaceMetrics); ++k) {
       json per_region = json::object();
       for (size_t r = 0; r < regions_.size(); ++r) per_region[regions_[r].name] = number(values.distance(c, r, k));

@@ -21,15 +21,15 @@ class FrozenModel;
 namespace kdseg::eval {
 
 struct EvaluatedModel {
-  std::string name;                // its column in the report
-  std::string file;                // for provenance (hash, path)
+  std::string name;                    // its column in the report
+  std::string file;                    // for provenance (hash, path)
   std::shared_ptr<FrozenModel> model;  // maps images to logits; loaded by the caller
 };
 
 struct EvaluateOptions {
-  std::string data;                // prepared store
-  int fold = 0;                    // the cases evaluated
-  std::string output;              // report folder
+  std::string data;    // prepared store
+  int fold = 0;        // the cases evaluated
+  std::string output;  // report folder
   std::string task = "tumor";
   std::vector<EvaluatedModel> models;
   int64_t batch_size = 4;

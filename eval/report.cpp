@@ -29,9 +29,8 @@ using namespace detail;  // the renderer's text helpers, assets and charts
 template <typename Render>
 std::string rendered(const json& report, Render&& render) {
   try {
-    KDSEG_CHECK(report.is_object() && report.value("format", "") == kFormat,
-                "report.json: \"format\" is ", report.is_object() ? dump(report.value("format", json())) : "missing",
-                ", expected \"", kFormat, "\"");
+    KDSEG_CHECK(report.is_object() && report.value("format", "") == kFormat, "report.json: \"format\" is ",
+                report.is_object() ? dump(report.value("format", json())) : "missing", ", expected \"", kFormat, "\"");
     KDSEG_CHECK(!report.at("models").empty(), "report.json: no models to report");
     KDSEG_CHECK(!report.at("regions").empty(), "report.json: no regions to report");
     return render();
@@ -158,8 +157,8 @@ void write_header(std::ostream& out, const json& report) {
       {"Tool version", display(report.at("tool_version"))},
   };
   out << "<header><div class=\"wrap\">\n<h1>kdseg evaluation report</h1>\n"
-      << "<p class=\"subtitle\">" << escape_html(task_and_fold(report))
-      << " &middot; " << models << (models == 1 ? " model" : " models") << "</p>\n<dl class=\"meta\">\n";
+      << "<p class=\"subtitle\">" << escape_html(task_and_fold(report)) << " &middot; " << models
+      << (models == 1 ? " model" : " models") << "</p>\n<dl class=\"meta\">\n";
   for (const auto& [label, value] : rows) out << "<dt>" << label << "</dt><dd>" << escape_html(value) << "</dd>\n";
   out << "</dl>\n</div></header>\n";
 }
@@ -232,8 +231,7 @@ void write_paired(std::ostream& out, const json& report) {
       const double mean = number(d.at("mean")), low = number(d.at("ci95").at(0)), high = number(d.at("ci95").at(1));
       const auto signed_text = [](double v) { return (v >= 0 ? "+" : "") + fixed(v, 4); };  // "–" for NaN
       out << "<td class=\"num first\">" << signed_text(mean) << "<span class=\"ci\">[" << signed_text(low) << ", "
-          << signed_text(high) << "]</span><span class=\"ci\">p = "
-          << fixed(number(d.at("p_value")), 4);
+          << signed_text(high) << "]</span><span class=\"ci\">p = " << fixed(number(d.at("p_value")), 4);
       if (d.contains("p_holm")) out << " (Holm " << fixed(number(d.at("p_holm")), 4) << ")";
       out << ", n = " << d.at("cases").get<int64_t>() << "</span></td>";
     }

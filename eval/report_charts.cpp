@@ -22,8 +22,8 @@ using json = nlohmann::json;
 std::string px(double value) { return fixed(value, 1); }
 
 void svg_line(std::ostream& out, const char* cls, double x1, double y1, double x2, double y2) {
-  out << "<line class=\"" << cls << "\" x1=\"" << px(x1) << "\" y1=\"" << px(y1) << "\" x2=\"" << px(x2)
-      << "\" y2=\"" << px(y2) << "\"/>\n";
+  out << "<line class=\"" << cls << "\" x1=\"" << px(x1) << "\" y1=\"" << px(y1) << "\" x2=\"" << px(x2) << "\" y2=\""
+      << px(y2) << "\"/>\n";
 }
 
 void svg_text(std::ostream& out, double x, double y, const char* anchor, const std::string& text,
@@ -33,8 +33,7 @@ void svg_text(std::ostream& out, double x, double y, const char* anchor, const s
 }
 
 // Horizontal grid lines and labels of a [0, 1] value axis from y = top (1) to top + height (0).
-void svg_value_axis(std::ostream& out, double left, double right, double top, double height, int steps,
-                    int decimals) {
+void svg_value_axis(std::ostream& out, double left, double right, double top, double height, int steps, int decimals) {
   for (int i = 0; i <= steps; ++i) {
     const double value = static_cast<double>(i) / steps;
     const double y = top + height * (1 - value);
@@ -51,8 +50,8 @@ constexpr double kWidth = kLeft + kSize + 12, kHeight = kStripTop + kStripHeight
 
 // The bars of one confidence bin: accuracy in the model's colour, the gap to the bin's mean
 // confidence in red, the count (log scale) in a strip below; the numbers in a tooltip.
-void write_reliability_bin(std::ostream& out, int bin, int bins, double confidence, double accuracy,
-                           double count, double total, double max_count, const char* color) {
+void write_reliability_bin(std::ostream& out, int bin, int bins, double confidence, double accuracy, double count,
+                           double total, double max_count, const char* color) {
   using namespace reliability_layout;
   const double width = kSize / bins;
   const double x = kLeft + bin * width + 1;
@@ -62,8 +61,8 @@ void write_reliability_bin(std::ostream& out, int bin, int bins, double confiden
       << fixed(confidence, 4) << ", count " << fixed(count, 0) << " (" << fixed(100 * count / total, 2)
       << "%)</title>\n";
   if (!std::isnan(accuracy)) {
-    out << "<rect x=\"" << px(x) << "\" y=\"" << px(y_of(accuracy)) << "\" width=\"" << px(width - 2)
-        << "\" height=\"" << px(kSize * accuracy) << "\" fill=\"" << color << "\"/>\n";
+    out << "<rect x=\"" << px(x) << "\" y=\"" << px(y_of(accuracy)) << "\" width=\"" << px(width - 2) << "\" height=\""
+        << px(kSize * accuracy) << "\" fill=\"" << color << "\"/>\n";
     if (!std::isnan(confidence)) {
       out << "<rect class=\"gap\" x=\"" << px(x) << "\" y=\"" << px(y_of(std::max(accuracy, confidence)))
           << "\" width=\"" << px(width - 2) << "\" height=\"" << px(kSize * std::abs(accuracy - confidence))
@@ -72,8 +71,8 @@ void write_reliability_bin(std::ostream& out, int bin, int bins, double confiden
   }
   if (count > 0) {
     const double height = kStripHeight * std::log1p(count) / std::log1p(max_count);
-    out << "<rect class=\"count\" x=\"" << px(x) << "\" y=\"" << px(kStripTop + kStripHeight - height)
-        << "\" width=\"" << px(width - 2) << "\" height=\"" << px(height) << "\"/>\n";
+    out << "<rect class=\"count\" x=\"" << px(x) << "\" y=\"" << px(kStripTop + kStripHeight - height) << "\" width=\""
+        << px(width - 2) << "\" height=\"" << px(height) << "\"/>\n";
   }
   out << "</g>\n";
 }
@@ -98,8 +97,8 @@ void write_reliability(std::ostream& out, const json& model, size_t index) {
 
   out << "<figure><figcaption>" << model_label(model, index) << "<span class=\"mono\">ECE "
       << fixed(number(model.at("summary").at("ece").at("mean")), 4) << "</span></figcaption>\n"
-      << "<svg class=\"reliability\" viewBox=\"0 0 " << px(kWidth) << " " << px(kHeight) << "\" width=\""
-      << px(kWidth) << "\" height=\"" << px(kHeight) << "\" role=\"img\" aria-label=\""
+      << "<svg class=\"reliability\" viewBox=\"0 0 " << px(kWidth) << " " << px(kHeight) << "\" width=\"" << px(kWidth)
+      << "\" height=\"" << px(kHeight) << "\" role=\"img\" aria-label=\""
       << "Reliability diagram of " << escape_html(display(model.at("name"))) << "\">\n";
   svg_value_axis(out, kLeft, kLeft + kSize, kTop, kSize, 5, 1);
   for (int bin = 0; bin < bins; ++bin) {

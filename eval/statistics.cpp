@@ -66,8 +66,7 @@ double sign_flip_p_value(const std::vector<double>& differences, uint64_t seed, 
 
 std::vector<double> finite_values(const std::vector<double>& values) {
   std::vector<double> finite;
-  std::copy_if(values.begin(), values.end(), std::back_inserter(finite),
-               [](double v) { return std::isfinite(v); });
+  std::copy_if(values.begin(), values.end(), std::back_inserter(finite), [](double v) { return std::isfinite(v); });
   return finite;
 }
 

@@ -29,8 +29,7 @@ double mean_ignoring_nan(const std::vector<double>& values);
 // interpolation between order statistics). The same (values, resamples, level, seed) give the
 // same interval. {NaN, NaN} without finite values, {v, v} for a single one.
 // Throws kdseg::Error when resamples < 1 or level is outside (0, 1).
-Interval bootstrap_ci(const std::vector<double>& values, int resamples = 2000, double level = 0.95,
-                      uint64_t seed = 0);
+Interval bootstrap_ci(const std::vector<double>& values, int resamples = 2000, double level = 0.95, uint64_t seed = 0);
 
 // Model a against model b over the same cases (a[i] and b[i] are case i): the mean of the
 // differences a - b over the cases where both are finite, the percentile-bootstrap interval of

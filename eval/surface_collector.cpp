@@ -28,7 +28,10 @@ Tensor in_region(const Tensor& classes, const DiceRegion& region) {
 SurfaceCollector::SurfaceCollector(const data::PreparedStore& store, const std::vector<int64_t>& rows,
                                    const std::vector<DiceRegion>& regions, int64_t ignore_index, double tolerance,
                                    const dist::Communicator& comm)
-    : store_(store), regions_(regions), ignore_index_(ignore_index), tolerance_(tolerance),
+    : store_(store),
+      regions_(regions),
+      ignore_index_(ignore_index),
+      tolerance_(tolerance),
       results_(torch::zeros({static_cast<int64_t>(store.case_ids().size()), static_cast<int64_t>(regions.size()), 3},
                             torch::kDouble)) {
   std::map<int32_t, std::set<int>> ranks_of_case;
@@ -109,8 +112,8 @@ void SurfaceCollector::measure(int32_t case_index, const Slices& slices) {
   for (size_t k = 0; k < regions_.size(); ++k) {
     const Tensor in_prediction = in_region(predicted, regions_[k]);
     const Tensor in_reference = torch::where(ignored, in_prediction, in_region(label, regions_[k])).contiguous();
-    const SurfaceMetrics distances = surface_metrics(in_prediction.data_ptr<uint8_t>(),
-                                                     in_reference.data_ptr<uint8_t>(), size, spacing, tolerance_);
+    const SurfaceMetrics distances =
+        surface_metrics(in_prediction.data_ptr<uint8_t>(), in_reference.data_ptr<uint8_t>(), size, spacing, tolerance_);
     results_[case_index][static_cast<int64_t>(k)].copy_(
         torch::tensor({distances.hd95, distances.assd, distances.nsd}, torch::kDouble));
   }

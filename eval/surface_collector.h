@@ -54,8 +54,8 @@ class SurfaceCollector {
   double tolerance_;
   at::Tensor results_;
   std::map<int32_t, std::vector<int64_t>> rows_of_case_;  // the fold's rows of each case, in order
-  std::vector<int32_t> shared_;                          // cases whose rows more than one rank holds
-  std::map<int32_t, Slices> held_;                       // this rank's slices of cases not yet measured
+  std::vector<int32_t> shared_;                           // cases whose rows more than one rank holds
+  std::map<int32_t, Slices> held_;                        // this rank's slices of cases not yet measured
 };
 
 }  // namespace kdseg::eval::detail

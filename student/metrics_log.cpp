@@ -23,7 +23,8 @@ void MetricsLog::truncate_after(int64_t step) const {
     if (line.empty()) continue;
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     const auto* at = j.is_object() && j.contains("validation") ? &j.at("validation") : &j;
-    const bool later = !j.is_object() || !at->is_object() || !at->contains("step") || at->at("step").get<int64_t>() > step;
+    const bool later =
+        !j.is_object() || !at->is_object() || !at->contains("step") || at->at("step").get<int64_t>() > step;
     if (later) {
       dropped = true;
       continue;

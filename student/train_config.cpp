@@ -105,16 +105,37 @@ void check_config(const TrainConfig& c, int world) {
 }
 
 nlohmann::json config_json(const TrainConfig& c) {
-  return {{"data", c.data}, {"output", c.output}, {"fold", c.fold}, {"arch", c.arch}, {"width", c.width},
-          {"dropout", c.dropout}, {"task", c.task}, {"labels", label_kind_name(c.labels)},
-          {"ls_epsilon", c.ls_epsilon}, {"ls_kernel", c.ls_kernel}, {"loss", loss_kind_name(c.loss)},
-          {"epochs", c.epochs}, {"max_steps", c.max_steps}, {"batch_size", c.batch_size},
-          {"accumulate", c.accumulate}, {"crop", c.crop}, {"lr", c.lr}, {"weight_decay", c.weight_decay},
-          {"warmup", c.warmup}, {"clip_grad", c.clip_grad}, {"seed", c.seed}, {"workers", c.workers},
-          {"deterministic", c.deterministic}, {"teacher_mode", teacher_mode_name(c.teacher_mode)},
-          {"cache", c.cache}, {"teacher", c.teacher}, {"temperature", c.temperature},
-          {"dml_reduction", dml_reduction_name(c.dml_reduction)}, {"device", device_type_name(c.device)},
-          {"precision", precision_name(c.precision)}, {"channels_last", c.channels_last}};
+  return {{"data", c.data},
+          {"output", c.output},
+          {"fold", c.fold},
+          {"arch", c.arch},
+          {"width", c.width},
+          {"dropout", c.dropout},
+          {"task", c.task},
+          {"labels", label_kind_name(c.labels)},
+          {"ls_epsilon", c.ls_epsilon},
+          {"ls_kernel", c.ls_kernel},
+          {"loss", loss_kind_name(c.loss)},
+          {"epochs", c.epochs},
+          {"max_steps", c.max_steps},
+          {"batch_size", c.batch_size},
+          {"accumulate", c.accumulate},
+          {"crop", c.crop},
+          {"lr", c.lr},
+          {"weight_decay", c.weight_decay},
+          {"warmup", c.warmup},
+          {"clip_grad", c.clip_grad},
+          {"seed", c.seed},
+          {"workers", c.workers},
+          {"deterministic", c.deterministic},
+          {"teacher_mode", teacher_mode_name(c.teacher_mode)},
+          {"cache", c.cache},
+          {"teacher", c.teacher},
+          {"temperature", c.temperature},
+          {"dml_reduction", dml_reduction_name(c.dml_reduction)},
+          {"device", device_type_name(c.device)},
+          {"precision", precision_name(c.precision)},
+          {"channels_last", c.channels_last}};
 }
 
 }  // namespace kdseg::student

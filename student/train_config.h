@@ -40,34 +40,34 @@ DmlReduction parse_dml_reduction(const std::string& name);  // global | local
 const char* dml_reduction_name(DmlReduction reduction);
 
 struct TrainConfig {
-  std::string data;                 // prepared store
-  std::string output;               // folder: checkpoints, metrics.jsonl, config.json
+  std::string data;    // prepared store
+  std::string output;  // folder: checkpoints, metrics.jsonl, config.json
   int fold = 0;
   std::string arch = "unet-resnet18d";
-  double width = 1.0;               // channel multiplier (tests and quick runs)
+  double width = 1.0;  // channel multiplier (tests and quick runs)
   double dropout = 0.1;
   std::string task = "tumor";
   LabelKind labels = LabelKind::kHard;
   double ls_epsilon = 0.5;
   int64_t ls_kernel = 3;
   LossKind loss = LossKind::kCeDml;
-  int64_t epochs = 0;               // one of epochs and max_steps
+  int64_t epochs = 0;  // one of epochs and max_steps
   int64_t max_steps = 0;
-  int64_t batch_size = 8;           // global, across ranks
-  int64_t accumulate = 1;           // micro-batches per optimiser step
+  int64_t batch_size = 8;  // global, across ranks
+  int64_t accumulate = 1;  // micro-batches per optimiser step
   int64_t crop = 384;
-  double lr = 1e-4;                 // encoder; decoder and heads get 10x
+  double lr = 1e-4;  // encoder; decoder and heads get 10x
   double weight_decay = 1e-2;
-  double warmup = 0.01;             // fraction of the steps
-  double clip_grad = 0;             // max gradient norm, 0: off
+  double warmup = 0.01;  // fraction of the steps
+  double clip_grad = 0;  // max gradient norm, 0: off
   uint64_t seed = 0;
   int workers = 2;
-  int64_t log_every = 10;           // steps
-  int64_t validate_every = 1;       // epochs (0: never)
-  int64_t checkpoint_every = 0;     // steps (0: at the end of each epoch only)
-  int64_t stop_after = 0;           // stop this invocation after N steps (0: run to the end)
-  bool resume = false;              // continue the run in output (its last.pt)
-  bool force = false;               // start over although output holds a run
+  int64_t log_every = 10;        // steps
+  int64_t validate_every = 1;    // epochs (0: never)
+  int64_t checkpoint_every = 0;  // steps (0: at the end of each epoch only)
+  int64_t stop_after = 0;        // stop this invocation after N steps (0: run to the end)
+  bool resume = false;           // continue the run in output (its last.pt)
+  bool force = false;            // start over although output holds a run
   bool skip_nonfinite = false;
   bool deterministic = false;
   // CPU, or CUDA: one GPU per rank (the node-local rank's), collectives over NCCL, cuDNN
@@ -80,10 +80,10 @@ struct TrainConfig {
 
   // Distillation (`kdseg distill`).
   TeacherMode teacher_mode = TeacherMode::kNone;
-  std::string cache;                   // cache folder (TeacherMode::kCache)
-  std::string teacher;                 // teacher file: its hash is checked against the cache; online: the teacher
+  std::string cache;    // cache folder (TeacherMode::kCache)
+  std::string teacher;  // teacher file: its hash is checked against the cache; online: the teacher
   std::shared_ptr<FrozenModel> online_teacher;  // loaded by the caller for TeacherMode::kOnline
-  double temperature = 1.0;            // softmax temperature of the soft labels and the KL term
+  double temperature = 1.0;                     // softmax temperature of the soft labels and the KL term
   DmlReduction dml_reduction = DmlReduction::kGlobal;
 };
 

@@ -14,6 +14,7 @@
 #include "core/autocast.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/frozen_model.h"
 #include "core/log.h"
 #include "core/losses/distill.h"
 #include "core/metrics.h"
@@ -21,7 +22,6 @@
 #include "core/models/unet.h"
 #include "core/progress.h"
 #include "core/random.h"
-#include "core/frozen_model.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
@@ -75,9 +75,11 @@ class Trainer {
   TrainSummary run() {
     if (comm_.rank() == 0 && step_ == 0) {
       write_file_atomic(c_.output + "/config.json", config_json(c_).dump(2) + "\n");
-      log::info("training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} rank(s), {}{}",
-                c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size(),
-                device_.str(), bf16_ ? " (bf16 autocast)" : "");
+      log::info(
+          "training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} "
+          "rank(s), {}{}",
+          c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size(),
+          device_.str(), bf16_ ? " (bf16 autocast)" : "");
     }
     Progress progress("train", total_steps_, comm_.rank() == 0);
     progress.resume_at(step_);
@@ -109,8 +111,9 @@ class Trainer {
     // only warns: runs repeat to rounding, not bit for bit.
     at::globalContext().setDeterministicAlgorithms(c_.deterministic, /*warn_only=*/device_.is_cuda());
     if (c_.deterministic && device_.is_cuda() && comm_.rank() == 0) {
-      log::warn("--deterministic on CUDA: cuDNN is deterministic and autotuning is off, but bilinear upsampling's "
-                "backward accumulates with atomics; runs agree to rounding, not bit for bit");
+      log::warn(
+          "--deterministic on CUDA: cuDNN is deterministic and autotuning is off, but bilinear upsampling's "
+          "backward accumulates with atomics; runs agree to rounding, not bit for bit");
     }
   }
 
@@ -118,11 +121,13 @@ class Trainer {
     sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
                                                           c_.batch_size / c_.accumulate, c_.seed);
     KDSEG_CHECK(sampler_->steps_per_epoch() >= c_.accumulate, c_.data, ": ", train_rows_.size(),
-                " training slices make ", sampler_->steps_per_epoch(), " micro-batch(es) of ", c_.batch_size / c_.accumulate,
-                ", fewer than --accumulate ", c_.accumulate, "; lower --accumulate or --batch-size");
+                " training slices make ", sampler_->steps_per_epoch(), " micro-batch(es) of ",
+                c_.batch_size / c_.accumulate, ", fewer than --accumulate ", c_.accumulate,
+                "; lower --accumulate or --batch-size");
     steps_per_epoch_ = sampler_->steps_per_epoch() / c_.accumulate;
     total_steps_ = c_.max_steps > 0 ? c_.max_steps : c_.epochs * steps_per_epoch_;
-    warmup_steps_ = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
+    warmup_steps_ =
+        std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c_.warmup * static_cast<double>(total_steps_))));
   }
 
   // Rank 0 decides whether there is a run to resume and tells the others, so that every rank
@@ -142,8 +147,8 @@ class Trainer {
 
   void split_rows() {
     const int folds = store_.folds();
-    KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ", folds,
-                " folds (0-", folds - 1, ")");
+    KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ",
+                folds, " folds (0-", folds - 1, ")");
     val_rows_ = store_.rows_in_folds({c_.fold});
     for (int f = 0; f < folds; ++f) {
       if (f == c_.fold) continue;
@@ -220,7 +225,8 @@ class Trainer {
   // Linear warmup over warmup_steps_, then linear decay to 0 at total_steps_.
   double lr_factor(int64_t step) const {
     if (step < warmup_steps_) return static_cast<double>(step + 1) / static_cast<double>(warmup_steps_);
-    return std::max(0.0, static_cast<double>(total_steps_ - step) / static_cast<double>(std::max<int64_t>(1, total_steps_ - warmup_steps_)));
+    return std::max(0.0, static_cast<double>(total_steps_ - step) /
+                             static_cast<double>(std::max<int64_t>(1, total_steps_ - warmup_steps_)));
   }
 
   void run_epoch(Progress& progress) {
@@ -268,8 +274,8 @@ class Trainer {
     optimizer_->zero_grad();
     // Dropout draws from (seed, step, rank): masks differ across ranks and steps, and a resumed
     // run draws the same ones without carrying generator states (CPU and CUDA are both seeded).
-    torch::manual_seed(derive_seed(c_.seed, {kDropoutStream, static_cast<uint64_t>(step_),
-                                             static_cast<uint64_t>(comm_.rank())}));
+    torch::manual_seed(
+        derive_seed(c_.seed, {kDropoutStream, static_cast<uint64_t>(step_), static_cast<uint64_t>(comm_.rank())}));
     StepRecord record;
     record.loss_sum = torch::zeros({}, torch::TensorOptions(torch::kDouble).device(device_));
     for (int64_t micro = 0; micro < c_.accumulate; ++micro) micro_step(loader, micro, record);
@@ -279,7 +285,7 @@ class Trainer {
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
       ++summary_.skipped_steps;
       if (ddp_) ddp_->synchronize_gradients();  // completes the step's collectives ...
-      optimizer_->zero_grad();                   // ... whose non-finite results are dropped
+      optimizer_->zero_grad();                  // ... whose non-finite results are dropped
       ++step_;
       return;
     }
@@ -375,11 +381,18 @@ class Trainer {
 
   void log_step(const StepRecord& record, int64_t epoch, double seconds, double data_wait, const Tensor& grad_norm) {
     const auto& parts = record.parts;
-    json line = {{"step", step_}, {"epoch", epoch}, {"loss", summary_.last_loss}, {"ce", parts.ce.item<double>()},
-                 {"kl", parts.kl.item<double>()}, {"dml_hard", parts.dml_hard.item<double>()},
-                 {"dml_soft", parts.dml_soft.item<double>()}, {"lr", c_.lr * lr_factor(step_ - 1)},
+    json line = {{"step", step_},
+                 {"epoch", epoch},
+                 {"loss", summary_.last_loss},
+                 {"ce", parts.ce.item<double>()},
+                 {"kl", parts.kl.item<double>()},
+                 {"dml_hard", parts.dml_hard.item<double>()},
+                 {"dml_soft", parts.dml_soft.item<double>()},
+                 {"lr", c_.lr * lr_factor(step_ - 1)},
                  {"images_per_s", static_cast<double>(record.images * comm_.size()) / seconds},
-                 {"step_s", seconds}, {"data_wait_s", data_wait}, {"teacher_s", record.teacher_seconds}};
+                 {"step_s", seconds},
+                 {"data_wait_s", data_wait},
+                 {"teacher_s", record.teacher_seconds}};
     if (grad_norm.defined()) line["grad_norm"] = grad_norm.item<double>();  // before clipping
     metrics_log_.append(line);
   }
@@ -423,8 +436,9 @@ class Trainer {
       for (size_t k = 0; k < dices.size(); ++k) {
         if (!std::isnan(dices[k])) per_case[store_.case_ids()[k]] = {{"dice", dices[k]}, {"ece", eces[k]}};
       }
-      metrics_log_.append({{"validation", {{"step", step_}, {"epoch", epoch}, {"mean_dice", dice}, {"mean_ece", ece},
-                                      {"cases", per_case}}}});
+      metrics_log_.append(
+          {{"validation",
+            {{"step", step_}, {"epoch", epoch}, {"mean_dice", dice}, {"mean_ece", ece}, {"cases", per_case}}}});
       log::info("validation after epoch {}: mean tumour Dice {:.4f}, ECE {:.4f}", epoch, dice, ece);
     }
     if (dice > best_dice_) {
@@ -449,7 +463,7 @@ class Trainer {
   void load_checkpoint() {
     const models::Checkpoint checkpoint(checkpoint_path(), device_);  // a GPU run's resumes on CPU and back
     check_same_run(checkpoint);
-    checkpoint.load_weights(model_);                            // the weights take the checkpoint's layout ...
+    checkpoint.load_weights(model_);                           // the weights take the checkpoint's layout ...
     if (c_.channels_last) models::use_channels_last(*model_);  // ... and this run's again
     checkpoint.load_optimizer(*optimizer_);
     step_ = checkpoint.info().step;
@@ -470,7 +484,8 @@ class Trainer {
     }
     const std::string& data_hash = checkpoint.info().data_hash;  // absent from checkpoints of early versions
     KDSEG_CHECK(data_hash.empty() || data_hash == store_.attribute("content_hash"), checkpoint.path(),
-                ": was trained on another version of ", c_.data, " (its content hash differs); resume on the same prepared store");
+                ": was trained on another version of ", c_.data,
+                " (its content hash differs); resume on the same prepared store");
   }
 
   TrainConfig c_;

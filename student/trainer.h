@@ -13,11 +13,11 @@
 namespace kdseg::student {
 
 struct TrainSummary {
-  int64_t steps = 0;                // optimiser steps done, resumed ones included
-  int64_t steps_this_run = 0;       // steps this invocation made
+  int64_t steps = 0;           // optimiser steps done, resumed ones included
+  int64_t steps_this_run = 0;  // steps this invocation made
   int64_t skipped_steps = 0;
   double last_loss = 0;
-  double best_dice = -1;            // mean tumour Dice over validation cases
+  double best_dice = -1;  // mean tumour Dice over validation cases
 };
 
 // The device this rank trains on: the CPU, or for --device cuda the node-local rank's GPU. Throws

@@ -27,9 +27,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using ShardSpec = data::CacheShardWriter::ShardSpec;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::string folds_text(const std::vector<int>& folds) {
   if (folds.empty()) return "all";

@@ -17,25 +17,25 @@
 namespace kdseg::teacher {
 
 struct PrecomputeOptions {
-  std::string teacher;       // kdseg checkpoint or TorchScript file
-  std::string data;          // prepared store
-  std::string output;        // cache folder
+  std::string teacher;  // kdseg checkpoint or TorchScript file
+  std::string data;     // prepared store
+  std::string output;   // cache folder
   data::CacheFormat format = data::CacheFormat::kLogitsF16;
-  double temperature = 0;    // probs-u8: T of the stored probabilities (0: 1); logits-f16: must be 0
-  std::vector<int> folds;    // slices of these folds' cases; empty: every slice
+  double temperature = 0;      // probs-u8: T of the stored probabilities (0: 1); logits-f16: must be 0
+  std::vector<int> folds;      // slices of these folds' cases; empty: every slice
   std::string task = "tumor";  // its class count must be the teacher's
   int64_t batch_size = 8;
-  int compression = 4;       // deflate level 0-9 (0: uncompressed)
-  bool force = false;        // replace a finished cache
+  int compression = 4;                 // deflate level 0-9 (0: uncompressed)
+  bool force = false;                  // replace a finished cache
   c10::DeviceType device = c10::kCPU;  // CPU, or CUDA (bf16 autocast, softmax in float32)
-  int workers = 2;           // slice-reading threads
+  int workers = 2;                     // slice-reading threads
 };
 
 struct PrecomputeSummary {
-  int64_t slices = 0;        // in the cache
-  int64_t computed = 0;      // by this run (all ranks); the rest were resumed
+  int64_t slices = 0;    // in the cache
+  int64_t computed = 0;  // by this run (all ranks); the rest were resumed
   double teacher_seconds = 0, write_seconds = 0, wait_seconds = 0, seconds = 0;  // rank 0's
-  std::string master;        // path of soft_labels.h5
+  std::string master;                                                            // path of soft_labels.h5
 };
 
 // Collective over `comm`. Throws kdseg::Error naming the file and the problem.

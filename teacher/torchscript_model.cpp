@@ -33,7 +33,8 @@ class TorchScriptModel final : public FrozenModel {
     try {
       module_ = torch::jit::load(path, device);
     } catch (const std::exception& e) {
-      KDSEG_THROW(path, ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
+      KDSEG_THROW(path,
+                  ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
                   error_message(e));
     }
     module_.eval();
@@ -41,7 +42,8 @@ class TorchScriptModel final : public FrozenModel {
     std::ostringstream shape;
     shape << out.sizes();
     KDSEG_CHECK(out.dim() == 4 && out.size(0) == 2 && out.size(2) == probe && out.size(3) == probe && out.size(1) >= 2,
-                path, ": for input [2,1,", probe, ",", probe, "] the module returned ", shape.str(), "; a teacher must return logits [B,C,H,W] with C >= 2 at the input size");
+                path, ": for input [2,1,", probe, ",", probe, "] the module returned ", shape.str(),
+                "; a teacher must return logits [B,C,H,W] with C >= 2 at the input size");
     classes_ = out.size(1);
   }
 

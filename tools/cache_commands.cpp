@@ -14,6 +14,7 @@ namespace kdseg::tools {
 namespace po = boost::program_options;
 
 void add_precompute_options(po::options_description& d) {
+  // clang-format off
   d.add_options()
       ("teacher", po::value<std::string>()->required(), "teacher: a kdseg checkpoint or a TorchScript file")
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
@@ -28,6 +29,7 @@ void add_precompute_options(po::options_description& d) {
       ("workers", po::value<int>()->default_value(2), "slice-reading threads per rank")
       ("force", po::bool_switch(), "replace a finished cache in --output")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank, bf16)");
+  // clang-format on
 }
 
 int run_precompute(const po::variables_map& vm) {
@@ -51,11 +53,12 @@ int run_precompute(const po::variables_map& vm) {
   return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);
     if (comm.rank() == 0) {
-      std::printf("cached %lld slices (%lld computed now, %lld resumed) in %.1f s: teacher %.1f s, writing %.1f s, "
-                  "waiting for data %.1f s (rank 0)\n%s\n",
-                  static_cast<long long>(s.slices), static_cast<long long>(s.computed),
-                  static_cast<long long>(s.slices - s.computed), s.seconds, s.teacher_seconds, s.write_seconds,
-                  s.wait_seconds, s.master.c_str());
+      std::printf(
+          "cached %lld slices (%lld computed now, %lld resumed) in %.1f s: teacher %.1f s, writing %.1f s, "
+          "waiting for data %.1f s (rank 0)\n%s\n",
+          static_cast<long long>(s.slices), static_cast<long long>(s.computed),
+          static_cast<long long>(s.slices - s.computed), s.seconds, s.teacher_seconds, s.write_seconds, s.wait_seconds,
+          s.master.c_str());
     }
     return 0;
   });
@@ -69,14 +72,16 @@ int run_cache_inspect(const po::variables_map& vm) {
   const data::CacheInspection c = data::inspect_cache(vm["cache"].as<std::string>());
   const data::CacheProvenance& p = c.provenance;
   std::printf("cache        %s\n", vm["cache"].as<std::string>().c_str());
-  std::printf("shape        [%lld, %lld, %lld, %lld] (slices, classes, height, width)\n", static_cast<long long>(c.shape[0]),
-              static_cast<long long>(c.shape[1]), static_cast<long long>(c.shape[2]), static_cast<long long>(c.shape[3]));
+  std::printf("shape        [%lld, %lld, %lld, %lld] (slices, classes, height, width)\n",
+              static_cast<long long>(c.shape[0]), static_cast<long long>(c.shape[1]),
+              static_cast<long long>(c.shape[2]), static_cast<long long>(c.shape[3]));
   std::printf("format       %s (temperature: %s)\n", p.format.c_str(), p.temperature.c_str());
   std::printf("shards       %d\n", c.shards);
   std::printf("size         %.2f MiB on disk, %.2f MiB of soft labels (%.2f MiB uncompressed)\n",
               static_cast<double>(c.file_bytes) / 1048576.0, static_cast<double>(c.stored_bytes) / 1048576.0,
               static_cast<double>(c.raw_bytes) / 1048576.0);
-  std::printf("compression  %.2fx, %.3f bytes per voxel per class\n", c.compression_ratio(), c.bytes_per_voxel_per_class());
+  std::printf("compression  %.2fx, %.3f bytes per voxel per class\n", c.compression_ratio(),
+              c.bytes_per_voxel_per_class());
   std::printf("teacher      %s (hash %s)\n", p.teacher_file.c_str(), p.teacher_hash.c_str());
   std::printf("store        %s (content hash %s)\n", p.store_file.c_str(), p.store_hash.c_str());
   std::printf("folds        %s\n", p.folds.c_str());
@@ -85,10 +90,12 @@ int run_cache_inspect(const po::variables_map& vm) {
 }
 
 void add_cache_verify_options(po::options_description& d) {
+  // clang-format off
   d.add_options()
       ("cache", po::value<std::string>()->required(), "cache folder")
       ("teacher", po::value<std::string>()->default_value(""), "check that the cache was made by this teacher file")
       ("data", po::value<std::string>()->default_value(""), "check that the cache was made from this prepared store");
+  // clang-format on
 }
 
 int run_cache_verify(const po::variables_map& vm) {

@@ -8,11 +8,11 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/communicator.h"
 #include "tools/cache_commands.h"
 #include "tools/data_commands.h"
 #include "tools/evaluate_command.h"
 #include "tools/train_command.h"
-#include "dist/communicator.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
@@ -28,8 +28,7 @@ std::string usage_text() {
       << "       kdseg --version\n\n"
       << "commands:\n";
   for (const Command& c : commands()) {
-    out << "  " << c.name << std::string(16 - std::min<size_t>(c.name.size(), 15), ' ') << c.summary
-        << "\n";
+    out << "  " << c.name << std::string(16 - std::min<size_t>(c.name.size(), 15), ' ') << c.summary << "\n";
   }
   out << "\nOptions on the command line take precedence over those in --config FILE (INI).\n";
   return out.str();
@@ -37,6 +36,7 @@ std::string usage_text() {
 
 po::options_description shared_options() {
   po::options_description shared("shared options");
+  // clang-format off
   shared.add_options()
       ("help,h", "show this command's options")
       ("config", po::value<std::string>(), "INI file with further options (the command line wins)")
@@ -46,6 +46,7 @@ po::options_description shared_options() {
        "communication between ranks: auto (NCCL on CUDA, MPI on CPU, local without mpirun), local, mpi or nccl")
       ("collective-timeout", po::value<double>()->default_value(600),
        "seconds a collective may take before the job is reported and aborted (0: never)");
+  // clang-format on
   return shared;
 }
 
@@ -90,15 +91,16 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       Command{"synth", "write synthetic LiTS/KiTS-shaped NIfTI data", add_synth_options, run_synth},
-      Command{"prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store", add_prepare_options, run_prepare},
+      Command{"prepare", "convert LiTS/KiTS NIfTI volumes into a prepared HDF5 store", add_prepare_options,
+              run_prepare},
       Command{"train", "train a network (teacher or hard-label student)", add_train_options, run_train},
       Command{"precompute", "run the teacher once and cache its soft labels to HDF5", add_precompute_options,
               run_precompute},
       Command{"distill", "train a student with DML against a teacher's soft labels (cached or online)",
               add_distill_options, run_distill},
       Command{"evaluate", "report Dice and calibration of one or more models", add_evaluate_options, run_evaluate},
-      Command{"cache inspect", "show a soft-label cache's shape, format, provenance and size", add_cache_inspect_options,
-              run_cache_inspect},
+      Command{"cache inspect", "show a soft-label cache's shape, format, provenance and size",
+              add_cache_inspect_options, run_cache_inspect},
       Command{"cache verify", "check every slice, checksum and the provenance of a soft-label cache",
               add_cache_verify_options, run_cache_verify},
   };
@@ -141,7 +143,8 @@ int run(int argc, const char* const* argv) {
     // `kdseg cache` or `kdseg cache --help`: the usage, whose list names its subcommands.
     if (first == "cache" && !two_words) {
       const bool help = args.size() > 1 && (args[1] == "--help" || args[1] == "-h");
-      (help ? std::cout : std::cerr) << "kdseg cache: give a subcommand (cache inspect, cache verify)\n\n" << usage_text();
+      (help ? std::cout : std::cerr) << "kdseg cache: give a subcommand (cache inspect, cache verify)\n\n"
+                                     << usage_text();
       return help ? kExitOk : kExitUsage;
     }
     std::cerr << "kdseg: unknown command '" << name << "'\n\n" << usage_text();
@@ -153,8 +156,8 @@ int run(int argc, const char* const* argv) {
     std::cerr << "kdseg " << it->name << ": " << e.what() << "\n(see: kdseg " << it->name << " --help)\n";
     return kExitUsage;
   } catch (const Error& e) {
-    std::cerr << "[rank " << std::max(0, e.rank()) << "/" << std::max(1, process_world_size()) << "] error: "
-              << e.what() << "\n";
+    std::cerr << "[rank " << std::max(0, e.rank()) << "/" << std::max(1, process_world_size())
+              << "] error: " << e.what() << "\n";
     return kExitError;
   } catch (const std::exception& e) {
     std::cerr << "[rank " << std::max(0, process_rank()) << "/" << std::max(1, process_world_size())

@@ -14,6 +14,7 @@ namespace kdseg::tools {
 namespace po = boost::program_options;
 
 void add_synth_options(po::options_description& d) {
+  // clang-format off
   d.add_options()
       ("layout", po::value<std::string>()->default_value("lits"), "lits, kits19 or kits23")
       ("cases", po::value<int>()->default_value(4), "number of cases")
@@ -22,6 +23,7 @@ void add_synth_options(po::options_description& d) {
       ("size", po::value<int64_t>()->default_value(64), "in-plane voxels")
       ("slices", po::value<int64_t>()->default_value(32), "axial slices per case")
       ("force", po::bool_switch(), "write into a folder that holds other files (they may be replaced)");
+  // clang-format on
 }
 
 int run_synth(const po::variables_map& vm) {
@@ -40,6 +42,7 @@ int run_synth(const po::variables_map& vm) {
 }
 
 void add_prepare_options(po::options_description& d) {
+  // clang-format off
   d.add_options()
       ("input", po::value<std::string>()->required(), "folder with the LiTS or KiTS download")
       ("output", po::value<std::string>()->required(), "prepared store to write (HDF5)")
@@ -50,6 +53,7 @@ void add_prepare_options(po::options_description& d) {
       ("compression", po::value<int>()->default_value(4), "deflate level 0-9 (0: none)")
       ("skip-bad-cases", po::bool_switch(), "log and skip bad cases instead of writing nothing")
       ("force", po::bool_switch(), "replace an existing output");
+  // clang-format on
 }
 
 int run_prepare(const po::variables_map& vm) {
@@ -78,7 +82,8 @@ int run_prepare(const po::variables_map& vm) {
   std::cout << "prepared " << o.output << " (" << data::layout_name(s.layout) << ", " << s.image_dtype << " images)\n"
             << "  cases " << s.cases << ", slices kept " << s.slices << ", skipped cases " << s.skipped.size() << "\n"
             << "  fold:   ";
-  for (size_t f = 0; f < s.cases_per_fold.size(); ++f) std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
+  for (size_t f = 0; f < s.cases_per_fold.size(); ++f)
+    std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
   std::cout << "\n  labels: ";
   for (size_t v = 0; v < s.label_histogram.size(); ++v) std::cout << "  " << v << ": " << s.label_histogram[v];
   std::cout << "\n  content hash " << s.content_hash << ", " << s.seconds << " s ("

@@ -52,6 +52,7 @@ void print_summary(const nlohmann::json& report, const std::string& output) {
 }  // namespace
 
 void add_evaluate_options(po::options_description& d) {
+  // clang-format off
   d.add_options()
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
       ("fold", po::value<int>()->default_value(0), "the fold whose cases are evaluated")
@@ -72,6 +73,7 @@ void add_evaluate_options(po::options_description& d) {
       ("save-predictions", po::bool_switch(),
        "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda");
+  // clang-format on
 }
 
 int run_evaluate(const po::variables_map& vm) {

@@ -26,6 +26,7 @@ auto parse_option(const po::variables_map& vm, const char* name, Parse parse) {
 
 // The options `train` and `distill` share: the data, the network, the optimisation, the run.
 void add_trainer_options(po::options_description& d) {
+  // clang-format off
   d.add_options()
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
       ("output", po::value<std::string>()->required(), "folder for checkpoints, metrics.jsonl and config.json")
@@ -56,6 +57,7 @@ void add_trainer_options(po::options_description& d) {
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank: the node-local rank's)")
       ("precision", po::value<std::string>()->default_value("auto"), "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
       ("channels-last", po::value<bool>()->default_value(true), "keep weights and activations NHWC (faster on cuDNN and oneDNN)");
+  // clang-format on
 }
 
 student::TrainConfig trainer_config(const po::variables_map& vm) {
@@ -115,10 +117,12 @@ int train_with(const po::variables_map& vm, student::TrainConfig c) {
 
 void add_train_options(po::options_description& d) {
   add_trainer_options(d);
+  // clang-format off
   d.add_options()
       ("labels", po::value<std::string>()->default_value("hard"), "hard or ls (boundary label smoothing)")
       ("ls-epsilon", po::value<double>()->default_value(0.5), "label smoothing: weight moved off the true class")
       ("ls-kernel", po::value<int64_t>()->default_value(3), "label smoothing: boundary window size");
+  // clang-format on
 }
 
 int run_train(const po::variables_map& vm) {
@@ -131,6 +135,7 @@ int run_train(const po::variables_map& vm) {
 
 void add_distill_options(po::options_description& d) {
   add_trainer_options(d);
+  // clang-format off
   d.add_options()
       ("cache", po::value<std::string>()->default_value(""), "soft-label cache folder (kdseg precompute)")
       ("teacher-mode", po::value<std::string>()->default_value("cache"),
@@ -140,6 +145,7 @@ void add_distill_options(po::options_description& d) {
       ("temperature", po::value<double>()->default_value(1.0), "softmax temperature of the soft labels and the KL term")
       ("dml-reduction", po::value<std::string>()->default_value("global"),
        "global (DML over the global batch, the same loss on any number of ranks) or local (per rank)");
+  // clang-format on
 }
 
 int run_distill(const po::variables_map& vm) {

@@ -91,8 +91,8 @@ Tensor kl_divergence(const Tensor& logits, const Tensor& target, double temperat
   return masked_mean(kl_per_pixel(logits, target, temperature), keep);
 }
 
-SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classes, double epsilon,
-                                        int64_t kernel_size, std::optional<int64_t> ignore_index, bool check_labels) {
+SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classes, double epsilon, int64_t kernel_size,
+                                        std::optional<int64_t> ignore_index, bool check_labels) {
   KDSEG_CHECK(labels.scalar_type() == torch::kLong && (labels.dim() == 3 || labels.dim() == 4),
               "boundary_label_smoothing: labels must be int64 [B,H,W] or [B,D,H,W], got ", labels.scalar_type(), " ",
               labels.sizes());
@@ -107,9 +107,8 @@ SmoothedLabels boundary_label_smoothing(const Tensor& labels, int64_t num_classe
                 "boundary_label_smoothing: labels outside [0, ", num_classes, ") that are not ignore_index");
   }
   const Tensor keep_f = out.keep.unsqueeze(1).to(torch::kFloat);
-  const Tensor one_hot = torch::one_hot(labels.clamp(0, num_classes - 1), num_classes)
-                             .movedim(-1, 1)
-                             .to(torch::kFloat) * keep_f;
+  const Tensor one_hot =
+      torch::one_hot(labels.clamp(0, num_classes - 1), num_classes).movedim(-1, 1).to(torch::kFloat) * keep_f;
   const Tensor own_survives = (erode(one_hot, kernel_size) * one_hot).sum(1) > 0.5;
   const Tensor keep_survives = erode(keep_f, kernel_size).squeeze(1) > 0.5;
   out.boundary = out.keep.logical_and(own_survives.logical_not()).logical_and(keep_survives);
@@ -182,8 +181,8 @@ LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
   if (hard) {
     // With an explicit keep mask, excluded pixels are dropped from CE by marking them ignored.
     const int64_t drop = ignore_index_.value_or(-1);
-    const Tensor labels = in.keep.defined() ? torch::where(in.keep, in.labels, torch::full_like(in.labels, drop))
-                                            : in.labels;
+    const Tensor labels =
+        in.keep.defined() ? torch::where(in.keep, in.labels, torch::full_like(in.labels, drop)) : in.labels;
     const std::optional<int64_t> ignore = in.keep.defined() ? std::optional<int64_t>(drop) : ignore_index_;
     std::tie(ce.main, ce.mask) = cross_entropy_per_pixel(in.logits, labels, ignore, !in.labels_checked);
     if (in.aux_logits.defined()) ce.aux = cross_entropy_per_pixel(in.aux_logits, labels, ignore, false).first;

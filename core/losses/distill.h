@@ -5,8 +5,8 @@
 // with zero gradient (not NaN), so a batch of fully ignored slices cannot poison training.
 #pragma once
 
-#include <torch/arg.h>
 #include <ATen/core/Tensor.h>
+#include <torch/arg.h>
 
 #include <cstdint>
 #include <functional>
@@ -45,12 +45,12 @@ SmoothedLabels boundary_label_smoothing(const at::Tensor& labels, int64_t num_cl
 
 // Weights of the objective; defaults are the paper's.
 struct ObjectiveWeights {
-  TORCH_ARG(double, ce) = 0.25;       // cross-entropy and KL terms
-  TORCH_ARG(double, dml) = 0.75;      // DML terms
-  TORCH_ARG(double, label) = 0.5;     // hard-label terms (with a teacher)
-  TORCH_ARG(double, teacher) = 0.5;   // teacher terms
-  TORCH_ARG(double, main) = 0.5;      // CE/KL of the main head
-  TORCH_ARG(double, aux) = 0.5;       // CE/KL of the auxiliary head
+  TORCH_ARG(double, ce) = 0.25;      // cross-entropy and KL terms
+  TORCH_ARG(double, dml) = 0.75;     // DML terms
+  TORCH_ARG(double, label) = 0.5;    // hard-label terms (with a teacher)
+  TORCH_ARG(double, teacher) = 0.5;  // teacher terms
+  TORCH_ARG(double, main) = 0.5;     // CE/KL of the main head
+  TORCH_ARG(double, aux) = 0.5;      // CE/KL of the auxiliary head
   TORCH_ARG(double, temperature) = 1.0;
 };
 

@@ -12,12 +12,12 @@
 namespace kdseg::losses {
 namespace {
 
+using detail::Flat;
+using detail::KernelSums;
+using detail::kMaxFusedClasses;
 using torch::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using detail::Flat;
-using detail::kMaxFusedClasses;
-using detail::KernelSums;
 
 std::string shape_str(const Tensor& t) {
   std::ostringstream out;
@@ -72,8 +72,8 @@ void check_hard_range(const Flat& f, int64_t classes) {
   if (f.keep.defined()) bad = bad.logical_and(f.keep);
   if (bad.any().item<bool>()) {
     const Tensor values = std::get<0>(at::_unique(f.target.masked_select(bad)));
-    KDSEG_THROW("DML: hard target holds values ", shape_str(values), " ", values.slice(0, 0, 8).cpu(),
-                " outside [0, ", classes, ") on pixels that are not excluded; set ignore_index or pass a keep mask");
+    KDSEG_THROW("DML: hard target holds values ", shape_str(values), " ", values.slice(0, 0, 8).cpu(), " outside [0, ",
+                classes, ") on pixels that are not excluded; set ignore_index or pass a keep mask");
   }
 }
 
@@ -185,8 +185,8 @@ Tensor class_losses(const Tensor& tp, const Tensor& fp, const Tensor& fn, const 
   const Tensor num = tp + o.smooth();
   const Tensor den = tp + o.alpha() * fp + o.beta() * fn + o.smooth();
   const Tensor defined = den > 0;
-  const Tensor score = torch::where(defined, num / torch::where(defined, den, torch::ones_like(den)),
-                                    torch::ones_like(den));
+  const Tensor score =
+      torch::where(defined, num / torch::where(defined, den, torch::ones_like(den)), torch::ones_like(den));
   Tensor loss = o.log_loss() ? -torch::log(score.clamp_min(1e-12)) : 1.0 - score;
   if (o.gamma() > 1.0) loss = loss.clamp_min(0).pow(o.gamma());
   if (!o.class_weights().empty()) {
@@ -237,8 +237,7 @@ DmlStatistics DmlStatistics::summed_over_batch() const {
   return s;
 }
 
-DmlStatistics dml_statistics(const Tensor& prob, const Tensor& target, const Tensor& keep,
-                             const DmlOptions& options) {
+DmlStatistics dml_statistics(const Tensor& prob, const Tensor& target, const Tensor& keep, const DmlOptions& options) {
   if (!prob.device().is_cpu()) return detail::dml_statistics_composite(prob, target, keep, options);
   options.validate();
   Flat f = flatten_inputs(prob, target, keep, options);
@@ -319,8 +318,8 @@ Tensor dml2_loss(const Tensor& logits, const Tensor& target, const Tensor& keep,
   const Overlap o = overlap(logits, target, keep);
   const Tensor den = o.inner + 0.5 * o.sd + smooth;
   const Tensor ok = den > 0;
-  const Tensor score = torch::where(ok, (o.inner + smooth) / torch::where(ok, den, torch::ones_like(den)),
-                                    torch::ones_like(den));
+  const Tensor score =
+      torch::where(ok, (o.inner + smooth) / torch::where(ok, den, torch::ones_like(den)), torch::ones_like(den));
   return mean_over_present(1.0 - score, o.ymax, present_only);
 }
 

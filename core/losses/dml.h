@@ -22,8 +22,8 @@
 // the prediction only: targets are constants.
 #pragma once
 
-#include <torch/arg.h>
 #include <ATen/core/Tensor.h>
+#include <torch/arg.h>
 
 #include <cstdint>
 #include <functional>
@@ -96,8 +96,8 @@ using DmlStatisticsReducer = std::function<DmlStatistics(const DmlStatistics&)>;
 // `keep` [B,*] (bool, optional) and options.ignore_index() exclude pixels. Hard targets
 // outside [0,C) that are not excluded are an error. CPU tensors use a fused kernel that
 // never materialises the one-hot target; other devices use a composition of ATen ops.
-DmlStatistics dml_statistics(const at::Tensor& prob, const at::Tensor& target,
-                             const at::Tensor& keep = {}, const DmlOptions& options = {});
+DmlStatistics dml_statistics(const at::Tensor& prob, const at::Tensor& target, const at::Tensor& keep = {},
+                             const DmlOptions& options = {});
 
 // The loss from (possibly reduced) statistics: a scalar tensor.
 //

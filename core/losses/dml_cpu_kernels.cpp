@@ -40,9 +40,9 @@ int64_t chunk_count(int64_t pairs, int64_t n) {
 
 template <typename scalar_t>
 struct PixelTarget {
-  const scalar_t* soft;   // [B,C,N] or null
-  const scalar_t* hard;   // [B,N] class indices as scalar_t (exact for any class count), or null
-  const bool* keep;       // [B,N] or null
+  const scalar_t* soft;  // [B,C,N] or null
+  const scalar_t* hard;  // [B,N] class indices as scalar_t (exact for any class count), or null
+  const bool* keep;      // [B,N] or null
   int64_t classes, n;
 
   // Target value of class c at pixel i of image b, and whether the pixel is kept.
@@ -432,8 +432,8 @@ Tensor blocked_backward(const Flat& f, double p, const Tensor& gx_in, const Tens
           const scalar_t ax = io.gxp[b * classes + c], ad = io.gdp[b * classes + c];
           for (int l = 0; l < kLanes; ++l) {
             const scalar_t xv = block.prob[c][l];
-            g[c][l] = block.k[l] * (ax * dlp_t<kNorm>(xv, p) +
-                                    ad * dlp_t<kNorm>(static_cast<scalar_t>(xv - block.y[c][l]), p));
+            g[c][l] = block.k[l] *
+                      (ax * dlp_t<kNorm>(xv, p) + ad * dlp_t<kNorm>(static_cast<scalar_t>(xv - block.y[c][l]), p));
             dot[l] += xv * g[c][l];
           }
         }

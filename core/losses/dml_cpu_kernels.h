@@ -41,10 +41,10 @@ struct Flat {
 
 // The forward sums, [B,C] each in prob's dtype.
 struct KernelSums {
-  at::Tensor sx;    // |x|_p^p
-  at::Tensor sy;    // |y|_p^p
-  at::Tensor sd;    // |x-y|_p^p
-  at::Tensor ymax;  // max of y
+  at::Tensor sx;           // |x|_p^p
+  at::Tensor sy;           // |y|_p^p
+  at::Tensor sd;           // |x-y|_p^p
+  at::Tensor ymax;         // max of y
   bool bad_label = false;  // blocked kernels: a kept pixel holds a hard label outside [0,C)
 };
 
@@ -56,7 +56,6 @@ at::Tensor blocked_statistics_backward(const Flat& f, double p, bool softmax, co
 
 // The per-class kernels: x = f.prob, any class count; hard labels already checked.
 KernelSums per_class_statistics(const Flat& f, double p);
-at::Tensor per_class_statistics_backward(const Flat& f, double p, const at::Tensor& grad_sx,
-                                         const at::Tensor& grad_sd);
+at::Tensor per_class_statistics_backward(const Flat& f, double p, const at::Tensor& grad_sx, const at::Tensor& grad_sd);
 
 }  // namespace kdseg::losses::detail

@@ -17,8 +17,7 @@ std::string format_string() { return std::string(kFormatPrefix) + " 1 (" + KDSEG
 
 bool has_kdseg_format(torch::serialize::InputArchive& archive) {
   c10::IValue format;
-  return archive.try_read("format", format) && format.isString() &&
-         format.toStringRef().rfind(kFormatPrefix, 0) == 0;
+  return archive.try_read("format", format) && format.isString() && format.toStringRef().rfind(kFormatPrefix, 0) == 0;
 }
 
 }  // namespace
@@ -73,7 +72,8 @@ Checkpoint::Checkpoint(std::string path, c10::Device device, std::unique_ptr<Arc
     : path_(std::move(path)), device_(device), archive_(std::move(archive)) {
   auto& a = archive_->archive;
   c10::IValue config, data_hash;
-  KDSEG_CHECK(a.try_read("config", config) && config.isString(), path_, ": a kdseg checkpoint without its configuration");
+  KDSEG_CHECK(a.try_read("config", config) && config.isString(), path_,
+              ": a kdseg checkpoint without its configuration");
   info_.config = config.toStringRef();
   at::Tensor classes, step, best_dice;
   KDSEG_CHECK(a.try_read("classes", classes), path_, ": a kdseg checkpoint without its class count");

@@ -31,7 +31,7 @@ class Optimizer;
 namespace kdseg::models {
 
 struct CheckpointInfo {
-  std::string config;     // JSON
+  std::string config;  // JSON
   int64_t classes = 0;
   int64_t step = 0;
   double best_dice = -1;

@@ -10,7 +10,8 @@
 namespace kdseg::models {
 
 std::string encoder_tensor_name(const std::string& name, bool torchvision) {
-  static const std::regex kLayer(R"(layer[1-4]\.\d+\.(conv[1-3]|bn[1-3])\.(weight|bias|running_mean|running_var|num_batches_tracked))");
+  static const std::regex kLayer(
+      R"(layer[1-4]\.\d+\.(conv[1-3]|bn[1-3])\.(weight|bias|running_mean|running_var|num_batches_tracked))");
   static const std::regex kDownsample(R"((layer[1-4]\.\d+)\.downsample\.(\d)\.(.+))");
   static const std::regex kStem(R"((conv1\.[0-9]|bn1)\.(weight|bias|running_mean|running_var|num_batches_tracked))");
   std::smatch m;
@@ -30,7 +31,8 @@ PretrainedReport load_pretrained_encoder(UNetImpl& model, const std::string& pat
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
-    KDSEG_THROW(path, ": not a weights file written by tools/python/export_encoder.py (torch.save of a dict): ", e.what());
+    KDSEG_THROW(path,
+                ": not a weights file written by tools/python/export_encoder.py (torch.save of a dict): ", e.what());
   }
   KDSEG_CHECK(value.isGenericDict(), path, ": expected a dict of name -> tensor");
   PretrainedReport report;
@@ -67,7 +69,8 @@ PretrainedReport load_pretrained_encoder(UNetImpl& model, const std::string& pat
     destination->copy_(source);
     ++report.loaded;
   }
-  KDSEG_CHECK(report.loaded > 0, path, ": no tensor matched the encoder of ", architecture_name(model.options().encoder()));
+  KDSEG_CHECK(report.loaded > 0, path, ": no tensor matched the encoder of ",
+              architecture_name(model.options().encoder()));
   return report;
 }
 

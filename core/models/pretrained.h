@@ -12,9 +12,9 @@
 namespace kdseg::models {
 
 struct PretrainedReport {
-  std::string source;                 // "timm:resnet50d", "torchvision:resnet50", ...
-  int loaded = 0;                     // tensors copied (parameters and BatchNorm buffers)
-  std::vector<std::string> skipped;   // source names without a counterpart (fc, torchvision stem)
+  std::string source;                // "timm:resnet50d", "torchvision:resnet50", ...
+  int loaded = 0;                    // tensors copied (parameters and BatchNorm buffers)
+  std::vector<std::string> skipped;  // source names without a counterpart (fc, torchvision stem)
 };
 
 // The kdseg name ("encoder.layer1.0.conv1.weight") of a timm or torchvision ResNet tensor name,

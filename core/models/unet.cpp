@@ -43,7 +43,8 @@ class BlockImpl : public nn::Module {
     if (stride != 1 || in != out) {
       downsample_ = nn::Sequential();
       if (stride > 1) {
-        downsample_->push_back(nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(stride).ceil_mode(true).count_include_pad(false)));
+        downsample_->push_back(
+            nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(stride).ceil_mode(true).count_include_pad(false)));
       } else {
         downsample_->push_back(nn::Identity());
       }
@@ -93,9 +94,9 @@ class ResNetEncoderImpl : public nn::Module {
   ResNetEncoderImpl(const UNetOptions& o) {
     const double w = o.width();
     const int64_t stem_mid = scaled(32, w), stem_out = scaled(64, w);
-    conv1_ = register_module("conv1", nn::Sequential(conv3x3(o.in_channels(), stem_mid, 2), o.norm()(stem_mid), nn::ReLU(),
-                                                     conv3x3(stem_mid, stem_mid), o.norm()(stem_mid), nn::ReLU(),
-                                                     conv3x3(stem_mid, stem_out)));
+    conv1_ = register_module("conv1", nn::Sequential(conv3x3(o.in_channels(), stem_mid, 2), o.norm()(stem_mid),
+                                                     nn::ReLU(), conv3x3(stem_mid, stem_mid), o.norm()(stem_mid),
+                                                     nn::ReLU(), conv3x3(stem_mid, stem_out)));
     bn1_ = o.norm()(stem_out);
     register_module("bn1", bn1_.ptr());
     const EncoderSpec spec = spec_of(o.encoder());
@@ -195,13 +196,13 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
     decoder_->push_back(decoder_block(with_skip, widths[i], o.norm()));
     in = widths[i];
   }
-  head_ = register_module("head", nn::Sequential(nn::Dropout2d(o.dropout()),
-                                                 nn::Conv2d(nn::Conv2dOptions(out, o.classes(), 1))));
+  head_ = register_module(
+      "head", nn::Sequential(nn::Dropout2d(o.dropout()), nn::Conv2d(nn::Conv2dOptions(out, o.classes(), 1))));
   if (o.aux_head()) {
     const int64_t hidden = scaled(large ? 256 : 64, o.width());
-    aux_ = register_module("aux_head", nn::Sequential(conv3x3(skip[3], hidden), o.norm()(hidden), nn::ReLU(),
-                                                      nn::Dropout2d(o.dropout()),
-                                                      nn::Conv2d(nn::Conv2dOptions(hidden, o.classes(), 1))));
+    aux_ = register_module(
+        "aux_head", nn::Sequential(conv3x3(skip[3], hidden), o.norm()(hidden), nn::ReLU(), nn::Dropout2d(o.dropout()),
+                                   nn::Conv2d(nn::Conv2dOptions(hidden, o.classes(), 1))));
   }
   // The reference initialises the decoder Kaiming-uniform and the heads Xavier-uniform.
   for (auto& m : decoder_->modules(false)) {

@@ -75,7 +75,8 @@ TEST(MultiTensorAdamW, MatchesLibTorchAdamW) {
   step_both(a, *reference, b, *multi, 0, 6);
   const auto pa = a.all(), pb = b.all();
   for (size_t i = 0; i < pa.size(); ++i) {
-    EXPECT_TRUE(pa[i].equal(pb[i])) << "parameter " << i << " differs by " << (pa[i] - pb[i]).abs().max().item<double>();
+    EXPECT_TRUE(pa[i].equal(pb[i])) << "parameter " << i << " differs by "
+                                    << (pa[i] - pb[i]).abs().max().item<double>();
     EXPECT_FALSE(pa[i].equal(make_params().all()[i])) << "parameter " << i << " never moved";
   }
   EXPECT_TRUE(b.weights[0].is_contiguous(at::MemoryFormat::ChannelsLast)) << "updates keep the layout";

@@ -19,8 +19,8 @@ TEST(CrossEntropy, MatchesLibTorchAndSkipsIgnoredPixels) {
   torch::manual_seed(2);
   Tensor y = torch::randint(0, 3, {2, 4, 4}, torch::kLong);
   y.masked_fill_(torch::rand({2, 4, 4}) > 0.7, 255);
-  const Tensor expected = torch::nn::functional::cross_entropy(
-      z, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(255));
+  const Tensor expected =
+      torch::nn::functional::cross_entropy(z, y, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(255));
   EXPECT_NEAR(L::cross_entropy(z, y, 255).item<double>(), expected.item<double>(), 1e-14);
 }
 
@@ -95,7 +95,8 @@ TEST(Objective, HardOnlyIsWeightedCeAndDml) {
   const Tensor y = torch::randint(0, 3, {2, 4, 4}, torch::kLong);
   const L::SegmentationObjective objective;
   const auto terms = objective({z, aux, y, Tensor(), Tensor()});
-  const double ce = 0.25 * (0.5 * L::cross_entropy(z, y).item<double>() + 0.5 * L::cross_entropy(aux, y).item<double>());
+  const double ce =
+      0.25 * (0.5 * L::cross_entropy(z, y).item<double>() + 0.5 * L::cross_entropy(aux, y).item<double>());
   const double dml = 0.75 * L::dml_loss(z, y).item<double>();
   EXPECT_NEAR(terms.ce.item<double>(), ce, 1e-14);
   EXPECT_NEAR(terms.dml_hard.item<double>(), dml, 1e-14);
@@ -119,8 +120,9 @@ TEST(Objective, DistillationAddsAuxiliaryKlAndUsesReducer) {
   const L::SegmentationObjective objective(L::ObjectiveWeights().temperature(2.0), L::DmlOptions(), 3, global);
   const auto terms = objective({z, aux, y, teacher, Tensor()});
   const Tensor keep = y != 3;
-  const double kl = 0.5 * 0.25 * (0.5 * L::kl_divergence(z, teacher, 2.0, keep).item<double>() +
-                                  0.5 * L::kl_divergence(aux, teacher, 2.0, keep).item<double>());
+  const double kl = 0.5 * 0.25 *
+                    (0.5 * L::kl_divergence(z, teacher, 2.0, keep).item<double>() +
+                     0.5 * L::kl_divergence(aux, teacher, 2.0, keep).item<double>());
   EXPECT_NEAR(terms.kl.item<double>(), kl, 1e-14);
   EXPECT_NEAR(terms.dml_soft.item<double>(), 0.5 * 0.75 * L::dml_loss(z, teacher, keep).item<double>(), 1e-14);
   EXPECT_EQ(reduced, 2) << "hard and soft DML statistics both pass through the reducer";

@@ -61,7 +61,9 @@ class Options {
   double number(const std::string& name, double fallback) const {
     return has(name) ? options_.at(name).get<double>() : fallback;
   }
-  bool flag(const std::string& name, bool fallback) const { return has(name) ? options_.at(name).get<bool>() : fallback; }
+  bool flag(const std::string& name, bool fallback) const {
+    return has(name) ? options_.at(name).get<bool>() : fallback;
+  }
   std::optional<int64_t> index(const std::string& name) const {
     return has(name) ? std::optional<int64_t>(options_.at(name).get<int64_t>()) : std::nullopt;
   }
@@ -100,12 +102,23 @@ L::DmlOptions jdt_options(const Options& o) {
       .active_soft(o.mode("active_classes_mode_soft", L::ActiveClasses::kAll));
 }
 
-const std::set<std::string> kJdtOptions = {"mIoUD", "mIoUI", "mIoUC", "alpha", "beta", "gamma", "smooth",
-                                           "threshold", "norm", "log_loss", "ignore_index", "class_weights",
-                                           "active_classes_mode_hard", "active_classes_mode_soft"};
+const std::set<std::string> kJdtOptions = {"mIoUD",
+                                           "mIoUI",
+                                           "mIoUC",
+                                           "alpha",
+                                           "beta",
+                                           "gamma",
+                                           "smooth",
+                                           "threshold",
+                                           "norm",
+                                           "log_loss",
+                                           "ignore_index",
+                                           "class_weights",
+                                           "active_classes_mode_hard",
+                                           "active_classes_mode_soft"};
 const std::set<std::string> kPlainOptions = {"smooth", "present_only"};
-const std::set<std::string> kKdOptions = {"T", "ce_weight", "jdt_weight", "main_weight", "label_weight",
-                                          "teacher_weight", "ignore_index", "smooth"};
+const std::set<std::string> kKdOptions = {
+    "T", "ce_weight", "jdt_weight", "main_weight", "label_weight", "teacher_weight", "ignore_index", "smooth"};
 const std::set<std::string> kLsOptions = {"epsilon", "k", "smooth"};
 
 double relative_error(const Tensor& value, const Tensor& reference) {
@@ -130,9 +143,8 @@ Tensor case_loss(const json& c, const Inputs& in, const Tensor& logits, torch::D
   const json& raw_options = c.contains("options") ? c.at("options") : json::object();
   Tensor label = in.at(c.at("label").get<std::string>());
   if (label.is_floating_point()) label = label.to(dtype);
-  const Tensor keep = c.contains("keep_mask") && !c.at("keep_mask").is_null()
-                          ? in.at(c.at("keep_mask").get<std::string>())
-                          : Tensor();
+  const Tensor keep =
+      c.contains("keep_mask") && !c.at("keep_mask").is_null() ? in.at(c.at("keep_mask").get<std::string>()) : Tensor();
   const int64_t classes = logits.size(1);
 
   if (kind == "jdt") {

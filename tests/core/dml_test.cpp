@@ -153,8 +153,7 @@ TEST(Dml, FusedKernelMatchesComposition) {
       const Tensor z = random_logits(c.shape, 30 + i, dtype);
       std::vector<int64_t> spatial(c.shape);
       spatial.erase(spatial.begin() + 1);
-      Tensor target = c.hard ? random_labels(spatial, c.shape[1], 40 + i)
-                             : random_soft(c.shape, 40 + i).to(dtype);
+      Tensor target = c.hard ? random_labels(spatial, c.shape[1], 40 + i) : random_soft(c.shape, 40 + i).to(dtype);
       if (c.options.ignore_index()) target.masked_fill_(torch::rand(spatial) > 0.8, *c.options.ignore_index());
       const Tensor keep = c.masked ? torch::rand(spatial) > 0.3 : Tensor();
       const Tensor prob = torch::softmax(z, 1);
@@ -165,7 +164,9 @@ TEST(Dml, FusedKernelMatchesComposition) {
       EXPECT_LT(max_abs_diff(fused.fp, composite.fp), tol) << "case " << i;
       EXPECT_LT(max_abs_diff(fused.fn, composite.fn), tol) << "case " << i;
       EXPECT_TRUE(fused.target_max.equal(composite.target_max)) << "case " << i;
-      const auto loss_of = [](const L::DmlStatistics& s, const L::DmlOptions& o) { return L::dml_from_statistics(s, o); };
+      const auto loss_of = [](const L::DmlStatistics& s, const L::DmlOptions& o) {
+        return L::dml_from_statistics(s, o);
+      };
       const Tensor g_fused = torch::autograd::grad({loss_of(fused, c.options)}, {z}, {}, /*retain_graph=*/true)[0];
       const Tensor g_comp = torch::autograd::grad({loss_of(composite, c.options)}, {z}, {}, true)[0];
       const double gtol = dtype == torch::kDouble ? 1e-12 : 1e-6;
@@ -183,8 +184,8 @@ TEST(Dml, ThreeDimensionalEqualsStackedTwoDimensional) {
   // Slices of a volume are just more pixels: [B,C,D,H,W] equals [B,C,D*H,W].
   const Tensor z = random_logits({2, 3, 4, 6, 5}, 50);
   const Tensor y = random_labels({2, 4, 6, 5}, 3, 51);
-  EXPECT_NEAR(L::dml_loss(z, y).item<double>(), L::dml_loss(z.reshape({2, 3, 24, 5}), y.reshape({2, 24, 5})).item<double>(),
-              1e-14);
+  EXPECT_NEAR(L::dml_loss(z, y).item<double>(),
+              L::dml_loss(z.reshape({2, 3, 24, 5}), y.reshape({2, 24, 5})).item<double>(), 1e-14);
 }
 
 TEST(Dml, ReducedPrecisionIsComputedInFloat32) {
@@ -200,8 +201,9 @@ TEST(Dml, EmptyClassesAndIgnoredBatchesAreFinite) {
   const Tensor z = random_logits({2, 3, 4, 4}, 70);
   // Every pixel ignored: no active class, loss 0 and zero gradient.
   const Tensor all_ignored = torch::full({2, 4, 4}, 255, torch::kLong);
-  for (const auto& options : {L::DmlOptions().ignore_index(255), L::DmlOptions().ignore_index(255).image_weight(1).class_weight(1),
-                              L::DmlOptions().ignore_index(255).smooth(0).active_hard(L::ActiveClasses::kAll)}) {
+  for (const auto& options :
+       {L::DmlOptions().ignore_index(255), L::DmlOptions().ignore_index(255).image_weight(1).class_weight(1),
+        L::DmlOptions().ignore_index(255).smooth(0).active_hard(L::ActiveClasses::kAll)}) {
     Tensor zz = z.detach().clone().requires_grad_(true);
     const Tensor loss = L::dml_loss(zz, all_ignored, {}, options);
     loss.backward();
@@ -258,7 +260,8 @@ TEST(Dml, HardLabelsOutOfRangeAreAnError) {
 TEST(Dml, StatisticsOfBatchPartsReproduceTheWholeBatch) {
   const Tensor z = random_logits({6, 3, 5, 5}, 90);
   const Tensor y = random_labels({6, 5, 5}, 3, 91);
-  for (const auto& options : {L::DmlOptions(), L::DmlOptions().dataset_weight(0.2).image_weight(0.5).class_weight(0.3)}) {
+  for (const auto& options :
+       {L::DmlOptions(), L::DmlOptions().dataset_weight(0.2).image_weight(0.5).class_weight(0.3)}) {
     const Tensor whole = grad_of([&](const Tensor& x) { return L::dml_loss(x, y, {}, options); }, z);
     const auto parts = [&](const Tensor& x) {
       const Tensor prob = torch::softmax(x, 1);

@@ -37,7 +37,7 @@ TEST(Metrics, CalibrationOfAConstantForecast) {
   const Tensor labels = torch::tensor({0, 1, 0, 1}).view({1, 2, 2});
   SegmentationMetrics m(1, 2);
   m.add(confident(torch::ones({1, 2, 2}, torch::kLong), 2, 0.8), labels, {0});
-  EXPECT_NEAR(m.ece_per_case()[0], 0.3, 1e-12);       // |0.8 - 0.5|
+  EXPECT_NEAR(m.ece_per_case()[0], 0.3, 1e-12);            // |0.8 - 0.5|
   EXPECT_NEAR(m.classwise_ece_per_case()[0], 0.3, 1e-12);  // class 0: |0.2 - 0.5|, class 1: |0.8 - 0.5|
   EXPECT_NEAR(m.nll_per_case()[0], -(std::log(0.8) + std::log(0.2)) / 2, 1e-12);
   EXPECT_NEAR(m.brier_per_case()[0], (2 * 0.04 + 2 * 0.64) / 2, 1e-12);

@@ -1,4 +1,5 @@
-// Encoder weights from timm/torchvision exports, with files the tests write through the same LibTorch serialisation that Python's torch.save / torch.jit.save use.
+// Encoder weights from timm/torchvision exports, with files the tests write through the same LibTorch serialisation
+// that Python's torch.save / torch.jit.save use.
 #include <gtest/gtest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -53,7 +54,8 @@ TEST(Pretrained, TimmNamesLoadOneToOneWithTheRgbStemSummed) {
 
 TEST(Pretrained, TorchvisionNamesMapTheStagesAndSkipTheStem) {
   EXPECT_EQ(M::encoder_tensor_name("layer2.0.downsample.0.weight", true), "encoder.layer2.0.downsample.1.weight");
-  EXPECT_EQ(M::encoder_tensor_name("layer2.0.downsample.1.running_var", true), "encoder.layer2.0.downsample.2.running_var");
+  EXPECT_EQ(M::encoder_tensor_name("layer2.0.downsample.1.running_var", true),
+            "encoder.layer2.0.downsample.2.running_var");
   EXPECT_EQ(M::encoder_tensor_name("layer2.0.downsample.1.weight", false), "encoder.layer2.0.downsample.1.weight");
   EXPECT_EQ(M::encoder_tensor_name("layer3.5.bn2.bias", true), "encoder.layer3.5.bn2.bias");
   EXPECT_EQ(M::encoder_tensor_name("conv1.weight", true), "");
@@ -72,7 +74,8 @@ TEST(Pretrained, WrongNetworkIsAClearError) {
     M::load_pretrained_encoder(*small, dir.file("w.pt"));
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("layer1.0.conv1.weight has shape [64, 64, 3, 3]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("layer1.0.conv1.weight has shape [64, 64, 3, 3]"), std::string::npos)
+        << e.what();
   }
   kdseg::write_file_atomic(dir.file("junk.pt"), "not a pickle");
   EXPECT_THROW(M::load_pretrained_encoder(*small, dir.file("junk.pt")), kdseg::Error);

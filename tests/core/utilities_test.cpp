@@ -22,8 +22,9 @@ namespace {
 // A fresh folder under the system temp folder, removed with the fixture.
 class TempDir {
  public:
-  TempDir() : path_(fs::temp_directory_path() / ("kdseg-test-" + std::to_string(::getpid()) + "-" +
-                                                 std::to_string(counter_++))) {
+  TempDir()
+      : path_(fs::temp_directory_path() /
+              ("kdseg-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++))) {
     fs::create_directories(path_);
   }
   ~TempDir() { fs::remove_all(path_); }
@@ -135,8 +136,8 @@ TEST(AtomicFile, WriterKilledMidWriteLeavesPreviousFileIntact) {
   EXPECT_EQ(kdseg::read_file(path), "previous checkpoint");
   // What the killed writer leaves is a temporary file that no reader mistakes for output.
   for (const auto& name : dir.names()) {
-    EXPECT_TRUE(name == "checkpoint.pt" || (name.rfind(".kdseg-tmp-", 0) == 0 &&
-                                             name.size() > 13 && name.substr(name.size() - 13) == "checkpoint.pt"))
+    EXPECT_TRUE(name == "checkpoint.pt" || (name.rfind(".kdseg-tmp-", 0) == 0 && name.size() > 13 &&
+                                            name.substr(name.size() - 13) == "checkpoint.pt"))
         << name;
   }
   EXPECT_EQ(dir.names().size(), 2u) << "the final file and the killed writer's temporary";

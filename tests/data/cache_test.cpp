@@ -194,15 +194,18 @@ TEST(SoftLabelCache, VerifyAndReadsFindACorruptedShard) {
   }
   const auto problems = verify_cache(tmp.file("cache"));
   ASSERT_EQ(problems.size(), 1u);
-  EXPECT_NE(problems[0].find(shard_file_name(0, 2) + ": slice 1 (prepared-store row 1)"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[0].find(shard_file_name(0, 2) + ": slice 1 (prepared-store row 1)"), std::string::npos)
+      << problems[0];
   // distill reads through the same checks: the damaged slice is an error, the others read.
   const SoftLabelCache cache(tmp.file("cache"));
   try {
     cache.probabilities(1, 1.0);
     FAIL() << "read a corrupt slice";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(shard_file_name(0, 2) + ": slice 1 (prepared-store row 1) does not match its checksum"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(shard_file_name(0, 2) +
+                                         ": slice 1 (prepared-store row 1) does not match its checksum"),
+              std::string::npos)
+        << e.what();
   }
   for (int64_t row : {0, 2, 3}) EXPECT_NO_THROW(cache.probabilities(row, 1.0)) << row;
 }
@@ -225,7 +228,8 @@ TEST(SoftLabelCache, ProvenanceIsCheckedAgainstTheFiles) {
   } catch (const Error& e) {
     const std::string text = e.message();
     EXPECT_NE(text.find("prepared store: the cache was made from /data/store.h5 (content hash fedcba9876543210)"),
-              std::string::npos) << text;
+              std::string::npos)
+        << text;
     EXPECT_NE(text.find("teacher: the cache was made by /teachers/t.pt"), std::string::npos) << text;
   }
   const auto problems = verify_cache(tmp.file("cache"), tmp.file("store.h5"));

@@ -18,8 +18,11 @@ TEST(Task, LabelMapsAndWindows) {
   EXPECT_EQ(tumour.classes, 2);
   EXPECT_TRUE(tumour.classes_of(stored.narrow(0, 0, 3)).equal(torch::tensor({0, 0, 1})));
   EXPECT_EQ(tumour.classes_of(stored)[3].item<int64_t>(), 255) << "3 is not a LiTS label: ignored";
-  EXPECT_TRUE(D::make_task("organ-tumor", D::Layout::kKits23, "tumor").classes_of(stored).equal(torch::tensor({0, 1, 2, 2})));
-  EXPECT_TRUE(D::make_task("organ-tumor", D::Layout::kKits23, "ignore").classes_of(stored).equal(torch::tensor({0, 1, 2, 255})));
+  EXPECT_TRUE(
+      D::make_task("organ-tumor", D::Layout::kKits23, "tumor").classes_of(stored).equal(torch::tensor({0, 1, 2, 2})));
+  EXPECT_TRUE(D::make_task("organ-tumor", D::Layout::kKits23, "ignore")
+                  .classes_of(stored)
+                  .equal(torch::tensor({0, 1, 2, 255})));
   EXPECT_TRUE(D::make_task("tumor", D::Layout::kKits23).classes_of(stored).equal(torch::tensor({0, 0, 1, 0})));
   const D::Task map = D::make_task("map:0:0,1:1,2:1,3:ignore", D::Layout::kKits23);
   EXPECT_EQ(map.classes, 2);
@@ -66,8 +69,10 @@ TEST(Augment, SameTransformForImageLabelAndExtraMaps) {
 
 TEST(Augment, ScaledLabelsFollowTheImage) {
   // A blocky label map and one-hot maps made from it stay aligned under scale, flip and crop.
-  const Tensor blocks = (torch::arange(40).div(8, "floor").view({40, 1}) + torch::arange(50).div(6, "floor").view({1, 50})) % 3;
-  const D::Sample in{blocks.to(torch::kFloat).unsqueeze(0), blocks, torch::one_hot(blocks, 3).permute({2, 0, 1}).to(torch::kFloat)};
+  const Tensor blocks =
+      (torch::arange(40).div(8, "floor").view({40, 1}) + torch::arange(50).div(6, "floor").view({1, 50})) % 3;
+  const D::Sample in{blocks.to(torch::kFloat).unsqueeze(0), blocks,
+                     torch::one_hot(blocks, 3).permute({2, 0, 1}).to(torch::kFloat)};
   D::AugmentOptions o;
   o.crop = 48;
   for (uint64_t seed = 0; seed < 10; ++seed) {
@@ -122,7 +127,8 @@ TEST(Sampler, GlobalBatchIsTheSameForAnyNumberOfRanks) {
       }
     }
   }
-  EXPECT_NE(one.batches(0)[0][0].row * 1000 + one.batches(0)[0][1].row, one.batches(1)[0][0].row * 1000 + one.batches(1)[0][1].row);
+  EXPECT_NE(one.batches(0)[0][0].row * 1000 + one.batches(0)[0][1].row,
+            one.batches(1)[0][0].row * 1000 + one.batches(1)[0][1].row);
   EXPECT_EQ(D::DistributedSampler(rows, 0, 1, 6, 42, /*drop_last=*/false).steps_per_epoch(), 4);
   EXPECT_THROW(D::DistributedSampler(rows, 0, 4, 6, 42), kdseg::Error);  // 6 is not a multiple of 4
 }

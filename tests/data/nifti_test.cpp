@@ -74,7 +74,8 @@ TEST(Nifti, QformWhenThereIsNoSform) {
 
 // Every canonical voxel keeps its world position, and the canonical axes run along +R, +A, +S.
 TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
-  const std::vector<std::array<int, 3>> permutations = {{0, 1, 2}, {1, 0, 2}, {2, 0, 1}, {0, 2, 1}, {1, 2, 0}, {2, 1, 0}};
+  const std::vector<std::array<int, 3>> permutations = {{0, 1, 2}, {1, 0, 2}, {2, 0, 1},
+                                                        {0, 2, 1}, {1, 2, 0}, {2, 1, 0}};
   const Tensor values = torch::arange(0, 5 * 6 * 7, torch::kFloat).reshape({5, 6, 7});  // value = 42 i + 7 j + k
   int checked = 0;
   for (const auto& perm : permutations) {
@@ -82,14 +83,16 @@ TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
       // Voxel axis v runs along world axis perm[v], negative when bit v of signs is set.
       D::Affine a{};
       const double spacing[3] = {0.7, 1.3, 2.9};
-      for (int v = 0; v < 3; ++v) a[static_cast<size_t>(perm[static_cast<size_t>(v)] * 4 + v)] = ((signs >> v) & 1 ? -1 : 1) * spacing[v];
+      for (int v = 0; v < 3; ++v)
+        a[static_cast<size_t>(perm[static_cast<size_t>(v)] * 4 + v)] = ((signs >> v) & 1 ? -1 : 1) * spacing[v];
       a[3] = 11, a[7] = -7, a[11] = 3, a[15] = 1;
       // A slight obliquity must not change the answer.
       a[static_cast<size_t>(((perm[0] + 1) % 3) * 4 + 0)] += 0.05;
       D::Volume volume{values, a, "test", "float32"};
       const D::Volume c = D::to_canonical(volume);
       for (int w = 0; w < 3; ++w) {
-        EXPECT_GT(c.affine[static_cast<size_t>(w * 4 + w)], 0.5) << "axis " << w << " perm " << perm[0] << perm[1] << perm[2] << " signs " << signs;
+        EXPECT_GT(c.affine[static_cast<size_t>(w * 4 + w)], 0.5)
+            << "axis " << w << " perm " << perm[0] << perm[1] << perm[2] << " signs " << signs;
       }
       for (int64_t x = 0; x < c.voxels.size(0); ++x) {
         for (int64_t y = 0; y < c.voxels.size(1); ++y) {
@@ -98,7 +101,8 @@ TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
             const int64_t i = value / 42, j = (value / 7) % 6, k = value % 7;
             for (int r = 0; r < 3; ++r) {
               const double before = a[r * 4] * i + a[r * 4 + 1] * j + a[r * 4 + 2] * k + a[r * 4 + 3];
-              const double after = c.affine[r * 4] * x + c.affine[r * 4 + 1] * y + c.affine[r * 4 + 2] * z + c.affine[r * 4 + 3];
+              const double after =
+                  c.affine[r * 4] * x + c.affine[r * 4 + 1] * y + c.affine[r * 4 + 2] * z + c.affine[r * 4 + 3];
               ASSERT_NEAR(before, after, 1e-9);
             }
           }
@@ -113,7 +117,8 @@ TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
 TEST(Nifti, LpsVolumeBecomesRasLikeNibabel) {
   // diag(-1,-1,1): nibabel's as_closest_canonical flips the first two axes.
   const Tensor values = torch::arange(0, 8, torch::kFloat).reshape({2, 2, 2});
-  const D::Volume c = D::to_canonical(D::Volume{values, D::Affine{-1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, "", ""});
+  const D::Volume c =
+      D::to_canonical(D::Volume{values, D::Affine{-1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, "", ""});
   EXPECT_TRUE(c.voxels.equal(values.flip({0, 1})));
   EXPECT_EQ(c.affine[0], 1);
   EXPECT_EQ(c.affine[3], -1);  // the flipped axis starts at the other end
@@ -137,7 +142,8 @@ TEST(Nifti, BadFilesAreClearErrors) {
       << error_of(dir.file("full.nii"));
   D::write_nifti(dir.file("full.nii.gz"), torch::randn({16, 16, 16}) * 100, diagonal(1, 1, 1), "int16");
   std::filesystem::resize_file(dir.file("full.nii.gz"), std::filesystem::file_size(dir.file("full.nii.gz")) / 2);
-  EXPECT_NE(error_of(dir.file("full.nii.gz")).find("truncated file"), std::string::npos) << error_of(dir.file("full.nii.gz"));
+  EXPECT_NE(error_of(dir.file("full.nii.gz")).find("truncated file"), std::string::npos)
+      << error_of(dir.file("full.nii.gz"));
   std::ofstream(dir.file("garbage.nii")) << "not a nifti file at all";
   EXPECT_NE(error_of(dir.file("garbage.nii")).find("garbage.nii: unreadable NIfTI file"), std::string::npos);
   // NaN intensities.

@@ -64,7 +64,8 @@ TEST(Prepare, SynthKeepsOtherDataUnlessForced) {
     D::write_synthetic_dataset(dir.file("real"), o);
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("real: is not empty and kdseg synth did not write it"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("real: is not empty and kdseg synth did not write it"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(kdseg::read_file(dir.file("real/batch1/volume-0.nii")), "a scan");
   D::write_synthetic_dataset(dir.file("synth"), o);
@@ -76,7 +77,8 @@ TEST(Prepare, SynthKeepsOtherDataUnlessForced) {
     D::write_synthetic_dataset(dir.file("synth"), o);
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("synth: holds a synthetic dataset made with other options"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("synth: holds a synthetic dataset made with other options"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(kdseg::read_file(dir.file("synth/batch1/volume-0.nii")), first);
   o.force = true;
@@ -143,7 +145,8 @@ TEST(Prepare, StoreHasTheDocumentedLayout) {
   EXPECT_EQ(dims_of("/cases/id", H5T_STRING, 0)[0], 5u);
   EXPECT_EQ(dims_of("/cases/affine", H5T_FLOAT, 8), (std::vector<hsize_t>{5, 4, 4}));
   EXPECT_EQ(dims_of("/cases/shape", H5T_INTEGER, 4), (std::vector<hsize_t>{5, 3}));
-  for (const char* name : {"/cases/spacing", "/cases/slices_kept", "/cases/fold", "/cases/image_file", "/cases/label_file"}) {
+  for (const char* name :
+       {"/cases/spacing", "/cases/slices_kept", "/cases/fold", "/cases/image_file", "/cases/label_file"}) {
     EXPECT_GT(H5Lexists(file, name, H5P_DEFAULT), 0) << name;
   }
   for (const char* attr : {"format", "layout", "options", "tool_version", "created", "content_hash"}) {
@@ -229,7 +232,8 @@ TEST_F(BadInput, TruncatedFile) {
 TEST_F(BadInput, ShapesDiffer) {
   D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 9}), affine(), "int16");
   D::write_nifti(bad("segmentation-7.nii"), labels(8), affine(), "uint8");
-  EXPECT_NE(expect_refused().find("segmentation-7.nii: shape 20x20x8 differs from volume-7.nii 20x20x9"), std::string::npos);
+  EXPECT_NE(expect_refused().find("segmentation-7.nii: shape 20x20x8 differs from volume-7.nii 20x20x9"),
+            std::string::npos);
 }
 
 TEST_F(BadInput, AffinesDiffer) {

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include "dist/check_mpi.h"
 #include "core/error.h"
+#include "dist/check_mpi.h"
 
 namespace {
 

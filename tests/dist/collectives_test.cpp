@@ -58,7 +58,8 @@ TEST(Collectives, LargeTensorsGoInPieces) {
   Tensor empty = torch::zeros({0});
   world().all_reduce(empty, D::ReduceOp::kSum);
   D::detail::set_mpi_piece_elements(before);
-  const bool ok = sum.equal(torch::arange(100, torch::kLong) * (n * (n + 1) / 2)) && sent.equal(torch::arange(100, torch::kByte));
+  const bool ok =
+      sum.equal(torch::arange(100, torch::kLong) * (n * (n + 1) / 2)) && sent.equal(torch::arange(100, torch::kByte));
   EXPECT_TRUE(all_ranks(ok));
 }
 
@@ -114,15 +115,16 @@ TEST(GlobalBatchDml, LossAndGradientEqualTheWholeBatch) {
 
     const Tensor local_z = logits.narrow(0, r * per_rank, per_rank).clone().requires_grad_(true);
     const auto reducer = D::global_batch_dml_reducer(world(), options);
-    const Tensor global = kdseg::losses::dml_loss(local_z, labels.narrow(0, r * per_rank, per_rank), {}, options, reducer);
+    const Tensor global =
+        kdseg::losses::dml_loss(local_z, labels.narrow(0, r * per_rank, per_rank), {}, options, reducer);
     global.backward();
     // Each rank holds N * dL/dz for its slice: the sum over ranks' identical losses. The
     // data-parallel average of parameter gradients (1/N) then yields exactly dL/dtheta.
     const Tensor expected = whole_z.grad().narrow(0, r * per_rank, per_rank);
     const bool loss_ok = std::abs(global.item<double>() - whole.item<double>()) < 1e-12;
     const bool grad_ok = (local_z.grad() / n - expected).abs().max().item<double>() < 1e-12;
-    EXPECT_TRUE(all_ranks(loss_ok && grad_ok)) << "rank " << r << ": loss " << global.item<double>() << " vs "
-                                               << whole.item<double>();
+    EXPECT_TRUE(all_ranks(loss_ok && grad_ok))
+        << "rank " << r << ": loss " << global.item<double>() << " vs " << whole.item<double>();
   }
 }
 

@@ -19,9 +19,11 @@ namespace L = kdseg::losses;
 // A small conv net: conv-SyncBN-ReLU x2 and a 1x1 head, 3 classes.
 struct NetImpl : torch::nn::Module {
   NetImpl(D::Communicator* comm, int64_t width = 8)
-      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, width, 3).padding(1).bias(false)))),
+      : conv1(
+            register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, width, 3).padding(1).bias(false)))),
         bn1(register_module("bn1", D::SyncBatchNorm2d(width, comm))),
-        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(width, width, 3).padding(1).bias(false)))),
+        conv2(register_module("conv2",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(width, width, 3).padding(1).bias(false)))),
         bn2(register_module("bn2", D::SyncBatchNorm2d(width, comm))),
         head(register_module("head", torch::nn::Conv2d(torch::nn::Conv2dOptions(width, 3, 1)))) {}
   Tensor forward(const Tensor& x) {
@@ -171,11 +173,9 @@ TEST(DataParallel, HooksGoAwayWithTheObjectAndNoSyncNests) {
   {
     D::DataParallel ddp(net.ptr(), world(), D::DataParallelOptions{512, 2048, true});
     auto outer = ddp.no_sync();
-    {
-      auto inner = ddp.no_sync();
-    }
+    { auto inner = ddp.no_sync(); }
     net(torch::randn({2, 1, 12, 12})).mean().backward();  // still under the outer guard: local only
-    ddp.synchronize_gradients();                            // a no-op
+    ddp.synchronize_gradients();                          // a no-op
   }
   // After the DataParallel is gone, backward is plain local autograd (no hook, no collective).
   net->zero_grad();
@@ -284,7 +284,8 @@ TEST(DataParallel, NRanksWithBatchBOverNFollowOneRankWithBatchB) {
   double worst = 0;
   for (size_t i = 0; i < single.size(); ++i) {
     const double scale = std::max(1.0, single[i].abs().max().item<double>());
-    worst = std::max(worst, (single[i].to(torch::kDouble) - parallel[i].to(torch::kDouble)).abs().max().item<double>() / scale);
+    worst = std::max(
+        worst, (single[i].to(torch::kDouble) - parallel[i].to(torch::kDouble)).abs().max().item<double>() / scale);
   }
   // float32 reductions in another order over 5 steps of momentum SGD: a few 1e-6 relative.
   EXPECT_TRUE(all_ranks(worst < 2e-5)) << "rank " << r << " max relative difference " << worst;

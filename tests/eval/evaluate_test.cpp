@@ -11,9 +11,9 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/frozen_model.h"
 #include "core/models/unet.h"
 #include "core/surface_distance.h"
-#include "core/frozen_model.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
@@ -59,7 +59,8 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   o.models = {{"background", "", std::make_shared<ConstantModel>(2, 0, 0.9)},
               {"tumour", "", std::make_shared<ConstantModel>(2, 1, 0.6)}};
   const json report = kdseg::eval::evaluate(o, *comm);
-  for (const char* file : {"report.json", "per_case.csv", "report.html"}) EXPECT_TRUE(fs::exists(dir.file("report/") + file));
+  for (const char* file : {"report.json", "per_case.csv", "report.html"})
+    EXPECT_TRUE(fs::exists(dir.file("report/") + file));
   EXPECT_EQ(report.at("regions"), json::array({"tumor"}));
   const kdseg::data::PreparedStore store(dir.file("p.h5"));
   int64_t fold_slices = 0;
@@ -122,7 +123,8 @@ TEST_F(EvaluateTest, ReportOfModelsWithKnownOutputs) {
   const auto n = static_cast<int64_t>(tumour.at("cases").size());
   EXPECT_EQ(tumour.at("paired").at("reference"), "background");
   EXPECT_EQ(paired.at("cases").get<int64_t>(), n);
-  EXPECT_NEAR(paired.at("mean").get<double>(), tumour.at("summary").at("dice").at("tumor").at("mean").get<double>(), 1e-12);
+  EXPECT_NEAR(paired.at("mean").get<double>(), tumour.at("summary").at("dice").at("tumor").at("mean").get<double>(),
+              1e-12);
   EXPECT_NEAR(paired.at("p_value").get<double>(), 2.0 / static_cast<double>(int64_t{1} << n), 1e-12);
   EXPECT_EQ(paired.at("p_holm").get<double>(), paired.at("p_value").get<double>());  // the only comparison
   EXPECT_FALSE(background.contains("paired"));
@@ -142,8 +144,10 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
   for (int64_t row : store.rows_in_folds({1})) any_tumour.logical_or_(store.label(row) == 2);  // LiTS: 2 is tumour
   const at::Tensor rows = any_tumour.any(1).nonzero(), columns = any_tumour.any(0).nonzero();
   ASSERT_GT(rows.numel(), 0);
-  const int64_t top = std::max<int64_t>(rows.min().item<int64_t>() - 1, 0), bottom = std::min(rows.max().item<int64_t>() + 2, h);
-  const int64_t left = std::max<int64_t>(columns.min().item<int64_t>() - 1, 0), right = std::min(columns.max().item<int64_t>() + 2, w);
+  const int64_t top = std::max<int64_t>(rows.min().item<int64_t>() - 1, 0),
+                bottom = std::min(rows.max().item<int64_t>() + 2, h);
+  const int64_t left = std::max<int64_t>(columns.min().item<int64_t>() - 1, 0),
+                right = std::min(columns.max().item<int64_t>() + 2, w);
   auto o = options("surface");
   o.surface_tolerance = 1.5;
   o.models = {{"box", "", std::make_shared<BoxModel>(top, bottom, left, right)}};
@@ -156,7 +160,8 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
     if (store.case_fold()[c] != 1) continue;
     std::map<int64_t, int64_t> row_at;  // slice index -> row
     for (int64_t r = 0; r < store.slices(); ++r) {
-      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(c)) row_at[store.slice_index()[static_cast<size_t>(r)]] = r;
+      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(c))
+        row_at[store.slice_index()[static_cast<size_t>(r)]] = r;
     }
     const int64_t first = row_at.begin()->first, depth = row_at.rbegin()->first - first + 1;
     at::Tensor box = torch::zeros({depth, h, w}, torch::kByte), tumour = torch::zeros_like(box);
@@ -167,7 +172,8 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
     const auto mm = kdseg::data::voxel_spacing(store.case_affines()[c]);
     const auto shape = store.case_shapes()[c];
     ASSERT_EQ(shape[0], 24);
-    const std::array<double, 3> spacing = {mm[2], mm[0] * 24.0 / static_cast<double>(h), mm[1] * 24.0 / static_cast<double>(w)};
+    const std::array<double, 3> spacing = {mm[2], mm[0] * 24.0 / static_cast<double>(h),
+                                           mm[1] * 24.0 / static_cast<double>(w)};
     const kdseg::SurfaceMetrics want =
         kdseg::surface_metrics(box.data_ptr<uint8_t>(), tumour.data_ptr<uint8_t>(), {depth, h, w}, spacing, 1.5);
     const json& got = *reported.at(store.case_ids()[c]);
@@ -228,14 +234,16 @@ TEST_F(EvaluateTest, PredictionsLandInTheSourceGeometry) {
     }
     const kdseg::data::Volume source = kdseg::data::read_nifti(store.case_image_files()[c]);
     const kdseg::data::Volume mask = kdseg::data::read_nifti(mask_file);
-    const kdseg::data::Volume probs = kdseg::data::read_nifti(dir.file("with-predictions/predictions/everything/" + id + "_probs.nii.gz"));
+    const kdseg::data::Volume probs =
+        kdseg::data::read_nifti(dir.file("with-predictions/predictions/everything/" + id + "_probs.nii.gz"));
     EXPECT_EQ(mask.voxels.sizes(), source.voxels.sizes()) << id;
     for (size_t i = 0; i < 16; ++i) EXPECT_NEAR(mask.affine[i], source.affine[i], 1e-4) << id;
     // Tumour (LiTS label 2) on exactly the evaluated slices, found back in canonical order.
     const at::Tensor canonical = kdseg::data::to_canonical(mask).voxels;
     std::set<int64_t> expected, found;
     for (int64_t r = 0; r < store.slices(); ++r) {
-      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(c)) expected.insert(store.slice_index()[static_cast<size_t>(r)]);
+      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(c))
+        expected.insert(store.slice_index()[static_cast<size_t>(r)]);
     }
     for (int64_t k = 0; k < canonical.size(2); ++k) {
       const at::Tensor slice = canonical.select(2, k);
@@ -256,7 +264,9 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
     kdseg::eval::evaluate(o, *comm);
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("three.pt: the model predicts 3 classes but task 'tumor' has 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("three.pt: the model predicts 3 classes but task 'tumor' has 2"),
+              std::string::npos)
+        << e.what();
   }
   o.models = {{"m", "", std::make_shared<ConstantModel>(2, 0, 0.9)}};
   o.fold = 7;
@@ -264,7 +274,8 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
     kdseg::eval::evaluate(o, *comm);
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--fold 7 does not exist; the store has 2 folds"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--fold 7 does not exist; the store has 2 folds"), std::string::npos)
+        << e.what();
   }
   o.fold = 1;
   o.models.push_back(o.models[0]);
@@ -283,7 +294,8 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
     kdseg::teacher::load_model(dir.file("net/renamed.pt"));
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("renamed.pt: its weights do not fit unet-resnet50d"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("renamed.pt: its weights do not fit unet-resnet50d"), std::string::npos)
+        << e.what();
   }
 }
 

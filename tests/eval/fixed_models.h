@@ -15,7 +15,8 @@ class ConstantModel final : public FrozenModel {
   ConstantModel(int64_t classes, int64_t predicted, double p) : classes_(classes), predicted_(predicted), p_(p) {}
   at::Tensor logits(const at::Tensor& images) override {
     // softmax(log q) = q for normalised q.
-    at::Tensor q = torch::full({images.size(0), classes_, images.size(2), images.size(3)}, (1 - p_) / static_cast<double>(classes_ - 1));
+    at::Tensor q = torch::full({images.size(0), classes_, images.size(2), images.size(3)},
+                               (1 - p_) / static_cast<double>(classes_ - 1));
     q.select(1, predicted_).fill_(p_);
     return q.log();
   }
@@ -31,7 +32,8 @@ class ConstantModel final : public FrozenModel {
 // across a case's slices a box whose surface distances to the labels a test can work out.
 class BoxModel final : public FrozenModel {
  public:
-  BoxModel(int64_t top, int64_t bottom, int64_t left, int64_t right) : top_(top), bottom_(bottom), left_(left), right_(right) {}
+  BoxModel(int64_t top, int64_t bottom, int64_t left, int64_t right)
+      : top_(top), bottom_(bottom), left_(left), right_(right) {}
   at::Tensor logits(const at::Tensor& images) override {
     at::Tensor out = torch::zeros({images.size(0), 2, images.size(2), images.size(3)});
     out.select(1, 1).narrow(1, top_, bottom_ - top_).narrow(2, left_, right_ - left_).fill_(1);

@@ -1,7 +1,7 @@
 // The statistics of `kdseg evaluate`'s report and its rendering into HTML and CSV.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -55,20 +55,34 @@ std::vector<double> uniform_values(size_t n, uint64_t seed) {
 json make_model(const std::string& name, const std::vector<double>& dice, double ece) {
   json cases = json::array();
   for (size_t i = 0; i < dice.size(); ++i) {
-    cases.push_back({{"id", "case_" + std::to_string(i)}, {"slices", 10}, {"dice", {{"tumor", dice[i]}}},
-                     {"slice_dice", {{"tumor", dice[i]}}}, {"ece", ece}, {"classwise_ece", ece / 2}, {"nll", 4 * ece},
+    cases.push_back({{"id", "case_" + std::to_string(i)},
+                     {"slices", 10},
+                     {"dice", {{"tumor", dice[i]}}},
+                     {"slice_dice", {{"tumor", dice[i]}}},
+                     {"ece", ece},
+                     {"classwise_ece", ece / 2},
+                     {"nll", 4 * ece},
                      {"brier", 2 * ece}});
   }
   const double mean = eval::mean_ignoring_nan(dice);
   const eval::Interval ci = eval::bootstrap_ci(dice);
-  return {{"name", name}, {"file", "/runs/" + name + ".pt"}, {"file_hash", "0123abcd"},
-          {"description", "UNet resnet18d"}, {"slices", 10 * dice.size()},
+  return {{"name", name},
+          {"file", "/runs/" + name + ".pt"},
+          {"file_hash", "0123abcd"},
+          {"description", "UNet resnet18d"},
+          {"slices", 10 * dice.size()},
           {"summary",
-           {{"dice", {{"tumor", {{"mean", mean}, {"ci95", {ci.low, ci.high}}, {"global", mean + 0.01},
-                                 {"worst5", eval::worst_fraction_mean(dice)}}}}},
+           {{"dice",
+             {{"tumor",
+               {{"mean", mean},
+                {"ci95", {ci.low, ci.high}},
+                {"global", mean + 0.01},
+                {"worst5", eval::worst_fraction_mean(dice)}}}}},
             {"slice_dice", {{"tumor", mean}}},
             {"ece", {{"mean", ece}, {"ci95", {ece / 2, ece * 2}}}},
-            {"classwise_ece", ece / 2}, {"nll", 4 * ece}, {"brier", 2 * ece}}},
+            {"classwise_ece", ece / 2},
+            {"nll", 4 * ece},
+            {"brier", 2 * ece}}},
           {"reliability",
            {{"bins", 10},
             {"confidence", {nullptr, nullptr, nullptr, nullptr, nullptr, 0.55, 0.65, 0.75, 0.85, 0.97}},
@@ -78,10 +92,16 @@ json make_model(const std::string& name, const std::vector<double>& dice, double
 }
 
 json make_report(std::vector<json> models) {
-  return {{"format", "kdseg report 1"}, {"tool_version", "0.1.0"}, {"created", "2026-11-26T17:00:00Z"},
-          {"data", "/data/prepared.h5"}, {"store_hash", "ab12"}, {"fold", 0},
+  return {{"format", "kdseg report 1"},
+          {"tool_version", "0.1.0"},
+          {"created", "2026-11-26T17:00:00Z"},
+          {"data", "/data/prepared.h5"},
+          {"store_hash", "ab12"},
+          {"fold", 0},
           {"task", {{"name", "tumor"}, {"classes", 2}, {"class_names", {"background", "tumor"}}}},
-          {"regions", {"tumor"}}, {"options", {{"device", "cpu"}, {"bins", 10}}}, {"empty_slice_dice", 1.0},
+          {"regions", {"tumor"}},
+          {"options", {{"device", "cpu"}, {"bins", 10}}},
+          {"empty_slice_dice", 1.0},
           {"models", std::move(models)}};
 }
 
@@ -203,7 +223,8 @@ TEST(Report, PairedDifferenceKeepsPairsAndTestsExactly) {
   // Five cases, every one better by 0.1: mean +0.1; the permutation test's two most extreme
   // sign patterns (all + and all -) of 32 reach it, p = 2/32; resampling differences of
   // 0.1 only gives [0.1, 0.1]. Pairs with NaN on either side are left out.
-  const auto better = eval::paired_difference({0.6, 0.7, kNaN, 0.8, 0.9, 0.5, 0.4}, {0.5, 0.6, 0.3, 0.7, 0.8, kNaN, 0.3});
+  const auto better =
+      eval::paired_difference({0.6, 0.7, kNaN, 0.8, 0.9, 0.5, 0.4}, {0.5, 0.6, 0.3, 0.7, 0.8, kNaN, 0.3});
   EXPECT_EQ(better.cases, 5);
   EXPECT_NEAR(better.mean, 0.1, 1e-12);
   EXPECT_NEAR(better.ci95.low, 0.1, 1e-12);
@@ -313,13 +334,13 @@ TEST(Report, HtmlMarksTheBestValueOfEachColumn) {
   const std::vector<Cell> calibrated = comparison_row(html, "calibrated");
   ASSERT_EQ(dice.size(), 7u);  // mean, global, worst 5%, ECE, classwise ECE, NLL, Brier
   ASSERT_EQ(calibrated.size(), 7u);
-  EXPECT_TRUE(marked_best(dice, "0.8500"));         // mean Dice
+  EXPECT_TRUE(marked_best(dice, "0.8500"));  // mean Dice
   EXPECT_FALSE(marked_best(calibrated, "0.5500"));
-  EXPECT_TRUE(marked_best(dice, "0.8000"));         // worst 5%
+  EXPECT_TRUE(marked_best(dice, "0.8000"));  // worst 5%
   EXPECT_FALSE(marked_best(calibrated, "0.5000"));
-  EXPECT_TRUE(marked_best(calibrated, "0.0100"));   // ECE
+  EXPECT_TRUE(marked_best(calibrated, "0.0100"));  // ECE
   EXPECT_FALSE(marked_best(dice, "0.0400"));
-  EXPECT_TRUE(marked_best(calibrated, "0.0400"));   // NLL = 4 ECE
+  EXPECT_TRUE(marked_best(calibrated, "0.0400"));  // NLL = 4 ECE
   EXPECT_FALSE(marked_best(dice, "0.1600"));
   const auto best_cells = [](const std::vector<Cell>& cells) {
     return std::count_if(cells.begin(), cells.end(),
@@ -342,7 +363,7 @@ TEST(Report, HtmlShowsNanAndNullAsDashAndMarksNoBestAmongOneValue) {
   EXPECT_EQ(teacher[5].text, "<span class=\"v\">\xE2\x80\x93</span>");  // NLL
   EXPECT_EQ(student[5].text, "<span class=\"v\">\xE2\x80\x93</span>");
   EXPECT_EQ(student[6].text, "<span class=\"v\">\xE2\x80\x93</span>");  // Brier
-  EXPECT_EQ(teacher[6].classes.find("best"), std::string::npos);      // nothing to compare with
+  EXPECT_EQ(teacher[6].classes.find("best"), std::string::npos);        // nothing to compare with
 }
 
 TEST(Report, HtmlHasItsPartsAndNoExternalResources) {
@@ -363,20 +384,25 @@ TEST(Report, HtmlHasItsPartsAndNoExternalResources) {
   for (const char* external : {"http://", "https://", "//cdn", "<link", " src=", "@import", "url("}) {
     EXPECT_EQ(html.find(external), std::string::npos) << external;
   }
-  EXPECT_NE(html.find("/runs/student-ls.pt"), std::string::npos);  // provenance
+  EXPECT_NE(html.find("/runs/student-ls.pt"), std::string::npos);                  // provenance
   EXPECT_NE(html.find("&quot;device&quot;: &quot;cpu&quot;"), std::string::npos);  // options
   EXPECT_EQ(count_of(html, "<table id=\"paired\">"), 0u) << "no paired differences in this report";
   // With paired differences: a row per model after the first, against the first.
-  r["models"][1]["paired"] = {{"reference", "teacher"},
-                              {"dice", {{"tumor", {{"cases", 3}, {"mean", -0.2}, {"ci95", {-0.3, -0.1}}, {"p_value", 0.25},
-                                                   {"p_holm", 0.5}}}}}};
-  r["models"][2]["paired"] = {{"reference", "teacher"},
-                              {"dice", {{"tumor", {{"cases", 0}, {"mean", nullptr}, {"ci95", {nullptr, nullptr}}, {"p_value", nullptr}}}}}};
+  r["models"][1]["paired"] = {
+      {"reference", "teacher"},
+      {"dice",
+       {{"tumor", {{"cases", 3}, {"mean", -0.2}, {"ci95", {-0.3, -0.1}}, {"p_value", 0.25}, {"p_holm", 0.5}}}}}};
+  r["models"][2]["paired"] = {
+      {"reference", "teacher"},
+      {"dice", {{"tumor", {{"cases", 0}, {"mean", nullptr}, {"ci95", {nullptr, nullptr}}, {"p_value", nullptr}}}}}};
   const std::string paired = element(report::render_html(r), "<table id=\"paired\">", "</table>");
   EXPECT_EQ(count_of(paired, "<tr><td"), 2u);
   EXPECT_NE(paired.find("Dice against teacher"), std::string::npos) << paired;
-  EXPECT_NE(paired.find("-0.2000<span class=\"ci\">[-0.3000, -0.1000]</span><span class=\"ci\">p = 0.2500 (Holm 0.5000), n = 3"),
-            std::string::npos) << paired;
+  EXPECT_NE(
+      paired.find(
+          "-0.2000<span class=\"ci\">[-0.3000, -0.1000]</span><span class=\"ci\">p = 0.2500 (Holm 0.5000), n = 3"),
+      std::string::npos)
+      << paired;
 }
 
 TEST(Report, PerCasePlotOrdersCasesByTheFirstModelsDice) {

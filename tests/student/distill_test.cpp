@@ -12,8 +12,8 @@
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
 #include "student/trainer.h"
-#include "teacher/precompute.h"
 #include "teacher/model_loader.h"
+#include "teacher/precompute.h"
 #include "tests/data/temp_dir.h"
 
 namespace {
@@ -119,7 +119,8 @@ TEST_F(DistillTest, OnlineTeacherSeesTheSameSoftLabelsAsTheCache) {
   TrainConfig cached = distill("cached1");
   cached.max_steps = 1;
   kdseg::student::train(cached, *comm);
-  const auto a = step_lines(dir->file("online/metrics.jsonl")).at(0), b = step_lines(dir->file("cached1/metrics.jsonl")).at(0);
+  const auto a = step_lines(dir->file("online/metrics.jsonl")).at(0),
+             b = step_lines(dir->file("cached1/metrics.jsonl")).at(0);
   EXPECT_DOUBLE_EQ(a.at("ce").get<double>(), b.at("ce").get<double>());
   EXPECT_NEAR(a.at("dml_soft").get<double>(), b.at("dml_soft").get<double>(), 0.05 * b.at("dml_soft").get<double>());
   EXPECT_GT(a.at("teacher_s").get<double>(), 0.0);
@@ -146,7 +147,8 @@ TEST_F(DistillTest, ResumeIsExact) {
   const auto a = step_lines(dir->file("straight/metrics.jsonl")), b = step_lines(dir->file("resumed/metrics.jsonl"));
   ASSERT_EQ(a.size(), 4u);
   ASSERT_EQ(b.size(), 4u);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].at("loss").get<double>(), b[i].at("loss").get<double>()) << "step " << i + 1;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i].at("loss").get<double>(), b[i].at("loss").get<double>()) << "step " << i + 1;
   // A resumed run must keep its soft-label source.
   TrainConfig other = distill("resumed");
   other.resume = true;
@@ -195,8 +197,10 @@ TEST_F(DistillTest, MissingSlicesAreNamed) {
   c.output = dir->file("missing2");
   const std::string e = error_of(c);
   EXPECT_NE(e.find("no soft labels for"), std::string::npos) << e;
-  EXPECT_NE(e.find("no soft labels for 18 of the 18 training slices (validation fold 1): store rows 9 (volume-1 slice 1)"),
-            std::string::npos) << e;
+  EXPECT_NE(
+      e.find("no soft labels for 18 of the 18 training slices (validation fold 1): store rows 9 (volume-1 slice 1)"),
+      std::string::npos)
+      << e;
 }
 
 TEST_F(DistillTest, CacheWithAnotherClassCountIsRefused) {

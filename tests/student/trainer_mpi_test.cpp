@@ -124,9 +124,9 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
     const auto hard = losses_of(dir + "/global/metrics.jsonl", "dml_hard");
     ok = loss.size() == 16 && soft.size() == 16 && hard.size() == 16;
     if (ok) {
-      report = "loss " + std::to_string(mean(loss, 0, 4)) + " -> " + std::to_string(mean(loss, 12, 16)) + ", DML soft " +
-               std::to_string(mean(soft, 0, 4)) + " -> " + std::to_string(mean(soft, 12, 16)) + ", DML hard " +
-               std::to_string(mean(hard, 0, 4)) + " -> " + std::to_string(mean(hard, 12, 16));
+      report = "loss " + std::to_string(mean(loss, 0, 4)) + " -> " + std::to_string(mean(loss, 12, 16)) +
+               ", DML soft " + std::to_string(mean(soft, 0, 4)) + " -> " + std::to_string(mean(soft, 12, 16)) +
+               ", DML hard " + std::to_string(mean(hard, 0, 4)) + " -> " + std::to_string(mean(hard, 12, 16));
       ok = mean(loss, 12, 16) < mean(loss, 0, 4) && mean(soft, 12, 16) < mean(soft, 0, 4) &&
            mean(hard, 12, 16) < mean(hard, 0, 4);
     }

@@ -21,7 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using kdseg::test::TrainerTest;
 
-
 TEST_F(TrainerTest, ResumeIsBitForBitExact) {
   const auto straight = kdseg::student::train(config("straight"), *comm);
   EXPECT_EQ(straight.steps, 6);
@@ -118,7 +117,8 @@ TEST_F(TrainerTest, BadInputIsAClearError) {
   again.max_steps = 2;
   EXPECT_EQ(kdseg::student::train(again, *comm).steps, 2);
   // Options out of range name the option.
-  for (const auto& [field, text] : std::vector<std::pair<std::function<void(kdseg::student::TrainConfig&)>, std::string>>{
+  for (const auto& [field, text] :
+       std::vector<std::pair<std::function<void(kdseg::student::TrainConfig&)>, std::string>>{
            {[](auto& t) { t.dropout = 1.5; }, "--dropout must be in [0, 1), got 1.5"},
            {[](auto& t) { t.crop = 0; }, "--crop-size must be >= 1, got 0"},
            {[](auto& t) { t.batch_size = 0; }, "--batch-size must be >= 1, got 0"},

@@ -45,7 +45,8 @@ TEST(TorchScriptModel, WrongOutputsAndFilesAreClearErrors) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(error_of(save_script(dir.file("scalar.pt"), "def forward(self, x):\n    return x.mean()\n")).find("returned []; a teacher must"),
+  EXPECT_NE(error_of(save_script(dir.file("scalar.pt"), "def forward(self, x):\n    return x.mean()\n"))
+                .find("returned []; a teacher must"),
             std::string::npos)
       << error_of(dir.file("scalar.pt"));
   EXPECT_NE(error_of(save_script(dir.file("one.pt"), "def forward(self, x):\n    return x\n")).find("with C >= 2"),

@@ -12,9 +12,9 @@ int main() {
   const torch::Tensor teacher = torch::softmax(torch::randn({2, 3, 16, 16}), 1);
 
   namespace L = kdseg::losses;
-  const torch::Tensor hard = L::dml_loss(logits, labels);                 // DML1 on hard labels
-  const torch::Tensor soft = L::dml_loss(logits, teacher);                // DML1 on soft labels
-  const torch::Tensor dice = L::soft_dice_loss(logits, labels);           // equal on hard labels
+  const torch::Tensor hard = L::dml_loss(logits, labels);        // DML1 on hard labels
+  const torch::Tensor soft = L::dml_loss(logits, teacher);       // DML1 on soft labels
+  const torch::Tensor dice = L::soft_dice_loss(logits, labels);  // equal on hard labels
   (hard + soft).backward();
 
   std::printf("DML hard %.6f  soft Dice %.6f  DML soft %.6f\n", hard.item<double>(), dice.item<double>(),
