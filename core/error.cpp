@@ -36,5 +36,6 @@ int process_world_size() noexcept { return g_world_size.load(); }
 
 namespace detail {
 void throw_error(const char* file, int line, std::string message) { throw Error(std::move(message), file, line); }
+void throw_io_error(const char* file, int line, std::string message) { throw IoError(std::move(message), file, line); }
 }  // namespace detail
 }  // namespace kdseg

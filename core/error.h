@@ -29,6 +29,14 @@ class Error : public std::runtime_error {
   int rank_;
 };
 
+// An operating-system input/output failure: a full disk, a file size limit, a file system gone
+// read-only. Code that writes an output catches it to say which output and how much space is
+// left (core/file_util.h, throw_write_failure).
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 // The message of any exception, without the C++ stack trace that LibTorch's c10::Error
 // appends to what(): for messages that users read.
 std::string error_message(const std::exception& e);
@@ -49,6 +57,7 @@ std::string concat(Args&&... args) {
 inline std::string concat() { return {}; }
 
 [[noreturn]] void throw_error(const char* file, int line, std::string message);
+[[noreturn]] void throw_io_error(const char* file, int line, std::string message);
 
 // The message of a failed KDSEG_CHECK: the caller's words, or the condition when none are given.
 template <typename... Args>

@@ -31,8 +31,48 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// A folder that is replaced whole or not at all: write into path() (a hidden sibling,
+// "<parent>/.kdseg-tmp-<host>-<pid>-<n>-<name>"), then commit(), which swaps it in for the final
+// folder in one rename (RENAME_EXCHANGE; two renames on file systems without it) and removes the
+// previous content. Until then the final folder keeps its previous content; destroying an
+// uncommitted StagedFolder removes the staging folder. Staging folders of dead processes of this
+// host for the same final folder are removed when a new one is made.
+class StagedFolder {
+ public:
+  explicit StagedFolder(std::string final_path);
+  ~StagedFolder();
+  StagedFolder(const StagedFolder&) = delete;
+  StagedFolder& operator=(const StagedFolder&) = delete;
+
+  const std::string& final_path() const { return final_path_; }
+  const std::string& path() const { return staging_path_; }
+  void commit();
+
+ private:
+  std::string final_path_;
+  std::string staging_path_;
+  bool committed_ = false;
+};
+
+// Appends `content` to `path` (made if missing) with one write. Throws kdseg::IoError naming the
+// file and the free space when the system refuses it.
+void append_to_file(const std::string& path, std::string_view content);
+
 // Writes `content` to `path` atomically.
 void write_file_atomic(const std::string& path, std::string_view content);
+
+// For messages about a failed write of `path`: "3.2 MiB free of 40.0 GiB on the file system of
+// <folder>", or "" when the folder cannot be examined.
+std::string free_space_note(const std::string& path);
+
+// For writers whose library hides the system's reason (niftilib): "File too large (...)" when
+// `path` reached the process's file size limit, "No space left on device" when under 1 MiB is
+// left on its file system, else "".
+std::string likely_write_failure(const std::string& path);
+
+// Throws kdseg::IoError "<path>: cannot write <what>: <reason> (<free space>)", the one form
+// every failed write of a kdseg output takes.
+[[noreturn]] void throw_write_failure(const std::string& path, const std::string& what, const std::string& reason);
 
 // Reads a whole file; throws kdseg::Error naming it when it cannot.
 std::string read_file(const std::string& path);

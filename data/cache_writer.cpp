@@ -181,9 +181,12 @@ void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
     KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_LOCAL));
     write_rows(file_, "done", H5T_NATIVE_UINT8, local_first, count, ones.data());
     KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_LOCAL));
+  } catch (const IoError& e) {
+    throw_write_failure(partial_path_,
+                        "slices " + std::to_string(local_first) + "-" + std::to_string(local_first + count - 1),
+                        e.message());
   } catch (const Error& e) {
-    KDSEG_THROW(partial_path_, ": cannot write slices ", local_first, "-", local_first + count - 1,
-                " (is the disk full?): ", e.message());
+    KDSEG_THROW(partial_path_, ": cannot write slices ", local_first, "-", local_first + count - 1, ": ", e.message());
   }
   std::fill(done_.begin() + local_first, done_.begin() + local_first + count, uint8_t{1});
 }

@@ -3,6 +3,15 @@
 #include "core/error.h"
 
 namespace kdseg::data::h5 {
+namespace {
+
+// HDF5 closes every file still open when the process exits. A file whose close failed (its
+// last flush hit a full disk) stays in HDF5's tables, and closing it again at exit crashes
+// HDF5 1.10; kdseg closes its files itself, so the library's exit handler is not needed. This
+// runs while the program loads, before any HDF5 call.
+const bool kNoExitHandler = H5dont_atexit() >= 0;
+
+}  // namespace
 
 void Handle::reset() {
   if (id_ < 0) return;

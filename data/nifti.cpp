@@ -2,12 +2,14 @@
 
 #include <nifti1_io.h>
 #include <torch/torch.h>
+#include <zlib.h>
 #include <znzlib.h>
 
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "core/error.h"
 #include "core/file_util.h"
@@ -61,6 +63,32 @@ mat44 to_mat44(const Affine& a) {
 // The sform when sform_code > 0, else the qform.
 Affine affine_of(const nifti_image& image) {
   return image.sform_code > 0 ? from_mat44(image.sto_xyz) : from_mat44(image.qto_xyz);
+}
+
+// "" when the NIfTI file at `path` holds `expected` bytes (decompressed, for .gz) and reads to
+// its end; otherwise what is wrong with it.
+std::string written_nifti_problem(const std::string& path, int64_t expected) {
+  if (path.size() < 3 || path.compare(path.size() - 3, 3, ".gz") != 0) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) return ec.message();
+    return static_cast<int64_t>(size) == expected
+               ? ""
+               : "wrote " + std::to_string(size) + " of " + std::to_string(expected) + " bytes";
+  }
+  gzFile in = gzopen(path.c_str(), "rb");
+  if (in == nullptr) return "cannot reopen it to check it";
+  std::vector<char> buffer(1 << 20);
+  int64_t total = 0;
+  int n = 0;
+  while ((n = gzread(in, buffer.data(), static_cast<unsigned>(buffer.size()))) > 0) total += n;
+  int code = Z_OK;
+  const std::string error = n < 0 ? gzerror(in, &code) : "";
+  const int closed = gzclose(in);
+  if (n < 0) return "its compressed data is cut short or damaged (" + error + ")";
+  if (closed != Z_OK) return "its compressed data is cut short or damaged";
+  if (total != expected) return "holds " + std::to_string(total) + " of " + std::to_string(expected) + " bytes";
+  return "";
 }
 
 }  // namespace
@@ -226,6 +254,14 @@ void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine
   nifti_image_write(image.get());
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::exists(file.temp_path(), ec), path, ": niftilib could not write the file");
+  // niftilib reports a failed write (a full disk) only on stderr: the file is checked instead.
+  const int64_t expected =
+      static_cast<int64_t>(image->iname_offset) + static_cast<int64_t>(image->nvox) * image->nbyper;
+  const std::string problem = written_nifti_problem(file.temp_path(), expected);
+  if (!problem.empty()) {
+    const std::string cause = likely_write_failure(file.temp_path());
+    throw_write_failure(path, "the NIfTI file", cause.empty() ? problem : cause + ": " + problem);
+  }
   file.commit();
 }
 

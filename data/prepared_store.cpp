@@ -20,7 +20,7 @@
 namespace kdseg::data {
 namespace {
 // Slices are resized to at most this many pixels a side (CT is 512; 4096 leaves room).
-constexpr int64_t kMaxSize = 4096;
+constexpr int64_t kMinSize = 16, kMaxSize = 4096;
 namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 using torch::Tensor;
@@ -389,8 +389,11 @@ class StoreWriter {
 };
 
 void check_options(const PrepareOptions& options) {
-  KDSEG_CHECK(options.size >= 0 && options.size <= kMaxSize, "--size must be 1-", kMaxSize, " or 'native', got ",
-              options.size);
+  KDSEG_CHECK(options.size >= 0 && options.size <= kMaxSize, "--size must be ", kMinSize, "-", kMaxSize,
+              " or 'native', got ", options.size);
+  KDSEG_CHECK(options.size == 0 || options.size >= kMinSize, "--size ", options.size, " is below ", kMinSize,
+              " pixels, the smallest slice kdseg's networks are built for; use --size ", kMinSize,
+              " or more, or native");
   KDSEG_CHECK(options.folds >= 1, "--folds must be >= 1, got ", options.folds);
   KDSEG_CHECK(options.compression >= 0 && options.compression <= 9, "--compression must be 0-9, got ",
               options.compression);
@@ -432,17 +435,28 @@ PrepareSummary prepare_store(const PrepareOptions& options) {
 
   h5::quiet_errors();
   AtomicFile output(options.output);
+  // A failed write (a full disk, a file size limit) is reported once, naming the store and the
+  // free space; the temporary file goes with `output`, and a previous store stays as it was.
+  const auto writing = [&](const auto& step) {
+    try {
+      step();
+    } catch (const IoError& e) {
+      throw_write_failure(options.output, "the prepared store", e.message());
+    }
+  };
   {
-    StoreWriter writer(output.temp_path(), options, integral, summary);
+    std::unique_ptr<StoreWriter> writer;
+    writing([&] { writer = std::make_unique<StoreWriter>(output.temp_path(), options, integral, summary); });
     for (size_t row = 0; row < good.size(); ++row) {
       const size_t i = good[row];
       Converted converted =
           first.kept_in_memory[i] ? std::move(first.results[i]) : convert_case(found[i], options, summary.layout);
       KDSEG_CHECK(converted.problem.empty(), converted.problem);
-      writer.add_case(converted, table, row);
+      writing([&] { writer->add_case(converted, table, row); });
       first.results[i] = Converted();
     }
-    writer.finish(table);
+    writing([&] { writer->finish(table); });
+    writing([&] { writer.reset(); });
   }
   output.commit();
   summary.cases = static_cast<int>(good.size());

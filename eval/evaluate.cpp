@@ -149,6 +149,7 @@ class Evaluator {
           "on a store prepared with --slices all for volume metrics",
           o_.data, store_options_.value("slices", ""), store_options_.value("slices", ""));
     }
+    stage_output();
   }
 
   // A kdseg checkpoint names the store it trained on and the fold it held out: no case of the
@@ -187,6 +188,16 @@ class Evaluator {
                 "): it held out fold ", held_out, " of ", trained_on, "; evaluate each model on the fold it held out");
   }
 
+  // Rank 0 writes everything into a staged folder that replaces the output folder at the end;
+  // made once the inputs are checked, so that an unwritable output is found before any work.
+  void stage_output() {
+    if (comm_.rank() != 0) return;
+    std::error_code ec;
+    KDSEG_CHECK(o_.force || !fs::exists(o_.output, ec) || fs::is_empty(o_.output, ec), o_.output,
+                " holds a report; pass --force to replace it, or choose another --output");
+    staged_ = std::make_unique<StagedFolder>(o_.output);
+  }
+
   json run() {
     json models = json::array();
     for (const EvaluatedModel& evaluated : o_.models) models.push_back(evaluate_model(evaluated));
@@ -215,7 +226,10 @@ class Evaluator {
                      {"slices", static_cast<int64_t>(rows_.size())}}},
                    {"empty_slice_dice", 1.0},
                    {"models", models}};
-    if (comm_.rank() == 0) report::write_report(o_.output, report);
+    if (comm_.rank() == 0) {
+      report::write_report(staged_->path(), report);
+      staged_->commit();
+    }
     comm_.barrier();
     return report;
   }
@@ -417,7 +431,8 @@ class Evaluator {
   // canonical in-plane size, placed at their slice, reoriented to the source file's voxel order
   // and written with its affine. Slices not evaluated hold 0.
   void save_predictions(const EvaluatedModel& evaluated, const std::map<int64_t, Tensor>& mine) {
-    const fs::path folder = fs::path(o_.output) / "predictions" / safe_file_name(evaluated.name);
+    const fs::path folder =
+        comm_.rank() == 0 ? fs::path(staged_->path()) / "predictions" / safe_file_name(evaluated.name) : fs::path();
     if (comm_.rank() == 0) fs::create_directories(folder);
     const std::vector<uint8_t> value_of = label_value_of_class(task_);
     std::map<int32_t, std::vector<int64_t>> rows_of_case;
@@ -478,6 +493,7 @@ class Evaluator {
   data::Task task_;
   std::vector<DiceRegion> regions_;
   c10::Device device_;
+  std::unique_ptr<StagedFolder> staged_;  // rank 0's
   std::vector<int64_t> rows_;
   json store_options_;
 };

@@ -43,6 +43,10 @@ struct EvaluateOptions {
   // Where the models run: the CPU or this rank's GPU (dist::rank_device), resolved by the caller
   // that loaded the models onto it.
   c10::Device device = c10::kCPU;
+  // Replace a report already in `output` (without it, one is refused before any work). The new
+  // report is staged beside it and swapped in whole at the end, so a failed evaluation leaves
+  // the previous report as it was.
+  bool force = false;
 };
 
 // Collective over `comm`; rank 0 writes the report. Returns report.json's content (on every

@@ -70,5 +70,5 @@ log "train a hard-label baseline ($student_arch)"
 log "evaluate the baseline, the distilled student and the teacher on fold 0 (each paired with the baseline)"
 "$kdseg" evaluate --data prepared.h5 --fold 0 --output report --threads "$cores" --seed "$seed" --device "$device" \
   --model baseline/last.pt --name baseline --model student/last.pt --name distilled \
-  --model teacher/last.pt --name teacher --save-predictions
+  --model teacher/last.pt --name teacher --save-predictions --force
 echo "pipeline: $(( $(date +%s) - start )) s"

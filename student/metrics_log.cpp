@@ -8,11 +8,7 @@
 
 namespace kdseg::student {
 
-void MetricsLog::append(const nlohmann::json& line) const {
-  std::ofstream out(path_, std::ios::app);
-  KDSEG_CHECK(static_cast<bool>(out), path_, ": cannot append");
-  out << line.dump() << "\n";
-}
+void MetricsLog::append(const nlohmann::json& line) const { append_to_file(path_, line.dump() + "\n"); }
 
 void MetricsLog::truncate_after(int64_t step) const {
   std::ifstream in(path_);

@@ -14,7 +14,7 @@ class MetricsLog {
   explicit MetricsLog(std::string path) : path_(std::move(path)) {}
   const std::string& path() const { return path_; }
 
-  // Appends one line. Throws kdseg::Error naming the file when it cannot.
+  // Appends one line. Throws kdseg::IoError naming the file and the free space when it cannot.
   void append(const nlohmann::json& line) const;
   // Keeps the lines of steps up to `step` (atomically: a crash leaves the old file). A resumed
   // run logs the later steps again, so that no step appears twice.

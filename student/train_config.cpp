@@ -57,6 +57,8 @@ const char* dml_reduction_name(DmlReduction reduction) {
 
 namespace {
 
+constexpr int64_t kMinCrop = 32;
+
 void check_schedule(const TrainConfig& c, int world) {
   KDSEG_CHECK(c.epochs >= 0 && c.max_steps >= 0, "train: --epochs and --max-steps must be >= 0");
   KDSEG_CHECK((c.epochs > 0) != (c.max_steps > 0), "train: give exactly one of --epochs and --max-steps");
@@ -66,6 +68,8 @@ void check_schedule(const TrainConfig& c, int world) {
   KDSEG_CHECK((c.batch_size / c.accumulate) % world == 0, "train: the micro-batch ", c.batch_size / c.accumulate,
               " (--batch-size / --accumulate) must be a multiple of the number of ranks (", world, ")");
   KDSEG_CHECK(c.crop >= 1, "train: --crop-size must be >= 1, got ", c.crop);
+  KDSEG_CHECK(c.crop >= kMinCrop, "train: --crop-size ", c.crop, " is below ", kMinCrop,
+              ", the network's downsampling (its deepest feature is 1/32 of the crop); use ", kMinCrop, " or more");
   KDSEG_CHECK(c.workers >= 0, "train: --workers must be >= 0, got ", c.workers);
   KDSEG_CHECK(c.log_every >= 1, "train: --log-every must be >= 1, got ", c.log_every);
   KDSEG_CHECK(c.validate_every >= 0 && c.checkpoint_every >= 0 && c.stop_after >= 0,

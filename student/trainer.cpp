@@ -14,6 +14,7 @@
 #include "core/autocast.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/folder_lock.h"
 #include "core/frozen_model.h"
 #include "core/log.h"
 #include "core/losses/distill.h"
@@ -22,6 +23,7 @@
 #include "core/models/unet.h"
 #include "core/progress.h"
 #include "core/random.h"
+#include "core/stop_request.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
@@ -85,10 +87,17 @@ class Trainer {
     progress.resume_at(step_);
     const int64_t first_step = step_;
     stop_at_ = c_.stop_after > 0 ? std::min(total_steps_, step_ + c_.stop_after) : total_steps_;
-    while (step_ < stop_at_) {
+    while (step_ < stop_at_ && !stopped_) {
       run_epoch(progress);
     }
     progress.finish();
+    if (stopped_ && step_ < total_steps_) {
+      summary_.stopped_by = stop_requested() ? stop_signal_name() : "a stop signal to another rank";
+      if (comm_.rank() == 0) {
+        log::warn("{} received: stopped after step {} of {}; {} holds it, continue with --resume", summary_.stopped_by,
+                  step_, total_steps_, checkpoint_path());
+      }
+    }
     summary_.steps = step_;
     summary_.steps_this_run = step_ - first_step;
     summary_.best_dice = best_dice_;
@@ -118,6 +127,9 @@ class Trainer {
   }
 
   void plan_steps() {
+    KDSEG_CHECK(c_.batch_size <= static_cast<int64_t>(train_rows_.size()), c_.data, ": --batch-size ", c_.batch_size,
+                " is larger than the ", train_rows_.size(), " training slices outside fold ", c_.fold,
+                "; lower --batch-size");
     sampler_ = std::make_unique<data::DistributedSampler>(train_rows_, comm_.rank(), comm_.size(),
                                                           c_.batch_size / c_.accumulate, c_.seed);
     KDSEG_CHECK(sampler_->steps_per_epoch() >= c_.accumulate, c_.data, ": ", train_rows_.size(),
@@ -135,10 +147,11 @@ class Trainer {
   bool decide_resume() {
     at::Tensor resuming = torch::zeros({1}, torch::kInt);
     if (comm_.rank() == 0) {
+      // Held until the trainer ends: a second run on this folder is refused, naming this one.
+      output_lock_ = std::make_unique<FolderLock>(c_.output, "kdseg train");
       const bool has_run = fs::exists(checkpoint_path());
       KDSEG_CHECK(c_.resume || c_.force || !has_run, c_.output, " already holds a run (", checkpoint_path(),
                   "); pass --resume to continue it, --force to start over, or choose another --output");
-      fs::create_directories(c_.output);
       resuming[0] = has_run && c_.resume ? 1 : 0;
     }
     dist::all_reduce_any_device(comm_, resuming, dist::ReduceOp::kMax);
@@ -243,12 +256,14 @@ class Trainer {
     lo.pin_memory = device_.is_cuda();
     data::BatchLoader loader(c_.data, task_, lo, batches);
     model_->train();
-    for (int64_t s = done_in_epoch; s < steps_per_epoch_ && step_ < stop_at_; ++s) {
+    for (int64_t s = done_in_epoch; s < steps_per_epoch_ && step_ < stop_at_ && !stopped_; ++s) {
       train_step(loader, epoch);
       progress.advance(1, "loss " + std::to_string(summary_.last_loss).substr(0, 6));
       // The epoch's last step is saved below, after its validation.
       const bool last_of_epoch = s + 1 == steps_per_epoch_;
-      if (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0 && !last_of_epoch) save_checkpoint("last.pt");
+      if (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0 && !last_of_epoch && !stopped_) {
+        save_checkpoint("last.pt");
+      }
     }
     const bool epoch_done = step_ == (epoch + 1) * steps_per_epoch_;
     if (epoch_done && c_.validate_every > 0 && (epoch + 1) % c_.validate_every == 0 && !val_rows_.empty()) {
@@ -279,7 +294,9 @@ class Trainer {
     StepRecord record;
     record.loss_sum = torch::zeros({}, torch::TensorOptions(torch::kDouble).device(device_));
     for (int64_t micro = 0; micro < c_.accumulate; ++micro) micro_step(loader, micro, record);
-    const Tensor reduced = reduce_loss_and_flag(record.loss_sum);
+    const Tensor reduced = reduce_loss_and_flags(record.loss_sum);
+    // A stop asked of any rank stops every rank after this same step.
+    stopped_ = reduced[2].item<double>() != 0;
     if (reduced[1].item<double>() != 0) {
       KDSEG_CHECK(c_.skip_nonfinite, "train: the loss is not finite at step ", step_,
                   " (lower --lr, check the data, or pass --skip-nonfinite to skip such steps)");
@@ -366,15 +383,17 @@ class Trainer {
     return soft;
   }
 
-  // One collective for both, on the step's device: the global-batch loss (each rank's share
-  // averaged over ranks, what one rank with the whole batch would report) and the count of
-  // ranks whose loss is not finite, so that every rank decides the same way about skipping.
-  // Reading them back is the step's one host synchronisation.
-  Tensor reduce_loss_and_flag(const Tensor& loss_sum) {
+  // One collective for all three, on the step's device: the global-batch loss (each rank's
+  // share averaged over ranks, what one rank with the whole batch would report), the count of
+  // ranks whose loss is not finite and the count of ranks asked to stop, so that every rank
+  // decides the same way about skipping and stopping. Reading them back is the step's one host
+  // synchronisation.
+  Tensor reduce_loss_and_flags(const Tensor& loss_sum) {
     const Tensor finite = loss_sum.isfinite();
     const Tensor mean = loss_sum / static_cast<double>(c_.accumulate);
-    Tensor reduced =
-        torch::stack({torch::where(finite, mean, torch::zeros_like(mean)), finite.logical_not().to(torch::kDouble)});
+    const Tensor stop = torch::full({}, stop_requested() ? 1.0 : 0.0, mean.options());
+    Tensor reduced = torch::stack(
+        {torch::where(finite, mean, torch::zeros_like(mean)), finite.logical_not().to(torch::kDouble), stop});
     dist::all_reduce_any_device(comm_, reduced, dist::ReduceOp::kSum);
     return reduced.cpu();
   }
@@ -500,6 +519,8 @@ class Trainer {
   std::vector<int64_t> train_rows_, val_rows_;
   std::unique_ptr<data::DistributedSampler> sampler_;
   int64_t steps_per_epoch_ = 1, total_steps_ = 0, warmup_steps_ = 1, step_ = 0, stop_at_ = 0;
+  bool stopped_ = false;
+  std::unique_ptr<FolderLock> output_lock_;  // rank 0's  // a stop signal was agreed on at the last step
   double best_dice_ = -1;
   models::UNet model_{nullptr};
   std::unique_ptr<MultiTensorAdamW> optimizer_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <c10/core/Device.h>
 
@@ -18,6 +19,9 @@ struct TrainSummary {
   int64_t skipped_steps = 0;
   double last_loss = 0;
   double best_dice = -1;  // mean tumour Dice over validation cases
+  // The signal ("SIGTERM", ...) that stopped the run before its last step, with last.pt
+  // written at the step every rank agreed on (core/stop_request.h); empty when it ran to its end.
+  std::string stopped_by;
 };
 
 // The device this rank trains on: the CPU, or for --device cuda the node-local rank's GPU. Throws

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/models/checkpoint.h"
@@ -35,15 +36,31 @@ class CheckpointModel final : public FrozenModel {
   models::UNet model_{nullptr};
 };
 
+// The zip signature LibTorch's archives (checkpoints and TorchScript modules) start with.
+bool looks_like_zip(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, sizeof magic) && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
+}
+
 }  // namespace
 
 std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device device) {
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such teacher file");
-  if (const auto checkpoint = models::Checkpoint::open_if_checkpoint(path, device)) {
+  std::string not_checkpoint;
+  if (const auto checkpoint = models::Checkpoint::open_if_checkpoint(path, device, &not_checkpoint)) {
     return std::make_unique<CheckpointModel>(*checkpoint);
   }
-  return load_torchscript_model(path, device);
+  try {
+    return load_torchscript_model(path, device);
+  } catch (const Error& e) {
+    // Both kinds are zip archives: a damaged one (a copy cut short) is neither.
+    KDSEG_CHECK(!looks_like_zip(path), path, ": neither a readable kdseg checkpoint (", not_checkpoint,
+                ") nor a TorchScript module (", e.message(), "); if it is a kdseg checkpoint, it may be ",
+                "truncated or damaged: copy it again, or use best.pt or an earlier checkpoint");
+    throw;
+  }
 }
 
 }  // namespace kdseg::teacher

@@ -13,9 +13,12 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/folder_lock.h"
 #include "core/frozen_model.h"
 #include "core/hash.h"
+#include "core/parse.h"
 #include "core/progress.h"
+#include "core/stop_request.h"
 #include "data/cache_folder.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
@@ -38,18 +41,21 @@ std::string folds_text(const std::vector<int>& folds) {
   return out;
 }
 
-// Test hook: KDSEG_TEST_KILL_AFTER_BATCHES="<rank or *>:<n>" sends SIGKILL to that rank (or to
-// every rank) once it has written n batches, to test resuming after a hard kill.
+// Test hook: KDSEG_TEST_KILL_AFTER_BATCHES="<rank or *>:<n>[:<signal>]" sends a real signal
+// (KILL, the default, or TERM, INT, USR1) to that rank (or to every rank) once it has written n
+// batches: resuming after a hard kill, stopping at a batch boundary after a polite one.
 void maybe_kill_for_test(int rank, int64_t batches_written) {
   const char* spec = std::getenv("KDSEG_TEST_KILL_AFTER_BATCHES");
   if (spec == nullptr) return;
-  const std::string text(spec);
-  const auto colon = text.find(':');
-  if (colon == std::string::npos) return;
-  const std::string who = text.substr(0, colon);
-  if ((who == "*" || who == std::to_string(rank)) && batches_written == std::stoll(text.substr(colon + 1))) {
-    std::raise(SIGKILL);
-  }
+  std::stringstream in(spec);
+  std::string who, count, name;
+  std::getline(in, who, ':');
+  std::getline(in, count, ':');
+  std::getline(in, name, ':');
+  const auto n = parse_integer(count);
+  if (!n || (who != "*" && who != std::to_string(rank)) || batches_written != *n) return;
+  const int signal = name == "TERM" ? SIGTERM : name == "INT" ? SIGINT : name == "USR1" ? SIGUSR1 : SIGKILL;
+  std::raise(signal);
 }
 
 void check_options(const PrecomputeOptions& o) {
@@ -162,9 +168,14 @@ void run_pass(const PrecomputeOptions& o, const data::Task& task, FrozenModel& t
       summary.computed += values.size(0);
       progress.advance(1);
       maybe_kill_for_test(rank, static_cast<int64_t>(b) + 1);
+      if (stop_requested() && b + 1 < pending.plan.size()) {
+        summary.stopped_by = stop_signal_name();  // the batch is written and flushed
+        break;
+      }
     }
     summary.wait_seconds = loader.wait_seconds();
   }
+  if (!summary.stopped_by.empty()) return;
   shard.finish();
   progress.finish();
 }
@@ -201,14 +212,25 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
 
   const data::CacheFolder folder(o.output);
   const std::string work = folder.pass_dir();
-  if (comm.rank() == 0) folder.prepare_pass(comm.size(), o.force);
+  std::unique_ptr<FolderLock> lock;  // rank 0 holds the cache folder for the whole pass
+  if (comm.rank() == 0) {
+    lock = std::make_unique<FolderLock>(o.output, "kdseg precompute", "cache folder");
+    folder.prepare_pass(comm.size(), o.force);
+  }
   comm.barrier();
 
   const ShardSpec spec = shard_spec(o, rows, store, task.classes, comm);
-  data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes));
   PrecomputeSummary summary;
-  run_pass(o, task, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
-  finish_pass(folder, comm, summary);
+  try {
+    data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes));
+    run_pass(o, task, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
+    // Stopped: this rank's finished batches are in its shard; a rerun computes the rest. The
+    // other ranks were signalled too (mpirun forwards the signal), so no collective follows.
+    if (!summary.stopped_by.empty()) return summary;
+    finish_pass(folder, comm, summary);
+  } catch (const IoError& e) {
+    throw_write_failure(o.output, "the soft-label cache", e.message());
+  }
   summary.slices = static_cast<int64_t>(rows.size());
   summary.seconds = seconds_since(start);
   return summary;

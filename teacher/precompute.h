@@ -36,6 +36,9 @@ struct PrecomputeSummary {
   int64_t computed = 0;  // by this run (all ranks); the rest were resumed
   double teacher_seconds = 0, write_seconds = 0, wait_seconds = 0, seconds = 0;  // rank 0's
   std::string master;                                                            // path of soft_labels.h5
+  // The signal that stopped this rank's pass after a batch (core/stop_request.h), its shard
+  // flushed and the master not written; empty when the pass completed. Rerun to continue.
+  std::string stopped_by;
 };
 
 // Collective over `comm`. Throws kdseg::Error naming the file and the problem.

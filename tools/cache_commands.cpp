@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "core/stop_request.h"
 #include "data/soft_label_cache.h"
 #include "teacher/precompute.h"
 #include "tools/cli.h"
@@ -51,7 +52,13 @@ int run_precompute(const po::variables_map& vm) {
   o.force = vm["force"].as<bool>();
   o.device = parse_device_option(vm);
   return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {
+    install_stop_handlers();  // SIGTERM, SIGINT, SIGUSR1: stop after the batch, its shard flushed
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);
+    if (!s.stopped_by.empty()) {
+      std::printf("[rank %d] stopped by %s after %lld slices; run the same command again to continue\n", comm.rank(),
+                  s.stopped_by.c_str(), static_cast<long long>(s.computed));
+      return kExitStopped;
+    }
     if (comm.rank() == 0) {
       std::printf(
           "cached %lld slices (%lld computed now, %lld resumed) in %.1f s: teacher %.1f s, writing %.1f s, "

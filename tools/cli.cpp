@@ -2,6 +2,8 @@
 
 #include <torch/version.h>
 
+#include <csignal>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -50,6 +52,41 @@ po::options_description shared_options() {
   return shared;
 }
 
+// Every line of an INI file is blank, a comment or `key = value` with a key the command knows;
+// a usage error names the file, the line and what is wrong with it.
+void check_config_lines(const std::string& path, const Command& command, const po::options_description& all) {
+  std::ifstream in(path);
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#' || line[first] == ';') continue;
+    const std::string where = path + ":" + std::to_string(number) + ": ";
+    const size_t equals = line.find('=');
+    if (line[first] == '[') throw po::error(where + "sections are not used; write 'key = value' lines");
+    if (equals == std::string::npos)
+      throw po::error(where + "expected 'key = value', got '" + line.substr(first) + "'");
+    std::string key = line.substr(first, equals - first);
+    key.erase(key.find_last_not_of(" \t") + 1);
+    if (all.find_nothrow(key, /*approx=*/false) == nullptr) {
+      throw po::error(where + "unknown option '" + key + "' (kdseg " + command.name + " --help lists them)");
+    }
+  }
+}
+
+void store_config_file(const std::string& path, const Command& command, const po::options_description& all,
+                       po::variables_map& vm) {
+  std::ifstream probe(path);
+  if (!probe) throw po::error("cannot read --config file '" + path + "'");
+  check_config_lines(path, command, all);
+  try {
+    po::store(po::parse_config_file<char>(path.c_str(), all), vm);
+  } catch (const po::reading_file&) {
+    throw po::error("cannot read --config file '" + path + "'");
+  } catch (const po::error& e) {
+    throw po::error(path + ": " + e.what());
+  }
+}
+
 int run_command(const Command& command, const std::vector<std::string>& args) {
   po::options_description own(command.name + " options");
   if (command.add_options) command.add_options(own);
@@ -65,14 +102,7 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
     std::cout << "\n" << all;
     return kExitOk;
   }
-  if (vm.count("config")) {
-    const std::string path = vm["config"].as<std::string>();
-    try {
-      po::store(po::parse_config_file<char>(path.c_str(), all), vm);
-    } catch (const po::reading_file&) {
-      throw po::error("cannot read --config file '" + path + "'");
-    }
-  }
+  if (vm.count("config")) store_config_file(vm["config"].as<std::string>(), command, all, vm);
   po::notify(vm);
   try {
     dist::parse_backend(vm["backend"].as<std::string>());
@@ -120,6 +150,9 @@ std::string version_text() {
 }
 
 int run(int argc, const char* const* argv) {
+  // A file size limit (ulimit -f, a batch system's file quota) then fails the write that passes
+  // it with EFBIG, reported like a full disk, instead of killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
     std::cerr << usage_text();

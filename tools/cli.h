@@ -16,6 +16,10 @@ namespace kdseg::tools {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 2;
+// Stopped by a signal at a safe point with its state saved (core/stop_request.h): run the same
+// command again with --resume (train, distill) or as it was (precompute) to continue. 75 is
+// EX_TEMPFAIL, "try again later".
+inline constexpr int kExitStopped = 75;
 
 struct Command {
   std::string name;

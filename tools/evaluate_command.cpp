@@ -72,7 +72,8 @@ void add_evaluate_options(po::options_description& d) {
       ("no-surface", po::bool_switch(), "skip the surface distances (HD95, ASSD, NSD)")
       ("save-predictions", po::bool_switch(),
        "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")
-      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda");
+      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+      ("force", po::bool_switch(), "replace the report in --output (swapped in whole when the new one is complete)");
   // clang-format on
 }
 
@@ -90,6 +91,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.save_predictions = vm["save-predictions"].as<bool>();
   o.surface = !vm["no-surface"].as<bool>();
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
+  o.force = vm["force"].as<bool>();
   const c10::DeviceType device_type = parse_device_option(vm);
   const auto files = vm["model"].as<std::vector<std::string>>();
   const auto names = vm.count("name") ? vm["name"].as<std::vector<std::string>>() : std::vector<std::string>();

@@ -38,7 +38,8 @@ c10::DeviceType parse_device_option(const po::variables_map& vm) {
 
 std::vector<int> parse_folds(const std::string& text) {
   std::vector<int> folds;
-  if (text.empty() || text == "all") return folds;
+  if (text == "all") return folds;
+  if (text.empty()) throw po::error("--folds is empty: give fold numbers (e.g. 0,2,3) or all");
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {

@@ -22,7 +22,7 @@ int run_distributed(const boost::program_options::variables_map& vm, bool cuda,
 // --device: cpu or cuda; anything else is a usage error.
 c10::DeviceType parse_device_option(const boost::program_options::variables_map& vm);
 
-// Parses "0,2,3" into fold numbers; "" or "all" is every fold (an empty list).
+// Parses "0,2,3" into fold numbers; "all" is every fold (an empty list); "" is a usage error.
 std::vector<int> parse_folds(const std::string& text);
 
 }  // namespace kdseg::tools

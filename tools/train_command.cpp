@@ -5,8 +5,10 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/stop_request.h"
 #include "student/trainer.h"
 #include "teacher/model_loader.h"
+#include "tools/cli.h"
 #include "tools/launch.h"
 
 namespace kdseg::tools {
@@ -97,6 +99,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
 
 int train_with(const po::variables_map& vm, student::TrainConfig c) {
   return run_distributed(vm, /*cuda=*/c.device == c10::kCUDA, [&](dist::Communicator& comm) {
+    install_stop_handlers();  // SIGTERM, SIGINT, SIGUSR1: stop after the step, with last.pt written
     if (c.teacher_mode == student::TeacherMode::kOnline) {
       // On the device the student trains on.
       c.online_teacher = teacher::load_model(c.teacher, student::training_device(c, comm));
@@ -108,8 +111,11 @@ int train_with(const po::variables_map& vm, student::TrainConfig c) {
       else std::cout << ": already finished, nothing to do";
       if (s.best_dice >= 0) std::cout << ", best validation Dice " << s.best_dice;
       std::cout << "; checkpoints in " << c.output << "\n";
+      if (!s.stopped_by.empty()) {
+        std::cout << "stopped by " << s.stopped_by << "; continue with the same command and --resume\n";
+      }
     }
-    return 0;
+    return s.stopped_by.empty() ? kExitOk : kExitStopped;
   });
 }
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/build_config.h"
 #include "core/error.h"
@@ -39,18 +40,23 @@ void save_checkpoint(const std::string& path, const UNet& model, const torch::op
   archive.write("config", c10::IValue(info.config));
   archive.write("data_hash", c10::IValue(info.data_hash));
   archive.write("format", c10::IValue(format_string()));
-  AtomicFile file(path);
-  archive.save_to(file.temp_path());
-  file.commit();
+  // Serialised in memory, then written with checked writes: LibTorch's file writer cannot
+  // report a full disk cleanly (its destructor throws again, which ends the process).
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_atomic(path, bytes.str());
 }
 
-std::unique_ptr<Checkpoint> Checkpoint::open_if_checkpoint(const std::string& path, c10::Device device) {
+std::unique_ptr<Checkpoint> Checkpoint::open_if_checkpoint(const std::string& path, c10::Device device,
+                                                           std::string* why_not) {
   auto archive = std::make_unique<Archive>();
   try {
     archive->archive.load_from(path, device);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    if (why_not) *why_not = error_message(e);
     return nullptr;
   }
+  if (why_not) *why_not = "no \"kdseg checkpoint\" format record";
   if (!has_kdseg_format(archive->archive)) return nullptr;
   return std::unique_ptr<Checkpoint>(new Checkpoint(path, device, std::move(archive)));
 }

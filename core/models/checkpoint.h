@@ -47,8 +47,10 @@ class Checkpoint {
   // Reads `path` with its tensors on `device`. Throws kdseg::Error naming the file when it is
   // not a readable kdseg checkpoint.
   Checkpoint(const std::string& path, c10::Device device);
-  // The checkpoint at `path`, or null when the file is of another kind (a TorchScript module).
-  static std::unique_ptr<Checkpoint> open_if_checkpoint(const std::string& path, c10::Device device);
+  // The checkpoint at `path`, or null when the file is of another kind (a TorchScript module),
+  // with the reason in `why_not` when given.
+  static std::unique_ptr<Checkpoint> open_if_checkpoint(const std::string& path, c10::Device device,
+                                                        std::string* why_not = nullptr);
   ~Checkpoint();
   Checkpoint(const Checkpoint&) = delete;
   Checkpoint& operator=(const Checkpoint&) = delete;
