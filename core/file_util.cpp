@@ -39,6 +39,17 @@ std::string temp_name_for(const std::string& final_path) {
   return (path.parent_path() / (prefix + path.filename().string())).string();
 }
 
+// Whether `pid` is a live process on this machine: a zombie (killed, not yet reaped by its
+// parent) is not; a process we may not signal is taken to be alive.
+bool process_alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno != ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const size_t name_end = line.rfind(')');  // "pid (name) S ...": the state follows the name
+  return name_end == std::string::npos || name_end + 2 >= line.size() || line[name_end + 2] != 'Z';
+}
+
 // Removes the temporary files (and staged folders) of `final_path` that writers on this machine left when they were
 // killed (their process is gone), so that reruns do not pile them up.
 void remove_stale_temporaries(const fs::path& folder, const std::string& file_name) {
@@ -60,7 +71,7 @@ void remove_stale_temporaries(const fs::path& folder, const std::string& file_na
     };
     if (!digits(pid_text) || !digits(n_text)) continue;
     const pid_t pid = static_cast<pid_t>(std::stoll(pid_text));
-    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+    if (pid == ::getpid() || process_alive(pid)) continue;
     std::error_code removed;
     fs::remove_all(it->path(), removed);  // a file, or a staged folder
   }

@@ -5,7 +5,9 @@
 #     and every step's loss equals that of an uninterrupted run, bit for bit;
 #   - precompute stopped by SIGTERM after a batch exits 75 and a rerun completes the cache;
 #   - a second run on a folder in use is refused naming the holder; a killed holder does not
-#     block --resume.
+#     block --resume;
+#   - the temporaries of a killed writer are removed by the next write of its output, a live
+#     writer's are not.
 #   stop_test.sh <kdseg> <work dir> <mpiexec and its flags...>
 set -uo pipefail
 kdseg=$1
@@ -118,6 +120,22 @@ wait "$holder" 2> /dev/null
 "$kdseg" train "${run[@]}" --output owned --resume > third.out 2>&1 ||
   fail "lock: --resume after the holder was killed failed: $(tail -3 third.out)"
 echo "lock: a second run refused naming pid $holder; --resume after SIGKILL of the holder works"
+
+# Temporaries: those of a killed writer go with the next write of the same output; a live
+# writer's stay.
+sleep 120 &
+live=$!
+bash -c 'exit 0' &
+dead=$!
+wait "$dead"
+host=$(hostname)
+touch ".kdseg-tmp-$host-$dead-0-store2.h5" ".kdseg-tmp-$host-$live-0-store2.h5"
+"$kdseg" prepare --input raw --output store2.h5 --size 64 --folds 2 --slices all "${quiet[@]}" > /dev/null ||
+  fail "temporaries: prepare failed"
+[ ! -e ".kdseg-tmp-$host-$dead-0-store2.h5" ] || fail "temporaries: a dead writer's temporary was kept"
+[ -e ".kdseg-tmp-$host-$live-0-store2.h5" ] || fail "temporaries: a live writer's temporary was removed"
+kill "$live"
+echo "temporaries: a dead writer's removed, a live writer's kept"
 
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "graceful stop, resume and folder ownership: all checks passed"
