@@ -196,7 +196,11 @@ void throw_write_failure(const std::string& path, const std::string& what, const
 }
 
 StagedFolder::StagedFolder(std::string final_path) : final_path_(std::move(final_path)) {
-  while (!final_path_.empty() && final_path_.back() == '/') final_path_.pop_back();
+  while (final_path_.size() > 1 && final_path_.back() == '/') final_path_.pop_back();
+  const std::string name = fs::path(final_path_).filename().string();
+  if (name.empty() || name == "." || name == ".." || final_path_ == "/") {
+    KDSEG_THROW(final_path_, ": give the output folder a name (it is replaced whole)");
+  }
   staging_path_ = temp_name_for(final_path_);
   const fs::path parent = fs::path(final_path_).parent_path();
   const fs::path folder = parent.empty() ? fs::path(".") : parent;
@@ -229,10 +233,18 @@ void StagedFolder::commit() {
       KDSEG_THROW(final_path_, ": rename from ", staging_path_, " failed: ", std::strerror(errno));
     }
   } else if (::renameat2(AT_FDCWD, staging_path_.c_str(), AT_FDCWD, final_path_.c_str(), RENAME_EXCHANGE) != 0) {
+    // No atomic exchange here (NFS, older kernels): move the old folder aside, then the new in;
+    // if the second step fails the old one goes back, and the new one is kept for the user.
     const std::string aside = temp_name_for(final_path_);
-    if (std::rename(final_path_.c_str(), aside.c_str()) != 0 ||
-        std::rename(staging_path_.c_str(), final_path_.c_str()) != 0) {
-      KDSEG_THROW(final_path_, ": cannot replace it with ", staging_path_, ": ", std::strerror(errno));
+    if (std::rename(final_path_.c_str(), aside.c_str()) != 0) {
+      KDSEG_THROW(final_path_, ": cannot move it aside to replace it: ", std::strerror(errno));
+    }
+    if (std::rename(staging_path_.c_str(), final_path_.c_str()) != 0) {
+      const int saved = errno;
+      std::rename(aside.c_str(), final_path_.c_str());
+      committed_ = true;  // keep the finished new content where the message says
+      KDSEG_THROW(final_path_, ": cannot replace it (", std::strerror(saved), "); the new content is in ",
+                  staging_path_);
     }
     fs::remove_all(aside, ec);
   } else {

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/log.h"
 
 namespace kdseg {
 namespace {
@@ -39,6 +40,13 @@ FolderLock::FolderLock(const std::string& folder, const std::string& command, co
   KDSEG_CHECK(fd_ >= 0, path_, ": cannot open the folder's lock file: ", std::strerror(errno));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int saved = errno;
+    if (saved == ENOSYS || saved == EOPNOTSUPP || saved == ENOLCK) {
+      // Some cluster file systems (Lustre without -o flock, some NFS and FUSE mounts) have no
+      // locks: run unprotected rather than not at all.
+      log::warn("{}: this file system does not support locks ({}); nothing stops a second run on {}", path_,
+                std::strerror(saved), folder);
+      return;
+    }
     const std::string holder = saved == EWOULDBLOCK ? read_holder(fd_) : std::string();
     ::close(fd_);
     fd_ = -1;

@@ -1,23 +1,46 @@
 #include "core/stop_request.h"
 
 #include <signal.h>
+#include <time.h>
 
 #include <atomic>
-#include <csignal>
+#include <cerrno>
 
 namespace kdseg {
 namespace {
 
-volatile std::sig_atomic_t requested_signal = 0;
 constexpr int kStopSignals[] = {SIGTERM, SIGINT, SIGUSR1};
+// A signal that repeats within this many seconds of the first is the same request delivered
+// twice (SLURM signals every process of a step and mpirun forwards it again; Ctrl-C reaches a
+// whole process group); a later one means "now".
+constexpr int64_t kRepeatNanoseconds = 2'000'000'000;
+
+std::atomic<int> requested_signal{0};
+std::atomic<int64_t> first_request_ns{0};
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free,
+              "the signal handler needs lock-free atomics");
+
+int64_t monotonic_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
 
 extern "C" void on_stop_signal(int signal) {
-  requested_signal = signal;
-  // The next one ends the process: a user who presses Ctrl-C twice means it.
-  struct sigaction action {};
-  action.sa_handler = SIG_DFL;
-  sigemptyset(&action.sa_mask);
-  for (const int s : kStopSignals) ::sigaction(s, &action, nullptr);
+  const int saved_errno = errno;
+  const int64_t now = monotonic_ns();
+  int expected = 0;
+  if (requested_signal.compare_exchange_strong(expected, signal)) {
+    first_request_ns.store(now);
+  } else if (now - first_request_ns.load() >= kRepeatNanoseconds) {
+    // Asked again, later: the default action ends the process at once.
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(signal, &action, nullptr);
+    ::raise(signal);
+  }
+  errno = saved_errno;
 }
 
 }  // namespace
@@ -32,10 +55,10 @@ void install_stop_handlers() {
   for (const int s : kStopSignals) ::sigaction(s, &action, nullptr);
 }
 
-bool stop_requested() { return requested_signal != 0; }
+bool stop_requested() { return requested_signal.load() != 0; }
 
 std::string stop_signal_name() {
-  switch (requested_signal) {
+  switch (requested_signal.load()) {
     case SIGTERM: return "SIGTERM";
     case SIGINT: return "SIGINT";
     case SIGUSR1: return "SIGUSR1";

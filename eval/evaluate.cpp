@@ -142,7 +142,8 @@ class Evaluator {
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
     for (const auto& m : o_.models) check_held_out(m);
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
-    if (comm_.rank() == 0 && store_options_.is_object() && store_options_.value("slices", "all") != "all") {
+    if (comm_.rank() == 0 && store_options_.is_object() &&
+        data::parse_slice_selection(store_options_.value("slices", "all")) != data::SliceSelection::kAll) {
       log::warn(
           "{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
           "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "
@@ -193,7 +194,12 @@ class Evaluator {
   void stage_output() {
     if (comm_.rank() != 0) return;
     std::error_code ec;
-    KDSEG_CHECK(o_.force || !fs::exists(o_.output, ec) || fs::is_empty(o_.output, ec), o_.output,
+    const bool absent = !fs::exists(o_.output, ec) || (fs::is_directory(o_.output, ec) && fs::is_empty(o_.output, ec));
+    const bool report = fs::is_regular_file(fs::path(o_.output) / "report.json", ec);
+    // The folder is replaced whole: only a report folder may be, so that a mistyped --output
+    // (a run's folder) is never wiped.
+    KDSEG_CHECK(absent || report, o_.output, " holds files that are not a kdseg report; choose another --output");
+    KDSEG_CHECK(absent || o_.force, o_.output,
                 " holds a report; pass --force to replace it, or choose another --output");
     staged_ = std::make_unique<StagedFolder>(o_.output);
   }

@@ -43,9 +43,9 @@ struct EvaluateOptions {
   // Where the models run: the CPU or this rank's GPU (dist::rank_device), resolved by the caller
   // that loaded the models onto it.
   c10::Device device = c10::kCPU;
-  // Replace a report already in `output` (without it, one is refused before any work). The new
-  // report is staged beside it and swapped in whole at the end, so a failed evaluation leaves
-  // the previous report as it was.
+  // Replace the report in `output` (without it, a report there is refused before any work; a
+  // folder holding anything but a report is refused either way). The new report is staged
+  // beside it and swapped in whole at the end, so a failed evaluation leaves the previous one.
   bool force = false;
 };
 

@@ -45,6 +45,22 @@ const char* teacher_mode_name(TeacherMode mode) {
   return "?";
 }
 
+ChannelsLast parse_channels_last(const std::string& name) {
+  if (name == "auto") return ChannelsLast::kAuto;
+  if (name == "true" || name == "1" || name == "on" || name == "yes") return ChannelsLast::kOn;
+  if (name == "false" || name == "0" || name == "off" || name == "no") return ChannelsLast::kOff;
+  KDSEG_THROW("--channels-last must be auto, true or false, got '", name, "'");
+}
+
+const char* channels_last_name(ChannelsLast choice) {
+  switch (choice) {
+    case ChannelsLast::kAuto: return "auto";
+    case ChannelsLast::kOn: return "true";
+    case ChannelsLast::kOff: return "false";
+  }
+  return "?";
+}
+
 DmlReduction parse_dml_reduction(const std::string& name) {
   if (name == "global") return DmlReduction::kGlobal;
   if (name == "local") return DmlReduction::kLocal;
@@ -109,37 +125,39 @@ void check_config(const TrainConfig& c, int world) {
 }
 
 nlohmann::json config_json(const TrainConfig& c) {
-  return {{"data", c.data},
-          {"output", c.output},
-          {"fold", c.fold},
-          {"arch", c.arch},
-          {"width", c.width},
-          {"dropout", c.dropout},
-          {"task", c.task},
-          {"labels", label_kind_name(c.labels)},
-          {"ls_epsilon", c.ls_epsilon},
-          {"ls_kernel", c.ls_kernel},
-          {"loss", loss_kind_name(c.loss)},
-          {"epochs", c.epochs},
-          {"max_steps", c.max_steps},
-          {"batch_size", c.batch_size},
-          {"accumulate", c.accumulate},
-          {"crop", c.crop},
-          {"lr", c.lr},
-          {"weight_decay", c.weight_decay},
-          {"warmup", c.warmup},
-          {"clip_grad", c.clip_grad},
-          {"seed", c.seed},
-          {"workers", c.workers},
-          {"deterministic", c.deterministic},
-          {"teacher_mode", teacher_mode_name(c.teacher_mode)},
-          {"cache", c.cache},
-          {"teacher", c.teacher},
-          {"temperature", c.temperature},
-          {"dml_reduction", dml_reduction_name(c.dml_reduction)},
-          {"device", device_type_name(c.device)},
-          {"precision", precision_name(c.precision)},
-          {"channels_last", c.channels_last}};
+  return {
+      {"data", c.data},
+      {"output", c.output},
+      {"fold", c.fold},
+      {"arch", c.arch},
+      {"width", c.width},
+      {"dropout", c.dropout},
+      {"task", c.task},
+      {"labels", label_kind_name(c.labels)},
+      {"ls_epsilon", c.ls_epsilon},
+      {"ls_kernel", c.ls_kernel},
+      {"loss", loss_kind_name(c.loss)},
+      {"epochs", c.epochs},
+      {"max_steps", c.max_steps},
+      {"batch_size", c.batch_size},
+      {"accumulate", c.accumulate},
+      {"crop", c.crop},
+      {"lr", c.lr},
+      {"weight_decay", c.weight_decay},
+      {"warmup", c.warmup},
+      {"clip_grad", c.clip_grad},
+      {"seed", c.seed},
+      {"workers", c.workers},
+      {"deterministic", c.deterministic},
+      {"teacher_mode", teacher_mode_name(c.teacher_mode)},
+      {"cache", c.cache},
+      {"teacher", c.teacher},
+      {"temperature", c.temperature},
+      {"dml_reduction", dml_reduction_name(c.dml_reduction)},
+      {"device", device_type_name(c.device)},
+      {"precision", precision_name(c.precision)},
+      {"channels_last", c.channels_last == ChannelsLast::kAuto ? nlohmann::json("auto")
+                                                               : nlohmann::json(c.channels_last == ChannelsLast::kOn)}};
 }
 
 }  // namespace kdseg::student

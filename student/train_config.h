@@ -39,6 +39,11 @@ enum class DmlReduction { kGlobal, kLocal };
 DmlReduction parse_dml_reduction(const std::string& name);  // global | local
 const char* dml_reduction_name(DmlReduction reduction);
 
+// The memory layout of weights and activations.
+enum class ChannelsLast { kAuto, kOn, kOff };
+ChannelsLast parse_channels_last(const std::string& name);  // auto | true | false (1, 0, on, off)
+const char* channels_last_name(ChannelsLast choice);
+
 struct TrainConfig {
   std::string data;    // prepared store
   std::string output;  // folder: checkpoints, metrics.jsonl, config.json
@@ -73,9 +78,9 @@ struct TrainConfig {
   // CPU, or CUDA: one GPU per rank (the node-local rank's), collectives over NCCL, cuDNN
   // autotuning (off with `deterministic`) and batches in page-locked memory.
   c10::DeviceType device = c10::kCPU;
-  // Weights, and so activations, channels-last (NHWC): the layout of the fastest convolutions of
-  // cuDNN and of oneDNN on CPU.
-  bool channels_last = true;
+  // Weights, and so activations, channels-last (NHWC) or contiguous (NCHW); kAuto chooses the
+  // faster on the device (core/models/unet.h, channels_last_is_faster).
+  ChannelsLast channels_last = ChannelsLast::kAuto;
   Precision precision = Precision::kAuto;
 
   // Distillation (`kdseg distill`).

@@ -58,6 +58,7 @@ class Trainer {
     device_ = training_device(c_, comm_);
     bf16_ = uses_bf16_autocast(c_.precision, device_);
     configure_device();
+    choose_layout();
     task_ = data::make_task(c_.task, data::parse_layout(store_.attribute("layout")));
     split_rows();
     if (c_.teacher_mode == TeacherMode::kCache) open_cache();
@@ -82,6 +83,8 @@ class Trainer {
           "rank(s), {}{}",
           c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size(),
           device_.str(), bf16_ ? " (bf16 autocast)" : "");
+      log::info("weights and activations {}{}", channels_last_ ? "channels-last (NHWC)" : "contiguous (NCHW)",
+                chose_layout_ ? ", the faster layout on this device" : "");
     }
     Progress progress("train", total_steps_, comm_.rank() == 0);
     progress.resume_at(step_);
@@ -126,6 +129,19 @@ class Trainer {
     }
   }
 
+  // The layout this run uses; with kAuto, channels-last only when every rank's device favours it
+  // (one choice for all ranks, even on a cluster of mixed CPUs). Recorded resolved in config.json
+  // and checkpoints.
+  void choose_layout() {
+    if (c_.channels_last == ChannelsLast::kAuto) {
+      at::Tensor favoured = torch::full({1}, models::channels_last_is_faster(device_) ? 1 : 0, torch::kInt);
+      dist::all_reduce_any_device(comm_, favoured, dist::ReduceOp::kMin);
+      chose_layout_ = true;
+      c_.channels_last = favoured.item<int>() != 0 ? ChannelsLast::kOn : ChannelsLast::kOff;
+    }
+    channels_last_ = c_.channels_last == ChannelsLast::kOn;
+  }
+
   void plan_steps() {
     KDSEG_CHECK(c_.batch_size <= static_cast<int64_t>(train_rows_.size()), c_.data, ": --batch-size ", c_.batch_size,
                 " is larger than the ", train_rows_.size(), " training slices outside fold ", c_.fold,
@@ -148,7 +164,8 @@ class Trainer {
     at::Tensor resuming = torch::zeros({1}, torch::kInt);
     if (comm_.rank() == 0) {
       // Held until the trainer ends: a second run on this folder is refused, naming this one.
-      output_lock_ = std::make_unique<FolderLock>(c_.output, "kdseg train");
+      output_lock_ = std::make_unique<FolderLock>(
+          c_.output, c_.teacher_mode == TeacherMode::kNone ? "kdseg train" : "kdseg distill");
       const bool has_run = fs::exists(checkpoint_path());
       KDSEG_CHECK(c_.resume || c_.force || !has_run, c_.output, " already holds a run (", checkpoint_path(),
                   "); pass --resume to continue it, --force to start over, or choose another --output");
@@ -199,7 +216,7 @@ class Trainer {
     }
     model_ = models::UNet(options);
     model_->to(device_);
-    if (c_.channels_last) models::use_channels_last(*model_);
+    if (channels_last_) models::use_channels_last(*model_);
     // No weight decay on biases and normalisation weights (the 1-d parameters); 10x learning
     // rate for the decoder and heads.
     std::vector<Tensor> groups[4];
@@ -482,8 +499,8 @@ class Trainer {
   void load_checkpoint() {
     const models::Checkpoint checkpoint(checkpoint_path(), device_);  // a GPU run's resumes on CPU and back
     check_same_run(checkpoint);
-    checkpoint.load_weights(model_);                           // the weights take the checkpoint's layout ...
-    if (c_.channels_last) models::use_channels_last(*model_);  // ... and this run's again
+    checkpoint.load_weights(model_);                         // the weights take the checkpoint's layout ...
+    if (channels_last_) models::use_channels_last(*model_);  // ... and this run's again
     checkpoint.load_optimizer(*optimizer_);
     step_ = checkpoint.info().step;
     best_dice_ = checkpoint.info().best_dice;
@@ -512,6 +529,8 @@ class Trainer {
   c10::Device device_{c10::kCPU};
   c10::OptionalDeviceGuard device_guard_;  // this rank's GPU is the current device while training
   bool bf16_ = false;
+  bool channels_last_ = true;  // the layout this run uses (TrainConfig::channels_last resolved)
+  bool chose_layout_ = false;  // by the device (--channels-last auto)
   data::PreparedStore store_;
   MetricsLog metrics_log_;
   data::Task task_;

@@ -180,11 +180,18 @@ void run_pass(const PrecomputeOptions& o, const data::Task& task, FrozenModel& t
   progress.finish();
 }
 
+// Whether any rank was stopped by a signal; then every rank reports the stop (collective).
+bool any_rank_stopped(dist::Communicator& comm, PrecomputeSummary& summary) {
+  at::Tensor stopped = torch::full({1}, summary.stopped_by.empty() ? 0 : 1, torch::kInt);
+  dist::all_reduce_any_device(comm, stopped, dist::ReduceOp::kMax);
+  if (stopped.item<int>() == 0) return false;
+  if (summary.stopped_by.empty()) summary.stopped_by = "a stop signal to another rank";
+  return true;
+}
+
 // Once every rank's shard is finished: rank 0 writes the master; every rank learns the total
 // number of slices computed.
 void finish_pass(const data::CacheFolder& folder, dist::Communicator& comm, PrecomputeSummary& summary) {
-  // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
-  comm.wait_for_all();
   summary.master = folder.master_path();
   if (comm.rank() == 0) folder.finish_pass(comm.size());
   comm.barrier();
@@ -224,9 +231,11 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   try {
     data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes));
     run_pass(o, task, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
-    // Stopped: this rank's finished batches are in its shard; a rerun computes the rest. The
-    // other ranks were signalled too (mpirun forwards the signal), so no collective follows.
-    if (!summary.stopped_by.empty()) return summary;
+    // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
+    comm.wait_for_all();
+    // A rank stopped by a signal left its shard unfinished, its written slices flagged: no
+    // master this time, on any rank; a rerun computes the rest.
+    if (any_rank_stopped(comm, summary)) return summary;
     finish_pass(folder, comm, summary);
   } catch (const IoError& e) {
     throw_write_failure(o.output, "the soft-label cache", e.message());

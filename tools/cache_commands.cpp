@@ -55,8 +55,8 @@ int run_precompute(const po::variables_map& vm) {
     install_stop_handlers();  // SIGTERM, SIGINT, SIGUSR1: stop after the batch, its shard flushed
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);
     if (!s.stopped_by.empty()) {
-      std::printf("[rank %d] stopped by %s after %lld slices; run the same command again to continue\n", comm.rank(),
-                  s.stopped_by.c_str(), static_cast<long long>(s.computed));
+      std::printf("[rank %d] stopped by %s after computing %lld slices; run the same command again to continue\n",
+                  comm.rank(), s.stopped_by.c_str(), static_cast<long long>(s.computed));
       return kExitStopped;
     }
     if (comm.rank() == 0) {

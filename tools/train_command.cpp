@@ -58,7 +58,7 @@ void add_trainer_options(po::options_description& d) {
       ("deterministic", po::bool_switch(), "use deterministic kernels only (an error where none exists)")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank: the node-local rank's)")
       ("precision", po::value<std::string>()->default_value("auto"), "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
-      ("channels-last", po::value<bool>()->default_value(true), "keep weights and activations NHWC (faster on cuDNN and oneDNN)");
+      ("channels-last", po::value<std::string>()->default_value("auto"), "weights and activations NHWC: auto (on CUDA and AVX-512 CPUs, where it is faster), true or false");
   // clang-format on
 }
 
@@ -93,7 +93,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.deterministic = vm["deterministic"].as<bool>();
   c.device = parse_device_option(vm);
   c.precision = parse_option(vm, "precision", parse_precision);
-  c.channels_last = vm["channels-last"].as<bool>();
+  c.channels_last = parse_option(vm, "channels-last", student::parse_channels_last);
   return c;
 }
 

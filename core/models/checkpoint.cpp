@@ -125,7 +125,7 @@ UNet Checkpoint::build_frozen_model() const {
   UNet model(unet_options());
   load_weights(model);
   model->to(device_);
-  use_channels_last(*model);  // the fastest convolution layout, whatever the checkpoint's
+  if (channels_last_is_faster(device_)) use_channels_last(*model);  // whatever the checkpoint's layout
   model->eval();
   return model;
 }

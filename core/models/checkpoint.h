@@ -60,7 +60,8 @@ class Checkpoint {
   // The network the checkpoint's configuration describes (architecture, width, classes),
   // before its weights are loaded. `base` supplies everything else (dropout, norm layers).
   UNetOptions unet_options(UNetOptions base = UNetOptions()) const;
-  // The network with its weights, on the checkpoint's device, channels-last, in eval mode.
+  // The network with its weights, on the checkpoint's device, in the faster layout there
+  // (channels_last_is_faster), in eval mode.
   UNet build_frozen_model() const;
   // Loads the weights into `model` (whose layout they then take) and the optimiser's state.
   // Errors name the file and what does not fit.

@@ -156,6 +156,15 @@ NormFactory batch_norm_factory() {
   return [](int64_t channels) { return nn::AnyModule(nn::BatchNorm2d(channels)); };
 }
 
+bool channels_last_is_faster(c10::Device device) {
+  if (device.is_cuda()) return true;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;  // measured only on x86; contiguous is LibTorch's default elsewhere
+#endif
+}
+
 void use_channels_last(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& p : module.parameters()) {

@@ -7,6 +7,7 @@
 // ImageNet weights exported from timm map one to one.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -72,5 +73,11 @@ TORCH_MODULE(UNet);
 // convolutions; activations follow from the first convolution on. Parameters keep their
 // identity, so optimisers and hooks made before still see them.
 void use_channels_last(torch::nn::Module& module);
+
+// Whether channels-last is the faster layout for the network on `device`: on CUDA (cuDNN), and
+// on CPUs with AVX-512, where oneDNN's NHWC convolutions trained 1.07-1.28x faster; on CPUs
+// with AVX2 only, contiguous NCHW trained 1.36x faster (docs/benchmarks.md). A rule of the
+// machine, not a timing, so that every run on it (and every rank) chooses the same.
+bool channels_last_is_faster(c10::Device device);
 
 }  // namespace kdseg::models

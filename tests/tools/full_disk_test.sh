@@ -113,7 +113,12 @@ done
 rc=$?
 [ $rc -eq 1 ] && grep -q "disk/report holds a report; pass --force" t.err ||
   fail "evaluate into a report without --force: exit $rc, $(head -c 400 t.err)"
-echo "messages: a truncated checkpoint and an existing report are named"
+"$kdseg" evaluate --data store.h5 --fold 0 --model teacher/last.pt --output teacher --bootstrap 10 --force \
+  "${quiet[@]}" > t.out 2> t.err
+rc=$?
+[ $rc -eq 1 ] && grep -q "teacher holds files that are not a kdseg report" t.err && [ -f teacher/last.pt ] ||
+  fail "evaluate --force into a run's folder: exit $rc, $(head -c 400 t.err)"
+echo "messages: a truncated checkpoint, an existing report and a folder that is not a report are named"
 
 [ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "every command ended cleanly on a full disk ($mode)"

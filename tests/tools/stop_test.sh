@@ -104,7 +104,14 @@ grep -qE "\(([1-9][0-9]*) computed now, [1-9][0-9]* resumed\)" precompute-rerun.
   fail "precompute: the rerun did not resume: $(head -2 precompute-rerun.out)"
 "$kdseg" cache verify --cache cache --teacher teacher/last.pt --data store.h5 > /dev/null ||
   fail "precompute: the resumed cache does not verify"
-echo "precompute: stopped by SIGTERM after a batch on 2 ranks, rerun completed and verified"
+# Only rank 1 is signalled: rank 0 finishes its share, and both end stopped, with no master.
+KDSEG_TEST_KILL_AFTER_BATCHES='1:1:TERM' "${mpirun[@]}" -np 2 "$kdseg" precompute --teacher teacher/last.pt \
+  --data store.h5 --output cache-one --batch-size 2 "${quiet[@]}" > precompute-one.out 2>&1
+rc=$?
+[ "$rc" -eq 75 ] || fail "precompute, one rank signalled: exit $rc, expected 75: $(tail -3 precompute-one.out)"
+[ ! -e cache-one/soft_labels.h5 ] || fail "precompute, one rank signalled: the master was written"
+grep -q "stopped by a stop signal to another rank" precompute-one.out || fail "precompute: rank 0 did not report the stop"
+echo "precompute: stopped by SIGTERM after a batch on 2 ranks, rerun completed and verified; one rank signalled stops both"
 
 # Ownership: a second run on a folder in use is refused; a killed holder does not block --resume.
 "$kdseg" train "${run[@]}" --output owned > owned.out 2>&1 &
