@@ -180,18 +180,7 @@ int optimizer_step(const Args& a) {
   const c10::Device device = *found;
   const bool cuda = device.is_cuda();
   M::UNet net = bench_network(a, device, /*channels_last=*/true);
-  std::vector<at::Tensor> groups[4];
-  for (const auto& p : net->encoder_parameters()) groups[p.dim() <= 1 ? 1 : 0].push_back(p);
-  for (const auto& p : net->decoder_parameters()) groups[p.dim() <= 1 ? 3 : 2].push_back(p);
-  const auto make_groups = [&] {
-    std::vector<torch::optim::OptimizerParamGroup> out;
-    for (int g = 0; g < 4; ++g) {
-      auto o = std::make_unique<torch::optim::AdamWOptions>(g >= 2 ? 1e-3 : 1e-4);
-      o->weight_decay(g % 2 == 0 ? 1e-2 : 0.0);
-      out.emplace_back(groups[g], std::move(o));
-    }
-    return out;
-  };
+  const auto make_groups = [&] { return kdseg::unet_param_groups(*net, 1e-4, 1e-2); };
   size_t count = 0;
   for (auto& p : net->parameters()) {
     p.mutable_grad() = torch::randn_like(p);

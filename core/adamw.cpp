@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "core/models/unet.h"
 
 namespace kdseg {
 
@@ -179,6 +180,20 @@ void MultiTensorAdamW::load(torch::serialize::InputArchive& archive) {
     }
   }
   state_ = std::move(loaded);
+}
+
+std::vector<torch::optim::OptimizerParamGroup> unet_param_groups(models::UNetImpl& net, double lr,
+                                                                 double weight_decay) {
+  std::vector<at::Tensor> groups[4];
+  for (const auto& p : net.encoder_parameters()) groups[p.dim() <= 1 ? 1 : 0].push_back(p);
+  for (const auto& p : net.decoder_parameters()) groups[p.dim() <= 1 ? 3 : 2].push_back(p);
+  std::vector<torch::optim::OptimizerParamGroup> out;
+  for (int g = 0; g < 4; ++g) {
+    auto options = std::make_unique<torch::optim::AdamWOptions>(unet_group_lr(g, lr));
+    options->weight_decay(g % 2 == 0 ? weight_decay : 0.0);
+    out.emplace_back(groups[g], std::move(options));
+  }
+  return out;
 }
 
 }  // namespace kdseg

@@ -15,6 +15,17 @@
 #include <vector>
 
 namespace kdseg {
+namespace models {
+class UNetImpl;
+}
+
+// The paper's AdamW parameter groups of a UNet, in this order: encoder weights, encoder biases
+// and normalisation weights (the 1-d parameters), decoder-and-heads weights, their 1-d
+// parameters. The encoder learns at `lr`, the decoder and heads at 10x; weight decay applies to
+// the weights only. The trainer and the benchmarks build their optimisers from it.
+std::vector<torch::optim::OptimizerParamGroup> unet_param_groups(models::UNetImpl& net, double lr, double weight_decay);
+// The learning rate of group `group` of unet_param_groups.
+inline double unet_group_lr(int group, double lr) { return group >= 2 ? 10 * lr : lr; }
 
 // Scales the gradients of `parameters` so that their joint L2 norm is at most `max_norm`, as
 // torch.nn.utils.clip_grad_norm_ (scale max_norm / (norm + 1e-6) when below 1), and returns the

@@ -219,16 +219,8 @@ class Trainer {
     if (channels_last_) models::use_channels_last(*model_);
     // No weight decay on biases and normalisation weights (the 1-d parameters); 10x learning
     // rate for the decoder and heads.
-    std::vector<Tensor> groups[4];
-    for (const auto& p : model_->encoder_parameters()) groups[p.dim() <= 1 ? 1 : 0].push_back(p);
-    for (const auto& p : model_->decoder_parameters()) groups[p.dim() <= 1 ? 3 : 2].push_back(p);
-    std::vector<torch::optim::OptimizerParamGroup> param_groups;
-    for (int g = 0; g < 4; ++g) {
-      auto o = std::make_unique<torch::optim::AdamWOptions>(base_lr(g));
-      o->weight_decay(g % 2 == 0 ? c_.weight_decay : 0.0);
-      param_groups.emplace_back(groups[g], std::move(o));
-    }
-    optimizer_ = std::make_unique<MultiTensorAdamW>(param_groups, torch::optim::AdamWOptions(c_.lr));
+    optimizer_ = std::make_unique<MultiTensorAdamW>(unet_param_groups(*model_, c_.lr, c_.weight_decay),
+                                                    torch::optim::AdamWOptions(c_.lr));
     if (comm_.size() > 1) ddp_ = std::make_unique<dist::DataParallel>(model_.ptr(), comm_);
     const losses::DmlOptions dml;
     // Local reduction: each rank's loss on its own share, as the reference implementation does.
@@ -238,7 +230,7 @@ class Trainer {
                                                                  task_.ignore_index, global);
   }
 
-  double base_lr(int group) const { return group >= 2 ? 10 * c_.lr : c_.lr; }
+  double base_lr(int group) const { return unet_group_lr(group, c_.lr); }
 
   // The network under bf16 autocast when on; the objective and the metrics take float32 logits.
   models::UNetOutput forward(const Tensor& images) {

@@ -26,7 +26,7 @@ fail() {
 
 "$kdseg" synth --layout lits --cases 6 --size 64 --slices 12 --output raw "${quiet[@]}" > /dev/null || exit 1
 "$kdseg" prepare --input raw --output store.h5 --size 64 --folds 2 --slices all "${quiet[@]}" > /dev/null || exit 1
-steps=40
+steps=60
 run=(--data store.h5 --max-steps $steps --batch-size 4 --crop-size 64 --width 0.25 --validate-every 0 --log-every 1
   "${quiet[@]}")
 
