@@ -4,10 +4,10 @@
 
 namespace kdseg {
 
-c10::DeviceType parse_device_type(const std::string& name, const std::string& option) {
+c10::DeviceType parse_device_type(const std::string& name) {
   if (name == "cpu") return c10::DeviceType::CPU;
   if (name == "cuda") return c10::DeviceType::CUDA;
-  KDSEG_THROW(option, " must be cpu or cuda, got '", name, "'");
+  KDSEG_THROW("--device must be cpu or cuda, got '", name, "'");
 }
 
 const char* device_type_name(c10::DeviceType type) {

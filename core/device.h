@@ -9,8 +9,8 @@
 
 namespace kdseg {
 
-// "cpu" or "cuda". Throws kdseg::Error for anything else, naming `option`.
-c10::DeviceType parse_device_type(const std::string& name, const std::string& option = "--device");
+// "cpu" or "cuda". Throws kdseg::Error naming --device for anything else.
+c10::DeviceType parse_device_type(const std::string& name);
 const char* device_type_name(c10::DeviceType type);  // "cpu", "cuda"
 
 // Numerics of the network's forward and backward.

@@ -20,12 +20,13 @@
 namespace kdseg {
 namespace fs = std::filesystem;
 
-namespace {
 std::string host_name() {
   char name[256] = {};
   if (::gethostname(name, sizeof name - 1) != 0) return "host";
   return name;
 }
+
+namespace {
 
 // ".kdseg-tmp-<host>-": the temporary files of this machine's processes.
 std::string temp_prefix() { return ".kdseg-tmp-" + host_name() + "-"; }

@@ -77,6 +77,10 @@ std::string likely_write_failure(const std::string& path);
 // Reads a whole file; throws kdseg::Error naming it when it cannot.
 std::string read_file(const std::string& path);
 
+// This machine's host name ("host" when the system will not say): in temporary names and lock
+// records, so that a process judges only the temporaries and locks of its own machine.
+std::string host_name();
+
 // The current time in UTC as "2026-11-26T17:00:00Z" (the `created` attribute of kdseg's files).
 std::string utc_now_iso8601();
 

@@ -15,11 +15,6 @@
 namespace kdseg {
 namespace {
 
-std::string host_name() {
-  char name[256] = {};
-  return ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("?");
-}
-
 std::string read_holder(int fd) {
   char text[512] = {};
   const ssize_t n = ::pread(fd, text, sizeof text - 1, 0);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/stop_request.h"
 #include "data/soft_label_cache.h"
@@ -50,7 +51,7 @@ int run_precompute(const po::variables_map& vm) {
   o.compression = vm["compression"].as<int>();
   o.workers = vm["workers"].as<int>();
   o.force = vm["force"].as<bool>();
-  o.device = parse_device_option(vm);
+  o.device = parse_option(vm, "device", parse_device_type);
   return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {
     install_stop_handlers();  // SIGTERM, SIGINT, SIGUSR1: stop after the batch, its shard flushed
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "core/device.h"
 #include "core/frozen_model.h"
 #include "eval/evaluate.h"
 #include "teacher/model_loader.h"
@@ -92,7 +93,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.surface = !vm["no-surface"].as<bool>();
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
   o.force = vm["force"].as<bool>();
-  const c10::DeviceType device_type = parse_device_option(vm);
+  const c10::DeviceType device_type = parse_option(vm, "device", parse_device_type);
   const auto files = vm["model"].as<std::vector<std::string>>();
   const auto names = vm.count("name") ? vm["name"].as<std::vector<std::string>>() : std::vector<std::string>();
   if (!names.empty() && names.size() != files.size()) {

@@ -7,8 +7,6 @@
 #include <sstream>
 
 #include "core/cpu_cores.h"
-#include "core/device.h"
-#include "core/error.h"
 #include "core/log.h"
 #include "core/parse.h"
 
@@ -26,14 +24,6 @@ int run_distributed(const po::variables_map& vm, bool cuda, const std::function<
   at::set_num_threads(threads > 0 ? threads : default_threads(comm->local_size()));
   log::init(comm->rank(), comm->size(), log::parse_level(vm["log-level"].as<std::string>()));
   return dist::run_or_abort(*comm, [&] { return body(*comm); });
-}
-
-c10::DeviceType parse_device_option(const po::variables_map& vm) {
-  try {
-    return parse_device_type(vm["device"].as<std::string>());
-  } catch (const Error& e) {
-    throw po::error(e.message());
-  }
 }
 
 std::vector<int> parse_folds(const std::string& text) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "dist/communicator.h"
 
 namespace kdseg::tools {
@@ -19,8 +20,16 @@ namespace kdseg::tools {
 int run_distributed(const boost::program_options::variables_map& vm, bool cuda,
                     const std::function<int(dist::Communicator&)>& body);
 
-// --device: cpu or cuda; anything else is a usage error.
-c10::DeviceType parse_device_option(const boost::program_options::variables_map& vm);
+// Option `name` through its parser (parse_device_type, student::parse_loss_kind, ...): a value
+// the parser refuses (kdseg::Error) is a usage error that names it.
+template <typename Parse>
+auto parse_option(const boost::program_options::variables_map& vm, const char* name, Parse parse) {
+  try {
+    return parse(vm[name].template as<std::string>());
+  } catch (const Error& e) {
+    throw boost::program_options::error(e.message());
+  }
+}
 
 // Parses "0,2,3" into fold numbers; "all" is every fold (an empty list); "" is a usage error.
 std::vector<int> parse_folds(const std::string& text);

@@ -16,16 +16,6 @@ namespace po = boost::program_options;
 
 namespace {
 
-// An option's value through its parser; a value the parser refuses is a usage error.
-template <typename Parse>
-auto parse_option(const po::variables_map& vm, const char* name, Parse parse) {
-  try {
-    return parse(vm[name].as<std::string>());
-  } catch (const Error& e) {
-    throw po::error(e.message());
-  }
-}
-
 // The options `train` and `distill` share: the data, the network, the optimisation, the run.
 void add_trainer_options(po::options_description& d) {
   // clang-format off
@@ -91,7 +81,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.stop_after = vm["stop-after"].as<int64_t>();
   c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
   c.deterministic = vm["deterministic"].as<bool>();
-  c.device = parse_device_option(vm);
+  c.device = parse_option(vm, "device", parse_device_type);
   c.precision = parse_option(vm, "precision", parse_precision);
   c.channels_last = parse_option(vm, "channels-last", student::parse_channels_last);
   return c;

@@ -7,15 +7,8 @@
 set -uo pipefail
 kdseg=$1
 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-cd "$work" || exit 1
-quiet=(--log-level warn --threads 1)
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+source "$(dirname "$0")/test_lib.sh"
+start_in "$work"
 
 # Inputs on the ordinary disk.
 "$kdseg" synth --layout lits --cases 4 --size 32 --slices 12 --output raw "${quiet[@]}" > /dev/null || exit 1
@@ -120,5 +113,4 @@ rc=$?
   fail "evaluate --force into a run's folder: exit $rc, $(head -c 400 t.err)"
 echo "messages: a truncated checkpoint, an existing report and a folder that is not a report are named"
 
-[ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
-echo "every command ended cleanly on a full disk ($mode)"
+finish "every command ended cleanly on a full disk ($mode)"

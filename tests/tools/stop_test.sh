@@ -14,15 +14,8 @@ kdseg=$1
 work=$2
 shift 2
 mpirun=("$@")
-rm -rf "$work"
-mkdir -p "$work"
-cd "$work" || exit 1
-quiet=(--log-level warn --threads 1)
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+source "$(dirname "$0")/test_lib.sh"
+start_in "$work"
 
 "$kdseg" synth --layout lits --cases 6 --size 64 --slices 12 --output raw "${quiet[@]}" > /dev/null || exit 1
 "$kdseg" prepare --input raw --output store.h5 --size 64 --folds 2 --slices all "${quiet[@]}" > /dev/null || exit 1
@@ -144,5 +137,4 @@ touch ".kdseg-tmp-$host-$dead-0-store2.h5" ".kdseg-tmp-$host-$live-0-store2.h5"
 kill "$live"
 echo "temporaries: a dead writer's removed, a live writer's kept"
 
-[ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
-echo "graceful stop, resume and folder ownership: all checks passed"
+finish "graceful stop, resume and folder ownership: all checks passed"
