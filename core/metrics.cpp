@@ -205,4 +205,88 @@ SegmentationMetrics::Reliability SegmentationMetrics::reliability() const {
 double SegmentationMetrics::mean_dice(size_t region) const { return nan_mean(dice_per_case(region)); }
 double SegmentationMetrics::mean_ece() const { return nan_mean(ece_per_case()); }
 
+// --- SoftReferenceMetrics ------------------------------------------------------------------------
+
+namespace {
+// Per case, after the threshold blocks (predicted, reference, both per region and threshold).
+constexpr int64_t kSoftVoxels = 0, kSoftL1 = 1, kSoftBrier = 2, kSoftScalars = 3;
+}  // namespace
+
+SoftReferenceMetrics::SoftReferenceMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions)
+    : cases_(cases), classes_(classes), regions_(std::move(regions)) {
+  KDSEG_CHECK(cases > 0 && classes >= 2 && !regions_.empty(), "soft metrics: need cases, classes >= 2 and regions");
+  state_ = torch::zeros({cases_, scalars_at() + kSoftScalars}, torch::kDouble);
+}
+
+void SoftReferenceMetrics::set_state(const at::Tensor& state) {
+  KDSEG_CHECK(state.sizes() == state_.sizes(), "soft metrics: state ", state.sizes(), " does not match ",
+              state_.sizes());
+  state_ = state.to(torch::kDouble).contiguous();
+}
+
+void SoftReferenceMetrics::add(const at::Tensor& probabilities, const at::Tensor& reference, const at::Tensor& keep,
+                               const std::vector<int64_t>& cases) {
+  KDSEG_CHECK(
+      probabilities.dim() == 4 && probabilities.size(1) == classes_ && reference.sizes() == probabilities.sizes(),
+      "soft metrics: probabilities and reference must both be [B,", classes_, ",H,W], got ", probabilities.sizes(),
+      " and ", reference.sizes());
+  const at::Tensor p = probabilities.detach().to(torch::kDouble).cpu();
+  const at::Tensor q = reference.detach().to(torch::kDouble).cpu();
+  const at::Tensor kept = keep.detach().cpu();
+  const at::Tensor thresholds = torch::arange(1, kThresholds + 1, torch::kDouble).div_(10).view({kThresholds, 1});
+  for (int64_t b = 0; b < p.size(0); ++b) {
+    const int64_t c = cases[static_cast<size_t>(b)];
+    KDSEG_CHECK(c >= 0 && c < cases_, "soft metrics: case ", c, " outside [0, ", cases_, ")");
+    const at::Tensor mask = kept[b].flatten();
+    const at::Tensor pb = p[b].flatten(1).index({torch::indexing::Slice(), mask});  // [C,N]
+    const at::Tensor qb = q[b].flatten(1).index({torch::indexing::Slice(), mask});
+    if (pb.size(1) == 0) continue;
+    at::Tensor row = state_[c];
+    for (size_t r = 0; r < regions_.size(); ++r) {
+      const at::Tensor index = torch::tensor(regions_[r].classes, torch::kLong);
+      const at::Tensor pr = pb.index_select(0, index).sum(0) > thresholds;  // [T,N]
+      const at::Tensor qr = qb.index_select(0, index).sum(0) > thresholds;
+      const int64_t base = 3 * kThresholds * static_cast<int64_t>(r);
+      row.narrow(0, base, kThresholds) += pr.sum(1).to(torch::kDouble);
+      row.narrow(0, base + kThresholds, kThresholds) += qr.sum(1).to(torch::kDouble);
+      row.narrow(0, base + 2 * kThresholds, kThresholds) += pr.logical_and(qr).sum(1).to(torch::kDouble);
+    }
+    const at::Tensor difference = pb - qb;
+    row[scalars_at() + kSoftVoxels] += static_cast<double>(pb.size(1));
+    row[scalars_at() + kSoftL1] += difference.abs().sum();
+    row[scalars_at() + kSoftBrier] += difference.pow(2).sum();
+  }
+}
+
+std::vector<double> SoftReferenceMetrics::threshold_dice_per_case(size_t region) const {
+  const int64_t base = 3 * kThresholds * static_cast<int64_t>(region);
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    const at::Tensor row = state_[c];
+    if (row[scalars_at() + kSoftVoxels].item<double>() == 0) {
+      out.push_back(std::nan(""));
+      continue;
+    }
+    double sum = 0;
+    for (int64_t t = 0; t < kThresholds; ++t) {
+      sum += dice_of(row[base + 2 * kThresholds + t].item<double>(), row[base + t].item<double>(),
+                     row[base + kThresholds + t].item<double>(), 1.0);
+    }
+    out.push_back(sum / kThresholds);
+  }
+  return out;
+}
+
+std::vector<double> SoftReferenceMetrics::scalar_per_case(int64_t offset) const {
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    const double voxels = state_[c][scalars_at() + kSoftVoxels].item<double>();
+    out.push_back(voxels == 0 ? std::nan("") : state_[c][scalars_at() + offset].item<double>() / voxels);
+  }
+  return out;
+}
+
+std::vector<double> SoftReferenceMetrics::l1_per_case() const { return scalar_per_case(kSoftL1); }
+std::vector<double> SoftReferenceMetrics::brier_per_case() const { return scalar_per_case(kSoftBrier); }
+
 }  // namespace kdseg

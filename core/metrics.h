@@ -77,4 +77,37 @@ class SegmentationMetrics {
   at::Tensor state_;  // [cases, width] float64
 };
 
+// Metrics against a soft reference q (the raters' mean), per case, summed across ranks like
+// SegmentationMetrics:
+//   threshold Dice (QUBIQ): for each region, the mean over t = 0.1, 0.2, ..., 0.9 of the case's
+//     Dice between {p_region > t} and {q_region > t}, where p_region and q_region sum the region's
+//     classes; a threshold where both are empty counts 1;
+//   soft L1: mean over voxels of sum_k |p_k - q_k|;  soft Brier: mean over voxels of sum_k (p_k - q_k)^2.
+// Voxels outside `keep` are left out; a case without voxels has NaN everywhere.
+class SoftReferenceMetrics {
+ public:
+  static constexpr int64_t kThresholds = 9;
+
+  SoftReferenceMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions);
+
+  // probabilities and reference [B,C,H,W], keep [B,H,W] bool, case of each slice [B].
+  void add(const at::Tensor& probabilities, const at::Tensor& reference, const at::Tensor& keep,
+           const std::vector<int64_t>& cases);
+
+  at::Tensor state() const { return state_; }
+  void set_state(const at::Tensor& state);
+
+  std::vector<double> threshold_dice_per_case(size_t region) const;
+  std::vector<double> l1_per_case() const;
+  std::vector<double> brier_per_case() const;
+
+ private:
+  int64_t scalars_at() const { return 3 * kThresholds * static_cast<int64_t>(regions_.size()); }
+  std::vector<double> scalar_per_case(int64_t offset) const;
+
+  int64_t cases_, classes_;
+  std::vector<DiceRegion> regions_;
+  at::Tensor state_;  // [cases, width] float64
+};
+
 }  // namespace kdseg

@@ -8,6 +8,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -15,6 +16,7 @@
 #include "data/chunked_rows.h"
 #include "data/hdf5_util.h"
 #include "data/prepared_store.h"
+#include "data/raters.h"
 #include "data/soft_label_cache.h"
 
 namespace kdseg::data {
@@ -31,6 +33,12 @@ class ChunkReader {
         label_(file_, path, "slices/label") {
     KDSEG_CHECK(image_.row_shape().size() == 2 && label_.row_shape() == image_.row_shape(), path,
                 ": /slices/image and /slices/label must both be [N,H,W]");
+    bool has_raters;
+    {
+      const h5::Lock lock(h5::library_mutex());
+      has_raters = H5Lexists(file_, "slices/raters", H5P_DEFAULT) > 0;
+    }
+    if (has_raters) raters_.emplace(file_, path, "slices/raters");
     KDSEG_CHECK(label_.element_size() == 1 && !label_.is_float(), path, ": /slices/label must be uint8");
     KDSEG_CHECK(image_.is_float() ? image_.element_size() == 4 : image_.element_size() == 2, path,
                 ": /slices/image must be float32 or int16");
@@ -46,10 +54,16 @@ class ChunkReader {
     std::vector<unsigned char> bytes = label_.read(row);
     return torch::from_blob(bytes.data(), label_.row_shape(), torch::kByte).clone();
   }
+  bool has_raters() const { return raters_.has_value(); }
+  Tensor raters(int64_t row) const {  // [R,H,W] uint8
+    std::vector<unsigned char> bytes = raters_->read(row);
+    return torch::from_blob(bytes.data(), raters_->row_shape(), torch::kByte).clone();
+  }
 
  private:
   h5::Handle file_;
   ChunkedRows image_, label_;
+  std::optional<ChunkedRows> raters_;
 };
 
 }  // namespace
@@ -58,6 +72,7 @@ class ChunkReader {
 
 struct BatchLoader::Impl {
   ChunkReader reader;
+  std::unique_ptr<PreparedStore> store;  // the case table, for RaterLabels::kWeighted
   Task task;
   LoaderOptions options;
   std::vector<std::vector<DistributedSampler::Item>> plan;
@@ -72,30 +87,58 @@ struct BatchLoader::Impl {
 
   Impl(const std::string& path, Task loader_task, LoaderOptions loader_options,
        std::vector<std::vector<DistributedSampler::Item>> loader_plan)
-      : reader(path), task(std::move(loader_task)), options(std::move(loader_options)), plan(std::move(loader_plan)) {}
+      : reader(path), task(std::move(loader_task)), options(std::move(loader_options)), plan(std::move(loader_plan)) {
+    KDSEG_CHECK(options.raters == RaterLabels::kNone || reader.has_raters(), path,
+                ": the store keeps no raters (prepare a multi-rater dataset, or use --labels hard)");
+    if (options.raters == RaterLabels::kWeighted) store = std::make_unique<PreparedStore>(path);
+  }
+
+  // The sample's label [H,W] (task classes) and, for the soft rater kinds, its rater mean [C,H,W].
+  std::pair<Tensor, Tensor> labels_of(const DistributedSampler::Item& item) const {
+    if (options.raters == RaterLabels::kNone) return {task.classes_of(reader.label(item.row)), Tensor()};
+    const Tensor raters = task.classes_of(reader.raters(item.row));  // [R,H,W]
+    const int64_t count = raters.size(0);
+    if (options.raters == RaterLabels::kRandom) return {raters[random_rater(item.seed, count)], Tensor()};
+    const Tensor majority = majority_class(class_votes(raters, task.classes), task.ignore_index);
+    if (options.raters == RaterLabels::kMajority) return {majority, Tensor()};
+    std::vector<double> weights(static_cast<size_t>(count), 1.0);
+    if (options.raters == RaterLabels::kWeighted) {
+      weights = store->rater_agreement()[static_cast<size_t>(store->slice_case()[static_cast<size_t>(item.row)])];
+    }
+    return {majority, weighted_mean(raters, weights, task.classes, task.ignore_index)};
+  }
 
   Batch build(const std::vector<DistributedSampler::Item>& items) {
-    std::vector<Tensor> images, labels, soft;
+    std::vector<Tensor> images, labels, soft, rater_soft;
     Batch batch;
     for (const auto& item : items) {
-      Sample sample{task.window(reader.image(item.row)).unsqueeze(0), task.classes_of(reader.label(item.row)),
-                    Tensor()};
-      if (options.soft_labels) sample.extra = options.soft_labels->probabilities(item.row, options.temperature);
+      auto [label, rater_mean] = labels_of(item);
+      Sample sample{task.window(reader.image(item.row)).unsqueeze(0), label, Tensor()};
+      // The soft maps follow the image's transform together: the teacher's, then the raters'.
+      std::vector<Tensor> extra;
+      if (options.soft_labels) extra.push_back(options.soft_labels->probabilities(item.row, options.temperature));
+      if (rater_mean.defined()) extra.push_back(rater_mean);
+      if (!extra.empty()) sample.extra = torch::cat(extra);
       sample = options.train ? augment(sample, options.augment, item.seed, task.ignore_index)
                              : center_crop(sample, options.augment.crop, task.ignore_index);
       images.push_back(sample.image);
       labels.push_back(sample.label);
-      if (sample.extra.defined()) soft.push_back(sample.extra);
+      if (sample.extra.defined()) {
+        const int64_t c = task.classes;
+        if (options.soft_labels) soft.push_back(sample.extra.narrow(0, 0, c));
+        if (rater_mean.defined()) rater_soft.push_back(sample.extra.narrow(0, sample.extra.size(0) - c, c));
+      }
       batch.rows.push_back(item.row);
     }
     batch.images = torch::stack(images);
     batch.labels = torch::stack(labels);
     if (!soft.empty()) batch.soft = torch::stack(soft);
+    if (!rater_soft.empty()) batch.rater_soft = torch::stack(rater_soft);
     if (options.pin_memory) {
       // Page-locked, so that the trainer's copy to the GPU is asynchronous.
-      batch.images = batch.images.pin_memory();
-      batch.labels = batch.labels.pin_memory();
-      if (batch.soft.defined()) batch.soft = batch.soft.pin_memory();
+      for (Tensor* t : {&batch.images, &batch.labels, &batch.soft, &batch.rater_soft}) {
+        if (t->defined()) *t = t->pin_memory();
+      }
     }
     return batch;
   }

@@ -1,6 +1,7 @@
 // The prefetching batch loader: reads the slices of a plan (data/sampler.h) from the prepared
-// store, windows and maps them by the task (data/task.h), transforms them (data/augment.h) with
-// the teacher's soft labels when given, and hands out batches in plan order. Used by the
+// store, windows and maps them by the task (data/task.h), makes the label kind asked of the
+// raters (data/raters.h), transforms them (data/augment.h) with the teacher's and the raters' soft
+// labels when given, and hands out batches in plan order. Used by the
 // trainer, the evaluator and the teacher's precompute.
 #pragma once
 
@@ -19,13 +20,20 @@
 namespace kdseg::data {
 
 struct Batch {
-  at::Tensor images;  // [B,1,H,W] float32
-  at::Tensor labels;  // [B,H,W] int64
-  at::Tensor soft;    // [B,C,H,W] float32 teacher probabilities (with LoaderOptions::soft_labels)
+  at::Tensor images;      // [B,1,H,W] float32
+  at::Tensor labels;      // [B,H,W] int64
+  at::Tensor soft;        // [B,C,H,W] float32 teacher probabilities (with LoaderOptions::soft_labels)
+  at::Tensor rater_soft;  // [B,C,H,W] float32 rater mean (RaterLabels::kMean, kWeighted)
   std::vector<int64_t> rows;
 };
 
 class SoftLabelCache;
+
+// What the loader makes of a store's raters (/slices/raters, data/raters.h): nothing (the stored
+// label); the majority, or one rater drawn per sample and epoch, as the label; or the majority as
+// the label and the raters' mean, uniform or weighted by their agreement with the majority, as
+// Batch::rater_soft.
+enum class RaterLabels { kNone, kMajority, kRandom, kMean, kWeighted };
 
 struct LoaderOptions {
   int workers = 2;    // decoding/augmenting threads
@@ -36,6 +44,7 @@ struct LoaderOptions {
   // transformed with the image (bilinear, so they stay normalised; 0 where padded).
   std::shared_ptr<const SoftLabelCache> soft_labels;
   double temperature = 1.0;
+  RaterLabels raters = RaterLabels::kNone;
   // Batches in page-locked memory (for training on CUDA; needs a CUDA device).
   bool pin_memory = false;
 };

@@ -14,7 +14,8 @@ Layout parse_layout(const std::string& name) {
   if (name == "lits") return Layout::kLits;
   if (name == "kits19") return Layout::kKits19;
   if (name == "kits23" || name == "kits21") return Layout::kKits23;
-  KDSEG_THROW("unknown --layout '", name, "': use lits, kits19 or kits23 (or leave it out to detect it)");
+  if (name == "qubiq") return Layout::kQubiq;
+  KDSEG_THROW("unknown --layout '", name, "': use lits, kits19, kits23 or qubiq (or leave it out to detect it)");
 }
 
 std::string layout_name(Layout layout) {
@@ -22,19 +23,25 @@ std::string layout_name(Layout layout) {
     case Layout::kLits: return "lits";
     case Layout::kKits19: return "kits19";
     case Layout::kKits23: return "kits23";
+    case Layout::kQubiq: return "qubiq";
   }
   return "?";
 }
 
 std::vector<int> label_values(Layout layout) {
-  return layout == Layout::kKits23 ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{0, 1, 2};
+  switch (layout) {
+    case Layout::kKits23: return {0, 1, 2, 3};
+    case Layout::kQubiq: return {0, 1};
+    default: return {0, 1, 2};
+  }
 }
-int tumour_label(Layout) { return 2; }
+int tumour_label(Layout layout) { return layout == Layout::kQubiq ? 1 : 2; }
 int organ_label(Layout) { return 1; }
 
 namespace {
 const std::regex kLitsFile(R"((volume|segmentation)-(\d+)\.nii(\.gz)?)");
 const std::regex kKitsCase(R"(case_(\d+))");
+const std::regex kQubiqCase(R"(case(\d+))");
 
 std::vector<fs::path> files_under(const std::string& dir) {
   std::error_code ec;
@@ -55,7 +62,7 @@ std::string kits_image(const fs::path& folder) {
   return {};
 }
 std::string kits_label(const fs::path& folder) {
-  for (const char* name : {"segmentation.nii.gz", "segmentation.nii"}) {
+  for (const char* name : {"segmentation.nii.gz", "segmentation.nii", "aggregated_MAJ_seg.nii.gz"}) {
     if (fs::exists(folder / name)) return (folder / name).string();
   }
   return {};
@@ -70,13 +77,42 @@ Layout detect_layout(const std::string& dir) {
         std::regex_match(path.parent_path().filename().string(), kKitsCase)) {
       return Layout::kKits23;
     }
+    if ((name == "image.nii.gz" || name == "image.nii") &&
+        std::regex_match(path.parent_path().filename().string(), kQubiqCase)) {
+      return Layout::kQubiq;
+    }
   }
   KDSEG_THROW(dir,
               ": no LiTS files (volume-N.nii[.gz] and segmentation-N.nii[.gz]) and no KiTS cases "
-              "(case_XXXXX/imaging.nii.gz) found; check --input or name the layout with --layout");
+              "(case_XXXXX/imaging.nii.gz) and no QUBIQ cases (caseNN/image.nii.gz) found; check --input or name the "
+              "layout with --layout");
 }
 
+namespace {
+// QUBIQ: every caseNN folder holding image.nii[.gz], in path order; ids are the folder's path
+// under `dir` ("kidney/Training/case01"), so that the datasets of one download stay apart.
+std::vector<CaseFiles> find_qubiq_cases(const std::string& dir) {
+  std::map<std::pair<std::string, long>, CaseFiles> cases;
+  for (const auto& path : files_under(dir)) {
+    const std::string name = path.filename().string();
+    std::smatch m;
+    const std::string folder = path.parent_path().filename().string();
+    if ((name != "image.nii.gz" && name != "image.nii") || !std::regex_match(folder, m, kQubiqCase)) continue;
+    CaseFiles c;
+    c.id = fs::relative(path.parent_path(), dir).generic_string();
+    c.image = path.string();
+    const std::string parent = fs::relative(path.parent_path().parent_path(), dir).generic_string();
+    cases[{parent, std::stol(m[1].str())}] = c;
+  }
+  std::vector<CaseFiles> out;
+  for (auto& [key, c] : cases) out.push_back(std::move(c));
+  KDSEG_CHECK(!out.empty(), dir, ": no qubiq cases found (caseNN/image.nii.gz)");
+  return out;
+}
+}  // namespace
+
 std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
+  if (layout == Layout::kQubiq) return find_qubiq_cases(dir);
   std::map<long, CaseFiles> cases;
   if (layout == Layout::kLits) {
     for (const auto& path : files_under(dir)) {

@@ -2,7 +2,12 @@
 //   lits:   volume-N.nii[.gz] with segmentation-N.nii[.gz], in any folder depth (the official
 //           batches); labels 0 background, 1 liver, 2 tumour.
 //   kits19: case_XXXXX/imaging.nii.gz with segmentation.nii.gz; labels 0, 1 kidney, 2 tumour.
-//   kits23: the same files (KiTS21/23); labels 0, 1 kidney, 2 tumour, 3 cyst.
+//   kits23: the same files (KiTS21/23); labels 0, 1 kidney, 2 tumour, 3 cyst. KiTS21's aggregated
+//           aggregated_MAJ_seg.nii.gz stands in for segmentation.nii.gz. Several raters: KiTS23's
+//           instances/{kidney,tumor,cyst}_instance-I_annotation-J.nii.gz, KiTS21's segmentations/
+//           (data/raters.h).
+//   qubiq:  <folder>/caseNN/image.nii.gz with taskTT_segRR.nii.gz, one binary mask per rater RR
+//           (QUBIQ); labels 0, 1 the task's structure. The stored label is the raters' majority.
 #pragma once
 
 #include <string>
@@ -10,9 +15,9 @@
 
 namespace kdseg::data {
 
-enum class Layout { kLits, kKits19, kKits23 };
+enum class Layout { kLits, kKits19, kKits23, kQubiq };
 
-// "lits", "kits19", "kits23" (also "kits21"); throws kdseg::Error otherwise.
+// "lits", "kits19", "kits23" (also "kits21"), "qubiq"; throws kdseg::Error otherwise.
 Layout parse_layout(const std::string& name);
 std::string layout_name(Layout layout);
 
@@ -23,18 +28,19 @@ int tumour_label(Layout layout);
 int organ_label(Layout layout);
 
 // LiTS when a volume-N file exists under `dir`, KiTS (as kits23, whose labels include KiTS19's)
-// when a case_XXXXX/imaging file does; otherwise an error naming what was looked for.
+// when a case_XXXXX/imaging file does, QUBIQ when a caseNN/image file does; otherwise an error
+// naming what was looked for.
 Layout detect_layout(const std::string& dir);
 
 struct CaseFiles {
   std::string id;       // "volume-12" / "case_00012"
   std::string image;    // path
-  std::string label;    // path; empty when the partner file is missing
+  std::string label;    // path; empty when the partner file is missing, and for QUBIQ (raters only)
   std::string problem;  // why the case cannot be used (missing partner), empty when fine
 };
 
-// The cases under `dir`, sorted by their number. A volume without segmentation (or the reverse)
-// is returned with `problem` set, so that --skip-bad-cases can report and skip it.
+// The cases under `dir`, sorted by their number (QUBIQ: by folder, then number). A volume without segmentation (or the
+// reverse) is returned with `problem` set, so that --skip-bad-cases can report and skip it.
 std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout);
 
 }  // namespace kdseg::data

@@ -5,6 +5,7 @@
 #include <zlib.h>
 #include <znzlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -326,6 +327,22 @@ Volume to_canonical(const Volume& volume) {
   }
   out.voxels = voxels.contiguous();
   return out;
+}
+
+void check_same_grid(const Volume& volume, const Volume& image) {
+  const auto name = [](const Volume& v) { return std::filesystem::path(v.path).filename().string(); };
+  const auto dims = [](const at::Tensor& t) {
+    std::string s;
+    for (int64_t d = 0; d < t.dim(); ++d) s += (d ? "x" : "") + std::to_string(t.size(d));
+    return s;
+  };
+  KDSEG_CHECK(volume.voxels.sizes() == image.voxels.sizes(), name(volume), ": shape ", dims(volume.voxels),
+              " differs from ", name(image), " ", dims(image.voxels));
+  for (size_t i = 0; i < 16; ++i) {
+    const double a = image.affine[i], b = volume.affine[i];
+    KDSEG_CHECK(std::abs(a - b) <= 1e-3 * std::max({1.0, std::abs(a), std::abs(b)}), name(volume),
+                ": affine differs from ", name(image), " (element ", i / 4, ",", i % 4, ": ", b, " vs ", a, ")");
+  }
 }
 
 }  // namespace kdseg::data

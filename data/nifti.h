@@ -58,6 +58,10 @@ struct Geometry {
 };
 Geometry read_nifti_geometry(const std::string& path);
 
+// `volume` must lie on `image`'s voxels: the same shape and (to 1e-3, relative) the same affine.
+// The error names both files.
+void check_same_grid(const Volume& volume, const Volume& image);
+
 // Voxel spacing (column norms of the affine), in mm.
 std::array<double, 3> voxel_spacing(const Affine& affine);
 

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "data/hdf5_util.h"
+#include "data/raters.h"
 
 namespace kdseg::data {
 namespace {
@@ -29,39 +30,26 @@ constexpr int64_t kKeepInMemoryBytes = int64_t{2} << 30;
 // The "format" attribute on / that every reader checks (PreparedStore::open_file).
 constexpr const char* kFormat = "kdseg prepared store 1";
 
-std::string dims_str(const Tensor& t) {
-  std::string s;
-  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? "x" : "") + std::to_string(t.size(d));
-  return s;
-}
-
 std::string file_name(const std::string& path) { return fs::path(path).filename().string(); }
 
 // --- pass 1: one case read, checked, reoriented, selected and resized ----------------------------
 
 struct Converted {
   std::string problem;
-  Tensor image;  // [n,H,W] float32 HU
-  Tensor label;  // [n,H,W] uint8
+  Tensor image;                   // [n,H,W] float32 HU
+  Tensor label;                   // [n,H,W] uint8
+  Tensor raters;                  // [n,R,H,W] uint8 label maps of the case's raters, or undefined
+  std::vector<double> agreement;  // each rater's Dice against the majority (data/raters.h)
+  int64_t rater_count = 0;
   std::vector<int32_t> index;
   std::array<int32_t, 3> shape{};
   std::array<double, 3> spacing{};
   Affine affine{};
   bool integral = true;
-  int64_t bytes() const { return image.defined() ? image.nbytes() + label.nbytes() : 0; }
-};
-
-// The label must lie on the image's voxels: the same shape and (to 1e-3, relative) the same affine.
-void check_pair(const Volume& image, const Volume& label, const CaseFiles& files) {
-  const std::string image_name = file_name(files.image), label_name = file_name(files.label);
-  KDSEG_CHECK(image.voxels.sizes() == label.voxels.sizes(), label_name, ": shape ", dims_str(label.voxels),
-              " differs from ", image_name, " ", dims_str(image.voxels));
-  for (size_t i = 0; i < 16; ++i) {
-    const double a = image.affine[i], b = label.affine[i];
-    KDSEG_CHECK(std::abs(a - b) <= 1e-3 * std::max({1.0, std::abs(a), std::abs(b)}), label_name,
-                ": affine differs from ", image_name, " (element ", i / 4, ",", i % 4, ": ", b, " vs ", a, ")");
+  int64_t bytes() const {
+    return image.defined() ? image.nbytes() + label.nbytes() + (raters.defined() ? raters.nbytes() : 0) : 0;
   }
-}
+};
 
 // Every label value must be one the layout defines; the error lists those that are not.
 void check_label_values(const Volume& label, Layout layout, const std::string& label_path) {
@@ -93,21 +81,42 @@ Tensor select_slices(const Tensor& canonical_label, SliceSelection selection, La
   return keep.nonzero().view(-1);
 }
 
-// Resizes [n,H,W] slices to size x size (bilinear images, nearest labels) unless size is 0.
-void resize_slices(Tensor& image, Tensor& label, int64_t size) {
+// Resizes [n,H,W] slices to size x size (bilinear images, nearest labels and raters [n,R,H,W]) unless
+// size is 0.
+void resize_slices(Tensor& image, Tensor& label, Tensor& raters, int64_t size) {
   if (size <= 0 || image.numel() == 0 || (image.size(1) == size && image.size(2) == size)) return;
   const std::vector<int64_t> sizes{size, size};
   image = F::interpolate(image.unsqueeze(1),
                          F::InterpolateFuncOptions().size(sizes).mode(torch::kBilinear).align_corners(false))
               .squeeze(1);
-  label = F::interpolate(label.unsqueeze(1), F::InterpolateFuncOptions().size(sizes).mode(torch::kNearest)).squeeze(1);
+  const auto nearest = F::InterpolateFuncOptions().size(sizes).mode(torch::kNearest);
+  label = F::interpolate(label.unsqueeze(1), nearest).squeeze(1);
+  if (raters.defined()) raters = F::interpolate(raters.to(torch::kFloat), nearest).round().to(torch::kByte);
+}
+
+// The label volume of a case: its label file, checked against the image and the layout's values;
+// for QUBIQ, which has none, the raters' majority.
+Volume read_label(const CaseFiles& files, const Volume& image, const Tensor& raters, Layout layout) {
+  if (layout == Layout::kQubiq) {
+    KDSEG_CHECK(raters.defined(), files.image,
+                ": a qubiq case is labelled by its raters alone; leave out --raters none");
+    return Volume{majority_label(raters, 2).to(torch::kFloat), image.affine, files.image, "uint8"};
+  }
+  Volume label = read_nifti(files.label, /*require_finite=*/true);
+  check_same_grid(label, image);
+  check_label_values(label, layout, files.label);
+  return label;
 }
 
 Converted convert_volumes(const CaseFiles& files, const PrepareOptions& options, Layout layout) {
   const Volume image = read_nifti(files.image, /*require_finite=*/true);
-  const Volume label = read_nifti(files.label, /*require_finite=*/true);
-  check_pair(image, label, files);
-  check_label_values(label, layout, files.label);
+  Tensor raters;  // [R,I,J,K] in the file's orientation
+  if (options.raters == RaterSearch::kAuto) {
+    const RaterFiles rater_files = find_rater_files(files, layout, options.qubiq_task);
+    KDSEG_CHECK(rater_files.problem.empty(), rater_files.problem);
+    if (!rater_files.raters.empty()) raters = read_raters(rater_files, image);
+  }
+  const Volume label = read_label(files, image, raters, layout);
   const Volume canonical_image = to_canonical(image);
   const Volume canonical_label = to_canonical(label);
   const Tensor kept = select_slices(canonical_label.voxels, options.slices, layout);
@@ -115,9 +124,20 @@ Converted convert_volumes(const CaseFiles& files, const PrepareOptions& options,
   for (int64_t i = 0; i < kept.numel(); ++i) out.index.push_back(static_cast<int32_t>(kept[i].item<int64_t>()));
   Tensor image_slices = canonical_image.voxels.index_select(2, kept).permute({2, 0, 1}).contiguous();  // [n,X,Y]
   Tensor label_slices = canonical_label.voxels.index_select(2, kept).permute({2, 0, 1}).contiguous();
-  resize_slices(image_slices, label_slices, options.size);
+  Tensor rater_slices;  // [n,R,X,Y]
+  if (raters.defined()) {
+    std::vector<Tensor> canonical;
+    for (int64_t j = 0; j < raters.size(0); ++j)
+      canonical.push_back(to_canonical({raters[j], image.affine, image.path, "uint8"}).voxels);
+    const Tensor all = torch::stack(canonical);  // [R,X,Y,Z]
+    out.rater_count = all.size(0);
+    out.agreement = rater_agreement(all, static_cast<int64_t>(label_values(layout).size()));
+    rater_slices = all.index_select(3, kept).permute({3, 0, 1, 2}).contiguous();
+  }
+  resize_slices(image_slices, label_slices, rater_slices, options.size);
   out.image = image_slices.to(torch::kFloat).contiguous();
   out.label = label_slices.round().to(torch::kByte).contiguous();
+  if (rater_slices.defined()) out.raters = rater_slices.contiguous();
   out.integral = image_slices.numel() == 0 ||
                  (image_slices.eq(image_slices.round()).all().item<bool>() &&
                   image_slices.min().item<double>() >= -32768 && image_slices.max().item<double>() <= 32767);
@@ -176,11 +196,29 @@ FirstPass convert_all(const std::vector<CaseFiles>& found, const PrepareOptions&
         light.problem = converted.problem;
         light.integral = converted.integral;
         light.index = converted.index;
+        light.rater_count = converted.rater_count;
         pass.results[i] = std::move(light);
       }
     }
   }
   return pass;
+}
+
+// Every case of a store has as many raters as the case that has the most; a case with fewer (or
+// none) becomes a bad case. Returns that number (0: no raters).
+int64_t check_rater_counts(std::vector<Converted>& results, const std::vector<CaseFiles>& found) {
+  int64_t raters = 0;
+  for (const Converted& r : results) {
+    if (r.problem.empty()) raters = std::max(raters, r.rater_count);
+  }
+  for (size_t i = 0; i < results.size(); ++i) {
+    Converted& r = results[i];
+    if (!r.problem.empty() || r.rater_count == raters) continue;
+    r.problem = fs::path(found[i].image).parent_path().string() + ": " + std::to_string(r.rater_count) +
+                " raters, where other cases have " + std::to_string(raters) +
+                " (every case of a store needs the same raters)";
+  }
+  return raters;
 }
 
 // The usable cases' positions in `results`. Bad cases go to summary.skipped and stop everything
@@ -214,17 +252,22 @@ std::vector<size_t> report_bad_cases(const std::vector<Converted>& results, cons
 
 // --- pass 2: writing the store ----------------------------------------------------------------------
 
-// Appends [n,H,W] rows to an extendible dataset.
+// Appends rows of shape `row` ([] for scalars, [H,W] for slices, [R,H,W] for raters' slices) to an
+// extendible dataset [n, row...], one row per chunk (4096 scalars per chunk).
 class RowWriter {
  public:
-  RowWriter(hid_t parent, const char* name, hid_t type, int64_t h, int64_t w, int level) : type_(type), h_(h), w_(w) {
-    const int rank = h > 0 ? 3 : 1;
-    const hsize_t dims[3] = {0, static_cast<hsize_t>(h), static_cast<hsize_t>(w)};
-    const hsize_t max[3] = {H5S_UNLIMITED, static_cast<hsize_t>(h), static_cast<hsize_t>(w)};
-    const h5::Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(rank, dims, max)));
+  RowWriter(hid_t parent, const char* name, hid_t type, std::vector<hsize_t> row, int level)
+      : type_(type), row_(std::move(row)) {
+    std::vector<hsize_t> dims{0}, max{H5S_UNLIMITED}, chunk{row_.empty() ? hsize_t{4096} : hsize_t{1}};
+    for (const hsize_t d : row_) {
+      dims.push_back(d);
+      max.push_back(d);
+      chunk.push_back(d);
+    }
+    const int rank = static_cast<int>(dims.size());
+    const h5::Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(rank, dims.data(), max.data())));
     const h5::Handle props(KDSEG_CHECK_HDF5(H5Pcreate(H5P_DATASET_CREATE)));
-    const hsize_t chunk[3] = {h > 0 ? hsize_t{1} : hsize_t{4096}, dims[1], dims[2]};  // one slice per chunk
-    KDSEG_CHECK_HDF5(H5Pset_chunk(props, rank, chunk));
+    KDSEG_CHECK_HDF5(H5Pset_chunk(props, rank, chunk.data()));
     if (level > 0) {
       KDSEG_CHECK_HDF5(H5Pset_shuffle(props));
       KDSEG_CHECK_HDF5(H5Pset_deflate(props, static_cast<unsigned>(level)));
@@ -233,23 +276,24 @@ class RowWriter {
   }
   void append(const void* data, int64_t rows) {
     if (rows == 0) return;
-    const hsize_t new_rows = rows_ + static_cast<hsize_t>(rows);
-    const hsize_t extent[3] = {new_rows, static_cast<hsize_t>(h_), static_cast<hsize_t>(w_)};
-    KDSEG_CHECK_HDF5(H5Dset_extent(set_, extent));
+    std::vector<hsize_t> extent{rows_ + static_cast<hsize_t>(rows)}, start{rows_}, count{static_cast<hsize_t>(rows)};
+    for (const hsize_t d : row_) {
+      extent.push_back(d);
+      start.push_back(0);
+      count.push_back(d);
+    }
+    KDSEG_CHECK_HDF5(H5Dset_extent(set_, extent.data()));
     const h5::Handle file_space(KDSEG_CHECK_HDF5(H5Dget_space(set_)));
-    const hsize_t start[3] = {rows_, 0, 0};
-    const hsize_t count[3] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(h_), static_cast<hsize_t>(w_)};
-    const int rank = h_ > 0 ? 3 : 1;
-    KDSEG_CHECK_HDF5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, count, nullptr));
-    const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(rank, count, nullptr)));
+    KDSEG_CHECK_HDF5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
+    const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr)));
     KDSEG_CHECK_HDF5(H5Dwrite(set_, type_, memory, file_space, H5P_DEFAULT, data));
-    rows_ = new_rows;
+    rows_ = extent[0];
   }
 
  private:
   h5::Handle set_;
   hid_t type_;
-  int64_t h_, w_;
+  std::vector<hsize_t> row_;
   hsize_t rows_ = 0;
 };
 
@@ -278,14 +322,16 @@ CaseTable case_table(const std::vector<CaseFiles>& found, const std::vector<size
 // hash over them), then the case table and the attributes; fills the summary's counts.
 class StoreWriter {
  public:
-  StoreWriter(const std::string& path, const PrepareOptions& options, bool integral, PrepareSummary& summary)
+  StoreWriter(const std::string& path, const PrepareOptions& options, bool integral, int64_t raters,
+              PrepareSummary& summary)
       : options_(options),
         integral_(integral),
+        raters_(raters),
         summary_(summary),
         file_(KDSEG_CHECK_HDF5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))),
         slices_(KDSEG_CHECK_HDF5(H5Gcreate2(file_, "slices", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT))),
-        case_rows_(slices_, "case", H5T_NATIVE_INT32, 0, 0, 0),
-        index_rows_(slices_, "index", H5T_NATIVE_INT32, 0, 0, 0) {
+        case_rows_(slices_, "case", H5T_NATIVE_INT32, {}, 0),
+        index_rows_(slices_, "index", H5T_NATIVE_INT32, {}, 0) {
     summary_.slices_per_fold.assign(static_cast<size_t>(options.folds), 0);
     summary_.cases_per_fold.assign(static_cast<size_t>(options.folds), 0);
     summary_.label_histogram.assign(label_values(summary.layout).size(), 0);
@@ -304,6 +350,7 @@ class StoreWriter {
     shapes_.insert(shapes_.end(), converted.shape.begin(), converted.shape.end());
     spacings_.insert(spacings_.end(), converted.spacing.begin(), converted.spacing.end());
     affines_.insert(affines_.end(), converted.affine.begin(), converted.affine.end());
+    agreement_.insert(agreement_.end(), converted.agreement.begin(), converted.agreement.end());
     const auto fold = static_cast<size_t>(table.folds[row]);
     summary_.slices += static_cast<int64_t>(index.size());
     summary_.slices_per_fold[fold] += static_cast<int64_t>(index.size());
@@ -322,6 +369,7 @@ class StoreWriter {
         {"folds", options_.folds},
         {"compression", options_.compression},
         {"skip_bad_cases", options_.skip_bad_cases},
+        {"raters", options_.raters == RaterSearch::kAuto ? "auto" : "none"},
         {"input", options_.input}};
     h5::write_string_attribute(file_, "format", kFormat);
     h5::write_string_attribute(file_, "layout", layout_name(summary_.layout));
@@ -345,15 +393,23 @@ class StoreWriter {
                 "; --size native needs equal sizes (use --size N)");
     if (!image_rows_) {
       const hid_t image_type = integral_ ? H5T_NATIVE_INT16 : H5T_NATIVE_FLOAT;
-      image_rows_ = std::make_unique<RowWriter>(slices_, "image", image_type, height_, width_, options_.compression);
-      label_rows_ =
-          std::make_unique<RowWriter>(slices_, "label", H5T_NATIVE_UINT8, height_, width_, options_.compression);
+      const std::vector<hsize_t> slice{static_cast<hsize_t>(height_), static_cast<hsize_t>(width_)};
+      image_rows_ = std::make_unique<RowWriter>(slices_, "image", image_type, slice, options_.compression);
+      label_rows_ = std::make_unique<RowWriter>(slices_, "label", H5T_NATIVE_UINT8, slice, options_.compression);
+      if (raters_ > 0) {
+        const std::vector<hsize_t> rows{static_cast<hsize_t>(raters_), slice[0], slice[1]};
+        rater_rows_ = std::make_unique<RowWriter>(slices_, "raters", H5T_NATIVE_UINT8, rows, options_.compression);
+      }
     }
     const Tensor stored = integral_ ? converted.image.to(torch::kShort).contiguous() : converted.image;
     image_rows_->append(stored.data_ptr(), stored.size(0));
     label_rows_->append(converted.label.data_ptr(), converted.label.size(0));
     hash_ = fnv1a(hash_, stored.data_ptr(), stored.nbytes());
     hash_ = fnv1a(hash_, converted.label.data_ptr(), converted.label.nbytes());
+    if (rater_rows_) {
+      rater_rows_->append(converted.raters.data_ptr(), converted.raters.size(0));
+      hash_ = fnv1a(hash_, converted.raters.data_ptr(), converted.raters.nbytes());
+    }
     std::vector<int64_t>& histogram = summary_.label_histogram;
     const Tensor counts =
         torch::bincount(converted.label.view(-1).to(torch::kLong), {}, static_cast<int64_t>(histogram.size()));
@@ -372,20 +428,27 @@ class StoreWriter {
     h5::write_array(cases, "slices_kept", H5T_NATIVE_INT32, {n}, slices_kept_.data());
     const std::vector<int32_t> folds(table.folds.begin(), table.folds.end());
     h5::write_array(cases, "fold", H5T_NATIVE_INT32, {n}, folds.data());
+    if (raters_ > 0) {
+      const std::vector<int32_t> raters(n, static_cast<int32_t>(raters_));
+      h5::write_array(cases, "raters", H5T_NATIVE_INT32, {n}, raters.data());
+      h5::write_array(cases, "rater_agreement", H5T_NATIVE_DOUBLE, {n, static_cast<hsize_t>(raters_)},
+                      agreement_.data());
+    }
     return cases;
   }
 
   const PrepareOptions& options_;
   const bool integral_;
+  const int64_t raters_;  // per case; 0: the store keeps no raters
   PrepareSummary& summary_;
   // Declared in creation order, so that they close in the reverse.
   h5::Handle file_, slices_;
-  std::unique_ptr<RowWriter> image_rows_, label_rows_;
+  std::unique_ptr<RowWriter> image_rows_, label_rows_, rater_rows_;
   RowWriter case_rows_, index_rows_;
   int64_t height_ = -1, width_ = -1;
   uint64_t hash_ = kFnvOffset;
   std::vector<int32_t> slices_kept_, shapes_;
-  std::vector<double> spacings_, affines_;
+  std::vector<double> spacings_, affines_, agreement_;
 };
 
 void check_options(const PrepareOptions& options) {
@@ -428,6 +491,7 @@ PrepareSummary prepare_store(const PrepareOptions& options) {
   summary.layout = options.detect_layout ? detect_layout(options.input) : options.layout;
   const std::vector<CaseFiles> found = find_cases(options.input, summary.layout);
   FirstPass first = convert_all(found, options, summary.layout);
+  summary.raters = check_rater_counts(first.results, found);
   const std::vector<size_t> good = report_bad_cases(first.results, options, summary);
   const bool integral = std::all_of(good.begin(), good.end(), [&](size_t i) { return first.results[i].integral; });
   summary.image_dtype = integral ? "int16" : "float32";
@@ -446,7 +510,9 @@ PrepareSummary prepare_store(const PrepareOptions& options) {
   };
   {
     std::unique_ptr<StoreWriter> writer;
-    writing([&] { writer = std::make_unique<StoreWriter>(output.temp_path(), options, integral, summary); });
+    writing([&] {
+      writer = std::make_unique<StoreWriter>(output.temp_path(), options, integral, summary.raters, summary);
+    });
     for (size_t row = 0; row < good.size(); ++row) {
       const size_t i = good[row];
       Converted converted =
@@ -504,6 +570,7 @@ PreparedStore::PreparedStore(const std::string& path)
     h5::read_array(file, "slices/index", H5T_NATIVE_INT32, slice_index_.data());
     h5::read_array(file, "cases/fold", H5T_NATIVE_INT32, case_fold_.data());
     read_case_geometry();
+    read_rater_table();
     for (const int32_t case_row : slice_case_) {
       KDSEG_CHECK(case_row >= 0 && case_row < static_cast<int32_t>(case_ids_.size()), path, ": /slices/case holds ",
                   case_row, ", outside the case table of ", case_ids_.size());
@@ -532,6 +599,25 @@ void PreparedStore::read_case_geometry() {
     const auto first = affines.begin() + static_cast<std::ptrdiff_t>(16 * c);
     std::copy(first, first + 16, affine.begin());
     case_affines_.push_back(affine);
+  }
+}
+
+void PreparedStore::read_rater_table() {
+  const hid_t file = *file_;
+  if (H5Lexists(file, "slices/raters", H5P_DEFAULT) <= 0) return;
+  const auto dims = h5::dataset_dims(file, "slices/raters");
+  KDSEG_CHECK(dims.size() == 4 && static_cast<int64_t>(dims[0]) == slices_ &&
+                  static_cast<int64_t>(dims[2]) == height_ && static_cast<int64_t>(dims[3]) == width_,
+              path_, ": /slices/raters must be [N,R,H,W] with /slices/image's N, H and W");
+  raters_ = static_cast<int64_t>(dims[1]);
+  const size_t n = case_ids_.size(), r = static_cast<size_t>(raters_);
+  KDSEG_CHECK(h5::dataset_dims(file, "cases/rater_agreement") == std::vector<hsize_t>({n, r}), path_,
+              ": /cases/rater_agreement must be [C,R]");
+  std::vector<double> agreement(n * r);
+  h5::read_array(file, "cases/rater_agreement", H5T_NATIVE_DOUBLE, agreement.data());
+  for (size_t c = 0; c < n; ++c) {
+    rater_agreement_.emplace_back(agreement.begin() + static_cast<std::ptrdiff_t>(c * r),
+                                  agreement.begin() + static_cast<std::ptrdiff_t>((c + 1) * r));
   }
 }
 

@@ -6,9 +6,11 @@
 //   /slices/label  [N,H,W] uint8, the original label values
 //   /slices/case   [N] int32  row of the case table
 //   /slices/index  [N] int32  axial index k in the canonical volume
+//   /slices/raters [N,R,H,W] uint8 every rater's labels (stores of multi-rater data only)
 //   /cases/id, /cases/image_file, /cases/label_file   [C] strings
 //   /cases/shape [C,3] int32 (canonical), /cases/spacing [C,3] float64 (mm),
 //   /cases/affine [C,4,4] float64 (canonical), /cases/slices_kept [C] int32, /cases/fold [C] int32
+//   /cases/raters [C] int32, /cases/rater_agreement [C,R] float64 (with /slices/raters)
 //   attributes on /: format, layout, options (JSON), tool_version, created, content_hash
 #pragma once
 
@@ -22,6 +24,7 @@
 
 #include "data/layout.h"
 #include "data/nifti.h"
+#include "data/raters.h"
 
 namespace kdseg::data {
 namespace h5 {
@@ -41,8 +44,10 @@ struct PrepareOptions {
   int folds = 5;
   int compression = 4;  // deflate level 0-9; 0 stores uncompressed
   bool skip_bad_cases = false;
-  bool force = false;  // replace an existing output
-  int threads = 0;     // cases converted in parallel (0: the cores available)
+  bool force = false;                       // replace an existing output
+  int threads = 0;                          // cases converted in parallel (0: the cores available)
+  RaterSearch raters = RaterSearch::kAuto;  // keep every rater's labels when the files exist
+  int qubiq_task = 1;                       // the QUBIQ task whose masks are read (taskTT_segRR)
 };
 
 struct PrepareSummary {
@@ -54,6 +59,7 @@ struct PrepareSummary {
   std::vector<int64_t> cases_per_fold;
   std::vector<int64_t> label_histogram;  // voxels per label value in the kept slices
   std::string image_dtype;               // "int16" or "float32"
+  int64_t raters = 0;                    // per case (0: none kept)
   std::string content_hash;
   double seconds = 0;
 };
@@ -102,8 +108,14 @@ class PreparedStore {
   at::Tensor image(int64_t row) const;
   at::Tensor label(int64_t row) const;
 
+  // Raters per case (0: the store keeps none), and each rater's agreement with the majority
+  // (/cases/rater_agreement, the weights of `--labels weighted`), per case.
+  int64_t raters() const { return raters_; }
+  const std::vector<std::vector<double>>& rater_agreement() const { return rater_agreement_; }
+
  private:
   void read_case_geometry();  // /cases/image_file, /cases/shape, /cases/affine
+  void read_rater_table();    // /slices/raters' R, /cases/rater_agreement
   at::Tensor read_row(const char* dataset, int64_t row, at::ScalarType type) const;
   std::string path_;
   std::unique_ptr<h5::Handle> file_;
@@ -113,6 +125,8 @@ class PreparedStore {
   std::vector<std::string> case_image_files_;
   std::vector<std::array<int64_t, 3>> case_shapes_;
   std::vector<Affine> case_affines_;
+  int64_t raters_ = 0;
+  std::vector<std::vector<double>> rater_agreement_;
 };
 
 }  // namespace kdseg::data

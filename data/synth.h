@@ -1,8 +1,23 @@
-// Synthetic CT data in the LiTS and KiTS layouts, written as real NIfTI files: air, a body
+// Synthetic CT data in the LiTS, KiTS and QUBIQ layouts, written as real NIfTI files: air, a body
 // outline, an organ with realistic HU (liver, or two kidneys), and tumours as lower-density
 // blobs whose boundaries are soft (partial-volume blur plus noise), so that the label at the
 // boundary is genuinely ambiguous. Orientations (axis permutations and flips), datatypes and,
 // for LiTS, .nii/.nii.gz vary across cases. Deterministic from the seed.
+//
+// Raters (kits23 and qubiq, --raters R): every structure (organ, tumour, cyst) keeps its soft
+// occupancy, and rater j thresholds it at its own level: a per-rater level of 0.5 +- 0.08 with a
+// per-structure jitter of +- 0.03 (all within [0.3, 0.7]); with R >= 3 one rater (drawn) is an
+// under-segmenter (level 0.62-0.68) and another an over-segmenter (0.32-0.38); each rater misses
+// each small tumour (radius under 0.35 of its kidney's) with probability 0.3. Rater draws come
+// from their own stream (derive_seed(seed, {case, "rater"})), so the image and the aggregated
+// label are the same for every R.
+//   kits23: case_XXXXX/instances/{kidney,tumor,cyst}_instance-I_annotation-J.nii.gz, binary
+//           uint8 in the image's orientation; a kidney's mask covers the lesions its rater drew
+//           inside it. segmentation.nii.gz stays the aggregated label of R = 0 (every structure
+//           at 0.5, painted kidney, cyst, tumour), not the raters' majority.
+//   qubiq:  caseNN/image.nii.gz (the KiTS19 body: two kidneys and their tumours) and
+//           caseNN/task01_segRR.nii.gz, rater RR's binary uint8 mask of the kidneys (lesions
+//           included, as QUBIQ's kidney task); no aggregated label.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +34,7 @@ struct SynthOptions {
   int64_t slices = 32;  // axial slices
   uint64_t seed = 0;
   bool force = false;  // write into a folder that holds other files
+  int raters = 0;      // rater files per case (kits23, qubiq; qubiq needs 1 or more); 0: none
 };
 
 struct SynthSummary {
@@ -28,10 +44,11 @@ struct SynthSummary {
 };
 
 // Writes the dataset into `dir` (created if needed) and records the options in
-// dir/.kdseg-synth.json first. A folder that holds anything else is refused (it may be real
-// data) unless `force`; a folder written before with the same options is rewritten with the
-// same files, so a rerun of an interrupted synth completes it. Throws kdseg::Error naming the
-// folder.
+// dir/.kdseg-synth.json first (raters only when > 0, so that older markers still match). A
+// folder that holds anything else is refused (it may be real data) unless `force`; a folder
+// written before with the same options is rewritten with the same files, so a rerun of an
+// interrupted synth completes it. Throws kdseg::Error naming the folder, or naming --raters when
+// the layout takes no raters (lits, kits19) or needs them (qubiq).
 SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& options);
 
 }  // namespace kdseg::data

@@ -74,6 +74,7 @@ Task make_task(const std::string& name, Layout layout, const std::string& cysts)
     for (int v : label_values(layout)) task.class_of[static_cast<size_t>(v)] = v == tumour ? 1 : 0;
     set_cyst_class(task, layout, cysts);
   } else if (name == "organ-tumor" || name == "organ-tumour") {
+    KDSEG_CHECK(layout != Layout::kQubiq, "--task ", name, ": a qubiq store labels one structure; use --task tumor");
     task.classes = 3;
     for (int v : label_values(layout)) task.class_of[static_cast<size_t>(v)] = v == tumour ? 2 : v == organ ? 1 : 0;
     set_cyst_class(task, layout, cysts);
@@ -90,7 +91,7 @@ Task make_task(const std::string& name, Layout layout, const std::string& cysts)
 
 std::vector<DiceRegion> dice_regions(const Task& task, Layout layout) {
   const bool kits = layout != Layout::kLits;
-  if (task.classes == 2) return {{"tumor", {1}}};
+  if (task.classes == 2) return {{layout == Layout::kQubiq ? "target" : "tumor", {1}}};
   if (task.classes == 3 && (task.name == "organ-tumor" || task.name == "organ-tumour")) {
     std::vector<DiceRegion> regions = {{kits ? "kidney" : "liver", {1}}, {"tumor", {2}}};
     if (kits) regions.push_back({"kidney+tumor", {1, 2}});

@@ -30,10 +30,10 @@ struct Task {
 
 // "tumor" (tumour 1, everything else 0: the paper), "organ-tumor" (0, organ 1, tumour 2; KiTS23
 // cysts by `cysts`: "organ", "tumor" or "ignore"), or an explicit map "0:0,1:1,2:2,3:ignore".
-// The HU window is the layout's: LiTS [-60, 140], KiTS [-200, 300].
+// The HU window is the layout's: LiTS [-60, 140], KiTS and QUBIQ [-200, 300].
 Task make_task(const std::string& name, Layout layout, const std::string& cysts = "organ");
 
-// The Dice regions reported for a task: "tumor" alone for two classes; for organ-tumor the organ
+// The Dice regions reported for a task: "tumor" alone for two classes ("target" for QUBIQ); for organ-tumor the organ
 // ("liver" or "kidney") and "tumor", plus "kidney+tumor" (classes 1 and 2) for KiTS; otherwise
 // one region per foreground class, named "class <k>".
 std::vector<DiceRegion> dice_regions(const Task& task, Layout layout);

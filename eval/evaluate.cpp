@@ -77,6 +77,9 @@ struct PerCase {
   std::vector<std::vector<double>> dice, slice_dice;  // [region][case]
   std::vector<double> ece, slice_ece, classwise_ece, nll, brier;
   Tensor distances;  // [case][region][kSurfaceMetrics] float64, contiguous; undefined without surface metrics
+  // Against the raters' mean (SoftReferenceMetrics), for stores with raters; empty otherwise.
+  std::vector<std::vector<double>> threshold_dice;  // [region][case]
+  std::vector<double> soft_l1, soft_brier;
 
   bool has_surface() const { return distances.defined(); }
   double distance(size_t c, size_t region, size_t metric) const {
@@ -84,7 +87,7 @@ struct PerCase {
   }
 };
 
-PerCase per_case_values(const SegmentationMetrics& metrics, const Tensor& distances) {
+PerCase per_case_values(const SegmentationMetrics& metrics, const Tensor& distances, const SoftReferenceMetrics* soft) {
   PerCase values{metrics.slices_per_case(),
                  {},
                  {},
@@ -93,10 +96,18 @@ PerCase per_case_values(const SegmentationMetrics& metrics, const Tensor& distan
                  metrics.classwise_ece_per_case(),
                  metrics.nll_per_case(),
                  metrics.brier_per_case(),
-                 distances.defined() ? distances.contiguous() : Tensor()};
+                 distances.defined() ? distances.contiguous() : Tensor(),
+                 {},
+                 {},
+                 {}};
   for (size_t r = 0; r < metrics.regions().size(); ++r) {
     values.dice.push_back(metrics.dice_per_case(r));
     values.slice_dice.push_back(metrics.slice_dice_per_case(r));
+    if (soft) values.threshold_dice.push_back(soft->threshold_dice_per_case(r));
+  }
+  if (soft) {
+    values.soft_l1 = soft->l1_per_case();
+    values.soft_brier = soft->brier_per_case();
   }
   return values;
 }
@@ -218,6 +229,7 @@ class Evaluator {
                    {"fold", o_.fold},
                    {"task", {{"name", task_.name}, {"classes", task_.classes}, {"class_names", class_names()}}},
                    {"regions", region_names()},
+                   {"reference", reference_json()},
                    {"options",
                     {{"device", device_type_name(o_.device.type())},
                      {"batch_size", o_.batch_size},
@@ -252,6 +264,11 @@ class Evaluator {
     }
     return names;
   }
+  // What the metrics compare against: the store's label, or the majority and mean of its raters.
+  json reference_json() const {
+    if (store_.raters() == 0) return {{"label", "store"}, {"raters", 0}};
+    return {{"label", "majority"}, {"raters", store_.raters()}, {"soft", "rater mean"}};
+  }
   json region_names() const {
     json names = json::array();
     for (const auto& r : regions_) names.push_back(r.name);
@@ -264,7 +281,9 @@ class Evaluator {
     const auto plan = data::evaluation_plan(mine, o_.batch_size);
     const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
-    std::map<int64_t, Tensor> predictions;  // store row -> [1 + 1, H, W]: class, foreground probability
+    std::map<int64_t, Tensor> predictions;     // store row -> [1 + 1, H, W]: class, foreground probability
+    std::optional<SoftReferenceMetrics> soft;  // against the raters' mean, where the store keeps raters
+    if (store_.raters() > 0) soft.emplace(cases, task_.classes, regions_);
     std::optional<detail::SurfaceCollector> surface;
     if (o_.surface) surface.emplace(store_, rows_, regions_, task_.ignore_index, o_.surface_tolerance, comm_);
     Progress progress("evaluate " + evaluated.name, static_cast<int64_t>(plan.size()), comm_.rank() == 0);
@@ -273,6 +292,8 @@ class Evaluator {
       loader_options.workers = o_.workers;
       loader_options.train = false;
       loader_options.augment.crop = 0;
+      // With raters: the majority as the label (the paper's test protocol) and their mean.
+      if (soft) loader_options.raters = data::RaterLabels::kMean;
       data::BatchLoader loader(o_.data, task_, loader_options, plan);
       while (auto batch = loader.next()) {
         const Tensor logits = evaluated.model->logits(batch->images.to(device_));
@@ -283,6 +304,7 @@ class Evaluator {
         std::vector<int64_t> case_of;
         for (int64_t r : batch->rows) case_of.push_back(store_.slice_case()[static_cast<size_t>(r)]);
         metrics.add(probs, batch->labels, case_of);
+        if (soft) soft->add(probs, batch->rater_soft, batch->labels != task_.ignore_index, case_of);
         if (surface) {
           const Tensor predicted = probs.argmax(1).to(torch::kByte), labels = batch->labels.to(torch::kByte);
           for (size_t i = 0; i < batch->rows.size(); ++i) {
@@ -302,9 +324,14 @@ class Evaluator {
     Tensor state = metrics.state();
     dist::all_reduce_any_device(comm_, state, dist::ReduceOp::kSum);  // each case counted once across ranks
     metrics.set_state(state);
+    if (soft) {
+      Tensor soft_state = soft->state();
+      dist::all_reduce_any_device(comm_, soft_state, dist::ReduceOp::kSum);
+      soft->set_state(soft_state);
+    }
     const Tensor distances = surface ? surface->finish(comm_) : Tensor();
     if (o_.save_predictions) save_predictions(evaluated, predictions);
-    return model_json(evaluated, metrics, distances);
+    return model_json(evaluated, per_case_values(metrics, distances, soft ? &*soft : nullptr), metrics);
   }
 
   // Per region, the model's per-case Dice minus the first model's (paired_difference).
@@ -350,8 +377,7 @@ class Evaluator {
 
   // models[] entry of report.json. `distances`: [cases, regions, kSurfaceMetrics], undefined
   // without surface metrics.
-  json model_json(const EvaluatedModel& evaluated, const SegmentationMetrics& metrics, const Tensor& distances) const {
-    const PerCase values = per_case_values(metrics, distances);
+  json model_json(const EvaluatedModel& evaluated, const PerCase& values, const SegmentationMetrics& metrics) const {
     json cases = json::array();
     std::vector<size_t> in_fold;
     int64_t total_slices = 0;
@@ -387,6 +413,14 @@ class Evaluator {
                   {"classwise_ece", number(values.classwise_ece[c])},
                   {"nll", number(values.nll[c])},
                   {"brier", number(values.brier[c])}};
+    if (!values.soft_l1.empty()) {
+      json threshold_dice = json::object();
+      for (size_t r = 0; r < regions_.size(); ++r)
+        threshold_dice[regions_[r].name] = number(values.threshold_dice[r][c]);
+      entry["soft_reference"] = {{"threshold_dice", threshold_dice},
+                                 {"l1", number(values.soft_l1[c])},
+                                 {"brier", number(values.soft_brier[c])}};
+    }
     for (size_t k = 0; values.has_surface() && k < std::size(kSurfaceMetrics); ++k) {
       json per_region = json::object();
       for (size_t r = 0; r < regions_.size(); ++r) per_region[regions_[r].name] = number(values.distance(c, r, k));
@@ -415,6 +449,18 @@ class Evaluator {
                     {"nll", number(mean_ignoring_nan(values.nll))},
                     {"brier", number(mean_ignoring_nan(values.brier))}};
     if (values.has_surface()) summary["surface"] = surface_summary(values, in_fold);
+    if (!values.soft_l1.empty()) {
+      const auto mean_and_interval = [&](const std::vector<double>& v) {
+        return json{{"mean", number(mean_ignoring_nan(v))}, {"ci95", interval(v, o_)}};
+      };
+      json threshold_dice = json::object();
+      for (size_t r = 0; r < regions_.size(); ++r) {
+        threshold_dice[regions_[r].name] = mean_and_interval(values.threshold_dice[r]);
+      }
+      summary["soft_reference"] = {{"threshold_dice", threshold_dice},
+                                   {"l1", mean_and_interval(values.soft_l1)},
+                                   {"brier", mean_and_interval(values.soft_brier)}};
+    }
     return summary;
   }
 

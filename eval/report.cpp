@@ -91,6 +91,23 @@ std::vector<SummaryColumn> surface_columns(const std::vector<std::string>& regio
   return columns;
 }
 
+// Whether the models carry metrics against the raters' mean (stores with raters).
+bool has_soft_reference(const json& report) {
+  return report.at("models").at(0).at("summary").contains("soft_reference");
+}
+
+// table#soft-reference: per region the threshold Dice, then the L1 and Brier distances.
+std::vector<SummaryColumn> soft_reference_columns(const std::vector<std::string>& regions) {
+  std::vector<SummaryColumn> columns;
+  const Pointer soft("/soft_reference");
+  for (const std::string& region : regions) {
+    columns.push_back({"Threshold Dice", region, soft / "threshold_dice" / region / "mean", true, true});
+  }
+  columns.push_back({"Distance to the rater mean", "L1", soft / "l1" / "mean", false, true});
+  columns.push_back({"Distance to the rater mean", "Brier", soft / "brier" / "mean", false, true});
+  return columns;
+}
+
 // A number of a case, shared by per_case.csv and table#per-case (after the model and case id).
 struct CaseColumn {
   std::string csv_name;
@@ -112,6 +129,13 @@ std::vector<CaseColumn> case_columns(const json& report) {
   columns.push_back({"classwise_ece", "classwise ECE", Pointer("/classwise_ece"), 4});
   columns.push_back({"nll", "NLL", Pointer("/nll"), 4});
   columns.push_back({"brier", "Brier", Pointer("/brier"), 4});
+  if (!has_soft_reference(report)) return columns;
+  for (const std::string& region : regions_of(report)) {
+    columns.push_back({region + "_threshold_dice", region + " threshold Dice",
+                       Pointer("/soft_reference/threshold_dice") / region, 4});
+  }
+  columns.push_back({"soft_l1", "soft L1", Pointer("/soft_reference/l1"), 4});
+  columns.push_back({"soft_brier", "soft Brier", Pointer("/soft_reference/brier"), 4});
   return columns;
 }
 
@@ -134,6 +158,12 @@ std::string task_and_fold(const json& report) {
   return display(report.at("task").at("name")) + ", fold " + display(report.at("fold"));
 }
 
+// What Dice and calibration are measured against.
+std::string reference(const json& report) {
+  if (!report.contains("reference") || report.at("reference").value("raters", 0) == 0) return "the store's labels";
+  return "the majority vote of " + display(report.at("reference").at("raters")) + " raters (soft metrics: their mean)";
+}
+
 // Which slices the metrics cover: whole volumes only with a store of every slice.
 std::string store_slices(const json& report) {
   const json* options = report.contains("store_options") ? &report.at("store_options") : nullptr;
@@ -151,6 +181,7 @@ void write_header(std::ostream& out, const json& report) {
       {"Data", display(report.at("data"))},
       {"Store hash", display(report.at("store_hash"))},
       {"Slices", store_slices(report)},
+      {"Reference", reference(report)},
       {"Fold", display(report.at("fold"))},
       {"Task", display(task.at("name")) + " (" + display(task.at("classes")) + " classes: " + classes + ")"},
       {"Created", display(report.at("created"))},
@@ -256,6 +287,14 @@ void write_comparison(std::ostream& out, const json& report) {
   out << "<p class=\"note\">Slice Dice: mean over cases of the mean Dice of their slices; a slice where "
       << "prediction and label are both empty counts as " << escape_html(display(report.at("empty_slice_dice")))
       << ".</p>\n";
+  if (has_soft_reference(report)) {
+    write_summary_table(out, models, "soft-reference", soft_reference_columns(regions));
+    out << "<p class=\"note\">Against the raters' mean q, per case, then the mean over cases with its 95% bootstrap "
+        << "interval: threshold Dice, the mean over t = 0.1, 0.2, &hellip;, 0.9 of the Dice of {p &gt; t} and "
+        << "{q &gt; t} (the QUBIQ metric; a threshold where both are empty counts 1); L1, the mean over voxels of "
+        << "&sum;<sub>k</sub> |p<sub>k</sub> &minus; q<sub>k</sub>|; Brier, of &sum;<sub>k</sub> (p<sub>k</sub> "
+        << "&minus; q<sub>k</sub>)<sup>2</sup>.</p>\n";
+  }
   if (has_surface(report)) {
     write_summary_table(out, models, "surface", surface_columns(regions));
     out << "<p class=\"note\">Surface distances per case in 3-D, on the store's grid (its in-plane spacing scaled by "

@@ -10,6 +10,8 @@
 //   fold                                                         integer
 //   task: {name, classes, class_names: [string]}
 //   regions: [string]                 the Dice regions, e.g. ["kidney", "tumor", "kidney+tumor"]
+//   reference (optional): {label: "store" | "majority", raters: integer, soft: "rater mean"}
+//                                     what Dice and calibration compare against
 //   options: any JSON                 shown pretty-printed
 //   empty_slice_dice: number          slice Dice when prediction and label are both empty
 //   models: [{
@@ -20,10 +22,14 @@
 //       ece: {mean, ci95: [low, high]},  classwise_ece, nll, brier: number
 //       surface (optional, with every model or none): {<region>: {hd95, assd, nsd: {mean,
 //         ci95: [low, high]}}}; options then hold surface_tolerance_mm
+//       soft_reference (optional, with every model or none; stores with raters): {threshold_dice:
+//         {<region>: {mean, ci95}}, l1: {mean, ci95}, brier: {mean, ci95}} against the raters' mean
+//         (SoftReferenceMetrics, core/metrics.h)
 //     }
 //     reliability: {bins, confidence: [bins], accuracy: [bins], count: [bins integers]}
 //     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, classwise_ece, nll, brier,
-//              and with surface: hd95, assd, nsd: {<region>}}]
+//              and with surface: hd95, assd, nsd: {<region>};
+//              and with soft_reference: soft_reference: {threshold_dice: {<region>}, l1, brier}}]
 //            (the number of cases is the length of this array; there is no separate count)
 //     paired (optional; every model but the first): {reference: the first model's name,
 //       dice: {<region>: {cases, mean, ci95: [low, high], p_value, p_holm}}}: per-case Dice minus
@@ -42,10 +48,10 @@ namespace kdseg::eval::report {
 inline constexpr char kFormat[] = "kdseg report 1";
 
 // One HTML page with no external resources (its Content-Security-Policy forbids every fetch):
-// header, table#comparison, table#slice-dice and table#surface when the models carry surface
-// distances (the best value of each column has class "best"), table#paired when the models
-// carry paired differences, one svg.reliability per model, svg#per-case-dice (the "tumor"
-// region, else the first), table#per-case and section#configuration. A small script sets
+// header, table#comparison, table#slice-dice, table#soft-reference when the models carry metrics
+// against the raters' mean, and table#surface when the models carry surface distances (the best value of each column
+// has class "best"), table#paired when the models carry paired differences, one svg.reliability per model,
+// svg#per-case-dice (the "tumor" region, else the first), table#per-case and section#configuration. A small script sets
 // body[data-rendered="ok"] once the charts are in place, and html[data-error] on a script error,
 // console.error or blocked load.
 // Throws kdseg::Error when `report` does not follow the schema above.

@@ -6,13 +6,32 @@
 
 namespace kdseg::student {
 
+namespace {
+struct LabelKindName {
+  LabelKind kind;
+  const char* name;
+};
+constexpr LabelKindName kLabelKinds[] = {{LabelKind::kHard, "hard"},         {LabelKind::kSmoothed, "ls"},
+                                         {LabelKind::kMajority, "majority"}, {LabelKind::kRandom, "random"},
+                                         {LabelKind::kMean, "mean"},         {LabelKind::kWeighted, "weighted"}};
+}  // namespace
+
 LabelKind parse_label_kind(const std::string& name) {
-  if (name == "hard") return LabelKind::kHard;
-  if (name == "ls") return LabelKind::kSmoothed;
-  KDSEG_THROW("--labels must be hard or ls, got '", name, "'");
+  for (const auto& k : kLabelKinds) {
+    if (name == k.name) return k.kind;
+  }
+  KDSEG_THROW("--labels must be hard, ls, majority, random, mean or weighted, got '", name, "'");
 }
 
-const char* label_kind_name(LabelKind kind) { return kind == LabelKind::kHard ? "hard" : "ls"; }
+const char* label_kind_name(LabelKind kind) {
+  for (const auto& k : kLabelKinds) {
+    if (kind == k.kind) return k.name;
+  }
+  return "?";
+}
+
+bool is_rater_kind(LabelKind kind) { return kind != LabelKind::kHard && kind != LabelKind::kSmoothed; }
+bool is_soft_rater_kind(LabelKind kind) { return kind == LabelKind::kMean || kind == LabelKind::kWeighted; }
 
 LossKind parse_loss_kind(const std::string& name) {
   if (name == "ce") return LossKind::kCe;
@@ -106,8 +125,8 @@ void check_distillation(const TrainConfig& c) {
               "distill: --cache is required (or --teacher-mode online)");
   KDSEG_CHECK(c.teacher_mode != TeacherMode::kOnline || c.online_teacher,
               "distill: --teacher-mode online needs --teacher");
-  KDSEG_CHECK(c.teacher_mode == TeacherMode::kNone || c.labels == LabelKind::kHard,
-              "distill: soft labels come from the teacher; --labels ", label_kind_name(c.labels), " is for train");
+  KDSEG_CHECK(c.teacher_mode == TeacherMode::kNone || c.labels != LabelKind::kSmoothed,
+              "distill: soft labels come from the teacher (or the raters); --labels ls is for train");
   KDSEG_CHECK(c.temperature > 0, "distill: --temperature must be > 0");
 }
 

@@ -18,10 +18,14 @@ class FrozenModel;
 
 namespace kdseg::student {
 
-// Hard labels, or boundary label smoothing of them (`--labels ls`).
-enum class LabelKind { kHard, kSmoothed };
-LabelKind parse_label_kind(const std::string& name);  // hard | ls
+// What the student learns from in the store: its label (hard), boundary label smoothing of it
+// (ls), or its raters (data/raters.h): their majority vote or one rater drawn per sample and
+// epoch (hard), their mean or their mean weighted by agreement with the majority (soft).
+enum class LabelKind { kHard, kSmoothed, kMajority, kRandom, kMean, kWeighted };
+LabelKind parse_label_kind(const std::string& name);  // hard | ls | majority | random | mean | weighted
 const char* label_kind_name(LabelKind kind);
+bool is_rater_kind(LabelKind kind);       // majority, random, mean, weighted
+bool is_soft_rater_kind(LabelKind kind);  // mean, weighted
 
 // The objective: CE (or KL to soft labels) alone, DML alone, or the paper's 0.25 CE + 0.75 DML.
 enum class LossKind { kCe, kDml, kCeDml };

@@ -50,6 +50,18 @@ losses::ObjectiveWeights weights_for(LossKind loss, double temperature) {
   return weights;  // the paper: 0.25 CE/KL + 0.75 DML, label and teacher 0.5 each
 }
 
+data::RaterLabels rater_labels(LabelKind kind) {
+  switch (kind) {
+    case LabelKind::kMajority: return data::RaterLabels::kMajority;
+    case LabelKind::kRandom: return data::RaterLabels::kRandom;
+    case LabelKind::kMean: return data::RaterLabels::kMean;
+    case LabelKind::kWeighted: return data::RaterLabels::kWeighted;
+    case LabelKind::kHard:
+    case LabelKind::kSmoothed: break;
+  }
+  return data::RaterLabels::kNone;
+}
+
 class Trainer {
  public:
   Trainer(const TrainConfig& c, dist::Communicator& comm)
@@ -60,6 +72,9 @@ class Trainer {
     configure_device();
     choose_layout();
     task_ = data::make_task(c_.task, data::parse_layout(store_.attribute("layout")));
+    KDSEG_CHECK(!is_rater_kind(c_.labels) || store_.raters() > 0, c_.data, ": --labels ", label_kind_name(c_.labels),
+                " learns from several raters, but the store keeps none (prepare a multi-rater dataset, such as ",
+                "KiTS23 with its instances/, or use --labels hard)");
     split_rows();
     if (c_.teacher_mode == TeacherMode::kCache) open_cache();
     if (c_.teacher_mode == TeacherMode::kOnline) {
@@ -262,6 +277,7 @@ class Trainer {
     lo.augment.crop = c_.crop;
     lo.soft_labels = soft_labels_;
     lo.temperature = c_.temperature;
+    lo.raters = rater_labels(c_.labels);
     lo.pin_memory = device_.is_cuda();
     data::BatchLoader loader(c_.data, task_, lo, batches);
     model_->train();
@@ -353,7 +369,9 @@ class Trainer {
     record.loss_sum += record.parts.total.detach().to(torch::kDouble);
   }
 
-  // Hard labels; or label-smoothed soft targets; or hard labels with the teacher's soft labels.
+  // Hard labels (the store's, the raters' majority or one rater); or label-smoothed soft targets;
+  // or the raters' mean as soft targets, mixed with the teacher's by the objective's label and
+  // teacher weights when distilling; or hard labels with the teacher's soft labels.
   losses::ObjectiveInputs objective_inputs(const data::Batch& batch, const models::UNetOutput& out, const Tensor& input,
                                            const Tensor& labels, StepRecord& record) {
     losses::ObjectiveInputs in;
@@ -361,7 +379,18 @@ class Trainer {
     in.aux_logits = out.aux;
     in.labels = labels;
     in.labels_checked = true;
-    if (c_.labels == LabelKind::kSmoothed) {
+    if (is_soft_rater_kind(c_.labels)) {
+      in.labels = Tensor();
+      in.keep = labels != task_.ignore_index;
+      in.soft = batch.rater_soft.to(device_, /*non_blocking=*/true);
+      Tensor teacher;
+      if (c_.teacher_mode == TeacherMode::kOnline) teacher = online_soft_labels(input, record.teacher_seconds);
+      if (c_.teacher_mode == TeacherMode::kCache) teacher = batch.soft.to(device_, /*non_blocking=*/true);
+      if (teacher.defined()) {
+        const auto w = weights_for(c_.loss, c_.temperature);
+        in.soft = (w.label() * in.soft + w.teacher() * teacher) / (w.label() + w.teacher());
+      }
+    } else if (c_.labels == LabelKind::kSmoothed) {
       const auto smoothed = losses::boundary_label_smoothing(labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
                                                              task_.ignore_index, /*check_labels=*/false);
       in.labels = Tensor();
@@ -443,6 +472,8 @@ class Trainer {
     lo.workers = c_.workers;
     lo.train = false;
     lo.augment.crop = 0;  // whole slices
+    // Against the raters' majority where the store keeps raters, as evaluate measures.
+    lo.raters = store_.raters() > 0 ? data::RaterLabels::kMajority : data::RaterLabels::kNone;
     lo.pin_memory = device_.is_cuda();
     data::BatchLoader loader(c_.data, task_, lo, plan);
     while (auto batch = loader.next()) {

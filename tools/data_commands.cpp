@@ -9,6 +9,7 @@
 #include "core/parse.h"
 #include "data/prepared_store.h"
 #include "data/synth.h"
+#include "tools/launch.h"
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
@@ -16,12 +17,13 @@ namespace po = boost::program_options;
 void add_synth_options(po::options_description& d) {
   // clang-format off
   d.add_options()
-      ("layout", po::value<std::string>()->default_value("lits"), "lits, kits19 or kits23")
+      ("layout", po::value<std::string>()->default_value("lits"), "lits, kits19, kits23 or qubiq")
       ("cases", po::value<int>()->default_value(4), "number of cases")
       ("output", po::value<std::string>()->required(), "folder to write the dataset into")
       ("seed", po::value<uint64_t>()->default_value(0), "random seed (the data are a function of it)")
       ("size", po::value<int64_t>()->default_value(64), "in-plane voxels")
       ("slices", po::value<int64_t>()->default_value(32), "axial slices per case")
+      ("raters", po::value<int>()->default_value(0), "raters per case (kits23, qubiq): each writes its own masks")
       ("force", po::bool_switch(), "write into a folder that holds other files (they may be replaced)");
   // clang-format on
 }
@@ -34,19 +36,23 @@ int run_synth(const po::variables_map& vm) {
   o.size = vm["size"].as<int64_t>();
   o.slices = vm["slices"].as<int64_t>();
   o.force = vm["force"].as<bool>();
+  o.raters = vm["raters"].as<int>();
   const std::string out = vm["output"].as<std::string>();
   const data::SynthSummary s = data::write_synthetic_dataset(out, o);
-  log::info("wrote {} {} cases of {}x{}x{} voxels to {} ({} tumour and {} organ voxels)", s.cases,
-            data::layout_name(o.layout), o.size, o.size, o.slices, out, s.tumour_voxels, s.organ_voxels);
+  log::info("wrote {} {} cases of {}x{}x{} voxels to {} ({} tumour and {} organ voxels{})", s.cases,
+            data::layout_name(o.layout), o.size, o.size, o.slices, out, s.tumour_voxels, s.organ_voxels,
+            o.raters > 0 ? ", " + std::to_string(o.raters) + " raters per case" : std::string());
   return 0;
 }
 
 void add_prepare_options(po::options_description& d) {
   // clang-format off
   d.add_options()
-      ("input", po::value<std::string>()->required(), "folder with the LiTS or KiTS download")
+      ("input", po::value<std::string>()->required(), "folder with the LiTS, KiTS or QUBIQ download")
       ("output", po::value<std::string>()->required(), "prepared store to write (HDF5)")
-      ("layout", po::value<std::string>()->default_value("auto"), "auto, lits, kits19 or kits23")
+      ("layout", po::value<std::string>()->default_value("auto"), "auto, lits, kits19, kits23 or qubiq")
+      ("raters", po::value<std::string>()->default_value("auto"), "keep every rater's labels: auto (when the files exist) or none")
+      ("qubiq-task", po::value<int>()->default_value(1), "the QUBIQ task whose raters' masks are read (taskTT_segRR)")
       ("slices", po::value<std::string>()->default_value("tumor"), "slices to keep: tumor, organ or all")
       ("size", po::value<std::string>()->default_value("512"), "output in-plane size N (NxN) or native")
       ("folds", po::value<int>()->default_value(5), "number of cross-validation folds (by case)")
@@ -78,12 +84,16 @@ int run_prepare(const po::variables_map& vm) {
   o.skip_bad_cases = vm["skip-bad-cases"].as<bool>();
   o.force = vm["force"].as<bool>();
   o.threads = vm["threads"].as<int>();
+  o.raters = parse_option(vm, "raters", data::parse_rater_search);
+  o.qubiq_task = vm["qubiq-task"].as<int>();
+  if (o.qubiq_task < 1) throw po::error("--qubiq-task must be 1 or more, got " + std::to_string(o.qubiq_task));
   const data::PrepareSummary s = data::prepare_store(o);
   std::cout << "prepared " << o.output << " (" << data::layout_name(s.layout) << ", " << s.image_dtype << " images)\n"
             << "  cases " << s.cases << ", slices kept " << s.slices << ", skipped cases " << s.skipped.size() << "\n"
             << "  fold:   ";
   for (size_t f = 0; f < s.cases_per_fold.size(); ++f)
     std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
+  if (s.raters > 0) std::cout << "\n  raters: " << s.raters << " per case";
   std::cout << "\n  labels: ";
   for (size_t v = 0; v < s.label_histogram.size(); ++v) std::cout << "  " << v << ": " << s.label_histogram[v];
   std::cout << "\n  content hash " << s.content_hash << ", " << s.seconds << " s ("

@@ -115,7 +115,8 @@ void add_train_options(po::options_description& d) {
   add_trainer_options(d);
   // clang-format off
   d.add_options()
-      ("labels", po::value<std::string>()->default_value("hard"), "hard or ls (boundary label smoothing)")
+      ("labels", po::value<std::string>()->default_value("hard"),
+       "hard, ls (boundary label smoothing), or from several raters: majority, random, mean or weighted")
       ("ls-epsilon", po::value<double>()->default_value(0.5), "label smoothing: weight moved off the true class")
       ("ls-kernel", po::value<int64_t>()->default_value(3), "label smoothing: boundary window size");
   // clang-format on
@@ -134,6 +135,8 @@ void add_distill_options(po::options_description& d) {
   // clang-format off
   d.add_options()
       ("cache", po::value<std::string>()->default_value(""), "soft-label cache folder (kdseg precompute)")
+      ("labels", po::value<std::string>()->default_value("hard"),
+       "the label terms: hard, or from several raters: majority, random, mean or weighted (mixed with the teacher's)")
       ("teacher-mode", po::value<std::string>()->default_value("cache"),
        "cache (soft labels from --cache) or online (run --teacher in every step)")
       ("teacher", po::value<std::string>()->default_value(""),
@@ -147,6 +150,7 @@ void add_distill_options(po::options_description& d) {
 int run_distill(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
   c.teacher_mode = parse_option(vm, "teacher-mode", student::parse_teacher_mode);
+  c.labels = parse_option(vm, "labels", student::parse_label_kind);
   c.cache = vm["cache"].as<std::string>();
   c.teacher = vm["teacher"].as<std::string>();
   c.temperature = vm["temperature"].as<double>();

@@ -1,0 +1,215 @@
+#include "data/raters.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "core/error.h"
+#include "core/random.h"
+
+namespace kdseg::data {
+namespace {
+namespace fs = std::filesystem;
+using torch::Tensor;
+
+// The stream of derive_seed that draws a sample's rater ("rater" in ASCII).
+constexpr uint64_t kRaterStream = 0x7261746572;
+
+const std::regex kInstanceFile(R"((kidney|tumor|cyst)_instance-(\d+)_annotation-(\d+)\.nii(\.gz)?)");
+const std::regex kQubiqFile(R"(task(\d+)_seg(\d+)\.nii(\.gz)?)");
+
+// KiTS regions in painting order (later over earlier) and their label values.
+struct KitsRegion {
+  const char* name;
+  uint8_t value;
+};
+constexpr KitsRegion kKitsRegions[] = {{"kidney", 1}, {"cyst", 3}, {"tumor", 2}};
+
+// [region][instance][annotation] -> file.
+using InstanceFiles = std::map<std::string, std::map<int, std::map<int, std::string>>>;
+
+RaterFiles kits_raters(const fs::path& case_folder) {
+  RaterFiles out;
+  InstanceFiles found;
+  std::string extension = ".nii.gz";
+  fs::path folder;
+  for (const char* name : {"instances", "segmentations"}) {
+    std::error_code ec;
+    if (!fs::is_directory(case_folder / name, ec)) continue;
+    folder = case_folder / name;
+    for (const auto& entry : fs::directory_iterator(folder)) {
+      std::smatch m;
+      const std::string file = entry.path().filename().string();
+      if (!std::regex_match(file, m, kInstanceFile)) continue;
+      found[m[1].str()][std::stoi(m[2].str())][std::stoi(m[3].str())] = entry.path().string();
+      extension = m[4].matched ? ".nii.gz" : ".nii";
+    }
+    if (!found.empty()) break;
+  }
+  int raters = 0;
+  for (const auto& [region, instances] : found) {
+    for (const auto& [instance, annotations] : instances) raters = std::max(raters, annotations.rbegin()->first);
+  }
+  if (raters == 0) return out;
+  out.raters.resize(static_cast<size_t>(raters));
+  for (const KitsRegion& region : kKitsRegions) {
+    const auto r = found.find(region.name);
+    if (r == found.end()) continue;
+    for (const auto& [instance, annotations] : r->second) {
+      for (int j = 1; j <= raters; ++j) {
+        const auto a = annotations.find(j);
+        if (a == annotations.end()) {
+          out.problem = (folder / (std::string(region.name) + "_instance-" + std::to_string(instance) + "_annotation-" +
+                                   std::to_string(j) + extension))
+                            .string() +
+                        ": missing (the case's other annotations have " + std::to_string(raters) + " raters)";
+          out.raters.clear();
+          return out;
+        }
+        out.raters[static_cast<size_t>(j - 1)].push_back({a->second, region.value});
+      }
+    }
+  }
+  return out;
+}
+
+RaterFiles qubiq_raters(const fs::path& case_folder, int task) {
+  RaterFiles out;
+  std::map<int, std::string> segs;
+  std::string extension = ".nii.gz";
+  for (const auto& entry : fs::directory_iterator(case_folder)) {
+    std::smatch m;
+    const std::string file = entry.path().filename().string();
+    if (!std::regex_match(file, m, kQubiqFile) || std::stoi(m[1].str()) != task) continue;
+    segs[std::stoi(m[2].str())] = entry.path().string();
+    extension = m[3].matched ? ".nii.gz" : ".nii";
+  }
+  if (segs.empty()) {
+    char name[32];
+    std::snprintf(name, sizeof name, "task%02d_seg01", task);
+    out.problem = (case_folder / (name + extension)).string() + ": missing (a qubiq case needs its raters' masks)";
+    return out;
+  }
+  const int raters = segs.rbegin()->first;
+  for (int j = 1; j <= raters; ++j) {
+    const auto s = segs.find(j);
+    if (s == segs.end()) {
+      char name[32];
+      std::snprintf(name, sizeof name, "task%02d_seg%02d", task, j);
+      out.problem = (case_folder / (name + extension)).string() + ": missing (the case has masks of raters up to " +
+                    std::to_string(raters) + ")";
+      out.raters.clear();
+      return out;
+    }
+    out.raters.push_back({{s->second, 1}});
+  }
+  return out;
+}
+
+}  // namespace
+
+RaterSearch parse_rater_search(const std::string& name) {
+  if (name == "auto") return RaterSearch::kAuto;
+  if (name == "none") return RaterSearch::kNone;
+  KDSEG_THROW("--raters must be auto or none, got '", name, "'");
+}
+
+RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_task) {
+  const fs::path case_folder = fs::path(files.image).parent_path();
+  switch (layout) {
+    case Layout::kKits19:
+    case Layout::kKits23: return kits_raters(case_folder);
+    case Layout::kQubiq: return qubiq_raters(case_folder, qubiq_task);
+    case Layout::kLits: break;
+  }
+  return {};
+}
+
+Tensor read_raters(const RaterFiles& files, const Volume& image) {
+  const auto shape = image.voxels.sizes();
+  Tensor out = torch::zeros({static_cast<int64_t>(files.raters.size()), shape[0], shape[1], shape[2]}, torch::kByte);
+  for (size_t j = 0; j < files.raters.size(); ++j) {
+    Tensor rater = out[static_cast<int64_t>(j)];
+    for (const RaterPart& part : files.raters[j]) {
+      const Volume mask = read_nifti(part.file, /*require_finite=*/true);
+      check_same_grid(mask, image);
+      rater.masked_fill_(mask.voxels != 0, part.value);
+    }
+  }
+  return out;
+}
+
+Tensor majority_label(const Tensor& raters, int64_t values) {
+  Tensor best = torch::zeros(raters.sizes().slice(1), torch::kByte);
+  Tensor best_votes = (raters == 0).sum(0, /*keepdim=*/false, torch::kShort);
+  for (int64_t v = 1; v < values; ++v) {
+    const Tensor votes = (raters == v).sum(0, false, torch::kShort);
+    const Tensor more = votes > best_votes;
+    best.masked_fill_(more, static_cast<uint8_t>(v));
+    best_votes = torch::where(more, votes, best_votes);
+  }
+  return best;
+}
+
+std::vector<double> rater_agreement(const Tensor& raters, int64_t values) {
+  const Tensor majority = majority_label(raters, values);
+  std::vector<double> agreement;
+  for (int64_t j = 0; j < raters.size(0); ++j) {
+    double sum = 0;
+    int present = 0;
+    for (int64_t v = 1; v < values; ++v) {
+      const Tensor a = raters[j] == v, b = majority == v;
+      const double size = static_cast<double>(a.sum().item<int64_t>() + b.sum().item<int64_t>());
+      if (size == 0) continue;
+      sum += 2.0 * static_cast<double>(a.logical_and(b).sum().item<int64_t>()) / size;
+      ++present;
+    }
+    // As the paper's code: a rater with no measurable agreement keeps the full weight.
+    agreement.push_back(present == 0 || sum <= 0 ? 1.0 : sum / present);
+  }
+  return agreement;
+}
+
+Tensor class_votes(const Tensor& classes, int64_t num_classes) {
+  std::vector<Tensor> votes;
+  for (int64_t c = 0; c < num_classes; ++c) votes.push_back((classes == c).sum(0).to(torch::kFloat));
+  return torch::stack(votes);
+}
+
+Tensor majority_class(const Tensor& votes, int64_t ignore_index) {
+  Tensor best = torch::zeros(votes.sizes().slice(1), torch::kLong);
+  Tensor best_votes = votes[0].clone();
+  for (int64_t c = 1; c < votes.size(0); ++c) {
+    const Tensor more = votes[c] > best_votes;
+    best.masked_fill_(more, c);
+    best_votes = torch::where(more, votes[c], best_votes);
+  }
+  return best.masked_fill_(votes.sum(0) == 0, ignore_index);
+}
+
+Tensor weighted_mean(const Tensor& classes, const std::vector<double>& weights, int64_t num_classes,
+                     int64_t ignore_index) {
+  KDSEG_CHECK(static_cast<int64_t>(weights.size()) == classes.size(0), "weighted_mean: ", weights.size(),
+              " weights for ", classes.size(0), " raters");
+  std::vector<int64_t> shape{num_classes};
+  for (int64_t d = 1; d < classes.dim(); ++d) shape.push_back(classes.size(d));
+  Tensor out = torch::zeros(shape, torch::kFloat);
+  Tensor total = torch::zeros(classes.sizes().slice(1), torch::kFloat);
+  for (int64_t j = 0; j < classes.size(0); ++j) {
+    const Tensor rater = classes[j];
+    const float w = static_cast<float>(weights[static_cast<size_t>(j)]);
+    for (int64_t c = 0; c < num_classes; ++c) out[c].add_((rater == c).to(torch::kFloat), w);
+    total.add_((rater != ignore_index).to(torch::kFloat), w);
+  }
+  return torch::where(total > 0, out / total.clamp_min(1e-12), torch::zeros_like(out));
+}
+
+int64_t random_rater(uint64_t sample_seed, int64_t raters) {
+  Rng rng(derive_seed(sample_seed, {kRaterStream}));
+  return rng.uniform_int(0, raters - 1);
+}
+
+}  // namespace kdseg::data
