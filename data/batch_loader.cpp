@@ -112,8 +112,9 @@ struct BatchLoader::Impl {
     std::vector<Tensor> images, labels, soft, rater_soft;
     Batch batch;
     for (const auto& item : items) {
+      Tensor image = task.window(reader.image(item.row)).unsqueeze(0);
       auto [label, rater_mean] = labels_of(item);
-      Sample sample{task.window(reader.image(item.row)).unsqueeze(0), label, Tensor()};
+      Sample sample{image, label, Tensor()};
       // The soft maps follow the image's transform together: the teacher's, then the raters'.
       std::vector<Tensor> extra;
       if (options.soft_labels) extra.push_back(options.soft_labels->probabilities(item.row, options.temperature));

@@ -12,7 +12,7 @@ packages=(
   libniftiio-dev libnifti2-dev libznz-dev zlib1g-dev
   libgtest-dev libbenchmark-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev
-  chromium python3-h5py
+  chromium python3-h5py python3-nibabel
   clang-format
 )
 

@@ -106,5 +106,43 @@ TEST(Metrics, SliceDiceAveragesSlicesAndStateSumsAcrossSplits) {
   EXPECT_TRUE(torch::allclose(a.state(), whole.state()));
 }
 
+// Binary probabilities [1,2,1,N] of foreground values `p`.
+Tensor binary(const std::vector<double>& p) {
+  const Tensor fg = torch::tensor(p, torch::kDouble).view({1, 1, 1, -1});
+  return torch::cat({1 - fg, fg}, 1);
+}
+
+TEST(SoftReferenceMetrics, ThresholdDiceAndDistancesByHand) {
+  // p = 0.05 0.25 0.55 0.95 against q = 0 1/3 2/3 1 (three raters). At t = 0.3 p keeps voxels
+  // {2,3}, q {1,2,3}: Dice 0.8; at t = 0.6 p {3}, q {2,3}: 2/3; every other t agrees: 1.
+  const Tensor p = binary({0.05, 0.25, 0.55, 0.95}), q = binary({0, 1.0 / 3, 2.0 / 3, 1});
+  // Case 1: nothing predicted, nothing labelled: every threshold counts 1, distances 0. A fifth
+  // voxel outside `keep` would spoil both if it counted.
+  const Tensor p_empty = binary({0, 0, 0.9}), q_empty = binary({0, 0, 0});
+  SoftReferenceMetrics metrics(2, 2, {{"fg", {1}}});
+  metrics.add(p, q, torch::ones({1, 1, 4}, torch::kBool), {0});
+  metrics.add(p_empty, q_empty, torch::tensor({true, true, false}).view({1, 1, 3}), {1});
+  EXPECT_NEAR(metrics.threshold_dice_per_case(0)[0], (7 + 0.8 + 2.0 / 3) / 9, 1e-12);
+  EXPECT_DOUBLE_EQ(metrics.threshold_dice_per_case(0)[1], 1.0);
+  // L1 and Brier sum over both classes: twice the foreground's difference.
+  const double d[] = {0.05, 0.25 - 1.0 / 3, 0.55 - 2.0 / 3, -0.05};
+  double l1 = 0, brier = 0;
+  for (double x : d) {
+    l1 += 2 * std::abs(x) / 4;
+    brier += 2 * x * x / 4;
+  }
+  EXPECT_NEAR(metrics.l1_per_case()[0], l1, 1e-12);
+  EXPECT_NEAR(metrics.brier_per_case()[0], brier, 1e-12);
+  EXPECT_DOUBLE_EQ(metrics.l1_per_case()[1], 0.0);
+  // The state sums across ranks: two halves of case 0 give the same numbers.
+  SoftReferenceMetrics a(2, 2, {{"fg", {1}}}), b(2, 2, {{"fg", {1}}});
+  const Tensor keep_first = torch::tensor({true, true, false, false}).view({1, 1, 4});
+  a.add(p, q, keep_first, {0});
+  b.add(p, q, keep_first.logical_not(), {0});
+  a.set_state(a.state() + b.state());
+  EXPECT_NEAR(a.threshold_dice_per_case(0)[0], metrics.threshold_dice_per_case(0)[0], 1e-12);
+  EXPECT_TRUE(std::isnan(a.l1_per_case()[1]));  // a case without voxels
+}
+
 }  // namespace
 }  // namespace kdseg

@@ -8,6 +8,7 @@
 
 #include "core/models/unet.h"
 #include "data/prepared_store.h"
+#include "data/synth.h"
 #include "student/trainer.h"
 #include "teacher/precompute.h"
 #include "tests/data/temp_dir.h"
@@ -143,6 +144,88 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
               std::to_string(local1);
     ok = ok && std::abs(global1 - single1) < 1e-5 * std::abs(single1) &&
          std::abs(local1 - single1) > 1e-4 * std::abs(single1);
+    std::printf("%s\n", report.c_str());
+  }
+  EXPECT_TRUE(all_ranks(ok)) << report;
+}
+
+// Several raters: one rater drawn per sample is the same on 2 or 3 ranks as on one (step 1 equal),
+// and distillation that mixes the raters' mean with a teacher's soft labels learns on N ranks.
+TEST(MultiRaterTraining, RandomRaterFollowsOneRankAndMeanDistillationLearns) {
+  std::unique_ptr<kdseg::test::TempDir> owner;
+  const std::string dir = shared_folder(owner);
+  kdseg::student::TrainConfig c;
+  c.data = dir + "/p.h5";
+  c.width = 0.125;
+  c.dropout = 0;
+  c.crop = 32;
+  c.batch_size = 6;
+  c.lr = 2e-3;
+  c.workers = 1;
+  c.validate_every = 0;
+  c.log_every = 1;
+  c.labels = kdseg::student::LabelKind::kRandom;
+  c.max_steps = 2;
+  if (world().rank() == 0) {
+    kdseg::data::SynthOptions synth;
+    synth.layout = kdseg::data::Layout::kQubiq;
+    synth.cases = 4;
+    synth.size = 32;
+    synth.slices = 10;
+    synth.raters = 3;
+    kdseg::data::write_synthetic_dataset(dir + "/raw", synth);
+    kdseg::data::PrepareOptions p;
+    p.input = dir + "/raw";
+    p.output = c.data;
+    p.size = 0;
+    p.folds = 2;
+    p.slices = kdseg::data::SliceSelection::kOrgan;
+    kdseg::data::prepare_store(p);
+  }
+  world().barrier();
+  c.output = dir + "/random";
+  kdseg::student::train(c, world());
+  bool ok = true;
+  std::string report;
+  if (world().rank() == 0) {
+    auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
+    auto one = c;
+    one.output = dir + "/random-single";
+    kdseg::student::train(one, *local);
+    const double parallel1 = losses_of(dir + "/random/metrics.jsonl").at(0);
+    const double single1 = losses_of(dir + "/random-single/metrics.jsonl").at(0);
+    report = "random, step 1: " + std::to_string(parallel1) + " on N ranks, " + std::to_string(single1) + " on one";
+    ok = std::abs(parallel1 - single1) < 1e-5 * std::abs(single1);
+    auto t = c;
+    t.labels = kdseg::student::LabelKind::kMajority;
+    t.max_steps = 6;
+    t.output = dir + "/teacher";
+    kdseg::student::train(t, *local);
+  }
+  world().barrier();
+  kdseg::teacher::PrecomputeOptions o;
+  o.teacher = dir + "/teacher/last.pt";
+  o.data = c.data;
+  o.output = dir + "/cache";
+  o.batch_size = 4;
+  kdseg::teacher::precompute(o, world());
+  c.teacher_mode = kdseg::student::TeacherMode::kCache;
+  c.cache = o.output;
+  c.teacher = o.teacher;
+  c.labels = kdseg::student::LabelKind::kMean;
+  c.max_steps = 16;
+  c.output = dir + "/mean";
+  kdseg::student::train(c, world());
+  if (world().rank() == 0) {
+    const auto loss = losses_of(dir + "/mean/metrics.jsonl");
+    const auto soft = losses_of(dir + "/mean/metrics.jsonl", "dml_soft");
+    ok = ok && loss.size() == 16 && soft.size() == 16;
+    if (ok) {
+      report += "; mean + teacher: loss " + std::to_string(mean(loss, 0, 4)) + " -> " +
+                std::to_string(mean(loss, 12, 16)) + ", DML soft " + std::to_string(mean(soft, 0, 4)) + " -> " +
+                std::to_string(mean(soft, 12, 16));
+      ok = mean(loss, 12, 16) < mean(loss, 0, 4) && mean(soft, 12, 16) < mean(soft, 0, 4);
+    }
     std::printf("%s\n", report.c_str());
   }
   EXPECT_TRUE(all_ranks(ok)) << report;
