@@ -20,4 +20,15 @@ inline std::optional<int64_t> parse_integer(const std::string& text) {
   return std::nullopt;
 }
 
+// `text` as a decimal number (std::stod's syntax) when nothing is left over; nullopt otherwise.
+inline std::optional<double> parse_number(const std::string& text) {
+  size_t used = 0;
+  try {
+    const double value = std::stod(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 }  // namespace kdseg

@@ -23,6 +23,7 @@ const ProvenanceField kProvenanceFields[] = {
     {"store_hash", &CacheProvenance::store_hash, true},
     {"folds", &CacheProvenance::folds, true},
     {"classes", &CacheProvenance::classes, true},
+    {"calibration", &CacheProvenance::calibration, true},
     {"teacher_file", &CacheProvenance::teacher_file, false},
     {"store_file", &CacheProvenance::store_file, false},
     {"tool_version", &CacheProvenance::tool_version, false},

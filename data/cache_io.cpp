@@ -40,7 +40,14 @@ CacheProvenance read_provenance(hid_t object, const std::string& path) {
   KDSEG_CHECK(H5Aexists(object, "format_tag") > 0 && h5::read_string_attribute(object, "format_tag") == kFormatTag,
               path, ": not a kdseg soft-label cache file");
   CacheProvenance p;
-  for (const auto& field : CacheProvenance::fields()) p.set(field, h5::read_string_attribute(object, field));
+  for (const auto& field : CacheProvenance::fields()) {
+    // Caches written before calibration existed hold the teacher as it was.
+    if (field == "calibration" && H5Aexists(object, "calibration") <= 0) {
+      p.set(field, "none");
+      continue;
+    }
+    p.set(field, h5::read_string_attribute(object, field));
+  }
   return p;
 }
 

@@ -40,6 +40,7 @@ struct CacheProvenance {
   std::string store_file, store_hash;      // the prepared store as given, its content_hash
   std::string folds;                       // "all" or "0,2,3"
   std::string classes;
+  std::string calibration;  // "none", or "T = <t> fitted on folds <f>": the cache holds logits / t
   std::string tool_version, created;
 
   // Every field by its attribute name (the member's name): the identity fields first, in the

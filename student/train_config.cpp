@@ -148,6 +148,7 @@ nlohmann::json config_json(const TrainConfig& c) {
       {"data", c.data},
       {"output", c.output},
       {"fold", c.fold},
+      {"exclude_folds", c.exclude_folds},
       {"arch", c.arch},
       {"width", c.width},
       {"dropout", c.dropout},

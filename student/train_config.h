@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/device.h"
 
@@ -49,9 +50,10 @@ ChannelsLast parse_channels_last(const std::string& name);  // auto | true | fal
 const char* channels_last_name(ChannelsLast choice);
 
 struct TrainConfig {
-  std::string data;    // prepared store
-  std::string output;  // folder: checkpoints, metrics.jsonl, config.json
-  int fold = 0;
+  std::string data;                // prepared store
+  std::string output;              // folder: checkpoints, metrics.jsonl, config.json
+  int fold = 0;                    // held out for validation; every other fold trains ...
+  std::vector<int> exclude_folds;  // ... except these (e.g. the fold a teacher's temperature was fitted on)
   std::string arch = "unet-resnet18d";
   double width = 1.0;  // channel multiplier (tests and quick runs)
   double dropout = 0.1;

@@ -196,12 +196,14 @@ class Trainer {
                 folds, " folds (0-", folds - 1, ")");
     val_rows_ = store_.rows_in_folds({c_.fold});
     for (int f = 0; f < folds; ++f) {
-      if (f == c_.fold) continue;
+      const auto& excluded = c_.exclude_folds;
+      if (f == c_.fold || std::find(excluded.begin(), excluded.end(), f) != excluded.end()) continue;
       const auto rows = store_.rows_in_folds({f});
       train_rows_.insert(train_rows_.end(), rows.begin(), rows.end());
     }
     std::sort(train_rows_.begin(), train_rows_.end());
-    KDSEG_CHECK(!train_rows_.empty(), c_.data, ": no training slices outside fold ", c_.fold);
+    KDSEG_CHECK(!train_rows_.empty(), c_.data, ": no training slices outside fold ", c_.fold,
+                c_.exclude_folds.empty() ? "" : " and the excluded folds");
   }
 
   // The cache must come from this store (and this teacher, when given), hold the task's classes
@@ -534,8 +536,8 @@ class Trainer {
   void check_same_run(const models::Checkpoint& checkpoint) const {
     const json saved = json::parse(checkpoint.info().config);
     const json now = config_json(c_), defaults = config_json(TrainConfig());
-    for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "data", "teacher_mode",
-                            "cache", "temperature", "dml_reduction"}) {
+    for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "exclude_folds",
+                            "data", "teacher_mode", "cache", "temperature", "dml_reduction"}) {
       // Keys added by later versions take their default in checkpoints written before them.
       const json was = saved.contains(key) ? saved.at(key) : defaults.at(key);
       KDSEG_CHECK(was == now.at(key), checkpoint.path(), ": was written with ", key, " = ", was.dump(),

@@ -16,12 +16,14 @@
 #include "core/folder_lock.h"
 #include "core/frozen_model.h"
 #include "core/hash.h"
+#include "core/log.h"
 #include "core/parse.h"
 #include "core/progress.h"
 #include "core/stop_request.h"
 #include "data/cache_folder.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
+#include "teacher/calibration.h"
 #include "teacher/model_loader.h"
 
 namespace kdseg::teacher {
@@ -67,13 +69,33 @@ void check_options(const PrecomputeOptions& o) {
   KDSEG_CHECK(o.format == data::CacheFormat::kProbsU8 || o.temperature == 0,
               "precompute: --temperature applies to probs-u8 caches; logits-f16 stores the ",
               "logits and distill applies its own --temperature");
+  KDSEG_CHECK(!o.fit_temperature || !o.calibration_folds.empty(),
+              "precompute: --temperature fit needs --calibration-folds (folds the students do not train on)");
+  KDSEG_CHECK(o.fit_temperature || o.calibration_folds.empty(),
+              "precompute: --calibration-folds is for --temperature fit");
+  for (int fold : o.calibration_folds) {
+    KDSEG_CHECK(!o.folds.empty() && std::find(o.folds.begin(), o.folds.end(), fold) == o.folds.end(),
+                "precompute: calibration fold ", fold, " is also cached (--folds ", folds_text(o.folds),
+                "): students would train on the cases the temperature was fitted on");
+  }
+}
+
+// The provenance's "calibration": "none", or the fitted T and where it was fitted.
+std::string calibration_text(const PrecomputeOptions& o, double temperature) {
+  if (!o.fit_temperature) return "none";
+  std::ostringstream t;
+  t.precision(17);
+  t << "T = " << temperature << " fitted on folds " << folds_text(o.calibration_folds);
+  return t.str();
 }
 
 // The temperature probs-u8 stores probabilities at (logits-f16 ignores it).
 double pass_temperature(const PrecomputeOptions& o) { return o.temperature > 0 ? o.temperature : 1.0; }
 
-data::CacheProvenance provenance_of(const PrecomputeOptions& o, const data::PreparedStore& store, int64_t classes) {
+data::CacheProvenance provenance_of(const PrecomputeOptions& o, const data::PreparedStore& store, int64_t classes,
+                                    double calibration) {
   data::CacheProvenance provenance;
+  provenance.calibration = calibration_text(o, calibration);
   provenance.format = data::cache_format_name(o.format);
   if (o.format == data::CacheFormat::kProbsU8) {
     std::ostringstream t;
@@ -137,18 +159,21 @@ PendingBatches pending_batches(const data::CacheShardWriter& shard, const ShardS
   return pending;
 }
 
-// The teacher's outputs for `images` as the cache stores them, on the CPU.
+// The teacher's outputs for `images` as the cache stores them, on the CPU: of the calibrated
+// teacher (logits / calibration) when a temperature was fitted.
 at::Tensor teacher_values(FrozenModel& teacher, const at::Tensor& images, c10::Device device,
-                          const PrecomputeOptions& o) {
+                          const PrecomputeOptions& o, double calibration) {
   torch::NoGradGuard no_grad;
   CudaAutocast autocast(device.is_cuda());
-  const at::Tensor logits = teacher.logits(images.to(device)).to(torch::kFloat);
+  at::Tensor logits = teacher.logits(images.to(device)).to(torch::kFloat);
+  if (calibration != 1) logits = logits / calibration;
   return data::encode_soft_labels(logits, o.format, pass_temperature(o)).to(torch::kCPU);
 }
 
 // Computes and writes this rank's pending batches, then finishes its shard.
 void run_pass(const PrecomputeOptions& o, const data::Task& task, FrozenModel& teacher, c10::Device device,
               const PendingBatches& pending, data::CacheShardWriter& shard, int rank, PrecomputeSummary& summary) {
+  const double calibration = summary.calibration_temperature;
   Progress progress("precompute", static_cast<int64_t>(pending.plan.size()), rank == 0);
   if (!pending.plan.empty()) {
     data::LoaderOptions lo;
@@ -160,7 +185,7 @@ void run_pass(const PrecomputeOptions& o, const data::Task& task, FrozenModel& t
       auto batch = loader.next();
       KDSEG_CHECK(batch.has_value(), "precompute: the loader ran out of batches");
       auto t0 = Clock::now();
-      const at::Tensor values = teacher_values(teacher, batch->images, device, o);
+      const at::Tensor values = teacher_values(teacher, batch->images, device, o, calibration);
       summary.teacher_seconds += seconds_since(t0);
       t0 = Clock::now();
       shard.write(pending.first[b], values);
@@ -228,8 +253,25 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
 
   const ShardSpec spec = shard_spec(o, rows, store, task.classes, comm);
   PrecomputeSummary summary;
+  if (o.fit_temperature) {
+    const TemperatureFit fit =
+        fit_temperature(*teacher, o.data, task, o.calibration_folds, device, o.workers, o.batch_size, comm);
+    summary.calibration_temperature = fit.temperature;
+    summary.nll_before = fit.nll_before;
+    summary.nll_after = fit.nll_after;
+    if (comm.rank() == 0) {
+      log::info("calibration: T = {:.4g} on folds {} ({} voxels): NLL {:.5f} at T = 1, {:.5f} at T", fit.temperature,
+                folds_text(o.calibration_folds), fit.voxels, fit.nll_before, fit.nll_after);
+      if (fit.at_grid_end) {
+        log::warn(
+            "calibration: T = {:.4g} is the end of the searched range [0.1, 10]; the teacher is far from "
+            "calibrated (train it longer?)",
+            fit.temperature);
+      }
+    }
+  }
   try {
-    data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes));
+    data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes, summary.calibration_temperature));
     run_pass(o, task, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
     // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
     comm.wait_for_all();

@@ -21,7 +21,12 @@ struct PrecomputeOptions {
   std::string data;     // prepared store
   std::string output;   // cache folder
   data::CacheFormat format = data::CacheFormat::kLogitsF16;
-  double temperature = 0;      // probs-u8: T of the stored probabilities (0: 1); logits-f16: must be 0
+  double temperature = 0;  // probs-u8: T of the stored probabilities (0: 1); logits-f16: must be 0
+  // Calibrate the teacher first (`--temperature fit`): fit T on `calibration_folds`
+  // (teacher/calibration.h), which must not overlap `folds`, and cache the logits z / T (the
+  // calibrated teacher), recording T in the provenance's "calibration".
+  bool fit_temperature = false;
+  std::vector<int> calibration_folds;
   std::vector<int> folds;      // slices of these folds' cases; empty: every slice
   std::string task = "tumor";  // its class count must be the teacher's
   int64_t batch_size = 8;
@@ -36,6 +41,8 @@ struct PrecomputeSummary {
   int64_t computed = 0;  // by this run (all ranks); the rest were resumed
   double teacher_seconds = 0, write_seconds = 0, wait_seconds = 0, seconds = 0;  // rank 0's
   std::string master;                                                            // path of soft_labels.h5
+  double calibration_temperature = 1;  // with fit_temperature: the fitted T, and the NLL it brought
+  double nll_before = 0, nll_after = 0;
   // The signal that stopped this rank's pass after a batch (core/stop_request.h), its shard
   // flushed and the master not written; empty when the pass completed. Rerun to continue.
   std::string stopped_by;

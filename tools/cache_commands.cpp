@@ -3,9 +3,11 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/parse.h"
 #include "core/stop_request.h"
 #include "data/soft_label_cache.h"
 #include "teacher/precompute.h"
@@ -23,7 +25,11 @@ void add_precompute_options(po::options_description& d) {
       ("output", po::value<std::string>()->required(), "cache folder (soft_labels.h5 and one shard per rank)")
       ("format", po::value<std::string>()->default_value("logits-f16"),
        "logits-f16 (temperature applied when read) or probs-u8 (probabilities at --temperature, 1 byte per class)")
-      ("temperature", po::value<double>()->default_value(0), "probs-u8 only: softmax temperature of the stored probabilities (0: 1)")
+      ("temperature", po::value<std::string>()->default_value("0"),
+       "fit: calibrate the teacher on --calibration-folds and cache it calibrated; or, probs-u8 only, the softmax "
+       "temperature of the stored probabilities (0: 1)")
+      ("calibration-folds", po::value<std::string>()->default_value(""),
+       "with --temperature fit: folds to fit T on, which the students must not train on (e.g. 1)")
       ("folds", po::value<std::string>()->default_value("all"), "folds whose slices to cache: all, or e.g. 1,2,3,4")
       ("task", po::value<std::string>()->default_value("tumor"), "the teacher's task: tumor, organ-tumor or map:...")
       ("batch-size", po::value<int64_t>()->default_value(8), "slices per teacher forward pass")
@@ -44,7 +50,15 @@ int run_precompute(const po::variables_map& vm) {
   } catch (const Error& e) {
     throw po::error("--format: " + e.message());
   }
-  o.temperature = vm["temperature"].as<double>();
+  const std::string temperature = vm["temperature"].as<std::string>();
+  o.fit_temperature = temperature == "fit";
+  if (!o.fit_temperature) {
+    const std::optional<double> t = parse_number(temperature);
+    if (!t) throw po::error("--temperature must be a number or fit, got '" + temperature + "'");
+    o.temperature = *t;
+  }
+  const std::string calibration_folds = vm["calibration-folds"].as<std::string>();
+  if (!calibration_folds.empty()) o.calibration_folds = parse_folds(calibration_folds);
   o.folds = parse_folds(vm["folds"].as<std::string>());
   o.task = vm["task"].as<std::string>();
   o.batch_size = vm["batch-size"].as<int64_t>();
@@ -67,6 +81,10 @@ int run_precompute(const po::variables_map& vm) {
           static_cast<long long>(s.slices), static_cast<long long>(s.computed),
           static_cast<long long>(s.slices - s.computed), s.seconds, s.teacher_seconds, s.write_seconds, s.wait_seconds,
           s.master.c_str());
+      if (o.fit_temperature) {
+        std::printf("calibrated: T = %.4g fitted on folds %s, NLL %.5f at T = 1 -> %.5f\n", s.calibration_temperature,
+                    vm["calibration-folds"].as<std::string>().c_str(), s.nll_before, s.nll_after);
+      }
     }
     return 0;
   });
@@ -93,6 +111,7 @@ int run_cache_inspect(const po::variables_map& vm) {
   std::printf("teacher      %s (hash %s)\n", p.teacher_file.c_str(), p.teacher_hash.c_str());
   std::printf("store        %s (content hash %s)\n", p.store_file.c_str(), p.store_hash.c_str());
   std::printf("folds        %s\n", p.folds.c_str());
+  std::printf("calibration  %s\n", p.calibration.c_str());
   std::printf("created      %s by %s\n", p.created.c_str(), p.tool_version.c_str());
   return kExitOk;
 }

@@ -23,6 +23,8 @@ void add_trainer_options(po::options_description& d) {
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
       ("output", po::value<std::string>()->required(), "folder for checkpoints, metrics.jsonl and config.json")
       ("fold", po::value<int>()->default_value(0), "validation fold; the others train")
+      ("exclude-folds", po::value<std::string>()->default_value(""),
+       "folds kept out of training too, e.g. 1 (where a teacher's temperature was fitted)")
       ("arch", po::value<std::string>()->default_value("unet-resnet18d"), "unet-resnet18d, unet-resnet34d or unet-resnet50d")
       ("width", po::value<double>()->default_value(1.0), "channel multiplier (1: the paper's network)")
       ("dropout", po::value<double>()->default_value(0.1), "dropout before the heads")
@@ -57,6 +59,8 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.data = vm["data"].as<std::string>();
   c.output = vm["output"].as<std::string>();
   c.fold = vm["fold"].as<int>();
+  const std::string excluded = vm["exclude-folds"].as<std::string>();
+  if (!excluded.empty()) c.exclude_folds = parse_folds(excluded);
   c.arch = vm["arch"].as<std::string>();
   c.width = vm["width"].as<double>();
   c.dropout = vm["dropout"].as<double>();
