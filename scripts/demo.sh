@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds kdseg and runs the whole pipeline on synthetic LiTS-shaped
-# data (scripts/pipeline.sh) into demo-out/; prints where the report is.
+# Installs what is missing, builds kdseg and runs the whole pipeline on synthetic multi-rater CT
+# (scripts/pipeline.sh) into demo-out/; prints where the report is.
 #   bash scripts/demo.sh
 #   BUILD_DIR=/tmp/b OUT=/tmp/demo bash scripts/demo.sh
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A smaller demo, end to end: scripts/pipeline.sh with tiny data and networks, then checks of what
-# a user gets (a report of three models that renders in a browser, predictions, a sound cache)
+# a user gets (a report of four models, against the raters, that renders in a browser, predictions, a sound cache)
 # and that a rerun of the same command continues instead of redoing the work.
 #   pipeline_test.sh <kdseg> <work dir>
 set -euo pipefail
@@ -15,13 +15,16 @@ cd "$work"
 import json, sys
 r = json.load(open("report/report.json"))
 names = [m["name"] for m in r["models"]]
-assert names == ["baseline", "distilled", "teacher"], names
+assert names == ["baseline", "rater-mean", "distilled", "teacher"], names
+assert r["reference"] == {"label": "majority", "raters": 3, "soft": "rater mean"}, r["reference"]
+region = r["regions"][0]
 assert "paired" not in r["models"][0] and r["models"][1]["paired"]["reference"] == "baseline"
 for m in r["models"]:
     assert m["slices"] > 0 and m["cases"], m["name"]
-    assert m["summary"]["dice"]["tumor"]["mean"] is not None, m["name"]
+    assert m["summary"]["dice"][region]["mean"] is not None, m["name"]
+    assert m["summary"]["soft_reference"]["threshold_dice"][region]["mean"] is not None, m["name"]
     assert len(m["reliability"]["count"]) == 10
-print("report:", ", ".join(f'{m["name"]} Dice {m["summary"]["dice"]["tumor"]["mean"]:.3f}' for m in r["models"]))
+print("report:", ", ".join(f'{m["name"]} Dice {m["summary"]["dice"][region]["mean"]:.3f}' for m in r["models"]))
 PY
 bash "$root/tests/eval/report_browser_test.sh" report/report.html
 ls report/predictions/distilled/*_probs.nii.gz > /dev/null

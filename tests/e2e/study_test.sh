@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# A tiny study (scripts/study.sh: 2 rows, 1 seed, a few steps) end to end, then checks that
+# study.json has its structure and that every number and verdict in it follows from report.json:
+# the rows' means are recomputed from the report's per-case values, and each verdict from its
+# interval and Holm-adjusted p-value by the rule study_summary.py documents. A rerun resumes.
+#   study_test.sh <kdseg> <work dir>
+set -euo pipefail
+kdseg=$1
+work=$2
+root=$(cd "$(dirname "$0")/../.." && pwd)
+rm -rf "$work"
+export CASES=10 SIZE=32 SLICES=6 STEPS=8 WIDTH=0.125 BATCH=4 SEEDS=0 ROWS="majority mean" THREADS=2
+bash "$root/scripts/study.sh" "$kdseg" "$work" > "$work.log" 2>&1 || { tail -50 "$work.log"; exit 1; }
+cd "$work"
+/usr/bin/python3 - <<'PY'
+import json
+import numpy as np
+report, study = json.load(open("report/report.json")), json.load(open("study.json"))
+names = [m["name"] for m in report["models"]]
+assert names == ["majority-s0", "mean-s0"], names
+assert report["reference"]["label"] == "majority" and report["reference"]["raters"] == 3
+region = study["region"]
+assert region == report["regions"][0] == "target"
+def per_case(name, metric):
+    model = next(m for m in report["models"] if m["name"] == name)
+    return {c["id"]: (c["dice"][region] if metric == "dice" else c["ece"]) for c in model["cases"]}
+for row in ("majority", "mean"):
+    for metric in ("dice", "ece"):
+        values = [v for v in per_case(f"{row}-s0", metric).values() if v is not None]
+        entry = study["rows"][row][metric]
+        assert abs(entry["mean"] - np.mean(values)) < 1e-12, (row, metric, entry["mean"], np.mean(values))
+        assert entry["cases"] == len(values) and entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]
+claims = {c["key"]: c for c in study["claims"]}
+assert set(claims) == {"soft_dice", "soft_ece", "kd_both", "calibrated_kd_ece"}, set(claims)
+assert claims["kd_both"]["verdict"] == "not run" and claims["calibrated_kd_ece"]["verdict"] == "not run"
+alpha = study["rule"]["alpha"]
+for key, metric, sign in (("soft_dice", "dice", 1), ("soft_ece", "ece", -1)):
+    test = claims[key]["tests"][metric]
+    a, b = per_case("mean-s0", metric), per_case("majority-s0", metric)
+    differences = [sign * (a[c] - b[c]) for c in a if a[c] is not None and b.get(c) is not None]
+    assert abs(test["mean_improvement"] - np.mean(differences)) < 1e-12, (key, test, np.mean(differences))
+    assert test["p_holm"] >= test["p_value"]
+    low, high = test["ci95"]
+    expected = ("holds" if low > 0 and test["p_holm"] < alpha else
+                "does not hold" if high < 0 and test["p_holm"] < alpha else "cannot tell")
+    assert claims[key]["verdict"] == expected, (key, claims[key]["verdict"], expected)
+md = open("study.md").read()
+assert "| majority |" in md and "| mean |" in md and "**" + claims["soft_dice"]["verdict"] + "**" in md
+print("study:", {k: c["verdict"] for k, c in claims.items()})
+PY
+# The same command again: every run is found finished and the report kept.
+bash "$root/scripts/study.sh" "$kdseg" "$work" > "$work.rerun.log" 2>&1 || { tail -50 "$work.rerun.log"; exit 1; }
+[ "$(grep -c "already finished, nothing to do" "$work.rerun.log")" -eq 2 ] || { echo "the rerun trained again"; exit 1; }
+! grep -q "^evaluate " "$work.rerun.log" || { echo "the rerun evaluated again"; exit 1; }
+echo "e2e: study passed"
