@@ -18,6 +18,7 @@ find_package(nlohmann_json 3.10 REQUIRED)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 find_package(NIfTI REQUIRED)
+find_package(PNG REQUIRED)
 
 # LibTorch's imported targets are system headers (no warnings from them); the libraries
 # and compile definitions it requires travel with kdseg::torch.

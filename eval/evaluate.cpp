@@ -23,9 +23,11 @@
 #include "data/loader.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
+#include "eval/case_figures.h"
 #include "eval/report.h"
 #include "eval/statistics.h"
 #include "eval/surface_collector.h"
+#include "eval/training_curves.h"
 
 namespace kdseg::eval {
 namespace {
@@ -151,6 +153,12 @@ class Evaluator {
                 folds, " folds (0-", folds - 1, ")");
     rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
+    for (const std::string& id : o_.show_cases) {
+      const bool in_fold = std::any_of(rows_.begin(), rows_.end(), [&](int64_t row) {
+        return store_.case_ids()[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(row)])] == id;
+      });
+      KDSEG_CHECK(in_fold, o_.data, ": --show-case ", id, " is not a case of fold ", o_.fold);
+    }
     for (const auto& m : o_.models) check_held_out(m);
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
     if (comm_.rank() == 0 && store_options_.is_object() &&
@@ -220,6 +228,7 @@ class Evaluator {
     for (const EvaluatedModel& evaluated : o_.models) models.push_back(evaluate_model(evaluated));
     for (size_t m = 1; m < models.size(); ++m) models[m]["paired"] = paired_with_first(models[m], models[0]);
     adjust_for_multiple_comparisons(models);
+    if (o_.curves) add_training_curves(models);
     json report = {{"format", report::kFormat},
                    {"tool_version", KDSEG_TOOL_VERSION},
                    {"created", utc_now_iso8601()},
@@ -245,6 +254,7 @@ class Evaluator {
                    {"empty_slice_dice", 1.0},
                    {"models", models}};
     if (comm_.rank() == 0) {
+      if (o_.figures) report["figures"] = write_figures(models);
       report::write_report(staged_->path(), report);
       staged_->commit();
     }
@@ -264,6 +274,30 @@ class Evaluator {
     }
     return names;
   }
+  // The curves of every model that is a kdseg checkpoint with a metrics.jsonl beside it.
+  void add_training_curves(json& models) const {
+    for (size_t m = 0; m < o_.models.size(); ++m) {
+      const EvaluatedModel& evaluated = o_.models[m];
+      if (evaluated.file.empty() || evaluated.model->training_config().empty()) continue;
+      const json curves = read_training_curves((fs::path(evaluated.file).parent_path() / "metrics.jsonl").string());
+      if (!curves.is_null()) models[m]["curves"] = curves;
+    }
+  }
+
+  // Rank 0, into the staged report folder.
+  json write_figures(const json& models) const {
+    detail::FigureInputs in;
+    in.store_path = o_.data;
+    in.store = &store_;
+    in.task = task_;
+    in.regions = regions_;
+    in.rows = rows_;
+    in.models = &o_.models;
+    in.device = device_;
+    in.show_cases = o_.show_cases;
+    return detail::write_case_figures(in, models, staged_->path());
+  }
+
   // What the metrics compare against: the store's label, or the majority and mean of its raters.
   json reference_json() const {
     if (store_.raters() == 0) return {{"label", "store"}, {"raters", 0}};

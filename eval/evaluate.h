@@ -47,6 +47,11 @@ struct EvaluateOptions {
   // folder holding anything but a report is refused either way). The new report is staged
   // beside it and swapped in whole at the end, so a failed evaluation leaves the previous one.
   bool force = false;
+  // Figures (eval/case_figures.h): the worst, median and best case per region, and these cases.
+  bool figures = true;
+  std::vector<std::string> show_cases;
+  // Training curves of models that are kdseg checkpoints, from the metrics.jsonl beside them.
+  bool curves = true;
 };
 
 // Collective over `comm`; rank 0 writes the report. Returns report.json's content (on every

@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "eval/report_assets.h"
 #include "eval/report_charts.h"
+#include "eval/report_figures.h"
 #include "eval/report_text.h"
 #include "eval/statistics.h"
 
@@ -346,7 +347,7 @@ void write_configuration(std::ostream& out, const json& report) {
       << "</pre>\n</section>\n";
 }
 
-std::string html_page(const json& report) {
+std::string html_page(const json& report, const std::string& folder) {
   std::ostringstream out;
   out << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       << "<meta http-equiv=\"Content-Security-Policy\" content=\"" << kContentSecurityPolicy << "\">\n"
@@ -355,6 +356,8 @@ std::string html_page(const json& report) {
       << "<style>" << kStyle << "</style>\n<script>" << kErrorScript << "</script>\n</head>\n<body>\n";
   write_header(out, report);
   out << "<main class=\"wrap\">\n";
+  write_figures_section(out, report, folder);
+  write_curves_section(out, report);
   write_comparison(out, report);
   write_reliability_section(out, report);
   write_per_case_plot(out, report);
@@ -386,8 +389,8 @@ std::string csv_table(const json& report) {
 
 }  // namespace
 
-std::string render_html(const nlohmann::json& report) {
-  return rendered(report, [&] { return html_page(report); });
+std::string render_html(const nlohmann::json& report, const std::string& folder) {
+  return rendered(report, [&] { return html_page(report, folder); });
 }
 
 std::string render_per_case_csv(const nlohmann::json& report) {
@@ -397,7 +400,7 @@ std::string render_per_case_csv(const nlohmann::json& report) {
 void write_report(const std::string& folder, const nlohmann::json& report) {
   // Render everything first: a report that does not follow the schema leaves no file behind.
   const std::string csv = render_per_case_csv(report);
-  const std::string html = render_html(report);
+  const std::string html = render_html(report, folder);
   const std::string text = dump(report, 2) + "\n";
   std::error_code error;
   fs::create_directories(folder, error);

@@ -13,6 +13,8 @@
 //   reference (optional): {label: "store" | "majority", raters: integer, soft: "rater mean"}
 //                                     what Dice and calibration compare against
 //   options: any JSON                 shown pretty-printed
+//   figures (optional): [{region, pick, case, slice, file, columns: [string], rows: [string],
+//     dice: {<model>: number}}]        PNGs under the report folder (eval/case_figures.h)
 //   empty_slice_dice: number          slice Dice when prediction and label are both empty
 //   models: [{
 //     name, file, file_hash, description: string;  slices: integer (all cases together)
@@ -31,6 +33,8 @@
 //              and with surface: hd95, assd, nsd: {<region>};
 //              and with soft_reference: soft_reference: {threshold_dice: {<region>}, l1, brier}}]
 //            (the number of cases is the length of this array; there is no separate count)
+//     curves (optional): {source, steps, loss, lr, validation: {steps, dice, ece}} of a kdseg
+//       checkpoint's run (eval/training_curves.h)
 //     paired (optional; every model but the first): {reference: the first model's name,
 //       dice: {<region>: {cases, mean, ci95: [low, high], p_value, p_holm}}}: per-case Dice minus
 //       the reference's over the cases where both are defined (paired_difference, eval/statistics.h);
@@ -48,14 +52,18 @@ namespace kdseg::eval::report {
 inline constexpr char kFormat[] = "kdseg report 1";
 
 // One HTML page with no external resources (its Content-Security-Policy forbids every fetch):
-// header, table#comparison, table#slice-dice, table#soft-reference when the models carry metrics
-// against the raters' mean, and table#surface when the models carry surface distances (the best value of each column
-// has class "best"), table#paired when the models carry paired differences, one svg.reliability per model,
-// svg#per-case-dice (the "tumor" region, else the first), table#per-case and section#configuration. A small script sets
-// body[data-rendered="ok"] once the charts are in place, and html[data-error] on a script error,
-// console.error or blocked load.
+// header; section#figures when report.json lists figures (each PNG of `folder`/figures/ embedded
+// as a data: URI; without `folder` they show as missing); section#curves (one svg.curve per
+// quantity, a path.curve per model with curves); table#comparison, table#slice-dice,
+// table#soft-reference when the models carry metrics against the raters' mean, and table#surface
+// when the models carry surface distances (the best value of each column has class "best"),
+// table#paired when the models carry paired differences, one svg.reliability per model,
+// svg#per-case-dice (the "tumor" region, else the first), table#per-case and
+// section#configuration. A small script sets body[data-rendered="ok"] once the page has loaded
+// with its charts in place, every figure decoded and every curve chart holding a path per model,
+// and html[data-error] on a script error, console.error or blocked load.
 // Throws kdseg::Error when `report` does not follow the schema above.
-std::string render_html(const nlohmann::json& report);
+std::string render_html(const nlohmann::json& report, const std::string& folder = "");
 
 // model,case,slices,<region>_dice...,ece,classwise_ece,nll,brier: one line per model and case,
 // numbers as written in report.json. Throws kdseg::Error when `report` does not follow the schema.

@@ -56,6 +56,9 @@ svg .count { fill: #c8d1da; }
 svg .spread { stroke: #c8d1da; stroke-width: 2; }
 svg g.bin:hover rect, svg circle:hover { stroke: #1f2328; stroke-width: 1.5; }
 svg#per-case-dice { width: 100%; height: auto; }
+svg path.curve { fill: none; stroke-width: 1.8; stroke-linejoin: round; stroke-linecap: round; }
+figure.case-figure { margin: 0 0 22px; }
+figure.case-figure img { display: block; max-width: 100%; height: auto; image-rendering: pixelated; }
 pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 12px; overflow-x: auto; }
 )css";
 
@@ -88,7 +91,23 @@ inline constexpr std::string_view kCheckScript = R"js(
   if (charts.length === 0) missing.push('svg.reliability');
   charts.forEach(function (svg) { if (svg.childElementCount === 0) missing.push('an empty svg.reliability'); });
   if (!document.querySelector('svg#per-case-dice')) missing.push('svg#per-case-dice');
-  document.body.dataset.rendered = missing.length === 0 ? 'ok' : 'missing ' + missing.join(', ');
+  var curves = document.querySelector('section#curves');
+  if (curves) {
+    var expected = Number(curves.dataset.models);
+    curves.querySelectorAll('svg.curve').forEach(function (svg) {
+      var paths = svg.querySelectorAll('path.curve').length;
+      if (paths !== expected) missing.push(svg.id + ' with ' + expected + ' paths (has ' + paths + ')');
+    });
+  }
+  // Figures are data: URIs; they are decoded by the time the page has loaded.
+  function finish() {
+    document.querySelectorAll('section#figures img').forEach(function (img) {
+      if (!img.complete || img.naturalWidth === 0) missing.push('figure ' + img.alt);
+    });
+    document.body.dataset.figures = String(document.querySelectorAll('section#figures img').length);
+    document.body.dataset.rendered = missing.length === 0 ? 'ok' : 'missing ' + missing.join(', ');
+  }
+  if (document.readyState === 'complete') finish(); else window.addEventListener('load', finish);
 })();
 )js";
 

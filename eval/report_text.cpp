@@ -11,8 +11,9 @@ namespace {
 
 // Okabe-Ito colours (distinguishable with colour-vision deficiencies), without the reds, which
 // the reliability diagrams use for the calibration gap.
+// Okabe-Ito, without black: models are also drawn as contours over grey CT (eval/figures.h).
 constexpr const char* kPalette[] = {"#0072B2", "#E69F00", "#009E73", "#CC79A7",
-                                    "#56B4E9", "#6E6E6E", "#000000", "#F0E442"};
+                                    "#56B4E9", "#D55E00", "#F0E442", "#6E6E6E"};
 
 }  // namespace
 

@@ -536,8 +536,8 @@ class Trainer {
   void check_same_run(const models::Checkpoint& checkpoint) const {
     const json saved = json::parse(checkpoint.info().config);
     const json now = config_json(c_), defaults = config_json(TrainConfig());
-    for (const char* key : {"arch", "task", "width", "batch_size", "accumulate", "seed", "fold", "exclude_folds",
-                            "data", "teacher_mode", "cache", "temperature", "dml_reduction"}) {
+    for (const char* key : {"arch", "task", "labels", "width", "batch_size", "accumulate", "seed", "fold",
+                            "exclude_folds", "data", "teacher_mode", "cache", "temperature", "dml_reduction"}) {
       // Keys added by later versions take their default in checkpoints written before them.
       const json was = saved.contains(key) ? saved.at(key) : defaults.at(key);
       KDSEG_CHECK(was == now.at(key), checkpoint.path(), ": was written with ", key, " = ", was.dump(),

@@ -47,6 +47,10 @@ void print_summary(const nlohmann::json& report, const std::string& output) {
     }
     std::cout << ", ECE " << text(summary.at("ece").at("mean"), 4) << "\n";
   }
+  if (report.contains("figures") && !report.at("figures").empty()) {
+    std::cout << "figures: " << report.at("figures").size() << " in "
+              << (std::filesystem::absolute(output) / "figures").string() << "\n";
+  }
   std::cout << "report: " << (std::filesystem::absolute(output) / "report.html").string() << "\n";
 }
 
@@ -73,6 +77,10 @@ void add_evaluate_options(po::options_description& d) {
       ("no-surface", po::bool_switch(), "skip the surface distances (HD95, ASSD, NSD)")
       ("save-predictions", po::bool_switch(),
        "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")
+      ("show-case", po::value<std::vector<std::string>>()->composing(),
+       "a case id to draw besides the worst, median and best (repeat for several)")
+      ("no-figures", po::bool_switch(), "skip the figures of cases (report/figures/*.png)")
+      ("no-curves", po::bool_switch(), "skip the training curves read from each checkpoint's metrics.jsonl")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
       ("force", po::bool_switch(), "replace the report in --output (swapped in whole when the new one is complete)");
   // clang-format on
@@ -93,6 +101,9 @@ int run_evaluate(const po::variables_map& vm) {
   o.surface = !vm["no-surface"].as<bool>();
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
   o.force = vm["force"].as<bool>();
+  o.figures = !vm["no-figures"].as<bool>();
+  o.curves = !vm["no-curves"].as<bool>();
+  if (vm.count("show-case")) o.show_cases = vm["show-case"].as<std::vector<std::string>>();
   const c10::DeviceType device_type = parse_option(vm, "device", parse_device_type);
   const auto files = vm["model"].as<std::vector<std::string>>();
   const auto names = vm.count("name") ? vm["name"].as<std::vector<std::string>>() : std::vector<std::string>();

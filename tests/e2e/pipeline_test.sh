@@ -24,9 +24,18 @@ for m in r["models"]:
     assert m["summary"]["dice"][region]["mean"] is not None, m["name"]
     assert m["summary"]["soft_reference"]["threshold_dice"][region]["mean"] is not None, m["name"]
     assert len(m["reliability"]["count"]) == 10
+# Figures: the worst, median and best case of the region, each a PNG under the report.
+figures = r["figures"]
+assert [f["pick"] for f in figures][:1] == ["worst"], figures
+for f in figures:
+    assert f["columns"] == ["reference"] + names, f["columns"]
+    assert open("report/" + f["file"], "rb").read(8) == b"\x89PNG\r\n\x1a\n", f["file"]
+# Training curves: every model is a kdseg checkpoint whose run logged steps.
+for m in r["models"]:
+    assert len(m["curves"]["steps"]) > 0 and len(m["curves"]["loss"]) == len(m["curves"]["steps"]), m["name"]
 print("report:", ", ".join(f'{m["name"]} Dice {m["summary"]["dice"][region]["mean"]:.3f}' for m in r["models"]))
 PY
-bash "$root/tests/eval/report_browser_test.sh" report/report.html
+EXPECT_FIGURES=1 SCREENSHOT="$work.report.png" bash "$root/tests/eval/report_browser_test.sh" report/report.html
 ls report/predictions/distilled/*_probs.nii.gz > /dev/null
 "$kdseg" cache verify --cache cache --teacher teacher/last.pt --data prepared.h5
 # The same command again: every stage finds its work done.

@@ -8,6 +8,10 @@
 # svg.reliability with content or svg#per-case-dice; when the page's own check did not set
 # body[data-rendered="ok"]; when html[data-error] is set; or when the browser logs a console error,
 # an uncaught exception or a blocked or failed load (the page must be self-contained).
+# With EXPECT_FIGURES=1 it also fails when the page has no section#figures with a decoded image
+# or no section#curves (the page's own check fails on any figure that did not decode and on a
+# curve chart without a path per model). With SCREENSHOT=<file.png> it saves a screenshot of the
+# page there (a test artefact).
 # Exit 77 (register with SKIP_RETURN_CODE 77) when no browser is installed, 2 on bad usage.
 # The browser is $CHROMIUM when set, else the first of chromium, chromium-browser, google-chrome.
 set -euo pipefail
@@ -72,8 +76,21 @@ if ! has '<body[^>]*\bdata-rendered="ok"'; then
   rendered=$(grep -Pzo '<body[^>]*>' "$dom" | tr -d '\0' || true)
   problems+=("the page's check did not pass: ${rendered:-no <body>} (expected data-rendered=\"ok\")")
 fi
+if [[ ${EXPECT_FIGURES:-0} == 1 ]]; then
+  has '<section[^>]*\bid="figures"[\s\S]*?<img[^>]*src="data:image/png;base64,' ||
+    problems+=("no section#figures with an embedded PNG")
+  has '<body[^>]*\bdata-figures="[1-9]' || problems+=("no decoded figure (body[data-figures])")
+  has '<section[^>]*\bid="curves"[\s\S]*?<path[^>]*\bclass="curve"' || problems+=("no section#curves with a curve")
+fi
 if has '<html[^>]*\bdata-error='; then
   problems+=("script error: $(grep -Pzo '<html[^>]*>' "$dom" | tr -d '\0')")
+fi
+
+if [[ -n ${SCREENSHOT:-} ]]; then
+  timeout 120 "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2600 \
+    --virtual-time-budget=2000 --user-data-dir="$work/profile-shot" --screenshot="$(realpath -m "$SCREENSHOT")" \
+    "$url" >/dev/null 2>&1 || problems+=("no screenshot: $browser failed")
+  [[ -s $SCREENSHOT ]] || problems+=("no screenshot written to $SCREENSHOT")
 fi
 
 if [[ ${#problems[@]} -gt 0 ]]; then
