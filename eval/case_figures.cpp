@@ -13,6 +13,7 @@
 #include "core/frozen_model.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
+#include "data/soft_label_cache.h"
 #include "eval/figures.h"
 
 namespace kdseg::eval::detail {
@@ -144,14 +145,22 @@ json write_case_figures(const FigureInputs& in, const json& models_json, const s
     d.grey = grey(slice.image[0]);
     const Tensor classes = torch::tensor(region.classes, torch::kLong);
     const Tensor reference = torch::isin(slice.label, classes);
-    // Column 0: the reference, and the raters' mean of the region below it.
+    // Column 0: the reference, and below it the soft label of the region a student learnt from.
     std::vector<std::vector<Tensor>> grid(3);
     grid[0].push_back(d.with_contours(panel(d.grey, d.spacing, d.pixels_per_mm), reference, nullptr, {}));
-    grid[1].push_back(slice.rater_mean.defined()
-                          ? d.with_contours(panel(colour_map(slice.rater_mean.index_select(0, classes).sum(0)),
-                                                  d.spacing, d.pixels_per_mm),
-                                            reference, nullptr, {})
-                          : Tensor());
+    json soft_label;
+    Tensor soft;
+    if (in.cache && in.cache->cache_row(slice.row) >= 0) {
+      soft = in.cache->probabilities(slice.row, 0);
+      soft_label = "teacher";
+    } else if (slice.rater_mean.defined()) {
+      soft = slice.rater_mean;
+      soft_label = "rater mean";
+    }
+    grid[1].push_back(soft.defined() ? d.with_contours(panel(colour_map(soft.index_select(0, classes).sum(0)),
+                                                             d.spacing, d.pixels_per_mm),
+                                                       reference, nullptr, {})
+                                     : Tensor());
     grid[2].push_back(Tensor());
     json columns = json::array({"reference"}), dice = json::object();
     for (size_t m = 0; m < models.size(); ++m) {

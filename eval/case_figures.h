@@ -1,14 +1,15 @@
 // The figures of `kdseg evaluate` (report.json "figures", report/figures/*.png): for each Dice
 // region the worst, the median and the best case by the first model's Dice, and any case asked
 // for by id; on each, the evaluated slice where the reference region is largest, drawn at its true
-// aspect: a column for the reference (the CT with its contour; below it the raters' mean where the
-// store keeps raters), then a column per model (its contour over the reference's; its foreground
-// probability; its entropy). Internal to eval/.
+// aspect: a column for the reference (the CT with its contour; below it the soft label a student
+// learnt from: a teacher's cached probability, or the raters' mean), then a column per model (its contour over the
+// reference's; its foreground probability; its entropy). Internal to eval/.
 #pragma once
 
 #include <c10/core/Device.h>
 #include <nlohmann/json_fwd.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,8 @@
 
 namespace kdseg::data {
 class PreparedStore;
-}
+class SoftLabelCache;
+}  // namespace kdseg::data
 
 namespace kdseg::eval::detail {
 
@@ -31,11 +33,15 @@ struct FigureInputs {
   const std::vector<EvaluatedModel>* models = nullptr;
   c10::Device device = c10::kCPU;
   std::vector<std::string> show_cases;  // case ids drawn besides the worst, median and best
+  // A teacher's cache: where it holds the slice, the reference column shows the teacher's
+  // probability (else the raters' mean, where the store keeps raters).
+  std::shared_ptr<const data::SoftLabelCache> cache;
 };
 
 // Writes the PNGs into folder/figures/ and returns report.json's "figures" array: per figure
 // {region, pick ("worst" | "median" | "best" | "asked"), case, slice (axial index), file (relative
-// to the report), columns: [names], dice: {model: the case's Dice}}. `models_json` is report.json's
+// to the report), columns: [names], rows: [captions], soft_label ("teacher" | "rater mean" | null),
+// dice: {model: the case's Dice}}. `models_json` is report.json's
 // "models" array (the first model's per-case Dice picks the cases). Throws
 // kdseg::Error for an asked case that is not in the evaluated fold.
 nlohmann::json write_case_figures(const FigureInputs& in, const nlohmann::json& models_json, const std::string& folder);

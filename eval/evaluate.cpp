@@ -23,6 +23,7 @@
 #include "data/loader.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
+#include "data/soft_label_cache.h"
 #include "eval/case_figures.h"
 #include "eval/report.h"
 #include "eval/statistics.h"
@@ -160,6 +161,11 @@ class Evaluator {
       KDSEG_CHECK(in_fold, o_.data, ": --show-case ", id, " is not a case of fold ", o_.fold);
     }
     for (const auto& m : o_.models) check_held_out(m);
+    if (!o_.cache.empty()) {  // for the figures; checked before any work
+      auto cache = std::make_shared<data::SoftLabelCache>(o_.cache);
+      cache->check_provenance(o_.data);
+      cache_ = cache;
+    }
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
     if (comm_.rank() == 0 && store_options_.is_object() &&
         data::parse_slice_selection(store_options_.value("slices", "all")) != data::SliceSelection::kAll) {
@@ -295,6 +301,7 @@ class Evaluator {
     in.models = &o_.models;
     in.device = device_;
     in.show_cases = o_.show_cases;
+    in.cache = cache_;
     return detail::write_case_figures(in, models, staged_->path());
   }
 
@@ -579,6 +586,7 @@ class Evaluator {
   data::Task task_;
   std::vector<DiceRegion> regions_;
   c10::Device device_;
+  std::shared_ptr<const data::SoftLabelCache> cache_;
   std::unique_ptr<StagedFolder> staged_;  // rank 0's
   std::vector<int64_t> rows_;
   json store_options_;

@@ -50,6 +50,7 @@ struct EvaluateOptions {
   // Figures (eval/case_figures.h): the worst, median and best case per region, and these cases.
   bool figures = true;
   std::vector<std::string> show_cases;
+  std::string cache;  // a teacher's soft-label cache of this store, shown in the figures where it holds the slice
   // Training curves of models that are kdseg checkpoints, from the metrics.jsonl beside them.
   bool curves = true;
 };

@@ -148,7 +148,9 @@ void write_curves_section(std::ostream& out, const json& report) {
       all.push_back(
           {m, numbers(curves.at(json::json_pointer(q.steps))), numbers(curves.at(json::json_pointer(q.values)))});
     }
-    write_chart(out, q.id, q.title, all, models, q.from_zero);
+    // A quantity no run logged (no validation, say) gets no chart.
+    const bool any = std::any_of(all.begin(), all.end(), [](const Series& s) { return !s.x.empty(); });
+    if (any) write_chart(out, q.id, q.title, all, models, q.from_zero);
   }
   out << "</div>\n</section>\n";
 }

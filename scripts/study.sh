@@ -109,7 +109,7 @@ done
 needs kd && models+=(--model teacher/last.pt --name teacher)
 
 log "evaluate every model on fold 0 against the raters' majority and mean"
-newest=$(ls -t runs/*/last.pt teacher/last.pt 2> /dev/null | head -1)
+newest=$(ls -t runs/*/last.pt teacher/last.pt 2> /dev/null | head -1 || true)
 if [ ! -e report/report.json ] || [ "$newest" -nt report/report.json ]; then
   "$kdseg" evaluate --data prepared.h5 --fold 0 --output report --device "$device" "${models[@]}" --force \
     "${quiet[@]}" > /dev/null

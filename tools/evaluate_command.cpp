@@ -80,6 +80,8 @@ void add_evaluate_options(po::options_description& d) {
       ("show-case", po::value<std::vector<std::string>>()->composing(),
        "a case id to draw besides the worst, median and best (repeat for several)")
       ("no-figures", po::bool_switch(), "skip the figures of cases (report/figures/*.png)")
+      ("cache", po::value<std::string>()->default_value(""),
+       "a teacher's soft-label cache of --data: the figures show its probabilities where it holds the slice")
       ("no-curves", po::bool_switch(), "skip the training curves read from each checkpoint's metrics.jsonl")
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
       ("force", po::bool_switch(), "replace the report in --output (swapped in whole when the new one is complete)");
@@ -102,6 +104,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
   o.force = vm["force"].as<bool>();
   o.figures = !vm["no-figures"].as<bool>();
+  o.cache = vm["cache"].as<std::string>();
   o.curves = !vm["no-curves"].as<bool>();
   if (vm.count("show-case")) o.show_cases = vm["show-case"].as<std::vector<std::string>>();
   const c10::DeviceType device_type = parse_option(vm, "device", parse_device_type);

@@ -41,8 +41,11 @@ for key, metric, sign in (("soft_dice", "dice", 1), ("soft_ece", "ece", -1)):
     assert abs(test["mean_improvement"] - np.mean(differences)) < 1e-12, (key, test, np.mean(differences))
     assert test["p_holm"] >= test["p_value"]
     low, high = test["ci95"]
-    expected = ("holds" if low > 0 and test["p_holm"] < alpha else
-                "does not hold" if high < 0 and test["p_holm"] < alpha else "cannot tell")
+    seeds = test["seed_improvements"]
+    assert len(seeds) == 1 and abs(seeds[0] - test["mean_improvement"]) < 1e-12, (seeds, test)
+    expected = ("holds" if low > 0 and test["p_holm"] < alpha and all(d > 0 for d in seeds) else
+                "does not hold" if high < 0 and test["p_holm"] < alpha and all(d < 0 for d in seeds) else
+                "cannot tell")
     assert claims[key]["verdict"] == expected, (key, claims[key]["verdict"], expected)
 md = open("study.md").read()
 assert "| majority |" in md and "| mean |" in md and "**" + claims["soft_dice"]["verdict"] + "**" in md
