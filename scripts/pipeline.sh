@@ -8,7 +8,7 @@
 #   scripts/pipeline.sh <kdseg binary> <output folder>
 #
 # Sizes and lengths come from the environment (defaults: the demo, ~6 minutes on 2 cores):
-#   CASES SIZE SLICES        synthetic data (20 cases of 64x64x32, 3 raters)
+#   CASES SIZE SLICES        synthetic data (20 cases of 64x64x12, 3 raters)
 #   TEACHER_ARCH TEACHER_EPOCHS STUDENT_ARCH STUDENT_EPOCHS WIDTH BATCH RANKS SEED
 #   DEVICE                   cpu (default) or cuda: one GPU per rank, NCCL between them
 set -euo pipefail
@@ -17,7 +17,7 @@ out=$2
 
 cases=${CASES:-20}
 size=${SIZE:-64}
-slices=${SLICES:-32}
+slices=${SLICES:-12}
 teacher_arch=${TEACHER_ARCH:-unet-resnet50d}
 teacher_epochs=${TEACHER_EPOCHS:-30}
 student_arch=${STUDENT_ARCH:-unet-resnet18d}
