@@ -7,7 +7,7 @@
 #
 #   scripts/pipeline.sh <kdseg binary> <output folder>
 #
-# Sizes and lengths come from the environment (defaults: the demo, ~6 minutes on 2 cores):
+# Sizes and lengths come from the environment (defaults: the demo, ~8 minutes on 2 cores):
 #   CASES SIZE SLICES        synthetic data (20 cases of 64x64x12, 3 raters)
 #   TEACHER_ARCH TEACHER_EPOCHS STUDENT_ARCH STUDENT_EPOCHS WIDTH BATCH RANKS SEED
 #   DEVICE                   cpu (default) or cuda: one GPU per rank, NCCL between them
