@@ -99,12 +99,13 @@ struct BatchLoader::Impl {
     const Tensor raters = task.classes_of(reader.raters(item.row));  // [R,H,W]
     const int64_t count = raters.size(0);
     if (options.raters == RaterLabels::kRandom) return {raters[random_rater(item.seed, count)], Tensor()};
-    const Tensor majority = majority_class(class_votes(raters, task.classes), task.ignore_index);
+    const Tensor votes = class_votes(raters, task.classes);
+    const Tensor majority = majority_class(votes, task.ignore_index);
     if (options.raters == RaterLabels::kMajority) return {majority, Tensor()};
-    std::vector<double> weights(static_cast<size_t>(count), 1.0);
-    if (options.raters == RaterLabels::kWeighted) {
-      weights = store->rater_agreement()[static_cast<size_t>(store->slice_case()[static_cast<size_t>(item.row)])];
-    }
+    // The uniform mean is the votes over the raters who labelled the pixel (0 where none did).
+    if (options.raters == RaterLabels::kMean) return {majority, votes / votes.sum(0).clamp_min(1)};
+    const auto& weights =
+        store->rater_agreement()[static_cast<size_t>(store->slice_case()[static_cast<size_t>(item.row)])];
     return {majority, weighted_mean(raters, weights, task.classes, task.ignore_index)};
   }
 

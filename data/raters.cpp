@@ -87,20 +87,21 @@ RaterFiles qubiq_raters(const fs::path& case_folder, int task) {
     segs[std::stoi(m[2].str())] = entry.path().string();
     extension = m[3].matched ? ".nii.gz" : ".nii";
   }
-  if (segs.empty()) {
+  // The path rater j's mask would have.
+  const auto seg_path = [&](int j) {
     char name[32];
-    std::snprintf(name, sizeof name, "task%02d_seg01", task);
-    out.problem = (case_folder / (name + extension)).string() + ": missing (a qubiq case needs its raters' masks)";
+    std::snprintf(name, sizeof name, "task%02d_seg%02d", task, j);
+    return (case_folder / (name + extension)).string();
+  };
+  if (segs.empty()) {
+    out.problem = seg_path(1) + ": missing (a qubiq case needs its raters' masks)";
     return out;
   }
   const int raters = segs.rbegin()->first;
   for (int j = 1; j <= raters; ++j) {
     const auto s = segs.find(j);
     if (s == segs.end()) {
-      char name[32];
-      std::snprintf(name, sizeof name, "task%02d_seg%02d", task, j);
-      out.problem = (case_folder / (name + extension)).string() + ": missing (the case has masks of raters up to " +
-                    std::to_string(raters) + ")";
+      out.problem = seg_path(j) + ": missing (the case has masks of raters up to " + std::to_string(raters) + ")";
       out.raters.clear();
       return out;
     }

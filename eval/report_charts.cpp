@@ -18,20 +18,6 @@ namespace kdseg::eval::report::detail {
 namespace {
 using json = nlohmann::json;
 
-// Pixel coordinates for SVG attributes.
-std::string px(double value) { return fixed(value, 1); }
-
-void svg_line(std::ostream& out, const char* cls, double x1, double y1, double x2, double y2) {
-  out << "<line class=\"" << cls << "\" x1=\"" << px(x1) << "\" y1=\"" << px(y1) << "\" x2=\"" << px(x2) << "\" y2=\""
-      << px(y2) << "\"/>\n";
-}
-
-void svg_text(std::ostream& out, double x, double y, const char* anchor, const std::string& text,
-              const std::string& extra = "") {
-  out << "<text x=\"" << px(x) << "\" y=\"" << px(y) << "\" text-anchor=\"" << anchor << "\"" << extra << ">"
-      << escape_html(text) << "</text>\n";
-}
-
 // Horizontal grid lines and labels of a [0, 1] value axis from y = top (1) to top + height (0).
 void svg_value_axis(std::ostream& out, double left, double right, double top, double height, int steps, int decimals) {
   for (int i = 0; i <= steps; ++i) {

@@ -17,8 +17,6 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-std::string px(double value) { return fixed(value, 1); }
-
 // A figure's PNG as a data: URI, or empty when the file is not there.
 std::string data_uri(const std::string& folder, const std::string& file) {
   std::error_code ec;
@@ -58,9 +56,8 @@ void write_chart(std::ostream& out, const std::string& id, const std::string& ti
       << px(kHeight) << "\" role=\"img\" aria-label=\"" << escape_html(title) << " per step and model\">\n";
   for (int i = 0; i <= 4; ++i) {
     const double value = y_low + (y_high - y_low) * i / 4, y = y_of(value);
-    out << "<line class=\"grid\" x1=\"" << px(kLeft) << "\" y1=\"" << px(y) << "\" x2=\"" << px(kLeft + w) << "\" y2=\""
-        << px(y) << "\"/>\n<text x=\"" << px(kLeft - 5) << "\" y=\"" << px(y + 4) << "\" text-anchor=\"end\">"
-        << escape_html(y_high - y_low < 0.01 ? fixed(value * 1e4, 2) + "e-4" : fixed(value, 3)) << "</text>\n";
+    svg_line(out, "grid", kLeft, y, kLeft + w, y);
+    svg_text(out, kLeft - 5, y + 4, "end", y_high - y_low < 0.01 ? fixed(value * 1e4, 2) + "e-4" : fixed(value, 3));
   }
   for (const Series& s : all) {
     std::string d;
@@ -74,10 +71,11 @@ void write_chart(std::ostream& out, const std::string& id, const std::string& ti
         << escape_html(display(models.at(s.model).at("name"))) << "</title></path>\n";
   }
   out << "<rect class=\"frame\" x=\"" << px(kLeft) << "\" y=\"" << px(kTop) << "\" width=\"" << px(w) << "\" height=\""
-      << px(h) << "\"/>\n<text x=\"" << px(kLeft) << "\" y=\"" << px(kHeight - 10)
-      << "\" text-anchor=\"start\">0</text>\n<text x=\"" << px(kLeft + w) << "\" y=\"" << px(kHeight - 10)
-      << "\" text-anchor=\"end\">" << fixed(x_max, 0) << "</text>\n<text x=\"" << px(kLeft + w / 2) << "\" y=\""
-      << px(kHeight - 10) << "\" text-anchor=\"middle\">step</text>\n</svg></figure>\n";
+      << px(h) << "\"/>\n";
+  svg_text(out, kLeft, kHeight - 10, "start", "0");
+  svg_text(out, kLeft + w, kHeight - 10, "end", fixed(x_max, 0));
+  svg_text(out, kLeft + w / 2, kHeight - 10, "middle", "step");
+  out << "</svg></figure>\n";
 }
 
 std::vector<double> numbers(const json& array) {

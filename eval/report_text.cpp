@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <iterator>
+#include <ostream>
 
 namespace kdseg::eval::report::detail {
 namespace {
@@ -70,6 +71,19 @@ const char* color_of(size_t model_index) { return kPalette[model_index % std::si
 std::string model_label(const nlohmann::json& model, size_t index) {
   return std::string("<span class=\"swatch\" style=\"background:") + color_of(index) + "\"></span>" +
          escape_html(display(model.at("name")));
+}
+
+std::string px(double value) { return fixed(value, 1); }
+
+void svg_line(std::ostream& out, const char* cls, double x1, double y1, double x2, double y2) {
+  out << "<line class=\"" << cls << "\" x1=\"" << px(x1) << "\" y1=\"" << px(y1) << "\" x2=\"" << px(x2) << "\" y2=\""
+      << px(y2) << "\"/>\n";
+}
+
+void svg_text(std::ostream& out, double x, double y, const char* anchor, const std::string& text,
+              const std::string& extra) {
+  out << "<text x=\"" << px(x) << "\" y=\"" << px(y) << "\" text-anchor=\"" << anchor << "\"" << extra << ">"
+      << escape_html(text) << "</text>\n";
 }
 
 }  // namespace kdseg::eval::report::detail

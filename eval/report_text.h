@@ -1,7 +1,7 @@
 // How the report renderer reads values of report.json (eval/report.h) and writes them as text for
 // people: locale-independent fixed-point numbers, HTML and CSV escaping, JSON text that survives
 // invalid UTF-8, and each model's colour and label. NaN is stored as null in report.json and
-// shown as kDash. Internal to eval/report.cpp and eval/report_charts.cpp; the json accessors throw
+// shown as kDash. Internal to the renderer (eval/report*.cpp); the json accessors throw
 // nlohmann::json::exception on a value of the wrong type, which the renderer reports as a schema
 // mismatch.
 #pragma once
@@ -9,6 +9,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstddef>
+#include <iosfwd>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -44,5 +45,12 @@ const char* color_of(size_t model_index);
 
 // A swatch of the model's colour and its name, as HTML.
 std::string model_label(const nlohmann::json& model, size_t index);
+
+// SVG pieces of the charts: a pixel coordinate for an attribute, a line of a class, a text label
+// (escaped; `extra` attributes appended as given).
+std::string px(double value);
+void svg_line(std::ostream& out, const char* cls, double x1, double y1, double x2, double y2);
+void svg_text(std::ostream& out, double x, double y, const char* anchor, const std::string& text,
+              const std::string& extra = "");
 
 }  // namespace kdseg::eval::report::detail

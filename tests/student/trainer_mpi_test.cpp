@@ -36,22 +36,29 @@ double mean(const std::vector<double>& v, size_t begin, size_t end) {
   return sum / static_cast<double>(end - begin);
 }
 
-TEST(DistributedTraining, TwoOrThreeRanksFollowOneRank) {
-  std::unique_ptr<kdseg::test::TempDir> owner;
-  const std::string dir = shared_folder(owner);
-  if (world().rank() == 0) kdseg::test::write_small_store(dir, 4, 32, 10, kdseg::data::SliceSelection::kOrgan);
-  world().barrier();
+// A tiny training run over `dir`/p.h5 on the world's ranks: no dropout (so that N ranks can
+// follow one), a global batch of 6 (3 per rank on 2 ranks, 2 on 3), every step logged.
+kdseg::student::TrainConfig tiny_config(const std::string& dir, double lr) {
   kdseg::student::TrainConfig c;
   c.data = dir + "/p.h5";
   c.width = 0.125;
   c.dropout = 0;
   c.crop = 32;
-  c.batch_size = 6;  // global: 3 per rank on 2 ranks, 2 on 3
-  c.max_steps = 4;
-  c.lr = 1e-3;
+  c.batch_size = 6;
+  c.lr = lr;
   c.workers = 1;
   c.validate_every = 0;
   c.log_every = 1;
+  return c;
+}
+
+TEST(DistributedTraining, TwoOrThreeRanksFollowOneRank) {
+  std::unique_ptr<kdseg::test::TempDir> owner;
+  const std::string dir = shared_folder(owner);
+  if (world().rank() == 0) kdseg::test::write_small_store(dir, 4, 32, 10, kdseg::data::SliceSelection::kOrgan);
+  world().barrier();
+  kdseg::student::TrainConfig c = tiny_config(dir, 1e-3);
+  c.max_steps = 4;
   c.output = dir + "/parallel";
   kdseg::student::train(c, world());
   bool ok = true;
@@ -79,16 +86,7 @@ TEST(DistributedTraining, TwoOrThreeRanksFollowOneRank) {
 TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
   std::unique_ptr<kdseg::test::TempDir> owner;
   const std::string dir = shared_folder(owner);
-  kdseg::student::TrainConfig c;
-  c.data = dir + "/p.h5";
-  c.width = 0.125;
-  c.dropout = 0;
-  c.crop = 32;
-  c.batch_size = 6;
-  c.lr = 2e-3;
-  c.workers = 1;
-  c.validate_every = 0;
-  c.log_every = 1;
+  kdseg::student::TrainConfig c = tiny_config(dir, 2e-3);
   if (world().rank() == 0) {
     kdseg::test::write_small_store(dir, 4, 32, 10, kdseg::data::SliceSelection::kOrgan);  // writes c.data
     auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
@@ -154,16 +152,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
 TEST(MultiRaterTraining, RandomRaterFollowsOneRankAndMeanDistillationLearns) {
   std::unique_ptr<kdseg::test::TempDir> owner;
   const std::string dir = shared_folder(owner);
-  kdseg::student::TrainConfig c;
-  c.data = dir + "/p.h5";
-  c.width = 0.125;
-  c.dropout = 0;
-  c.crop = 32;
-  c.batch_size = 6;
-  c.lr = 2e-3;
-  c.workers = 1;
-  c.validate_every = 0;
-  c.log_every = 1;
+  kdseg::student::TrainConfig c = tiny_config(dir, 2e-3);
   c.labels = kdseg::student::LabelKind::kRandom;
   c.max_steps = 2;
   if (world().rank() == 0) {
