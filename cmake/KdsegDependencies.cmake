@@ -19,6 +19,7 @@ find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 find_package(NIfTI REQUIRED)
 find_package(PNG REQUIRED)
+find_package(Libdeflate REQUIRED)
 
 # LibTorch's imported targets are system headers (no warnings from them); the libraries
 # and compile definitions it requires travel with kdseg::torch.

@@ -68,12 +68,28 @@ std::string read_string_attribute(hid_t object, const std::string& name) {
   return value;
 }
 
+Handle untimed_creation(hid_t property_class) {
+  Handle properties(KDSEG_CHECK_HDF5(H5Pcreate(property_class)));
+  KDSEG_CHECK_HDF5(H5Pset_obj_track_times(properties, false));
+  return properties;
+}
+
+std::vector<uint8_t> read_raw_chunk(hid_t dataset, const std::vector<hsize_t>& offset) {
+  hsize_t bytes = 0;
+  KDSEG_CHECK_HDF5(H5Dget_chunk_storage_size(dataset, offset.data(), &bytes));
+  std::vector<uint8_t> chunk(static_cast<size_t>(bytes));
+  uint32_t filters = 0;
+  KDSEG_CHECK_HDF5(H5Dread_chunk(dataset, H5P_DEFAULT, offset.data(), &filters, chunk.data()));
+  KDSEG_CHECK(filters == 0, "a chunk stored without its dataset's filters (filter mask ", filters, ")");
+  return chunk;
+}
+
 void write_strings(hid_t parent, const std::string& name, const std::vector<std::string>& values) {
   const Handle type = string_type();
   const hsize_t n = values.size();
   const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(1, &n, nullptr)));
   const Handle set(
-      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, untimed_creation(H5P_DATASET_CREATE), H5P_DEFAULT)));
   std::vector<const char*> pointers;
   for (const auto& v : values) pointers.push_back(v.c_str());
   if (n > 0) KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()));
@@ -96,7 +112,7 @@ void write_array(hid_t parent, const std::string& name, hid_t type, const std::v
                  const void* data) {
   const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
   const Handle set(
-      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, untimed_creation(H5P_DATASET_CREATE), H5P_DEFAULT)));
   KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 

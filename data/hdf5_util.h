@@ -48,6 +48,11 @@ using Lock = std::lock_guard<std::recursive_mutex>;
 // Silences HDF5's own error printing for the process (errors are reported as kdseg::Error).
 void quiet_errors();
 
+// Creation properties of `property_class` (H5P_DATASET_CREATE, H5P_GROUP_CREATE) that record no
+// modification times: files written from the same data then hold the same bytes. Every dataset
+// the helpers below create uses them.
+Handle untimed_creation(hid_t property_class);
+
 // Variable-length UTF-8 strings.
 void write_string_attribute(hid_t object, const std::string& name, const std::string& value);
 std::string read_string_attribute(hid_t object, const std::string& name);
@@ -58,6 +63,10 @@ std::vector<std::string> read_strings(hid_t parent, const std::string& name);
 void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims, const void* data);
 std::vector<hsize_t> dataset_dims(hid_t parent, const std::string& name);
 void read_array(hid_t parent, const std::string& name, hid_t type, void* data);
+
+// The stored (filtered) bytes of the chunk at `offset` of a chunked dataset, as H5Dread_chunk
+// gives them; the chunk must exist.
+std::vector<uint8_t> read_raw_chunk(hid_t dataset, const std::vector<hsize_t>& offset);
 
 // Row `row` of an [N,H,W] dataset into `data` (H*W values of `memory_type`), converted by HDF5.
 void read_row(hid_t dataset, int64_t row, int64_t height, int64_t width, hid_t memory_type, void* data);

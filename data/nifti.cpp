@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <vector>
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "data/deflate.h"
 
 namespace kdseg::data {
 namespace {
@@ -92,6 +94,47 @@ std::string written_nifti_problem(const std::string& path, int64_t expected) {
   return "";
 }
 
+// The voxel data of `image` as [K,J,I] (C order) in the file's type (uint16 as int16 bits): a
+// .nii.gz is read whole and inflated by libdeflate into the tensor's own buffer, anything else
+// (or a .gz libdeflate refuses) through znzlib, whose errors name the file.
+at::Tensor read_voxel_data(const nifti_image& image, const std::string& path) {
+  const TypeInfo* type = type_by_code(image.datatype);
+  const at::ScalarType stored = image.datatype == DT_UINT16 ? at::kShort : type->read_as;
+  const int64_t ni = image.nx, nj = image.ny, nk = image.nz;
+  const auto bytes = static_cast<size_t>(ni * nj * nk) * static_cast<size_t>(image.nbyper);
+  const auto offset = static_cast<size_t>(image.iname_offset);
+  const bool gz = nifti_is_gzfile(image.iname) != 0;
+  if (gz && offset % 8 == 0) {
+    std::vector<uint8_t> compressed;
+    {
+      std::ifstream in(image.iname, std::ios::binary);
+      in.seekg(0, std::ios::end);
+      const std::streamoff size = in.tellg();
+      if (in && size > 0) {
+        compressed.resize(static_cast<size_t>(size));
+        in.seekg(0);
+        in.read(reinterpret_cast<char*>(compressed.data()), size);
+        if (!in) compressed.clear();
+      }
+    }
+    // Header and voxels inflate into one buffer; the voxels are a view at their offset.
+    at::Tensor whole = torch::empty({static_cast<int64_t>(offset + bytes)}, torch::kByte);
+    if (!compressed.empty() && gunzip_exact(compressed.data(), compressed.size(), whole.data_ptr<uint8_t>(),
+                                            offset + bytes)) {
+      return whole.narrow(0, static_cast<int64_t>(offset), static_cast<int64_t>(bytes)).view(stored).view({nk, nj, ni});
+    }
+  }
+  at::Tensor raw = torch::empty({nk, nj, ni}, stored);
+  znzFile file = znzopen(image.iname, "rb", gz ? 1 : 0);
+  KDSEG_CHECK(!znz_isnull(file), path, ": cannot open the image data in ", image.iname);
+  // znzseek returns 0 (fseek) or the new offset (gzseek) on success, -1 on failure.
+  const bool positioned = znzseek(file, static_cast<long>(offset), SEEK_SET) >= 0;
+  const size_t got = positioned ? znzread(raw.data_ptr(), 1, bytes, file) : 0;
+  znzclose(file);
+  KDSEG_CHECK(got == bytes, path, ": truncated file: ", got, " of ", bytes, " bytes of image data could be read");
+  return raw;
+}
+
 }  // namespace
 
 Geometry read_nifti_geometry(const std::string& path) {
@@ -103,6 +146,9 @@ Geometry read_nifti_geometry(const std::string& path) {
   Geometry g;
   g.shape = {image->nx, image->ny, image->nz};
   g.affine = affine_of(*image);
+  if (const TypeInfo* type = type_by_code(image->datatype)) g.datatype = type->name;
+  g.scaled = image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&
+             (image->scl_slope != 1.0f || image->scl_inter != 0.0f);
   return g;
 }
 
@@ -127,7 +173,7 @@ std::array<double, 3> voxel_spacing(const Affine& a) {
   return s;
 }
 
-Volume read_nifti(const std::string& path, bool require_finite) {
+Volume read_nifti(const std::string& path, bool require_finite, VoxelType voxel_type) {
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
   nifti_set_debug_level(0);
@@ -144,38 +190,23 @@ Volume read_nifti(const std::string& path, bool require_finite) {
   const TypeInfo* type = type_by_code(image->datatype);
   KDSEG_CHECK(type != nullptr, path, ": unsupported NIfTI datatype ", nifti_datatype_string(image->datatype),
               " (use uint8, int8, int16, uint16, int32, float32 or float64)");
-  const int64_t ni = image->nx, nj = image->ny, nk = image->nz;
-  const size_t bytes = static_cast<size_t>(ni * nj * nk) * static_cast<size_t>(image->nbyper);
-  std::vector<unsigned char> buffer(bytes);
-  {
-    znzFile file = znzopen(image->iname, "rb", nifti_is_gzfile(image->iname));
-    KDSEG_CHECK(!znz_isnull(file), path, ": cannot open the image data in ", image->iname);
-    // znzseek returns 0 (fseek) or the new offset (gzseek) on success, -1 on failure.
-    const bool positioned = znzseek(file, static_cast<long>(image->iname_offset), SEEK_SET) >= 0;
-    const size_t got = positioned ? znzread(buffer.data(), 1, bytes, file) : 0;
-    znzclose(file);
-    KDSEG_CHECK(got == bytes, path, ": truncated file: ", got, " of ", bytes, " bytes of image data could be read");
-  }
-  if (image->nbyper > 1 && image->byteorder != nifti_short_order()) {
-    nifti_swap_Nbytes(bytes / static_cast<size_t>(image->nbyper), image->nbyper, buffer.data());
-  }
   // The file stores i fastest: as a C-order array that is [K,J,I].
-  at::Tensor raw;
-  if (image->datatype == DT_UINT16) {
-    const auto* values = reinterpret_cast<const uint16_t*>(buffer.data());
-    raw = torch::empty({nk, nj, ni}, torch::kInt);
-    int32_t* out = raw.data_ptr<int32_t>();
-    for (int64_t v = 0; v < ni * nj * nk; ++v) out[v] = values[v];
-  } else {
-    raw = torch::from_blob(buffer.data(), {nk, nj, ni}, type->read_as).clone();
+  at::Tensor raw = read_voxel_data(*image, path);
+  if (image->nbyper > 1 && image->byteorder != nifti_short_order()) {
+    nifti_swap_Nbytes(static_cast<size_t>(raw.numel()), image->nbyper, raw.data_ptr());
   }
-  at::Tensor voxels = raw.permute({2, 1, 0}).to(torch::kFloat).contiguous();
-  if (image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&
-      (image->scl_slope != 1.0f || image->scl_inter != 0.0f)) {
-    voxels.mul_(image->scl_slope).add_(image->scl_inter);
+  if (image->datatype == DT_UINT16) raw = raw.to(torch::kInt).bitwise_and_(0xFFFF);  // read as int16 bits
+  at::Tensor voxels = raw.permute({2, 1, 0});
+  const bool scaled = image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&
+                      (image->scl_slope != 1.0f || image->scl_inter != 0.0f);
+  if (voxel_type == VoxelType::kFloat32 || scaled) {
+    raw = raw.to(torch::kFloat);
+    voxels = raw.permute({2, 1, 0});
+    if (scaled) raw.mul_(image->scl_slope).add_(image->scl_inter);
+    if (voxel_type == VoxelType::kFloat32) voxels = voxels.contiguous();
   }
-  if (require_finite) {
-    const int64_t bad = voxels.isfinite().logical_not().sum().item<int64_t>();
+  if (require_finite && voxels.is_floating_point()) {
+    const int64_t bad = raw.isfinite().logical_not().sum().item<int64_t>();
     KDSEG_CHECK(bad == 0, path, ": ", bad, " voxels are NaN or Inf");
   }
   Volume volume;
@@ -298,16 +329,14 @@ Orientation closest_orientation(const Affine& a) {
   return o;
 }
 
-Volume to_canonical(const Volume& volume) {
-  const Orientation o = closest_orientation(volume.affine);
-  std::array<int64_t, 3> order{};  // canonical axis w takes voxel axis order[w]
-  for (int v = 0; v < 3; ++v) order[static_cast<size_t>(o.world_axis[static_cast<size_t>(v)])] = v;
-  at::Tensor voxels = volume.voxels.permute({order[0], order[1], order[2]});
-  std::vector<int64_t> flips;
-  for (int w = 0; w < 3; ++w) {
-    if (o.direction[static_cast<size_t>(order[static_cast<size_t>(w)])] < 0) flips.push_back(w);
+Reorientation canonical_reorientation(const Affine& affine, const std::array<int64_t, 3>& shape) {
+  const Orientation o = closest_orientation(affine);
+  Reorientation r;
+  for (int v = 0; v < 3; ++v) r.order[static_cast<size_t>(o.world_axis[static_cast<size_t>(v)])] = v;
+  for (size_t w = 0; w < 3; ++w) {
+    r.flip[w] = o.direction[static_cast<size_t>(r.order[w])] < 0;
+    r.shape[w] = shape[static_cast<size_t>(r.order[w])];
   }
-  if (!flips.empty()) voxels = voxels.flip(flips);
   // old index[v] = d < 0 ? n_v - 1 - new[w] : new[w] with w = world_axis[v]: A' = A * T.
   double t[4][4] = {{0}};
   t[3][3] = 1;
@@ -315,16 +344,39 @@ Volume to_canonical(const Volume& volume) {
     const int w = o.world_axis[static_cast<size_t>(v)];
     const int d = o.direction[static_cast<size_t>(v)];
     t[v][w] = d;
-    t[v][3] = d < 0 ? static_cast<double>(volume.voxels.size(v) - 1) : 0.0;
+    t[v][3] = d < 0 ? static_cast<double>(shape[static_cast<size_t>(v)] - 1) : 0.0;
   }
-  Volume out = volume;
-  for (int r = 0; r < 4; ++r) {
+  for (int row = 0; row < 4; ++row) {
     for (int c = 0; c < 4; ++c) {
       double sum = 0;
-      for (int k = 0; k < 4; ++k) sum += volume.affine[static_cast<size_t>(r * 4 + k)] * t[k][c];
-      out.affine[static_cast<size_t>(r * 4 + c)] = sum;
+      for (int k = 0; k < 4; ++k) sum += affine[static_cast<size_t>(row * 4 + k)] * t[k][c];
+      r.affine[static_cast<size_t>(row * 4 + c)] = sum;
     }
   }
+  return r;
+}
+
+at::Tensor canonical_slice(const at::Tensor& voxels, const Reorientation& r, int64_t k) {
+  const at::Tensor axes = voxels.permute({r.order[0], r.order[1], r.order[2]});
+  at::Tensor slice = axes.select(2, r.flip[2] ? r.shape[2] - 1 - k : k);
+  std::vector<int64_t> flips;
+  for (int64_t w = 0; w < 2; ++w) {
+    if (r.flip[static_cast<size_t>(w)]) flips.push_back(w);
+  }
+  return flips.empty() ? slice.contiguous() : slice.flip(flips).contiguous();
+}
+
+Volume to_canonical(const Volume& volume) {
+  const auto sizes = volume.voxels.sizes();
+  const Reorientation r = canonical_reorientation(volume.affine, {sizes[0], sizes[1], sizes[2]});
+  at::Tensor voxels = volume.voxels.permute({r.order[0], r.order[1], r.order[2]});
+  std::vector<int64_t> flips;
+  for (int64_t w = 0; w < 3; ++w) {
+    if (r.flip[static_cast<size_t>(w)]) flips.push_back(w);
+  }
+  if (!flips.empty()) voxels = voxels.flip(flips);
+  Volume out = volume;
+  out.affine = r.affine;
   out.voxels = voxels.contiguous();
   return out;
 }

@@ -22,10 +22,15 @@ struct Volume {
   std::string datatype;  // the file's datatype: "int16", "float32", ...
 };
 
+// The voxels read_nifti returns: float32 [I,J,K] contiguous, or the values as the file stores
+// them ([I,J,K] as a view of the file's [K,J,I] order, no copy; uint16 widened to int32, and
+// float32 when scl_slope/scl_inter scale them), which keeps a CT at 2 bytes a voxel.
+enum class VoxelType { kFloat32, kAsStored };
+
 // Reads a 3D volume. The affine is the sform when sform_code > 0, else the qform. Errors name
 // the file: unreadable or truncated, 4D, unsupported datatype, NaN or Inf values (when
-// `require_finite`).
-Volume read_nifti(const std::string& path, bool require_finite = true);
+// `require_finite`). A .nii.gz is inflated whole (libdeflate) into the voxels' own buffer.
+Volume read_nifti(const std::string& path, bool require_finite = true, VoxelType type = VoxelType::kFloat32);
 
 // Writes `voxels` [I,J,K] (any real dtype) as `datatype` ("uint8", "int8", "int16", "uint16",
 // "int32", "float32" or "float64"), with the affine as both sform and qform (code 1), and
@@ -46,6 +51,20 @@ Orientation closest_orientation(const Affine& affine);
 // the affine adjusted so that every voxel keeps its world position.
 Volume to_canonical(const Volume& volume);
 
+// How a volume's voxel axes become the canonical ones, computed from its affine and shape: the
+// same permutation and flips as to_canonical, without moving a voxel.
+struct Reorientation {
+  std::array<int64_t, 3> order{};  // canonical axis w is voxel axis order[w]
+  std::array<bool, 3> flip{};      // canonical axis w runs against voxel axis order[w]
+  std::array<int64_t, 3> shape{};  // the canonical shape
+  Affine affine{};                 // the canonical affine
+};
+Reorientation canonical_reorientation(const Affine& affine, const std::array<int64_t, 3>& shape);
+
+// Canonical axial slice k [X,Y] (contiguous, the voxels' dtype) of `voxels` [I,J,K], which may
+// be any view (read_nifti's kAsStored voxels).
+at::Tensor canonical_slice(const at::Tensor& voxels, const Reorientation& r, int64_t k);
+
 // The inverse of to_canonical: `canonical` [I,J,K] voxels in the canonical orientation of a
 // volume whose file has `original_affine` (and whose canonical shape they have), back in the
 // file's voxel order, so that they can be written with `original_affine`.
@@ -55,6 +74,8 @@ at::Tensor from_canonical(const at::Tensor& canonical, const Affine& original_af
 struct Geometry {
   std::array<int64_t, 3> shape{};
   Affine affine{};
+  std::string datatype;  // "int16", "float32", ...; empty when kdseg cannot read it
+  bool scaled = false;   // scl_slope/scl_inter change the stored values
 };
 Geometry read_nifti_geometry(const std::string& path);
 

@@ -18,6 +18,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,7 +46,7 @@ struct PrepareOptions {
   int compression = 4;  // deflate level 0-9; 0 stores uncompressed
   bool skip_bad_cases = false;
   bool force = false;                       // replace an existing output
-  int threads = 0;                          // cases converted in parallel (0: the cores available)
+  int threads = 0;                          // threads compressing slices (0: the cores available)
   RaterSearch raters = RaterSearch::kAuto;  // keep every rater's labels when the files exist
   int qubiq_task = 1;                       // the QUBIQ task whose masks are read (taskTT_segRR)
 };
@@ -64,10 +65,24 @@ struct PrepareSummary {
   double seconds = 0;
 };
 
-// Reads, checks, reorients, selects and resizes every case and writes the store atomically.
+// The "format" attribute on / that every reader checks (PreparedStore::open_file).
+inline constexpr const char* kPreparedStoreFormat = "kdseg prepared store 1";
+
+// The processes of `mpirun -np N kdseg prepare` (data/ knows no communicator: the caller passes
+// its collectives). Rank r converts cases r, r + N, ... into a part file beside the output;
+// rank 0 joins the parts into the store.
+struct PrepareRanks {
+  int rank = 0, size = 1;
+  std::function<void(std::vector<int64_t>&)> sum;  // in place, across ranks
+  std::function<void()> wait_for_all;              // a barrier with no time limit
+};
+
+// Reads, checks, reorients, selects and resizes every case and writes the store atomically, one
+// case in memory at a time, its slices compressed on `options.threads` threads. The store's bytes
+// do not depend on the threads or ranks (with SOURCE_DATE_EPOCH set, not on the time either).
 // By default nothing is written when any case is bad; with skip_bad_cases each bad case is
 // logged and skipped. Errors name the file and what is wrong.
-PrepareSummary prepare_store(const PrepareOptions& options);
+PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& ranks = {});
 
 // The fold of each case: a deterministic, balanced assignment from the case ids alone.
 std::vector<int> assign_folds(const std::vector<std::string>& case_ids, int folds);

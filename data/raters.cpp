@@ -135,7 +135,7 @@ Tensor read_raters(const RaterFiles& files, const Volume& image) {
   for (size_t j = 0; j < files.raters.size(); ++j) {
     Tensor rater = out[static_cast<int64_t>(j)];
     for (const RaterPart& part : files.raters[j]) {
-      const Volume mask = read_nifti(part.file, /*require_finite=*/true);
+      const Volume mask = read_nifti(part.file, /*require_finite=*/true, VoxelType::kAsStored);
       check_same_grid(mask, image);
       rater.masked_fill_(mask.voxels != 0, part.value);
     }

@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-dev
   libboost-program-options-dev
-  libniftiio-dev libnifti2-dev libznz-dev zlib1g-dev libpng-dev
+  libniftiio-dev libnifti2-dev libznz-dev zlib1g-dev libpng-dev libdeflate-dev
   libgtest-dev libbenchmark-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev
   chromium python3-h5py python3-nibabel

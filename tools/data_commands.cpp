@@ -5,6 +5,8 @@
 #include <optional>
 #include <thread>
 
+#include <torch/torch.h>
+
 #include "core/log.h"
 #include "core/parse.h"
 #include "data/prepared_store.h"
@@ -13,6 +15,21 @@
 
 namespace kdseg::tools {
 namespace po = boost::program_options;
+
+namespace {
+void print_prepare_summary(const data::PrepareOptions& o, const data::PrepareSummary& s) {
+  std::cout << "prepared " << o.output << " (" << data::layout_name(s.layout) << ", " << s.image_dtype << " images)\n"
+            << "  cases " << s.cases << ", slices kept " << s.slices << ", skipped cases " << s.skipped.size() << "\n"
+            << "  fold:   ";
+  for (size_t f = 0; f < s.cases_per_fold.size(); ++f)
+    std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
+  if (s.raters > 0) std::cout << "\n  raters: " << s.raters << " per case";
+  std::cout << "\n  labels: ";
+  for (size_t v = 0; v < s.label_histogram.size(); ++v) std::cout << "  " << v << ": " << s.label_histogram[v];
+  std::cout << "\n  content hash " << s.content_hash << ", " << s.seconds << " s ("
+            << (s.seconds > 0 ? static_cast<double>(s.slices) / s.seconds : 0.0) << " slices/s)\n";
+}
+}  // namespace
 
 void add_synth_options(po::options_description& d) {
   // clang-format off
@@ -83,22 +100,26 @@ int run_prepare(const po::variables_map& vm) {
   o.compression = vm["compression"].as<int>();
   o.skip_bad_cases = vm["skip-bad-cases"].as<bool>();
   o.force = vm["force"].as<bool>();
-  o.threads = vm["threads"].as<int>();
   o.raters = parse_option(vm, "raters", data::parse_rater_search);
   o.qubiq_task = vm["qubiq-task"].as<int>();
   if (o.qubiq_task < 1) throw po::error("--qubiq-task must be 1 or more, got " + std::to_string(o.qubiq_task));
-  const data::PrepareSummary s = data::prepare_store(o);
-  std::cout << "prepared " << o.output << " (" << data::layout_name(s.layout) << ", " << s.image_dtype << " images)\n"
-            << "  cases " << s.cases << ", slices kept " << s.slices << ", skipped cases " << s.skipped.size() << "\n"
-            << "  fold:   ";
-  for (size_t f = 0; f < s.cases_per_fold.size(); ++f)
-    std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
-  if (s.raters > 0) std::cout << "\n  raters: " << s.raters << " per case";
-  std::cout << "\n  labels: ";
-  for (size_t v = 0; v < s.label_histogram.size(); ++v) std::cout << "  " << v << ": " << s.label_histogram[v];
-  std::cout << "\n  content hash " << s.content_hash << ", " << s.seconds << " s ("
-            << (s.seconds > 0 ? static_cast<double>(s.slices) / s.seconds : 0.0) << " slices/s)\n";
-  return 0;
+  return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {
+    // The threads run_distributed gave this rank (--threads, or its share of the node's cores).
+    o.threads = at::get_num_threads();
+    data::PrepareRanks ranks;
+    ranks.rank = comm.rank();
+    ranks.size = comm.size();
+    ranks.sum = [&](std::vector<int64_t>& values) {
+      at::Tensor t = torch::tensor(values, torch::kLong);
+      comm.all_reduce(t, dist::ReduceOp::kSum);
+      for (size_t i = 0; i < values.size(); ++i) values[i] = t[static_cast<int64_t>(i)].item<int64_t>();
+    };
+    ranks.wait_for_all = [&] { comm.wait_for_all(); };
+    const data::PrepareSummary s = data::prepare_store(o, ranks);
+    if (comm.rank() == 0) print_prepare_summary(o, s);
+    return 0;
+  });
 }
+
 
 }  // namespace kdseg::tools

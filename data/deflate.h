@@ -1,0 +1,25 @@
+// Whole-buffer DEFLATE through libdeflate: the chunks of HDF5's shuffle + deflate filter pipeline,
+// made and read outside HDF5 (so that `prepare` compresses slices on every thread and writes them
+// with H5Dwrite_chunk), and whole .gz files inflated in one call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace kdseg::data {
+
+// `bytes` of elements of `element_size` bytes as HDF5's filters store them: byte-shuffled (for
+// elements wider than a byte) then deflated into a zlib stream at `level` (1-12); level 0 applies
+// neither filter and returns the bytes as they are. Deterministic: equal input, equal output.
+std::vector<uint8_t> encode_chunk(const void* data, size_t bytes, size_t element_size, int level);
+
+// The inverse of encode_chunk into `out` (`bytes` long). False when `chunk` is not such a chunk.
+bool decode_chunk(const std::vector<uint8_t>& chunk, void* out, size_t bytes, size_t element_size, int level);
+
+// Inflates a whole gzip file held in memory (one or more members) into exactly `out_bytes`.
+// Returns false when the data are damaged, cut short or inflate to another size; the caller then
+// reads the file through zlib's stream reader for its exact error.
+bool gunzip_exact(const uint8_t* in, size_t in_bytes, uint8_t* out, size_t out_bytes);
+
+}  // namespace kdseg::data
