@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 
@@ -32,6 +34,93 @@ double dice_of(double both, double predicted, double labelled, double empty) {
 double ece_of(const at::Tensor& confidence, const at::Tensor& correct, const at::Tensor& count) {
   const double n = count.sum().item<double>();
   return n == 0 ? std::nan("") : (confidence - correct).abs().sum().item<double>() / n;
+}
+
+// Where a case's numbers sit in its row of the state (SegmentationMetrics' offsets).
+struct RowLayout {
+  int64_t classes, bins, bins_at, classwise_at, scalars_at, ignore_index;
+  double empty_dice;
+  const std::vector<DiceRegion>* regions;
+};
+
+// One slice's voxels into a case's row in a single pass: `p` holds the class planes [C, n], `y`
+// the labels [n]. Voxels labelled ignore_index count nowhere; a slice of nothing but them is not
+// counted at all. Ties between classes go to the lower class, as torch's max.
+template <typename T>
+void accumulate_slice(const T* p, const int64_t* y, int64_t n, const RowLayout& l, double* row) {
+  const int64_t classes = l.classes, bins = l.bins;
+  const size_t regions = l.regions->size();
+  std::vector<uint8_t> in_region(regions * static_cast<size_t>(classes), 0);
+  for (size_t r = 0; r < regions; ++r) {
+    for (int64_t k : (*l.regions)[r].classes) in_region[r * static_cast<size_t>(classes) + static_cast<size_t>(k)] = 1;
+  }
+  std::vector<double> both(regions), predicted_in(regions), labelled_in(regions);
+  std::vector<double> bin_confidence(static_cast<size_t>(bins)), bin_correct(static_cast<size_t>(bins)),
+      bin_count(static_cast<size_t>(bins));
+  std::vector<double> classwise(static_cast<size_t>(3 * bins * classes));
+  const auto bin_of = [&](double q) {
+    return static_cast<size_t>(
+        std::min<double>(std::max<double>(std::floor(q * static_cast<double>(bins)), 0), bins - 1));
+  };
+  double nll = 0, brier = 0;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t label = y[i];
+    if (label == l.ignore_index) continue;
+    KDSEG_CHECK(label >= 0 && label < classes, "metrics: label ", label, " outside [0, ", classes, ")");
+    ++kept;
+    int64_t predicted = 0;
+    double confidence = static_cast<double>(p[i]);
+    for (int64_t k = 1; k < classes; ++k) {
+      const double v = static_cast<double>(p[k * n + i]);
+      if (v > confidence) {
+        confidence = v;
+        predicted = k;
+      }
+    }
+    for (size_t r = 0; r < regions; ++r) {
+      const uint8_t* member = &in_region[r * static_cast<size_t>(classes)];
+      const bool a = member[predicted] != 0, b = member[label] != 0;
+      both[r] += a && b;
+      predicted_in[r] += a;
+      labelled_in[r] += b;
+    }
+    const size_t bin = bin_of(confidence);
+    bin_confidence[bin] += confidence;
+    bin_correct[bin] += predicted == label;
+    bin_count[bin] += 1;
+    for (int64_t k = 0; k < classes; ++k) {
+      const double q = static_cast<double>(p[k * n + i]), target = k == label ? 1.0 : 0.0;
+      double* at = &classwise[static_cast<size_t>(3 * bins * k)];
+      const size_t kb = bin_of(q);
+      at[kb] += q;
+      at[static_cast<size_t>(bins) + kb] += target;
+      at[static_cast<size_t>(2 * bins) + kb] += 1;
+      brier += (q - target) * (q - target);
+    }
+    nll -= std::log(std::max(static_cast<double>(p[label * n + i]), 1e-12));
+  }
+  if (kept == 0) return;
+  row[l.scalars_at + kSlices] += 1;
+  for (size_t r = 0; r < regions; ++r) {
+    double* at = row + 4 * static_cast<int64_t>(r);
+    at[0] += both[r];
+    at[1] += predicted_in[r];
+    at[2] += labelled_in[r];
+    at[3] += dice_of(both[r], predicted_in[r], labelled_in[r], l.empty_dice);
+  }
+  double gap = 0;
+  for (int64_t b = 0; b < bins; ++b) {
+    const auto i = static_cast<size_t>(b);
+    row[l.bins_at + b] += bin_confidence[i];
+    row[l.bins_at + bins + b] += bin_correct[i];
+    row[l.bins_at + 2 * bins + b] += bin_count[i];
+    gap += std::abs(bin_confidence[i] - bin_correct[i]);
+  }
+  row[l.scalars_at + kSliceEce] += gap / static_cast<double>(kept);
+  for (size_t i = 0; i < classwise.size(); ++i) row[l.classwise_at + static_cast<int64_t>(i)] += classwise[i];
+  row[l.scalars_at + kNll] += nll;
+  row[l.scalars_at + kBrier] += brier;
 }
 
 }  // namespace
@@ -66,54 +155,23 @@ void SegmentationMetrics::add(const at::Tensor& probabilities, const at::Tensor&
               classes_, ",H,W], got ", probabilities.sizes());
   KDSEG_CHECK(static_cast<int64_t>(cases.size()) == probabilities.size(0), "metrics: ", cases.size(),
               " case ids for a batch of ", probabilities.size(0));
-  const at::Tensor p = probabilities.detach().to(torch::kDouble).cpu();
-  const at::Tensor y = labels.detach().cpu();
+  // Float probabilities are read as they are; every sum is in float64, as they were converted first.
+  const at::Tensor p = probabilities.detach().cpu().scalar_type() == torch::kFloat
+                           ? probabilities.detach().cpu().contiguous()
+                           : probabilities.detach().cpu().to(torch::kDouble).contiguous();
+  const at::Tensor y = labels.detach().cpu().to(torch::kLong).contiguous();
+  const int64_t pixels = p.size(2) * p.size(3);
+  RowLayout layout{classes_, bins_, bins_at(), classwise_at(), scalars_at(), ignore_index_, empty_dice_, &regions_};
   for (int64_t b = 0; b < p.size(0); ++b) {
     const int64_t c = cases[static_cast<size_t>(b)];
     KDSEG_CHECK(c >= 0 && c < cases_, "metrics: case ", c, " outside [0, ", cases_, ")");
-    const at::Tensor keep = (y[b] != ignore_index_).flatten();
-    const at::Tensor prob = p[b].flatten(1).index({torch::indexing::Slice(), keep});  // [C,N]
-    const at::Tensor label = y[b].flatten().masked_select(keep);
-    if (label.numel() == 0) continue;  // an all-ignored slice counts nowhere
-    const auto [confidence, predicted] = prob.max(0);
-    at::Tensor row = state_[c];
-    row[scalars_at() + kSlices] += 1;
-    for (size_t r = 0; r < regions_.size(); ++r) {
-      at::Tensor in_pred = torch::zeros_like(label, torch::kBool), in_label = torch::zeros_like(label, torch::kBool);
-      for (int64_t k : regions_[r].classes) {
-        in_pred |= predicted == k;
-        in_label |= label == k;
-      }
-      const double both = (in_pred & in_label).sum().item<double>(), pred = in_pred.sum().item<double>(),
-                   lab = in_label.sum().item<double>();
-      const int64_t at = region_at(r);
-      row[at] += both;
-      row[at + 1] += pred;
-      row[at + 2] += lab;
-      row[at + 3] += dice_of(both, pred, lab, empty_dice_);
+    double* row = state_[c].data_ptr<double>();
+    const int64_t* label = y.data_ptr<int64_t>() + b * pixels;
+    if (p.scalar_type() == torch::kFloat) {
+      accumulate_slice(p.data_ptr<float>() + b * classes_ * pixels, label, pixels, layout, row);
+    } else {
+      accumulate_slice(p.data_ptr<double>() + b * classes_ * pixels, label, pixels, layout, row);
     }
-    const auto bin_of = [&](const at::Tensor& q) {
-      return (q * static_cast<double>(bins_)).floor().clamp(0, bins_ - 1).to(torch::kLong);
-    };
-    const at::Tensor bin = bin_of(confidence);
-    const at::Tensor correct = (predicted == label).to(torch::kDouble);
-    const at::Tensor conf_sum = torch::bincount(bin, confidence, bins_),
-                     correct_sum = torch::bincount(bin, correct, bins_),
-                     count = torch::bincount(bin, {}, bins_).to(torch::kDouble);
-    row.narrow(0, bins_at(), bins_) += conf_sum;
-    row.narrow(0, bins_at() + bins_, bins_) += correct_sum;
-    row.narrow(0, bins_at() + 2 * bins_, bins_) += count;
-    row[scalars_at() + kSliceEce] += ece_of(conf_sum, correct_sum, count);
-    const at::Tensor one_hot = torch::one_hot(label, classes_).t().to(torch::kDouble);  // [C,N]
-    for (int64_t k = 0; k < classes_; ++k) {
-      const at::Tensor bk = bin_of(prob[k]);
-      const int64_t at = classwise_at() + 3 * bins_ * k;
-      row.narrow(0, at, bins_) += torch::bincount(bk, prob[k], bins_);
-      row.narrow(0, at + bins_, bins_) += torch::bincount(bk, one_hot[k], bins_);
-      row.narrow(0, at + 2 * bins_, bins_) += torch::bincount(bk, {}, bins_).to(torch::kDouble);
-    }
-    row[scalars_at() + kNll] += -prob.gather(0, label.unsqueeze(0)).clamp_min(1e-12).log().sum().item<double>();
-    row[scalars_at() + kBrier] += (prob - one_hot).pow(2).sum().item<double>();
   }
 }
 

@@ -94,13 +94,23 @@ bool decode_chunk(const std::vector<uint8_t>& chunk, void* out, size_t bytes, si
   return true;
 }
 
+std::vector<uint8_t> gzip_member(const void* data, size_t bytes, int level) {
+  KDSEG_CHECK(level >= 1 && level <= 12, "gzip level must be 1-12, got ", level);
+  libdeflate_compressor* c = compressor(level);
+  std::vector<uint8_t> out(libdeflate_gzip_compress_bound(c, bytes));
+  const size_t size = libdeflate_gzip_compress(c, data, bytes, out.data(), out.size());
+  KDSEG_CHECK(size > 0, "libdeflate could not compress ", bytes, " bytes");
+  out.resize(size);
+  return out;
+}
+
 bool gunzip_exact(const uint8_t* in, size_t in_bytes, uint8_t* out, size_t out_bytes) {
   size_t used = 0, written = 0;
   // Members one after another (bgzip and concatenated files have several).
   while (used < in_bytes) {
     size_t in_used = 0, out_got = 0;
-    const libdeflate_result r = libdeflate_gzip_decompress_ex(decompressor(), in + used, in_bytes - used,
-                                                              out + written, out_bytes - written, &in_used, &out_got);
+    const libdeflate_result r = libdeflate_gzip_decompress_ex(decompressor(), in + used, in_bytes - used, out + written,
+                                                              out_bytes - written, &in_used, &out_got);
     if (r != LIBDEFLATE_SUCCESS) return false;
     used += in_used;
     written += out_got;

@@ -17,6 +17,10 @@ std::vector<uint8_t> encode_chunk(const void* data, size_t bytes, size_t element
 // The inverse of encode_chunk into `out` (`bytes` long). False when `chunk` is not such a chunk.
 bool decode_chunk(const std::vector<uint8_t>& chunk, void* out, size_t bytes, size_t element_size, int level);
 
+// `bytes` as one gzip member at `level` (1-12). Members written one after another are one gzip
+// file (RFC 1952), which lets a file be compressed in pieces on several threads.
+std::vector<uint8_t> gzip_member(const void* data, size_t bytes, int level);
+
 // Inflates a whole gzip file held in memory (one or more members) into exactly `out_bytes`.
 // Returns false when the data are damaged, cut short or inflate to another size; the caller then
 // reads the file through zlib's stream reader for its exact error.

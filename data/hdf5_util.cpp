@@ -88,8 +88,8 @@ void write_strings(hid_t parent, const std::string& name, const std::vector<std:
   const Handle type = string_type();
   const hsize_t n = values.size();
   const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(1, &n, nullptr)));
-  const Handle set(
-      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, untimed_creation(H5P_DATASET_CREATE), H5P_DEFAULT)));
+  const Handle set(KDSEG_CHECK_HDF5(
+      H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, untimed_creation(H5P_DATASET_CREATE), H5P_DEFAULT)));
   std::vector<const char*> pointers;
   for (const auto& v : values) pointers.push_back(v.c_str());
   if (n > 0) KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, pointers.data()));
@@ -111,8 +111,8 @@ std::vector<std::string> read_strings(hid_t parent, const std::string& name) {
 void write_array(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
                  const void* data) {
   const Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
-  const Handle set(
-      KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, untimed_creation(H5P_DATASET_CREATE), H5P_DEFAULT)));
+  const Handle set(KDSEG_CHECK_HDF5(
+      H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, untimed_creation(H5P_DATASET_CREATE), H5P_DEFAULT)));
   KDSEG_CHECK_HDF5(H5Dwrite(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 

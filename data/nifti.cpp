@@ -5,12 +5,18 @@
 #include <zlib.h>
 #include <znzlib.h>
 
+#include <unistd.h>
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -68,6 +74,25 @@ Affine affine_of(const nifti_image& image) {
   return image.sform_code > 0 ? from_mat44(image.sto_xyz) : from_mat44(image.qto_xyz);
 }
 
+// The affine as both sform and qform (code 1), the voxel sizes and scl_slope/scl_inter.
+void set_geometry(nifti_image& image, const Affine& affine, double slope, double inter) {
+  const std::array<double, 3> spacing = voxel_spacing(affine);
+  image.dx = image.pixdim[1] = static_cast<float>(spacing[0]);
+  image.dy = image.pixdim[2] = static_cast<float>(spacing[1]);
+  image.dz = image.pixdim[3] = static_cast<float>(spacing[2]);
+  image.scl_slope = static_cast<float>(slope);
+  image.scl_inter = static_cast<float>(inter);
+  image.sform_code = NIFTI_XFORM_SCANNER_ANAT;
+  image.sto_xyz = to_mat44(affine);
+  image.sto_ijk = nifti_mat44_inverse(image.sto_xyz);
+  image.qform_code = NIFTI_XFORM_SCANNER_ANAT;
+  nifti_mat44_to_quatern(image.sto_xyz, &image.quatern_b, &image.quatern_c, &image.quatern_d, &image.qoffset_x,
+                         &image.qoffset_y, &image.qoffset_z, nullptr, nullptr, nullptr, &image.qfac);
+  image.qto_xyz = nifti_quatern_to_mat44(image.quatern_b, image.quatern_c, image.quatern_d, image.qoffset_x,
+                                         image.qoffset_y, image.qoffset_z, image.dx, image.dy, image.dz, image.qfac);
+  image.qto_ijk = nifti_mat44_inverse(image.qto_xyz);
+}
+
 // "" when the NIfTI file at `path` holds `expected` bytes (decompressed, for .gz) and reads to
 // its end; otherwise what is wrong with it.
 std::string written_nifti_problem(const std::string& path, int64_t expected) {
@@ -119,8 +144,8 @@ at::Tensor read_voxel_data(const nifti_image& image, const std::string& path) {
     }
     // Header and voxels inflate into one buffer; the voxels are a view at their offset.
     at::Tensor whole = torch::empty({static_cast<int64_t>(offset + bytes)}, torch::kByte);
-    if (!compressed.empty() && gunzip_exact(compressed.data(), compressed.size(), whole.data_ptr<uint8_t>(),
-                                            offset + bytes)) {
+    if (!compressed.empty() &&
+        gunzip_exact(compressed.data(), compressed.size(), whole.data_ptr<uint8_t>(), offset + bytes)) {
       return whole.narrow(0, static_cast<int64_t>(offset), static_cast<int64_t>(bytes)).view(stored).view({nk, nj, ni});
     }
   }
@@ -263,22 +288,7 @@ void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine
       break;
     default: std::memcpy(image->data, in, static_cast<size_t>(n) * sizeof(double)); break;
   }
-  const std::array<double, 3> spacing = voxel_spacing(affine);
-  image->dx = image->pixdim[1] = static_cast<float>(spacing[0]);
-  image->dy = image->pixdim[2] = static_cast<float>(spacing[1]);
-  image->dz = image->pixdim[3] = static_cast<float>(spacing[2]);
-  image->scl_slope = static_cast<float>(slope);
-  image->scl_inter = static_cast<float>(inter);
-  image->sform_code = NIFTI_XFORM_SCANNER_ANAT;
-  image->sto_xyz = to_mat44(affine);
-  image->sto_ijk = nifti_mat44_inverse(image->sto_xyz);
-  image->qform_code = NIFTI_XFORM_SCANNER_ANAT;
-  nifti_mat44_to_quatern(image->sto_xyz, &image->quatern_b, &image->quatern_c, &image->quatern_d, &image->qoffset_x,
-                         &image->qoffset_y, &image->qoffset_z, nullptr, nullptr, nullptr, &image->qfac);
-  image->qto_xyz =
-      nifti_quatern_to_mat44(image->quatern_b, image->quatern_c, image->quatern_d, image->qoffset_x, image->qoffset_y,
-                             image->qoffset_z, image->dx, image->dy, image->dz, image->qfac);
-  image->qto_ijk = nifti_mat44_inverse(image->qto_xyz);
+  set_geometry(*image, affine, slope, inter);
 
   AtomicFile file(path);
   KDSEG_CHECK(nifti_set_filenames(image.get(), file.temp_path().c_str(), /*check=*/0, /*set_byte_order=*/1) == 0, path,
@@ -395,6 +405,134 @@ void check_same_grid(const Volume& volume, const Volume& image) {
     KDSEG_CHECK(std::abs(a - b) <= 1e-3 * std::max({1.0, std::abs(a), std::abs(b)}), name(volume),
                 ": affine differs from ", name(image), " (element ", i / 4, ",", i % 4, ": ", b, " vs ", a, ")");
   }
+}
+
+// --- NiftiPlaneWriter -------------------------------------------------------------------------------
+
+struct NiftiPlaneWriter::State {
+  std::string path;
+  std::unique_ptr<AtomicFile> file;
+  std::FILE* out = nullptr;
+  const TypeInfo* type = nullptr;
+  std::array<int64_t, 3> shape{};
+  int64_t planes = 0;
+  bool gz = false;
+  int threads = 1;
+  std::vector<at::Tensor> pending;  // planes in the file's type and order, [J,I]
+
+  void put(const void* data, size_t bytes) {
+    if (bytes > 0 && std::fwrite(data, 1, bytes, out) != bytes) fail("a write failed");
+  }
+  [[noreturn]] void fail(const std::string& what) {
+    const std::string cause = likely_write_failure(file->temp_path());
+    throw_write_failure(path, "the NIfTI file", cause.empty() ? what : cause + ": " + what);
+  }
+  // Compresses the pending planes (one gzip member each, on every thread) and writes them in order.
+  void flush() {
+    std::vector<std::vector<uint8_t>> members(pending.size());
+    if (gz) {
+      std::atomic<size_t> next{0};
+      const auto work = [&] {
+        for (size_t i; (i = next.fetch_add(1)) < pending.size();) {
+          members[i] = gzip_member(pending[i].data_ptr(), static_cast<size_t>(pending[i].nbytes()), kLevel);
+        }
+      };
+      std::vector<std::thread> helpers;
+      for (int t = 1; t < std::min<int>(threads, static_cast<int>(pending.size())); ++t) helpers.emplace_back(work);
+      work();
+      for (auto& h : helpers) h.join();
+      for (const auto& m : members) put(m.data(), m.size());
+    } else {
+      for (const auto& p : pending) put(p.data_ptr(), static_cast<size_t>(p.nbytes()));
+    }
+    pending.clear();
+  }
+  static constexpr int kLevel = 6;  // zlib's default, which niftilib and nibabel write
+};
+
+NiftiPlaneWriter::NiftiPlaneWriter(const std::string& path, const std::array<int64_t, 3>& shape, const Affine& affine,
+                                   const std::string& datatype, int threads)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.path = path;
+  s.shape = shape;
+  s.threads = std::max(1, threads);
+  s.type = type_by_name(datatype);
+  KDSEG_CHECK(s.type != nullptr, path, ": unsupported datatype '", datatype, "'");
+  const bool gz = path.size() > 7 && path.compare(path.size() - 7, 7, ".nii.gz") == 0;
+  KDSEG_CHECK(gz || (path.size() > 4 && path.compare(path.size() - 4, 4, ".nii") == 0), path,
+              ": a NIfTI file name ends in .nii or .nii.gz");
+  s.gz = gz;
+  const int dims[8] = {3, static_cast<int>(shape[0]), static_cast<int>(shape[1]), static_cast<int>(shape[2]), 1, 1, 1,
+                       1};
+  NiftiPtr image(nifti_make_new_nim(dims, s.type->code, /*data_fill=*/0));
+  KDSEG_CHECK(image != nullptr, path, ": niftilib could not create an image");
+  set_geometry(*image, affine, 1.0, 0.0);
+  image->nifti_type = NIFTI_FTYPE_NIFTI1_1;
+  image->iname_offset = 352;
+  nifti_1_header header = nifti_convert_nim2nhdr(image.get());
+  std::memcpy(header.magic, "n+1\0", 4);
+  header.vox_offset = 352;
+  uint8_t bytes[352] = {0};  // the header and an empty extension flag
+  std::memcpy(bytes, &header, sizeof header);
+  s.file = std::make_unique<AtomicFile>(path);
+  s.out = std::fopen(s.file->temp_path().c_str(), "wb");
+  KDSEG_CHECK(s.out != nullptr, s.file->temp_path(), ": cannot create: ", std::strerror(errno));
+  if (gz) {
+    const std::vector<uint8_t> member = gzip_member(bytes, sizeof bytes, State::kLevel);
+    s.put(member.data(), member.size());
+  } else {
+    s.put(bytes, sizeof bytes);
+  }
+}
+
+NiftiPlaneWriter::~NiftiPlaneWriter() {
+  if (state_ && state_->out != nullptr) std::fclose(state_->out);  // the AtomicFile removes the rest
+}
+
+void NiftiPlaneWriter::write(const at::Tensor& plane) {
+  State& s = *state_;
+  KDSEG_CHECK(s.out != nullptr, s.path, ": written after close()");
+  KDSEG_CHECK(plane.dim() == 2 && plane.size(0) == s.shape[0] && plane.size(1) == s.shape[1], s.path, ": plane ",
+              s.planes, " has shape ", plane.sizes(), ", not [", s.shape[0], ",", s.shape[1], "]");
+  KDSEG_CHECK(s.planes < s.shape[2], s.path, ": more than ", s.shape[2], " planes");
+  at::Tensor values = plane.t();  // the file stores i fastest: [J,I]
+  const int code = s.type->code;
+  if (code != DT_FLOAT32 && code != DT_FLOAT64) {
+    static const std::map<int, std::pair<double, double>> kRange = {{DT_UINT8, {0, 255}},
+                                                                    {DT_INT8, {-128, 127}},
+                                                                    {DT_INT16, {-32768, 32767}},
+                                                                    {DT_UINT16, {0, 65535}},
+                                                                    {DT_INT32, {-2147483648.0, 2147483647.0}}};
+    if (values.is_floating_point()) {
+      const auto& range = kRange.at(code);
+      values = values.to(torch::kDouble).round().clamp(range.first, range.second);
+    }
+  }
+  if (code == DT_UINT16) {  // no uint16 tensors: the low bytes of int32
+    const at::Tensor wide = values.to(torch::kInt).contiguous();
+    at::Tensor narrow = torch::empty(wide.sizes(), torch::kShort);
+    const int32_t* in = wide.data_ptr<int32_t>();
+    auto* out = reinterpret_cast<uint16_t*>(narrow.data_ptr<int16_t>());
+    for (int64_t v = 0; v < wide.numel(); ++v) out[v] = static_cast<uint16_t>(in[v]);
+    values = narrow;
+  } else {
+    values = values.to(code == DT_UINT8 ? torch::kByte : s.type->read_as).contiguous();
+  }
+  s.pending.push_back(values);
+  ++s.planes;
+  if (static_cast<int>(s.pending.size()) >= 2 * s.threads) s.flush();
+}
+
+void NiftiPlaneWriter::close() {
+  State& s = *state_;
+  KDSEG_CHECK(s.planes == s.shape[2], s.path, ": closed after ", s.planes, " of ", s.shape[2], " planes");
+  s.flush();
+  const bool flushed = std::fflush(s.out) == 0 && ::fsync(fileno(s.out)) == 0;
+  const bool closed = std::fclose(s.out) == 0;
+  s.out = nullptr;
+  if (!flushed || !closed) s.fail("writing its last bytes failed");
+  s.file->commit();
 }
 
 }  // namespace kdseg::data

@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
+#include <memory>
 #include <string>
 
 namespace kdseg::data {
@@ -38,6 +39,29 @@ Volume read_nifti(const std::string& path, bool require_finite = true, VoxelType
 // chooses .nii or .nii.gz. Atomic: a crash never leaves a partial file.
 void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine, const std::string& datatype,
                  double slope = 1.0, double inter = 0.0);
+
+// Writes a NIfTI-1 volume of shape [I,J,K] one k-plane at a time, without holding the volume:
+// the header, then each plane in order. A .nii.gz is written as one gzip member per plane,
+// compressed by libdeflate on `threads` threads; concatenated members are one gzip file to zlib,
+// nibabel, ITK and niftilib. Atomic: the file appears when close() succeeds; a failed write (a
+// full disk) names the file, and the destructor of an unclosed writer leaves nothing behind.
+class NiftiPlaneWriter {
+ public:
+  NiftiPlaneWriter(const std::string& path, const std::array<int64_t, 3>& shape, const Affine& affine,
+                   const std::string& datatype, int threads = 1);
+  ~NiftiPlaneWriter();
+  NiftiPlaneWriter(const NiftiPlaneWriter&) = delete;
+  NiftiPlaneWriter& operator=(const NiftiPlaneWriter&) = delete;
+
+  // The next plane [I,J] (any real dtype), converted to the datatype (rounded and saturated for
+  // integer types).
+  void write(const at::Tensor& plane);
+  void close();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // For each voxel axis: the world axis (0 R, 1 A, 2 S) it points along most closely, and the
 // direction (+1 or -1).

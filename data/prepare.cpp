@@ -16,8 +16,8 @@
 #include <functional>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "core/build_config.h"
@@ -87,7 +87,8 @@ Tensor label_bytes(const Volume& label, Layout layout, const std::string& label_
     bytes = stored;
   } else if (stored.numel() > 0) {
     const bool whole = !stored.is_floating_point() || stored.eq(stored.round()).all().item<bool>();
-    if (whole && stored.min().item<double>() >= 0 && stored.max().item<double>() <= 255) bytes = stored.to(torch::kByte);
+    if (whole && stored.min().item<double>() >= 0 && stored.max().item<double>() <= 255)
+      bytes = stored.to(torch::kByte);
   }
   const std::vector<int> allowed = label_values(layout);
   std::vector<std::string> bad;
@@ -434,8 +435,8 @@ class StoreWriter {
   }
 
   h5::Handle write_case_table(const std::vector<int>& fold_of) {
-    h5::Handle cases(KDSEG_CHECK_HDF5(
-        H5Gcreate2(file_, "cases", H5P_DEFAULT, h5::untimed_creation(H5P_GROUP_CREATE), H5P_DEFAULT)));
+    h5::Handle cases(
+        KDSEG_CHECK_HDF5(H5Gcreate2(file_, "cases", H5P_DEFAULT, h5::untimed_creation(H5P_GROUP_CREATE), H5P_DEFAULT)));
     const hsize_t n = ids_.size();
     h5::write_strings(cases, "id", ids_);
     h5::write_strings(cases, "image_file", image_files_);
@@ -586,10 +587,9 @@ struct Converted {
 // Converts the cases `mine` (positions in `found`, ascending) into `writer`. Once a case is bad
 // and bad cases are not skipped, the rest are only read and checked, so that every problem is
 // reported.
-Converted convert_cases(StoreWriter& writer, const std::vector<CaseFiles>& found,
-                                            const std::vector<CasePlan>& plans, const std::vector<size_t>& mine,
-                                            const PrepareOptions& options, Layout layout, int threads,
-                                            const std::function<void()>& on_case) {
+Converted convert_cases(StoreWriter& writer, const std::vector<CaseFiles>& found, const std::vector<CasePlan>& plans,
+                        const std::vector<size_t>& mine, const PrepareOptions& options, Layout layout, int threads,
+                        const std::function<void()>& on_case) {
   Converted out;
   std::map<size_t, std::string>& problems = out.problems;
   for (const size_t i : mine) {
@@ -622,15 +622,15 @@ void report_bad_cases(const std::map<size_t, std::string>& problems, size_t case
     list += "\n  " + problem;
   }
   if (!list.empty() && !options.skip_bad_cases) {
-    KDSEG_THROW(problems.size(), " of ", cases, " cases are bad; nothing was written (pass --skip-bad-cases to leave them out):",
-                list);
+    KDSEG_THROW(problems.size(), " of ", cases,
+                " cases are bad; nothing was written (pass --skip-bad-cases to leave them out):", list);
   }
   for (const auto& problem : summary.skipped) log::warn("skipping bad case: {}", problem);
   KDSEG_CHECK(problems.size() < cases, options.input, ": no usable case");
   const size_t usable = cases - problems.size();
   if (static_cast<size_t>(options.folds) > usable) {
-    log::warn("{}: --folds {} with {} usable cases: {} of the folds hold no case", options.input, options.folds,
-              usable, static_cast<size_t>(options.folds) - usable);
+    log::warn("{}: --folds {} with {} usable cases: {} of the folds hold no case", options.input, options.folds, usable,
+              static_cast<size_t>(options.folds) - usable);
   }
 }
 
@@ -651,8 +651,8 @@ void check_options(const PrepareOptions& options) {
 
 std::string part_path(const std::string& output, int rank, int ranks) {
   const fs::path out(output);
-  return (out.parent_path() / ("." + out.filename().string() + ".part-" + std::to_string(rank) + "-of-" +
-                               std::to_string(ranks)))
+  return (out.parent_path() /
+          ("." + out.filename().string() + ".part-" + std::to_string(rank) + "-of-" + std::to_string(ranks)))
       .string();
 }
 
@@ -823,10 +823,12 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
   if (ranks.size == 1) {
     AtomicFile output(options.output);
     std::unique_ptr<StoreWriter> writer;
-    writing([&] { writer = std::make_unique<StoreWriter>(output.temp_path(), options, summary.layout, integral,
-                                                        summary.raters); });
+    writing([&] {
+      writer = std::make_unique<StoreWriter>(output.temp_path(), options, summary.layout, integral, summary.raters);
+    });
     Converted converted;
-    writing([&] { converted = convert_cases(*writer, found, plans, mine, options, summary.layout, threads, progress); });
+    writing(
+        [&] { converted = convert_cases(*writer, found, plans, mine, options, summary.layout, threads, progress); });
     report_bad_cases(converted.problems, found.size(), options, summary);
     writing([&] { writer->finish(summary); });
     writing([&] { writer.reset(); });
@@ -836,8 +838,7 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
     const std::string part = part_path(options.output, ranks.rank, ranks.size);
     writing([&] {
       StoreWriter writer(part, options, summary.layout, integral, summary.raters);
-      const Converted converted =
-          convert_cases(writer, found, plans, mine, options, summary.layout, threads, progress);
+      const Converted converted = convert_cases(writer, found, plans, mine, options, summary.layout, threads, progress);
       write_part_tables(writer.file(), converted.written, converted.problems);
       PrepareSummary part_summary;
       writer.finish(part_summary, /*require_slices=*/false);

@@ -53,6 +53,18 @@ std::vector<int64_t> evaluation_rows(const std::vector<int64_t>& rows, int rank,
   return std::vector<int64_t>(rows.begin() + begin, rows.begin() + end);
 }
 
+std::vector<int64_t> evaluation_case_rows(const std::vector<int64_t>& rows, const std::vector<int32_t>& slice_case,
+                                          int rank, int world_size) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const auto case_at = [&](int64_t i) { return slice_case[static_cast<size_t>(rows[static_cast<size_t>(i)])]; };
+  const auto boundary = [&](int64_t i) {
+    while (i > 0 && i < n && case_at(i) == case_at(i - 1)) ++i;
+    return i;
+  };
+  const int64_t begin = boundary(n * rank / world_size), end = boundary(n * (rank + 1) / world_size);
+  return std::vector<int64_t>(rows.begin() + begin, rows.begin() + end);
+}
+
 std::vector<std::vector<DistributedSampler::Item>> evaluation_plan(const std::vector<int64_t>& rows, int64_t batch) {
   std::vector<std::vector<DistributedSampler::Item>> plan;
   for (size_t i = 0; i < rows.size(); i += static_cast<size_t>(batch)) {

@@ -33,6 +33,12 @@ class DistributedSampler {
 
 // Evaluation: every row exactly once across ranks, in contiguous blocks (uneven allowed).
 std::vector<int64_t> evaluation_rows(const std::vector<int64_t>& rows, int rank, int world_size);
+
+// evaluation_rows with each case's rows on one rank: every block ends at the first case boundary
+// at or after its even share. `slice_case` is the store's case of each row; `rows` holds each
+// case's rows together (as PreparedStore::rows_in_folds does).
+std::vector<int64_t> evaluation_case_rows(const std::vector<int64_t>& rows, const std::vector<int32_t>& slice_case,
+                                          int rank, int world_size);
 // Evaluation batches: `rows` in order, `batch` at a time (the last may be smaller), unaugmented.
 std::vector<std::vector<DistributedSampler::Item>> evaluation_plan(const std::vector<int64_t>& rows, int64_t batch);
 

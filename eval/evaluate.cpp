@@ -21,13 +21,12 @@
 #include "core/metrics.h"
 #include "core/progress.h"
 #include "data/loader.h"
-#include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
+#include "eval/case_collector.h"
 #include "eval/case_figures.h"
 #include "eval/report.h"
 #include "eval/statistics.h"
-#include "eval/surface_collector.h"
 #include "eval/training_curves.h"
 
 namespace kdseg::eval {
@@ -318,15 +317,29 @@ class Evaluator {
 
   json evaluate_model(const EvaluatedModel& evaluated) {
     torch::NoGradGuard no_grad;
-    const std::vector<int64_t> mine = data::evaluation_rows(rows_, comm_.rank(), comm_.size());
-    const auto plan = data::evaluation_plan(mine, o_.batch_size);
     const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
-    std::map<int64_t, Tensor> predictions;     // store row -> [1 + 1, H, W]: class, foreground probability
     std::optional<SoftReferenceMetrics> soft;  // against the raters' mean, where the store keeps raters
     if (store_.raters() > 0) soft.emplace(cases, task_.classes, regions_);
-    std::optional<detail::SurfaceCollector> surface;
-    if (o_.surface) surface.emplace(store_, rows_, regions_, task_.ignore_index, o_.surface_tolerance, comm_);
+    // Surface distances and predictions need whole cases: each rank evaluates whole cases.
+    detail::CaseOutputs outputs;
+    outputs.surface = o_.surface;
+    outputs.tolerance = o_.surface_tolerance;
+    outputs.classes = task_.classes;
+    outputs.ignore_index = task_.ignore_index;
+    if (o_.save_predictions) {
+      outputs.predictions = true;
+      if (comm_.rank() == 0)
+        outputs.folder = (fs::path(staged_->path()) / "predictions" / safe_file_name(evaluated.name)).string();
+      outputs.value_of_class = label_value_of_class(task_);
+      outputs.threads = at::get_num_threads();
+    }
+    std::optional<detail::CaseCollector> collector;
+    if (o_.surface || o_.save_predictions) collector.emplace(store_, rows_, regions_, outputs, comm_);
+    const std::vector<int64_t> mine =
+        collector ? collector->rows()
+                  : data::evaluation_case_rows(rows_, store_.slice_case(), comm_.rank(), comm_.size());
+    const auto plan = data::evaluation_plan(mine, o_.batch_size);
     Progress progress("evaluate " + evaluated.name, static_cast<int64_t>(plan.size()), comm_.rank() == 0);
     if (!plan.empty()) {
       data::LoaderOptions loader_options;
@@ -346,16 +359,12 @@ class Evaluator {
         for (int64_t r : batch->rows) case_of.push_back(store_.slice_case()[static_cast<size_t>(r)]);
         metrics.add(probs, batch->labels, case_of);
         if (soft) soft->add(probs, batch->rater_soft, batch->labels != task_.ignore_index, case_of);
-        if (surface) {
-          const Tensor predicted = probs.argmax(1).to(torch::kByte), labels = batch->labels.to(torch::kByte);
+        if (collector) {
+          const Tensor predicted = probs.argmax(1);
           for (size_t i = 0; i < batch->rows.size(); ++i) {
-            surface->add(batch->rows[i], predicted[static_cast<int64_t>(i)], labels[static_cast<int64_t>(i)]);
-          }
-        }
-        if (o_.save_predictions) {
-          for (size_t i = 0; i < batch->rows.size(); ++i) {
-            const Tensor p = probs[static_cast<int64_t>(i)];
-            predictions[batch->rows[i]] = torch::stack({p.argmax(0).to(torch::kFloat), 1.0f - p[0]});
+            const auto b = static_cast<int64_t>(i);
+            collector->add(batch->rows[i], predicted[b], batch->labels[b],
+                           o_.save_predictions ? 1.0f - probs[b][0] : Tensor());
           }
         }
         progress.advance(1);
@@ -370,9 +379,10 @@ class Evaluator {
       dist::all_reduce_any_device(comm_, soft_state, dist::ReduceOp::kSum);
       soft->set_state(soft_state);
     }
-    const Tensor distances = surface ? surface->finish(comm_) : Tensor();
-    if (o_.save_predictions) save_predictions(evaluated, predictions);
-    return model_json(evaluated, per_case_values(metrics, distances, soft ? &*soft : nullptr), metrics);
+    const Tensor distances = collector ? collector->finish(comm_) : Tensor();
+    comm_.barrier();
+    return model_json(evaluated, per_case_values(metrics, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr),
+                      metrics);
   }
 
   // Per region, the model's per-case Dice minus the first model's (paired_difference).
@@ -518,65 +528,6 @@ class Evaluator {
       }
     }
     return summary;
-  }
-
-  // Each case's predictions, gathered on rank 0 (ranks may share a case), resized back to the
-  // canonical in-plane size, placed at their slice, reoriented to the source file's voxel order
-  // and written with its affine. Slices not evaluated hold 0.
-  void save_predictions(const EvaluatedModel& evaluated, const std::map<int64_t, Tensor>& mine) {
-    const fs::path folder =
-        comm_.rank() == 0 ? fs::path(staged_->path()) / "predictions" / safe_file_name(evaluated.name) : fs::path();
-    if (comm_.rank() == 0) fs::create_directories(folder);
-    const std::vector<uint8_t> value_of = label_value_of_class(task_);
-    std::map<int32_t, std::vector<int64_t>> rows_of_case;
-    for (int64_t r : rows_) rows_of_case[store_.slice_case()[static_cast<size_t>(r)]].push_back(r);
-    for (const auto& [c, rows] : rows_of_case) {
-      Tensor gathered = torch::zeros({static_cast<int64_t>(rows.size()), 2, store_.height(), store_.width()});
-      for (size_t i = 0; i < rows.size(); ++i) {
-        const auto it = mine.find(rows[i]);
-        if (it != mine.end()) gathered[static_cast<int64_t>(i)].copy_(it->second);
-      }
-      dist::all_reduce_any_device(comm_, gathered, dist::ReduceOp::kSum);  // exactly one rank holds each row
-      if (comm_.rank() != 0) continue;
-      const auto shape = store_.case_shapes()[static_cast<size_t>(c)];
-      const std::vector<int64_t> size = {shape[0], shape[1]};
-      const Tensor labels =
-          F::interpolate(gathered.narrow(1, 0, 1), F::InterpolateFuncOptions().size(size).mode(torch::kNearest));
-      const Tensor probs = F::interpolate(
-          gathered.narrow(1, 1, 1), F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false));
-      Tensor mask = torch::zeros({shape[0], shape[1], shape[2]}, torch::kByte);
-      Tensor foreground = torch::zeros({shape[0], shape[1], shape[2]});
-      const Tensor values = torch::tensor(std::vector<int64_t>(value_of.begin(), value_of.end()));
-      for (size_t i = 0; i < rows.size(); ++i) {
-        const int64_t k = store_.slice_index()[static_cast<size_t>(rows[i])];
-        const Tensor classes = labels[static_cast<int64_t>(i)][0].round().to(torch::kLong);
-        mask.select(2, k).copy_(values.index({classes}).to(torch::kByte));
-        foreground.select(2, k).copy_(probs[static_cast<int64_t>(i)][0]);
-      }
-      write_case(folder, static_cast<size_t>(c), mask, foreground);
-    }
-    comm_.barrier();
-  }
-
-  void write_case(const fs::path& folder, size_t c, const Tensor& mask, const Tensor& foreground) const {
-    const std::string id = store_.case_ids()[c];
-    const std::string& source = store_.case_image_files()[c];
-    Tensor out_mask = mask, out_probs = foreground;
-    data::Affine affine = store_.case_affines()[c];
-    try {
-      const data::Geometry geometry = data::read_nifti_geometry(source);
-      const Tensor reoriented = data::from_canonical(mask, geometry.affine);
-      KDSEG_CHECK(reoriented.size(0) == geometry.shape[0] && reoriented.size(1) == geometry.shape[1] &&
-                      reoriented.size(2) == geometry.shape[2],
-                  source, ": its shape no longer matches the prepared store's case ", id);
-      out_mask = reoriented;
-      out_probs = data::from_canonical(foreground, geometry.affine);
-      affine = geometry.affine;
-    } catch (const Error& e) {
-      log::warn("{}; writing {}'s predictions in the canonical (RAS) geometry instead", e.message(), id);
-    }
-    data::write_nifti((folder / (safe_file_name(id) + ".nii.gz")).string(), out_mask, affine, "uint8");
-    data::write_nifti((folder / (safe_file_name(id) + "_probs.nii.gz")).string(), out_probs, affine, "float32");
   }
 
   const EvaluateOptions& o_;

@@ -121,5 +121,4 @@ int run_prepare(const po::variables_map& vm) {
   });
 }
 
-
 }  // namespace kdseg::tools

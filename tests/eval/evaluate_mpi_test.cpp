@@ -1,11 +1,12 @@
-// `kdseg evaluate` on 2 or 3 ranks reports what one rank reports, including the surface
-// distances of a case whose slices were split between ranks.
+// `kdseg evaluate` on 2 or 3 ranks reports what one rank reports: each rank evaluates whole
+// cases, and rank 0 writes every case's predictions, those the other ranks made included.
 #include <torch/torch.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/file_util.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
 #include "eval/evaluate.h"
@@ -18,28 +19,25 @@ using kdseg::test::all_ranks;
 using kdseg::test::world;
 using nlohmann::json;
 
-TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
+TEST(DistributedEvaluation, RanksEvaluatingWholeCasesReportWhatOneRankReports) {
   std::unique_ptr<kdseg::test::TempDir> owner;
   const std::string dir = kdseg::test::shared_folder(owner);
   if (world().rank() == 0) kdseg::test::write_small_store(dir, 5, 24, 10, kdseg::data::SliceSelection::kAll);
   world().barrier();
-  // A fold where the rows of some case land on two ranks, or the gathered path goes untested:
-  // the folds hold 3 and 2 cases of 10 slices, so one of them splits a case on 2 or 3 ranks.
+  // Every case on exactly one rank, and more than one rank with cases.
   const kdseg::data::PreparedStore store(dir + "/p.h5");
-  const auto split_cases = [&](int fold) {
-    const std::vector<int64_t> rows = store.rows_in_folds({fold});
-    std::map<int32_t, std::set<int>> ranks_of_case;
-    for (int r = 0; r < world().size(); ++r) {
-      for (int64_t row : kdseg::data::evaluation_rows(rows, r, world().size())) {
-        ranks_of_case[store.slice_case()[static_cast<size_t>(row)]].insert(r);
-      }
+  const int fold = 0;
+  const std::vector<int64_t> rows = store.rows_in_folds({fold});
+  std::map<int32_t, std::set<int>> ranks_of_case;
+  std::set<int> busy;
+  for (int r = 0; r < world().size(); ++r) {
+    for (int64_t row : kdseg::data::evaluation_case_rows(rows, store.slice_case(), r, world().size())) {
+      ranks_of_case[store.slice_case()[static_cast<size_t>(row)]].insert(r);
+      busy.insert(r);
     }
-    int split = 0;
-    for (const auto& [c, ranks] : ranks_of_case) split += ranks.size() > 1;
-    return split;
-  };
-  const int fold = split_cases(0) > 0 ? 0 : 1;
-  const int split = split_cases(fold);
+  }
+  int split = 0;
+  for (const auto& [c, ranks] : ranks_of_case) split += ranks.size() > 1;
 
   kdseg::eval::EvaluateOptions o;
   o.data = dir + "/p.h5";
@@ -49,10 +47,11 @@ TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
   o.batch_size = 2;
   o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)},
               {"everything", "", std::make_shared<kdseg::test::ConstantModel>(2, 1, 0.7)}};
+  o.save_predictions = true;
   o.output = dir + "/parallel";
   const json parallel = kdseg::eval::evaluate(o, world());
 
-  bool ok = split > 0;
+  bool ok = split == 0 && busy.size() > 1;
   double worst = 0;
   if (world().rank() == 0) {
     auto local = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
@@ -75,8 +74,18 @@ TEST(DistributedEvaluation, RanksSplittingACaseReportWhatOneRankReports) {
       }
     }
     ok = ok && worst < 1e-9;
+    // Every case's files, byte for byte what one rank writes.
+    for (const auto& [c, ranks] : ranks_of_case) {
+      for (const std::string suffix : {".nii.gz", "_probs.nii.gz"}) {
+        for (const char* model : {"box", "everything"}) {
+          const std::string name = std::string("/predictions/") + model + "/" + store.case_ids()[c] + suffix;
+          ok = ok && kdseg::read_file(dir + "/parallel" + name) == kdseg::read_file(dir + "/single" + name);
+        }
+      }
+    }
   }
-  EXPECT_TRUE(all_ranks(ok)) << split << " case(s) split between ranks; largest difference " << worst;
+  EXPECT_TRUE(all_ranks(ok)) << split << " case(s) split between ranks, " << busy.size()
+                             << " ranks with cases; largest difference " << worst;
 }
 
 }  // namespace
