@@ -175,6 +175,32 @@ void SegmentationMetrics::add(const at::Tensor& probabilities, const at::Tensor&
   }
 }
 
+at::Tensor predicted_classes(const at::Tensor& probabilities) {
+  KDSEG_CHECK(probabilities.dim() == 4 && probabilities.size(1) <= 255, "predicted_classes: probabilities must be ",
+              "[B,C,H,W] with C <= 255, got ", probabilities.sizes());
+  const at::Tensor p = probabilities.detach().cpu().to(torch::kFloat).contiguous();
+  const int64_t batch = p.size(0), classes = p.size(1), pixels = p.size(2) * p.size(3);
+  at::Tensor out = torch::empty({batch, p.size(2), p.size(3)}, torch::kByte);
+  const float* in = p.data_ptr<float>();
+  uint8_t* k = out.data_ptr<uint8_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* planes = in + b * classes * pixels;
+    uint8_t* best_class = k + b * pixels;
+    std::vector<float> best(planes, planes + pixels);
+    std::fill(best_class, best_class + pixels, 0);
+    for (int64_t c = 1; c < classes; ++c) {
+      const float* plane = planes + c * pixels;
+      for (int64_t i = 0; i < pixels; ++i) {
+        if (plane[i] > best[static_cast<size_t>(i)]) {
+          best[static_cast<size_t>(i)] = plane[i];
+          best_class[i] = static_cast<uint8_t>(c);
+        }
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<double> SegmentationMetrics::dice_per_case(size_t region) const {
   KDSEG_CHECK(region < regions_.size(), "metrics: region ", region, " outside [0, ", regions_.size(), ")");
   std::vector<double> out;

@@ -77,6 +77,10 @@ class SegmentationMetrics {
   at::Tensor state_;  // [cases, width] float64
 };
 
+// The predicted class of every pixel of probabilities [B,C,H,W] (float32, C <= 255): the most
+// probable, ties to the lower class as torch's argmax; [B,H,W] uint8, in one pass.
+at::Tensor predicted_classes(const at::Tensor& probabilities);
+
 // Metrics against a soft reference q (the raters' mean), per case, summed across ranks like
 // SegmentationMetrics:
 //   threshold Dice (QUBIQ): for each region, the mean over t = 0.1, 0.2, ..., 0.9 of the case's

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -42,7 +43,7 @@ using torch::Tensor;
 constexpr int64_t kMinSize = 16, kMaxSize = 4096;
 // Label planes tested for the slice selection at a time (a few MB of mask).
 constexpr int64_t kPlanesPerStep = 16;
-// Slices each thread compresses between two writes.
+// Slices made ahead of the one being written, per thread.
 constexpr int64_t kRowsPerThread = 4;
 
 std::string file_name(const std::string& path) { return fs::path(path).filename().string(); }
@@ -218,33 +219,68 @@ struct EncodedRow {
   Tensor values;
 };
 
-// Rows [0, n) made by `make` on `threads` threads, handed to `write` in order, a batch at a time.
+// Rows [0, n) made by `make` on `threads` threads and handed to `write` in order on this thread,
+// which writes row j while the threads make the rows after it; at most kRowsPerThread * threads
+// rows wait to be written.
 void encode_in_order(int64_t n, int threads, const std::function<EncodedRow(int64_t)>& make,
-                     const std::function<void(std::vector<EncodedRow>&)>& write) {
-  const int64_t batch = std::max<int64_t>(1, kRowsPerThread * threads);
-  for (int64_t first = 0; first < n; first += batch) {
-    const int64_t count = std::min(batch, n - first);
-    std::vector<EncodedRow> rows(static_cast<size_t>(count));
-    std::atomic<int64_t> next{0};
-    std::exception_ptr failure;
-    std::mutex failure_mutex;
-    const auto work = [&] {
-      for (int64_t i; (i = next.fetch_add(1)) < count;) {
-        try {
-          rows[static_cast<size_t>(i)] = make(first + i);
-        } catch (...) {
-          const std::lock_guard<std::mutex> lock(failure_mutex);
-          if (!failure) failure = std::current_exception();
-        }
+                     const std::function<void(int64_t, EncodedRow&)>& write) {
+  const auto window = static_cast<int64_t>(std::max(2, static_cast<int>(kRowsPerThread) * threads));
+  std::vector<EncodedRow> ring(static_cast<size_t>(window));
+  std::vector<uint8_t> ready(static_cast<size_t>(window), 0);
+  std::mutex mutex;
+  std::condition_variable changed;
+  int64_t next = 0, written = 0;
+  std::exception_ptr failure;
+  const auto work = [&] {
+    std::unique_lock<std::mutex> lock(mutex);
+    while (true) {
+      changed.wait(lock, [&] { return failure || next >= n || next < written + window; });
+      if (failure || next >= n) return;
+      const int64_t i = next++;
+      lock.unlock();
+      EncodedRow row;
+      std::exception_ptr error;
+      try {
+        row = make(i);
+      } catch (...) {
+        error = std::current_exception();
       }
-    };
-    std::vector<std::thread> helpers;
-    for (int t = 1; t < std::min<int64_t>(threads, count); ++t) helpers.emplace_back(work);
-    work();
-    for (auto& h : helpers) h.join();
-    if (failure) std::rethrow_exception(failure);
-    write(rows);
+      lock.lock();
+      if (error && !failure) failure = error;
+      ring[static_cast<size_t>(i % window)] = std::move(row);
+      ready[static_cast<size_t>(i % window)] = 1;
+      changed.notify_all();
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int t = 0; t < std::max(1, std::min<int>(threads, static_cast<int>(n))); ++t) workers.emplace_back(work);
+  std::exception_ptr write_failure;
+  for (int64_t j = 0; j < n && !write_failure; ++j) {
+    EncodedRow row;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      const auto slot = static_cast<size_t>(j % window);
+      changed.wait(lock, [&] { return failure || ready[slot]; });
+      if (failure) break;
+      row = std::move(ring[slot]);
+      ready[slot] = 0;
+      written = j + 1;
+      changed.notify_all();
+    }
+    try {
+      write(j, row);
+    } catch (...) {
+      write_failure = std::current_exception();
+    }
   }
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (write_failure && !failure) failure = write_failure;
+    next = std::max(next, n);  // nothing more to make
+    changed.notify_all();
+  }
+  for (auto& w : workers) w.join();
+  if (failure) std::rethrow_exception(failure);
 }
 
 // --- the writer ----------------------------------------------------------------------------------
@@ -354,18 +390,17 @@ class StoreWriter {
     entry_ = std::move(entry);
   }
 
-  void write(Rows which, int64_t first, std::vector<EncodedRow>& rows) {
+  // Row j of the case in dataset `which`; rows of a dataset come in order.
+  void write(Rows which, int64_t j, EncodedRow& row) {
     RowWriter& set = which == Rows::kImage ? *image_rows_ : which == Rows::kLabel ? *label_rows_ : *rater_rows_;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      set.write_chunk(first_row_ + first + static_cast<int64_t>(i), rows[i].chunk);
-      const Tensor& values = rows[i].values;
-      hash_ = fnv1a(hash_, values.data_ptr(), values.nbytes());
-      if (which == Rows::kLabel) {
-        const uint8_t* v = values.data_ptr<uint8_t>();
-        for (int64_t j = 0; j < values.numel(); ++j) ++histogram_[v[j]];
-      }
-      rows[i] = EncodedRow();
+    set.write_chunk(first_row_ + j, row.chunk);
+    const Tensor& values = row.values;
+    hash_ = fnv1a(hash_, values.data_ptr(), values.nbytes());
+    if (which == Rows::kLabel) {
+      const uint8_t* v = values.data_ptr<uint8_t>();
+      for (int64_t i = 0; i < values.numel(); ++i) ++histogram_[v[i]];
     }
+    row = EncodedRow();
   }
 
   void end_case() {
@@ -511,11 +546,7 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
     return EncodedRow{std::move(chunk), std::move(values)};
   };
   const auto write = [&](Rows which) {
-    int64_t written = 0;
-    return [&, which, written](std::vector<EncodedRow>& rows) mutable {
-      writer.write(which, written, rows);
-      written += static_cast<int64_t>(rows.size());
-    };
+    return [&writer, which](int64_t j, EncodedRow& row) { writer.write(which, j, row); };
   };
   encode_in_order(
       n, threads,
@@ -741,17 +772,14 @@ class PartReader {
                  at::ScalarType type) {
     if (which == Rows::kImage && image_element_ == 4) type = torch::kFloat;
     const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, name, H5P_DEFAULT)));
-    std::vector<EncodedRow> rows(1);
     for (int64_t j = 0; j < n; ++j) {
       std::vector<hsize_t> offset(row.size() + 1, 0);
       offset[0] = static_cast<hsize_t>(first_ + j);
-      rows[0].chunk = h5::read_raw_chunk(set, offset);
-      rows[0].values = torch::empty(row, type);
-      KDSEG_CHECK(decode_chunk(rows[0].chunk, rows[0].values.data_ptr(), rows[0].values.nbytes(),
-                               rows[0].values.element_size(), level_),
-                  path_, ": a damaged chunk in ", name, " row ", first_ + j);
-      writer.write(which, j, rows);
-      rows.assign(1, EncodedRow());
+      EncodedRow copy{h5::read_raw_chunk(set, offset), torch::empty(row, type)};
+      KDSEG_CHECK(
+          decode_chunk(copy.chunk, copy.values.data_ptr(), copy.values.nbytes(), copy.values.element_size(), level_),
+          path_, ": a damaged chunk in ", name, " row ", first_ + j);
+      writer.write(which, j, copy);
     }
   }
 

@@ -98,10 +98,10 @@ void CaseCollector::add(int64_t row, const Tensor& classes, const Tensor& labels
     if (!folder_.empty()) foreground_ = torch::empty({n, store_.height(), store_.width()}, torch::kFloat);
   }
   KDSEG_CHECK(rows[filled_] == row, "evaluate: row ", row, " arrived out of order");
-  const Tensor predicted = classes.to(torch::kLong).contiguous(), label = labels.to(torch::kLong).contiguous();
+  const Tensor predicted = classes.to(torch::kByte).contiguous(), label = labels.to(torch::kLong).contiguous();
   KDSEG_CHECK(predicted.numel() == packed_[0].numel() && label.numel() == packed_[0].numel(), "evaluate: row ", row,
               " is not ", store_.height(), "x", store_.width());
-  const int64_t* k = predicted.data_ptr<int64_t>();
+  const uint8_t* k = predicted.data_ptr<uint8_t>();
   const int64_t* y = label.data_ptr<int64_t>();
   uint8_t* code = packed_[static_cast<int64_t>(filled_)].data_ptr<uint8_t>();
   for (int64_t v = 0; v < predicted.numel(); ++v) {

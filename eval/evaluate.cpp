@@ -360,7 +360,7 @@ class Evaluator {
         metrics.add(probs, batch->labels, case_of);
         if (soft) soft->add(probs, batch->rater_soft, batch->labels != task_.ignore_index, case_of);
         if (collector) {
-          const Tensor predicted = probs.argmax(1);
+          const Tensor predicted = predicted_classes(probs);
           for (size_t i = 0; i < batch->rows.size(); ++i) {
             const auto b = static_cast<int64_t>(i);
             collector->add(batch->rows[i], predicted[b], batch->labels[b],

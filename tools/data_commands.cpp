@@ -106,6 +106,8 @@ int run_prepare(const po::variables_map& vm) {
   return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {
     // The threads run_distributed gave this rank (--threads, or its share of the node's cores).
     o.threads = at::get_num_threads();
+    // prepare's threads are its own (one slice each); LibTorch's pool would only spin beside them.
+    at::set_num_threads(1);
     data::PrepareRanks ranks;
     ranks.rank = comm.rank();
     ranks.size = comm.size();
