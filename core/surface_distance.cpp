@@ -13,13 +13,12 @@ namespace {
 using Shape = std::array<int64_t, 3>;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-struct Voxel {
-  std::array<int64_t, 3> at;
-};
+using Voxel = std::array<int64_t, 3>;
 
-// The voxels of `mask` with a 6-neighbour outside it (or outside the grid).
-std::vector<Voxel> surface_of(const uint8_t* mask, const Shape& s) {
-  std::vector<Voxel> out;
+}  // namespace
+
+Surface surface_voxels(const uint8_t* mask, const std::array<int64_t, 3>& s) {
+  Surface out;
   const int64_t plane = s[1] * s[2], row = s[2];
   for (int64_t i = 0; i < s[0]; ++i) {
     for (int64_t j = 0; j < s[1]; ++j) {
@@ -29,13 +28,15 @@ std::vector<Voxel> surface_of(const uint8_t* mask, const Shape& s) {
         const bool on_edge = i == 0 || i == s[0] - 1 || j == 0 || j == s[1] - 1 || k == 0 || k == s[2] - 1;
         if (on_edge || line[k - plane] == 0 || line[k + plane] == 0 || line[k - row] == 0 || line[k + row] == 0 ||
             line[k - 1] == 0 || line[k + 1] == 0) {
-          out.push_back({{i, j, k}});
+          out.push_back({i, j, k});
         }
       }
     }
   }
   return out;
 }
+
+namespace {
 
 // The squared distance transform of one line in place: f[q] <- min_p ((q - p) s)^2 + f[p], over
 // the lower envelope of the parabolas rooted at the finite samples. `v` and `z` are scratch of
@@ -83,7 +84,7 @@ std::vector<float> squared_distances(const std::vector<Voxel>& features, const S
                                      const std::array<double, 3>& spacing) {
   std::vector<float> f(static_cast<size_t>(size[0] * size[1] * size[2]), std::numeric_limits<float>::infinity());
   for (const Voxel& p : features) {
-    f[static_cast<size_t>(((p.at[0] - lo[0]) * size[1] + (p.at[1] - lo[1])) * size[2] + (p.at[2] - lo[2]))] = 0;
+    f[static_cast<size_t>(((p[0] - lo[0]) * size[1] + (p[1] - lo[1])) * size[2] + (p[2] - lo[2]))] = 0;
   }
   const int64_t longest = std::max({size[0], size[1], size[2]});
   std::vector<int64_t> v(static_cast<size_t>(longest));
@@ -126,12 +127,24 @@ SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* referen
   }
   KDSEG_CHECK(tolerance_mm > 0 && std::isfinite(tolerance_mm), "surface_metrics: the tolerance must be positive, got ",
               tolerance_mm);
-  const std::vector<Voxel> surfaces[2] = {surface_of(prediction, shape), surface_of(reference, shape)};
+  return surface_metrics(surface_voxels(prediction, shape), surface_voxels(reference, shape), shape, spacing,
+                         tolerance_mm);
+}
+
+SurfaceMetrics surface_metrics(const Surface& prediction, const Surface& reference, const std::array<int64_t, 3>& shape,
+                               const std::array<double, 3>& spacing, double tolerance_mm) {
+  for (int a = 0; a < 3; ++a) {
+    KDSEG_CHECK(shape[a] > 0 && spacing[a] > 0 && std::isfinite(spacing[a]), "surface_metrics: axis ", a, " has size ",
+                shape[a], " and spacing ", spacing[a], "; both must be positive");
+  }
+  KDSEG_CHECK(tolerance_mm > 0 && std::isfinite(tolerance_mm), "surface_metrics: the tolerance must be positive, got ",
+              tolerance_mm);
+  const Surface* surfaces[2] = {&prediction, &reference};
   SurfaceMetrics m;
-  m.prediction_surface = static_cast<int64_t>(surfaces[0].size());
-  m.reference_surface = static_cast<int64_t>(surfaces[1].size());
-  if (surfaces[0].empty() && surfaces[1].empty()) return m;
-  if (surfaces[0].empty() || surfaces[1].empty()) {
+  m.prediction_surface = static_cast<int64_t>(surfaces[0]->size());
+  m.reference_surface = static_cast<int64_t>(surfaces[1]->size());
+  if (surfaces[0]->empty() && surfaces[1]->empty()) return m;
+  if (surfaces[0]->empty() || surfaces[1]->empty()) {
     double diagonal = 0;
     for (int a = 0; a < 3; ++a) diagonal += std::pow(static_cast<double>(shape[a] - 1) * spacing[a], 2);
     m.hd95 = m.assd = std::sqrt(diagonal);
@@ -139,12 +152,12 @@ SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* referen
     return m;
   }
   // Every surface voxel lies in this box, so transforms over it are exact for both directions.
-  Shape lo = surfaces[0][0].at, hi = lo;
-  for (const auto& surface : surfaces) {
-    for (const Voxel& p : surface) {
+  Shape lo = (*surfaces[0])[0], hi = lo;
+  for (const Surface* surface : surfaces) {
+    for (const Voxel& p : *surface) {
       for (int a = 0; a < 3; ++a) {
-        lo[a] = std::min(lo[a], p.at[a]);
-        hi[a] = std::max(hi[a], p.at[a]);
+        lo[a] = std::min(lo[a], p[a]);
+        hi[a] = std::max(hi[a], p[a]);
       }
     }
   }
@@ -152,12 +165,12 @@ SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* referen
   double sum = 0, hd95 = 0;
   int64_t within = 0;
   for (int from = 0; from < 2; ++from) {
-    const std::vector<float> to_other = squared_distances(surfaces[1 - from], lo, size, spacing);
+    const std::vector<float> to_other = squared_distances(*surfaces[1 - from], lo, size, spacing);
     std::vector<double> directed;
-    directed.reserve(surfaces[from].size());
-    for (const Voxel& p : surfaces[from]) {
-      const double d = std::sqrt(to_other[static_cast<size_t>(
-          ((p.at[0] - lo[0]) * size[1] + (p.at[1] - lo[1])) * size[2] + (p.at[2] - lo[2]))]);
+    directed.reserve(surfaces[from]->size());
+    for (const Voxel& p : *surfaces[from]) {
+      const double d = std::sqrt(
+          to_other[static_cast<size_t>(((p[0] - lo[0]) * size[1] + (p[1] - lo[1])) * size[2] + (p[2] - lo[2]))]);
       directed.push_back(d);
       sum += d;
       within += d <= tolerance_mm;

@@ -25,6 +25,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace kdseg {
 
@@ -40,6 +41,15 @@ struct SurfaceMetrics {
 // inside the mask; spacing[i] (mm, > 0) is the distance between neighbours along axis i.
 // Throws kdseg::Error for a non-positive size, spacing or tolerance.
 SurfaceMetrics surface_metrics(const uint8_t* prediction, const uint8_t* reference, const std::array<int64_t, 3>& shape,
+                               const std::array<double, 3>& spacing, double tolerance_mm);
+
+// A mask's surface: its voxels [i,j,k] with a 6-neighbour outside it (or outside the grid).
+using Surface = std::vector<std::array<int64_t, 3>>;
+Surface surface_voxels(const uint8_t* mask, const std::array<int64_t, 3>& shape);
+
+// surface_metrics from the two masks' surfaces, so that a caller need not hold both masks (or
+// either) while the distances are computed.
+SurfaceMetrics surface_metrics(const Surface& prediction, const Surface& reference, const std::array<int64_t, 3>& shape,
                                const std::array<double, 3>& spacing, double tolerance_mm);
 
 }  // namespace kdseg

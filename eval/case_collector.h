@@ -4,7 +4,7 @@
 //
 // Evaluate gives each rank whole cases (data::evaluation_case_rows) and feeds their slices in row
 // order. A case's predicted classes and labels are held packed into one byte a voxel (and, when
-// predictions are saved, its foreground probability in float32) until its last slice arrives; the
+// predictions are saved, its foreground probability to 1/65535 in two) until its last slice arrives; the
 // case is then measured, written plane by plane (data::NiftiPlaneWriter) and freed, so memory
 // follows the largest case, not the fold. Predictions of ranks other than 0 are written to a
 // local folder and sent to rank 0 by finish(). The store and the regions must outlive the
