@@ -6,6 +6,7 @@
 //
 //   dataset_bench --kdseg build/tools/kdseg [--dir /tmp/kdseg-dataset-bench] [--lits-slices 987]
 //                 [--kits-slices 1024] [--size 512] [--threads N] [--mpirun N] [--keep]
+//   dataset_bench --write-model PATH   (the benchmark's model alone, for tests)
 //
 // The fixed overhead (LibTorch, HDF5, MPI, batches and activations at the slice size) is measured
 // on an 8-slice case of the same size and printed, so that "above fixed" memory is what grows
@@ -121,6 +122,17 @@ std::pair<double, double> baseline(const Case& c, const std::string& dir, int le
   return {seconds[0], seconds[1]};
 }
 
+// A trivial TorchScript model, so that evaluate's own cost shows: smoothed intensity above a
+// threshold, which finds the organ as a network would (a structure, not speckle).
+void write_model(const std::string& path) {
+  torch::jit::Module m("Trivial");
+  m.define(
+      "def forward(self, x):\n"
+      "    s = torch.avg_pool2d(x, 5, 1, 2)\n"
+      "    return torch.cat([0.3 - s, s - 0.3], 1)\n");
+  m.save(path);
+}
+
 struct Run {
   double seconds = 0, peak_mb = 0;
   int status = 0;
@@ -176,7 +188,10 @@ int main(int argc, char** argv) {
     else if (k == "--threads") threads = std::stoi(value());
     else if (k == "--mpirun") ranks = std::stoi(value());
     else if (k == "--keep") keep = true;
-    else {
+    else if (k == "--write-model") {
+      write_model(value());
+      return 0;
+    } else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
@@ -187,19 +202,12 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
 
-  // A trivial TorchScript model, so that evaluate's own cost shows: smoothed intensity above a
-  // threshold, which finds the organ as a network would (a structure, not speckle).
   const std::string model = dir + "/trivial.pt";
-  {
-    torch::jit::Module m("Trivial");
-    m.define(
-        "def forward(self, x):\n"
-        "    s = torch.avg_pool2d(x, 5, 1, 2)\n"
-        "    return torch.cat([0.3 - s, s - 0.3], 1)\n");
-    m.save(model);
-  }
+  write_model(model);
+  // The fixed overhead: the same commands on 8 slices of the same size (LibTorch, HDF5, MPI, the
+  // loader's batches and the model's activations at this slice size).
   std::vector<Case> cases = {
-      {"tiny", "lits", dir + "/tiny", dir + "/tiny/volume-0.nii.gz", 32, 8},
+      {"fixed", "lits", dir + "/fixed", dir + "/fixed/volume-0.nii.gz", size, 8},
       {"LiTS", "lits", dir + "/lits", dir + "/lits/volume-0.nii.gz", size, lits_slices},
       {"KiTS23", "kits23", dir + "/kits", dir + "/kits/case_00000/imaging.nii.gz", size, kits_slices}};
   std::printf("dataset_bench: %d threads, %s, deflate level %d\n", threads, kdseg.c_str(), level);

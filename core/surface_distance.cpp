@@ -77,12 +77,10 @@ void distance_transform_line(double* f, int64_t n, double s, std::vector<int64_t
 }
 
 // Squared distances (mm^2) from every voxel of a box to the nearest of `features`, which must
-// lie inside it; `lo` is the box's corner in the grid and `size` its extent. Each line is
-// transformed in float64; the box keeps float32 between the passes (half the memory; a
-// distance's relative error stays below 1e-7).
-std::vector<float> squared_distances(const std::vector<Voxel>& features, const Shape& lo, const Shape& size,
-                                     const std::array<double, 3>& spacing) {
-  std::vector<float> f(static_cast<size_t>(size[0] * size[1] * size[2]), std::numeric_limits<float>::infinity());
+// lie inside it; `lo` is the box's corner in the grid and `size` its extent.
+std::vector<double> squared_distances(const std::vector<Voxel>& features, const Shape& lo, const Shape& size,
+                                      const std::array<double, 3>& spacing) {
+  std::vector<double> f(static_cast<size_t>(size[0] * size[1] * size[2]), kInf);
   for (const Voxel& p : features) {
     f[static_cast<size_t>(((p[0] - lo[0]) * size[1] + (p[1] - lo[1])) * size[2] + (p[2] - lo[2]))] = 0;
   }
@@ -96,10 +94,10 @@ std::vector<float> squared_distances(const std::vector<Voxel>& features, const S
     const int64_t outer = static_cast<int64_t>(f.size()) / (n * inner);
     for (int64_t o = 0; o < outer; ++o) {
       for (int64_t i = 0; i < inner; ++i) {
-        float* start = f.data() + o * n * inner + i;
+        double* start = f.data() + o * n * inner + i;
         for (int64_t q = 0; q < n; ++q) line[q] = start[q * inner];
         distance_transform_line(line.data(), n, spacing[axis], v, z, out);
-        for (int64_t q = 0; q < n; ++q) start[q * inner] = static_cast<float>(line[q]);
+        for (int64_t q = 0; q < n; ++q) start[q * inner] = line[q];
       }
     }
   }
@@ -165,7 +163,7 @@ SurfaceMetrics surface_metrics(const Surface& prediction, const Surface& referen
   double sum = 0, hd95 = 0;
   int64_t within = 0;
   for (int from = 0; from < 2; ++from) {
-    const std::vector<float> to_other = squared_distances(*surfaces[1 - from], lo, size, spacing);
+    const std::vector<double> to_other = squared_distances(*surfaces[1 - from], lo, size, spacing);
     std::vector<double> directed;
     directed.reserve(surfaces[from]->size());
     for (const Voxel& p : *surfaces[from]) {

@@ -19,8 +19,8 @@
 //
 // The distances come from exact Euclidean distance transforms (Felzenszwalb & Huttenlocher's
 // separable lower envelope of parabolas) over the bounding box of the two surfaces, so the cost
-// grows with the structure, not with the grid: 4 bytes per voxel of that box (a prediction that
-// spans a whole 600x512x512 grid needs 0.63 GB). No LibTorch here.
+// grows with the structure, not with the grid: 8 bytes per voxel of that box (a prediction that
+// spans a whole 600x512x512 grid needs 1.3 GB). No LibTorch here.
 #pragma once
 
 #include <array>

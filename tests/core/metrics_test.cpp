@@ -146,3 +146,13 @@ TEST(SoftReferenceMetrics, ThresholdDiceAndDistancesByHand) {
 
 }  // namespace
 }  // namespace kdseg
+
+TEST(PredictedClasses, AreTorchsArgmaxTiesIncluded) {
+  torch::manual_seed(4);
+  at::Tensor p = torch::softmax(torch::randn({3, 4, 7, 9}), 1);
+  p[0][2] = p[0][1];  // ties between classes 1 and 2 on the first image
+  p[1][3] = p[1][0];
+  const at::Tensor k = kdseg::predicted_classes(p);
+  EXPECT_EQ(k.scalar_type(), torch::kByte);
+  EXPECT_TRUE(k.to(torch::kLong).equal(p.argmax(1)));
+}

@@ -144,6 +144,28 @@ TEST(Sampler, EvaluationRowsOnceAcrossRanks) {
   EXPECT_EQ(all, rows);
 }
 
+TEST(Sampler, EvaluationCaseRowsKeepEachCaseOnOneRank) {
+  // Cases of 4, 1, 6, 2 and 3 rows (store rows 0-15), the fold's rows in store order.
+  const std::vector<int32_t> slice_case = {0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 2, 3, 3, 4, 4, 4};
+  std::vector<int64_t> rows(slice_case.size());
+  std::iota(rows.begin(), rows.end(), 0);
+  for (int ranks = 1; ranks <= 7; ++ranks) {
+    std::vector<int64_t> all;
+    std::vector<int> owner(5, -1);
+    for (int r = 0; r < ranks; ++r) {
+      for (int64_t row : D::evaluation_case_rows(rows, slice_case, r, ranks)) {
+        all.push_back(row);
+        int& o = owner[static_cast<size_t>(slice_case[static_cast<size_t>(row)])];
+        EXPECT_TRUE(o == -1 || o == r) << "case split between ranks " << o << " and " << r << " of " << ranks;
+        o = r;
+      }
+    }
+    EXPECT_EQ(all, rows) << ranks << " ranks";
+  }
+  // Two ranks: the even share (8 rows) moves to the end of case 2.
+  EXPECT_EQ(D::evaluation_case_rows(rows, slice_case, 0, 2).size(), 11u);
+}
+
 class LoaderOnStore : public ::testing::TestWithParam<std::pair<int, int64_t>> {};
 
 TEST_P(LoaderOnStore, DecodesChunksExactlyAndKeepsPlanOrder) {

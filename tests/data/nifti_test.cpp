@@ -124,6 +124,59 @@ TEST(Nifti, LpsVolumeBecomesRasLikeNibabel) {
   EXPECT_EQ(c.affine[3], -1);  // the flipped axis starts at the other end
 }
 
+TEST(Nifti, StoredVoxelsAndCanonicalSlicesOfEveryOrientation) {
+  kdseg::test::TempDir dir;
+  const Tensor values = torch::arange(0, 5 * 6 * 7, torch::kFloat).reshape({5, 6, 7}) - 100;
+  const std::vector<std::array<int, 3>> permutations = {{0, 1, 2}, {1, 0, 2}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}};
+  for (const auto& perm : permutations) {
+    for (int signs = 0; signs < 8; signs += 3) {
+      D::Affine a{};
+      for (int v = 0; v < 3; ++v)
+        a[static_cast<size_t>(perm[static_cast<size_t>(v)] * 4 + v)] = ((signs >> v) & 1 ? -1 : 1) * (v + 0.5);
+      a[15] = 1;
+      const std::string path = dir.file("o.nii.gz");
+      D::write_nifti(path, values, a, "int16");
+      const D::Volume stored = D::read_nifti(path, true, D::VoxelType::kAsStored);
+      EXPECT_EQ(stored.voxels.scalar_type(), torch::kShort);
+      EXPECT_TRUE(stored.voxels.to(torch::kFloat).equal(values));
+      const D::Volume canonical = D::to_canonical(D::read_nifti(path));
+      const D::Reorientation r = D::canonical_reorientation(stored.affine, {5, 6, 7});
+      for (size_t i = 0; i < 16; ++i) EXPECT_NEAR(r.affine[i], canonical.affine[i], 1e-12);
+      for (int64_t k = 0; k < canonical.voxels.size(2); ++k) {
+        EXPECT_TRUE(D::canonical_slice(stored.voxels, r, k).to(torch::kFloat).equal(canonical.voxels.select(2, k)))
+            << "perm " << perm[0] << perm[1] << perm[2] << " signs " << signs << " slice " << k;
+      }
+    }
+  }
+}
+
+TEST(Nifti, PlaneWriterMatchesWriteNiftiAndIsAtomic) {
+  kdseg::test::TempDir dir;
+  const Tensor values = (torch::randn({9, 8, 5}) * 300).round();
+  const D::Affine a = diagonal(-0.8, 0.8, 2.5);
+  for (const std::string type : {"int16", "uint8", "uint16", "float32"}) {
+    for (const std::string& name : {type + ".nii", type + ".nii.gz"}) {
+      const Tensor v = type == "uint8" ? values.abs().clamp_max(255) : type == "uint16" ? values.abs() * 50 : values;
+      {
+        D::NiftiPlaneWriter writer(dir.file(name), {9, 8, 5}, a, type, /*threads=*/3);
+        for (int64_t k = 0; k < 5; ++k) writer.write(v.select(2, k));
+        EXPECT_FALSE(std::filesystem::exists(dir.file(name))) << "visible before close()";
+        writer.close();
+      }
+      const D::Volume back = D::read_nifti(dir.file(name));
+      EXPECT_TRUE(back.voxels.equal(v)) << type << " " << name;
+      EXPECT_EQ(back.datatype, type);
+      for (size_t i = 0; i < 16; ++i) EXPECT_NEAR(back.affine[i], a[i], 1e-6);
+    }
+  }
+  {  // An unfinished file never appears.
+    D::NiftiPlaneWriter writer(dir.file("unfinished.nii.gz"), {9, 8, 5}, a, "int16");
+    writer.write(values.select(2, 0));
+    EXPECT_THROW(writer.close(), kdseg::Error);
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("unfinished.nii.gz")));
+}
+
 TEST(Nifti, BadFilesAreClearErrors) {
   kdseg::test::TempDir dir;
   const auto error_of = [](const std::string& path) {

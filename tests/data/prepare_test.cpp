@@ -260,6 +260,28 @@ TEST_F(BadInput, NanIntensities) {
   EXPECT_NE(expect_refused().find("volume-7.nii: 1 voxels are NaN or Inf"), std::string::npos);
 }
 
+TEST(Prepare, SameBytesForAnyNumberOfThreads) {
+  kdseg::test::TempDir dir;
+  D::SynthOptions s;
+  s.cases = 3;
+  s.size = 48;
+  s.slices = 10;
+  D::write_synthetic_dataset(dir.file("raw"), s);
+  ::setenv("SOURCE_DATE_EPOCH", "1767225600", 1);
+  std::string first;
+  for (int threads : {1, 2, 5}) {
+    D::PrepareOptions o = options_for(dir.file("raw"), dir.file("p.h5"));
+    o.force = true;
+    o.threads = threads;
+    D::prepare_store(o);
+    const std::string bytes = kdseg::read_file(dir.file("p.h5"));
+    if (first.empty()) first = bytes;
+    EXPECT_TRUE(bytes == first) << threads << " threads";
+    EXPECT_EQ(D::PreparedStore(dir.file("p.h5")).attribute("created"), "2026-01-01T00:00:00Z");
+  }
+  ::unsetenv("SOURCE_DATE_EPOCH");
+}
+
 TEST(Prepare, ExistingOutputNeedsForce) {
   kdseg::test::TempDir dir;
   kdseg::test::write_small_dataset(dir.file("raw"), 2, 20, 6);
