@@ -39,12 +39,6 @@ void shuffle(const uint8_t* in, uint8_t* out, size_t n, size_t size) {
     for (size_t b = 0; b < size; ++b) out[b * n + i] = in[i * size + b];
   }
 }
-void unshuffle(const uint8_t* in, uint8_t* out, size_t n, size_t size) {
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t b = 0; b < size; ++b) out[i * size + b] = in[b * n + i];
-  }
-}
-
 // The byte loops above, specialised for the widths the store uses so that they vectorise.
 void shuffle_any(const uint8_t* in, uint8_t* out, size_t bytes, size_t size) {
   if (size == 2) return shuffle(in, out, bytes / 2, 2);
@@ -58,40 +52,19 @@ std::vector<uint8_t> encode_chunk(const void* data, size_t bytes, size_t element
   KDSEG_CHECK(level >= 0 && level <= 12, "deflate level must be 0-12, got ", level);
   const auto* in = static_cast<const uint8_t*>(data);
   if (level == 0) return std::vector<uint8_t>(in, in + bytes);
-  std::vector<uint8_t> shuffled;
+  // Scratch kept by each thread: a slice's buffers are reused instead of faulted in anew.
+  thread_local std::vector<uint8_t> shuffled, scratch;
   if (element_size > 1) {
-    shuffled.resize(bytes);
+    if (shuffled.size() < bytes) shuffled.resize(bytes);
     shuffle_any(in, shuffled.data(), bytes, element_size);
     in = shuffled.data();
   }
   libdeflate_compressor* c = compressor(level);
-  std::vector<uint8_t> out(libdeflate_zlib_compress_bound(c, bytes));
-  const size_t size = libdeflate_zlib_compress(c, in, bytes, out.data(), out.size());
+  const size_t bound = libdeflate_zlib_compress_bound(c, bytes);
+  if (scratch.size() < bound) scratch.resize(bound);
+  const size_t size = libdeflate_zlib_compress(c, in, bytes, scratch.data(), bound);
   KDSEG_CHECK(size > 0, "libdeflate could not compress a chunk of ", bytes, " bytes");
-  out.resize(size);
-  out.shrink_to_fit();
-  return out;
-}
-
-bool decode_chunk(const std::vector<uint8_t>& chunk, void* out, size_t bytes, size_t element_size, int level) {
-  if (level == 0) {
-    if (chunk.size() != bytes) return false;
-    std::memcpy(out, chunk.data(), bytes);
-    return true;
-  }
-  std::vector<uint8_t> inflated(bytes);
-  size_t got = 0;
-  if (libdeflate_zlib_decompress(decompressor(), chunk.data(), chunk.size(), inflated.data(), bytes, &got) !=
-          LIBDEFLATE_SUCCESS ||
-      got != bytes) {
-    return false;
-  }
-  if (element_size > 1) {
-    unshuffle(inflated.data(), static_cast<uint8_t*>(out), bytes / element_size, element_size);
-  } else {
-    std::memcpy(out, inflated.data(), bytes);
-  }
-  return true;
+  return std::vector<uint8_t>(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(size));
 }
 
 std::vector<uint8_t> gzip_member(const void* data, size_t bytes, int level) {

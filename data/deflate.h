@@ -14,9 +14,6 @@ namespace kdseg::data {
 // neither filter and returns the bytes as they are. Deterministic: equal input, equal output.
 std::vector<uint8_t> encode_chunk(const void* data, size_t bytes, size_t element_size, int level);
 
-// The inverse of encode_chunk into `out` (`bytes` long). False when `chunk` is not such a chunk.
-bool decode_chunk(const std::vector<uint8_t>& chunk, void* out, size_t bytes, size_t element_size, int level);
-
 // `bytes` as one gzip member at `level` (1-12). Members written one after another are one gzip
 // file (RFC 1952), which lets a file be compressed in pieces on several threads.
 std::vector<uint8_t> gzip_member(const void* data, size_t bytes, int level);

@@ -8,6 +8,7 @@
 // order through the same writer, so that the store holds the same bytes whatever N and --threads.
 #include <torch/torch.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -15,6 +16,7 @@
 #include <ctime>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -79,9 +81,30 @@ struct CaseVolumes {
   std::vector<double> agreement;  // each rater's Dice against the majority (data/raters.h)
 };
 
+// Which byte values occur among `n` bytes, on `threads` threads.
+std::array<bool, 256> values_present(const uint8_t* v, int64_t n, int threads) {
+  std::vector<std::array<bool, 256>> seen(static_cast<size_t>(std::max(1, threads)));
+  std::vector<std::thread> helpers;
+  for (size_t t = 0; t < seen.size(); ++t) {
+    helpers.emplace_back([&, t] {
+      std::array<bool, 256>& mine = seen[t];
+      mine.fill(false);
+      const auto parts = static_cast<int64_t>(seen.size());
+      const int64_t first = n * static_cast<int64_t>(t) / parts, last = n * static_cast<int64_t>(t + 1) / parts;
+      for (int64_t i = first; i < last; ++i) mine[v[i]] = true;
+    });
+  }
+  for (auto& h : helpers) h.join();
+  std::array<bool, 256> all{};
+  for (const auto& mine : seen) {
+    for (size_t value = 0; value < 256; ++value) all[value] = all[value] || mine[value];
+  }
+  return all;
+}
+
 // The label values as uint8 [I,J,K], each checked against the layout's set; the error lists
 // those that are not.
-Tensor label_bytes(const Volume& label, Layout layout, const std::string& label_path) {
+Tensor label_bytes(const Volume& label, Layout layout, const std::string& label_path, int threads) {
   const Tensor stored = label.voxels.permute({2, 1, 0});  // the file's [K,J,I] order, contiguous
   Tensor bytes;
   if (stored.scalar_type() == torch::kByte) {
@@ -95,11 +118,9 @@ Tensor label_bytes(const Volume& label, Layout layout, const std::string& label_
   std::vector<std::string> bad;
   if (bytes.defined()) {
     const Tensor flat = bytes.contiguous();
-    int64_t counts[256] = {0};
-    const uint8_t* v = flat.data_ptr<uint8_t>();
-    for (int64_t i = 0; i < flat.numel(); ++i) ++counts[v[i]];
+    const std::array<bool, 256> seen = values_present(flat.data_ptr<uint8_t>(), flat.numel(), threads);
     for (int value = 0; value < 256; ++value) {
-      if (counts[value] > 0 && std::find(allowed.begin(), allowed.end(), value) == allowed.end())
+      if (seen[static_cast<size_t>(value)] && std::find(allowed.begin(), allowed.end(), value) == allowed.end())
         bad.push_back(std::to_string(static_cast<double>(value)));
     }
   } else {  // fractional, negative or large values: rare enough to list exactly
@@ -121,15 +142,16 @@ Tensor label_bytes(const Volume& label, Layout layout, const std::string& label_
 
 // The label volume of a case: its label file, checked against the image and the layout's values;
 // for QUBIQ, which has none, the raters' majority.
-Tensor read_label(const CaseFiles& files, const Volume& image, const Tensor& raters, Layout layout) {
+// `label` is the label file's volume, read beside the image; undefined for QUBIQ.
+Tensor read_label(const CaseFiles& files, const Volume& image, const Volume& label, const Tensor& raters, Layout layout,
+                  int threads) {
   if (layout == Layout::kQubiq) {
     KDSEG_CHECK(raters.defined(), files.image,
                 ": a qubiq case is labelled by its raters alone; leave out --raters none");
     return majority_label(raters, 2);
   }
-  const Volume label = read_nifti(files.label, /*require_finite=*/true, VoxelType::kAsStored);
   check_same_grid(label, image);
-  return label_bytes(label, layout, files.label);
+  return label_bytes(label, layout, files.label, threads);
 }
 
 // The canonical axial slices to keep, from the label [I,J,K] uint8, a few planes at a time.
@@ -160,11 +182,17 @@ std::vector<int32_t> select_slices(const Tensor& label, const Reorientation& r, 
 }
 
 CaseVolumes read_case(const CaseFiles& files, const RaterFiles& rater_files, const PrepareOptions& options,
-                      Layout layout) {
+                      Layout layout, int threads) {
   CaseVolumes c;
+  // The label file inflates on another thread while the image does on this one.
+  std::future<Volume> label;
+  if (layout != Layout::kQubiq) {
+    label = std::async(std::launch::async,
+                       [&] { return read_nifti(files.label, /*require_finite=*/true, VoxelType::kAsStored); });
+  }
   const Volume image = read_nifti(files.image, /*require_finite=*/true, VoxelType::kAsStored);
   if (!rater_files.raters.empty()) c.raters = read_raters(rater_files, image);
-  c.label = read_label(files, image, c.raters, layout);
+  c.label = read_label(files, image, label.valid() ? label.get() : Volume(), c.raters, layout, threads);
   c.image = image.voxels;
   const auto sizes = image.voxels.sizes();
   c.canonical = canonical_reorientation(image.affine, {sizes[0], sizes[1], sizes[2]});
@@ -213,10 +241,12 @@ bool resized(const std::string& path, int64_t size) {
 
 // --- encoding rows on every thread ---------------------------------------------------------------
 
-// One row of a dataset: its chunk as stored, and its values (for the content hash and histogram).
+// One row of a dataset: its chunk as stored, the word_digest of its values (chained into the
+// content hash) and, for labels, how many pixels hold each value.
 struct EncodedRow {
   std::vector<uint8_t> chunk;
-  Tensor values;
+  uint64_t digest = 0;
+  std::vector<int64_t> counts;
 };
 
 // Rows [0, n) made by `make` on `threads` threads and handed to `write` in order on this thread,
@@ -394,13 +424,23 @@ class StoreWriter {
   void write(Rows which, int64_t j, EncodedRow& row) {
     RowWriter& set = which == Rows::kImage ? *image_rows_ : which == Rows::kLabel ? *label_rows_ : *rater_rows_;
     set.write_chunk(first_row_ + j, row.chunk);
-    const Tensor& values = row.values;
-    hash_ = fnv1a(hash_, values.data_ptr(), values.nbytes());
-    if (which == Rows::kLabel) {
-      const uint8_t* v = values.data_ptr<uint8_t>();
-      for (int64_t i = 0; i < values.numel(); ++i) ++histogram_[v[i]];
-    }
+    hash_ = fnv1a(hash_, &row.digest, sizeof row.digest);
+    digests_[static_cast<size_t>(which)].push_back(row.digest);
+    for (size_t v = 0; v < row.counts.size() && v < histogram_.size(); ++v) histogram_[v] += row.counts[v];
     row = EncodedRow();
+  }
+
+  // Counts of label values of rows written without them (a part's, joined into the store).
+  void add_histogram(const std::vector<int64_t>& counts) {
+    for (size_t v = 0; v < counts.size() && v < histogram_.size(); ++v) histogram_[v] += counts[v];
+  }
+
+  // A part's own tables: each row's digest per dataset and the label histogram.
+  void write_part_digests(hid_t part) const {
+    const char* names[3] = {"image_digest", "label_digest", "rater_digest"};
+    for (size_t d = 0; d < 3; ++d)
+      h5::write_array(part, names[d], H5T_NATIVE_UINT64, {digests_[d].size()}, digests_[d].data());
+    h5::write_array(part, "histogram", H5T_NATIVE_INT64, {histogram_.size()}, histogram_.data());
   }
 
   void end_case() {
@@ -506,6 +546,7 @@ class StoreWriter {
   std::vector<int32_t> slices_kept_, shapes_;
   std::vector<double> spacings_, affines_, agreement_;
   std::vector<int64_t> histogram_;
+  std::vector<uint64_t> digests_[3];  // per Rows value, every row written
 };
 
 // --- converting a case's slices -------------------------------------------------------------------
@@ -540,10 +581,17 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
     return resize ? F::interpolate(maps.unsqueeze(0).to(torch::kFloat), nearest).squeeze(0).round().to(torch::kByte)
                   : maps;
   };
-  const auto encoded = [&](Tensor values) {
+  const auto encoded = [&](Tensor values, bool count) {
     values = values.contiguous();
-    std::vector<uint8_t> chunk = encode_chunk(values.data_ptr(), values.nbytes(), values.element_size(), level);
-    return EncodedRow{std::move(chunk), std::move(values)};
+    EncodedRow row;
+    row.chunk = encode_chunk(values.data_ptr(), values.nbytes(), values.element_size(), level);
+    row.digest = word_digest(values.data_ptr(), values.nbytes());
+    if (count) {
+      row.counts.assign(256, 0);
+      const uint8_t* v = values.data_ptr<uint8_t>();
+      for (int64_t i = 0; i < values.numel(); ++i) ++row.counts[v[i]];
+    }
+    return row;
   };
   const auto write = [&](Rows which) {
     return [&writer, which](int64_t j, EncodedRow& row) { writer.write(which, j, row); };
@@ -552,15 +600,17 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
       n, threads,
       [&](int64_t j) {
         Tensor slice = canonical_slice(c.image, r, k(j));
-        if (writer.image_element() == 2) return encoded(slice.to(torch::kShort));
+        if (writer.image_element() == 2) return encoded(slice.to(torch::kShort), false);
         slice = slice.to(torch::kFloat);
         if (resize) slice = F::interpolate(slice.unsqueeze(0).unsqueeze(0), bilinear).squeeze(0).squeeze(0);
-        return encoded(slice);
+        return encoded(slice, false);
       },
       write(Rows::kImage));
   encode_in_order(
       n, threads,
-      [&](int64_t j) { return encoded(resize_labels(canonical_slice(c.label, r, k(j)).unsqueeze(0)).squeeze(0)); },
+      [&](int64_t j) {
+        return encoded(resize_labels(canonical_slice(c.label, r, k(j)).unsqueeze(0)).squeeze(0), true);
+      },
       write(Rows::kLabel));
   if (c.raters.defined()) {
     encode_in_order(
@@ -568,7 +618,7 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
         [&](int64_t j) {
           std::vector<Tensor> maps;
           for (int64_t q = 0; q < c.raters.size(0); ++q) maps.push_back(canonical_slice(c.raters[q], r, k(j)));
-          return encoded(resize_labels(torch::stack(maps)));
+          return encoded(resize_labels(torch::stack(maps)), false);
         },
         write(Rows::kRaters));
   }
@@ -626,9 +676,14 @@ Converted convert_cases(StoreWriter& writer, const std::vector<CaseFiles>& found
   for (const size_t i : mine) {
     std::string problem = plans[i].problem;
     std::optional<CaseVolumes> volumes;
+    const auto start = std::chrono::steady_clock::now();
+    const auto seconds = [&] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
     if (problem.empty()) {
       try {
-        volumes = read_case(found[i], plans[i].raters, options, layout);
+        volumes = read_case(found[i], plans[i].raters, options, layout, threads);
+        log::debug("prepare: {} read and checked in {:.2f} s", found[i].id, seconds());
       } catch (const std::exception& e) {
         problem = case_problem(e, found[i]);
       }
@@ -638,6 +693,7 @@ Converted convert_cases(StoreWriter& writer, const std::vector<CaseFiles>& found
     } else if (problems.empty() || options.skip_bad_cases) {
       write_case(writer, *volumes, found[i], options, threads);
       out.written.push_back(i);
+      log::debug("prepare: {} written, {} slices, after {:.2f} s", found[i].id, volumes->index.size(), seconds());
     }
     on_case();
   }
@@ -689,9 +745,11 @@ std::string part_path(const std::string& output, int rank, int ranks) {
 
 // A rank's part: the store's datasets for its cases, plus /part/case (each case's position in the
 // run's case list) and /part/bad_case, /part/bad_problem.
-void write_part_tables(hid_t file, const std::vector<size_t>& written, const std::map<size_t, std::string>& problems) {
-  const h5::Handle part(
-      KDSEG_CHECK_HDF5(H5Gcreate2(file, "part", H5P_DEFAULT, h5::untimed_creation(H5P_GROUP_CREATE), H5P_DEFAULT)));
+void write_part_tables(const StoreWriter& writer, const std::vector<size_t>& written,
+                       const std::map<size_t, std::string>& problems) {
+  const h5::Handle part(KDSEG_CHECK_HDF5(
+      H5Gcreate2(writer.file(), "part", H5P_DEFAULT, h5::untimed_creation(H5P_GROUP_CREATE), H5P_DEFAULT)));
+  writer.write_part_digests(part);
   const std::vector<int64_t> cases(written.begin(), written.end());
   h5::write_array(part, "case", H5T_NATIVE_INT64, {cases.size()}, cases.data());
   std::vector<int64_t> bad;
@@ -704,12 +762,17 @@ void write_part_tables(hid_t file, const std::vector<size_t>& written, const std
   h5::write_strings(part, "bad_problem", messages);
 }
 
-// Copies case `row` of an open part into `writer`: its chunks as they are, decoded once for the
-// content hash and the label histogram.
+// Copies case `row` of an open part into `writer`: its chunks and their digests as they are.
 class PartReader {
  public:
-  PartReader(const std::string& path, size_t image_element, int level)
-      : path_(path), file_(PreparedStore::open_file(path)), image_element_(image_element), level_(level) {
+  explicit PartReader(const std::string& path) : path_(path), file_(PreparedStore::open_file(path)) {
+    const char* names[3] = {"part/image_digest", "part/label_digest", "part/rater_digest"};
+    for (size_t d = 0; d < 3; ++d) {
+      digests_[d].resize(h5::dataset_dims(file_, names[d]).at(0));
+      if (!digests_[d].empty()) h5::read_array(file_, names[d], H5T_NATIVE_UINT64, digests_[d].data());
+    }
+    histogram_.resize(h5::dataset_dims(file_, "part/histogram").at(0));
+    if (!histogram_.empty()) h5::read_array(file_, "part/histogram", H5T_NATIVE_INT64, histogram_.data());
     const auto cases = h5::dataset_dims(file_, "part/case").at(0);
     case_of_row_.resize(cases);
     if (cases > 0) h5::read_array(file_, "part/case", H5T_NATIVE_INT64, case_of_row_.data());
@@ -743,6 +806,7 @@ class PartReader {
   }
   const std::vector<int64_t>& cases() const { return case_of_row_; }
   const std::map<size_t, std::string>& problems() const { return problems_; }
+  const std::vector<int64_t>& histogram() const { return histogram_; }
 
   void copy_case(size_t row, const CaseFiles& files, StoreWriter& writer) {
     CaseEntry entry;
@@ -759,34 +823,31 @@ class PartReader {
                            agreement_.begin() + static_cast<std::ptrdiff_t>((row + 1) * r));
     writer.begin_case(std::move(entry), height_, width_);
     if (n > 0) {
-      copy_rows(writer, Rows::kImage, "slices/image", n, {height_, width_}, torch::kShort);
-      copy_rows(writer, Rows::kLabel, "slices/label", n, {height_, width_}, torch::kByte);
-      if (raters_ > 0) copy_rows(writer, Rows::kRaters, "slices/raters", n, {raters_, height_, width_}, torch::kByte);
+      copy_rows(writer, Rows::kImage, "slices/image", n, 2);
+      copy_rows(writer, Rows::kLabel, "slices/label", n, 2);
+      if (raters_ > 0) copy_rows(writer, Rows::kRaters, "slices/raters", n, 3);
     }
     writer.end_case();
     first_ += n;
   }
 
  private:
-  void copy_rows(StoreWriter& writer, Rows which, const char* name, int64_t n, std::vector<int64_t> row,
-                 at::ScalarType type) {
-    if (which == Rows::kImage && image_element_ == 4) type = torch::kFloat;
+  void copy_rows(StoreWriter& writer, Rows which, const char* name, int64_t n, size_t row_rank) {
     const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, name, H5P_DEFAULT)));
+    const std::vector<uint64_t>& digests = digests_[static_cast<size_t>(which)];
+    KDSEG_CHECK(static_cast<size_t>(first_ + n) <= digests.size(), path_, ": fewer digests than rows in ", name);
     for (int64_t j = 0; j < n; ++j) {
-      std::vector<hsize_t> offset(row.size() + 1, 0);
+      std::vector<hsize_t> offset(row_rank + 1, 0);
       offset[0] = static_cast<hsize_t>(first_ + j);
-      EncodedRow copy{h5::read_raw_chunk(set, offset), torch::empty(row, type)};
-      KDSEG_CHECK(
-          decode_chunk(copy.chunk, copy.values.data_ptr(), copy.values.nbytes(), copy.values.element_size(), level_),
-          path_, ": a damaged chunk in ", name, " row ", first_ + j);
+      EncodedRow copy{h5::read_raw_chunk(set, offset), digests[static_cast<size_t>(first_ + j)], {}};
       writer.write(which, j, copy);
     }
   }
 
   std::string path_;
   h5::Handle file_;
-  size_t image_element_;
-  int level_;
+  std::vector<uint64_t> digests_[3];
+  std::vector<int64_t> histogram_;
   std::vector<int64_t> case_of_row_;
   std::map<size_t, std::string> problems_;
   std::vector<std::string> ids_;
@@ -867,7 +928,7 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
     writing([&] {
       StoreWriter writer(part, options, summary.layout, integral, summary.raters);
       const Converted converted = convert_cases(writer, found, plans, mine, options, summary.layout, threads, progress);
-      write_part_tables(writer.file(), converted.written, converted.problems);
+      write_part_tables(writer, converted.written, converted.problems);
       PrepareSummary part_summary;
       writer.finish(part_summary, /*require_slices=*/false);
     });
@@ -879,8 +940,7 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
         std::map<size_t, std::string> problems;
         std::vector<std::pair<size_t, size_t>> where(found.size(), {SIZE_MAX, 0});  // part, row
         for (int r = 0; r < ranks.size; ++r) {
-          parts.push_back(std::make_unique<PartReader>(part_path(options.output, r, ranks.size), integral ? 2 : 4,
-                                                       options.compression));
+          parts.push_back(std::make_unique<PartReader>(part_path(options.output, r, ranks.size)));
           problems.insert(parts.back()->problems().begin(), parts.back()->problems().end());
           for (size_t row = 0; row < parts.back()->cases().size(); ++row)
             where[static_cast<size_t>(parts.back()->cases()[row])] = {static_cast<size_t>(r), row};
@@ -892,6 +952,7 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
           for (size_t i = 0; i < found.size(); ++i) {
             if (where[i].first != SIZE_MAX) parts[where[i].first]->copy_case(where[i].second, found[i], writer);
           }
+          for (const auto& part : parts) writer.add_histogram(part->histogram());
           writer.finish(summary);
         });
         output.commit();
