@@ -7,6 +7,7 @@
 // part file beside the output; rank 0 then copies the compressed chunks into the store in case
 // order through the same writer, so that the store holds the same bytes whatever N and --threads.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -21,6 +22,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "core/build_config.h"
@@ -736,11 +738,48 @@ void check_options(const PrepareOptions& options) {
 
 // --- parts of a store, one per rank ----------------------------------------------------------------
 
-std::string part_path(const std::string& output, int rank, int ranks) {
-  const fs::path out(output);
-  return (out.parent_path() /
-          ("." + out.filename().string() + ".part-" + std::to_string(rank) + "-of-" + std::to_string(ranks)))
+// A rank's part is the temporary file of an AtomicFile that is never committed: it goes when the
+// rank is done, and a killed rank's is removed by the next run on that host with as many ranks.
+// Its attribute "run" holds the run's token, which tells it from a concurrent run's parts.
+std::string part_name(const std::string& output, int rank, int ranks) {
+  return (fs::path(output).parent_path() /
+          (fs::path(output).filename().string() + ".part-" + std::to_string(rank) + "-of-" + std::to_string(ranks)))
       .string();
+}
+
+// The token of a run (rank 0's), the same on every rank.
+int64_t run_token(const PrepareRanks& ranks) {
+  std::vector<int64_t> token{0};
+  if (ranks.rank == 0) {
+    std::random_device random;
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    token[0] = static_cast<int64_t>(
+        (static_cast<uint64_t>(random()) << 32 ^ static_cast<uint64_t>(now) ^ static_cast<uint64_t>(::getpid())) >> 1);
+  }
+  ranks.sum(token);
+  return token[0];
+}
+
+// The part file of rank `rank` of the run `token`: a temporary of part_name's in its folder.
+std::string find_part(const std::string& output, int rank, int ranks, int64_t token) {
+  const fs::path name = fs::path(part_name(output, rank, ranks)).filename();
+  const fs::path folder = fs::path(output).parent_path().empty() ? fs::path(".") : fs::path(output).parent_path();
+  std::error_code ec;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string file = it->path().filename().string(), suffix = "-" + name.string();
+    if (file.rfind(".kdseg-tmp-", 0) != 0 || file.size() <= suffix.size() ||
+        file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0) {
+      continue;
+    }
+    try {
+      const h5::Handle part = PreparedStore::open_file(it->path().string());
+      if (H5Aexists(part, "run") > 0 && h5::read_string_attribute(part, "run") == std::to_string(token))
+        return it->path().string();
+    } catch (const Error&) {
+      // another run's part being written, or not a part: not ours
+    }
+  }
+  KDSEG_THROW(output, ": the part of rank ", rank, " (", name.string(), ") is missing from ", folder.string());
 }
 
 // A rank's part: the store's datasets for its cases, plus /part/case (each case's position in the
@@ -924,9 +963,11 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
     output.commit();
   } else {
     // Each rank writes its part; rank 0 joins them once every part is complete.
-    const std::string part = part_path(options.output, ranks.rank, ranks.size);
+    const int64_t token = run_token(ranks);
+    AtomicFile part(part_name(options.output, ranks.rank, ranks.size));
     writing([&] {
-      StoreWriter writer(part, options, summary.layout, integral, summary.raters);
+      StoreWriter writer(part.temp_path(), options, summary.layout, integral, summary.raters);
+      h5::write_string_attribute(writer.file(), "run", std::to_string(token));
       const Converted converted = convert_cases(writer, found, plans, mine, options, summary.layout, threads, progress);
       write_part_tables(writer, converted.written, converted.problems);
       PrepareSummary part_summary;
@@ -940,7 +981,7 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
         std::map<size_t, std::string> problems;
         std::vector<std::pair<size_t, size_t>> where(found.size(), {SIZE_MAX, 0});  // part, row
         for (int r = 0; r < ranks.size; ++r) {
-          parts.push_back(std::make_unique<PartReader>(part_path(options.output, r, ranks.size)));
+          parts.push_back(std::make_unique<PartReader>(find_part(options.output, r, ranks.size, token)));
           problems.insert(parts.back()->problems().begin(), parts.back()->problems().end());
           for (size_t row = 0; row < parts.back()->cases().size(); ++row)
             where[static_cast<size_t>(parts.back()->cases()[row])] = {static_cast<size_t>(r), row};
@@ -963,8 +1004,6 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
     std::vector<int64_t> failed{failure ? 1 : 0};
     ranks.wait_for_all();
     ranks.sum(failed);
-    std::error_code ec;
-    fs::remove(part, ec);
     if (failure) std::rethrow_exception(failure);
     KDSEG_CHECK(failed[0] == 0, options.output, ": rank 0 could not join the parts (its error is logged)");
   }

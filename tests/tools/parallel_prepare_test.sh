@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # prepare and evaluate split across threads and ranks, on real files and real mpirun processes:
 #   - `kdseg prepare` with --threads 1 and 3 and under `mpirun -np 2` and `-np 3` writes the same
-#     store byte for byte (SOURCE_DATE_EPOCH fixes its "created" time), also with a bad case
+#     store byte for byte (SOURCE_DATE_EPOCH fixes its "created" time), also when two runs write
+#     the same output at once, and with a bad case
 #     skipped; without --skip-bad-cases every rank's bad case is listed, nothing is written and no
 #     part file stays behind;
 #   - the store reads back in nibabel's canonical orientation (the slices are the volumes' own);
@@ -38,6 +39,15 @@ for n in 2 3; do
   cmp -s one.h5 mpi$n.h5 || fail "mpirun -np $n prepare wrote other bytes than one process"
   grep -q "content hash" mpi$n.txt || fail "mpirun -np $n prepare printed no summary"
 done
+
+# Two runs at once on the same output: neither takes the other's parts, the last to finish wins.
+for run in a b; do
+  "$mpiexec" "${mpi_flags[@]}" -np 2 "$kdseg" prepare --input raw --output twice.h5 --slices all --size native \
+    --folds 2 --force --log-level warn --threads 1 > twice-$run.txt 2>&1 &
+done
+wait %1 || fail "the first of two concurrent mpirun prepares failed: $(tail -2 twice-a.txt)"
+wait %2 || fail "the second of two concurrent mpirun prepares failed: $(tail -2 twice-b.txt)"
+cmp -s one.h5 twice.h5 || fail "concurrent mpirun prepares wrote other bytes"
 
 # The slices are nibabel's canonical slices of the volumes.
 "$python" - one.h5 <<'PY' || fail "the store's slices differ from nibabel's canonical volumes"
