@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "data/chunked_rows.h"
 #include "data/hdf5_util.h"
 #include "data/prepared_store.h"
@@ -174,7 +175,7 @@ BatchLoader::BatchLoader(const std::string& store, Task task, LoaderOptions opti
                          std::vector<std::vector<DistributedSampler::Item>> plan)
     : impl_(std::make_unique<Impl>(store, std::move(task), options, std::move(plan))) {
   const int workers = std::max(1, options.workers);
-  for (int w = 0; w < workers; ++w) impl_->workers.emplace_back([this] { impl_->work(); });
+  start_threads(impl_->workers, workers, [this] { impl_->work(); });
 }
 
 BatchLoader::~BatchLoader() {

@@ -7,7 +7,6 @@
 
 #include <unistd.h>
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -16,11 +15,11 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/parallel.h"
 #include "data/deflate.h"
 
 namespace kdseg::data {
@@ -420,6 +419,10 @@ struct NiftiPlaneWriter::State {
   int threads = 1;
   std::vector<at::Tensor> pending;  // planes in the file's type and order, [J,I]
 
+  ~State() {
+    if (out != nullptr) std::fclose(out);  // before `file`, which then removes the temporary
+  }
+
   void put(const void* data, size_t bytes) {
     if (bytes > 0 && std::fwrite(data, 1, bytes, out) != bytes) fail("a write failed");
   }
@@ -431,16 +434,10 @@ struct NiftiPlaneWriter::State {
   void flush() {
     std::vector<std::vector<uint8_t>> members(pending.size());
     if (gz) {
-      std::atomic<size_t> next{0};
-      const auto work = [&] {
-        for (size_t i; (i = next.fetch_add(1)) < pending.size();) {
-          members[i] = gzip_member(pending[i].data_ptr(), static_cast<size_t>(pending[i].nbytes()), kLevel);
-        }
-      };
-      std::vector<std::thread> helpers;
-      for (int t = 1; t < std::min<int>(threads, static_cast<int>(pending.size())); ++t) helpers.emplace_back(work);
-      work();
-      for (auto& h : helpers) h.join();
+      parallel_for(static_cast<int64_t>(pending.size()), threads, [&](int64_t i) {
+        const at::Tensor& p = pending[static_cast<size_t>(i)];
+        members[static_cast<size_t>(i)] = gzip_member(p.data_ptr(), static_cast<size_t>(p.nbytes()), kLevel);
+      });
       for (const auto& m : members) put(m.data(), m.size());
     } else {
       for (const auto& p : pending) put(p.data_ptr(), static_cast<size_t>(p.nbytes()));
@@ -486,9 +483,7 @@ NiftiPlaneWriter::NiftiPlaneWriter(const std::string& path, const std::array<int
   }
 }
 
-NiftiPlaneWriter::~NiftiPlaneWriter() {
-  if (state_ && state_->out != nullptr) std::fclose(state_->out);  // the AtomicFile removes the rest
-}
+NiftiPlaneWriter::~NiftiPlaneWriter() = default;
 
 void NiftiPlaneWriter::write(const at::Tensor& plane) {
   State& s = *state_;

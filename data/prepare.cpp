@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -31,6 +30,7 @@
 #include "core/file_util.h"
 #include "core/hash.h"
 #include "core/log.h"
+#include "core/parallel.h"
 #include "core/random.h"
 #include "data/deflate.h"
 #include "data/hdf5_util.h"
@@ -86,17 +86,12 @@ struct CaseVolumes {
 // Which byte values occur among `n` bytes, on `threads` threads.
 std::array<bool, 256> values_present(const uint8_t* v, int64_t n, int threads) {
   std::vector<std::array<bool, 256>> seen(static_cast<size_t>(std::max(1, threads)));
-  std::vector<std::thread> helpers;
-  for (size_t t = 0; t < seen.size(); ++t) {
-    helpers.emplace_back([&, t] {
-      std::array<bool, 256>& mine = seen[t];
-      mine.fill(false);
-      const auto parts = static_cast<int64_t>(seen.size());
-      const int64_t first = n * static_cast<int64_t>(t) / parts, last = n * static_cast<int64_t>(t + 1) / parts;
-      for (int64_t i = first; i < last; ++i) mine[v[i]] = true;
-    });
-  }
-  for (auto& h : helpers) h.join();
+  const auto parts = static_cast<int64_t>(seen.size());
+  parallel_for(parts, threads, [&](int64_t t) {
+    std::array<bool, 256>& mine = seen[static_cast<size_t>(t)];
+    mine.fill(false);
+    for (int64_t i = n * t / parts, last = n * (t + 1) / parts; i < last; ++i) mine[v[i]] = true;
+  });
   std::array<bool, 256> all{};
   for (const auto& mine : seen) {
     for (size_t value = 0; value < 256; ++value) all[value] = all[value] || mine[value];
@@ -285,7 +280,7 @@ void encode_in_order(int64_t n, int threads, const std::function<EncodedRow(int6
     }
   };
   std::vector<std::thread> workers;
-  for (int t = 0; t < std::max(1, std::min<int>(threads, static_cast<int>(n))); ++t) workers.emplace_back(work);
+  start_threads(workers, std::max(1, std::min<int>(threads, static_cast<int>(n))), work);
   std::exception_ptr write_failure;
   for (int64_t j = 0; j < n && !write_failure; ++j) {
     EncodedRow row;
@@ -928,7 +923,10 @@ PrepareSummary prepare_store(const PrepareOptions& options, const PrepareRanks& 
       ++fractional[0];
     }
   }
-  if (ranks.size > 1) ranks.sum(fractional);
+  if (ranks.size > 1) {
+    ranks.wait_for_all();  // a rank with many float files reads them all first: no timeout for it
+    ranks.sum(fractional);
+  }
   const bool integral = fractional[0] == 0;
   summary.image_dtype = integral ? "int16" : "float32";
   const int threads = options.threads > 0 ? options.threads : std::max(1, available_cores() / ranks.size);

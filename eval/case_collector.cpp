@@ -1,10 +1,12 @@
 #include "eval/case_collector.h"
 
+#include <signal.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -53,6 +55,34 @@ Tensor to_file_plane(const Tensor& slice, const data::Reorientation& r) {
   return r.order[0] == 0 ? unflipped : unflipped.t();
 }
 
+constexpr const char* kRankFolderPrefix = "kdseg-evaluate-";
+
+// This rank's folder for its prediction files until rank 0 takes them: local to the node, named
+// by the process and rank.
+fs::path rank_folder(int rank) {
+  return fs::temp_directory_path() / (kRankFolderPrefix + std::to_string(::getpid()) + "-" + std::to_string(rank));
+}
+
+// Removes the rank folders of evaluate processes that no longer run on this node (a job brought
+// down by MPI_Abort or a signal never reaches the destructor that removes them).
+void remove_orphaned_rank_folders() {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(fs::temp_directory_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(kRankFolderPrefix, 0) != 0) continue;
+    const std::string rest = name.substr(std::strlen(kRankFolderPrefix));
+    const size_t dash = rest.find('-');
+    if (dash == 0 || dash > 9 || dash == std::string::npos ||
+        rest.find_first_not_of("0123456789-") != std::string::npos)
+      continue;
+    const auto pid = static_cast<pid_t>(std::stol(rest.substr(0, dash)));
+    if (::kill(pid, 0) != 0 && errno == ESRCH) {
+      log::debug("evaluate: removing {}, left by process {} which no longer runs", entry.path().string(), pid);
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+}
+
 }  // namespace
 
 CaseCollector::CaseCollector(const data::PreparedStore& store, const std::vector<int64_t>& rows,
@@ -72,10 +102,8 @@ CaseCollector::CaseCollector(const data::PreparedStore& store, const std::vector
   }
   for (int64_t row : mine_) rows_of_case_[case_of(row)].push_back(row);
   if (out_.predictions) {
-    folder_ = rank_ == 0 ? out_.folder
-                         : (fs::temp_directory_path() /
-                            ("kdseg-evaluate-" + std::to_string(::getpid()) + "-" + std::to_string(rank_)))
-                               .string();
+    if (rank_ != 0) remove_orphaned_rank_folders();
+    folder_ = rank_ == 0 ? out_.folder : rank_folder(rank_).string();
     if (rank_ == 0 || !mine_.empty()) fs::create_directories(folder_);
   }
 }

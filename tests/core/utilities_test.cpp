@@ -6,13 +6,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "core/cpu_cores.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/parallel.h"
 #include "core/progress.h"
 #include "core/random.h"
 
@@ -290,6 +295,58 @@ TEST(CpuCores, BoundProcessesUseTheirCoresUnboundOnesShare) {
   EXPECT_EQ(available, std::min(keep, cores)) << "the affinity mask, not the machine's core count";
   EXPECT_EQ(alone, available);
   EXPECT_EQ(shared, available) << "a bound rank keeps its own cores";
+}
+
+TEST(ParallelFor, EveryIndexOnceOnEveryThreadCount) {
+  for (const int64_t n : {0, 1, 7, 1000}) {
+    for (const int threads : {1, 3, 8}) {
+      std::vector<std::atomic<int>> calls(static_cast<size_t>(n));
+      std::mutex mutex;
+      std::set<std::thread::id> ran_on;
+      kdseg::parallel_for(n, threads, [&](int64_t i) {
+        calls[static_cast<size_t>(i)].fetch_add(1);
+        const std::lock_guard<std::mutex> lock(mutex);
+        ran_on.insert(std::this_thread::get_id());
+      });
+      for (int64_t i = 0; i < n; ++i) EXPECT_EQ(calls[static_cast<size_t>(i)].load(), 1) << n << " " << threads;
+      EXPECT_LE(ran_on.size(), static_cast<size_t>(std::max<int64_t>(1, std::min<int64_t>(threads, n))));
+      if (threads == 1 && n > 0) {
+        EXPECT_EQ(*ran_on.begin(), std::this_thread::get_id()) << "no thread for one";
+      }
+    }
+  }
+}
+
+TEST(ParallelFor, AFailureReachesTheCallerAndStopsTheLoop) {
+  std::vector<int64_t> seen;
+  try {
+    kdseg::parallel_for(100, 1, [&](int64_t i) {
+      seen.push_back(i);
+      KDSEG_CHECK(i != 3, "index ", i, " failed");
+    });
+    ADD_FAILURE() << "no exception";
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("index 3 failed"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(seen, (std::vector<int64_t>{0, 1, 2, 3})) << "no index after the failure";
+  // On many threads: the exception arrives (std::terminate otherwise) and the loop stops early.
+  std::atomic<int64_t> started{0};
+  EXPECT_THROW(kdseg::parallel_for(100000, 4,
+                                   [&](int64_t i) {
+                                     started.fetch_add(1);
+                                     if (i == 10) throw std::runtime_error("ten");
+                                   }),
+               std::runtime_error);
+  EXPECT_LT(started.load(), 100000);
+}
+
+TEST(StartThreads, StartsTheCountAsked) {
+  std::atomic<int> ran{0};
+  std::vector<std::thread> threads;
+  kdseg::start_threads(threads, 5, [&] { ran.fetch_add(1); });
+  EXPECT_EQ(threads.size(), 5u);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ran.load(), 5);
 }
 
 }  // namespace

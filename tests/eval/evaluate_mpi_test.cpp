@@ -1,7 +1,11 @@
 // `kdseg evaluate` on 2 or 3 ranks reports what one rank reports: each rank evaluates whole
 // cases, and rank 0 writes every case's predictions, those the other ranks made included.
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -86,6 +90,49 @@ TEST(DistributedEvaluation, RanksEvaluatingWholeCasesReportWhatOneRankReports) {
   }
   EXPECT_TRUE(all_ranks(ok)) << split << " case(s) split between ranks, " << busy.size()
                              << " ranks with cases; largest difference " << worst;
+}
+
+// A job brought down by MPI_Abort leaves its ranks' prediction folders in the node's temporary
+// folder; the next evaluate removes those of processes that no longer run, and only those.
+TEST(DistributedEvaluation, RankFoldersOfEndedProcessesAreRemoved) {
+  namespace fs = std::filesystem;
+  std::unique_ptr<kdseg::test::TempDir> owner;
+  const std::string dir = kdseg::test::shared_folder(owner);
+  const fs::path tmp = fs::temp_directory_path();
+  std::vector<int64_t> pids{0};
+  if (world().rank() == 0) {
+    kdseg::test::write_small_store(dir, 5, 24, 10, kdseg::data::SliceSelection::kAll);
+    const pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    ::waitpid(child, nullptr, 0);
+    pids[0] = child;  // ended
+    fs::create_directories(tmp / ("kdseg-evaluate-" + std::to_string(child) + "-1") / "box");
+    std::ofstream(tmp / ("kdseg-evaluate-" + std::to_string(child) + "-1") / "box" / "case.nii.gz") << "x";
+    fs::create_directories(tmp / ("kdseg-evaluate-" + std::to_string(::getpid()) + "-77"));  // running
+  }
+  at::Tensor shared = torch::tensor(pids, torch::kLong);
+  world().broadcast(shared, 0);
+  const std::string ended = "kdseg-evaluate-" + std::to_string(shared[0].item<int64_t>()) + "-1";
+
+  kdseg::eval::EvaluateOptions o;
+  o.data = dir + "/p.h5";
+  o.fold = 0;
+  o.bootstrap = 10;
+  o.workers = 1;
+  o.batch_size = 2;
+  o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)}};
+  o.save_predictions = true;
+  o.output = dir + "/out";
+  kdseg::eval::evaluate(o, world());
+
+  bool ok = true;
+  if (world().rank() == 0) {
+    const fs::path running = tmp / ("kdseg-evaluate-" + std::to_string(::getpid()) + "-77");
+    ok = !fs::exists(tmp / ended) && fs::exists(running);
+    fs::remove_all(running);
+    fs::remove_all(tmp / ended);
+  }
+  EXPECT_TRUE(all_ranks(ok)) << "the ended process's folder " << ended << " is removed and a running one's is kept";
 }
 
 }  // namespace
