@@ -23,6 +23,20 @@ using kdseg::test::all_ranks;
 using kdseg::test::world;
 using nlohmann::json;
 
+// Evaluation of the store in `dir` (fold 0) by a box model, its predictions written to `output`.
+kdseg::eval::EvaluateOptions box_evaluation(const std::string& dir, const std::string& output, int bootstrap) {
+  kdseg::eval::EvaluateOptions o;
+  o.data = dir + "/p.h5";
+  o.fold = 0;
+  o.bootstrap = bootstrap;
+  o.workers = 1;
+  o.batch_size = 2;
+  o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)}};
+  o.save_predictions = true;
+  o.output = output;
+  return o;
+}
+
 TEST(DistributedEvaluation, RanksEvaluatingWholeCasesReportWhatOneRankReports) {
   std::unique_ptr<kdseg::test::TempDir> owner;
   const std::string dir = kdseg::test::shared_folder(owner);
@@ -43,16 +57,8 @@ TEST(DistributedEvaluation, RanksEvaluatingWholeCasesReportWhatOneRankReports) {
   int split = 0;
   for (const auto& [c, ranks] : ranks_of_case) split += ranks.size() > 1;
 
-  kdseg::eval::EvaluateOptions o;
-  o.data = dir + "/p.h5";
-  o.fold = fold;
-  o.bootstrap = 100;
-  o.workers = 1;
-  o.batch_size = 2;
-  o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)},
-              {"everything", "", std::make_shared<kdseg::test::ConstantModel>(2, 1, 0.7)}};
-  o.save_predictions = true;
-  o.output = dir + "/parallel";
+  kdseg::eval::EvaluateOptions o = box_evaluation(dir, dir + "/parallel", /*bootstrap=*/100);
+  o.models.push_back({"everything", "", std::make_shared<kdseg::test::ConstantModel>(2, 1, 0.7)});
   const json parallel = kdseg::eval::evaluate(o, world());
 
   bool ok = split == 0 && busy.size() > 1;
@@ -106,28 +112,22 @@ TEST(DistributedEvaluation, RankFoldersOfEndedProcessesAreRemoved) {
     if (child == 0) ::_exit(0);
     ::waitpid(child, nullptr, 0);
     pids[0] = child;  // ended
-    fs::create_directories(tmp / ("kdseg-evaluate-" + std::to_string(child) + "-1") / "box");
-    std::ofstream(tmp / ("kdseg-evaluate-" + std::to_string(child) + "-1") / "box" / "case.nii.gz") << "x";
-    fs::create_directories(tmp / ("kdseg-evaluate-" + std::to_string(::getpid()) + "-77"));  // running
   }
   at::Tensor shared = torch::tensor(pids, torch::kLong);
   world().broadcast(shared, 0);
   const std::string ended = "kdseg-evaluate-" + std::to_string(shared[0].item<int64_t>()) + "-1";
+  const fs::path running = tmp / ("kdseg-evaluate-" + std::to_string(::getpid()) + "-77");  // rank 0's
+  if (world().rank() == 0) {
+    fs::create_directories(tmp / ended / "box");
+    std::ofstream(tmp / ended / "box" / "case.nii.gz") << "x";
+    fs::create_directories(running);
+  }
+  world().barrier();
 
-  kdseg::eval::EvaluateOptions o;
-  o.data = dir + "/p.h5";
-  o.fold = 0;
-  o.bootstrap = 10;
-  o.workers = 1;
-  o.batch_size = 2;
-  o.models = {{"box", "", std::make_shared<kdseg::test::BoxModel>(6, 16, 4, 20)}};
-  o.save_predictions = true;
-  o.output = dir + "/out";
-  kdseg::eval::evaluate(o, world());
+  kdseg::eval::evaluate(box_evaluation(dir, dir + "/out", /*bootstrap=*/10), world());
 
   bool ok = true;
   if (world().rank() == 0) {
-    const fs::path running = tmp / ("kdseg-evaluate-" + std::to_string(::getpid()) + "-77");
     ok = !fs::exists(tmp / ended) && fs::exists(running);
     fs::remove_all(running);
     fs::remove_all(tmp / ended);
