@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/run_record.h"
 
 namespace kdseg::eval {
 namespace {
@@ -22,10 +23,6 @@ std::vector<std::pair<int64_t, Value>> thinned(const std::map<int64_t, Value>& p
   return out;
 }
 
-json number_or_null(const json& line, const char* key) {
-  return line.contains(key) && line.at(key).is_number() ? line.at(key) : json();
-}
-
 }  // namespace
 
 json read_training_curves(const std::string& path, size_t max_points) {
@@ -33,19 +30,13 @@ json read_training_curves(const std::string& path, size_t max_points) {
   if (!std::filesystem::is_regular_file(path, ec)) return json();
   std::ifstream in(path);
   KDSEG_CHECK(in.good(), path, ": cannot be read");
-  std::map<int64_t, std::pair<json, json>> steps;       // step -> loss, lr
-  std::map<int64_t, std::pair<json, json>> validation;  // step -> mean Dice, mean ECE
+  std::map<int64_t, std::pair<double, double>> steps;       // step -> loss, lr (NaN: not finite)
+  std::map<int64_t, std::pair<double, double>> validation;  // step -> mean Dice, mean ECE
+  int64_t number = 0;
   for (std::string text; std::getline(in, text);) {
-    const json line = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (!line.is_object()) continue;
-    if (line.contains("validation") && line.at("validation").is_object()) {
-      const json& v = line.at("validation");
-      if (v.contains("step") && v.at("step").is_number_integer()) {
-        validation[v.at("step").get<int64_t>()] = {number_or_null(v, "mean_dice"), number_or_null(v, "mean_ece")};
-      }
-    } else if (line.contains("step") && line.at("step").is_number_integer()) {
-      steps[line.at("step").get<int64_t>()] = {number_or_null(line, "loss"), number_or_null(line, "lr")};
-    }
+    const MetricsLine line = parse_metrics_line(text, path, ++number);
+    if (line.validation) validation[line.validation->step] = {line.validation->mean_dice, line.validation->mean_ece};
+    if (line.step) steps[line.step->step] = {line.step->loss, line.step->lr};
   }
   json curves = {{"source", std::filesystem::absolute(path).string()}};
   json step = json::array(), loss = json::array(), lr = json::array();

@@ -8,20 +8,21 @@
 
 namespace kdseg::student {
 
-void MetricsLog::append(const nlohmann::json& line) const { append_to_file(path_, line.dump() + "\n"); }
+void MetricsLog::append(const StepLine& line) const { append_to_file(path_, metrics_line_json(line).dump() + "\n"); }
+
+void MetricsLog::append(const ValidationLine& line) const {
+  append_to_file(path_, metrics_line_json(line).dump() + "\n");
+}
 
 void MetricsLog::truncate_after(int64_t step) const {
   std::ifstream in(path_);
   if (!in) return;
   std::string kept, line;
   bool dropped = false;
-  while (std::getline(in, line)) {
+  for (int64_t number = 1; std::getline(in, line); ++number) {
     if (line.empty()) continue;
-    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    const auto* at = j.is_object() && j.contains("validation") ? &j.at("validation") : &j;
-    const bool later =
-        !j.is_object() || !at->is_object() || !at->contains("step") || at->at("step").get<int64_t>() > step;
-    if (later) {
+    const std::optional<int64_t> at = parse_metrics_line(line, path_, number).at_step();
+    if (!at || *at > step) {  // a later step, or a torn line
       dropped = true;
       continue;
     }

@@ -1,11 +1,11 @@
-// metrics.jsonl: one JSON object per line, appended by rank 0 as a run goes (training steps
-// and {"validation": {...}} records, each with its "step"; docs/formats.md lists the fields).
+// metrics.jsonl: appended by rank 0 as a run goes, one line per logged step and per validation
+// (the line types and their JSON are the run record's, core/run_record.h).
 #pragma once
-
-#include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
 #include <string>
+
+#include "core/run_record.h"
 
 namespace kdseg::student {
 
@@ -15,9 +15,11 @@ class MetricsLog {
   const std::string& path() const { return path_; }
 
   // Appends one line. Throws kdseg::IoError naming the file and the free space when it cannot.
-  void append(const nlohmann::json& line) const;
+  void append(const StepLine& line) const;
+  void append(const ValidationLine& line) const;
   // Keeps the lines of steps up to `step` (atomically: a crash leaves the old file). A resumed
-  // run logs the later steps again, so that no step appears twice.
+  // run logs the later steps again, so that no step appears twice. A line that is JSON but not
+  // a record of this schema is an error naming the file and the line.
   void truncate_after(int64_t step) const;
 
  private:

@@ -1,17 +1,17 @@
 // What a training run is given: the options of `kdseg train` and `kdseg distill` as typed
-// fields (tools/ parses the command line into them), their checks, and their JSON form, which
-// config.json and every checkpoint record (core/models/checkpoint.h) and a resume compares.
+// fields (tools/ parses the command line into them) and their checks. The run record
+// (core/run_record.h) writes them to config.json and every checkpoint, and says which of them a
+// resume must keep.
 #pragma once
 
 #include <c10/core/Device.h>
-#include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "core/device.h"
+#include "core/run_record.h"
 
 namespace kdseg {
 class FrozenModel;
@@ -19,90 +19,22 @@ class FrozenModel;
 
 namespace kdseg::student {
 
-// What the student learns from in the store: its label (hard), boundary label smoothing of it
-// (ls), or its raters (data/raters.h): their majority vote or one rater drawn per sample and
-// epoch (hard), their mean or their mean weighted by agreement with the majority (soft).
-enum class LabelKind { kHard, kSmoothed, kMajority, kRandom, kMean, kWeighted };
-LabelKind parse_label_kind(const std::string& name);  // hard | ls | majority | random | mean | weighted
-const char* label_kind_name(LabelKind kind);
-bool is_rater_kind(LabelKind kind);       // majority, random, mean, weighted
-bool is_soft_rater_kind(LabelKind kind);  // mean, weighted
+// The settings' enumerations belong to the run record (core/run_record.h).
+using kdseg::ChannelsLast;
+using kdseg::DmlReduction;
+using kdseg::LabelKind;
+using kdseg::LossKind;
+using kdseg::TeacherMode;
 
-// The objective: CE (or KL to soft labels) alone, DML alone, or the paper's 0.25 CE + 0.75 DML.
-enum class LossKind { kCe, kDml, kCeDml };
-LossKind parse_loss_kind(const std::string& name);  // ce | dml | ce+dml
-const char* loss_kind_name(LossKind kind);
-
-// Where a distilled student's soft labels come from: none (`train`), a precomputed cache, or a
-// teacher run inside each step on the augmented batch (as the reference implementation does).
-enum class TeacherMode { kNone, kCache, kOnline };
-TeacherMode parse_teacher_mode(const std::string& name);  // cache | online (none is train's)
-const char* teacher_mode_name(TeacherMode mode);
-
-// DML statistics over the global batch (the same loss on any number of ranks) or per rank.
-enum class DmlReduction { kGlobal, kLocal };
-DmlReduction parse_dml_reduction(const std::string& name);  // global | local
-const char* dml_reduction_name(DmlReduction reduction);
-
-// The memory layout of weights and activations.
-enum class ChannelsLast { kAuto, kOn, kOff };
-ChannelsLast parse_channels_last(const std::string& name);  // auto | true | false (1, 0, on, off)
-const char* channels_last_name(ChannelsLast choice);
-
-struct TrainConfig {
-  std::string data;                // prepared store
-  std::string output;              // folder: checkpoints, metrics.jsonl, config.json
-  int fold = 0;                    // held out for validation; every other fold trains ...
-  std::vector<int> exclude_folds;  // ... except these (e.g. the fold a teacher's temperature was fitted on)
-  std::string arch = "unet-resnet18d";
-  double width = 1.0;  // channel multiplier (tests and quick runs)
-  double dropout = 0.1;
-  std::string task = "tumor";
-  LabelKind labels = LabelKind::kHard;
-  double ls_epsilon = 0.5;
-  int64_t ls_kernel = 3;
-  LossKind loss = LossKind::kCeDml;
-  int64_t epochs = 0;  // one of epochs and max_steps
-  int64_t max_steps = 0;
-  int64_t batch_size = 8;  // global, across ranks
-  int64_t accumulate = 1;  // micro-batches per optimiser step
-  int64_t crop = 384;
-  double lr = 1e-4;  // encoder; decoder and heads get 10x
-  double weight_decay = 1e-2;
-  double warmup = 0.01;  // fraction of the steps
-  double clip_grad = 0;  // max gradient norm, 0: off
-  uint64_t seed = 0;
-  int workers = 2;
-  int64_t log_every = 10;        // steps
-  int64_t validate_every = 1;    // epochs (0: never)
-  int64_t checkpoint_every = 0;  // steps (0: at the end of each epoch only)
-  int64_t stop_after = 0;        // stop this invocation after N steps (0: run to the end)
-  bool resume = false;           // continue the run in output (its last.pt)
-  bool force = false;            // start over although output holds a run
-  bool skip_nonfinite = false;
-  bool deterministic = false;
-  // CPU, or CUDA: one GPU per rank (the node-local rank's), collectives over NCCL, cuDNN
-  // autotuning (off with `deterministic`) and batches in page-locked memory.
-  c10::DeviceType device = c10::kCPU;
-  // Weights, and so activations, channels-last (NHWC) or contiguous (NCHW); kAuto chooses the
-  // faster on the device (core/models/unet.h, channels_last_is_faster).
-  ChannelsLast channels_last = ChannelsLast::kAuto;
-  Precision precision = Precision::kAuto;
-
-  // Distillation (`kdseg distill`).
-  TeacherMode teacher_mode = TeacherMode::kNone;
-  std::string cache;    // cache folder (TeacherMode::kCache)
-  std::string teacher;  // teacher file: its hash is checked against the cache; online: the teacher
+// A run's settings (the record's fields) and what only this invocation is given.
+struct TrainConfig : RunConfig {
+  bool resume = false;                          // continue the run in output (its last.pt)
+  bool force = false;                           // start over although output holds a run
   std::shared_ptr<FrozenModel> online_teacher;  // loaded by the caller for TeacherMode::kOnline
-  double temperature = 1.0;                     // softmax temperature of the soft labels and the KL term
-  DmlReduction dml_reduction = DmlReduction::kGlobal;
 };
 
 // Throws kdseg::Error naming the option and the value when the configuration cannot be trained
 // on `world` ranks.
 void check_config(const TrainConfig& config, int world);
-
-// The configuration as config.json and checkpoints record it (enumerations by name).
-nlohmann::json config_json(const TrainConfig& config);
 
 }  // namespace kdseg::student

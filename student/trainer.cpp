@@ -35,7 +35,6 @@
 namespace kdseg::student {
 namespace {
 namespace fs = std::filesystem;
-using nlohmann::json;
 using torch::Tensor;
 using Clock = std::chrono::steady_clock;
 constexpr uint64_t kDropoutStream = 0x64726f706f7574;  // "dropout"
@@ -65,7 +64,7 @@ data::RaterLabels rater_labels(LabelKind kind) {
 class Trainer {
  public:
   Trainer(const TrainConfig& c, dist::Communicator& comm)
-      : c_(c), comm_(comm), store_(c.data), metrics_log_(c.output + "/metrics.jsonl") {
+      : c_(c), comm_(comm), store_(c.data), metrics_log_(c.output + "/" + kRunMetricsFile) {
     check_config(c_, comm_.size());
     device_ = training_device(c_, comm_);
     bf16_ = uses_bf16_autocast(c_.precision, device_);
@@ -92,7 +91,7 @@ class Trainer {
 
   TrainSummary run() {
     if (comm_.rank() == 0 && step_ == 0) {
-      write_file_atomic(c_.output + "/config.json", config_json(c_).dump(2) + "\n");
+      write_file_atomic(c_.output + "/" + kRunConfigFile, run_config_json(c_).dump(2) + "\n");
       log::info(
           "training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} "
           "rank(s), {}{}",
@@ -289,14 +288,14 @@ class Trainer {
       // The epoch's last step is saved below, after its validation.
       const bool last_of_epoch = s + 1 == steps_per_epoch_;
       if (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0 && !last_of_epoch && !stopped_) {
-        save_checkpoint("last.pt");
+        save_checkpoint(kLastCheckpointFile);
       }
     }
     const bool epoch_done = step_ == (epoch + 1) * steps_per_epoch_;
     if (epoch_done && c_.validate_every > 0 && (epoch + 1) % c_.validate_every == 0 && !val_rows_.empty()) {
       validate_fold(epoch);
     }
-    save_checkpoint("last.pt");
+    save_checkpoint(kLastCheckpointFile);
   }
 
   // What one optimiser step accumulates over its micro-batches.
@@ -372,8 +371,8 @@ class Trainer {
   }
 
   // Hard labels (the store's, the raters' majority or one rater); or label-smoothed soft targets;
-  // or the raters' mean as soft targets, mixed with the teacher's by the objective's label and
-  // teacher weights when distilling; or hard labels with the teacher's soft labels.
+  // or the raters' mean as soft labels, with the teacher's soft targets when distilling; or hard
+  // labels with the teacher's soft targets.
   losses::ObjectiveInputs objective_inputs(const data::Batch& batch, const models::UNetOutput& out, const Tensor& input,
                                            const Tensor& labels, StepRecord& record) {
     losses::ObjectiveInputs in;
@@ -381,17 +380,12 @@ class Trainer {
     in.aux_logits = out.aux;
     in.labels = labels;
     in.labels_checked = true;
-    if (is_soft_rater_kind(c_.labels)) {
+    if (is_soft_rater_kind(c_.labels)) {  // the objective mixes them with the teacher's, if any
       in.labels = Tensor();
       in.keep = labels != task_.ignore_index;
-      in.soft = batch.rater_soft.to(device_, /*non_blocking=*/true);
-      Tensor teacher;
-      if (c_.teacher_mode == TeacherMode::kOnline) teacher = online_soft_labels(input, record.teacher_seconds);
-      if (c_.teacher_mode == TeacherMode::kCache) teacher = batch.soft.to(device_, /*non_blocking=*/true);
-      if (teacher.defined()) {
-        const auto w = weights_for(c_.loss, c_.temperature);
-        in.soft = (w.label() * in.soft + w.teacher() * teacher) / (w.label() + w.teacher());
-      }
+      in.label_soft = batch.rater_soft.to(device_, /*non_blocking=*/true);
+      if (c_.teacher_mode == TeacherMode::kOnline) in.soft = online_soft_labels(input, record.teacher_seconds);
+      if (c_.teacher_mode == TeacherMode::kCache) in.soft = batch.soft.to(device_, /*non_blocking=*/true);
     } else if (c_.labels == LabelKind::kSmoothed) {
       const auto smoothed = losses::boundary_label_smoothing(labels, task_.classes, c_.ls_epsilon, c_.ls_kernel,
                                                              task_.ignore_index, /*check_labels=*/false);
@@ -440,19 +434,20 @@ class Trainer {
 
   void log_step(const StepRecord& record, int64_t epoch, double seconds, double data_wait, const Tensor& grad_norm) {
     const auto& parts = record.parts;
-    json line = {{"step", step_},
-                 {"epoch", epoch},
-                 {"loss", summary_.last_loss},
-                 {"ce", parts.ce.item<double>()},
-                 {"kl", parts.kl.item<double>()},
-                 {"dml_hard", parts.dml_hard.item<double>()},
-                 {"dml_soft", parts.dml_soft.item<double>()},
-                 {"lr", c_.lr * lr_factor(step_ - 1)},
-                 {"images_per_s", static_cast<double>(record.images * comm_.size()) / seconds},
-                 {"step_s", seconds},
-                 {"data_wait_s", data_wait},
-                 {"teacher_s", record.teacher_seconds}};
-    if (grad_norm.defined()) line["grad_norm"] = grad_norm.item<double>();  // before clipping
+    StepLine line;
+    line.step = step_;
+    line.epoch = epoch;
+    line.loss = summary_.last_loss;
+    line.ce = parts.ce.item<double>();
+    line.kl = parts.kl.item<double>();
+    line.dml_hard = parts.dml_hard.item<double>();
+    line.dml_soft = parts.dml_soft.item<double>();
+    line.lr = c_.lr * lr_factor(step_ - 1);
+    line.images_per_s = static_cast<double>(record.images * comm_.size()) / seconds;
+    line.step_s = seconds;
+    line.data_wait_s = data_wait;
+    line.teacher_s = record.teacher_seconds;
+    if (grad_norm.defined()) line.grad_norm = grad_norm.item<double>();  // before clipping
     metrics_log_.append(line);
   }
 
@@ -491,27 +486,25 @@ class Trainer {
     const size_t target = metrics.regions().size() - 1;  // the tumour: the last class
     const double dice = metrics.mean_dice(target), ece = metrics.mean_ece();
     if (comm_.rank() == 0) {
-      json per_case = json::object();
+      ValidationLine line{step_, epoch, dice, ece, {}};
       const auto dices = metrics.dice_per_case(target);
       const auto eces = metrics.ece_per_case();
       for (size_t k = 0; k < dices.size(); ++k) {
-        if (!std::isnan(dices[k])) per_case[store_.case_ids()[k]] = {{"dice", dices[k]}, {"ece", eces[k]}};
+        if (!std::isnan(dices[k])) line.cases.push_back({store_.case_ids()[k], dices[k], eces[k]});
       }
-      metrics_log_.append(
-          {{"validation",
-            {{"step", step_}, {"epoch", epoch}, {"mean_dice", dice}, {"mean_ece", ece}, {"cases", per_case}}}});
+      metrics_log_.append(line);
       log::info("validation after epoch {}: mean tumour Dice {:.4f}, ECE {:.4f}", epoch, dice, ece);
     }
     if (dice > best_dice_) {
       best_dice_ = dice;
-      save_checkpoint("best.pt");
+      save_checkpoint(kBestCheckpointFile);
     }
   }
 
   void save_checkpoint(const std::string& name) {
     if (comm_.rank() != 0) return;
     models::CheckpointInfo info;
-    info.config = config_json(c_).dump();
+    info.config = run_config_json(c_).dump();
     info.classes = task_.classes;
     info.step = step_;
     info.best_dice = best_dice_;
@@ -519,7 +512,7 @@ class Trainer {
     models::save_checkpoint(c_.output + "/" + name, model_, *optimizer_, info);
   }
 
-  std::string checkpoint_path() const { return c_.output + "/last.pt"; }
+  std::string checkpoint_path() const { return c_.output + "/" + kLastCheckpointFile; }
 
   void load_checkpoint() {
     const models::Checkpoint checkpoint(checkpoint_path(), device_);  // a GPU run's resumes on CPU and back
@@ -532,17 +525,18 @@ class Trainer {
     if (comm_.rank() == 0) log::info("resumed from {} at step {}", checkpoint.path(), step_);
   }
 
-  // A resumed run must continue the same run: the settings that shape it, and the store.
+  // A resumed run must continue the same run: every setting that shapes it (core/run_record.h
+  // says which), and the store.
   void check_same_run(const models::Checkpoint& checkpoint) const {
-    const json saved = json::parse(checkpoint.info().config);
-    const json now = config_json(c_), defaults = config_json(TrainConfig());
-    for (const char* key : {"arch", "task", "labels", "width", "batch_size", "accumulate", "seed", "fold",
-                            "exclude_folds", "data", "teacher_mode", "cache", "temperature", "dml_reduction"}) {
-      // Keys added by later versions take their default in checkpoints written before them.
-      const json was = saved.contains(key) ? saved.at(key) : defaults.at(key);
-      KDSEG_CHECK(was == now.at(key), checkpoint.path(), ": was written with ", key, " = ", was.dump(),
-                  " but this run has ", now.at(key).dump(), "; resume with the same settings");
+    const RunConfig saved = parse_run_config(checkpoint.info().config, checkpoint.path());
+    std::string refused, changed;
+    for (const RunDifference& d : run_differences(saved, c_)) {
+      std::string& list = d.on_resume == OnResume::kSame ? refused : changed;
+      list += (list.empty() ? "" : ", ") + d.key + " = " + d.was + " (this run has " + d.now + ")";
     }
+    KDSEG_CHECK(refused.empty(), checkpoint.path(), ": was written with ", refused,
+                "; resume with the same settings, or start a new run in another --output (or with --force)");
+    if (!changed.empty() && comm_.rank() == 0) log::info("resuming with {}", changed);
     const std::string& data_hash = checkpoint.info().data_hash;  // absent from checkpoints of early versions
     KDSEG_CHECK(data_hash.empty() || data_hash == store_.attribute("content_hash"), checkpoint.path(),
                 ": was trained on another version of ", c_.data,

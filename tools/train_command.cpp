@@ -65,7 +65,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.width = vm["width"].as<double>();
   c.dropout = vm["dropout"].as<double>();
   c.task = vm["task"].as<std::string>();
-  c.loss = parse_option(vm, "loss", student::parse_loss_kind);
+  c.loss = parse_option(vm, "loss", parse_loss_kind);
   c.epochs = vm["epochs"].as<int64_t>();
   c.max_steps = vm["max-steps"].as<int64_t>();
   c.batch_size = vm["batch-size"].as<int64_t>();
@@ -87,7 +87,7 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.deterministic = vm["deterministic"].as<bool>();
   c.device = parse_option(vm, "device", parse_device_type);
   c.precision = parse_option(vm, "precision", parse_precision);
-  c.channels_last = parse_option(vm, "channels-last", student::parse_channels_last);
+  c.channels_last = parse_option(vm, "channels-last", parse_channels_last);
   return c;
 }
 
@@ -128,7 +128,7 @@ void add_train_options(po::options_description& d) {
 
 int run_train(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
-  c.labels = parse_option(vm, "labels", student::parse_label_kind);
+  c.labels = parse_option(vm, "labels", parse_label_kind);
   c.ls_epsilon = vm["ls-epsilon"].as<double>();
   c.ls_kernel = vm["ls-kernel"].as<int64_t>();
   return train_with(vm, c);
@@ -153,12 +153,12 @@ void add_distill_options(po::options_description& d) {
 
 int run_distill(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
-  c.teacher_mode = parse_option(vm, "teacher-mode", student::parse_teacher_mode);
-  c.labels = parse_option(vm, "labels", student::parse_label_kind);
+  c.teacher_mode = parse_option(vm, "teacher-mode", parse_teacher_mode);
+  c.labels = parse_option(vm, "labels", parse_label_kind);
   c.cache = vm["cache"].as<std::string>();
   c.teacher = vm["teacher"].as<std::string>();
   c.temperature = vm["temperature"].as<double>();
-  c.dml_reduction = parse_option(vm, "dml-reduction", student::parse_dml_reduction);
+  c.dml_reduction = parse_option(vm, "dml-reduction", parse_dml_reduction);
   using student::TeacherMode;
   if (c.teacher_mode == TeacherMode::kCache && c.cache.empty()) {
     throw po::error("--cache is required with --teacher-mode cache");

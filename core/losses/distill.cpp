@@ -158,6 +158,18 @@ Tensor global_mean(const Term& term, const GlobalBatch& global, const ObjectiveW
   if (term.aux.defined()) mean = mean + w.aux() * mean_of(term.aux);
   return mean;
 }
+
+// Soft labels and the teacher's soft targets become their weighted mixture; soft labels alone
+// are the soft target.
+ObjectiveInputs with_one_soft_target(const ObjectiveInputs& in, const ObjectiveWeights& w) {
+  if (!in.label_soft.defined()) return in;
+  KDSEG_CHECK(!in.labels.defined(), "objective: give hard labels or soft labels, not both");
+  ObjectiveInputs out = in;
+  out.label_soft = at::Tensor();
+  out.soft = in.soft.defined() ? (w.label() * in.label_soft + w.teacher() * in.soft) / (w.label() + w.teacher())
+                               : in.label_soft;
+  return out;
+}
 }  // namespace
 
 SegmentationObjective::SegmentationObjective(ObjectiveWeights weights, DmlOptions dml,
@@ -168,7 +180,8 @@ SegmentationObjective::SegmentationObjective(ObjectiveWeights weights, DmlOption
   KDSEG_CHECK(weights_.temperature() > 0, "objective: temperature must be > 0, got ", weights_.temperature());
 }
 
-LossTerms SegmentationObjective::operator()(const ObjectiveInputs& in) const {
+LossTerms SegmentationObjective::operator()(const ObjectiveInputs& given) const {
+  const ObjectiveInputs in = with_one_soft_target(given, weights_);
   const bool hard = in.labels.defined(), soft = in.soft.defined();
   KDSEG_CHECK(in.logits.defined() && (hard || soft), "objective: needs logits and hard labels or soft targets");
   const ObjectiveWeights& w = weights_;

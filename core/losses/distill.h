@@ -63,8 +63,9 @@ struct LossTerms {
   at::Tensor dml_soft;  // w_dml * DML(z, p) [* w_teacher]
 };
 
-// What the student learns from: hard labels [B,*] int64, optionally soft targets [B,C,*]
-// (the teacher's probabilities at temperature T, or smoothed labels).
+// What the student learns from: hard labels [B,*] int64 or soft labels [B,C,*] (the raters'
+// mean), optionally soft targets [B,C,*] (the teacher's probabilities at temperature T, or
+// smoothed labels).
 struct ObjectiveInputs {
   at::Tensor logits;      // [B,C,*] main head
   at::Tensor aux_logits;  // [B,C,*] auxiliary head, or undefined
@@ -74,6 +75,7 @@ struct ObjectiveInputs {
   // The caller checked that labels lie in [0, C) or are ignore_index (on the host), so the
   // objective skips its checks, which on a GPU would each wait for the device.
   bool labels_checked = false;
+  at::Tensor label_soft{};  // [B,C,*] soft labels instead of `labels`, or undefined
 };
 
 // The segmentation objective. With hard labels and soft targets it is the KD objective of
@@ -84,6 +86,10 @@ struct ObjectiveInputs {
 // soft-label mode (ALL); excluded pixels are masked out of every term.
 // With hard labels only: w_ce * CE + w_dml * DML(z,y). With soft targets only (label
 // smoothing): w_ce * KL(p || z) + w_dml * DML(z,p).
+// With soft labels q (`label_soft`, the raters' mean) the student learns from one soft target:
+// q alone, or with the teacher's p the mixture m = (w_label * q + w_teacher * p) / (w_label +
+// w_teacher), as w_ce * T^2 * KL(m || z/T) + w_dml * DML(z,m). Soft labels come with no hard
+// labels; `keep` then says which pixels count.
 //
 // Under data parallelism `global` makes every term a global-batch quantity: DML statistics are
 // reduced before the scores are formed, and CE/KL are sums over this rank's kept pixels divided

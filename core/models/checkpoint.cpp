@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/build_config.h"
@@ -91,13 +90,11 @@ Checkpoint::Checkpoint(std::string path, c10::Device device, std::unique_ptr<Arc
 
 Checkpoint::~Checkpoint() = default;
 
+RunConfig Checkpoint::run_config() const { return parse_run_config(info_.config, path_); }
+
 UNetOptions Checkpoint::unet_options(UNetOptions base) const {
-  const auto config = nlohmann::json::parse(info_.config, nullptr, /*allow_exceptions=*/false);
-  KDSEG_CHECK(config.is_object() && config.contains("arch") && config.contains("width"), path_,
-              ": the checkpoint's configuration does not name its network (arch, width)");
-  return base.encoder(parse_architecture(config.at("arch").get<std::string>()))
-      .width(config.at("width").get<double>())
-      .classes(info_.classes);
+  const RunConfig config = run_config();
+  return base.encoder(parse_architecture(config.arch)).width(config.width).classes(info_.classes);
 }
 
 void Checkpoint::load_weights(UNet& model) const {

@@ -4,8 +4,8 @@
 //
 // A checkpoint is a LibTorch archive (the zip file torch::serialize::OutputArchive writes):
 //   format     string   "kdseg checkpoint 1 (<kdseg version>)"
-//   config     string   the run's configuration as JSON (student/train_config.h); "arch" and
-//                       "width" describe the network
+//   config     string   the run's record as JSON (core/run_record.h); its arch and width
+//                       describe the network
 //   classes    int64    the task's class count: the network's output channels
 //   step       int64    optimiser steps done
 //   best_dice  float64  the best mean validation Dice so far, -1 before any validation
@@ -23,6 +23,7 @@
 #include <string>
 
 #include "core/models/unet.h"
+#include "core/run_record.h"
 
 namespace torch::optim {
 class Optimizer;
@@ -57,6 +58,8 @@ class Checkpoint {
 
   const std::string& path() const { return path_; }
   const CheckpointInfo& info() const { return info_; }
+  // The run's record (info().config), read by its one reader: errors name the file.
+  RunConfig run_config() const;
   // The network the checkpoint's configuration describes (architecture, width, classes),
   // before its weights are loaded. `base` supplies everything else (dropout, norm layers).
   UNetOptions unet_options(UNetOptions base = UNetOptions()) const;

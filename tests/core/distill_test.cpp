@@ -131,4 +131,41 @@ TEST(Objective, DistillationAddsAuxiliaryKlAndUsesReducer) {
   EXPECT_GT(aux.grad().abs().max().item<double>(), 0.0);
 }
 
+// The raters' mean q with a teacher's p: one soft target, their weighted mixture, by hand.
+TEST(Objective, SoftLabelsAndTeacherLearnFromTheirMixture) {
+  const Tensor z = logits_for({2, 3, 4, 4}, 13);
+  torch::manual_seed(14);
+  const Tensor q = torch::softmax(torch::randn({2, 3, 4, 4}, torch::kDouble), 1);
+  const Tensor p = torch::softmax(torch::randn({2, 3, 4, 4}, torch::kDouble) / 2.0, 1);
+  Tensor keep = torch::ones({2, 4, 4}, torch::kBool);
+  keep[1][2].fill_(false);
+  const auto weights = L::ObjectiveWeights().label(0.3).teacher(0.9).temperature(2.0);
+  const L::SegmentationObjective objective(weights);
+  L::ObjectiveInputs in;
+  in.logits = z;
+  in.soft = p;
+  in.keep = keep;
+  in.label_soft = q;
+  const auto terms = objective(in);
+
+  const Tensor m = (0.3 * q + 0.9 * p) / 1.2;
+  const Tensor log_student = torch::log_softmax(z / 2.0, 1);
+  const Tensor kl_per_pixel = 4.0 * (m * (m.log() - log_student)).sum(1);  // T^2 * KL(m || z/T)
+  const double kl = (kl_per_pixel * keep).sum().item<double>() / keep.sum().item<double>();
+  EXPECT_NEAR(terms.kl.item<double>(), 0.25 * 0.5 * kl, 1e-12) << "w_ce * w_main * T^2 * KL(m || z/T)";
+  EXPECT_NEAR(terms.dml_soft.item<double>(), 0.75 * L::dml_loss(z, m, keep).item<double>(), 1e-12);
+  EXPECT_EQ(terms.ce.item<double>(), 0.0);
+  EXPECT_EQ(terms.dml_hard.item<double>(), 0.0);
+
+  in.soft = Tensor();  // soft labels alone are the target
+  const auto alone = objective(in);
+  in.soft = q;
+  in.label_soft = Tensor();
+  EXPECT_NEAR(alone.total.item<double>(), objective(in).total.item<double>(), 1e-14);
+
+  in.labels = torch::zeros({2, 4, 4}, torch::kLong);
+  in.label_soft = q;
+  EXPECT_THROW(objective(in), kdseg::Error) << "hard and soft labels at once";
+}
+
 }  // namespace
