@@ -1,13 +1,16 @@
 // What the cache's storage formats cost in accuracy, on real teacher outputs: for every cached
 // slice, the teacher is run again in float32 and DML of a student against its probabilities is
 // compared with DML against the same probabilities read back from a logits-f16 and a probs-u8
-// cache (both made by `kdseg precompute` from this teacher and store).
+// cache (both made by `kdseg precompute` from this teacher and store). A probs-u8 probability
+// further than its rounding bound (1/510, plus float32 rounding) from the teacher's makes the
+// program exit 1.
 //   cache_bench <store.h5> <teacher> <logits-f16 cache> <probs-u8 cache (T = 1)>
 #include <torch/torch.h>
 
 #include <cstdio>
 #include <thread>
 
+#include "bench/bench_check.h"
 #include "core/losses/dml.h"
 #include "core/models/unet.h"
 #include "data/loader.h"
@@ -52,5 +55,7 @@ int main(int argc, char** argv) {
       "largest |DML difference|: logits-f16 %.2e, probs-u8 %.2e (largest probability error of probs-u8 %.2e, bound "
       "1/510 = %.2e)\n",
       worst_f16, worst_u8, worst_p_u8, 1.0 / 510);
-  return 0;
+  kdseg::bench::ErrorCheck check(1.0 / 510 + 1e-6);
+  check.record(worst_p_u8);
+  return check.exit_status("cache_bench");
 }

@@ -10,7 +10,8 @@
 //
 // The fixed overhead (LibTorch, HDF5, MPI, batches and activations at the slice size) is measured
 // on an 8-slice case of the same size and printed, so that "above fixed" memory is what grows
-// with the case. CI runs it with small sizes.
+// with the case. CI runs it with small sizes. A failed run, or stores of the same input with other
+// bytes (threads against ranks), make it exit 1.
 #include <hdf5.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -162,12 +163,14 @@ Run run(const std::vector<std::string>& args, const std::string& log) {
   return r;
 }
 
-void print_row(const char* what, const Case& c, const Run& r, int64_t slices, double fixed_mb, double baseline_s) {
+// Returns whether the run succeeded.
+bool print_row(const char* what, const Case& c, const Run& r, int64_t slices, double fixed_mb, double baseline_s) {
   const double per_case = std::max(0.0, r.peak_mb - fixed_mb) / c.raw_mb();
   std::printf("%-9s %-28s %7.1f s %7.1f slices/s %7.0f MB %6.2fx raw (%5.2fx above fixed)", c.name.c_str(), what,
               r.seconds, static_cast<double>(slices) / r.seconds, r.peak_mb, r.peak_mb / c.raw_mb(), per_case);
   if (baseline_s > 0) std::printf("  %5.2fx baseline", baseline_s / r.seconds);
   std::printf("%s\n", r.status == 0 ? "" : "  FAILED (see the log)");
+  return r.status == 0;
 }
 
 }  // namespace
@@ -213,6 +216,7 @@ int main(int argc, char** argv) {
       {"KiTS23", "kits23", dir + "/kits", dir + "/kits/case_00000/imaging.nii.gz", size, kits_slices}};
   std::printf("dataset_bench: %d threads, %s, deflate level %d\n", threads, kdseg.c_str(), level);
   double fixed_prepare = 0, fixed_evaluate = 0;
+  bool ok = true;  // every run succeeded and every store of the same input has the same bytes
   for (const Case& c : cases) {
     auto t = Clock::now();
     write_case(c, threads);
@@ -261,7 +265,7 @@ int main(int argc, char** argv) {
                 static_cast<double>(c.slices) / raw_s);
     std::printf("%-9s %-28s %7.1f s %7.1f slices/s\n", c.name.c_str(), "  ... with shuffle + deflate", filtered_s,
                 static_cast<double>(c.slices) / filtered_s);
-    print_row("kdseg prepare", c, p, c.slices, fixed_prepare, raw_s);
+    ok &= print_row("kdseg prepare", c, p, c.slices, fixed_prepare, raw_s);
     std::printf("%-9s %-28s %38s %5.2fx filtered baseline\n", c.name.c_str(), "", "", filtered_s / p.seconds);
     if (ranks > 1 && c.layout == "lits") {
       // Cases split across ranks: 4 cases (links to this one), one process against mpirun -np N,
@@ -286,23 +290,25 @@ int main(int argc, char** argv) {
       parallel.insert(parallel.begin(), mpi.begin(), mpi.end());
       const Run m = run(parallel, copies + "-prepare-mpi.log");
       // Memory against the largest case (all four are the same), speed over all slices.
-      print_row("prepare, 4 cases", c, single, 4 * c.slices, fixed_prepare, 0);
-      print_row(("mpirun -np " + std::to_string(ranks) + " prepare, 4 cases").c_str(), c, m, 4 * c.slices,
-                fixed_prepare, 0);
+      ok &= print_row("prepare, 4 cases", c, single, 4 * c.slices, fixed_prepare, 0);
+      ok &= print_row(("mpirun -np " + std::to_string(ranks) + " prepare, 4 cases").c_str(), c, m, 4 * c.slices,
+                      fixed_prepare, 0);
       const bool same = fs::exists(copies + ".h5") && fs::exists(copies + "-mpi.h5") &&
                         run({"cmp", "-s", copies + ".h5", copies + "-mpi.h5"}, copies + "-cmp.log").status == 0;
       std::printf("%-9s %-28s %s\n", c.name.c_str(), "", same ? "the same store bytes" : "DIFFERENT store bytes");
+      ok &= same;
       fs::remove_all(copies);
       fs::remove(copies + ".h5");
       fs::remove(copies + "-mpi.h5");
     }
-    print_row("kdseg evaluate", c, e, c.slices, fixed_evaluate, 0);
-    print_row("evaluate --save-predictions", c, s, c.slices, fixed_evaluate, 0);
+    ok &= print_row("kdseg evaluate", c, e, c.slices, fixed_evaluate, 0);
+    ok &= print_row("evaluate --save-predictions", c, s, c.slices, fixed_evaluate, 0);
     if (!keep) {
       fs::remove_all(c.input);
       fs::remove(store);
       fs::remove_all(report);
     }
   }
-  return 0;
+  if (!ok) std::fprintf(stderr, "dataset_bench: a run failed or stores of the same input differ\n");
+  return ok ? 0 : 1;
 }

@@ -3,6 +3,10 @@
 // torch::norm per class) on CPU, side by side in one run; then dml_statistics on probabilities
 // (the public entry for callers that have them) against its ATen composition.
 //
+// Each row also prints the largest error of kdseg's loss value and gradient against the baseline's
+// on the same inputs (relative to the baseline's largest magnitude); one above 1e-4 (float32
+// summation order allows ~1e-6) makes the program exit 1.
+//
 // usage: loss_bench [--threads N] [--reps R] [--quick]
 // Peak memory is measured in a fresh child process per row (this program re-executed with
 // --child): the peak resident set above the resident set before the first step.
@@ -17,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "bench/bench_check.h"
 #include "core/losses/dml.h"
 
 namespace {
@@ -64,10 +69,21 @@ Inputs make_inputs(const Case& c) {
   return in;
 }
 
-void step(const Inputs& in, bool fused) {
+constexpr double kTolerance = 1e-4;
+
+Tensor step(const Inputs& in, bool fused) {
   in.logits.mutable_grad() = Tensor();
   const Tensor loss = fused ? L::dml_loss(in.logits, in.target) : naive_dml(in.logits, in.target);
   loss.backward();
+  return loss.detach();
+}
+
+// The larger of the loss's and the gradient's relative error, fused against naive.
+double fused_error(const Inputs& in) {
+  const Tensor naive = step(in, false), naive_grad = in.logits.grad().clone();
+  const Tensor fused = step(in, true);
+  return std::max(kdseg::bench::relative_error(fused, naive),
+                  kdseg::bench::relative_error(in.logits.grad(), naive_grad));
 }
 
 double median_ms(const Inputs& in, bool fused, int reps) {
@@ -138,7 +154,11 @@ std::vector<Case> bench_cases(bool quick) {
 
 // dml_statistics + dml_from_statistics forward+backward on probabilities: the fused CPU kernel,
 // or the ATen composition used on other devices (the baseline).
-double probabilities_ms(const Case& c, bool fused, int reps) {
+struct ProbabilityRow {
+  double ms = 0;
+  Tensor loss, grad;  // of the last step
+};
+ProbabilityRow probabilities_ms(const Case& c, bool fused, int reps) {
   torch::manual_seed(0);
   const Tensor prob = torch::softmax(torch::randn(c.shape), 1).requires_grad_(true);
   std::vector<int64_t> spatial = c.shape;
@@ -146,11 +166,14 @@ double probabilities_ms(const Case& c, bool fused, int reps) {
   const Tensor target =
       c.hard ? torch::randint(0, c.shape[1], spatial, torch::kLong) : torch::softmax(torch::randn(c.shape), 1);
   const L::DmlOptions options;
+  ProbabilityRow row;
   const auto once = [&] {
     prob.mutable_grad() = Tensor();
     const auto stats = fused ? L::dml_statistics(prob, target, {}, options)
                              : L::detail::dml_statistics_composite(prob, target, {}, options);
-    L::dml_from_statistics(stats, options).backward();
+    const Tensor loss = L::dml_from_statistics(stats, options);
+    loss.backward();
+    row.loss = loss.detach();
   };
   once();  // warm-up
   std::vector<double> times;
@@ -160,7 +183,9 @@ double probabilities_ms(const Case& c, bool fused, int reps) {
     times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  row.ms = times[times.size() / 2];
+  row.grad = prob.grad().clone();
+  return row;
 }
 
 }  // namespace
@@ -190,22 +215,27 @@ int main(int argc, char** argv) {
 
   std::printf("DML forward+backward on CPU, float32, %d threads, LibTorch %s, median of %d\n", threads, TORCH_VERSION,
               reps);
-  std::printf("%-24s %12s %12s %8s %14s %14s %8s\n", "input", "naive ms", "kdseg ms", "speedup", "naive peak MiB",
-              "kdseg peak MiB", "ratio");
+  std::printf("%-24s %12s %12s %8s %14s %14s %8s %10s\n", "input", "naive ms", "kdseg ms", "speedup", "naive peak MiB",
+              "kdseg peak MiB", "ratio", "max err");
+  kdseg::bench::ErrorCheck check(kTolerance);
   for (size_t i = 0; i < cases.size(); ++i) {
     const double naive_mem = peak_mib(argv[0], static_cast<int>(i), false, threads);
     const double fused_mem = peak_mib(argv[0], static_cast<int>(i), true, threads);
     const Inputs in = make_inputs(cases[i]);
     const double naive = median_ms(in, false, reps);
     const double fused = median_ms(in, true, reps);
-    std::printf("%-24s %12.1f %12.1f %7.2fx %14.1f %14.1f %7.2fx\n", cases[i].name.c_str(), naive, fused, naive / fused,
-                naive_mem, fused_mem, fused_mem > 0 ? naive_mem / fused_mem : 0.0);
+    const double error = check.record(fused_error(in));
+    std::printf("%-24s %12.1f %12.1f %7.2fx %14.1f %14.1f %7.2fx %10.2g\n", cases[i].name.c_str(), naive, fused,
+                naive / fused, naive_mem, fused_mem, fused_mem > 0 ? naive_mem / fused_mem : 0.0, error);
   }
   std::printf("\ndml_statistics on probabilities, forward+backward, median of %d\n", reps);
-  std::printf("%-24s %16s %12s %8s\n", "input", "composite ms", "kdseg ms", "speedup");
+  std::printf("%-24s %16s %12s %8s %10s\n", "input", "composite ms", "kdseg ms", "speedup", "max err");
   for (const Case& c : cases) {
-    const double composite = probabilities_ms(c, false, reps), fused = probabilities_ms(c, true, reps);
-    std::printf("%-24s %16.1f %12.1f %7.2fx\n", c.name.c_str(), composite, fused, composite / fused);
+    const ProbabilityRow composite = probabilities_ms(c, false, reps), fused = probabilities_ms(c, true, reps);
+    const double error = check.record(std::max(kdseg::bench::relative_error(fused.loss, composite.loss),
+                                               kdseg::bench::relative_error(fused.grad, composite.grad)));
+    std::printf("%-24s %16.1f %12.1f %7.2fx %10.2g\n", c.name.c_str(), composite.ms, fused.ms, composite.ms / fused.ms,
+                error);
   }
-  return 0;
+  return check.exit_status("loss_bench");
 }

@@ -21,15 +21,26 @@
 //   mpirun -np 2 step_bench overlap [--batch 2] [--size 256] [--reps 3]
 //     Step time with gradient buckets reduced during backward, against reducing after
 //     backward, against no reduction at all (each rank alone), same job.
+//
+// optimizer, sync-bn and overlap also print, on kdseg's row, its largest error against the
+// baseline on the same inputs (relative to the baseline's largest magnitude): the parameters
+// after two steps from the same start (optimizer), the output against batch norm over every
+// rank's batch gathered (sync-bn), the reduced gradients (overlap); one above kTolerance makes
+// the program exit 1. loss-share times parts of one computation and train-step runs networks of
+// different initial weights, so they have no result to compare.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "bench/bench_check.h"
 #include "core/adamw.h"
 #include "core/autocast.h"
 #include "core/losses/distill.h"
@@ -50,6 +61,9 @@ struct Args {
   bool channels_last = true;
 };
 
+// float32 results that differ only in the order of their sums.
+constexpr double kTolerance = 1e-4;
+
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 template <typename F>
@@ -63,6 +77,29 @@ double median(F&& f, int reps) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+std::vector<at::Tensor> clones(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : tensors) out.push_back(t.detach().clone());
+  return out;
+}
+
+void restore(const std::vector<at::Tensor>& parameters, const std::vector<at::Tensor>& values) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters.size(); ++i) parameters[i].copy_(values[i]);
+}
+
+// The largest relative error of got[i] against expected[i] over every i (undefined tensors agree
+// only with undefined ones).
+double largest_error(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& expected) {
+  if (got.size() != expected.size()) return INFINITY;
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].defined() != expected[i].defined()) return INFINITY;
+    if (got[i].defined()) worst = std::max(worst, kdseg::bench::relative_error(got[i], expected[i]));
+  }
+  return worst;
 }
 
 int loss_share(const Args& a) {
@@ -197,12 +234,26 @@ int optimizer_step(const Args& a) {
         a.reps);
   };
   const double base = timed(per_parameter), multi = timed(multi_tensor);
+  // The check: two steps of fresh optimisers of each kind from the same parameters.
+  const std::vector<at::Tensor> start = clones(net->parameters());
+  const auto two_steps = [&](torch::optim::Optimizer&& o) {
+    restore(net->parameters(), start);
+    o.step();
+    o.step();
+    return clones(net->parameters());
+  };
+  const std::vector<at::Tensor> expected =
+      two_steps(torch::optim::AdamW(make_groups(), torch::optim::AdamWOptions(1e-4)));
+  const std::vector<at::Tensor> got =
+      two_steps(kdseg::MultiTensorAdamW(make_groups(), torch::optim::AdamWOptions(1e-4)));
+  kdseg::bench::ErrorCheck check(kTolerance);
+  const double error = check.record(largest_error(got, expected));
   std::printf("AdamW step over %s's %zu parameter tensors, %s, %d threads, LibTorch %s, median of %d\n", a.arch.c_str(),
               count, device.str().c_str(), torch::get_num_threads(), TORCH_VERSION, a.reps);
-  std::printf("%-40s %12s %8s\n", "optimiser", "ms/step", "speedup");
-  std::printf("%-40s %12.3f %7.2fx\n", "torch::optim::AdamW (baseline)", 1e3 * base, 1.0);
-  std::printf("%-40s %12.3f %7.2fx\n", "kdseg::MultiTensorAdamW", 1e3 * multi, base / multi);
-  return 0;
+  std::printf("%-40s %12s %8s %10s\n", "optimiser", "ms/step", "speedup", "max err");
+  std::printf("%-40s %12.3f %7.2fx %10s\n", "torch::optim::AdamW (baseline)", 1e3 * base, 1.0, "-");
+  std::printf("%-40s %12.3f %7.2fx %10.2g\n", "kdseg::MultiTensorAdamW", 1e3 * multi, base / multi, error);
+  return check.exit_status("step_bench optimizer");
 }
 
 int sync_bn(const Args& a) {
@@ -222,16 +273,24 @@ int sync_bn(const Args& a) {
         a.reps);
   };
   const double base = run(native), ours = run(synced);
+  // The check: the output against batch norm of every rank's batch together (a fresh module:
+  // weight 1, bias 0, like the synced one's).
+  const at::Tensor everyone = comm->all_gather(x.contiguous());
+  const at::Tensor expected = torch::nn::BatchNorm2d(c)(everyone).narrow(0, comm->rank() * a.batch, a.batch);
+  at::Tensor error_here = torch::tensor({kdseg::bench::relative_error(synced(x), expected)}, torch::kDouble);
+  D::all_reduce_any_device(*comm, error_here, D::ReduceOp::kMax);
+  kdseg::bench::ErrorCheck check(kTolerance);
+  const double error = check.record(error_here.item<double>());
   if (comm->rank() == 0) {
     std::printf(
         "batch norm forward + backward, [%lld,%lld,%lld,%lld] channels-last, %d rank(s), %d threads, median of %d\n",
         static_cast<long long>(a.batch), static_cast<long long>(c), static_cast<long long>(a.size),
         static_cast<long long>(a.size), comm->size(), torch::get_num_threads(), a.reps);
-    std::printf("%-44s %10s %8s\n", "module", "ms", "ratio");
-    std::printf("%-44s %10.2f %7.2fx\n", "torch::nn::BatchNorm2d (baseline, local)", 1e3 * base, 1.0);
-    std::printf("%-44s %10.2f %7.2fx\n", "kdseg SyncBatchNorm2d", 1e3 * ours, ours / base);
+    std::printf("%-44s %10s %8s %10s\n", "module", "ms", "ratio", "max err");
+    std::printf("%-44s %10.2f %7.2fx %10s\n", "torch::nn::BatchNorm2d (baseline, local)", 1e3 * base, 1.0, "-");
+    std::printf("%-44s %10.2f %7.2fx %10.2g\n", "kdseg SyncBatchNorm2d", 1e3 * ours, ours / base, error);
   }
-  return 0;
+  return check.exit_status("step_bench sync-bn");
 }
 
 int overlap(const Args& a) {
@@ -273,16 +332,29 @@ int overlap(const Args& a) {
   std::sort(overlap_times.begin(), overlap_times.end());
   std::sort(after_times.begin(), after_times.end());
   const double t_overlap = overlap_times[overlap_times.size() / 2], t_after = after_times[after_times.size() / 2];
+  // The check: both models start alike and ran the same steps, so one more step of each with the
+  // same dropout draws gives the same reduced gradients.
+  std::vector<at::Tensor> overlapped_grads, after_grads;
+  torch::manual_seed(1000 + comm->rank());
+  run(overlapped, &ddp_overlap);
+  for (const auto& p : overlapped->parameters()) overlapped_grads.push_back(p.grad().clone());
+  torch::manual_seed(1000 + comm->rank());
+  run(after, &ddp_after);
+  for (const auto& p : after->parameters()) after_grads.push_back(p.grad().clone());
+  at::Tensor error_here = torch::tensor({largest_error(overlapped_grads, after_grads)}, torch::kDouble);
+  D::all_reduce_any_device(*comm, error_here, D::ReduceOp::kMax);
+  kdseg::bench::ErrorCheck check(kTolerance);
+  const double error = check.record(error_here.item<double>());
   if (comm->rank() == 0) {
     std::printf("%s, %d ranks x batch %lld, %lldx%lld, %d threads per rank, %zu buckets, median of %d\n",
                 a.arch.c_str(), comm->size(), static_cast<long long>(a.batch), static_cast<long long>(a.size),
                 static_cast<long long>(a.size), torch::get_num_threads(), ddp_overlap.bucket_count(), a.reps);
-    std::printf("%-46s %10s %8s\n", "gradient reduction", "step s", "ratio");
-    std::printf("%-46s %10.3f %7.3fx\n", "after backward (baseline)", t_after, 1.0);
-    std::printf("%-46s %10.3f %7.3fx\n", "buckets during backward (communication thread)", t_overlap,
-                t_after / t_overlap);
+    std::printf("%-46s %10s %8s %10s\n", "gradient reduction", "step s", "ratio", "max err");
+    std::printf("%-46s %10.3f %7.3fx %10s\n", "after backward (baseline)", t_after, 1.0, "-");
+    std::printf("%-46s %10.3f %7.3fx %10.2g\n", "buckets during backward (communication thread)", t_overlap,
+                t_after / t_overlap, error);
   }
-  return 0;
+  return check.exit_status("step_bench overlap");
 }
 
 }  // namespace

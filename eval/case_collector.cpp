@@ -19,6 +19,7 @@
 #include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
+#include "eval/report_files.h"
 
 namespace kdseg::eval::detail {
 namespace {
@@ -31,19 +32,6 @@ constexpr int64_t kIgnoredCode = 15;
 // A held foreground probability in 2 bytes, round(p * 65535): the probabilities written are
 // exact to 1/65535 (within 7.6e-6), held in half the memory of float32.
 constexpr float kProbabilitySteps = 65535.0f;
-
-std::string safe_file_name(const std::string& name) {
-  std::string out;
-  for (char ch : name) {
-    out += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' ? ch : '_';
-  }
-  return out;
-}
-
-std::array<std::string, 2> prediction_files(const std::string& id) {
-  const std::string name = safe_file_name(id);
-  return {name + ".nii.gz", name + "_probs.nii.gz"};
-}
 
 // The canonical in-plane slice [X,Y] as the file's plane [I,J]: flips undone, axes in file order.
 Tensor to_file_plane(const Tensor& slice, const data::Reorientation& r) {

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "core/autocast.h"
 #include "core/error.h"
@@ -15,11 +14,11 @@
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
 #include "eval/figures.h"
+#include "eval/report_files.h"
 
 namespace kdseg::eval::detail {
 namespace {
 namespace fs = std::filesystem;
-using nlohmann::json;
 using torch::Tensor;
 
 constexpr double kPanelMillimetresToPixels = 240;  // the longer side of a panel, in pixels
@@ -33,14 +32,14 @@ struct Pick {
 
 // Per region: the worst, median and best case by the first model's Dice (each case once per
 // region), then the asked ones.
-std::vector<Pick> pick_cases(const FigureInputs& in, const json& first_model) {
+std::vector<Pick> pick_cases(const FigureInputs& in, const CaseValues& first_model) {
   std::vector<Pick> picks;
   for (size_t r = 0; r < in.regions.size(); ++r) {
     const std::string& name = in.regions[r].name;
     std::vector<std::pair<double, std::string>> ranked;
-    for (const json& c : first_model.at("cases")) {
-      const json& dice = c.at("dice").at(name);
-      if (!dice.is_null()) ranked.emplace_back(dice.get<double>(), c.at("id").get<std::string>());
+    for (size_t c = 0; c < first_model.slices.size(); ++c) {
+      const double dice = first_model.dice[r][c];
+      if (first_model.evaluated(c) && std::isfinite(dice)) ranked.emplace_back(dice, in.store->case_ids()[c]);
     }
     std::sort(ranked.begin(), ranked.end());
     std::vector<std::string> shown;
@@ -124,13 +123,14 @@ struct Drawing {
 
 }  // namespace
 
-json write_case_figures(const FigureInputs& in, const json& models_json, const std::string& folder) {
+std::vector<CaseFigure> write_case_figures(const FigureInputs& in, const std::vector<ModelResult>& results,
+                                           const std::string& folder) {
   torch::NoGradGuard no_grad;
-  json figures = json::array();
-  if (models_json.empty()) return figures;
-  fs::create_directories(fs::path(folder) / "figures");
+  std::vector<CaseFigure> figures;
+  if (results.empty()) return figures;
+  fs::create_directories(fs::path(folder) / kFiguresFolder);
   const auto& models = *in.models;
-  for (const Pick& pick : pick_cases(in, models_json.at(0))) {
+  for (const Pick& pick : pick_cases(in, results.at(0).cases)) {
     const DiceRegion& region = in.regions[pick.region];
     const Slice slice = largest_slice(in, pick.case_id, region);
     const size_t case_row = static_cast<size_t>(in.store->slice_case()[static_cast<size_t>(slice.row)]);
@@ -148,21 +148,27 @@ json write_case_figures(const FigureInputs& in, const json& models_json, const s
     // Column 0: the reference, and below it the soft label of the region a student learnt from.
     std::vector<std::vector<Tensor>> grid(3);
     grid[0].push_back(d.with_contours(panel(d.grey, d.spacing, d.pixels_per_mm), reference, nullptr, {}));
-    json soft_label;
     Tensor soft;
     if (in.cache && in.cache->cache_row(slice.row) >= 0) {
       soft = in.cache->probabilities(slice.row, 0);
-      soft_label = "teacher";
     } else if (slice.rater_mean.defined()) {
       soft = slice.rater_mean;
-      soft_label = "rater mean";
     }
     grid[1].push_back(soft.defined() ? d.with_contours(panel(colour_map(soft.index_select(0, classes).sum(0)),
                                                              d.spacing, d.pixels_per_mm),
                                                        reference, nullptr, {})
                                      : Tensor());
     grid[2].push_back(Tensor());
-    json columns = json::array({"reference"}), dice = json::object();
+    CaseFigure figure{
+        region.name,
+        pick.pick,
+        pick.case_id,
+        in.store->slice_index()[static_cast<size_t>(slice.row)],
+        std::string(kFiguresFolder) + "/" + file_stem(region.name) + "-" + pick.pick + "-" + file_stem(pick.case_id) +
+            ".png",
+        {"reference"},
+        {"CT: reference contour (white) and the model's", "foreground probability", "entropy (normalised)"},
+        {}};
     for (size_t m = 0; m < models.size(); ++m) {
       Tensor logits;
       {
@@ -177,23 +183,12 @@ json write_case_figures(const FigureInputs& in, const json& models_json, const s
       grid[1].push_back(d.with_contours(
           panel(colour_map(p.index_select(0, classes).sum(0)), d.spacing, d.pixels_per_mm), reference, nullptr, {}));
       grid[2].push_back(panel(colour_map(entropy), d.spacing, d.pixels_per_mm));
-      columns.push_back(models[m].name);
-      for (const json& c : models_json.at(m).at("cases")) {
-        if (c.at("id") == pick.case_id) dice[models[m].name] = c.at("dice").at(region.name);
-      }
+      figure.columns.push_back(models[m].name);
+      const CaseValues& cases = results.at(m).cases;
+      if (cases.evaluated(case_row)) figure.dice.emplace_back(models[m].name, cases.dice[pick.region][case_row]);
     }
-    const std::string file =
-        "figures/" + file_stem(region.name) + "-" + pick.pick + "-" + file_stem(pick.case_id) + ".png";
-    write_file_atomic((fs::path(folder) / file).string(), encode_png(tile(grid)));
-    figures.push_back(
-        {{"region", region.name},
-         {"pick", pick.pick},
-         {"case", pick.case_id},
-         {"slice", in.store->slice_index()[static_cast<size_t>(slice.row)]},
-         {"file", file},
-         {"columns", columns},
-         {"rows", {"CT: reference contour (white) and the model's", "foreground probability", "entropy (normalised)"}},
-         {"dice", dice}});
+    write_file_atomic((fs::path(folder) / figure.file).string(), encode_png(tile(grid)));
+    figures.push_back(std::move(figure));
   }
   return figures;
 }

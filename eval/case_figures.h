@@ -7,8 +7,6 @@
 #pragma once
 
 #include <c10/core/Device.h>
-#include <nlohmann/json_fwd.hpp>
-
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +14,7 @@
 #include "core/metrics.h"
 #include "data/task.h"
 #include "eval/evaluate.h"
+#include "eval/evaluation_results.h"
 
 namespace kdseg::data {
 class PreparedStore;
@@ -38,12 +37,11 @@ struct FigureInputs {
   std::shared_ptr<const data::SoftLabelCache> cache;
 };
 
-// Writes the PNGs into folder/figures/ and returns report.json's "figures" array: per figure
-// {region, pick ("worst" | "median" | "best" | "asked"), case, slice (axial index), file (relative
-// to the report), columns: [names], rows: [captions], soft_label ("teacher" | "rater mean" | null),
-// dice: {model: the case's Dice}}. `models_json` is report.json's
-// "models" array (the first model's per-case Dice picks the cases). Throws
-// kdseg::Error for an asked case that is not in the evaluated fold.
-nlohmann::json write_case_figures(const FigureInputs& in, const nlohmann::json& models_json, const std::string& folder);
+// Writes the PNGs into folder/figures/ and returns report.json's "figures" (eval/report.h), one
+// per picked case of each region; `models` are the evaluated models' results, in the order of
+// in.models (the first model's per-case Dice picks the cases). Throws kdseg::Error for an asked
+// case that is not in the evaluated fold.
+std::vector<CaseFigure> write_case_figures(const FigureInputs& in, const std::vector<ModelResult>& models,
+                                           const std::string& folder);
 
 }  // namespace kdseg::eval::detail

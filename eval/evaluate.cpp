@@ -6,8 +6,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <iterator>
-#include <map>
 #include <optional>
 #include <set>
 
@@ -25,8 +23,12 @@
 #include "data/soft_label_cache.h"
 #include "eval/case_collector.h"
 #include "eval/case_figures.h"
+#include "eval/evaluate_inputs.h"
+#include "eval/evaluation_results.h"
+#include "eval/evaluation_statistics.h"
 #include "eval/report.h"
-#include "eval/statistics.h"
+#include "eval/report_files.h"
+#include "eval/report_schema.h"
 #include "eval/training_curves.h"
 
 namespace kdseg::eval {
@@ -46,21 +48,6 @@ std::vector<uint8_t> label_value_of_class(const data::Task& task) {
   return out;
 }
 
-json number(double v) { return std::isfinite(v) ? json(v) : json(); }
-
-json interval(const std::vector<double>& values, const EvaluateOptions& options) {
-  const Interval ci = bootstrap_ci(values, options.bootstrap, 0.95, options.seed);
-  return json::array({number(ci.low), number(ci.high)});
-}
-
-std::string safe_file_name(const std::string& name) {
-  std::string out;
-  for (char ch : name) {
-    out += std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' ? ch : '_';
-  }
-  return out;
-}
-
 // The file's hash; empty for a model given in memory (tests), which has no file.
 std::string file_hash_or_empty(const std::string& file) {
   try {
@@ -70,59 +57,51 @@ std::string file_hash_or_empty(const std::string& file) {
   }
 }
 
-// The surface distances of report.json, in the order of the collector's last axis.
-constexpr const char* kSurfaceMetrics[] = {"hd95", "assd", "nsd"};
+// Dice of a region empty in both prediction and label (report.json's empty_slice_dice).
+constexpr double kEmptySliceDice = 1.0;
 
-// One model's numbers per case, indexed by the store's case; a case outside the fold has no slices.
-struct PerCase {
-  std::vector<int64_t> slices;
-  std::vector<std::vector<double>> dice, slice_dice;  // [region][case]
-  std::vector<double> ece, slice_ece, classwise_ece, nll, brier;
-  Tensor distances;  // [case][region][kSurfaceMetrics] float64, contiguous; undefined without surface metrics
-  // Against the raters' mean (SoftReferenceMetrics), for stores with raters; empty otherwise.
-  std::vector<std::vector<double>> threshold_dice;  // [region][case]
-  std::vector<double> soft_l1, soft_brier;
-
-  bool has_surface() const { return distances.defined(); }
-  double distance(size_t c, size_t region, size_t metric) const {
-    return distances.data_ptr<double>()[(c * dice.size() + region) * std::size(kSurfaceMetrics) + metric];
+// distances [case][region][metric] float64 as CaseValues::surface [metric][region][case].
+std::vector<std::vector<std::vector<double>>> surface_values(const Tensor& distances) {
+  const Tensor d = distances.contiguous();
+  const auto cases = static_cast<size_t>(d.size(0)), regions = static_cast<size_t>(d.size(1));
+  KDSEG_CHECK(d.scalar_type() == torch::kDouble && d.size(2) == static_cast<int64_t>(detail::kSurfaceMetricCount),
+              "surface distances of shape ", d.sizes(), " and type ", d.scalar_type());
+  const double* at = d.data_ptr<double>();
+  std::vector<std::vector<std::vector<double>>> out(
+      detail::kSurfaceMetricCount, std::vector<std::vector<double>>(regions, std::vector<double>(cases)));
+  for (size_t c = 0; c < cases; ++c) {
+    for (size_t r = 0; r < regions; ++r) {
+      for (size_t k = 0; k < detail::kSurfaceMetricCount; ++k) out[k][r][c] = *at++;
+    }
   }
-};
-
-PerCase per_case_values(const SegmentationMetrics& metrics, const Tensor& distances, const SoftReferenceMetrics* soft) {
-  PerCase values{metrics.slices_per_case(),
-                 {},
-                 {},
-                 metrics.ece_per_case(),
-                 metrics.slice_ece_per_case(),
-                 metrics.classwise_ece_per_case(),
-                 metrics.nll_per_case(),
-                 metrics.brier_per_case(),
-                 distances.defined() ? distances.contiguous() : Tensor(),
-                 {},
-                 {},
-                 {}};
-  for (size_t r = 0; r < metrics.regions().size(); ++r) {
-    values.dice.push_back(metrics.dice_per_case(r));
-    values.slice_dice.push_back(metrics.slice_dice_per_case(r));
-    if (soft) values.threshold_dice.push_back(soft->threshold_dice_per_case(r));
-  }
-  if (soft) {
-    values.soft_l1 = soft->l1_per_case();
-    values.soft_brier = soft->brier_per_case();
-  }
-  return values;
+  return out;
 }
 
-// reliability of report.json: the calibration bins over every voxel of the fold.
-json reliability_entry(const SegmentationMetrics& metrics, int bins) {
-  const SegmentationMetrics::Reliability reliability = metrics.reliability();
-  json confidence = json::array(), accuracy = json::array();
-  for (size_t b = 0; b < reliability.count.size(); ++b) {
-    confidence.push_back(number(reliability.confidence[b]));
-    accuracy.push_back(number(reliability.accuracy[b]));
+// One model's numbers per case. `distances`: [cases, regions, kSurfaceMetricCount] float64,
+// undefined without surface metrics; `soft`: null without raters.
+detail::CaseValues case_values(const SegmentationMetrics& metrics, const Tensor& distances,
+                               const SoftReferenceMetrics* soft) {
+  detail::CaseValues v;
+  v.slices = metrics.slices_per_case();
+  v.ece = metrics.ece_per_case();
+  v.slice_ece = metrics.slice_ece_per_case();
+  v.classwise_ece = metrics.classwise_ece_per_case();
+  v.nll = metrics.nll_per_case();
+  v.brier = metrics.brier_per_case();
+  for (size_t r = 0; r < metrics.regions().size(); ++r) {
+    v.dice.push_back(metrics.dice_per_case(r));
+    v.slice_dice.push_back(metrics.slice_dice_per_case(r));
   }
-  return {{"bins", bins}, {"confidence", confidence}, {"accuracy", accuracy}, {"count", reliability.count}};
+  if (distances.defined()) v.surface = surface_values(distances);
+  if (soft) {
+    detail::SoftReferenceCases cases;
+    for (size_t r = 0; r < metrics.regions().size(); ++r)
+      cases.threshold_dice.push_back(soft->threshold_dice_per_case(r));
+    cases.l1 = soft->l1_per_case();
+    cases.brier = soft->brier_per_case();
+    v.soft = std::move(cases);
+  }
+  return v;
 }
 
 class Evaluator {
@@ -135,30 +114,13 @@ class Evaluator {
         task_(data::make_task(o.task, layout_)),
         regions_(data::dice_regions(task_, layout_)),
         device_(o.device) {
-    KDSEG_CHECK(!o_.models.empty(), "evaluate: give at least one --model");
-    KDSEG_CHECK(o_.bins >= 1 && o_.bootstrap >= 1 && o_.batch_size >= 1,
-                "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
-    KDSEG_CHECK(o_.workers >= 0, "evaluate: --workers must be >= 0, got ", o_.workers);
-    KDSEG_CHECK(o_.surface_tolerance > 0 && std::isfinite(o_.surface_tolerance),
-                "evaluate: --surface-tolerance must be a positive number of mm, got ", o_.surface_tolerance);
-    std::set<std::string> names;
-    for (const auto& m : o_.models) {
-      KDSEG_CHECK(names.insert(m.name).second, "evaluate: two models are named '", m.name,
-                  "'; give distinct --name values");
-      KDSEG_CHECK(m.model->classes() == task_.classes, m.file, ": the model predicts ", m.model->classes(),
-                  " classes but task '", task_.name, "' has ", task_.classes, " (evaluate it with its own --task)");
-    }
+    detail::check_options(o_, task_);
     const int folds = store_.folds();
     KDSEG_CHECK(o_.fold >= 0 && o_.fold < folds, o_.data, ": --fold ", o_.fold, " does not exist; the store has ",
                 folds, " folds (0-", folds - 1, ")");
     rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
-    for (const std::string& id : o_.show_cases) {
-      const bool in_fold = std::any_of(rows_.begin(), rows_.end(), [&](int64_t row) {
-        return store_.case_ids()[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(row)])] == id;
-      });
-      KDSEG_CHECK(in_fold, o_.data, ": --show-case ", id, " is not a case of fold ", o_.fold);
-    }
+    detail::check_show_cases(o_, store_, rows_);
     for (const auto& m : o_.models) check_held_out(m);
     if (!o_.cache.empty()) {  // for the figures; checked before any work
       auto cache = std::make_shared<data::SoftLabelCache>(o_.cache);
@@ -166,15 +128,8 @@ class Evaluator {
       cache_ = cache;
     }
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
-    if (comm_.rank() == 0 && store_options_.is_object() &&
-        data::parse_slice_selection(store_options_.value("slices", "all")) != data::SliceSelection::kAll) {
-      log::warn(
-          "{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
-          "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "
-          "on a store prepared with --slices all for volume metrics",
-          o_.data, store_options_.value("slices", ""), store_options_.value("slices", ""));
-    }
-    stage_output();
+    detail::warn_of_slice_selection(o_.data, store_options_, comm_.rank() == 0);
+    if (comm_.rank() == 0) staged_ = detail::stage_report_folder(o_.output, o_.force);
   }
 
   // A kdseg checkpoint names the store it trained on and the fold it held out: no case of the
@@ -213,53 +168,19 @@ class Evaluator {
                 "): it held out fold ", held_out, " of ", trained_on, "; evaluate each model on the fold it held out");
   }
 
-  // Rank 0 writes everything into a staged folder that replaces the output folder at the end;
-  // made once the inputs are checked, so that an unwritable output is found before any work.
-  void stage_output() {
-    if (comm_.rank() != 0) return;
-    std::error_code ec;
-    const bool absent = !fs::exists(o_.output, ec) || (fs::is_directory(o_.output, ec) && fs::is_empty(o_.output, ec));
-    const bool report = fs::is_regular_file(fs::path(o_.output) / "report.json", ec);
-    // The folder is replaced whole: only a report folder may be, so that a mistyped --output
-    // (a run's folder) is never wiped.
-    KDSEG_CHECK(absent || report, o_.output, " holds files that are not a kdseg report; choose another --output");
-    KDSEG_CHECK(absent || o_.force, o_.output,
-                " holds a report; pass --force to replace it, or choose another --output");
-    staged_ = std::make_unique<StagedFolder>(o_.output);
-  }
-
   json run() {
-    json models = json::array();
-    for (const EvaluatedModel& evaluated : o_.models) models.push_back(evaluate_model(evaluated));
-    for (size_t m = 1; m < models.size(); ++m) models[m]["paired"] = paired_with_first(models[m], models[0]);
-    adjust_for_multiple_comparisons(models);
-    if (o_.curves) add_training_curves(models);
-    json report = {{"format", report::kFormat},
-                   {"tool_version", KDSEG_TOOL_VERSION},
-                   {"created", utc_now_iso8601()},
-                   {"data", fs::absolute(o_.data).string()},
-                   {"store_hash", store_.attribute("content_hash")},
-                   {"store_options", store_options_},
-                   {"fold", o_.fold},
-                   {"task", {{"name", task_.name}, {"classes", task_.classes}, {"class_names", class_names()}}},
-                   {"regions", region_names()},
-                   {"reference", reference_json()},
-                   {"options",
-                    {{"device", device_type_name(o_.device.type())},
-                     {"batch_size", o_.batch_size},
-                     {"bins", o_.bins},
-                     {"bootstrap_resamples", o_.bootstrap},
-                     {"bootstrap_seed", o_.seed},
-                     {"ranks", comm_.size()},
-                     {"save_predictions", o_.save_predictions},
-                     {"surface_metrics", o_.surface},
-                     {"surface_tolerance_mm", o_.surface ? json(o_.surface_tolerance) : json()},
-                     {"layout", data::layout_name(layout_)},
-                     {"slices", static_cast<int64_t>(rows_.size())}}},
-                   {"empty_slice_dice", 1.0},
-                   {"models", models}};
+    detail::EvaluationResults results;
+    for (const EvaluatedModel& evaluated : o_.models) results.models.push_back(evaluate_model(evaluated));
+    for (size_t m = 1; m < results.models.size(); ++m) {
+      results.models[m].paired =
+          detail::paired_with_first(results.models[m], results.models[0], regions_.size(), bootstrap());
+    }
+    detail::adjust_for_multiple_comparisons(results.models);
+    if (o_.curves) add_training_curves(results.models);
+    describe_run(results);
+    if (comm_.rank() == 0 && o_.figures) results.figures = write_figures(results.models);
+    json report = detail::report_json(results);
     if (comm_.rank() == 0) {
-      if (o_.figures) report["figures"] = write_figures(models);
       report::write_report(staged_->path(), report);
       staged_->commit();
     }
@@ -268,8 +189,8 @@ class Evaluator {
   }
 
  private:
-  json class_names() const {
-    json names = json::array({"background"});
+  std::vector<std::string> class_names() const {
+    std::vector<std::string> names{"background"};
     for (int64_t k = 1; k < task_.classes; ++k) {
       std::string name = "class " + std::to_string(k);
       for (const auto& r : regions_) {
@@ -280,17 +201,16 @@ class Evaluator {
     return names;
   }
   // The curves of every model that is a kdseg checkpoint with a metrics.jsonl beside it.
-  void add_training_curves(json& models) const {
+  void add_training_curves(std::vector<detail::ModelResult>& models) const {
     for (size_t m = 0; m < o_.models.size(); ++m) {
       const EvaluatedModel& evaluated = o_.models[m];
       if (evaluated.file.empty() || evaluated.model->training_config().empty()) continue;
-      const json curves = read_training_curves((fs::path(evaluated.file).parent_path() / "metrics.jsonl").string());
-      if (!curves.is_null()) models[m]["curves"] = curves;
+      models[m].curves = read_training_curves((fs::path(evaluated.file).parent_path() / "metrics.jsonl").string());
     }
   }
 
   // Rank 0, into the staged report folder.
-  json write_figures(const json& models) const {
+  std::vector<detail::CaseFigure> write_figures(const std::vector<detail::ModelResult>& models) const {
     detail::FigureInputs in;
     in.store_path = o_.data;
     in.store = &store_;
@@ -304,18 +224,37 @@ class Evaluator {
     return detail::write_case_figures(in, models, staged_->path());
   }
 
-  // What the metrics compare against: the store's label, or the majority and mean of its raters.
-  json reference_json() const {
-    if (store_.raters() == 0) return {{"label", "store"}, {"raters", 0}};
-    return {{"label", "majority"}, {"raters", store_.raters()}, {"soft", "rater mean"}};
-  }
-  json region_names() const {
-    json names = json::array();
-    for (const auto& r : regions_) names.push_back(r.name);
-    return names;
+  // What the report says of the store, the task and the options; the time it was made.
+  void describe_run(detail::EvaluationResults& results) const {
+    results.tool_version = KDSEG_TOOL_VERSION;
+    results.created = utc_now_iso8601();
+    results.data = fs::absolute(o_.data).string();
+    results.store_hash = store_.attribute("content_hash");
+    results.store_options = store_options_;
+    results.fold = o_.fold;
+    results.task = task_.name;
+    results.classes = task_.classes;
+    results.class_names = class_names();
+    for (const auto& r : regions_) results.regions.push_back(r.name);
+    results.case_ids = store_.case_ids();
+    results.raters = store_.raters();
+    results.settings = {device_type_name(o_.device.type()),
+                        o_.batch_size,
+                        o_.bins,
+                        o_.bootstrap,
+                        o_.seed,
+                        comm_.size(),
+                        o_.save_predictions,
+                        o_.surface,
+                        o_.surface_tolerance,
+                        data::layout_name(layout_),
+                        static_cast<int64_t>(rows_.size())};
+    results.empty_slice_dice = kEmptySliceDice;
   }
 
-  json evaluate_model(const EvaluatedModel& evaluated) {
+  detail::BootstrapSettings bootstrap() const { return {o_.bootstrap, o_.seed}; }
+
+  detail::ModelResult evaluate_model(const EvaluatedModel& evaluated) {
     torch::NoGradGuard no_grad;
     const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
@@ -330,7 +269,7 @@ class Evaluator {
     if (o_.save_predictions) {
       outputs.predictions = true;
       if (comm_.rank() == 0)
-        outputs.folder = (fs::path(staged_->path()) / "predictions" / safe_file_name(evaluated.name)).string();
+        outputs.folder = (fs::path(staged_->path()) / kPredictionsFolder / safe_file_name(evaluated.name)).string();
       outputs.value_of_class = label_value_of_class(task_);
       outputs.threads = at::get_num_threads();
     }
@@ -381,153 +320,24 @@ class Evaluator {
     }
     const Tensor distances = collector ? collector->finish(comm_) : Tensor();
     comm_.barrier();
-    return model_json(evaluated, per_case_values(metrics, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr),
-                      metrics);
+    return model_result(evaluated, metrics, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr);
   }
 
-  // Per region, the model's per-case Dice minus the first model's (paired_difference).
-  json paired_with_first(const json& model, const json& first) const {
-    std::map<std::string, const json*> first_cases;
-    for (const json& c : first.at("cases")) first_cases[c.at("id").get<std::string>()] = &c;
-    const auto dice = [](const json& c, const std::string& region) {
-      const json& v = c.at("dice").at(region);
-      return v.is_null() ? std::nan("") : v.get<double>();
-    };
-    json regions = json::object();
-    for (const auto& region : regions_) {
-      std::vector<double> a, b;
-      for (const json& c : model.at("cases")) {
-        const auto it = first_cases.find(c.at("id").get<std::string>());
-        if (it == first_cases.end()) continue;
-        a.push_back(dice(c, region.name));
-        b.push_back(dice(*it->second, region.name));
-      }
-      const PairedDifference difference = paired_difference(a, b, o_.bootstrap, 0.95, o_.seed);
-      regions[region.name] = {{"cases", difference.cases},
-                              {"mean", number(difference.mean)},
-                              {"ci95", {number(difference.ci95.low), number(difference.ci95.high)}},
-                              {"p_value", number(difference.p_value)}};
-    }
-    return {{"reference", first.at("name")}, {"dice", regions}};
-  }
-
-  // Every paired p-value of the report (models after the first x regions) gets Holm's adjustment.
-  void adjust_for_multiple_comparisons(json& models) const {
-    std::vector<json*> tests;
-    std::vector<double> p_values;
-    for (size_t m = 1; m < models.size(); ++m) {
-      for (const auto& region : regions_) {
-        json& test = models[m]["paired"]["dice"][region.name];
-        tests.push_back(&test);
-        p_values.push_back(test.at("p_value").is_null() ? std::nan("") : test.at("p_value").get<double>());
-      }
-    }
-    const std::vector<double> adjusted = holm_adjusted(p_values);
-    for (size_t i = 0; i < tests.size(); ++i) (*tests[i])["p_holm"] = number(adjusted[i]);
-  }
-
-  // models[] entry of report.json. `distances`: [cases, regions, kSurfaceMetrics], undefined
-  // without surface metrics.
-  json model_json(const EvaluatedModel& evaluated, const PerCase& values, const SegmentationMetrics& metrics) const {
-    json cases = json::array();
-    std::vector<size_t> in_fold;
-    int64_t total_slices = 0;
-    for (size_t c = 0; c < values.slices.size(); ++c) {
-      if (values.slices[c] == 0) continue;  // not in this fold (or every voxel ignored)
-      in_fold.push_back(c);
-      total_slices += values.slices[c];
-      cases.push_back(case_entry(values, c));
-    }
-    return {{"name", evaluated.name},
-            {"file", evaluated.file.empty() ? std::string() : fs::absolute(evaluated.file).string()},
-            {"file_hash", file_hash_or_empty(evaluated.file)},
-            {"description", evaluated.model->describe()},
-            {"slices", total_slices},
-            {"summary", summary_entry(values, metrics, in_fold)},
-            {"reliability", reliability_entry(metrics, o_.bins)},
-            {"cases", cases}};
-  }
-
-  // cases[] entry of report.json for the store's case c.
-  json case_entry(const PerCase& values, size_t c) const {
-    json dice = json::object(), slice_dice = json::object();
-    for (size_t r = 0; r < regions_.size(); ++r) {
-      dice[regions_[r].name] = number(values.dice[r][c]);
-      slice_dice[regions_[r].name] = number(values.slice_dice[r][c]);
-    }
-    json entry = {{"id", store_.case_ids()[c]},
-                  {"slices", values.slices[c]},
-                  {"dice", dice},
-                  {"slice_dice", slice_dice},
-                  {"ece", number(values.ece[c])},
-                  {"slice_ece", number(values.slice_ece[c])},
-                  {"classwise_ece", number(values.classwise_ece[c])},
-                  {"nll", number(values.nll[c])},
-                  {"brier", number(values.brier[c])}};
-    if (!values.soft_l1.empty()) {
-      json threshold_dice = json::object();
-      for (size_t r = 0; r < regions_.size(); ++r)
-        threshold_dice[regions_[r].name] = number(values.threshold_dice[r][c]);
-      entry["soft_reference"] = {{"threshold_dice", threshold_dice},
-                                 {"l1", number(values.soft_l1[c])},
-                                 {"brier", number(values.soft_brier[c])}};
-    }
-    for (size_t k = 0; values.has_surface() && k < std::size(kSurfaceMetrics); ++k) {
-      json per_region = json::object();
-      for (size_t r = 0; r < regions_.size(); ++r) per_region[regions_[r].name] = number(values.distance(c, r, k));
-      entry[kSurfaceMetrics[k]] = per_region;
-    }
-    return entry;
-  }
-
-  // summary of report.json: means over cases with bootstrap intervals. Dice and calibration
-  // leave out the cases outside the fold as NaN; surface distances take the cases `in_fold`.
-  json summary_entry(const PerCase& values, const SegmentationMetrics& metrics,
-                     const std::vector<size_t>& in_fold) const {
-    json dice = json::object(), slice_dice = json::object();
-    for (size_t r = 0; r < regions_.size(); ++r) {
-      dice[regions_[r].name] = {{"mean", number(mean_ignoring_nan(values.dice[r]))},
-                                {"ci95", interval(values.dice[r], o_)},
-                                {"global", number(metrics.global_dice(r))},
-                                {"worst5", number(worst_fraction_mean(values.dice[r], 0.05))}};
-      slice_dice[regions_[r].name] = number(mean_ignoring_nan(values.slice_dice[r]));
-    }
-    json summary = {{"dice", dice},
-                    {"slice_dice", slice_dice},
-                    {"ece", {{"mean", number(mean_ignoring_nan(values.ece))}, {"ci95", interval(values.ece, o_)}}},
-                    {"slice_ece", number(mean_ignoring_nan(values.slice_ece))},
-                    {"classwise_ece", number(mean_ignoring_nan(values.classwise_ece))},
-                    {"nll", number(mean_ignoring_nan(values.nll))},
-                    {"brier", number(mean_ignoring_nan(values.brier))}};
-    if (values.has_surface()) summary["surface"] = surface_summary(values, in_fold);
-    if (!values.soft_l1.empty()) {
-      const auto mean_and_interval = [&](const std::vector<double>& v) {
-        return json{{"mean", number(mean_ignoring_nan(v))}, {"ci95", interval(v, o_)}};
-      };
-      json threshold_dice = json::object();
-      for (size_t r = 0; r < regions_.size(); ++r) {
-        threshold_dice[regions_[r].name] = mean_and_interval(values.threshold_dice[r]);
-      }
-      summary["soft_reference"] = {{"threshold_dice", threshold_dice},
-                                   {"l1", mean_and_interval(values.soft_l1)},
-                                   {"brier", mean_and_interval(values.soft_brier)}};
-    }
-    return summary;
-  }
-
-  // summary.surface of report.json. Only the cases `in_fold` count: the others hold zeros, not NaN.
-  json surface_summary(const PerCase& values, const std::vector<size_t>& in_fold) const {
-    json summary = json::object();
-    for (size_t r = 0; r < regions_.size(); ++r) {
-      json& region = summary[regions_[r].name];
-      for (size_t k = 0; k < std::size(kSurfaceMetrics); ++k) {
-        std::vector<double> distances;
-        for (size_t c : in_fold) distances.push_back(values.distance(c, r, k));
-        region[kSurfaceMetrics[k]] = {{"mean", number(mean_ignoring_nan(distances))},
-                                      {"ci95", interval(distances, o_)}};
-      }
-    }
-    return summary;
+  detail::ModelResult model_result(const EvaluatedModel& evaluated, const SegmentationMetrics& metrics,
+                                   const Tensor& distances, const SoftReferenceMetrics* soft) const {
+    detail::ModelResult m;
+    m.name = evaluated.name;
+    m.file = evaluated.file.empty() ? std::string() : fs::absolute(evaluated.file).string();
+    m.file_hash = file_hash_or_empty(evaluated.file);
+    m.description = evaluated.model->describe();
+    m.cases = case_values(metrics, distances, soft);
+    for (int64_t slices : m.cases.slices) m.slices += slices;
+    std::vector<double> global_dice;
+    for (size_t r = 0; r < regions_.size(); ++r) global_dice.push_back(metrics.global_dice(r));
+    m.summary = detail::summarise(m.cases, global_dice, bootstrap());
+    const SegmentationMetrics::Reliability reliability = metrics.reliability();
+    m.reliability = {o_.bins, reliability.confidence, reliability.accuracy, reliability.count};
+    return m;
   }
 
   const EvaluateOptions& o_;

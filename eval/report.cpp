@@ -14,6 +14,7 @@
 #include "eval/report_assets.h"
 #include "eval/report_charts.h"
 #include "eval/report_figures.h"
+#include "eval/report_files.h"
 #include "eval/report_text.h"
 #include "eval/statistics.h"
 
@@ -406,9 +407,9 @@ void write_report(const std::string& folder, const nlohmann::json& report) {
   fs::create_directories(folder, error);
   KDSEG_CHECK(!error, folder, ": cannot create the report folder: ", error.message());
   const fs::path base(folder);
-  write_file_atomic((base / "report.json").string(), text);
-  write_file_atomic((base / "per_case.csv").string(), csv);
-  write_file_atomic((base / "report.html").string(), html);
+  write_file_atomic((base / kReportJsonFile).string(), text);
+  write_file_atomic((base / kPerCaseCsvFile).string(), csv);
+  write_file_atomic((base / kReportHtmlFile).string(), html);
 }
 
 }  // namespace kdseg::eval::report

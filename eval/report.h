@@ -1,27 +1,33 @@
-// The report of `kdseg evaluate`: the schema of report.json, which eval/evaluate.cpp writes,
-// and its rendering as a self-contained report.html and a per_case.csv. No LibTorch here, so a
-// report can be re-rendered (and tested) without a model. The statistics over cases are in
-// eval/statistics.h.
+// The report of `kdseg evaluate`: the schema of report.json, which eval/report_schema.h alone
+// writes (from evaluate's typed results, eval/evaluation_results.h), and its rendering as a
+// self-contained report.html and a per_case.csv. No LibTorch here, so a report can be re-rendered
+// (and tested) without a model. The statistics over cases are in eval/statistics.h; the folder's
+// file names in eval/report_files.h.
 //
 // report.json ("format": "kdseg report 1"); NaN is stored as null and shown as "–" (HTML) or
-// an empty field (CSV). Every key below must be present.
+// an empty field (CSV). evaluate writes every key below (those marked optional where it says);
+// the renderer requires those not marked optional, and store_options only where it is there.
 //
 //   format, tool_version, created (ISO 8601), data, store_hash   strings
+//   store_options: any JSON           the store's prepare options as the store holds them
 //   fold                                                         integer
 //   task: {name, classes, class_names: [string]}
 //   regions: [string]                 the Dice regions, e.g. ["kidney", "tumor", "kidney+tumor"]
 //   reference (optional): {label: "store" | "majority", raters: integer, soft: "rater mean"}
-//                                     what Dice and calibration compare against
-//   options: any JSON                 shown pretty-printed
-//   figures (optional): [{region, pick, case, slice, file, columns: [string], rows: [string],
-//     dice: {<model>: number}}]        PNGs under the report folder (eval/case_figures.h)
+//                                     what Dice and calibration compare against (soft with raters)
+//   options: {device, batch_size, bins, bootstrap_resamples, bootstrap_seed, ranks,
+//     save_predictions, surface_metrics, surface_tolerance_mm (null without surface metrics),
+//     layout, slices (evaluated)}; the renderer shows any JSON pretty-printed
+//   figures (optional; not with --no-figures): [{region, pick, case, slice, file, columns:
+//     [string], rows: [string], dice: {<model>: number}}]  PNGs under the report folder
+//     (eval/case_figures.h)
 //   empty_slice_dice: number          slice Dice when prediction and label are both empty
 //   models: [{
 //     name, file, file_hash, description: string;  slices: integer (all cases together)
 //     summary: {
 //       dice: {<region>: {mean, ci95: [low, high], global, worst5}}
 //       slice_dice: {<region>: number}
-//       ece: {mean, ci95: [low, high]},  classwise_ece, nll, brier: number
+//       ece: {mean, ci95: [low, high]},  slice_ece, classwise_ece, nll, brier: number
 //       surface (optional, with every model or none): {<region>: {hd95, assd, nsd: {mean,
 //         ci95: [low, high]}}}; options then hold surface_tolerance_mm
 //       soft_reference (optional, with every model or none; stores with raters): {threshold_dice:
@@ -29,8 +35,8 @@
 //         (SoftReferenceMetrics, core/metrics.h)
 //     }
 //     reliability: {bins, confidence: [bins], accuracy: [bins], count: [bins integers]}
-//     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, classwise_ece, nll, brier,
-//              and with surface: hd95, assd, nsd: {<region>};
+//     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, slice_ece, classwise_ece,
+//              nll, brier, and with surface: hd95, assd, nsd: {<region>};
 //              and with soft_reference: soft_reference: {threshold_dice: {<region>}, l1, brier}}]
 //            (the number of cases is the length of this array; there is no separate count)
 //     curves (optional): {source, steps, loss, lr, validation: {steps, dice, ece}} of a kdseg
@@ -65,8 +71,10 @@ inline constexpr char kFormat[] = "kdseg report 1";
 // Throws kdseg::Error when `report` does not follow the schema above.
 std::string render_html(const nlohmann::json& report, const std::string& folder = "");
 
-// model,case,slices,<region>_dice...,ece,classwise_ece,nll,brier: one line per model and case,
-// numbers as written in report.json. Throws kdseg::Error when `report` does not follow the schema.
+// model,case,slices,<region>_dice (with surface distances each followed by <region>_hd95,
+// <region>_assd, <region>_nsd)...,ece,classwise_ece,nll,brier (with soft_reference then
+// <region>_threshold_dice...,soft_l1,soft_brier): one line per model and case, numbers as written
+// in report.json. Throws kdseg::Error when `report` does not follow the schema.
 std::string render_per_case_csv(const nlohmann::json& report);
 
 // Writes folder/report.json, folder/per_case.csv and folder/report.html, each atomically;

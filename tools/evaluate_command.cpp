@@ -9,6 +9,7 @@
 #include "core/device.h"
 #include "core/frozen_model.h"
 #include "eval/evaluate.h"
+#include "eval/report_files.h"
 #include "teacher/model_loader.h"
 #include "tools/launch.h"
 
@@ -49,9 +50,9 @@ void print_summary(const nlohmann::json& report, const std::string& output) {
   }
   if (report.contains("figures") && !report.at("figures").empty()) {
     std::cout << "figures: " << report.at("figures").size() << " in "
-              << (std::filesystem::absolute(output) / "figures").string() << "\n";
+              << (std::filesystem::absolute(output) / eval::kFiguresFolder).string() << "\n";
   }
-  std::cout << "report: " << (std::filesystem::absolute(output) / "report.html").string() << "\n";
+  std::cout << "report: " << (std::filesystem::absolute(output) / eval::kReportHtmlFile).string() << "\n";
 }
 
 }  // namespace
