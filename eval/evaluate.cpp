@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/progress.h"
+#include "core/run_record.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
@@ -136,11 +137,14 @@ class Evaluator {
   // evaluated fold may be one it trained on. Stores of the same cases assign the same folds,
   // so a store with every slice of the same cases evaluates a model trained on tumour slices.
   void check_held_out(const EvaluatedModel& evaluated) const {
-    const std::string training_config = evaluated.model->training_config();
-    const json config = json::parse(training_config.empty() ? "{}" : training_config, nullptr, false);
-    if (!config.is_object() || !config.contains("data") || !config.contains("fold")) return;
-    const std::string trained_on = config.at("data").get<std::string>();
-    const int held_out = config.at("fold").get<int>();
+    const std::string record = evaluated.model->training_config();
+    if (record.empty()) return;  // not a kdseg checkpoint: no record of its training
+    const RunConfig config = parse_run_config(record, evaluated.file);
+    const std::string& trained_on = config.data;
+    const int held_out = config.fold;
+    const auto excluded = [&](int fold) {
+      return std::find(config.exclude_folds.begin(), config.exclude_folds.end(), fold) != config.exclude_folds.end();
+    };
     std::error_code ec;
     if (!fs::is_regular_file(trained_on, ec)) {
       if (comm_.rank() == 0) {
@@ -154,7 +158,8 @@ class Evaluator {
     const data::PreparedStore theirs(trained_on);
     std::set<std::string> trained;
     for (size_t c = 0; c < theirs.case_ids().size(); ++c) {
-      if (theirs.case_fold()[c] != held_out) trained.insert(theirs.case_ids()[c]);
+      const int fold = theirs.case_fold()[c];
+      if (fold != held_out && !excluded(fold)) trained.insert(theirs.case_ids()[c]);
     }
     std::set<std::string> seen;
     for (int64_t row : rows_) {
@@ -205,7 +210,7 @@ class Evaluator {
     for (size_t m = 0; m < o_.models.size(); ++m) {
       const EvaluatedModel& evaluated = o_.models[m];
       if (evaluated.file.empty() || evaluated.model->training_config().empty()) continue;
-      models[m].curves = read_training_curves((fs::path(evaluated.file).parent_path() / "metrics.jsonl").string());
+      models[m].curves = read_training_curves((fs::path(evaluated.file).parent_path() / kRunMetricsFile).string());
     }
   }
 
