@@ -55,8 +55,8 @@ void write_case(const Case& c, int threads) {
   affine[10] = kits ? 0.5 : 1.0;
   affine[15] = 1;
   const std::array<int64_t, 3> shape = {c.size, c.size, c.slices};
-  D::NiftiPlaneWriter image(c.image, shape, affine, "int16", threads);
-  D::NiftiPlaneWriter label(label_file, shape, affine, "uint8", threads);
+  D::NiftiPlaneWriter image(c.image, shape, affine, D::NiftiType::kInt16, threads);
+  D::NiftiPlaneWriter label(label_file, shape, affine, D::NiftiType::kUint8, threads);
   const auto n = static_cast<double>(c.size);
   const at::Tensor i = torch::arange(c.size, torch::kFloat).div(n).unsqueeze(1).expand({c.size, c.size});
   const at::Tensor j = torch::arange(c.size, torch::kFloat).div(n).unsqueeze(0).expand({c.size, c.size});

@@ -4,16 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
-#include <exception>
-#include <map>
-#include <mutex>
 #include <optional>
-#include <thread>
 #include <utility>
 
 #include "core/error.h"
-#include "core/parallel.h"
+#include "core/ordered_pipeline.h"
 #include "data/chunked_rows.h"
 #include "data/hdf5_util.h"
 #include "data/prepared_store.h"
@@ -29,17 +24,15 @@ using torch::Tensor;
 class ChunkReader {
  public:
   explicit ChunkReader(const std::string& path)
-      : file_(PreparedStore::open_file(path)),
-        image_(file_, path, "slices/image"),
-        label_(file_, path, "slices/label") {
+      : file_(PreparedStore::open_file(path)), image_(file_, path, store::kImage), label_(file_, path, store::kLabel) {
     KDSEG_CHECK(image_.row_shape().size() == 2 && label_.row_shape() == image_.row_shape(), path,
                 ": /slices/image and /slices/label must both be [N,H,W]");
     bool has_raters;
     {
       const h5::Lock lock(h5::library_mutex());
-      has_raters = H5Lexists(file_, "slices/raters", H5P_DEFAULT) > 0;
+      has_raters = h5::exists(file_, store::kRaters);
     }
-    if (has_raters) raters_.emplace(file_, path, "slices/raters");
+    if (has_raters) raters_.emplace(file_, path, store::kRaters);
     KDSEG_CHECK(label_.element_size() == 1 && !label_.is_float(), path, ": /slices/label must be uint8");
     KDSEG_CHECK(image_.is_float() ? image_.element_size() == 4 : image_.element_size() == 2, path,
                 ": /slices/image must be float32 or int16");
@@ -77,14 +70,8 @@ struct BatchLoader::Impl {
   Task task;
   LoaderOptions options;
   std::vector<std::vector<DistributedSampler::Item>> plan;
-  std::mutex mutex;
-  std::condition_variable ready, space;
-  std::map<size_t, Batch> done;
-  size_t next_to_take = 0;
-  size_t next_to_build = 0;
-  std::exception_ptr error;
-  bool stop = false;
-  std::vector<std::thread> workers;
+  // Last: its workers stop before the members above go.
+  std::unique_ptr<OrderedPipeline<Batch>> batches;
 
   Impl(const std::string& path, Task loader_task, LoaderOptions loader_options,
        std::vector<std::vector<DistributedSampler::Item>> loader_plan)
@@ -145,59 +132,22 @@ struct BatchLoader::Impl {
     }
     return batch;
   }
-
-  void work() {
-    while (true) {
-      size_t index;
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        space.wait(lock, [&] {
-          return stop || next_to_build >= plan.size() ||
-                 next_to_build < next_to_take + static_cast<size_t>(std::max(1, options.prefetch));
-        });
-        if (stop || next_to_build >= plan.size()) return;
-        index = next_to_build++;
-      }
-      try {
-        Batch batch = build(plan[index]);
-        std::lock_guard<std::mutex> lock(mutex);
-        done.emplace(index, std::move(batch));
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex);
-        if (!error) error = std::current_exception();
-      }
-      ready.notify_all();
-    }
-  }
 };
 
 BatchLoader::BatchLoader(const std::string& store, Task task, LoaderOptions options,
                          std::vector<std::vector<DistributedSampler::Item>> plan)
     : impl_(std::make_unique<Impl>(store, std::move(task), options, std::move(plan))) {
-  const int workers = std::max(1, options.workers);
-  start_threads(impl_->workers, workers, [this] { impl_->work(); });
+  Impl& impl = *impl_;
+  impl.batches = std::make_unique<OrderedPipeline<Batch>>(
+      static_cast<int64_t>(impl.plan.size()), std::max(1, options.workers), std::max(1, options.prefetch),
+      [&impl](int64_t index) { return impl.build(impl.plan[static_cast<size_t>(index)]); });
 }
 
-BatchLoader::~BatchLoader() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    impl_->stop = true;
-  }
-  impl_->space.notify_all();
-  for (auto& worker : impl_->workers) worker.join();
-}
+BatchLoader::~BatchLoader() = default;
 
 std::optional<Batch> BatchLoader::next() {
   const auto start = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(impl_->mutex);
-  if (impl_->next_to_take >= impl_->plan.size()) return std::nullopt;
-  impl_->ready.wait(lock, [&] { return impl_->error || impl_->done.count(impl_->next_to_take) > 0; });
-  if (impl_->error) std::rethrow_exception(impl_->error);
-  Batch batch = std::move(impl_->done.at(impl_->next_to_take));
-  impl_->done.erase(impl_->next_to_take);
-  ++impl_->next_to_take;
-  lock.unlock();
-  impl_->space.notify_all();
+  std::optional<Batch> batch = impl_->batches->next();
   wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return batch;
 }

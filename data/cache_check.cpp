@@ -122,9 +122,9 @@ CacheInspection inspect_cache(const std::string& dir) {
   const h5::Lock lock(h5::library_mutex());
   for (int r = 0; r < cache.shards(); ++r) {
     const std::string path = CacheFolder(dir).shard_path(r, cache.shards());
-    const h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    const h5::Handle file = h5::try_open_file(path);
     KDSEG_CHECK(file.get() >= 0, path, ": not readable");
-    const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file, "soft_labels", H5P_DEFAULT)));
+    const h5::Handle set = h5::open_dataset(file, "soft_labels");
     out.stored_bytes += static_cast<int64_t>(H5Dget_storage_size(set));
   }
   for (const auto& entry : fs::directory_iterator(dir)) {
@@ -142,7 +142,7 @@ void verify_shard(const SoftLabelCache& cache, const std::string& dir, int r, st
   std::vector<uint32_t> checksum;
   {
     const h5::Lock lock(h5::library_mutex());
-    const h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    const h5::Handle file = h5::try_open_file(path);
     KDSEG_CHECK(file.get() >= 0, path, ": not a readable HDF5 file");
     done = read_vector<uint8_t>(file, "done", H5T_NATIVE_UINT8, path);
     checksum = read_vector<uint32_t>(file, "checksum", H5T_NATIVE_UINT32, path);

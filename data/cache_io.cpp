@@ -37,12 +37,12 @@ void write_provenance(hid_t object, const CacheProvenance& p) {
 }
 
 CacheProvenance read_provenance(hid_t object, const std::string& path) {
-  KDSEG_CHECK(H5Aexists(object, "format_tag") > 0 && h5::read_string_attribute(object, "format_tag") == kFormatTag,
+  KDSEG_CHECK(h5::has_attribute(object, "format_tag") && h5::read_string_attribute(object, "format_tag") == kFormatTag,
               path, ": not a kdseg soft-label cache file");
   CacheProvenance p;
   for (const auto& field : CacheProvenance::fields()) {
     // Caches written before calibration existed hold the teacher as it was.
-    if (field == "calibration" && H5Aexists(object, "calibration") <= 0) {
+    if (field == "calibration" && !h5::has_attribute(object, "calibration")) {
       p.set(field, "none");
       continue;
     }
@@ -58,7 +58,7 @@ void write_int_attribute(hid_t object, const char* name, int64_t value) {
 }
 
 int64_t read_int_attribute(hid_t object, const char* name, const std::string& path) {
-  KDSEG_CHECK(H5Aexists(object, name) > 0, path, ": attribute '", name, "' is missing");
+  KDSEG_CHECK(h5::has_attribute(object, name), path, ": attribute '", name, "' is missing");
   const h5::Handle attr(KDSEG_CHECK_HDF5(H5Aopen(object, name, H5P_DEFAULT)));
   int64_t value = 0;
   KDSEG_CHECK_HDF5(H5Aread(attr, H5T_NATIVE_INT64, &value));
@@ -71,7 +71,7 @@ ShardHeader read_shard_header(const std::string& dir, int rank, int world, h5::H
   h.path = CacheFolder(dir).shard_path(rank, world);
   KDSEG_CHECK(fs::exists(h.path), h.path, ": missing (the pass of ", world,
               " ranks did not finish; run it again to resume)");
-  h5::Handle file(H5Fopen(h.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  h5::Handle file = h5::try_open_file(h.path);
   KDSEG_CHECK(file.get() >= 0, h.path, ": not a readable HDF5 file");
   h.provenance = read_provenance(file, h.path);
   h.first_row = read_int_attribute(file, "first_row", h.path);

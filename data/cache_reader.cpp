@@ -45,7 +45,7 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
   KDSEG_CHECK(fs::is_directory(dir), dir, ": no such cache folder");
   KDSEG_CHECK(fs::exists(master_path), master_path, ": missing; is ", dir,
               " a finished cache (kdseg precompute writes it last)?");
-  const h5::Handle master(H5Fopen(master_path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  const h5::Handle master = h5::try_open_file(master_path);
   KDSEG_CHECK(master.get() >= 0, master_path, ": not a readable HDF5 file");
   provenance_ = read_provenance(master, master_path);
   format_ = parse_cache_format(provenance_.format);

@@ -29,12 +29,8 @@ namespace {
 
 // Writes `count` rows of a 1-d dataset starting at `first`.
 void write_rows(hid_t file, const char* name, hid_t type, int64_t first, int64_t count, const void* data) {
-  const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file, name, H5P_DEFAULT)));
-  const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
-  const hsize_t start = static_cast<hsize_t>(first), n = static_cast<hsize_t>(count);
-  KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nullptr, &n, nullptr));
-  const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(1, &n, nullptr)));
-  KDSEG_CHECK_HDF5(H5Dwrite(set, type, memory, space, H5P_DEFAULT, data));
+  h5::write_slab(h5::open_dataset(file, name), type, {static_cast<hsize_t>(first)}, {static_cast<hsize_t>(count)},
+                 data);
 }
 
 }  // namespace
@@ -42,7 +38,7 @@ void write_rows(hid_t file, const char* name, hid_t type, int64_t first, int64_t
 // --- the shard writer --------------------------------------------------------------------------------
 
 CacheShardWriter::CacheShardWriter(const std::string& dir, ShardSpec spec, CacheProvenance provenance)
-    : dir_(dir), spec_(std::move(spec)), provenance_(std::move(provenance)) {
+    : dir_(dir), spec_(std::move(spec)), provenance_(std::move(provenance)), file_(std::make_unique<h5::Handle>()) {
   h5::quiet_errors();
   const h5::Lock lock(h5::library_mutex());
   final_path_ = CacheFolder(dir_).shard_path(spec_.rank, spec_.world);
@@ -58,7 +54,7 @@ CacheShardWriter::CacheShardWriter(const std::string& dir, ShardSpec spec, Cache
 
 CacheShardWriter::~CacheShardWriter() {
   const h5::Lock lock(h5::library_mutex());
-  if (file_ >= 0) H5Fclose(file_);
+  file_->reset();
 }
 
 int64_t CacheShardWriter::done_count() const {
@@ -70,31 +66,30 @@ int64_t CacheShardWriter::done_count() const {
 bool CacheShardWriter::open_existing(const std::string& path, bool final_file) {
   const auto reject = [&](const std::string& why) {
     log::warn("{}: {}; writing this shard again", path, why);
-    if (file_ >= 0) H5Fclose(file_);
-    file_ = -1;
+    file_->reset();
     std::fill(done_.begin(), done_.end(), uint8_t{0});
     return false;
   };
-  file_ = H5Fopen(path.c_str(), final_file ? H5F_ACC_RDONLY : H5F_ACC_RDWR, H5P_DEFAULT);
-  if (file_ < 0) return reject("unreadable (left by a killed run)");
+  *file_ = h5::try_open_file(path, /*writable=*/!final_file);
+  if (file_->get() < 0) return reject("unreadable (left by a killed run)");
   try {
-    const CacheProvenance found = read_provenance(file_, path);
+    const CacheProvenance found = read_provenance(*file_, path);
     for (const auto& field : CacheProvenance::identity_fields()) {
       if (found.get(field) != provenance_.get(field)) return reject("made with another " + field);
     }
-    const auto rows = read_vector<int64_t>(file_, "slice", H5T_NATIVE_INT64, path);
-    if (rows != spec_.store_rows || read_int_attribute(file_, "first_row", path) != spec_.first_row) {
+    const auto rows = read_vector<int64_t>(*file_, "slice", H5T_NATIVE_INT64, path);
+    if (rows != spec_.store_rows || read_int_attribute(*file_, "first_row", path) != spec_.first_row) {
       return reject("covers other slices");
     }
-    const auto dims = h5::dataset_dims(file_, "soft_labels");
+    const auto dims = h5::dataset_dims(*file_, "soft_labels");
     if (dims != std::vector<hsize_t>{done_.size(), static_cast<hsize_t>(spec_.classes),
                                      static_cast<hsize_t>(spec_.height), static_cast<hsize_t>(spec_.width)}) {
       return reject("has another shape");
     }
-    const auto done = read_vector<uint8_t>(file_, "done", H5T_NATIVE_UINT8, path);
-    const auto checksum = read_vector<uint32_t>(file_, "checksum", H5T_NATIVE_UINT32, path);
+    const auto done = read_vector<uint8_t>(*file_, "done", H5T_NATIVE_UINT8, path);
+    const auto checksum = read_vector<uint32_t>(*file_, "checksum", H5T_NATIVE_UINT32, path);
     if (done.size() != done_.size() || checksum.size() != done_.size()) return reject("has tables of other lengths");
-    const ChunkedRows values(file_, path, "soft_labels");
+    const ChunkedRows values(*file_, path, "soft_labels");
     int64_t kept = 0;
     for (size_t i = 0; i < done_.size(); ++i) {
       if (done[i] == 0) continue;
@@ -117,34 +112,28 @@ bool CacheShardWriter::open_existing(const std::string& path, bool final_file) {
 void CacheShardWriter::create() {
   std::error_code ec;
   fs::remove(partial_path_, ec);
-  file_ = H5Fcreate(partial_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  KDSEG_CHECK(file_ >= 0, partial_path_, ": cannot create the shard file (is ", dir_,
+  *file_ = h5::Handle(H5Fcreate(partial_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  KDSEG_CHECK(file_->get() >= 0, partial_path_, ": cannot create the shard file (is ", dir_,
               " writable, and is there space?)");
   const hsize_t n = done_.size();
   const hsize_t dims[4] = {n, static_cast<hsize_t>(spec_.classes), static_cast<hsize_t>(spec_.height),
                            static_cast<hsize_t>(spec_.width)};
-  const h5::Handle space(KDSEG_CHECK_HDF5(H5Screate_simple(4, dims, nullptr)));
   const h5::Handle dcpl(KDSEG_CHECK_HDF5(H5Pcreate(H5P_DATASET_CREATE)));
-  const hsize_t chunk[4] = {1, dims[1], dims[2], dims[3]};
   if (n > 0) {
-    KDSEG_CHECK_HDF5(H5Pset_chunk(dcpl, 4, chunk));
-    if (spec_.compression > 0) {
-      KDSEG_CHECK_HDF5(H5Pset_shuffle(dcpl));
-      KDSEG_CHECK_HDF5(H5Pset_deflate(dcpl, static_cast<unsigned>(spec_.compression)));
-    }
+    h5::set_shuffle_deflate_chunks(dcpl, {1, dims[1], dims[2], dims[3]}, spec_.compression);
     KDSEG_CHECK_HDF5(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
   }
   const h5::Handle type = value_type(spec_.format);
-  h5::Handle(KDSEG_CHECK_HDF5(H5Dcreate2(file_, "soft_labels", type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)));
-  h5::write_array(file_, "slice", H5T_NATIVE_INT64, {n}, spec_.store_rows.data());
-  h5::write_array(file_, "done", H5T_NATIVE_UINT8, {n}, done_.data());
+  h5::create_dataset(*file_, "soft_labels", type, {dims[0], dims[1], dims[2], dims[3]}, dcpl);
+  h5::write_array(*file_, "slice", H5T_NATIVE_INT64, {n}, spec_.store_rows.data());
+  h5::write_array(*file_, "done", H5T_NATIVE_UINT8, {n}, done_.data());
   const std::vector<uint32_t> zeros(n, 0);
-  h5::write_array(file_, "checksum", H5T_NATIVE_UINT32, {n}, zeros.data());
-  write_provenance(file_, provenance_);
-  write_int_attribute(file_, "shard", spec_.rank);
-  write_int_attribute(file_, "shards", spec_.world);
-  write_int_attribute(file_, "first_row", spec_.first_row);
-  KDSEG_CHECK(H5Fflush(file_, H5F_SCOPE_LOCAL) >= 0, partial_path_, ": cannot write (is the disk full?)");
+  h5::write_array(*file_, "checksum", H5T_NATIVE_UINT32, {n}, zeros.data());
+  write_provenance(*file_, provenance_);
+  write_int_attribute(*file_, "shard", spec_.rank);
+  write_int_attribute(*file_, "shards", spec_.world);
+  write_int_attribute(*file_, "first_row", spec_.first_row);
+  KDSEG_CHECK(H5Fflush(*file_, H5F_SCOPE_LOCAL) >= 0, partial_path_, ": cannot write (is the disk full?)");
 }
 
 void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
@@ -167,20 +156,17 @@ void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
   const std::vector<uint8_t> ones(static_cast<size_t>(count), 1);
   try {
     const h5::Lock lock(h5::library_mutex());
-    const h5::Handle set(KDSEG_CHECK_HDF5(H5Dopen2(file_, "soft_labels", H5P_DEFAULT)));
-    const h5::Handle space(KDSEG_CHECK_HDF5(H5Dget_space(set)));
-    const hsize_t start[4] = {static_cast<hsize_t>(local_first), 0, 0, 0};
-    const hsize_t n[4] = {static_cast<hsize_t>(count), static_cast<hsize_t>(spec_.classes),
-                          static_cast<hsize_t>(spec_.height), static_cast<hsize_t>(spec_.width)};
-    KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, n, nullptr));
-    const h5::Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(4, n, nullptr)));
+    const h5::Handle set = h5::open_dataset(*file_, "soft_labels");
     const h5::Handle type = value_type(spec_.format);
-    KDSEG_CHECK_HDF5(H5Dwrite(set, type, memory, space, H5P_DEFAULT, host.data_ptr()));
-    write_rows(file_, "checksum", H5T_NATIVE_UINT32, local_first, count, checksums.data());
+    h5::write_slab(set, type, {static_cast<hsize_t>(local_first), 0, 0, 0},
+                   {static_cast<hsize_t>(count), static_cast<hsize_t>(spec_.classes),
+                    static_cast<hsize_t>(spec_.height), static_cast<hsize_t>(spec_.width)},
+                   host.data_ptr());
+    write_rows(*file_, "checksum", H5T_NATIVE_UINT32, local_first, count, checksums.data());
     // The data reaches the file before the flags that say it is there.
-    KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_LOCAL));
-    write_rows(file_, "done", H5T_NATIVE_UINT8, local_first, count, ones.data());
-    KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_LOCAL));
+    KDSEG_CHECK_HDF5(H5Fflush(*file_, H5F_SCOPE_LOCAL));
+    write_rows(*file_, "done", H5T_NATIVE_UINT8, local_first, count, ones.data());
+    KDSEG_CHECK_HDF5(H5Fflush(*file_, H5F_SCOPE_LOCAL));
   } catch (const IoError& e) {
     throw_write_failure(partial_path_,
                         "slices " + std::to_string(local_first) + "-" + std::to_string(local_first + count - 1),
@@ -196,9 +182,8 @@ void CacheShardWriter::finish() {
   KDSEG_CHECK(done_count() == rows(), partial_path_, ": ", rows() - done_count(), " slice(s) not written yet");
   {
     const h5::Lock lock(h5::library_mutex());
-    const herr_t closed = H5Fclose(file_);
-    file_ = -1;
-    KDSEG_CHECK(closed >= 0, partial_path_, ": cannot close (is the disk full?)");
+    const bool closed = file_->close();
+    KDSEG_CHECK(closed, partial_path_, ": cannot close (is the disk full?)");
   }
   fsync_path(partial_path_);
   std::error_code ec;

@@ -13,20 +13,24 @@ const bool kNoExitHandler = H5dont_atexit() >= 0;
 
 }  // namespace
 
-void Handle::reset() {
-  if (id_ < 0) return;
+void Handle::reset() { close(); }
+
+bool Handle::close() {
+  if (id_ < 0) return true;
   const Lock lock(library_mutex());
+  herr_t closed = 0;
   switch (H5Iget_type(id_)) {
-    case H5I_FILE: H5Fclose(id_); break;
-    case H5I_GROUP: H5Gclose(id_); break;
-    case H5I_DATASET: H5Dclose(id_); break;
-    case H5I_DATASPACE: H5Sclose(id_); break;
-    case H5I_DATATYPE: H5Tclose(id_); break;
-    case H5I_ATTR: H5Aclose(id_); break;
-    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    case H5I_FILE: closed = H5Fclose(id_); break;
+    case H5I_GROUP: closed = H5Gclose(id_); break;
+    case H5I_DATASET: closed = H5Dclose(id_); break;
+    case H5I_DATASPACE: closed = H5Sclose(id_); break;
+    case H5I_DATATYPE: closed = H5Tclose(id_); break;
+    case H5I_ATTR: closed = H5Aclose(id_); break;
+    case H5I_GENPROP_LST: closed = H5Pclose(id_); break;
     default: break;
   }
   id_ = -1;
+  return closed >= 0;
 }
 
 std::recursive_mutex& library_mutex() {
@@ -57,7 +61,7 @@ void write_string_attribute(hid_t object, const std::string& name, const std::st
 }
 
 std::string read_string_attribute(hid_t object, const std::string& name) {
-  KDSEG_CHECK(H5Aexists(object, name.c_str()) > 0, "attribute '", name, "' is missing");
+  KDSEG_CHECK(has_attribute(object, name), "attribute '", name, "' is missing");
   const Handle attr(KDSEG_CHECK_HDF5(H5Aopen(object, name.c_str(), H5P_DEFAULT)));
   const Handle type = string_type();
   char* text = nullptr;
@@ -72,6 +76,51 @@ Handle untimed_creation(hid_t property_class) {
   Handle properties(KDSEG_CHECK_HDF5(H5Pcreate(property_class)));
   KDSEG_CHECK_HDF5(H5Pset_obj_track_times(properties, false));
   return properties;
+}
+
+Handle create_file(const std::string& path) {
+  return Handle(KDSEG_CHECK_HDF5(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
+}
+
+Handle try_open_file(const std::string& path, bool writable) {
+  const Lock lock(library_mutex());
+  return Handle(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, H5P_DEFAULT));
+}
+
+Handle create_group(hid_t parent, const std::string& name) {
+  return Handle(
+      KDSEG_CHECK_HDF5(H5Gcreate2(parent, name.c_str(), H5P_DEFAULT, untimed_creation(H5P_GROUP_CREATE), H5P_DEFAULT)));
+}
+
+Handle open_dataset(hid_t parent, const std::string& name) {
+  return Handle(KDSEG_CHECK_HDF5(H5Dopen2(parent, name.c_str(), H5P_DEFAULT)));
+}
+
+bool exists(hid_t parent, const std::string& path) { return H5Lexists(parent, path.c_str(), H5P_DEFAULT) > 0; }
+
+bool has_attribute(hid_t object, const std::string& name) { return H5Aexists(object, name.c_str()) > 0; }
+
+Handle create_dataset(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                      hid_t properties, const std::vector<hsize_t>& max_dims) {
+  const Handle space(KDSEG_CHECK_HDF5(
+      H5Screate_simple(static_cast<int>(dims.size()), dims.data(), max_dims.empty() ? nullptr : max_dims.data())));
+  return Handle(KDSEG_CHECK_HDF5(H5Dcreate2(parent, name.c_str(), type, space, H5P_DEFAULT, properties, H5P_DEFAULT)));
+}
+
+void set_shuffle_deflate_chunks(hid_t properties, const std::vector<hsize_t>& chunk, int level) {
+  KDSEG_CHECK_HDF5(H5Pset_chunk(properties, static_cast<int>(chunk.size()), chunk.data()));
+  if (level > 0) {
+    KDSEG_CHECK_HDF5(H5Pset_shuffle(properties));
+    KDSEG_CHECK_HDF5(H5Pset_deflate(properties, static_cast<unsigned>(level)));
+  }
+}
+
+void write_slab(hid_t dataset, hid_t memory_type, const std::vector<hsize_t>& start, const std::vector<hsize_t>& count,
+                const void* data) {
+  const Handle file_space(KDSEG_CHECK_HDF5(H5Dget_space(dataset)));
+  KDSEG_CHECK_HDF5(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
+  const Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr)));
+  KDSEG_CHECK_HDF5(H5Dwrite(dataset, memory_type, memory, file_space, H5P_DEFAULT, data));
 }
 
 std::vector<uint8_t> read_raw_chunk(hid_t dataset, const std::vector<hsize_t>& offset) {

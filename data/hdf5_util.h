@@ -33,6 +33,9 @@ class Handle {
   hid_t get() const { return id_; }
   operator hid_t() const { return id_; }
   void reset();
+  // Closes the identifier now; false when HDF5 reports the close failed (a file whose last
+  // flush hit a full disk). Closed either way.
+  bool close();
 
  private:
   hid_t id_ = -1;
@@ -52,6 +55,35 @@ void quiet_errors();
 // modification times: files written from the same data then hold the same bytes. Every dataset
 // the helpers below create uses them.
 Handle untimed_creation(hid_t property_class);
+
+// Files, groups and datasets. A file is created (truncated) with default properties; groups and
+// datasets with untimed_creation's unless `properties` are given. `name` may be a path below
+// `parent` whose groups exist ("slices/image").
+Handle create_file(const std::string& path);
+// The file at `path`, read-only unless `writable`; an invalid Handle (get() < 0) when HDF5
+// cannot open it, for the caller to say what that means.
+Handle try_open_file(const std::string& path, bool writable = false);
+Handle create_group(hid_t parent, const std::string& name);
+Handle open_dataset(hid_t parent, const std::string& name);
+// Whether a link (a group or dataset) `path` exists below `parent`; an attribute `name` of `object`.
+bool exists(hid_t parent, const std::string& path);
+bool has_attribute(hid_t object, const std::string& name);
+
+// A dataset `name` of `type` and extent `dims` (up to `max_dims`, H5S_UNLIMITED for no limit;
+// empty: `dims`), created with the creation properties `properties`.
+Handle create_dataset(hid_t parent, const std::string& name, hid_t type, const std::vector<hsize_t>& dims,
+                      hid_t properties, const std::vector<hsize_t>& max_dims = {});
+
+// Adds chunks of `chunk` to the dataset creation properties `properties`, through HDF5's
+// shuffle and deflate filters at `level` (neither at 0): the layout of the prepared store's
+// slices and the soft-label cache's shards, whose chunks data/deflate.h and data/chunked_rows.h
+// encode and decode outside HDF5.
+void set_shuffle_deflate_chunks(hid_t properties, const std::vector<hsize_t>& chunk, int level);
+
+// The block at `start` of size `count` (one entry per dimension) of `dataset`, from `data`
+// (values of `memory_type`, `count` in C order).
+void write_slab(hid_t dataset, hid_t memory_type, const std::vector<hsize_t>& start, const std::vector<hsize_t>& count,
+                const void* data);
 
 // Variable-length UTF-8 strings.
 void write_string_attribute(hid_t object, const std::string& name, const std::string& value);

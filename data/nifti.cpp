@@ -31,14 +31,16 @@ struct NiftiDeleter {
 using NiftiPtr = std::unique_ptr<nifti_image, NiftiDeleter>;
 
 struct TypeInfo {
+  NiftiType type;
   const char* name;
   int code;
   at::ScalarType read_as;  // the tensor type holding the file's values exactly
 };
 const TypeInfo kTypes[] = {
-    {"uint8", DT_UINT8, at::kByte},       {"int8", DT_INT8, at::kChar},  {"int16", DT_INT16, at::kShort},
-    {"uint16", DT_UINT16, at::kInt},      {"int32", DT_INT32, at::kInt}, {"float32", DT_FLOAT32, at::kFloat},
-    {"float64", DT_FLOAT64, at::kDouble},
+    {NiftiType::kUint8, "uint8", DT_UINT8, at::kByte},         {NiftiType::kInt8, "int8", DT_INT8, at::kChar},
+    {NiftiType::kInt16, "int16", DT_INT16, at::kShort},        {NiftiType::kUint16, "uint16", DT_UINT16, at::kInt},
+    {NiftiType::kInt32, "int32", DT_INT32, at::kInt},          {NiftiType::kFloat32, "float32", DT_FLOAT32, at::kFloat},
+    {NiftiType::kFloat64, "float64", DT_FLOAT64, at::kDouble},
 };
 const TypeInfo* type_by_code(int code) {
   for (const auto& t : kTypes) {
@@ -46,11 +48,21 @@ const TypeInfo* type_by_code(int code) {
   }
   return nullptr;
 }
-const TypeInfo* type_by_name(const std::string& name) {
+const TypeInfo& info(NiftiType type) {
   for (const auto& t : kTypes) {
-    if (name == t.name) return &t;
+    if (t.type == type) return t;
   }
-  return nullptr;
+  KDSEG_THROW("unknown NiftiType ", static_cast<int>(type));
+}
+
+// The values of an integer type: stored values saturate instead of wrapping around.
+std::pair<double, double> integer_range(int code) {
+  static const std::map<int, std::pair<double, double>> kRange = {{DT_UINT8, {0, 255}},
+                                                                  {DT_INT8, {-128, 127}},
+                                                                  {DT_INT16, {-32768, 32767}},
+                                                                  {DT_UINT16, {0, 65535}},
+                                                                  {DT_INT32, {-2147483648.0, 2147483647.0}}};
+  return kRange.at(code);
 }
 
 Affine from_mat44(const mat44& m) {
@@ -161,6 +173,8 @@ at::Tensor read_voxel_data(const nifti_image& image, const std::string& path) {
 
 }  // namespace
 
+const char* nifti_type_name(NiftiType type) { return info(type).name; }
+
 Geometry read_nifti_geometry(const std::string& path) {
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such file");
@@ -170,31 +184,10 @@ Geometry read_nifti_geometry(const std::string& path) {
   Geometry g;
   g.shape = {image->nx, image->ny, image->nz};
   g.affine = affine_of(*image);
-  if (const TypeInfo* type = type_by_code(image->datatype)) g.datatype = type->name;
+  if (const TypeInfo* type = type_by_code(image->datatype)) g.datatype = type->type;
   g.scaled = image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&
              (image->scl_slope != 1.0f || image->scl_inter != 0.0f);
   return g;
-}
-
-at::Tensor from_canonical(const at::Tensor& canonical, const Affine& original_affine) {
-  KDSEG_CHECK(canonical.dim() == 3, "from_canonical: expected [I,J,K] voxels, got ", canonical.sizes());
-  const Orientation o = closest_orientation(original_affine);
-  // to_canonical flipped canonical axis w = world_axis[v] where direction[v] < 0, then the file's
-  // voxel axis v is canonical axis world_axis[v].
-  std::vector<int64_t> flips;
-  for (int v = 0; v < 3; ++v) {
-    if (o.direction[static_cast<size_t>(v)] < 0) flips.push_back(o.world_axis[static_cast<size_t>(v)]);
-  }
-  const at::Tensor unflipped = flips.empty() ? canonical : canonical.flip(flips);
-  return unflipped.permute({o.world_axis[0], o.world_axis[1], o.world_axis[2]}).contiguous();
-}
-
-std::array<double, 3> voxel_spacing(const Affine& a) {
-  std::array<double, 3> s{};
-  for (int c = 0; c < 3; ++c) {
-    s[static_cast<size_t>(c)] = std::sqrt(a[c] * a[c] + a[4 + c] * a[4 + c] + a[8 + c] * a[8 + c]);
-  }
-  return s;
 }
 
 Volume read_nifti(const std::string& path, bool require_finite, VoxelType voxel_type) {
@@ -237,15 +230,14 @@ Volume read_nifti(const std::string& path, bool require_finite, VoxelType voxel_
   volume.voxels = voxels;
   volume.affine = affine_of(*image);
   volume.path = path;
-  volume.datatype = type->name;
+  volume.datatype = type->type;
   return volume;
 }
 
-void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine, const std::string& datatype,
+void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine& affine, NiftiType datatype,
                  double slope, double inter) {
   KDSEG_CHECK(voxels.dim() == 3, path, ": write_nifti needs [I,J,K] voxels, got ", voxels.sizes());
-  const TypeInfo* type = type_by_name(datatype);
-  KDSEG_CHECK(type != nullptr, path, ": unsupported datatype '", datatype, "'");
+  const TypeInfo* type = &info(datatype);
   KDSEG_CHECK(slope != 0.0, path, ": scl_slope must not be 0");
   const int dims[8] = {
       3, static_cast<int>(voxels.size(0)), static_cast<int>(voxels.size(1)), static_cast<int>(voxels.size(2)), 1, 1, 1,
@@ -256,12 +248,7 @@ void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine
   at::Tensor stored = voxels.to(torch::kDouble).sub(inter).div(slope).permute({2, 1, 0}).contiguous();
   if (type->code != DT_FLOAT32 && type->code != DT_FLOAT64) {
     // Integer types saturate instead of wrapping around.
-    static const std::map<int, std::pair<double, double>> kRange = {{DT_UINT8, {0, 255}},
-                                                                    {DT_INT8, {-128, 127}},
-                                                                    {DT_INT16, {-32768, 32767}},
-                                                                    {DT_UINT16, {0, 65535}},
-                                                                    {DT_INT32, {-2147483648.0, 2147483647.0}}};
-    const auto& range = kRange.at(type->code);
+    const auto range = integer_range(type->code);
     stored = stored.round().clamp(range.first, range.second);
   }
   const int64_t n = stored.numel();
@@ -306,87 +293,12 @@ void write_nifti(const std::string& path, const at::Tensor& voxels, const Affine
   file.commit();
 }
 
-Orientation closest_orientation(const Affine& a) {
-  // Direction cosines of each voxel axis; then, greedily, the largest |cosine| among the
-  // unassigned voxel and world axes. For the permutation-and-flip affines of CT scanners this
-  // is nibabel's io_orientation; for oblique ones it picks the nearest axis the same way.
-  double cosine[3][3];
-  const std::array<double, 3> spacing = voxel_spacing(a);
-  for (int v = 0; v < 3; ++v) {
-    KDSEG_CHECK(spacing[static_cast<size_t>(v)] > 0, "affine has a zero column for voxel axis ", v);
-    for (int w = 0; w < 3; ++w) cosine[w][v] = a[static_cast<size_t>(w * 4 + v)] / spacing[static_cast<size_t>(v)];
-  }
-  Orientation o;
-  bool voxel_used[3] = {false, false, false}, world_used[3] = {false, false, false};
-  for (int step = 0; step < 3; ++step) {
-    int best_v = -1, best_w = -1;
-    double best = -1;
-    for (int v = 0; v < 3; ++v) {
-      for (int w = 0; w < 3; ++w) {
-        if (voxel_used[v] || world_used[w]) continue;
-        if (std::abs(cosine[w][v]) > best) {
-          best = std::abs(cosine[w][v]);
-          best_v = v;
-          best_w = w;
-        }
-      }
-    }
-    voxel_used[best_v] = world_used[best_w] = true;
-    o.world_axis[static_cast<size_t>(best_v)] = best_w;
-    o.direction[static_cast<size_t>(best_v)] = cosine[best_w][best_v] < 0 ? -1 : 1;
-  }
-  return o;
-}
-
-Reorientation canonical_reorientation(const Affine& affine, const std::array<int64_t, 3>& shape) {
-  const Orientation o = closest_orientation(affine);
-  Reorientation r;
-  for (int v = 0; v < 3; ++v) r.order[static_cast<size_t>(o.world_axis[static_cast<size_t>(v)])] = v;
-  for (size_t w = 0; w < 3; ++w) {
-    r.flip[w] = o.direction[static_cast<size_t>(r.order[w])] < 0;
-    r.shape[w] = shape[static_cast<size_t>(r.order[w])];
-  }
-  // old index[v] = d < 0 ? n_v - 1 - new[w] : new[w] with w = world_axis[v]: A' = A * T.
-  double t[4][4] = {{0}};
-  t[3][3] = 1;
-  for (int v = 0; v < 3; ++v) {
-    const int w = o.world_axis[static_cast<size_t>(v)];
-    const int d = o.direction[static_cast<size_t>(v)];
-    t[v][w] = d;
-    t[v][3] = d < 0 ? static_cast<double>(shape[static_cast<size_t>(v)] - 1) : 0.0;
-  }
-  for (int row = 0; row < 4; ++row) {
-    for (int c = 0; c < 4; ++c) {
-      double sum = 0;
-      for (int k = 0; k < 4; ++k) sum += affine[static_cast<size_t>(row * 4 + k)] * t[k][c];
-      r.affine[static_cast<size_t>(row * 4 + c)] = sum;
-    }
-  }
-  return r;
-}
-
-at::Tensor canonical_slice(const at::Tensor& voxels, const Reorientation& r, int64_t k) {
-  const at::Tensor axes = voxels.permute({r.order[0], r.order[1], r.order[2]});
-  at::Tensor slice = axes.select(2, r.flip[2] ? r.shape[2] - 1 - k : k);
-  std::vector<int64_t> flips;
-  for (int64_t w = 0; w < 2; ++w) {
-    if (r.flip[static_cast<size_t>(w)]) flips.push_back(w);
-  }
-  return flips.empty() ? slice.contiguous() : slice.flip(flips).contiguous();
-}
-
 Volume to_canonical(const Volume& volume) {
   const auto sizes = volume.voxels.sizes();
   const Reorientation r = canonical_reorientation(volume.affine, {sizes[0], sizes[1], sizes[2]});
-  at::Tensor voxels = volume.voxels.permute({r.order[0], r.order[1], r.order[2]});
-  std::vector<int64_t> flips;
-  for (int64_t w = 0; w < 3; ++w) {
-    if (r.flip[static_cast<size_t>(w)]) flips.push_back(w);
-  }
-  if (!flips.empty()) voxels = voxels.flip(flips);
   Volume out = volume;
   out.affine = r.affine;
-  out.voxels = voxels.contiguous();
+  out.voxels = to_canonical_voxels(volume.voxels, r);
   return out;
 }
 
@@ -448,14 +360,13 @@ struct NiftiPlaneWriter::State {
 };
 
 NiftiPlaneWriter::NiftiPlaneWriter(const std::string& path, const std::array<int64_t, 3>& shape, const Affine& affine,
-                                   const std::string& datatype, int threads)
+                                   NiftiType datatype, int threads)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.path = path;
   s.shape = shape;
   s.threads = std::max(1, threads);
-  s.type = type_by_name(datatype);
-  KDSEG_CHECK(s.type != nullptr, path, ": unsupported datatype '", datatype, "'");
+  s.type = &info(datatype);
   const bool gz = path.size() > 7 && path.compare(path.size() - 7, 7, ".nii.gz") == 0;
   KDSEG_CHECK(gz || (path.size() > 4 && path.compare(path.size() - 4, 4, ".nii") == 0), path,
               ": a NIfTI file name ends in .nii or .nii.gz");
@@ -494,13 +405,8 @@ void NiftiPlaneWriter::write(const at::Tensor& plane) {
   at::Tensor values = plane.t();  // the file stores i fastest: [J,I]
   const int code = s.type->code;
   if (code != DT_FLOAT32 && code != DT_FLOAT64) {
-    static const std::map<int, std::pair<double, double>> kRange = {{DT_UINT8, {0, 255}},
-                                                                    {DT_INT8, {-128, 127}},
-                                                                    {DT_INT16, {-32768, 32767}},
-                                                                    {DT_UINT16, {0, 65535}},
-                                                                    {DT_INT32, {-2147483648.0, 2147483647.0}}};
     if (values.is_floating_point()) {
-      const auto& range = kRange.at(code);
+      const auto range = integer_range(code);
       values = values.to(torch::kDouble).round().clamp(range.first, range.second);
     }
   }

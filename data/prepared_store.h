@@ -68,6 +68,34 @@ struct PrepareSummary {
 // The "format" attribute on / that every reader checks (PreparedStore::open_file).
 inline constexpr const char* kPreparedStoreFormat = "kdseg prepared store 1";
 
+// The store's groups, datasets and attributes (the format above), named once for its writer
+// (data/prepare*.cpp) and its readers (PreparedStore, the batch loader).
+namespace store {
+inline constexpr const char* kSlices = "slices";
+inline constexpr const char* kImage = "slices/image";
+inline constexpr const char* kLabel = "slices/label";
+inline constexpr const char* kSliceCase = "slices/case";
+inline constexpr const char* kSliceIndex = "slices/index";
+inline constexpr const char* kRaters = "slices/raters";
+inline constexpr const char* kCases = "cases";
+inline constexpr const char* kCaseId = "cases/id";
+inline constexpr const char* kImageFile = "cases/image_file";
+inline constexpr const char* kLabelFile = "cases/label_file";
+inline constexpr const char* kShape = "cases/shape";
+inline constexpr const char* kSpacing = "cases/spacing";
+inline constexpr const char* kAffine = "cases/affine";
+inline constexpr const char* kSlicesKept = "cases/slices_kept";
+inline constexpr const char* kFold = "cases/fold";
+inline constexpr const char* kCaseRaters = "cases/raters";
+inline constexpr const char* kRaterAgreement = "cases/rater_agreement";
+inline constexpr const char* kFormatAttribute = "format";
+inline constexpr const char* kLayoutAttribute = "layout";
+inline constexpr const char* kOptionsAttribute = "options";
+inline constexpr const char* kToolVersionAttribute = "tool_version";
+inline constexpr const char* kCreatedAttribute = "created";
+inline constexpr const char* kContentHashAttribute = "content_hash";
+}  // namespace store
+
 // The processes of `mpirun -np N kdseg prepare` (data/ knows no communicator: the caller passes
 // its collectives). Rank r converts cases r, r + N, ... into a part file beside the output;
 // rank 0 joins the parts into the store.

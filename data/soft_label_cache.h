@@ -25,6 +25,9 @@
 #include "data/cache_folder.h"
 
 namespace kdseg::data {
+namespace h5 {
+class Handle;  // data/hdf5_util.h
+}
 
 class PreparedStore;
 
@@ -106,7 +109,7 @@ class CacheShardWriter {
   std::string dir_, final_path_, partial_path_;
   ShardSpec spec_;
   CacheProvenance provenance_;
-  int64_t file_ = -1;
+  std::unique_ptr<h5::Handle> file_;  // data/hdf5_util.h
   std::vector<uint8_t> done_;
   bool finished_ = false;
 };

@@ -18,24 +18,20 @@ namespace fs = std::filesystem;
 using torch::Tensor;
 
 struct Storage {
-  const char* image_type;
+  NiftiType image_type;
   double slope, inter;
-  const char* label_type;
+  NiftiType label_type;
 };
 // Varied on purpose: integer and float images, a scaled unsigned encoding, several label types.
-const Storage kStorages[] = {{"int16", 1, 0, "uint8"},
-                             {"float32", 1, 0, "int16"},
-                             {"uint16", 1, -1024, "uint8"},
-                             {"int32", 1, 0, "float32"},
-                             {"float64", 1, 0, "uint8"}};
+const Storage kStorages[] = {{NiftiType::kInt16, 1, 0, NiftiType::kUint8},
+                             {NiftiType::kFloat32, 1, 0, NiftiType::kInt16},
+                             {NiftiType::kUint16, 1, -1024, NiftiType::kUint8},
+                             {NiftiType::kInt32, 1, 0, NiftiType::kFloat32},
+                             {NiftiType::kFloat64, 1, 0, NiftiType::kUint8}};
 
 // Orientation of the stored voxel axes: which canonical axis each one runs along, and its sign.
-struct StoredOrientation {
-  std::array<int64_t, 3> axis;
-  std::array<int, 3> direction;
-};
-const StoredOrientation kOrientations[] = {{{0, 1, 2}, {1, 1, 1}},  {{0, 1, 2}, {-1, -1, 1}}, {{1, 0, 2}, {1, -1, 1}},
-                                           {{0, 2, 1}, {1, 1, -1}}, {{2, 0, 1}, {-1, 1, 1}},  {{1, 2, 0}, {1, -1, -1}}};
+const Orientation kOrientations[] = {{{0, 1, 2}, {1, 1, 1}},  {{0, 1, 2}, {-1, -1, 1}}, {{1, 0, 2}, {1, -1, 1}},
+                                     {{0, 2, 1}, {1, 1, -1}}, {{2, 0, 1}, {-1, 1, 1}},  {{1, 2, 0}, {1, -1, -1}}};
 
 // A tumour whose radius is below this fraction of its host's is small: raters may miss it.
 constexpr double kSmallTumour = 0.35;
@@ -175,38 +171,6 @@ std::vector<std::vector<Tensor>> rater_masks(const SynthOptions& o, int index,
   return masks;
 }
 
-// The stored voxel order of a stored orientation: stored axis v runs along canonical axis
-// orient.axis[v] with orient.direction[v].
-Tensor to_stored_voxels(const Tensor& canonical, const StoredOrientation& orient) {
-  Tensor out = canonical.permute({orient.axis[0], orient.axis[1], orient.axis[2]});
-  std::vector<int64_t> flips;
-  for (int s = 0; s < 3; ++s) {
-    if (orient.direction[static_cast<size_t>(s)] < 0) flips.push_back(s);
-  }
-  return flips.empty() ? out : out.flip(flips);
-}
-
-// The affine that maps stored voxels of canonical `sizes` back to the canonical (RAS-like) grid.
-Affine stored_affine(const StoredOrientation& orient, const Affine& canonical, at::IntArrayRef sizes) {
-  double t[4][4] = {{0}};
-  t[3][3] = 1;
-  for (int s = 0; s < 3; ++s) {
-    const int64_t w = orient.axis[static_cast<size_t>(s)];
-    const int d = orient.direction[static_cast<size_t>(s)];
-    t[w][s] = d;
-    t[w][3] = d < 0 ? static_cast<double>(sizes[static_cast<size_t>(w)] - 1) : 0.0;
-  }
-  Affine affine{};
-  for (int r = 0; r < 4; ++r) {
-    for (int c = 0; c < 4; ++c) {
-      double sum = 0;
-      for (int k = 0; k < 4; ++k) sum += canonical[static_cast<size_t>(r * 4 + k)] * t[k][c];
-      affine[static_cast<size_t>(r * 4 + c)] = sum;
-    }
-  }
-  return affine;
-}
-
 // The image and label file of case `i` in the layout's naming (LiTS: two batch folders and a
 // mix of .nii and .nii.gz; KiTS: case_NNNNN/imaging.nii.gz; QUBIQ: caseNN/image.nii.gz and no
 // label file).
@@ -233,8 +197,7 @@ std::pair<std::string, std::string> case_file_names(const std::string& dir, Layo
 // instances/{kidney,tumor,cyst}_instance-I_annotation-J.nii.gz, or QUBIQ's task01_segRR.nii.gz
 // (the union of the rater's kidneys, lesions included: QUBIQ's kidney task).
 void write_rater_files(const std::string& folder, Layout layout, const std::vector<Structure>& structures,
-                       const std::vector<std::vector<Tensor>>& masks, const StoredOrientation& orient,
-                       const Affine& affine) {
+                       const std::vector<std::vector<Tensor>>& masks, const Orientation& orient, const Affine& affine) {
   char name[64];
   if (layout == Layout::kQubiq) {
     for (size_t j = 0; j < masks.size(); ++j) {
@@ -243,7 +206,7 @@ void write_rater_files(const std::string& folder, Layout layout, const std::vect
         if (structures[s].kind == StructureKind::kOrgan) kidneys = torch::maximum(kidneys, masks[j][s]);
       }
       std::snprintf(name, sizeof name, "task01_seg%02d.nii.gz", static_cast<int>(j) + 1);
-      write_nifti((fs::path(folder) / name).string(), to_stored_voxels(kidneys, orient), affine, "uint8");
+      write_nifti((fs::path(folder) / name).string(), from_canonical(kidneys, orient), affine, NiftiType::kUint8);
     }
     return;
   }
@@ -255,7 +218,7 @@ void write_rater_files(const std::string& folder, Layout layout, const std::vect
       std::snprintf(name, sizeof name, "%s_instance-%d_annotation-%d.nii.gz",
                     kKindNames[static_cast<size_t>(structures[s].kind)], structures[s].instance,
                     static_cast<int>(j) + 1);
-      write_nifti((instances / name).string(), to_stored_voxels(masks[j][s], orient), affine, "uint8");
+      write_nifti((instances / name).string(), from_canonical(masks[j][s], orient), affine, NiftiType::kUint8);
     }
   }
 }
@@ -298,14 +261,14 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
     Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(i)}));
     const CaseVolumes v = make_case(o, i, rng, summary);
     const Storage& storage = kStorages[static_cast<size_t>(i) % std::size(kStorages)];
-    const StoredOrientation& orient = kOrientations[static_cast<size_t>(i) % std::size(kOrientations)];
+    const Orientation& orient = kOrientations[static_cast<size_t>(i) % std::size(kOrientations)];
     // Canonical affine: spacing on the diagonal, origin somewhere in the scanner.
     const double sx = rng.uniform(0.6, 0.9), sz = rng.uniform(1.0, 3.0);
     const Affine canonical{sx, 0, 0, -100.0, 0, sx, 0, -120.0, 0, 0, sz, -300.0, 0, 0, 0, 1};
-    const Affine affine = stored_affine(orient, canonical, v.hu.sizes());
+    const Affine affine = affine_in_orientation(orient, canonical, {v.hu.size(0), v.hu.size(1), v.hu.size(2)});
     const auto [image_path, label_path] = case_file_names(dir, o.layout, i);
-    write_nifti(image_path, to_stored_voxels(v.hu, orient), affine, storage.image_type, storage.slope, storage.inter);
-    if (!label_path.empty()) write_nifti(label_path, to_stored_voxels(v.label, orient), affine, storage.label_type);
+    write_nifti(image_path, from_canonical(v.hu, orient), affine, storage.image_type, storage.slope, storage.inter);
+    if (!label_path.empty()) write_nifti(label_path, from_canonical(v.label, orient), affine, storage.label_type);
     if (o.raters > 0) {
       write_rater_files(fs::path(image_path).parent_path().string(), o.layout, v.structures,
                         rater_masks(o, i, v.structures), orient, affine);

@@ -33,15 +33,6 @@ constexpr int64_t kIgnoredCode = 15;
 // exact to 1/65535 (within 7.6e-6), held in half the memory of float32.
 constexpr float kProbabilitySteps = 65535.0f;
 
-// The canonical in-plane slice [X,Y] as the file's plane [I,J]: flips undone, axes in file order.
-Tensor to_file_plane(const Tensor& slice, const data::Reorientation& r) {
-  std::vector<int64_t> flips;
-  for (int64_t w = 0; w < 2; ++w) {
-    if (r.flip[static_cast<size_t>(w)]) flips.push_back(w);
-  }
-  const Tensor unflipped = flips.empty() ? slice : slice.flip(flips);
-  return r.order[0] == 0 ? unflipped : unflipped.t();
-}
 
 constexpr const char* kRankFolderPrefix = "kdseg-evaluate-";
 
@@ -235,14 +226,15 @@ void CaseCollector::write_predictions(int32_t case_index) {
   };
   const std::array<std::string, 2> names = prediction_files(id);
   const fs::path folder(folder_);
-  data::NiftiPlaneWriter mask((folder / names[0]).string(), file_shape, affine, "uint8", out_.threads);
-  data::NiftiPlaneWriter probs((folder / names[1]).string(), file_shape, affine, "float32", out_.threads);
+  data::NiftiPlaneWriter mask((folder / names[0]).string(), file_shape, affine, data::NiftiType::kUint8, out_.threads);
+  data::NiftiPlaneWriter probs((folder / names[1]).string(), file_shape, affine, data::NiftiType::kFloat32,
+                               out_.threads);
   const auto axis = static_cast<size_t>(std::find(r.order.begin(), r.order.end(), 2) - r.order.begin());
   if (axis == 2) {  // the file's planes are axial slices (CT): one slice at a time
     for (int64_t k = 0; k < file_shape[2]; ++k) {
       const auto [m, p] = canonical_slice(r.flip[2] ? canonical[2] - 1 - k : k);
-      mask.write(to_file_plane(m, r));
-      probs.write(to_file_plane(p, r));
+      mask.write(data::to_file_plane(m, r));
+      probs.write(data::to_file_plane(p, r));
     }
   } else {  // sagittal or coronal planes: the canonical volumes, reoriented whole
     Tensor m = torch::zeros({canonical[0], canonical[1], canonical[2]}, torch::kByte);

@@ -6,9 +6,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "core/error.h"
 #include "core/losses/dml.h"
+#include "data/hdf5_util.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
 #include "tests/data/temp_dir.h"
@@ -101,24 +103,25 @@ TEST(SoftLabelCache, MasterReadsAsOneArrayThroughTheDocumentedNames) {
   // From another working folder: the shards are found next to the master.
   const fs::path here = fs::current_path();
   fs::current_path("/");
-  const hid_t file = H5Fopen(tmp.file("cache/soft_labels.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  ASSERT_GE(file, 0);
-  const hid_t set = H5Dopen2(file, "/soft_labels", H5P_DEFAULT);
-  ASSERT_GE(set, 0);
-  const hid_t space = H5Dget_space(set);
+  auto file =
+      std::make_unique<h5::Handle>(H5Fopen(tmp.file("cache/soft_labels.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  ASSERT_GE(file->get(), 0);
+  auto set = std::make_unique<h5::Handle>(H5Dopen2(*file, "/soft_labels", H5P_DEFAULT));
+  ASSERT_GE(set->get(), 0);
+  const h5::Handle space(H5Dget_space(*set));
   hsize_t dims[4];
   ASSERT_EQ(H5Sget_simple_extent_dims(space, dims, nullptr), 4);
   EXPECT_EQ(dims[0], rows.size());
   EXPECT_EQ(dims[1], 2u);
   std::vector<float> values(dims[0] * dims[1] * dims[2] * dims[3]);
-  ASSERT_GE(H5Dread(set, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
+  ASSERT_GE(H5Dread(*set, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
   std::vector<int64_t> slice(rows.size());
-  const hid_t slice_set = H5Dopen2(file, "/slice", H5P_DEFAULT);
-  ASSERT_GE(H5Dread(slice_set, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, slice.data()), 0);
-  H5Dclose(slice_set);
-  H5Sclose(space);
-  H5Dclose(set);
-  H5Fclose(file);
+  {
+    const h5::Handle slice_set(H5Dopen2(*file, "/slice", H5P_DEFAULT));
+    ASSERT_GE(H5Dread(slice_set, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, slice.data()), 0);
+  }
+  set.reset();  // the master closed before the working folder changes back
+  file.reset();
   fs::current_path(here);
   EXPECT_EQ(slice, rows);
   const Tensor all = torch::from_blob(values.data(), {7, 2, 6, 5});
@@ -178,13 +181,11 @@ TEST(SoftLabelCache, VerifyAndReadsFindACorruptedShard) {
   haddr_t address = 0;
   hsize_t size = 0;
   {
-    const hid_t file = H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    const hid_t set = H5Dopen2(file, "soft_labels", H5P_DEFAULT);
+    const h5::Handle file(H5Fopen(shard.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    const h5::Handle set(H5Dopen2(file, "soft_labels", H5P_DEFAULT));
     const hsize_t offset[4] = {1, 0, 0, 0};
     unsigned mask = 0;
     ASSERT_GE(H5Dget_chunk_info_by_coord(set, offset, &mask, &address, &size), 0);
-    H5Dclose(set);
-    H5Fclose(file);
   }
   {
     std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);

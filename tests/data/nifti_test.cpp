@@ -20,28 +20,30 @@ D::Affine diagonal(double sx, double sy, double sz) { return {sx, 0, 0, 10, 0, s
 TEST(Nifti, RoundTripEveryDatatypeAndCompression) {
   kdseg::test::TempDir dir;
   const Tensor values = torch::arange(0, 4 * 5 * 6, torch::kDouble).reshape({4, 5, 6});
-  for (const char* type : {"uint8", "int8", "int16", "uint16", "int32", "float32", "float64"}) {
+  for (const D::NiftiType type :
+       {D::NiftiType::kUint8, D::NiftiType::kInt8, D::NiftiType::kInt16, D::NiftiType::kUint16, D::NiftiType::kInt32,
+        D::NiftiType::kFloat32, D::NiftiType::kFloat64}) {
     for (const char* ext : {".nii", ".nii.gz"}) {
-      const std::string path = dir.file(std::string("v_") + type + ext);
-      const Tensor data = std::string(type) == "int8" ? values - 60 : values;
+      const std::string path = dir.file(std::string("v_") + D::nifti_type_name(type) + ext);
+      const Tensor data = type == D::NiftiType::kInt8 ? values - 60 : values;
       D::write_nifti(path, data, diagonal(0.7, 0.8, 2.5), type);
       const D::Volume v = D::read_nifti(path);
       EXPECT_EQ(v.datatype, type);
-      EXPECT_TRUE(v.voxels.to(torch::kDouble).equal(data)) << type << ext;
+      EXPECT_TRUE(v.voxels.to(torch::kDouble).equal(data)) << D::nifti_type_name(type) << ext;
       EXPECT_NEAR(v.affine[0], 0.7, 1e-6);
       EXPECT_NEAR(v.affine[10], 2.5, 1e-6);
       EXPECT_NEAR(v.affine[7], -20, 1e-6);
     }
   }
   // uint16 above the int16 range is read exactly.
-  D::write_nifti(dir.file("big.nii"), torch::full({2, 2, 2}, 60000.0), diagonal(1, 1, 1), "uint16");
+  D::write_nifti(dir.file("big.nii"), torch::full({2, 2, 2}, 60000.0), diagonal(1, 1, 1), D::NiftiType::kUint16);
   EXPECT_EQ(D::read_nifti(dir.file("big.nii")).voxels.max().item<float>(), 60000.0f);
 }
 
 TEST(Nifti, ScaleSlopeAndInterceptAreApplied) {
   kdseg::test::TempDir dir;
   const Tensor hu = torch::tensor({-1024.0, -100.0, 0.0, 40.5, 200.0, 3000.0, 12.0, 7.5}).reshape({2, 2, 2});
-  D::write_nifti(dir.file("scaled.nii.gz"), hu, diagonal(1, 1, 1), "int16", 0.5, -1024);
+  D::write_nifti(dir.file("scaled.nii.gz"), hu, diagonal(1, 1, 1), D::NiftiType::kInt16, 0.5, -1024);
   const D::Volume v = D::read_nifti(dir.file("scaled.nii.gz"));
   EXPECT_TRUE(v.voxels.to(torch::kDouble).equal(hu.to(torch::kDouble))) << v.voxels;
 }
@@ -88,7 +90,7 @@ TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
       a[3] = 11, a[7] = -7, a[11] = 3, a[15] = 1;
       // A slight obliquity must not change the answer.
       a[static_cast<size_t>(((perm[0] + 1) % 3) * 4 + 0)] += 0.05;
-      D::Volume volume{values, a, "test", "float32"};
+      D::Volume volume{values, a, "test", D::NiftiType::kFloat32};
       const D::Volume c = D::to_canonical(volume);
       for (int w = 0; w < 3; ++w) {
         EXPECT_GT(c.affine[static_cast<size_t>(w * 4 + w)], 0.5)
@@ -117,8 +119,8 @@ TEST(Nifti, CanonicalReorientationKeepsWorldPositions) {
 TEST(Nifti, LpsVolumeBecomesRasLikeNibabel) {
   // diag(-1,-1,1): nibabel's as_closest_canonical flips the first two axes.
   const Tensor values = torch::arange(0, 8, torch::kFloat).reshape({2, 2, 2});
-  const D::Volume c =
-      D::to_canonical(D::Volume{values, D::Affine{-1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, "", ""});
+  const D::Volume c = D::to_canonical(
+      D::Volume{values, D::Affine{-1, 0, 0, 0, 0, -1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1}, "", D::NiftiType::kFloat32});
   EXPECT_TRUE(c.voxels.equal(values.flip({0, 1})));
   EXPECT_EQ(c.affine[0], 1);
   EXPECT_EQ(c.affine[3], -1);  // the flipped axis starts at the other end
@@ -135,7 +137,7 @@ TEST(Nifti, StoredVoxelsAndCanonicalSlicesOfEveryOrientation) {
         a[static_cast<size_t>(perm[static_cast<size_t>(v)] * 4 + v)] = ((signs >> v) & 1 ? -1 : 1) * (v + 0.5);
       a[15] = 1;
       const std::string path = dir.file("o.nii.gz");
-      D::write_nifti(path, values, a, "int16");
+      D::write_nifti(path, values, a, D::NiftiType::kInt16);
       const D::Volume stored = D::read_nifti(path, true, D::VoxelType::kAsStored);
       EXPECT_EQ(stored.voxels.scalar_type(), torch::kShort);
       EXPECT_TRUE(stored.voxels.to(torch::kFloat).equal(values));
@@ -154,9 +156,13 @@ TEST(Nifti, PlaneWriterMatchesWriteNiftiAndIsAtomic) {
   kdseg::test::TempDir dir;
   const Tensor values = (torch::randn({9, 8, 5}) * 300).round();
   const D::Affine a = diagonal(-0.8, 0.8, 2.5);
-  for (const std::string type : {"int16", "uint8", "uint16", "float32"}) {
-    for (const std::string& name : {type + ".nii", type + ".nii.gz"}) {
-      const Tensor v = type == "uint8" ? values.abs().clamp_max(255) : type == "uint16" ? values.abs() * 50 : values;
+  for (const D::NiftiType type :
+       {D::NiftiType::kInt16, D::NiftiType::kUint8, D::NiftiType::kUint16, D::NiftiType::kFloat32}) {
+    const std::string type_name = D::nifti_type_name(type);
+    for (const std::string& name : {type_name + ".nii", type_name + ".nii.gz"}) {
+      const Tensor v = type == D::NiftiType::kUint8    ? values.abs().clamp_max(255)
+                       : type == D::NiftiType::kUint16 ? values.abs() * 50
+                                                       : values;
       {
         D::NiftiPlaneWriter writer(dir.file(name), {9, 8, 5}, a, type, /*threads=*/3);
         for (int64_t k = 0; k < 5; ++k) writer.write(v.select(2, k));
@@ -164,13 +170,13 @@ TEST(Nifti, PlaneWriterMatchesWriteNiftiAndIsAtomic) {
         writer.close();
       }
       const D::Volume back = D::read_nifti(dir.file(name));
-      EXPECT_TRUE(back.voxels.equal(v)) << type << " " << name;
+      EXPECT_TRUE(back.voxels.equal(v)) << name;
       EXPECT_EQ(back.datatype, type);
       for (size_t i = 0; i < 16; ++i) EXPECT_NEAR(back.affine[i], a[i], 1e-6);
     }
   }
   {  // An unfinished file never appears.
-    D::NiftiPlaneWriter writer(dir.file("unfinished.nii.gz"), {9, 8, 5}, a, "int16");
+    D::NiftiPlaneWriter writer(dir.file("unfinished.nii.gz"), {9, 8, 5}, a, D::NiftiType::kInt16);
     writer.write(values.select(2, 0));
     EXPECT_THROW(writer.close(), kdseg::Error);
   }
@@ -189,11 +195,11 @@ TEST(Nifti, BadFilesAreClearErrors) {
   };
   EXPECT_NE(error_of(dir.file("missing.nii")).find("missing.nii: no such file"), std::string::npos);
   // Truncated: the header promises more data than the file has.
-  D::write_nifti(dir.file("full.nii"), torch::zeros({16, 16, 16}), diagonal(1, 1, 1), "int16");
+  D::write_nifti(dir.file("full.nii"), torch::zeros({16, 16, 16}), diagonal(1, 1, 1), D::NiftiType::kInt16);
   std::filesystem::resize_file(dir.file("full.nii"), 352 + 1000);
   EXPECT_NE(error_of(dir.file("full.nii")).find("full.nii: truncated file: 1000 of 8192 bytes"), std::string::npos)
       << error_of(dir.file("full.nii"));
-  D::write_nifti(dir.file("full.nii.gz"), torch::randn({16, 16, 16}) * 100, diagonal(1, 1, 1), "int16");
+  D::write_nifti(dir.file("full.nii.gz"), torch::randn({16, 16, 16}) * 100, diagonal(1, 1, 1), D::NiftiType::kInt16);
   std::filesystem::resize_file(dir.file("full.nii.gz"), std::filesystem::file_size(dir.file("full.nii.gz")) / 2);
   EXPECT_NE(error_of(dir.file("full.nii.gz")).find("truncated file"), std::string::npos)
       << error_of(dir.file("full.nii.gz"));
@@ -202,7 +208,7 @@ TEST(Nifti, BadFilesAreClearErrors) {
   // NaN intensities.
   Tensor nan = torch::zeros({3, 3, 3});
   nan[1][1][1] = std::nan("");
-  D::write_nifti(dir.file("nan.nii"), nan, diagonal(1, 1, 1), "float32");
+  D::write_nifti(dir.file("nan.nii"), nan, diagonal(1, 1, 1), D::NiftiType::kFloat32);
   EXPECT_NE(error_of(dir.file("nan.nii")).find("1 voxels are NaN or Inf"), std::string::npos);
   // 4D, written with niftilib directly.
   const int dims[8] = {4, 3, 3, 3, 2, 1, 1, 1};

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "data/hdf5_util.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "data/synth.h"
@@ -118,21 +119,18 @@ TEST(Prepare, StoreHasTheDocumentedLayout) {
   o.folds = 5;
   D::prepare_store(o);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  const hid_t file = H5Fopen(dir.file("p.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  ASSERT_GE(file, 0);
+  const D::h5::Handle file(H5Fopen(dir.file("p.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+  ASSERT_GE(file.get(), 0);
   const auto dims_of = [&](const char* name, H5T_class_t expected_class, size_t expected_size) {
-    const hid_t set = H5Dopen2(file, name, H5P_DEFAULT);
-    EXPECT_GE(set, 0) << name;
-    const hid_t space = H5Dget_space(set), type = H5Dget_type(set);
+    const D::h5::Handle set(H5Dopen2(file, name, H5P_DEFAULT));
+    EXPECT_GE(set.get(), 0) << name;
+    const D::h5::Handle space(H5Dget_space(set)), type(H5Dget_type(set));
     std::vector<hsize_t> dims(static_cast<size_t>(H5Sget_simple_extent_ndims(space)));
     H5Sget_simple_extent_dims(space, dims.data(), nullptr);
     EXPECT_EQ(H5Tget_class(type), expected_class) << name;
     if (expected_size) {
       EXPECT_EQ(H5Tget_size(type), expected_size) << name;
     }
-    H5Tclose(type);
-    H5Sclose(space);
-    H5Dclose(set);
     return dims;
   };
   const auto image = dims_of("/slices/image", H5T_FLOAT, 4);  // resized: float32
@@ -153,15 +151,12 @@ TEST(Prepare, StoreHasTheDocumentedLayout) {
     EXPECT_GT(H5Aexists(file, attr), 0) << attr;
   }
   // Chunked per slice with deflate and shuffle.
-  const hid_t set = H5Dopen2(file, "/slices/image", H5P_DEFAULT);
-  const hid_t plist = H5Dget_create_plist(set);
+  const D::h5::Handle set(H5Dopen2(file, "/slices/image", H5P_DEFAULT));
+  const D::h5::Handle plist(H5Dget_create_plist(set));
   hsize_t chunk[3] = {0, 0, 0};
   EXPECT_EQ(H5Pget_chunk(plist, 3, chunk), 3);
   EXPECT_EQ(chunk[0], 1u);
   EXPECT_EQ(H5Pget_nfilters(plist), 2);
-  H5Pclose(plist);
-  H5Dclose(set);
-  H5Fclose(file);
 }
 
 TEST(Prepare, DeterministicFromSeedAndBalancedFolds) {
@@ -218,20 +213,20 @@ class BadInput : public ::testing::Test {
 };
 
 TEST_F(BadInput, MissingPartner) {
-  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), "int16");
+  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), D::NiftiType::kInt16);
   EXPECT_NE(expect_refused().find("volume-7.nii: volume without its segmentation-7"), std::string::npos);
 }
 
 TEST_F(BadInput, TruncatedFile) {
-  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), "int16");
-  D::write_nifti(bad("segmentation-7.nii"), labels(), affine(), "uint8");
+  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), D::NiftiType::kInt16);
+  D::write_nifti(bad("segmentation-7.nii"), labels(), affine(), D::NiftiType::kUint8);
   fs::resize_file(bad("volume-7.nii"), 2000);
   EXPECT_NE(expect_refused().find("volume-7.nii: truncated file"), std::string::npos);
 }
 
 TEST_F(BadInput, ShapesDiffer) {
-  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 9}), affine(), "int16");
-  D::write_nifti(bad("segmentation-7.nii"), labels(8), affine(), "uint8");
+  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 9}), affine(), D::NiftiType::kInt16);
+  D::write_nifti(bad("segmentation-7.nii"), labels(8), affine(), D::NiftiType::kUint8);
   EXPECT_NE(expect_refused().find("segmentation-7.nii: shape 20x20x8 differs from volume-7.nii 20x20x9"),
             std::string::npos);
 }
@@ -239,24 +234,24 @@ TEST_F(BadInput, ShapesDiffer) {
 TEST_F(BadInput, AffinesDiffer) {
   D::Affine other = affine();
   other[3] = 25;
-  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), "int16");
-  D::write_nifti(bad("segmentation-7.nii"), labels(), other, "uint8");
+  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), D::NiftiType::kInt16);
+  D::write_nifti(bad("segmentation-7.nii"), labels(), other, D::NiftiType::kUint8);
   EXPECT_NE(expect_refused().find("segmentation-7.nii: affine differs from volume-7.nii"), std::string::npos);
 }
 
 TEST_F(BadInput, LabelsOutsideTheLayoutSet) {
   Tensor l = labels();
   l[0][0][0] = 5;
-  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), "int16");
-  D::write_nifti(bad("segmentation-7.nii"), l, affine(), "uint8");
+  D::write_nifti(bad("volume-7.nii"), torch::zeros({20, 20, 8}), affine(), D::NiftiType::kInt16);
+  D::write_nifti(bad("segmentation-7.nii"), l, affine(), D::NiftiType::kUint8);
   EXPECT_NE(expect_refused().find("label values 5.000000 outside the lits set {0,1,2}"), std::string::npos);
 }
 
 TEST_F(BadInput, NanIntensities) {
   Tensor v = torch::zeros({20, 20, 8});
   v[3][3][3] = std::numeric_limits<float>::infinity();
-  D::write_nifti(bad("volume-7.nii"), v, affine(), "float32");
-  D::write_nifti(bad("segmentation-7.nii"), labels(), affine(), "uint8");
+  D::write_nifti(bad("volume-7.nii"), v, affine(), D::NiftiType::kFloat32);
+  D::write_nifti(bad("segmentation-7.nii"), labels(), affine(), D::NiftiType::kUint8);
   EXPECT_NE(expect_refused().find("volume-7.nii: 1 voxels are NaN or Inf"), std::string::npos);
 }
 
