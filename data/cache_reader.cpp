@@ -48,7 +48,7 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
   const h5::Handle master(H5Fopen(master_path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
   KDSEG_CHECK(master.get() >= 0, master_path, ": not a readable HDF5 file");
   provenance_ = read_provenance(master, master_path);
-  format_ = parse_cache_format(provenance_.format);
+  format_ = parse_enum<CacheFormat>(master_path + ": format", provenance_.format);
   if (format_ == CacheFormat::kProbsU8) {
     try {
       temperature_ = std::stod(provenance_.temperature);

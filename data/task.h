@@ -1,5 +1,5 @@
 // The segmentation task: which stored label values (0-255) become which training classes, and
-// the HU window that maps CT values to [-1, 1]. Made once from the task name and the store's
+// the HU window that maps CT values to [-1, 1]. Made once from the task (--task) and the store's
 // layout by the trainer, the evaluator and the teacher's precompute; read by the batch loader.
 #pragma once
 
@@ -10,14 +10,43 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/metrics.h"
 #include "data/layout.h"
 
 namespace kdseg::data {
 
+// "tumor" (tumour 1, everything else 0: the paper), "organ-tumor" (0, organ 1, tumour 2), or an
+// explicit map of stored label values to classes, "map:0:0,1:1,2:1,3:ignore".
+enum class TaskKind { kTumour, kOrganTumour, kMap };
+inline constexpr EnumName<TaskKind> kTaskKindNames[] = {
+    {TaskKind::kTumour, "tumor", ""},
+    {TaskKind::kTumour, "tumour", kAlias},
+    {TaskKind::kOrganTumour, "organ-tumor", ""},
+    {TaskKind::kOrganTumour, "organ-tumour", kAlias},
+    {TaskKind::kMap, "map", "map:<value>:<class>,..."},
+};
+constexpr EnumNames<TaskKind> enum_names(EnumTag<TaskKind>) { return kTaskKindNames; }
+
+// A task as --task gives it and config.json records it: its kind, and a map's pairs.
+struct TaskSpec {
+  TaskKind kind = TaskKind::kTumour;
+  std::string map;  // kMap: "0:0,1:1,2:ignore" (what follows "map:"); empty otherwise
+
+  bool operator==(const TaskSpec& other) const { return kind == other.kind && map == other.map; }
+  bool operator!=(const TaskSpec& other) const { return !(*this == other); }
+};
+// "tumor" (or "tumour"), "organ-tumor" (or "organ-tumour") or "map:<pairs>"; otherwise throws
+// kdseg::Error "--task: '<text>' is not one of tumor, organ-tumor, map". The pairs are checked
+// by make_task, against the store's layout.
+TaskSpec parse_task(const std::string& text);
+// "tumor", "organ-tumor" or "map:<pairs>": what parse_task reads back.
+std::string task_name(const TaskSpec& spec);
+
 // Maps stored label values (0-255) to classes, and HU to [-1, 1].
 struct Task {
-  std::string name;  // "tumor", "organ-tumor" or "map:<spec>"
+  TaskSpec spec;
+  std::string name;  // task_name(spec)
   int64_t classes = 2;
   std::array<int64_t, 256> class_of{};  // stored label value -> class, or ignore_index
   int64_t ignore_index = 255;
@@ -28,10 +57,10 @@ struct Task {
   at::Tensor window(const at::Tensor& hu) const;
 };
 
-// "tumor" (tumour 1, everything else 0: the paper), "organ-tumor" (0, organ 1, tumour 2; KiTS23
-// cysts by `cysts`: "organ", "tumor" or "ignore"), or an explicit map "0:0,1:1,2:2,3:ignore".
-// The HU window is the layout's: LiTS [-60, 140], KiTS and QUBIQ [-200, 300].
-Task make_task(const std::string& name, Layout layout, const std::string& cysts = "organ");
+// The task of `spec` on stores of `layout`. KiTS23's cysts count as `cysts`: "organ", "tumor" or
+// "ignore" (a map names their class itself). The HU window is the layout's: LiTS [-60, 140], KiTS
+// and QUBIQ [-200, 300].
+Task make_task(const TaskSpec& spec, Layout layout, const std::string& cysts = "organ");
 
 // The Dice regions reported for a task: "tumor" alone for two classes ("target" for QUBIQ); for organ-tumor the organ
 // ("liver" or "kidney") and "tumor", plus "kidney+tumor" (classes 1 and 2) for KiTS; otherwise

@@ -131,7 +131,7 @@ class Evaluator {
       : o_(o),
         comm_(comm),
         store_(o.data),
-        layout_(data::parse_layout(store_.attribute("layout"))),
+        layout_(parse_enum<data::Layout>(o.data + ": layout", store_.attribute("layout"))),
         task_(data::make_task(o.task, layout_)),
         regions_(data::dice_regions(task_, layout_)),
         device_(o.device) {
@@ -167,7 +167,8 @@ class Evaluator {
     }
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
     if (comm_.rank() == 0 && store_options_.is_object() &&
-        data::parse_slice_selection(store_options_.value("slices", "all")) != data::SliceSelection::kAll) {
+        parse_enum<data::SliceSelection>(o_.data + ": slices", store_options_.value("slices", "all")) !=
+            data::SliceSelection::kAll) {
       log::warn(
           "{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
           "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "
@@ -245,7 +246,7 @@ class Evaluator {
                    {"regions", region_names()},
                    {"reference", reference_json()},
                    {"options",
-                    {{"device", device_type_name(o_.device.type())},
+                    {{"device", enum_name(o_.device.type())},
                      {"batch_size", o_.batch_size},
                      {"bins", o_.bins},
                      {"bootstrap_resamples", o_.bootstrap},
@@ -254,7 +255,7 @@ class Evaluator {
                      {"save_predictions", o_.save_predictions},
                      {"surface_metrics", o_.surface},
                      {"surface_tolerance_mm", o_.surface ? json(o_.surface_tolerance) : json()},
-                     {"layout", data::layout_name(layout_)},
+                     {"layout", enum_name(layout_)},
                      {"slices", static_cast<int64_t>(rows_.size())}}},
                    {"empty_slice_dice", 1.0},
                    {"models", models}};

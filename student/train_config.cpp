@@ -6,89 +6,8 @@
 
 namespace kdseg::student {
 
-namespace {
-struct LabelKindName {
-  LabelKind kind;
-  const char* name;
-};
-constexpr LabelKindName kLabelKinds[] = {{LabelKind::kHard, "hard"},         {LabelKind::kSmoothed, "ls"},
-                                         {LabelKind::kMajority, "majority"}, {LabelKind::kRandom, "random"},
-                                         {LabelKind::kMean, "mean"},         {LabelKind::kWeighted, "weighted"}};
-}  // namespace
-
-LabelKind parse_label_kind(const std::string& name) {
-  for (const auto& k : kLabelKinds) {
-    if (name == k.name) return k.kind;
-  }
-  KDSEG_THROW("--labels must be hard, ls, majority, random, mean or weighted, got '", name, "'");
-}
-
-const char* label_kind_name(LabelKind kind) {
-  for (const auto& k : kLabelKinds) {
-    if (kind == k.kind) return k.name;
-  }
-  return "?";
-}
-
 bool is_rater_kind(LabelKind kind) { return kind != LabelKind::kHard && kind != LabelKind::kSmoothed; }
 bool is_soft_rater_kind(LabelKind kind) { return kind == LabelKind::kMean || kind == LabelKind::kWeighted; }
-
-LossKind parse_loss_kind(const std::string& name) {
-  if (name == "ce") return LossKind::kCe;
-  if (name == "dml") return LossKind::kDml;
-  if (name == "ce+dml") return LossKind::kCeDml;
-  KDSEG_THROW("--loss must be ce, dml or ce+dml, got '", name, "'");
-}
-
-const char* loss_kind_name(LossKind kind) {
-  switch (kind) {
-    case LossKind::kCe: return "ce";
-    case LossKind::kDml: return "dml";
-    case LossKind::kCeDml: return "ce+dml";
-  }
-  return "?";
-}
-
-TeacherMode parse_teacher_mode(const std::string& name) {
-  if (name == "cache") return TeacherMode::kCache;
-  if (name == "online") return TeacherMode::kOnline;
-  KDSEG_THROW("--teacher-mode must be cache or online, got '", name, "'");
-}
-
-const char* teacher_mode_name(TeacherMode mode) {
-  switch (mode) {
-    case TeacherMode::kNone: return "none";
-    case TeacherMode::kCache: return "cache";
-    case TeacherMode::kOnline: return "online";
-  }
-  return "?";
-}
-
-ChannelsLast parse_channels_last(const std::string& name) {
-  if (name == "auto") return ChannelsLast::kAuto;
-  if (name == "true" || name == "1" || name == "on" || name == "yes") return ChannelsLast::kOn;
-  if (name == "false" || name == "0" || name == "off" || name == "no") return ChannelsLast::kOff;
-  KDSEG_THROW("--channels-last must be auto, true or false, got '", name, "'");
-}
-
-const char* channels_last_name(ChannelsLast choice) {
-  switch (choice) {
-    case ChannelsLast::kAuto: return "auto";
-    case ChannelsLast::kOn: return "true";
-    case ChannelsLast::kOff: return "false";
-  }
-  return "?";
-}
-
-DmlReduction parse_dml_reduction(const std::string& name) {
-  if (name == "global") return DmlReduction::kGlobal;
-  if (name == "local") return DmlReduction::kLocal;
-  KDSEG_THROW("--dml-reduction must be global or local, got '", name, "'");
-}
-
-const char* dml_reduction_name(DmlReduction reduction) {
-  return reduction == DmlReduction::kGlobal ? "global" : "local";
-}
 
 namespace {
 
@@ -149,14 +68,14 @@ nlohmann::json config_json(const TrainConfig& c) {
       {"output", c.output},
       {"fold", c.fold},
       {"exclude_folds", c.exclude_folds},
-      {"arch", c.arch},
+      {"arch", enum_name(c.arch)},
       {"width", c.width},
       {"dropout", c.dropout},
-      {"task", c.task},
-      {"labels", label_kind_name(c.labels)},
+      {"task", data::task_name(c.task)},
+      {"labels", enum_name(c.labels)},
       {"ls_epsilon", c.ls_epsilon},
       {"ls_kernel", c.ls_kernel},
-      {"loss", loss_kind_name(c.loss)},
+      {"loss", enum_name(c.loss)},
       {"epochs", c.epochs},
       {"max_steps", c.max_steps},
       {"batch_size", c.batch_size},
@@ -169,13 +88,13 @@ nlohmann::json config_json(const TrainConfig& c) {
       {"seed", c.seed},
       {"workers", c.workers},
       {"deterministic", c.deterministic},
-      {"teacher_mode", teacher_mode_name(c.teacher_mode)},
+      {"teacher_mode", enum_name(c.teacher_mode)},
       {"cache", c.cache},
       {"teacher", c.teacher},
       {"temperature", c.temperature},
-      {"dml_reduction", dml_reduction_name(c.dml_reduction)},
-      {"device", device_type_name(c.device)},
-      {"precision", precision_name(c.precision)},
+      {"dml_reduction", enum_name(c.dml_reduction)},
+      {"device", enum_name(c.device)},
+      {"precision", enum_name(c.precision)},
       {"channels_last", c.channels_last == ChannelsLast::kAuto ? nlohmann::json("auto")
                                                                : nlohmann::json(c.channels_last == ChannelsLast::kOn)}};
 }

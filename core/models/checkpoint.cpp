@@ -95,7 +95,7 @@ UNetOptions Checkpoint::unet_options(UNetOptions base) const {
   const auto config = nlohmann::json::parse(info_.config, nullptr, /*allow_exceptions=*/false);
   KDSEG_CHECK(config.is_object() && config.contains("arch") && config.contains("width"), path_,
               ": the checkpoint's configuration does not name its network (arch, width)");
-  return base.encoder(parse_architecture(config.at("arch").get<std::string>()))
+  return base.encoder(parse_enum<Encoder>(path_ + ": arch", config.at("arch").get<std::string>()))
       .width(config.at("width").get<double>())
       .classes(info_.classes);
 }
@@ -106,8 +106,7 @@ void Checkpoint::load_weights(UNet& model) const {
   try {
     model->load(model_archive);
   } catch (const std::exception& e) {
-    KDSEG_THROW(path_, ": its weights do not fit ", architecture_name(model->options().encoder()), ": ",
-                error_message(e));
+    KDSEG_THROW(path_, ": its weights do not fit ", enum_name(model->options().encoder()), ": ", error_message(e));
   }
 }
 
