@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
               static_cast<long long>(batches), static_cast<long long>(batch));
   std::printf("%-44s %12s %8s\n", "reader", "slices/s", "ratio");
   std::printf("%-44s %12.1f %7.2fx\n", "H5Dread of image+label, sequential, no aug", baseline, 1.0);
-  const D::Task task = D::make_task("tumor", D::Layout::kLits);
+  const D::Task task = D::make_task(D::parse_task("tumor"), D::Layout::kLits);
   for (int workers : {1, 2, 3, 4}) {
     D::LoaderOptions o;
     o.workers = workers;

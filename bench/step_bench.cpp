@@ -104,7 +104,7 @@ double largest_error(const std::vector<at::Tensor>& got, const std::vector<at::T
 
 int loss_share(const Args& a) {
   torch::manual_seed(0);
-  M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
+  M::UNet net(M::UNetOptions().encoder(kdseg::parse_enum<M::Encoder>("--arch", a.arch)));
   const at::Tensor x = torch::randn({a.batch, 1, a.size, a.size});
   const at::Tensor y = torch::randint(0, 2, {a.batch, a.size, a.size}, torch::kLong);
   const L::SegmentationObjective objective;
@@ -141,7 +141,7 @@ std::optional<c10::Device> bench_device(const Args& a) {
 }
 M::UNet bench_network(const Args& a, c10::Device device, bool channels_last) {
   torch::manual_seed(0);
-  M::UNet net(M::UNetOptions().encoder(M::parse_architecture(a.arch)));
+  M::UNet net(M::UNetOptions().encoder(kdseg::parse_enum<M::Encoder>("--arch", a.arch)));
   net->to(device);
   if (channels_last) M::use_channels_last(*net);
   return net;
@@ -298,7 +298,7 @@ int overlap(const Args& a) {
   auto comm = D::make_communicator(options);
   const auto make = [&] {
     torch::manual_seed(0);
-    return M::UNet(M::UNetOptions().encoder(M::parse_architecture(a.arch)).norm([&](int64_t c) {
+    return M::UNet(M::UNetOptions().encoder(kdseg::parse_enum<M::Encoder>("--arch", a.arch)).norm([&](int64_t c) {
       return torch::nn::AnyModule(D::SyncBatchNorm2d(c, comm.get()));
     }));
   };

@@ -5,13 +5,16 @@
 
 #include <c10/core/Device.h>
 
-#include <string>
+#include "core/enum_names.h"
 
 namespace kdseg {
 
-// "cpu" or "cuda". Throws kdseg::Error naming --device for anything else.
-c10::DeviceType parse_device_type(const std::string& name);
-const char* device_type_name(c10::DeviceType type);  // "cpu", "cuda"
+// The devices a command runs on (--device): parse_enum<c10::DeviceType>, enum_name.
+inline constexpr EnumName<c10::DeviceType> kDeviceTypeNames[] = {
+    {c10::DeviceType::CPU, "cpu", ""},
+    {c10::DeviceType::CUDA, "cuda", ""},
+};
+constexpr EnumNames<c10::DeviceType> enum_names(EnumTag<c10::DeviceType>) { return kDeviceTypeNames; }
 
 // Numerics of the network's forward and backward.
 enum class Precision {
@@ -19,8 +22,13 @@ enum class Precision {
   kBf16,  // bf16 autocast (CUDA only)
   kFp32,  // IEEE float32 (no TF32 tensor cores)
 };
-Precision parse_precision(const std::string& name);  // auto | bf16 | fp32
-const char* precision_name(Precision precision);
+inline constexpr EnumName<Precision> kPrecisionNames[] = {
+    {Precision::kAuto, "auto", "bf16 autocast on CUDA, fp32 on CPU"},
+    {Precision::kBf16, "bf16", ""},
+    {Precision::kFp32, "fp32", ""},
+};
+constexpr EnumNames<Precision> enum_names(EnumTag<Precision>) { return kPrecisionNames; }
+
 // Whether the network runs under bf16 autocast on `device`.
 inline bool uses_bf16_autocast(Precision precision, c10::Device device) {
   return device.is_cuda() && precision != Precision::kFp32;

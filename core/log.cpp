@@ -2,20 +2,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
-#include "core/error.h"
-
 namespace kdseg::log {
-
-Level parse_level(std::string_view name) {
-  if (name == "trace") return Level::kTrace;
-  if (name == "debug") return Level::kDebug;
-  if (name == "info") return Level::kInfo;
-  if (name == "warn" || name == "warning") return Level::kWarn;
-  if (name == "error") return Level::kError;
-  if (name == "off") return Level::kOff;
-  KDSEG_THROW("unknown log level '", name, "': use trace, debug, info, warn, error or off");
-}
-
 namespace {
 spdlog::level::level_enum to_spdlog(Level level) {
   switch (level) {

@@ -11,12 +11,18 @@
 #include <string_view>
 #include <utility>
 
+#include "core/enum_names.h"
+
 namespace kdseg::log {
 
 enum class Level { kTrace, kDebug, kInfo, kWarn, kError, kOff };
-
-// Parses "trace", "debug", "info", "warn", "error" or "off"; throws kdseg::Error otherwise.
-Level parse_level(std::string_view name);
+// --log-level: parse_enum<log::Level>, enum_name.
+inline constexpr EnumName<Level> kLevelNames[] = {
+    {Level::kTrace, "trace", ""}, {Level::kDebug, "debug", ""},      {Level::kInfo, "info", ""},
+    {Level::kWarn, "warn", ""},   {Level::kWarn, "warning", kAlias}, {Level::kError, "error", ""},
+    {Level::kOff, "off", ""},
+};
+constexpr EnumNames<Level> enum_names(EnumTag<Level>) { return kLevelNames; }
 
 // (Re)configures the process-wide logger for this rank. Safe to call again after
 // distribution is initialised.

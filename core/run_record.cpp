@@ -6,93 +6,13 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/enum_names.h"
 #include "core/error.h"
 
 namespace kdseg {
 
-namespace {
-struct LabelKindName {
-  LabelKind kind;
-  const char* name;
-};
-constexpr LabelKindName kLabelKinds[] = {{LabelKind::kHard, "hard"},         {LabelKind::kSmoothed, "ls"},
-                                         {LabelKind::kMajority, "majority"}, {LabelKind::kRandom, "random"},
-                                         {LabelKind::kMean, "mean"},         {LabelKind::kWeighted, "weighted"}};
-}  // namespace
-
-LabelKind parse_label_kind(const std::string& name) {
-  for (const auto& k : kLabelKinds) {
-    if (name == k.name) return k.kind;
-  }
-  KDSEG_THROW("--labels must be hard, ls, majority, random, mean or weighted, got '", name, "'");
-}
-
-const char* label_kind_name(LabelKind kind) {
-  for (const auto& k : kLabelKinds) {
-    if (kind == k.kind) return k.name;
-  }
-  return "?";
-}
-
 bool is_rater_kind(LabelKind kind) { return kind != LabelKind::kHard && kind != LabelKind::kSmoothed; }
 bool is_soft_rater_kind(LabelKind kind) { return kind == LabelKind::kMean || kind == LabelKind::kWeighted; }
-
-LossKind parse_loss_kind(const std::string& name) {
-  if (name == "ce") return LossKind::kCe;
-  if (name == "dml") return LossKind::kDml;
-  if (name == "ce+dml") return LossKind::kCeDml;
-  KDSEG_THROW("--loss must be ce, dml or ce+dml, got '", name, "'");
-}
-
-const char* loss_kind_name(LossKind kind) {
-  switch (kind) {
-    case LossKind::kCe: return "ce";
-    case LossKind::kDml: return "dml";
-    case LossKind::kCeDml: return "ce+dml";
-  }
-  return "?";
-}
-
-TeacherMode parse_teacher_mode(const std::string& name) {
-  if (name == "cache") return TeacherMode::kCache;
-  if (name == "online") return TeacherMode::kOnline;
-  KDSEG_THROW("--teacher-mode must be cache or online, got '", name, "'");
-}
-
-const char* teacher_mode_name(TeacherMode mode) {
-  switch (mode) {
-    case TeacherMode::kNone: return "none";
-    case TeacherMode::kCache: return "cache";
-    case TeacherMode::kOnline: return "online";
-  }
-  return "?";
-}
-
-ChannelsLast parse_channels_last(const std::string& name) {
-  if (name == "auto") return ChannelsLast::kAuto;
-  if (name == "true" || name == "1" || name == "on" || name == "yes") return ChannelsLast::kOn;
-  if (name == "false" || name == "0" || name == "off" || name == "no") return ChannelsLast::kOff;
-  KDSEG_THROW("--channels-last must be auto, true or false, got '", name, "'");
-}
-
-const char* channels_last_name(ChannelsLast choice) {
-  switch (choice) {
-    case ChannelsLast::kAuto: return "auto";
-    case ChannelsLast::kOn: return "true";
-    case ChannelsLast::kOff: return "false";
-  }
-  return "?";
-}
-
-DmlReduction parse_dml_reduction(const std::string& name) {
-  if (name == "global") return DmlReduction::kGlobal;
-  if (name == "local") return DmlReduction::kLocal;
-  KDSEG_THROW("--dml-reduction must be global or local, got '", name, "'");
-}
-
-const char* dml_reduction_name(DmlReduction reduction) {
-  return reduction == DmlReduction::kGlobal ? "global" : "local";
-}
 
 namespace {
 using nlohmann::json;
@@ -103,8 +23,17 @@ using nlohmann::json;
   KDSEG_THROW(source, ": '", key, "' is ", value.dump(), ", expected ", expected);
 }
 
-template <typename T>
-struct Codec;
+// Enumerations by their name in the type's table (core/enum_names.h); the layout is "auto"
+// before it is resolved and then true or false.
+template <typename Enum>
+struct Codec {
+  static_assert(std::is_enum_v<Enum>, "a field of a type without a codec");
+  static json write(Enum v) { return enum_name(v); }
+  static Enum read(const json& j, const char* key, const std::string& source) {
+    if (!j.is_string()) wrong_type(j, key, source, "a name");
+    return parse_enum<Enum>(source + ": '" + key + "'", j.get<std::string>());
+  }
+};
 
 template <>
 struct Codec<std::string> {
@@ -160,38 +89,6 @@ struct Codec<std::vector<int>> {
   }
 };
 
-// Enumerations by name, read back through their parse function (whose error is reworded to
-// name the record).
-template <typename Enum, const char* (*name_of)(Enum), Enum (*parse)(const std::string&)>
-struct NamedCodec {
-  static json write(Enum v) { return name_of(v); }
-  static Enum read(const json& j, const char* key, const std::string& source) {
-    if (!j.is_string()) wrong_type(j, key, source, "a name");
-    try {
-      return parse(j.get<std::string>());
-    } catch (const Error& e) {
-      KDSEG_THROW(source, ": '", key, "': ", e.message());
-    }
-  }
-};
-template <>
-struct Codec<LabelKind> : NamedCodec<LabelKind, label_kind_name, parse_label_kind> {};
-template <>
-struct Codec<LossKind> : NamedCodec<LossKind, loss_kind_name, parse_loss_kind> {};
-// A record also names `train`'s mode, which is no option of `distill`.
-TeacherMode recorded_teacher_mode(const std::string& name) {
-  return name == teacher_mode_name(TeacherMode::kNone) ? TeacherMode::kNone : parse_teacher_mode(name);
-}
-template <>
-struct Codec<TeacherMode> : NamedCodec<TeacherMode, teacher_mode_name, recorded_teacher_mode> {};
-template <>
-struct Codec<DmlReduction> : NamedCodec<DmlReduction, dml_reduction_name, parse_dml_reduction> {};
-template <>
-struct Codec<Precision> : NamedCodec<Precision, precision_name, parse_precision> {};
-template <>
-struct Codec<c10::DeviceType> : NamedCodec<c10::DeviceType, device_type_name, parse_device_type> {};
-
-// The layout is "auto" before it is resolved and then true or false.
 template <>
 struct Codec<ChannelsLast> {
   static json write(ChannelsLast v) { return v == ChannelsLast::kAuto ? json("auto") : json(v == ChannelsLast::kOn); }
@@ -199,6 +96,21 @@ struct Codec<ChannelsLast> {
     if (j.is_boolean()) return j.get<bool>() ? ChannelsLast::kOn : ChannelsLast::kOff;
     if (j == "auto") return ChannelsLast::kAuto;
     wrong_type(j, key, source, "\"auto\", true or false");
+  }
+};
+
+// "tumor", "organ-tumor" or "map:<pairs>"; a record of another spelling ("tumour") reads as the
+// same task.
+template <>
+struct Codec<TaskSpec> {
+  static json write(const TaskSpec& v) { return task_name(v); }
+  static TaskSpec read(const json& j, const char* key, const std::string& source) {
+    if (!j.is_string()) wrong_type(j, key, source, "a task name");
+    try {
+      return parse_task(j.get<std::string>());
+    } catch (const Error& e) {
+      KDSEG_THROW(source, ": '", key, "': ", e.message());
+    }
   }
 };
 

@@ -20,6 +20,9 @@
 #include <vector>
 
 #include "core/device.h"
+#include "core/enum_names.h"
+#include "core/models/architecture.h"
+#include "core/task_spec.h"
 
 namespace kdseg {
 
@@ -38,31 +41,56 @@ inline constexpr int kRunRecordVersion = 2;
 // (ls), or its raters (data/raters.h): their majority vote or one rater drawn per sample and
 // epoch (hard), their mean or their mean weighted by agreement with the majority (soft).
 enum class LabelKind { kHard, kSmoothed, kMajority, kRandom, kMean, kWeighted };
-LabelKind parse_label_kind(const std::string& name);  // hard | ls | majority | random | mean | weighted
-const char* label_kind_name(LabelKind kind);
+inline constexpr EnumName<LabelKind> kLabelKindNames[] = {
+    {LabelKind::kHard, "hard", ""},         {LabelKind::kSmoothed, "ls", "boundary label smoothing"},
+    {LabelKind::kMajority, "majority", ""}, {LabelKind::kRandom, "random", ""},
+    {LabelKind::kMean, "mean", ""},         {LabelKind::kWeighted, "weighted", ""},
+};
+constexpr EnumNames<LabelKind> enum_names(EnumTag<LabelKind>) { return kLabelKindNames; }
 bool is_rater_kind(LabelKind kind);       // majority, random, mean, weighted
 bool is_soft_rater_kind(LabelKind kind);  // mean, weighted
 
 // The objective: CE (or KL to soft labels) alone, DML alone, or the paper's 0.25 CE + 0.75 DML.
 enum class LossKind { kCe, kDml, kCeDml };
-LossKind parse_loss_kind(const std::string& name);  // ce | dml | ce+dml
-const char* loss_kind_name(LossKind kind);
+inline constexpr EnumName<LossKind> kLossKindNames[] = {
+    {LossKind::kCe, "ce", ""},
+    {LossKind::kDml, "dml", ""},
+    {LossKind::kCeDml, "ce+dml", "0.25 CE + 0.75 DML"},
+};
+constexpr EnumNames<LossKind> enum_names(EnumTag<LossKind>) { return kLossKindNames; }
 
 // Where a distilled student's soft labels come from: none (`train`), a precomputed cache, or a
 // teacher run inside each step on the augmented batch (as the reference implementation does).
 enum class TeacherMode { kNone, kCache, kOnline };
-TeacherMode parse_teacher_mode(const std::string& name);  // cache | online (none is train's)
-const char* teacher_mode_name(TeacherMode mode);
+inline constexpr EnumName<TeacherMode> kTeacherModeNames[] = {
+    {TeacherMode::kNone, "none", "train's"},
+    {TeacherMode::kCache, "cache", "soft labels from --cache"},
+    {TeacherMode::kOnline, "online", "run --teacher in every step"},
+};
+constexpr EnumNames<TeacherMode> enum_names(EnumTag<TeacherMode>) { return kTeacherModeNames; }
 
 // DML statistics over the global batch (the same loss on any number of ranks) or per rank.
 enum class DmlReduction { kGlobal, kLocal };
-DmlReduction parse_dml_reduction(const std::string& name);  // global | local
-const char* dml_reduction_name(DmlReduction reduction);
+inline constexpr EnumName<DmlReduction> kDmlReductionNames[] = {
+    {DmlReduction::kGlobal, "global", "DML over the global batch, the same loss on any number of ranks"},
+    {DmlReduction::kLocal, "local", "per rank"},
+};
+constexpr EnumNames<DmlReduction> enum_names(EnumTag<DmlReduction>) { return kDmlReductionNames; }
 
 // The memory layout of weights and activations.
 enum class ChannelsLast { kAuto, kOn, kOff };
-ChannelsLast parse_channels_last(const std::string& name);  // auto | true | false (1, 0, on, off)
-const char* channels_last_name(ChannelsLast choice);
+inline constexpr EnumName<ChannelsLast> kChannelsLastNames[] = {
+    {ChannelsLast::kAuto, "auto", "on CUDA and AVX-512 CPUs, where it is faster"},
+    {ChannelsLast::kOn, "true", ""},
+    {ChannelsLast::kOn, "1", kAlias},
+    {ChannelsLast::kOn, "on", kAlias},
+    {ChannelsLast::kOn, "yes", kAlias},
+    {ChannelsLast::kOff, "false", ""},
+    {ChannelsLast::kOff, "0", kAlias},
+    {ChannelsLast::kOff, "off", kAlias},
+    {ChannelsLast::kOff, "no", kAlias},
+};
+constexpr EnumNames<ChannelsLast> enum_names(EnumTag<ChannelsLast>) { return kChannelsLastNames; }
 
 // Every setting of a training run that its record keeps.
 struct RunConfig {
@@ -70,10 +98,10 @@ struct RunConfig {
   std::string output;              // folder: checkpoints, metrics.jsonl, config.json
   int fold = 0;                    // held out for validation; every other fold trains ...
   std::vector<int> exclude_folds;  // ... except these (e.g. the fold a teacher's temperature was fitted on)
-  std::string arch = "unet-resnet18d";
+  models::Encoder arch = models::Encoder::kResNet18d;
   double width = 1.0;  // channel multiplier (tests and quick runs)
   double dropout = 0.1;
-  std::string task = "tumor";
+  TaskSpec task;
   LabelKind labels = LabelKind::kHard;
   double ls_epsilon = 0.5;
   int64_t ls_kernel = 3;

@@ -49,16 +49,6 @@ std::vector<std::string> field_names(bool identity_only) {
 
 // --- formats and provenance ------------------------------------------------------------------------
 
-CacheFormat parse_cache_format(const std::string& name) {
-  if (name == "logits-f16") return CacheFormat::kLogitsF16;
-  if (name == "probs-u8") return CacheFormat::kProbsU8;
-  KDSEG_THROW("unknown cache format '", name, "': use logits-f16 or probs-u8");
-}
-
-const char* cache_format_name(CacheFormat format) {
-  return format == CacheFormat::kLogitsF16 ? "logits-f16" : "probs-u8";
-}
-
 const std::vector<std::string>& CacheProvenance::fields() {
   static const std::vector<std::string> names = field_names(/*identity_only=*/false);
   return names;

@@ -48,7 +48,7 @@ SoftLabelCache::SoftLabelCache(const std::string& dir) : dir_(dir) {
   const h5::Handle master = h5::try_open_file(master_path);
   KDSEG_CHECK(master.get() >= 0, master_path, ": not a readable HDF5 file");
   provenance_ = read_provenance(master, master_path);
-  format_ = parse_cache_format(provenance_.format);
+  format_ = parse_enum<CacheFormat>(master_path + ": format", provenance_.format);
   if (format_ == CacheFormat::kProbsU8) {
     try {
       temperature_ = std::stod(provenance_.temperature);

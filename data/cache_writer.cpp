@@ -145,7 +145,7 @@ void CacheShardWriter::write(int64_t local_first, const Tensor& values) {
   KDSEG_CHECK(values.scalar_type() == expected && values.dim() == 4 && values.size(1) == spec_.classes &&
                   values.size(2) == spec_.height && values.size(3) == spec_.width,
               partial_path_, ": values must be [B,", spec_.classes, ",", spec_.height, ",", spec_.width, "] ",
-              cache_format_name(spec_.format));
+              enum_name(spec_.format));
   const Tensor host = values.to(torch::kCPU).contiguous();
   const size_t row_bytes = static_cast<size_t>(spec_.classes * spec_.height * spec_.width) * value_size(spec_.format);
   std::vector<uint32_t> checksums(static_cast<size_t>(count));
@@ -214,7 +214,7 @@ void write_cache_master(const std::string& dir, int world) {
   }
   const CacheProvenance& provenance = shards.front().provenance;
   const hsize_t dims[4] = {store_rows.size(), shards.front().dims[1], shards.front().dims[2], shards.front().dims[3]};
-  const CacheFormat format = parse_cache_format(provenance.format);
+  const CacheFormat format = parse_enum<CacheFormat>(shards.front().path + ": format", provenance.format);
 
   AtomicFile master(CacheFolder(dir).master_path());
   {

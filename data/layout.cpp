@@ -10,24 +10,6 @@
 namespace kdseg::data {
 namespace fs = std::filesystem;
 
-Layout parse_layout(const std::string& name) {
-  if (name == "lits") return Layout::kLits;
-  if (name == "kits19") return Layout::kKits19;
-  if (name == "kits23" || name == "kits21") return Layout::kKits23;
-  if (name == "qubiq") return Layout::kQubiq;
-  KDSEG_THROW("unknown --layout '", name, "': use lits, kits19, kits23 or qubiq (or leave it out to detect it)");
-}
-
-std::string layout_name(Layout layout) {
-  switch (layout) {
-    case Layout::kLits: return "lits";
-    case Layout::kKits19: return "kits19";
-    case Layout::kKits23: return "kits23";
-    case Layout::kQubiq: return "qubiq";
-  }
-  return "?";
-}
-
 std::vector<int> label_values(Layout layout) {
   switch (layout) {
     case Layout::kKits23: return {0, 1, 2, 3};
@@ -155,7 +137,7 @@ std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
   }
   std::vector<CaseFiles> out;
   for (auto& [number, c] : cases) out.push_back(std::move(c));
-  KDSEG_CHECK(!out.empty(), dir, ": no ", layout_name(layout), " cases found");
+  KDSEG_CHECK(!out.empty(), dir, ": no ", enum_name(layout), " cases found");
   return out;
 }
 

@@ -13,13 +13,17 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
+
 namespace kdseg::data {
 
 enum class Layout { kLits, kKits19, kKits23, kQubiq };
-
-// "lits", "kits19", "kits23" (also "kits21"), "qubiq"; throws kdseg::Error otherwise.
-Layout parse_layout(const std::string& name);
-std::string layout_name(Layout layout);
+// --layout, and the store's "layout" attribute: parse_enum<data::Layout>, enum_name.
+inline constexpr EnumName<Layout> kLayoutNames[] = {
+    {Layout::kLits, "lits", ""},         {Layout::kKits19, "kits19", ""}, {Layout::kKits23, "kits23", ""},
+    {Layout::kKits23, "kits21", kAlias}, {Layout::kQubiq, "qubiq", ""},
+};
+constexpr EnumNames<Layout> enum_names(EnumTag<Layout>) { return kLayoutNames; }
 
 // The label values a layout's segmentations may hold.
 std::vector<int> label_values(Layout layout);

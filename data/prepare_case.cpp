@@ -71,7 +71,7 @@ Tensor label_bytes(const Volume& label, Layout layout, const std::string& label_
     std::string list, set;
     for (const auto& value : bad) list += (list.empty() ? "" : ", ") + value;
     for (int value : allowed) set += (set.empty() ? "" : ",") + std::to_string(value);
-    KDSEG_THROW(label_path, ": label values ", list, " outside the ", layout_name(layout), " set {", set, "}");
+    KDSEG_THROW(label_path, ": label values ", list, " outside the ", enum_name(layout), " set {", set, "}");
   }
   return bytes.permute({2, 1, 0});
 }

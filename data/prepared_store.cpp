@@ -13,13 +13,6 @@ namespace fs = std::filesystem;
 using torch::Tensor;
 }  // namespace
 
-SliceSelection parse_slice_selection(const std::string& name) {
-  if (name == "tumor" || name == "tumour") return SliceSelection::kTumour;
-  if (name == "organ") return SliceSelection::kOrgan;
-  if (name == "all") return SliceSelection::kAll;
-  KDSEG_THROW("unknown --slices '", name, "': use tumor, organ or all");
-}
-
 // --- reading ----------------------------------------------------------------------------------------
 
 h5::Handle PreparedStore::open_file(const std::string& path) {

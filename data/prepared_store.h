@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "data/layout.h"
 #include "data/nifti.h"
 #include "data/raters.h"
@@ -33,7 +34,14 @@ class Handle;  // data/hdf5_util.h
 }
 
 enum class SliceSelection { kTumour, kOrgan, kAll };
-SliceSelection parse_slice_selection(const std::string& name);  // tumor|organ|all
+// --slices, and "slices" in the store's options: parse_enum<data::SliceSelection>, enum_name.
+inline constexpr EnumName<SliceSelection> kSliceSelectionNames[] = {
+    {SliceSelection::kTumour, "tumor", "those holding tumour"},
+    {SliceSelection::kTumour, "tumour", kAlias},
+    {SliceSelection::kOrgan, "organ", "those holding the organ"},
+    {SliceSelection::kAll, "all", ""},
+};
+constexpr EnumNames<SliceSelection> enum_names(EnumTag<SliceSelection>) { return kSliceSelectionNames; }
 
 struct PrepareOptions {
   std::string input;

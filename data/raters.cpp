@@ -112,12 +112,6 @@ RaterFiles qubiq_raters(const fs::path& case_folder, int task) {
 
 }  // namespace
 
-RaterSearch parse_rater_search(const std::string& name) {
-  if (name == "auto") return RaterSearch::kAuto;
-  if (name == "none") return RaterSearch::kNone;
-  KDSEG_THROW("--raters must be auto or none, got '", name, "'");
-}
-
 RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_task) {
   const fs::path case_folder = fs::path(files.image).parent_path();
   switch (layout) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "data/layout.h"
 #include "data/nifti.h"
 
@@ -23,7 +24,12 @@ namespace kdseg::data {
 
 // Whether `prepare` reads raters: when their files exist (auto), or never (none).
 enum class RaterSearch { kAuto, kNone };
-RaterSearch parse_rater_search(const std::string& name);  // auto | none
+// --raters: parse_enum<data::RaterSearch>, enum_name.
+inline constexpr EnumName<RaterSearch> kRaterSearchNames[] = {
+    {RaterSearch::kAuto, "auto", "when the files exist"},
+    {RaterSearch::kNone, "none", ""},
+};
+constexpr EnumNames<RaterSearch> enum_names(EnumTag<RaterSearch>) { return kRaterSearchNames; }
 
 // One rater's files in the order they are painted: each file's nonzero voxels take `value`.
 struct RaterPart {

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "data/cache_folder.h"
 
 namespace kdseg::data {
@@ -32,8 +33,12 @@ class Handle;  // data/hdf5_util.h
 class PreparedStore;
 
 enum class CacheFormat { kLogitsF16, kProbsU8 };
-CacheFormat parse_cache_format(const std::string& name);  // logits-f16 | probs-u8
-const char* cache_format_name(CacheFormat format);
+// --format, and the cache's "format" attribute: parse_enum<data::CacheFormat>, enum_name.
+inline constexpr EnumName<CacheFormat> kCacheFormatNames[] = {
+    {CacheFormat::kLogitsF16, "logits-f16", "temperature applied when read"},
+    {CacheFormat::kProbsU8, "probs-u8", "probabilities at --temperature, 1 byte per class"},
+};
+constexpr EnumNames<CacheFormat> enum_names(EnumTag<CacheFormat>) { return kCacheFormatNames; }
 
 // What a cache was made from. Every field is a string attribute on the master and the shards.
 struct CacheProvenance {

@@ -29,10 +29,6 @@ std::string creation_time() {
 
 }  // namespace
 
-std::string selection_name(SliceSelection s) {
-  return s == SliceSelection::kTumour ? "tumor" : s == SliceSelection::kOrgan ? "organ" : "all";
-}
-
 // --- RowWriter -------------------------------------------------------------------------------------
 
 RowWriter::RowWriter(hid_t parent, const char* name, hid_t type, std::vector<hsize_t> row, int level)
@@ -134,7 +130,7 @@ void StoreWriter::end_case() {
 
 void StoreWriter::finish(PrepareSummary& summary, bool require_slices) {
   KDSEG_CHECK(image_rows_ != nullptr || !require_slices, options_.input, ": no case has a slice to keep with --slices ",
-              selection_name(options_.slices));
+              enum_name(options_.slices));
   const std::vector<int> folds = assign_folds(ids_, options_.folds);
   // The group stays open until the file is flushed, as the attributes are written.
   const h5::Handle cases = write_case_table(folds);
@@ -149,15 +145,15 @@ void StoreWriter::finish(PrepareSummary& summary, bool require_slices) {
   summary.label_histogram = histogram_;
   summary.content_hash = hex64(hash_);
   const nlohmann::json recorded = {
-      {"slices", selection_name(options_.slices)},
+      {"slices", enum_name(options_.slices)},
       {"size", options_.size == 0 ? nlohmann::json("native") : nlohmann::json(options_.size)},
       {"folds", options_.folds},
       {"compression", options_.compression},
       {"skip_bad_cases", options_.skip_bad_cases},
-      {"raters", options_.raters == RaterSearch::kAuto ? "auto" : "none"},
+      {"raters", enum_name(options_.raters)},
       {"input", options_.input}};
   h5::write_string_attribute(file_, store::kFormatAttribute, kPreparedStoreFormat);
-  h5::write_string_attribute(file_, store::kLayoutAttribute, layout_name(layout_));
+  h5::write_string_attribute(file_, store::kLayoutAttribute, enum_name(layout_));
   h5::write_string_attribute(file_, store::kOptionsAttribute, recorded.dump());
   h5::write_string_attribute(file_, store::kToolVersionAttribute, KDSEG_TOOL_VERSION);
   h5::write_string_attribute(file_, store::kCreatedAttribute, creation_time());

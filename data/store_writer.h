@@ -113,7 +113,4 @@ class StoreWriter {
   std::vector<uint64_t> digests_[3];  // per Rows value, every row written
 };
 
-// "tumor", "organ" or "all", as --slices takes it.
-std::string selection_name(SliceSelection s);
-
 }  // namespace kdseg::data::detail

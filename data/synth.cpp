@@ -230,7 +230,7 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
   const std::string marker = (fs::path(dir) / ".kdseg-synth.json").string();
-  const std::string record = "{\"layout\": \"" + layout_name(o.layout) + "\", \"cases\": " + std::to_string(o.cases) +
+  const std::string record = "{\"layout\": \"" + std::string(enum_name(o.layout)) + "\", \"cases\": " + std::to_string(o.cases) +
                              ", \"size\": " + std::to_string(o.size) + ", \"slices\": " + std::to_string(o.slices) +
                              ", \"seed\": " + std::to_string(o.seed) +
                              (o.raters > 0 ? ", \"raters\": " + std::to_string(o.raters) : std::string()) + "}\n";
@@ -252,7 +252,7 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
               o.size, "x", o.slices);
   KDSEG_CHECK(o.raters >= 0, "synth: --raters must be 0 or more, got ", o.raters);
   KDSEG_CHECK(o.raters == 0 || o.layout == Layout::kKits23 || o.layout == Layout::kQubiq, "synth: --raters ", o.raters,
-              " needs --layout kits23 or qubiq (", layout_name(o.layout), " has no rater files)");
+              " needs --layout kits23 or qubiq (", enum_name(o.layout), " has no rater files)");
   KDSEG_CHECK(o.layout != Layout::kQubiq || o.raters >= 1,
               "synth: --layout qubiq needs --raters 1 or more (its labels are the raters' masks)");
   claim_output_folder(dir, o);

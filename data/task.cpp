@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/parse.h"
@@ -29,7 +30,7 @@ void set_cyst_class(Task& task, Layout layout, const std::string& cysts) {
 void set_map_classes(Task& task, Layout layout) {
   const std::string& name = task.name;
   const std::vector<int> values = label_values(layout);
-  std::stringstream spec(name.substr(4));
+  std::stringstream spec(task.spec.map);
   std::string pair;
   int64_t top = 0;
   while (std::getline(spec, pair, ',')) {
@@ -44,7 +45,7 @@ void set_map_classes(Task& task, Layout layout) {
     };
     const int64_t value = number(label_text, "label value");
     KDSEG_CHECK(std::find(values.begin(), values.end(), value) != values.end(), "--task ", name, ": label ", value,
-                " does not occur in ", layout_name(layout), " (its labels: 0-", values.back(), ")");
+                " does not occur in ", enum_name(layout), " (its labels: 0-", values.back(), ")");
     const int64_t cls = target == "ignore" ? task.ignore_index : number(target, "class");
     task.class_of[static_cast<size_t>(value)] = cls;
     if (cls != task.ignore_index) top = std::max(top, cls);
@@ -64,24 +65,24 @@ at::Tensor Task::window(const at::Tensor& hu) const {
   return (hu.to(torch::kFloat).clamp(hu_low, hu_high) - hu_low) * (2.0 / (hu_high - hu_low)) - 1.0;
 }
 
-Task make_task(const std::string& name, Layout layout, const std::string& cysts) {
+Task make_task(const TaskSpec& spec, Layout layout, const std::string& cysts) {
   Task task;
-  task.name = name;
+  task.spec = spec;
+  task.name = task_name(spec);
+  const std::string& name = task.name;
   task.class_of.fill(task.ignore_index);
   const int tumour = tumour_label(layout), organ = organ_label(layout);
-  if (name == "tumor" || name == "tumour") {
+  if (spec.kind == TaskKind::kTumour) {
     task.classes = 2;
     for (int v : label_values(layout)) task.class_of[static_cast<size_t>(v)] = v == tumour ? 1 : 0;
     set_cyst_class(task, layout, cysts);
-  } else if (name == "organ-tumor" || name == "organ-tumour") {
+  } else if (spec.kind == TaskKind::kOrganTumour) {
     KDSEG_CHECK(layout != Layout::kQubiq, "--task ", name, ": a qubiq store labels one structure; use --task tumor");
     task.classes = 3;
     for (int v : label_values(layout)) task.class_of[static_cast<size_t>(v)] = v == tumour ? 2 : v == organ ? 1 : 0;
     set_cyst_class(task, layout, cysts);
-  } else if (name.rfind("map:", 0) == 0) {
-    set_map_classes(task, layout);
   } else {
-    KDSEG_THROW("unknown --task '", name, "': use tumor, organ-tumor or map:<value>:<class>,...");
+    set_map_classes(task, layout);
   }
   const bool lits = layout == Layout::kLits;
   task.hu_low = lits ? -60.0 : -200.0;
@@ -92,7 +93,7 @@ Task make_task(const std::string& name, Layout layout, const std::string& cysts)
 std::vector<DiceRegion> dice_regions(const Task& task, Layout layout) {
   const bool kits = layout != Layout::kLits;
   if (task.classes == 2) return {{layout == Layout::kQubiq ? "target" : "tumor", {1}}};
-  if (task.classes == 3 && (task.name == "organ-tumor" || task.name == "organ-tumour")) {
+  if (task.classes == 3 && task.spec.kind == TaskKind::kOrganTumour) {
     std::vector<DiceRegion> regions = {{kits ? "kidney" : "liver", {1}}, {"tumor", {2}}};
     if (kits) regions.push_back({"kidney+tumor", {1, 2}});
     return regions;

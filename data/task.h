@@ -1,5 +1,5 @@
 // The segmentation task: which stored label values (0-255) become which training classes, and
-// the HU window that maps CT values to [-1, 1]. Made once from the task name and the store's
+// the HU window that maps CT values to [-1, 1]. Made once from the task (--task) and the store's
 // layout by the trainer, the evaluator and the teacher's precompute; read by the batch loader.
 #pragma once
 
@@ -11,13 +11,21 @@
 #include <vector>
 
 #include "core/metrics.h"
+#include "core/task_spec.h"
 #include "data/layout.h"
 
 namespace kdseg::data {
 
+// The task's kind and spec belong to the run record (core/task_spec.h).
+using kdseg::parse_task;
+using kdseg::task_name;
+using kdseg::TaskKind;
+using kdseg::TaskSpec;
+
 // Maps stored label values (0-255) to classes, and HU to [-1, 1].
 struct Task {
-  std::string name;  // "tumor", "organ-tumor" or "map:<spec>"
+  TaskSpec spec;
+  std::string name;  // task_name(spec)
   int64_t classes = 2;
   std::array<int64_t, 256> class_of{};  // stored label value -> class, or ignore_index
   int64_t ignore_index = 255;
@@ -28,10 +36,10 @@ struct Task {
   at::Tensor window(const at::Tensor& hu) const;
 };
 
-// "tumor" (tumour 1, everything else 0: the paper), "organ-tumor" (0, organ 1, tumour 2; KiTS23
-// cysts by `cysts`: "organ", "tumor" or "ignore"), or an explicit map "0:0,1:1,2:2,3:ignore".
-// The HU window is the layout's: LiTS [-60, 140], KiTS and QUBIQ [-200, 300].
-Task make_task(const std::string& name, Layout layout, const std::string& cysts = "organ");
+// The task of `spec` on stores of `layout`. KiTS23's cysts count as `cysts`: "organ", "tumor" or
+// "ignore" (a map names their class itself). The HU window is the layout's: LiTS [-60, 140], KiTS
+// and QUBIQ [-200, 300].
+Task make_task(const TaskSpec& spec, Layout layout, const std::string& cysts = "organ");
 
 // The Dice regions reported for a task: "tumor" alone for two classes ("target" for QUBIQ); for organ-tumor the organ
 // ("liver" or "kidney") and "tumor", plus "kidney+tumor" (classes 1 and 2) for KiTS; otherwise

@@ -11,24 +11,6 @@
 
 namespace kdseg::dist {
 
-Backend parse_backend(std::string_view name) {
-  if (name == "auto") return Backend::kAuto;
-  if (name == "local") return Backend::kLocal;
-  if (name == "mpi") return Backend::kMpi;
-  if (name == "nccl") return Backend::kNccl;
-  KDSEG_THROW("unknown --backend '", name, "': use auto, local, mpi or nccl");
-}
-
-std::string_view backend_name(Backend backend) {
-  switch (backend) {
-    case Backend::kAuto: return "auto";
-    case Backend::kLocal: return "local";
-    case Backend::kMpi: return "mpi";
-    case Backend::kNccl: return "nccl";
-  }
-  return "?";
-}
-
 bool launched_by_launcher() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS"}) {
     if (std::getenv(name) != nullptr) return true;

@@ -15,14 +15,21 @@
 #include <string>
 #include <string_view>
 
+#include "core/enum_names.h"
+
 namespace kdseg::dist {
 
 enum class ReduceOp { kSum, kAverage, kMax, kMin };
 enum class Backend { kAuto, kLocal, kMpi, kNccl };
 
-// "auto", "local", "mpi" or "nccl"; throws kdseg::Error naming the accepted values otherwise.
-Backend parse_backend(std::string_view name);
-std::string_view backend_name(Backend backend);
+// --backend: parse_enum<dist::Backend>, enum_name.
+inline constexpr EnumName<Backend> kBackendNames[] = {
+    {Backend::kAuto, "auto", "NCCL on CUDA, MPI on CPU, local without mpirun"},
+    {Backend::kLocal, "local", ""},
+    {Backend::kMpi, "mpi", ""},
+    {Backend::kNccl, "nccl", ""},
+};
+constexpr EnumNames<Backend> enum_names(EnumTag<Backend>) { return kBackendNames; }
 
 // True when this process was started by mpirun/mpiexec or srun (their environment variables).
 bool launched_by_launcher();

@@ -111,7 +111,7 @@ class Evaluator {
       : o_(o),
         comm_(comm),
         store_(o.data),
-        layout_(data::parse_layout(store_.attribute("layout"))),
+        layout_(parse_enum<data::Layout>(o.data + ": layout", store_.attribute("layout"))),
         task_(data::make_task(o.task, layout_)),
         regions_(data::dice_regions(task_, layout_)),
         device_(o.device) {
@@ -243,7 +243,7 @@ class Evaluator {
     for (const auto& r : regions_) results.regions.push_back(r.name);
     results.case_ids = store_.case_ids();
     results.raters = store_.raters();
-    results.settings = {device_type_name(o_.device.type()),
+    results.settings = {enum_name(o_.device.type()),
                         o_.batch_size,
                         o_.bins,
                         o_.bootstrap,
@@ -252,7 +252,7 @@ class Evaluator {
                         o_.save_predictions,
                         o_.surface,
                         o_.surface_tolerance,
-                        data::layout_name(layout_),
+                        enum_name(layout_),
                         static_cast<int64_t>(rows_.size())};
     results.empty_slice_dice = kEmptySliceDice;
   }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "data/task.h"
 #include "dist/communicator.h"
 
 namespace kdseg {
@@ -27,10 +28,10 @@ struct EvaluatedModel {
 };
 
 struct EvaluateOptions {
-  std::string data;    // prepared store
-  int fold = 0;        // the cases evaluated
-  std::string output;  // report folder
-  std::string task = "tumor";
+  std::string data;     // prepared store
+  int fold = 0;         // the cases evaluated
+  std::string output;   // report folder
+  data::TaskSpec task;  // tumor
   std::vector<EvaluatedModel> models;
   int64_t batch_size = 4;
   int workers = 2;

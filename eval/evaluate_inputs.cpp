@@ -44,7 +44,8 @@ void check_show_cases(const EvaluateOptions& o, const data::PreparedStore& store
 
 void warn_of_slice_selection(const std::string& store_path, const nlohmann::json& store_options, bool warn) {
   if (warn && store_options.is_object() &&
-      data::parse_slice_selection(store_options.value("slices", "all")) != data::SliceSelection::kAll) {
+      parse_enum<data::SliceSelection>(store_path + ": slices", store_options.value("slices", "all")) !=
+          data::SliceSelection::kAll) {
     log::warn(
         "{} keeps only the slices with {} (prepare --slices {}): Dice and calibration cover those slices, not "
         "whole volumes, and surface distances see the kept slices stacked with the others empty; evaluate "

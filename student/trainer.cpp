@@ -70,8 +70,8 @@ class Trainer {
     bf16_ = uses_bf16_autocast(c_.precision, device_);
     configure_device();
     choose_layout();
-    task_ = data::make_task(c_.task, data::parse_layout(store_.attribute("layout")));
-    KDSEG_CHECK(!is_rater_kind(c_.labels) || store_.raters() > 0, c_.data, ": --labels ", label_kind_name(c_.labels),
+    task_ = data::make_task(c_.task, parse_enum<data::Layout>(c_.data + ": layout", store_.attribute("layout")));
+    KDSEG_CHECK(!is_rater_kind(c_.labels) || store_.raters() > 0, c_.data, ": --labels ", enum_name(c_.labels),
                 " learns from several raters, but the store keeps none (prepare a multi-rater dataset, such as ",
                 "KiTS23 with its instances/, or use --labels hard)");
     split_rows();
@@ -95,8 +95,8 @@ class Trainer {
       log::info(
           "training {} on fold {} of {}: {} training and {} validation slices, {} steps of global batch {} on {} "
           "rank(s), {}{}",
-          c_.arch, c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size, comm_.size(),
-          device_.str(), bf16_ ? " (bf16 autocast)" : "");
+          enum_name(c_.arch), c_.fold, c_.data, train_rows_.size(), val_rows_.size(), total_steps_, c_.batch_size,
+          comm_.size(), device_.str(), bf16_ ? " (bf16 autocast)" : "");
       log::info("weights and activations {}{}", channels_last_ ? "channels-last (NHWC)" : "contiguous (NCHW)",
                 chose_layout_ ? ", the faster layout on this device" : "");
     }
@@ -221,11 +221,7 @@ class Trainer {
 
   void build_model() {
     torch::manual_seed(c_.seed);  // the same initial weights on every rank (DataParallel also broadcasts)
-    auto options = models::UNetOptions()
-                       .encoder(models::parse_architecture(c_.arch))
-                       .classes(task_.classes)
-                       .width(c_.width)
-                       .dropout(c_.dropout);
+    auto options = models::UNetOptions().encoder(c_.arch).classes(task_.classes).width(c_.width).dropout(c_.dropout);
     if (comm_.size() > 1) {
       dist::Communicator* comm = &comm_;
       options.norm([comm](int64_t channels) { return torch::nn::AnyModule(dist::SyncBatchNorm2d(channels, comm)); });

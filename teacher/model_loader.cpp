@@ -26,7 +26,7 @@ class CheckpointModel final : public FrozenModel {
   }
   int64_t classes() const override { return classes_; }
   std::string describe() const override {
-    return "kdseg checkpoint " + path_ + " (" + models::architecture_name(model_->options().encoder()) + ")";
+    return "kdseg checkpoint " + path_ + " (" + enum_name(model_->options().encoder()) + ")";
   }
   std::string training_config() const override { return config_; }
 

@@ -96,7 +96,7 @@ data::CacheProvenance provenance_of(const PrecomputeOptions& o, const data::Prep
                                     double calibration) {
   data::CacheProvenance provenance;
   provenance.calibration = calibration_text(o, calibration);
-  provenance.format = data::cache_format_name(o.format);
+  provenance.format = enum_name(o.format);
   if (o.format == data::CacheFormat::kProbsU8) {
     std::ostringstream t;
     t.precision(17);
@@ -234,7 +234,8 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
 
   // The slices: the selected folds' rows in store order.
   const data::PreparedStore store(o.data);
-  const data::Task task = data::make_task(o.task, data::parse_layout(store.attribute("layout")));
+  const data::Task task =
+      data::make_task(o.task, parse_enum<data::Layout>(o.data + ": layout", store.attribute("layout")));
   const std::vector<int64_t> rows = store.rows_in_folds(o.folds);
   KDSEG_CHECK(!rows.empty(), o.data, ": no slices in folds ", folds_text(o.folds));
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/soft_label_cache.h"
+#include "data/task.h"
 #include "dist/communicator.h"
 
 namespace kdseg::teacher {
@@ -27,8 +28,8 @@ struct PrecomputeOptions {
   // calibrated teacher), recording T in the provenance's "calibration".
   bool fit_temperature = false;
   std::vector<int> calibration_folds;
-  std::vector<int> folds;      // slices of these folds' cases; empty: every slice
-  std::string task = "tumor";  // its class count must be the teacher's
+  std::vector<int> folds;  // slices of these folds' cases; empty: every slice
+  data::TaskSpec task;     // tumor; its class count must be the teacher's
   int64_t batch_size = 8;
   int compression = 4;                 // deflate level 0-9 (0: uncompressed)
   bool force = false;                  // replace a finished cache

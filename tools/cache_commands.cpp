@@ -23,20 +23,19 @@ void add_precompute_options(po::options_description& d) {
       ("teacher", po::value<std::string>()->required(), "teacher: a kdseg checkpoint or a TorchScript file")
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
       ("output", po::value<std::string>()->required(), "cache folder (soft_labels.h5 and one shard per rank)")
-      ("format", po::value<std::string>()->default_value("logits-f16"),
-       "logits-f16 (temperature applied when read) or probs-u8 (probabilities at --temperature, 1 byte per class)")
+      ("format", po::value<std::string>()->default_value("logits-f16"), enum_help<data::CacheFormat>().c_str())
       ("temperature", po::value<std::string>()->default_value("0"),
        "fit: calibrate the teacher on --calibration-folds and cache it calibrated; or, probs-u8 only, the softmax "
        "temperature of the stored probabilities (0: 1)")
       ("calibration-folds", po::value<std::string>()->default_value(""),
        "with --temperature fit: folds to fit T on, which the students must not train on (e.g. 1)")
       ("folds", po::value<std::string>()->default_value("all"), "folds whose slices to cache: all, or e.g. 1,2,3,4")
-      ("task", po::value<std::string>()->default_value("tumor"), "the teacher's task: tumor, organ-tumor or map:...")
+      ("task", po::value<std::string>()->default_value("tumor"), ("the teacher's task: " + enum_help<data::TaskKind>()).c_str())
       ("batch-size", po::value<int64_t>()->default_value(8), "slices per teacher forward pass")
       ("compression", po::value<int>()->default_value(4), "deflate level 0-9 (0: uncompressed)")
       ("workers", po::value<int>()->default_value(2), "slice-reading threads per rank")
       ("force", po::bool_switch(), "replace a finished cache in --output")
-      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank, bf16)");
+      ("device", po::value<std::string>()->default_value("cpu"), (enum_help<c10::DeviceType>() + " (one GPU per rank, bf16)").c_str());
   // clang-format on
 }
 
@@ -45,11 +44,7 @@ int run_precompute(const po::variables_map& vm) {
   o.teacher = vm["teacher"].as<std::string>();
   o.data = vm["data"].as<std::string>();
   o.output = vm["output"].as<std::string>();
-  try {
-    o.format = data::parse_cache_format(vm["format"].as<std::string>());
-  } catch (const Error& e) {
-    throw po::error("--format: " + e.message());
-  }
+  o.format = parse_option<data::CacheFormat>(vm, "format");
   const std::string temperature = vm["temperature"].as<std::string>();
   o.fit_temperature = temperature == "fit";
   if (!o.fit_temperature) {
@@ -60,12 +55,12 @@ int run_precompute(const po::variables_map& vm) {
   const std::string calibration_folds = vm["calibration-folds"].as<std::string>();
   if (!calibration_folds.empty()) o.calibration_folds = parse_folds(calibration_folds);
   o.folds = parse_folds(vm["folds"].as<std::string>());
-  o.task = vm["task"].as<std::string>();
+  o.task = parse_task_option(vm);
   o.batch_size = vm["batch-size"].as<int64_t>();
   o.compression = vm["compression"].as<int>();
   o.workers = vm["workers"].as<int>();
   o.force = vm["force"].as<bool>();
-  o.device = parse_option(vm, "device", parse_device_type);
+  o.device = parse_option<c10::DeviceType>(vm, "device");
   return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {
     install_stop_handlers();  // SIGTERM, SIGINT, SIGUSR1: stop after the batch, its shard flushed
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);

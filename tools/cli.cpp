@@ -8,12 +8,14 @@
 #include <sstream>
 
 #include "core/build_config.h"
+#include "core/enum_names.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "dist/communicator.h"
 #include "tools/cache_commands.h"
 #include "tools/data_commands.h"
 #include "tools/evaluate_command.h"
+#include "tools/launch.h"
 #include "tools/train_command.h"
 
 namespace kdseg::tools {
@@ -42,10 +44,10 @@ po::options_description shared_options() {
   shared.add_options()
       ("help,h", "show this command's options")
       ("config", po::value<std::string>(), "INI file with further options (the command line wins)")
-      ("log-level", po::value<std::string>()->default_value("info"), "trace, debug, info, warn, error or off")
+      ("log-level", po::value<std::string>()->default_value("info"), enum_help<log::Level>().c_str())
       ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: the cores available to the process, shared by the node's ranks)")
       ("backend", po::value<std::string>()->default_value("auto"),
-       "communication between ranks: auto (NCCL on CUDA, MPI on CPU, local without mpirun), local, mpi or nccl")
+       ("communication between ranks: " + enum_help<dist::Backend>()).c_str())
       ("collective-timeout", po::value<double>()->default_value(600),
        "seconds a collective may take before the job is reported and aborted (0: never)");
   // clang-format on
@@ -104,13 +106,13 @@ int run_command(const Command& command, const std::vector<std::string>& args) {
   }
   if (vm.count("config")) store_config_file(vm["config"].as<std::string>(), command, all, vm);
   po::notify(vm);
-  try {
-    dist::parse_backend(vm["backend"].as<std::string>());
-  } catch (const Error& e) {
-    throw po::error(e.message());
-  }
+  // The shared enumerated options are parsed once, here, into their types: commands read
+  // vm["backend"].as<dist::Backend>() and vm["log-level"].as<log::Level>().
+  vm.at("backend").value() = parse_option<dist::Backend>(vm, "backend");
   if (vm["collective-timeout"].as<double>() < 0) throw po::error("--collective-timeout must be >= 0 seconds");
-  log::init(0, 1, log::parse_level(vm["log-level"].as<std::string>()));
+  const auto level = parse_option<log::Level>(vm, "log-level");
+  vm.at("log-level").value() = level;
+  log::init(0, 1, level);
   const int threads = vm["threads"].as<int>();
   if (threads < 0 || threads > 1024) throw po::error("--threads must be 0 (the cores available) to 1024");
   return command.run(vm);

@@ -18,7 +18,7 @@ namespace po = boost::program_options;
 
 namespace {
 void print_prepare_summary(const data::PrepareOptions& o, const data::PrepareSummary& s) {
-  std::cout << "prepared " << o.output << " (" << data::layout_name(s.layout) << ", " << s.image_dtype << " images)\n"
+  std::cout << "prepared " << o.output << " (" << enum_name(s.layout) << ", " << s.image_dtype << " images)\n"
             << "  cases " << s.cases << ", slices kept " << s.slices << ", skipped cases " << s.skipped.size() << "\n"
             << "  fold:   ";
   for (size_t f = 0; f < s.cases_per_fold.size(); ++f)
@@ -34,7 +34,7 @@ void print_prepare_summary(const data::PrepareOptions& o, const data::PrepareSum
 void add_synth_options(po::options_description& d) {
   // clang-format off
   d.add_options()
-      ("layout", po::value<std::string>()->default_value("lits"), "lits, kits19, kits23 or qubiq")
+      ("layout", po::value<std::string>()->default_value("lits"), enum_help<data::Layout>().c_str())
       ("cases", po::value<int>()->default_value(4), "number of cases")
       ("output", po::value<std::string>()->required(), "folder to write the dataset into")
       ("seed", po::value<uint64_t>()->default_value(0), "random seed (the data are a function of it)")
@@ -47,7 +47,7 @@ void add_synth_options(po::options_description& d) {
 
 int run_synth(const po::variables_map& vm) {
   data::SynthOptions o;
-  o.layout = data::parse_layout(vm["layout"].as<std::string>());
+  o.layout = parse_option<data::Layout>(vm, "layout");
   o.cases = vm["cases"].as<int>();
   o.seed = vm["seed"].as<uint64_t>();
   o.size = vm["size"].as<int64_t>();
@@ -57,7 +57,7 @@ int run_synth(const po::variables_map& vm) {
   const std::string out = vm["output"].as<std::string>();
   const data::SynthSummary s = data::write_synthetic_dataset(out, o);
   log::info("wrote {} {} cases of {}x{}x{} voxels to {} ({} tumour and {} organ voxels{})", s.cases,
-            data::layout_name(o.layout), o.size, o.size, o.slices, out, s.tumour_voxels, s.organ_voxels,
+            enum_name(o.layout), o.size, o.size, o.slices, out, s.tumour_voxels, s.organ_voxels,
             o.raters > 0 ? ", " + std::to_string(o.raters) + " raters per case" : std::string());
   return 0;
 }
@@ -67,10 +67,10 @@ void add_prepare_options(po::options_description& d) {
   d.add_options()
       ("input", po::value<std::string>()->required(), "folder with the LiTS, KiTS or QUBIQ download")
       ("output", po::value<std::string>()->required(), "prepared store to write (HDF5)")
-      ("layout", po::value<std::string>()->default_value("auto"), "auto, lits, kits19, kits23 or qubiq")
-      ("raters", po::value<std::string>()->default_value("auto"), "keep every rater's labels: auto (when the files exist) or none")
+      ("layout", po::value<std::string>()->default_value("auto"), ("auto (detected), " + enum_help<data::Layout>()).c_str())
+      ("raters", po::value<std::string>()->default_value("auto"), ("keep every rater's labels: " + enum_help<data::RaterSearch>()).c_str())
       ("qubiq-task", po::value<int>()->default_value(1), "the QUBIQ task whose raters' masks are read (taskTT_segRR)")
-      ("slices", po::value<std::string>()->default_value("tumor"), "slices to keep: tumor, organ or all")
+      ("slices", po::value<std::string>()->default_value("tumor"), ("slices to keep: " + enum_help<data::SliceSelection>()).c_str())
       ("size", po::value<std::string>()->default_value("512"), "output in-plane size N (NxN) or native")
       ("folds", po::value<int>()->default_value(5), "number of cross-validation folds (by case)")
       ("compression", po::value<int>()->default_value(4), "deflate level 0-9 (0: none)")
@@ -85,8 +85,8 @@ int run_prepare(const po::variables_map& vm) {
   o.output = vm["output"].as<std::string>();
   const std::string layout = vm["layout"].as<std::string>();
   o.detect_layout = layout == "auto";
-  if (!o.detect_layout) o.layout = data::parse_layout(layout);
-  o.slices = data::parse_slice_selection(vm["slices"].as<std::string>());
+  if (!o.detect_layout) o.layout = parse_option<data::Layout>(vm, "layout");
+  o.slices = parse_option<data::SliceSelection>(vm, "slices");
   const std::string size = vm["size"].as<std::string>();
   if (size == "native") {
     o.size = 0;
@@ -100,7 +100,7 @@ int run_prepare(const po::variables_map& vm) {
   o.compression = vm["compression"].as<int>();
   o.skip_bad_cases = vm["skip-bad-cases"].as<bool>();
   o.force = vm["force"].as<bool>();
-  o.raters = parse_option(vm, "raters", data::parse_rater_search);
+  o.raters = parse_option<data::RaterSearch>(vm, "raters");
   o.qubiq_task = vm["qubiq-task"].as<int>();
   if (o.qubiq_task < 1) throw po::error("--qubiq-task must be 1 or more, got " + std::to_string(o.qubiq_task));
   return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {

@@ -67,7 +67,7 @@ void add_evaluate_options(po::options_description& d) {
       ("name", po::value<std::vector<std::string>>()->composing(),
        "the models' names in the report, in --model order (default: the file's folder or stem)")
       ("output", po::value<std::string>()->required(), "report folder: report.html, report.json, per_case.csv")
-      ("task", po::value<std::string>()->default_value("tumor"), "tumor, organ-tumor or map:<value>:<class>,...")
+      ("task", po::value<std::string>()->default_value("tumor"), enum_help<data::TaskKind>().c_str())
       ("batch-size", po::value<int64_t>()->default_value(4), "slices per forward pass")
       ("workers", po::value<int>()->default_value(2), "data loading threads per rank")
       ("bins", po::value<int>()->default_value(10), "calibration bins")
@@ -84,7 +84,7 @@ void add_evaluate_options(po::options_description& d) {
       ("cache", po::value<std::string>()->default_value(""),
        "a teacher's soft-label cache of --data: the figures show its probabilities where it holds the slice")
       ("no-curves", po::bool_switch(), "skip the training curves read from each checkpoint's metrics.jsonl")
-      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
+      ("device", po::value<std::string>()->default_value("cpu"), enum_help<c10::DeviceType>().c_str())
       ("force", po::bool_switch(), "replace the report in --output (swapped in whole when the new one is complete)");
   // clang-format on
 }
@@ -94,7 +94,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.data = vm["data"].as<std::string>();
   o.fold = vm["fold"].as<int>();
   o.output = vm["output"].as<std::string>();
-  o.task = vm["task"].as<std::string>();
+  o.task = parse_task_option(vm);
   o.batch_size = vm["batch-size"].as<int64_t>();
   o.workers = vm["workers"].as<int>();
   o.bins = vm["bins"].as<int>();
@@ -108,7 +108,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.cache = vm["cache"].as<std::string>();
   o.curves = !vm["no-curves"].as<bool>();
   if (vm.count("show-case")) o.show_cases = vm["show-case"].as<std::vector<std::string>>();
-  const c10::DeviceType device_type = parse_option(vm, "device", parse_device_type);
+  const c10::DeviceType device_type = parse_option<c10::DeviceType>(vm, "device");
   const auto files = vm["model"].as<std::vector<std::string>>();
   const auto names = vm.count("name") ? vm["name"].as<std::vector<std::string>>() : std::vector<std::string>();
   if (!names.empty() && names.size() != files.size()) {

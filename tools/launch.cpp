@@ -15,15 +15,23 @@ namespace po = boost::program_options;
 
 int run_distributed(const po::variables_map& vm, bool cuda, const std::function<int(dist::Communicator&)>& body) {
   dist::CommunicatorOptions options;
-  options.backend = dist::parse_backend(vm["backend"].as<std::string>());
+  options.backend = vm["backend"].as<dist::Backend>();  // parsed by run_command
   options.cuda = cuda;
   options.collective_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(vm["collective-timeout"].as<double>() * 1000));
   auto comm = dist::make_communicator(options);
   const int threads = vm["threads"].as<int>();
   at::set_num_threads(threads > 0 ? threads : default_threads(comm->local_size()));
-  log::init(comm->rank(), comm->size(), log::parse_level(vm["log-level"].as<std::string>()));
+  log::init(comm->rank(), comm->size(), vm["log-level"].as<log::Level>());
   return dist::run_or_abort(*comm, [&] { return body(*comm); });
+}
+
+data::TaskSpec parse_task_option(const po::variables_map& vm) {
+  try {
+    return data::parse_task(vm["task"].as<std::string>());
+  } catch (const Error& e) {
+    throw po::error(e.message());
+  }
 }
 
 std::vector<int> parse_folds(const std::string& text) {

@@ -9,10 +9,13 @@
 #include <c10/core/Device.h>
 
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
+#include "core/enum_names.h"
 #include "core/error.h"
+#include "data/task.h"
 #include "dist/communicator.h"
 
 namespace kdseg::tools {
@@ -20,16 +23,19 @@ namespace kdseg::tools {
 int run_distributed(const boost::program_options::variables_map& vm, bool cuda,
                     const std::function<int(dist::Communicator&)>& body);
 
-// Option `name` through its parser (parse_device_type, student::parse_loss_kind, ...): a value
-// the parser refuses (kdseg::Error) is a usage error that names it.
-template <typename Parse>
-auto parse_option(const boost::program_options::variables_map& vm, const char* name, Parse parse) {
+// The enumerated option `name` (its names in core/enum_names.h), one of `only` when given: a
+// name it does not know is a usage error, "--name: 'x' is not one of a, b, c".
+template <typename E>
+E parse_option(const boost::program_options::variables_map& vm, const char* name, std::initializer_list<E> only = {}) {
   try {
-    return parse(vm[name].template as<std::string>());
+    return parse_enum<E>(std::string("--") + name, vm[name].as<std::string>(), only);
   } catch (const Error& e) {
     throw boost::program_options::error(e.message());
   }
 }
+
+// --task (data::parse_task) as the enumerated options are: a usage error names what it takes.
+data::TaskSpec parse_task_option(const boost::program_options::variables_map& vm);
 
 // Parses "0,2,3" into fold numbers; "all" is every fold (an empty list); "" is a usage error.
 std::vector<int> parse_folds(const std::string& text);

@@ -16,6 +16,13 @@ namespace po = boost::program_options;
 
 namespace {
 
+// distill's teachers (train's is TeacherMode::kNone), and its label terms (ls is train's).
+constexpr std::initializer_list<student::TeacherMode> kDistillTeacherModes = {student::TeacherMode::kCache,
+                                                                              student::TeacherMode::kOnline};
+constexpr std::initializer_list<student::LabelKind> kDistillLabels = {
+    student::LabelKind::kHard, student::LabelKind::kMajority, student::LabelKind::kRandom, student::LabelKind::kMean,
+    student::LabelKind::kWeighted};
+
 // The options `train` and `distill` share: the data, the network, the optimisation, the run.
 void add_trainer_options(po::options_description& d) {
   // clang-format off
@@ -25,11 +32,11 @@ void add_trainer_options(po::options_description& d) {
       ("fold", po::value<int>()->default_value(0), "validation fold; the others train")
       ("exclude-folds", po::value<std::string>()->default_value(""),
        "folds kept out of training too, e.g. 1 (where a teacher's temperature was fitted)")
-      ("arch", po::value<std::string>()->default_value("unet-resnet18d"), "unet-resnet18d, unet-resnet34d or unet-resnet50d")
+      ("arch", po::value<std::string>()->default_value("unet-resnet18d"), enum_help<models::Encoder>().c_str())
       ("width", po::value<double>()->default_value(1.0), "channel multiplier (1: the paper's network)")
       ("dropout", po::value<double>()->default_value(0.1), "dropout before the heads")
-      ("task", po::value<std::string>()->default_value("tumor"), "tumor, organ-tumor or map:<value>:<class>,...")
-      ("loss", po::value<std::string>()->default_value("ce+dml"), "ce, dml or ce+dml (0.25 CE + 0.75 DML)")
+      ("task", po::value<std::string>()->default_value("tumor"), enum_help<data::TaskKind>().c_str())
+      ("loss", po::value<std::string>()->default_value("ce+dml"), enum_help<student::LossKind>().c_str())
       ("epochs", po::value<int64_t>()->default_value(0), "epochs to train (or --max-steps)")
       ("max-steps", po::value<int64_t>()->default_value(0), "optimiser steps to train (or --epochs)")
       ("batch-size", po::value<int64_t>()->default_value(8), "global batch size across all ranks")
@@ -48,9 +55,11 @@ void add_trainer_options(po::options_description& d) {
       ("stop-after", po::value<int64_t>()->default_value(0), "stop after N steps of this run; --resume continues (0: run to the end)")
       ("skip-nonfinite", po::bool_switch(), "skip steps with a non-finite loss instead of stopping")
       ("deterministic", po::bool_switch(), "use deterministic kernels only (an error where none exists)")
-      ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda (one GPU per rank: the node-local rank's)")
-      ("precision", po::value<std::string>()->default_value("auto"), "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32")
-      ("channels-last", po::value<std::string>()->default_value("auto"), "weights and activations NHWC: auto (on CUDA and AVX-512 CPUs, where it is faster), true or false");
+      ("device", po::value<std::string>()->default_value("cpu"),
+       (enum_help<c10::DeviceType>() + " (one GPU per rank: the node-local rank's)").c_str())
+      ("precision", po::value<std::string>()->default_value("auto"), enum_help<Precision>().c_str())
+      ("channels-last", po::value<std::string>()->default_value("auto"),
+       ("weights and activations NHWC: " + enum_help<student::ChannelsLast>()).c_str());
   // clang-format on
 }
 
@@ -61,11 +70,11 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.fold = vm["fold"].as<int>();
   const std::string excluded = vm["exclude-folds"].as<std::string>();
   if (!excluded.empty()) c.exclude_folds = parse_folds(excluded);
-  c.arch = vm["arch"].as<std::string>();
+  c.arch = parse_option<models::Encoder>(vm, "arch");
   c.width = vm["width"].as<double>();
   c.dropout = vm["dropout"].as<double>();
-  c.task = vm["task"].as<std::string>();
-  c.loss = parse_option(vm, "loss", parse_loss_kind);
+  c.task = parse_task_option(vm);
+  c.loss = parse_option<student::LossKind>(vm, "loss");
   c.epochs = vm["epochs"].as<int64_t>();
   c.max_steps = vm["max-steps"].as<int64_t>();
   c.batch_size = vm["batch-size"].as<int64_t>();
@@ -85,9 +94,9 @@ student::TrainConfig trainer_config(const po::variables_map& vm) {
   c.stop_after = vm["stop-after"].as<int64_t>();
   c.skip_nonfinite = vm["skip-nonfinite"].as<bool>();
   c.deterministic = vm["deterministic"].as<bool>();
-  c.device = parse_option(vm, "device", parse_device_type);
-  c.precision = parse_option(vm, "precision", parse_precision);
-  c.channels_last = parse_option(vm, "channels-last", parse_channels_last);
+  c.device = parse_option<c10::DeviceType>(vm, "device");
+  c.precision = parse_option<Precision>(vm, "precision");
+  c.channels_last = parse_option<student::ChannelsLast>(vm, "channels-last");
   return c;
 }
 
@@ -120,7 +129,7 @@ void add_train_options(po::options_description& d) {
   // clang-format off
   d.add_options()
       ("labels", po::value<std::string>()->default_value("hard"),
-       "hard, ls (boundary label smoothing), or from several raters: majority, random, mean or weighted")
+       (enum_help<student::LabelKind>() + " (all but hard and ls from several raters)").c_str())
       ("ls-epsilon", po::value<double>()->default_value(0.5), "label smoothing: weight moved off the true class")
       ("ls-kernel", po::value<int64_t>()->default_value(3), "label smoothing: boundary window size");
   // clang-format on
@@ -128,7 +137,7 @@ void add_train_options(po::options_description& d) {
 
 int run_train(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
-  c.labels = parse_option(vm, "labels", parse_label_kind);
+  c.labels = parse_option<student::LabelKind>(vm, "labels");
   c.ls_epsilon = vm["ls-epsilon"].as<double>();
   c.ls_kernel = vm["ls-kernel"].as<int64_t>();
   return train_with(vm, c);
@@ -140,25 +149,23 @@ void add_distill_options(po::options_description& d) {
   d.add_options()
       ("cache", po::value<std::string>()->default_value(""), "soft-label cache folder (kdseg precompute)")
       ("labels", po::value<std::string>()->default_value("hard"),
-       "the label terms: hard, or from several raters: majority, random, mean or weighted (mixed with the teacher's)")
-      ("teacher-mode", po::value<std::string>()->default_value("cache"),
-       "cache (soft labels from --cache) or online (run --teacher in every step)")
+       ("the label terms, mixed with the teacher's: " + enum_help(kDistillLabels) + " (all but hard from several raters)").c_str())
+      ("teacher-mode", po::value<std::string>()->default_value("cache"), enum_help(kDistillTeacherModes).c_str())
       ("teacher", po::value<std::string>()->default_value(""),
        "teacher file: checked against the cache's provenance; with --teacher-mode online, the teacher")
       ("temperature", po::value<double>()->default_value(1.0), "softmax temperature of the soft labels and the KL term")
-      ("dml-reduction", po::value<std::string>()->default_value("global"),
-       "global (DML over the global batch, the same loss on any number of ranks) or local (per rank)");
+      ("dml-reduction", po::value<std::string>()->default_value("global"), enum_help<student::DmlReduction>().c_str());
   // clang-format on
 }
 
 int run_distill(const po::variables_map& vm) {
   student::TrainConfig c = trainer_config(vm);
-  c.teacher_mode = parse_option(vm, "teacher-mode", parse_teacher_mode);
-  c.labels = parse_option(vm, "labels", parse_label_kind);
+  c.teacher_mode = parse_option(vm, "teacher-mode", kDistillTeacherModes);
+  c.labels = parse_option<student::LabelKind>(vm, "labels");
   c.cache = vm["cache"].as<std::string>();
   c.teacher = vm["teacher"].as<std::string>();
   c.temperature = vm["temperature"].as<double>();
-  c.dml_reduction = parse_option(vm, "dml-reduction", parse_dml_reduction);
+  c.dml_reduction = parse_option<student::DmlReduction>(vm, "dml-reduction");
   using student::TeacherMode;
   if (c.teacher_mode == TeacherMode::kCache && c.cache.empty()) {
     throw po::error("--cache is required with --teacher-mode cache");

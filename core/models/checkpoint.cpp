@@ -94,7 +94,7 @@ RunConfig Checkpoint::run_config() const { return parse_run_config(info_.config,
 
 UNetOptions Checkpoint::unet_options(UNetOptions base) const {
   const RunConfig config = run_config();
-  return base.encoder(parse_architecture(config.arch)).width(config.width).classes(info_.classes);
+  return base.encoder(config.arch).width(config.width).classes(info_.classes);
 }
 
 void Checkpoint::load_weights(UNet& model) const {
@@ -103,8 +103,7 @@ void Checkpoint::load_weights(UNet& model) const {
   try {
     model->load(model_archive);
   } catch (const std::exception& e) {
-    KDSEG_THROW(path_, ": its weights do not fit ", architecture_name(model->options().encoder()), ": ",
-                error_message(e));
+    KDSEG_THROW(path_, ": its weights do not fit ", enum_name(model->options().encoder()), ": ", error_message(e));
   }
 }
 

@@ -64,13 +64,12 @@ PretrainedReport load_pretrained_encoder(UNetImpl& model, const std::string& pat
       source = source.sum(1, /*keepdim=*/true);  // RGB stem on a 1-channel input
     }
     KDSEG_CHECK(source.sizes() == destination->sizes(), path, ": ", name, " has shape ", source.sizes(), " but ",
-                target, " of ", architecture_name(model.options().encoder()), " (width ", model.options().width(),
-                ") has ", destination->sizes(), "; export the matching network");
+                target, " of ", enum_name(model.options().encoder()), " (width ", model.options().width(), ") has ",
+                destination->sizes(), "; export the matching network");
     destination->copy_(source);
     ++report.loaded;
   }
-  KDSEG_CHECK(report.loaded > 0, path, ": no tensor matched the encoder of ",
-              architecture_name(model.options().encoder()));
+  KDSEG_CHECK(report.loaded > 0, path, ": no tensor matched the encoder of ", enum_name(model.options().encoder()));
   return report;
 }
 

@@ -172,22 +172,6 @@ void use_channels_last(torch::nn::Module& module) {
   }
 }
 
-Encoder parse_architecture(const std::string& name) {
-  if (name == "unet-resnet18d") return Encoder::kResNet18d;
-  if (name == "unet-resnet34d") return Encoder::kResNet34d;
-  if (name == "unet-resnet50d") return Encoder::kResNet50d;
-  KDSEG_THROW("unknown architecture '", name, "': use unet-resnet18d, unet-resnet34d or unet-resnet50d");
-}
-
-std::string architecture_name(Encoder encoder) {
-  switch (encoder) {
-    case Encoder::kResNet18d: return "unet-resnet18d";
-    case Encoder::kResNet34d: return "unet-resnet34d";
-    case Encoder::kResNet50d: return "unet-resnet50d";
-  }
-  return "?";
-}
-
 UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
   const UNetOptions& o = options_;
   KDSEG_CHECK(o.classes() >= 2 && o.in_channels() >= 1 && o.width() > 0, "UNet: classes ", o.classes(),

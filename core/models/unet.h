@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-namespace kdseg::models {
+#include "core/models/architecture.h"
 
-enum class Encoder { kResNet18d, kResNet34d, kResNet50d };
+namespace kdseg::models {
 
 // Makes the normalisation layer for `channels` channels: BatchNorm2d by default; data
 // parallel training passes SyncBatchNorm2d (kdseg::dist), which has the same parameters.
@@ -39,10 +39,6 @@ struct UNetOptions {
   TORCH_ARG(bool, aux_head) = true;
   TORCH_ARG(NormFactory, norm) = batch_norm_factory();
 };
-
-// "unet-resnet18d", "unet-resnet34d" or "unet-resnet50d"; throws kdseg::Error otherwise.
-Encoder parse_architecture(const std::string& name);
-std::string architecture_name(Encoder encoder);
 
 struct UNetOutput {
   at::Tensor logits;  // [B,classes,H,W]

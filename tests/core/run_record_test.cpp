@@ -90,7 +90,8 @@ kdseg::RunConfig unusual_config() {
   c.output = "out";
   c.fold = 3;
   c.exclude_folds = {1, 4};
-  c.arch = "unet-resnet50d";
+  c.arch = kdseg::models::Encoder::kResNet50d;
+  c.task = kdseg::parse_task("map:0:0,1:1,2:ignore");
   c.width = 0.25;
   c.labels = kdseg::LabelKind::kWeighted;
   c.loss = kdseg::LossKind::kDml;
@@ -116,6 +117,8 @@ TEST(RunRecord, RoundTripsEveryFieldWithItsVersion) {
   EXPECT_EQ(record.at("labels"), "weighted");
   EXPECT_EQ(record.at("channels_last"), false);
   EXPECT_EQ(record.at("device"), "cuda");
+  EXPECT_EQ(record.at("arch"), "unet-resnet50d");
+  EXPECT_EQ(record.at("task"), "map:0:0,1:1,2:ignore");
   const kdseg::RunConfig back = kdseg::parse_run_config(record.dump(), "config.json");
   EXPECT_EQ(kdseg::run_config_json(back), record);
   EXPECT_TRUE(kdseg::run_differences(c, back).empty());
@@ -144,12 +147,13 @@ TEST(RunRecord, DifferencesNameEachFieldAndItsRule) {
 
 // A record of the first version lacks "version" and the keys added since: they take defaults.
 TEST(RunRecord, ReadsFirstVersionRecordsAndRefusesLaterOnes) {
-  const auto c =
-      kdseg::parse_run_config(R"({"arch": "unet-resnet34d", "width": 0.5, "channels_last": "auto"})", "old.pt");
-  EXPECT_EQ(c.arch, "unet-resnet34d");
+  const auto c = kdseg::parse_run_config(
+      R"({"arch": "unet-resnet34d", "width": 0.5, "task": "tumour", "channels_last": "auto"})", "old.pt");
+  EXPECT_EQ(c.arch, kdseg::models::Encoder::kResNet34d);
   EXPECT_EQ(c.width, 0.5);
   EXPECT_EQ(c.log_every, kdseg::RunConfig().log_every);
   EXPECT_EQ(c.channels_last, kdseg::ChannelsLast::kAuto);
+  EXPECT_EQ(c.task, kdseg::TaskSpec{}) << "another spelling of the same task";
   EXPECT_NE(
       error_of([] { kdseg::parse_run_config(R"({"version": 99})", "new.pt"); }).find("new.pt: run record version 99"),
       std::string::npos);

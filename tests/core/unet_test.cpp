@@ -31,7 +31,7 @@ TEST(UNet, ParameterCountsMatchThePaper) {
   for (const Expected& e : {Expected{"unet-resnet18d", 14494468, 11195168, 3151552, 34, 147714},
                             Expected{"unet-resnet34d", 24602628, 21303328, 3151552, 34, 147714},
                             Expected{"unet-resnet50d", 76066980, 23526688, 50179840, 130, 2360322}}) {
-    M::UNet net(M::UNetOptions().encoder(M::parse_architecture(e.arch)));
+    M::UNet net(M::UNetOptions().encoder(kdseg::parse_enum<M::Encoder>("--arch", e.arch)));
     EXPECT_EQ(count(net->parameters()), e.total) << e.arch;
     EXPECT_EQ(count_prefix(net, "encoder."), e.encoder) << e.arch;
     EXPECT_EQ(count_prefix(net, "decoder."), e.decoder) << e.arch;
@@ -81,7 +81,7 @@ TEST(UNet, GradientsReachEveryParameter) {
 }
 
 TEST(UNet, BadArchitectureOrInputIsAClearError) {
-  EXPECT_THROW(M::parse_architecture("unet-resnet101"), kdseg::Error);
+  EXPECT_THROW(kdseg::parse_enum<M::Encoder>("--arch", "unet-resnet101"), kdseg::Error);
   M::UNet net(M::UNetOptions().width(0.125));
   EXPECT_THROW(net(torch::randn({1, 3, 32, 32})), kdseg::Error);
 }

@@ -14,24 +14,26 @@ using torch::Tensor;
 
 TEST(Task, LabelMapsAndWindows) {
   const Tensor stored = torch::tensor({0, 1, 2, 3}, torch::kByte);
-  const D::Task tumour = D::make_task("tumor", D::Layout::kLits);
+  const D::Task tumour = D::make_task(D::parse_task("tumor"), D::Layout::kLits);
   EXPECT_EQ(tumour.classes, 2);
   EXPECT_TRUE(tumour.classes_of(stored.narrow(0, 0, 3)).equal(torch::tensor({0, 0, 1})));
   EXPECT_EQ(tumour.classes_of(stored)[3].item<int64_t>(), 255) << "3 is not a LiTS label: ignored";
-  EXPECT_TRUE(
-      D::make_task("organ-tumor", D::Layout::kKits23, "tumor").classes_of(stored).equal(torch::tensor({0, 1, 2, 2})));
-  EXPECT_TRUE(D::make_task("organ-tumor", D::Layout::kKits23, "ignore")
+  EXPECT_TRUE(D::make_task(D::parse_task("organ-tumor"), D::Layout::kKits23, "tumor")
+                  .classes_of(stored)
+                  .equal(torch::tensor({0, 1, 2, 2})));
+  EXPECT_TRUE(D::make_task(D::parse_task("organ-tumor"), D::Layout::kKits23, "ignore")
                   .classes_of(stored)
                   .equal(torch::tensor({0, 1, 2, 255})));
-  EXPECT_TRUE(D::make_task("tumor", D::Layout::kKits23).classes_of(stored).equal(torch::tensor({0, 0, 1, 0})));
-  const D::Task map = D::make_task("map:0:0,1:1,2:1,3:ignore", D::Layout::kKits23);
+  EXPECT_TRUE(
+      D::make_task(D::parse_task("tumor"), D::Layout::kKits23).classes_of(stored).equal(torch::tensor({0, 0, 1, 0})));
+  const D::Task map = D::make_task(D::parse_task("map:0:0,1:1,2:1,3:ignore"), D::Layout::kKits23);
   EXPECT_EQ(map.classes, 2);
   EXPECT_TRUE(map.classes_of(stored).equal(torch::tensor({0, 1, 1, 255})));
-  EXPECT_THROW(D::make_task("vessels", D::Layout::kLits), kdseg::Error);
+  EXPECT_THROW(D::make_task(D::parse_task("vessels"), D::Layout::kLits), kdseg::Error);
   // Malformed maps and labels the layout does not have name the problem.
   const auto message = [](const std::string& task) {
     try {
-      D::make_task(task, D::Layout::kLits);
+      D::make_task(D::parse_task(task), D::Layout::kLits);
     } catch (const kdseg::Error& e) {
       return std::string(e.what());
     }
@@ -42,7 +44,7 @@ TEST(Task, LabelMapsAndWindows) {
   EXPECT_NE(message("map:0:0,9:1").find("label 9 does not occur in lits"), std::string::npos) << message("map:0:0,9:1");
   const Tensor hu = torch::tensor({-1000.0, -60.0, 40.0, 140.0, 900.0});
   EXPECT_TRUE(tumour.window(hu).equal(torch::tensor({-1.0f, -1.0f, 0.0f, 1.0f, 1.0f})));
-  const D::Task kits = D::make_task("tumor", D::Layout::kKits19);
+  const D::Task kits = D::make_task(D::parse_task("tumor"), D::Layout::kKits19);
   EXPECT_FLOAT_EQ(kits.window(torch::tensor({50.0})).item<float>(), 0.0f);  // [-200, 300]
 }
 
@@ -180,7 +182,7 @@ TEST_P(LoaderOnStore, DecodesChunksExactlyAndKeepsPlanOrder) {
   p.compression = compression;
   D::prepare_store(p);
   const D::PreparedStore store(p.output);
-  const D::Task task = D::make_task("tumor", D::Layout::kLits);
+  const D::Task task = D::make_task(D::parse_task("tumor"), D::Layout::kLits);
   std::vector<int64_t> rows(static_cast<size_t>(store.slices()));
   std::iota(rows.begin(), rows.end(), 0);
   std::vector<std::vector<D::DistributedSampler::Item>> plan;
@@ -223,7 +225,8 @@ TEST(Loader, WorkerErrorsReachTheConsumer) {
   p.slices = D::SliceSelection::kAll;
   p.size = 0;
   D::prepare_store(p);
-  D::BatchLoader loader(p.output, D::make_task("tumor", D::Layout::kLits), D::LoaderOptions(), {{{999999, 0}}});
+  D::BatchLoader loader(p.output, D::make_task(D::parse_task("tumor"), D::Layout::kLits), D::LoaderOptions(),
+                        {{{999999, 0}}});
   try {
     loader.next();
     FAIL();

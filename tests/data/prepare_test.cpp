@@ -46,7 +46,7 @@ TEST(Prepare, SynthThenPrepareForEveryLayout) {
     const D::PreparedStore store(dir.file("prepared.h5"));
     EXPECT_EQ(store.slices(), summary.slices);
     EXPECT_EQ(store.case_ids().size(), 6u);
-    EXPECT_EQ(store.attribute("layout"), D::layout_name(layout));
+    EXPECT_EQ(store.attribute("layout"), kdseg::enum_name(layout));
     EXPECT_EQ(store.attribute("content_hash"), summary.content_hash);
   }
 }

@@ -99,7 +99,7 @@ TEST(Raters, SynthesisedRatersReachTheLoader) {
   const D::PreparedStore store(p.output);
   ASSERT_EQ(store.raters(), 3);
   ASSERT_EQ(store.rater_agreement().size(), 2u);
-  const D::Task task = D::make_task("tumor", D::Layout::kQubiq);
+  const D::Task task = D::make_task(D::parse_task("tumor"), D::Layout::kQubiq);
   // QUBIQ's stored label is the majority: the majority kind gives it back.
   D::LoaderOptions lo;
   lo.train = false;
@@ -121,7 +121,7 @@ TEST(Raters, LabelKindsOfRatersNeedAStoreWithRaters) {
   D::LoaderOptions lo;
   lo.raters = D::RaterLabels::kMajority;
   try {
-    D::BatchLoader loader(store, D::make_task("tumor", D::Layout::kLits), lo, {{{0, 0}}});
+    D::BatchLoader loader(store, D::make_task(D::parse_task("tumor"), D::Layout::kLits), lo, {{{0, 0}}});
     FAIL() << "a store without raters was accepted";
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("the store keeps no raters"), std::string::npos) << e.what();

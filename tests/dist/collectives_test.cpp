@@ -80,7 +80,7 @@ TEST(Collectives, ErrorsNameTheProblem) {
     what = e.what();
   }
   EXPECT_TRUE(all_ranks(what.find("contiguous") != std::string::npos)) << what;
-  EXPECT_THROW(D::parse_backend("gloo"), kdseg::Error);
+  EXPECT_THROW(kdseg::parse_enum<D::Backend>("--backend", "gloo"), kdseg::Error);
 }
 
 TEST(AutogradCollectives, SumAndGatherGradientsSumOverRanks) {

@@ -35,13 +35,13 @@ TEST(Backend, AutoWithoutLauncherIsLocalAndNamesAreParsed) {
   if (D::launched_by_launcher()) GTEST_SKIP() << "started by a launcher";
   auto comm = D::make_communicator({});
   EXPECT_EQ(comm->backend(), D::Backend::kLocal);
-  EXPECT_EQ(D::parse_backend("nccl"), D::Backend::kNccl);
-  EXPECT_EQ(D::backend_name(D::Backend::kMpi), "mpi");
+  EXPECT_EQ(kdseg::parse_enum<D::Backend>("--backend", "nccl"), D::Backend::kNccl);
+  EXPECT_STREQ(kdseg::enum_name(D::Backend::kMpi), "mpi");
   try {
-    D::parse_backend("gloo");
+    kdseg::parse_enum<D::Backend>("--backend", "gloo");
     FAIL();
   } catch (const kdseg::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("use auto, local, mpi or nccl"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("--backend: 'gloo' is not one of auto, local, mpi, nccl"), std::string::npos);
   }
 }
 

@@ -201,7 +201,7 @@ TEST_F(EvaluateTest, SurfaceDistancesOfEachCase) {
   // Ignored voxels count neither way: with everything but tumour ignored, a model that predicts
   // tumour everywhere agrees with the labels wherever they count.
   auto everything = options("surface-ignored");
-  everything.task = "map:0:ignore,1:ignore,2:1";
+  everything.task = kdseg::data::parse_task("map:0:ignore,1:ignore,2:1");
   everything.models = {{"everything", "", std::make_shared<ConstantModel>(2, 1, 0.9)}};
   const json ignored_report = kdseg::eval::evaluate(everything, *comm);
   for (const json& c : ignored_report.at("models")[0].at("cases")) {

@@ -206,13 +206,13 @@ TEST_F(DistillTest, MissingSlicesAreNamed) {
 TEST_F(DistillTest, CacheWithAnotherClassCountIsRefused) {
   kdseg::teacher::PrecomputeOptions o;
   TrainConfig t = base("teacher3");
-  t.task = "organ-tumor";
+  t.task = kdseg::data::parse_task("organ-tumor");
   t.max_steps = 1;
   kdseg::student::train(t, *comm);
   o.teacher = dir->file("teacher3/last.pt");
   o.data = dir->file("p.h5");
   o.output = dir->file("cache3");
-  o.task = "organ-tumor";
+  o.task = kdseg::data::parse_task("organ-tumor");
   kdseg::teacher::precompute(o, *comm);
   TrainConfig c = distill("three");
   c.cache = o.output;
@@ -220,7 +220,7 @@ TEST_F(DistillTest, CacheWithAnotherClassCountIsRefused) {
   const std::string e = error_of(c);
   EXPECT_NE(e.find("the cache holds 3 classes but task 'tumor' has 2"), std::string::npos) << e;
   // The pass itself refuses a teacher whose classes differ from its --task.
-  o.task = "tumor";
+  o.task = kdseg::data::parse_task("tumor");
   o.output = dir->file("cache3b");
   try {
     kdseg::teacher::precompute(o, *comm);
