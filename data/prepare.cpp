@@ -766,6 +766,7 @@ std::string find_part(const std::string& output, int rank, int ranks, int64_t to
         file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0) {
       continue;
     }
+    if (!is_own_regular_file(it->path().string())) continue;  // not made by this user: never a part
     try {
       const h5::Handle part = PreparedStore::open_file(it->path().string());
       if (H5Aexists(part, "run") > 0 && h5::read_string_attribute(part, "run") == std::to_string(token))
