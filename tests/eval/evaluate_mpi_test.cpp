@@ -151,14 +151,18 @@ TEST(DistributedEvaluation, RanksStageInPrivateFoldersNotInPlacedOnes) {
   for (int r = 1; r < world().size(); ++r)
     placed.push_back(tmp / ("kdseg-evaluate-" + std::to_string(pids[r].item<int64_t>()) + "-" + std::to_string(r)));
   const fs::path victims = fs::path(dir) / "victims";
-  std::vector<std::string> names;
+  std::vector<std::string> names, evaluated;  // every case's prediction files; fold 0's
   if (world().rank() == 0) {
     fs::create_directories(victims);
     const kdseg::data::PreparedStore store(dir + "/p.h5");
-    for (const std::string& id : store.case_ids()) {
+    std::set<int32_t> fold;
+    for (int64_t row : store.rows_in_folds({0})) fold.insert(store.slice_case()[static_cast<size_t>(row)]);
+    for (size_t c = 0; c < store.case_ids().size(); ++c) {
+      const std::string& id = store.case_ids()[c];
       for (const std::string& name : {id + ".nii.gz", id + "_probs.nii.gz"}) {
         kdseg::write_file_atomic((victims / name).string(), "victim");
         names.push_back(name);
+        if (fold.count(static_cast<int32_t>(c)) != 0) evaluated.push_back(name);
       }
     }
     for (const fs::path& link : placed) fs::create_directory_symlink(victims, link);
@@ -171,8 +175,10 @@ TEST(DistributedEvaluation, RanksStageInPrivateFoldersNotInPlacedOnes) {
   if (world().rank() == 0) {
     for (const std::string& name : names) {
       ok = ok && fs::exists(victims / name) && kdseg::read_file((victims / name).string()) == "victim";
-      ok = ok && fs::exists(fs::path(dir) / "out" / "predictions" / "box" / name);
     }
+    for (const std::string& name : evaluated)
+      ok = ok && fs::exists(fs::path(dir) / "out" / "predictions" / "box" / name);
+    ok = ok && !evaluated.empty();
     for (const fs::path& link : placed) {
       ok = ok && fs::is_symlink(link);
       fs::remove(link);
