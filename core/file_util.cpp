@@ -2,12 +2,16 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -31,13 +35,43 @@ namespace {
 // ".kdseg-tmp-<host>-": the temporary files of this machine's processes.
 std::string temp_prefix() { return ".kdseg-tmp-" + host_name() + "-"; }
 
+// New names tried before giving up when each is taken.
+constexpr int kNameTries = 100;
+
+// A random number of at most 11 digits: another user cannot foresee a temporary's name, and the
+// name keeps the form "<pid>-<n>-" that the removal of stale temporaries reads.
+uint64_t random_name_number() {
+  uint64_t value = 0;
+  if (::getrandom(&value, sizeof value, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof value)) {
+    static std::atomic<uint64_t> fallback{0};
+    value = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) *
+                uint64_t{0x9E3779B97F4A7C15} ^
+            fallback++;
+  }
+  return value % uint64_t{100000000000};
+}
+
 // A hidden name in the same folder that keeps the final name's extension (libraries such as
-// niftilib choose the format from it): "dir/.kdseg-tmp-<host>-<pid>-<n>-name.nii.gz".
+// niftilib choose the format from it): "dir/.kdseg-tmp-<host>-<pid>-<n>-name.nii.gz", n random.
 std::string temp_name_for(const std::string& final_path) {
-  static std::atomic<unsigned> counter{0};
   const fs::path path(final_path);
-  const std::string prefix = temp_prefix() + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-";
+  const std::string prefix =
+      temp_prefix() + std::to_string(::getpid()) + "-" + std::to_string(random_name_number()) + "-";
   return (path.parent_path() / (prefix + path.filename().string())).string();
+}
+
+// Whether `path` (not followed if a link) is the file of device `dev` and inode `ino`.
+bool is_file(const std::string& path, uint64_t dev, uint64_t ino) {
+  struct stat info {};
+  return ::lstat(path.c_str(), &info) == 0 && static_cast<uint64_t>(info.st_dev) == dev &&
+         static_cast<uint64_t>(info.st_ino) == ino;
+}
+
+// fsyncs an open file; some file systems refuse fsync on folders, which is no data-loss error.
+void fsync_fd(int fd, const std::string& path) {
+  if (::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
+    KDSEG_THROW(path, ": fsync failed: ", std::strerror(errno));
+  }
 }
 
 // Whether `pid` is a live process on this machine: a zombie (killed, not yet reaped by its
@@ -62,6 +96,8 @@ void remove_stale_temporaries(const fs::path& folder, const std::string& file_na
         name.compare(name.size() - file_name.size(), file_name.size(), file_name) != 0) {
       continue;
     }
+    struct stat info {};
+    if (::lstat(it->path().c_str(), &info) != 0 || info.st_uid != ::geteuid()) continue;  // another user's
     // "<pid>-<n>-" between the prefix and the file name.
     const std::string middle = name.substr(prefix.size(), name.size() - prefix.size() - file_name.size());
     const size_t dash = middle.find('-');
@@ -82,17 +118,16 @@ void remove_stale_temporaries(const fs::path& folder, const std::string& file_na
 void fsync_path(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) KDSEG_THROW(path, ": cannot open to sync: ", std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  // Some file systems refuse fsync on folders; that is not a data-loss error.
-  if (rc != 0 && saved != EINVAL && saved != EROFS) {
-    KDSEG_THROW(path, ": fsync failed: ", std::strerror(saved));
+  try {
+    fsync_fd(fd, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
+  ::close(fd);
 }
 
-AtomicFile::AtomicFile(std::string final_path)
-    : final_path_(std::move(final_path)), temp_path_(temp_name_for(final_path_)) {
+AtomicFile::AtomicFile(std::string final_path, unsigned mode) : final_path_(std::move(final_path)) {
   const fs::path parent = fs::path(final_path_).parent_path();
   const fs::path folder = parent.empty() ? fs::path(".") : parent;
   std::error_code ec;
@@ -104,10 +139,26 @@ AtomicFile::AtomicFile(std::string final_path)
                 ")");
   }
   remove_stale_temporaries(folder, fs::path(final_path_).filename().string());
+  for (int attempt = 0; fd_ < 0; ++attempt) {
+    temp_path_ = temp_name_for(final_path_);
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
+    if (fd_ < 0 && (errno != EEXIST || attempt + 1 == kNameTries)) {
+      const int saved = errno;
+      throw_write_failure(final_path_, "the file",
+                          "cannot create the temporary file " + temp_path_ + ": " + std::strerror(saved));
+    }
+  }
+  struct stat info {};
+  if (::fstat(fd_, &info) == 0) {
+    dev_ = static_cast<uint64_t>(info.st_dev);
+    ino_ = static_cast<uint64_t>(info.st_ino);
+  }
 }
 
 AtomicFile::~AtomicFile() {
-  if (!committed_) {
+  if (fd_ >= 0) ::close(fd_);
+  // Only the file this object created: a name another user took over stays theirs.
+  if (!committed_ && is_file(temp_path_, dev_, ino_)) {
     std::error_code ec;
     fs::remove(temp_path_, ec);
   }
@@ -115,15 +166,21 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::commit() {
   KDSEG_CHECK(!committed_, final_path_, ": committed twice");
-  std::error_code ec;
-  if (!fs::exists(temp_path_, ec)) {
+  struct stat named {};
+  if (::lstat(temp_path_.c_str(), &named) != 0) {
     KDSEG_THROW(final_path_, ": nothing was written to the temporary file ", temp_path_);
   }
+  KDSEG_CHECK(is_file(temp_path_, dev_, ino_), final_path_, ": the temporary file ", temp_path_,
+              " is no longer the file kdseg created (replaced by another user who can write in its folder?); "
+              "nothing was renamed");
   try {
-    fsync_path(temp_path_);  // a full disk can surface here, when delayed allocation finds no room
+    fsync_fd(fd_, temp_path_);  // a full disk can surface here, when delayed allocation finds no room
   } catch (const Error& e) {
     throw_write_failure(final_path_, "the file", e.message());
   }
+  const int closed = ::close(fd_);
+  fd_ = -1;
+  if (closed != 0) throw_write_failure(final_path_, "the file", std::strerror(errno));
   if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
     KDSEG_THROW(final_path_, ": rename from ", temp_path_, " failed: ", std::strerror(errno));
   }
@@ -202,7 +259,6 @@ StagedFolder::StagedFolder(std::string final_path) : final_path_(std::move(final
   if (name.empty() || name == "." || name == ".." || final_path_ == "/") {
     KDSEG_THROW(final_path_, ": give the output folder a name (it is replaced whole)");
   }
-  staging_path_ = temp_name_for(final_path_);
   const fs::path parent = fs::path(final_path_).parent_path();
   const fs::path folder = parent.empty() ? fs::path(".") : parent;
   std::error_code ec;
@@ -213,13 +269,20 @@ StagedFolder::StagedFolder(std::string final_path) : final_path_(std::move(final
     KDSEG_THROW(final_path_, ": exists and is not a folder");
   }
   remove_stale_temporaries(folder, fs::path(final_path_).filename().string());
-  if (!fs::create_directory(staging_path_, ec) || ec) {
-    KDSEG_THROW(final_path_, ": cannot write in ", folder.string(), ": ", ec ? ec.message() : "the name exists");
+  // mkdir neither follows a link nor takes a folder someone placed: a taken name gets another.
+  for (int attempt = 0;; ++attempt) {
+    staging_path_ = temp_name_for(final_path_);
+    if (::mkdir(staging_path_.c_str(), 0777) == 0) break;
+    if (errno != EEXIST || attempt + 1 == kNameTries) {
+      const int saved = errno;
+      staging_path_.clear();
+      KDSEG_THROW(final_path_, ": cannot write in ", folder.string(), ": ", std::strerror(saved));
+    }
   }
 }
 
 StagedFolder::~StagedFolder() {
-  if (committed_) return;
+  if (committed_ || staging_path_.empty()) return;
   std::error_code ec;
   fs::remove_all(staging_path_, ec);
 }
@@ -257,7 +320,7 @@ void StagedFolder::commit() {
 }
 
 void append_to_file(const std::string& path, std::string_view content) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw_write_failure(path, "to the file", std::strerror(errno));
   const bool written = write_all(fd, content);
   const int saved = errno;
@@ -266,14 +329,38 @@ void append_to_file(const std::string& path, std::string_view content) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view content) {
-  AtomicFile file(path);
-  const int fd = ::open(file.temp_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw_write_failure(path, "the file", std::strerror(errno));
-  const bool written = write_all(fd, content);
-  const int saved = errno;
-  if (::close(fd) != 0 && written) throw_write_failure(path, "the file", std::strerror(errno));
-  if (!written) throw_write_failure(path, byte_size(static_cast<double>(content.size())), std::strerror(saved));
+  AtomicFile file(path, 0644);
+  if (!write_all(file.fd_, content)) {
+    throw_write_failure(path, byte_size(static_cast<double>(content.size())), std::strerror(errno));
+  }
   file.commit();
+}
+
+void create_new_file(const std::string& path, unsigned mode) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, static_cast<mode_t>(mode));
+  if (fd < 0) {
+    const int saved = errno;
+    KDSEG_THROW(path, ": cannot create: ", std::strerror(saved),
+                saved == EEXIST ? " (a file or link of that name appeared; kdseg does not write through it)" : "");
+  }
+  ::close(fd);
+}
+
+bool is_own_regular_file(const std::string& path) {
+  struct stat info {};
+  return ::lstat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) && info.st_uid == ::geteuid();
+}
+
+std::string make_private_dir(const std::string& parent, const std::string& prefix) {
+  std::string pattern = (fs::path(parent) / (prefix + "XXXXXX")).string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    KDSEG_THROW(pattern, ": cannot make a private folder in ", parent, ": ", std::strerror(errno));
+  }
+  struct stat info {};
+  const bool own = ::lstat(pattern.c_str(), &info) == 0 && S_ISDIR(info.st_mode) && info.st_uid == ::geteuid();
+  KDSEG_CHECK(own && (info.st_mode & 077) == 0, pattern,
+              ": the private folder just made is not a folder of this user closed to others; not used");
+  return pattern;
 }
 
 std::string read_file(const std::string& path) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,42 @@ std::string read_holder(int fd) {
   return holder.empty() ? "another process" : holder;
 }
 
+// Opens the lock file without following a link: the existing one, else a new one made with
+// O_EXCL (the other branch again when a concurrent run made it in between).
+int open_lock_file(const std::string& path) {
+  for (;;) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 || errno != ENOENT) {
+      KDSEG_CHECK(fd >= 0 || errno != ELOOP, path,
+                  ": the lock file is a symbolic link; kdseg never follows one there (another user who can write in "
+                  "the folder may have placed it): remove it, or choose another output folder");
+      return fd;
+    }
+    const int made = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (made >= 0 || errno != EEXIST) return made;
+  }
+}
+
+// Refuses a lock file that kdseg could not have made: not a regular file, another user's, or
+// one with other names (a hard link to a file elsewhere).
+void check_lock_file(int fd, const std::string& path) {
+  struct stat info {};
+  std::string problem;
+  if (::fstat(fd, &info) != 0) {
+    problem = std::string("cannot examine it: ") + std::strerror(errno);
+  } else if (!S_ISREG(info.st_mode)) {
+    problem = "it is not a regular file";
+  } else if (info.st_uid != ::geteuid()) {
+    problem = "it belongs to user " + std::to_string(info.st_uid) + ", not to this process's user " +
+              std::to_string(::geteuid()) + "; kdseg does not use a lock file another user could have placed";
+  } else if (info.st_nlink != 1) {
+    problem = "it has " + std::to_string(info.st_nlink) + " names (a hard link to another file?)";
+  }
+  if (problem.empty()) return;
+  ::close(fd);
+  KDSEG_THROW(path, ": refusing the folder's lock file: ", problem, "; remove it, or choose another output folder");
+}
+
 }  // namespace
 
 FolderLock::FolderLock(const std::string& folder, const std::string& command, const std::string& kind)
@@ -31,8 +68,9 @@ FolderLock::FolderLock(const std::string& folder, const std::string& command, co
   std::filesystem::create_directories(folder, ec);
   KDSEG_CHECK(!ec && std::filesystem::is_directory(folder, ec), folder, ": cannot create the ", kind, ": ",
               ec ? ec.message() : "a file of that name exists");
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = open_lock_file(path_);
   KDSEG_CHECK(fd_ >= 0, path_, ": cannot open the folder's lock file: ", std::strerror(errno));
+  check_lock_file(fd_, path_);
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int saved = errno;
     if (saved == ENOSYS || saved == EOPNOTSUPP || saved == ENOLCK) {

@@ -112,6 +112,7 @@ bool CacheShardWriter::open_existing(const std::string& path, bool final_file) {
 void CacheShardWriter::create() {
   std::error_code ec;
   fs::remove(partial_path_, ec);
+  create_new_file(partial_path_);  // HDF5 truncates only a file this process made, never through a link
   *file_ = h5::Handle(H5Fcreate(partial_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
   KDSEG_CHECK(file_->get() >= 0, partial_path_, ": cannot create the shard file (is ", dir_,
               " writable, and is there space?)");

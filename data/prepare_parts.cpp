@@ -9,6 +9,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "data/hdf5_util.h"
 
 namespace kdseg::data::detail {
@@ -36,6 +37,7 @@ std::string find_part(const std::string& output, int rank, int ranks, int64_t to
         file.compare(file.size() - suffix.size(), suffix.size(), suffix) != 0) {
       continue;
     }
+    if (!is_own_regular_file(it->path().string())) continue;  // not made by this user: never a part
     try {
       const h5::Handle part = PreparedStore::open_file(it->path().string());
       if (h5::has_attribute(part, kRunAttribute) &&

@@ -1,6 +1,7 @@
 #include "eval/case_collector.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -37,13 +38,15 @@ constexpr float kProbabilitySteps = 65535.0f;
 constexpr const char* kRankFolderPrefix = "kdseg-evaluate-";
 
 // This rank's folder for its prediction files until rank 0 takes them: local to the node, named
-// by the process and rank.
-fs::path rank_folder(int rank) {
-  return fs::temp_directory_path() / (kRankFolderPrefix + std::to_string(::getpid()) + "-" + std::to_string(rank));
+// by the process and rank, made new and private (mkdtemp, 0700) so that no other user of the
+// node can read, replace or redirect the files.
+std::string make_rank_folder(int rank) {
+  return make_private_dir(fs::temp_directory_path().string(),
+                          kRankFolderPrefix + std::to_string(::getpid()) + "-" + std::to_string(rank) + "-");
 }
 
-// Removes the rank folders of evaluate processes that no longer run on this node (a job brought
-// down by MPI_Abort or a signal never reaches the destructor that removes them).
+// Removes the rank folders of evaluate processes of this user that no longer run on this node (a
+// job brought down by MPI_Abort or a signal never reaches the destructor that removes them).
 void remove_orphaned_rank_folders() {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(fs::temp_directory_path(), ec)) {
@@ -51,9 +54,9 @@ void remove_orphaned_rank_folders() {
     if (name.rfind(kRankFolderPrefix, 0) != 0) continue;
     const std::string rest = name.substr(std::strlen(kRankFolderPrefix));
     const size_t dash = rest.find('-');
-    if (dash == 0 || dash > 9 || dash == std::string::npos ||
-        rest.find_first_not_of("0123456789-") != std::string::npos)
-      continue;
+    if (dash == 0 || dash > 9 || dash == std::string::npos || rest.find_first_not_of("0123456789") < dash) continue;
+    struct stat info {};
+    if (::lstat(entry.path().c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != ::geteuid()) continue;
     const auto pid = static_cast<pid_t>(std::stol(rest.substr(0, dash)));
     if (::kill(pid, 0) != 0 && errno == ESRCH) {
       log::debug("evaluate: removing {}, left by process {} which no longer runs", entry.path().string(), pid);
@@ -82,8 +85,12 @@ CaseCollector::CaseCollector(const data::PreparedStore& store, const std::vector
   for (int64_t row : mine_) rows_of_case_[case_of(row)].push_back(row);
   if (out_.predictions) {
     if (rank_ != 0) remove_orphaned_rank_folders();
-    folder_ = rank_ == 0 ? out_.folder : rank_folder(rank_).string();
-    if (rank_ == 0 || !mine_.empty()) fs::create_directories(folder_);
+    if (rank_ == 0) {
+      folder_ = out_.folder;
+      fs::create_directories(folder_);
+    } else if (!mine_.empty()) {
+      folder_ = make_rank_folder(rank_);
+    }
   }
 }
 

@@ -42,6 +42,21 @@ void add_nll(const Tensor& logits, const Tensor& labels, int64_t ignore_index, c
 
 }  // namespace
 
+void check_finite_logits(const Tensor& logits, const std::vector<int64_t>& rows, const data::PreparedStore& store,
+                         const std::string& store_path, const FrozenModel& teacher) {
+  const Tensor bad = torch::isfinite(logits).logical_not().flatten(1).any(1);  // [B]
+  if (!bad.any().item<bool>()) return;
+  const int64_t first = bad.nonzero()[0][0].item<int64_t>();
+  const auto row = static_cast<size_t>(rows.at(static_cast<size_t>(first)));
+  const Tensor values = logits[first];
+  KDSEG_THROW(teacher.describe(), ": its logits are not finite on slice ", store.slice_index()[row], " of case ",
+              store.case_ids()[static_cast<size_t>(store.slice_case()[row])], " (row ", row, " of ", store_path,
+              "): ", torch::isnan(values).sum().item<int64_t>(), " NaN and ",
+              torch::isinf(values).sum().item<int64_t>(), " infinite of ", values.numel(),
+              " values; a teacher must give finite logits (check its weights, and that it was saved after training "
+              "converged)");
+}
+
 TemperatureFit fit_temperature(FrozenModel& teacher, const std::string& store_path, const data::Task& task,
                                const std::vector<int>& folds, c10::Device device, int workers, int64_t batch_size,
                                dist::Communicator& comm) {
@@ -62,12 +77,15 @@ TemperatureFit fit_temperature(FrozenModel& teacher, const std::string& store_pa
     if (store.raters() > 0) lo.raters = data::RaterLabels::kMajority;
     data::BatchLoader loader(store_path, task, lo, plan);
     Tensor nll = sums.narrow(0, 0, kGrid);
-    while (auto batch = loader.next()) {
+    for (size_t b = 0; auto batch = loader.next(); ++b) {
       Tensor logits;
       {
         CudaAutocast autocast(device.is_cuda());
         logits = teacher.logits(batch->images.to(device)).to(torch::kFloat).cpu();
       }
+      std::vector<int64_t> batch_rows;
+      for (const auto& item : plan[b]) batch_rows.push_back(item.row);
+      check_finite_logits(logits, batch_rows, store, store_path, teacher);
       add_nll(logits, batch->labels, task.ignore_index, grid, nll, voxels);
       progress.advance(1);
     }

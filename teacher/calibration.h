@@ -12,8 +12,14 @@
 #include "data/task.h"
 #include "dist/communicator.h"
 
+namespace at {
+class Tensor;
+}
 namespace kdseg {
 class FrozenModel;
+}
+namespace kdseg::data {
+class PreparedStore;
 }
 
 namespace kdseg::teacher {
@@ -34,5 +40,12 @@ struct TemperatureFit {
 TemperatureFit fit_temperature(FrozenModel& teacher, const std::string& store, const data::Task& task,
                                const std::vector<int>& folds, c10::Device device, int workers, int64_t batch_size,
                                dist::Communicator& comm);
+
+// Throws kdseg::Error when the logits [B,C,H,W] that `teacher` gave for the store rows `rows`
+// (one per batch item) of `store` (read from `store_path`) hold a NaN or an infinity, naming the
+// teacher, the first such slice (its case, slice index and store row) and what it holds: such a teacher yields no soft
+// labels and no temperature, and is refused rather than cached.
+void check_finite_logits(const at::Tensor& logits, const std::vector<int64_t>& rows, const data::PreparedStore& store,
+                         const std::string& store_path, const FrozenModel& teacher);
 
 }  // namespace kdseg::teacher

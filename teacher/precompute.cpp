@@ -161,18 +161,22 @@ PendingBatches pending_batches(const data::CacheShardWriter& shard, const ShardS
 
 // The teacher's outputs for `images` as the cache stores them, on the CPU: of the calibrated
 // teacher (logits / calibration) when a temperature was fitted.
-at::Tensor teacher_values(FrozenModel& teacher, const at::Tensor& images, c10::Device device,
-                          const PrecomputeOptions& o, double calibration) {
+// Non-finite logits are refused, naming the first such slice of `rows`.
+at::Tensor teacher_values(FrozenModel& teacher, const at::Tensor& images, const std::vector<int64_t>& rows,
+                          const data::PreparedStore& store, c10::Device device, const PrecomputeOptions& o,
+                          double calibration) {
   torch::NoGradGuard no_grad;
   CudaAutocast autocast(device.is_cuda());
   at::Tensor logits = teacher.logits(images.to(device)).to(torch::kFloat);
+  check_finite_logits(logits, rows, store, o.data, teacher);
   if (calibration != 1) logits = logits / calibration;
   return data::encode_soft_labels(logits, o.format, pass_temperature(o)).to(torch::kCPU);
 }
 
 // Computes and writes this rank's pending batches, then finishes its shard.
-void run_pass(const PrecomputeOptions& o, const data::Task& task, FrozenModel& teacher, c10::Device device,
-              const PendingBatches& pending, data::CacheShardWriter& shard, int rank, PrecomputeSummary& summary) {
+void run_pass(const PrecomputeOptions& o, const data::Task& task, const data::PreparedStore& store,
+              FrozenModel& teacher, c10::Device device, const PendingBatches& pending, data::CacheShardWriter& shard,
+              int rank, PrecomputeSummary& summary) {
   const double calibration = summary.calibration_temperature;
   Progress progress("precompute", static_cast<int64_t>(pending.plan.size()), rank == 0);
   if (!pending.plan.empty()) {
@@ -185,7 +189,9 @@ void run_pass(const PrecomputeOptions& o, const data::Task& task, FrozenModel& t
       auto batch = loader.next();
       KDSEG_CHECK(batch.has_value(), "precompute: the loader ran out of batches");
       auto t0 = Clock::now();
-      const at::Tensor values = teacher_values(teacher, batch->images, device, o, calibration);
+      std::vector<int64_t> rows;
+      for (const auto& item : pending.plan[b]) rows.push_back(item.row);
+      const at::Tensor values = teacher_values(teacher, batch->images, rows, store, device, o, calibration);
       summary.teacher_seconds += seconds_since(t0);
       t0 = Clock::now();
       shard.write(pending.first[b], values);
@@ -273,7 +279,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   }
   try {
     data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes, summary.calibration_temperature));
-    run_pass(o, task, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
+    run_pass(o, task, store, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
     // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
     comm.wait_for_all();
     // A rank stopped by a signal left its shard unfinished, its written slices flagged: no

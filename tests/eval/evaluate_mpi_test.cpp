@@ -135,4 +135,56 @@ TEST(DistributedEvaluation, RankFoldersOfEndedProcessesAreRemoved) {
   EXPECT_TRUE(all_ranks(ok)) << "the ended process's folder " << ended << " is removed and a running one's is kept";
 }
 
+// Another user of the node places links and folders under the names the ranks once staged their
+// predictions in (kdseg-evaluate-<pid>-<rank>), a link into a folder of files they want to
+// destroy: the ranks stage in folders of their own, and those files stay as they were.
+TEST(DistributedEvaluation, RanksStageInPrivateFoldersNotInPlacedOnes) {
+  namespace fs = std::filesystem;
+  std::unique_ptr<kdseg::test::TempDir> owner;
+  const std::string dir = kdseg::test::shared_folder(owner);
+  const fs::path tmp = fs::temp_directory_path();
+  if (world().rank() == 0) kdseg::test::write_small_store(dir, 5, 24, 10, kdseg::data::SliceSelection::kAll);
+  at::Tensor pids = torch::zeros({world().size()}, torch::kLong);
+  pids[world().rank()] = static_cast<int64_t>(::getpid());
+  kdseg::dist::all_reduce_any_device(world(), pids, kdseg::dist::ReduceOp::kSum);
+  std::vector<fs::path> placed;
+  for (int r = 1; r < world().size(); ++r)
+    placed.push_back(tmp / ("kdseg-evaluate-" + std::to_string(pids[r].item<int64_t>()) + "-" + std::to_string(r)));
+  const fs::path victims = fs::path(dir) / "victims";
+  std::vector<std::string> names, evaluated;  // every case's prediction files; fold 0's
+  if (world().rank() == 0) {
+    fs::create_directories(victims);
+    const kdseg::data::PreparedStore store(dir + "/p.h5");
+    std::set<int32_t> fold;
+    for (int64_t row : store.rows_in_folds({0})) fold.insert(store.slice_case()[static_cast<size_t>(row)]);
+    for (size_t c = 0; c < store.case_ids().size(); ++c) {
+      const std::string& id = store.case_ids()[c];
+      for (const std::string& name : {id + ".nii.gz", id + "_probs.nii.gz"}) {
+        kdseg::write_file_atomic((victims / name).string(), "victim");
+        names.push_back(name);
+        if (fold.count(static_cast<int32_t>(c)) != 0) evaluated.push_back(name);
+      }
+    }
+    for (const fs::path& link : placed) fs::create_directory_symlink(victims, link);
+  }
+  world().barrier();
+
+  kdseg::eval::evaluate(box_evaluation(dir, dir + "/out", /*bootstrap=*/10), world());
+
+  bool ok = true;
+  if (world().rank() == 0) {
+    for (const std::string& name : names) {
+      ok = ok && fs::exists(victims / name) && kdseg::read_file((victims / name).string()) == "victim";
+    }
+    for (const std::string& name : evaluated)
+      ok = ok && fs::exists(fs::path(dir) / "out" / "predictions" / "box" / name);
+    ok = ok && !evaluated.empty();
+    for (const fs::path& link : placed) {
+      ok = ok && fs::is_symlink(link);
+      fs::remove(link);
+    }
+  }
+  EXPECT_TRUE(all_ranks(ok)) << "the files behind the placed links are unchanged and every case's predictions written";
+}
+
 }  // namespace
