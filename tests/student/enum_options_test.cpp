@@ -101,11 +101,11 @@ TEST(EnumOptions, TasksParseAndKeepTheirNames) {
 // config.json and every checkpoint keep the strings they had when arch and task were strings.
 TEST(EnumOptions, TheRunRecordWritesTheSameStrings) {
   kdseg::student::TrainConfig c;
-  EXPECT_EQ(kdseg::student::config_json(c).at("arch"), "unet-resnet18d");
-  EXPECT_EQ(kdseg::student::config_json(c).at("task"), "tumor");
+  EXPECT_EQ(kdseg::run_config_json(c).at("arch"), "unet-resnet18d");
+  EXPECT_EQ(kdseg::run_config_json(c).at("task"), "tumor");
   c.arch = kdseg::models::Encoder::kResNet50d;
   c.task = kdseg::data::parse_task("map:0:0,1:1,2:1,3:ignore");
-  const nlohmann::json j = kdseg::student::config_json(c);
+  const nlohmann::json j = kdseg::run_config_json(c);
   EXPECT_EQ(j.at("arch"), "unet-resnet50d");
   EXPECT_EQ(j.at("task"), "map:0:0,1:1,2:1,3:ignore");
   EXPECT_EQ(j.at("labels"), "hard");
