@@ -230,9 +230,9 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
   const std::string marker = (fs::path(dir) / ".kdseg-synth.json").string();
-  const std::string record = "{\"layout\": \"" + std::string(enum_name(o.layout)) + "\", \"cases\": " + std::to_string(o.cases) +
-                             ", \"size\": " + std::to_string(o.size) + ", \"slices\": " + std::to_string(o.slices) +
-                             ", \"seed\": " + std::to_string(o.seed) +
+  const std::string record = "{\"layout\": \"" + std::string(enum_name(o.layout)) +
+                             "\", \"cases\": " + std::to_string(o.cases) + ", \"size\": " + std::to_string(o.size) +
+                             ", \"slices\": " + std::to_string(o.slices) + ", \"seed\": " + std::to_string(o.seed) +
                              (o.raters > 0 ? ", \"raters\": " + std::to_string(o.raters) : std::string()) + "}\n";
   if (!o.force && !fs::is_empty(dir)) {
     KDSEG_CHECK(fs::is_regular_file(marker), dir, ": is not empty and kdseg synth did not write it (it may be real ",

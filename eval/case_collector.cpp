@@ -34,7 +34,6 @@ constexpr int64_t kIgnoredCode = 15;
 // exact to 1/65535 (within 7.6e-6), held in half the memory of float32.
 constexpr float kProbabilitySteps = 65535.0f;
 
-
 constexpr const char* kRankFolderPrefix = "kdseg-evaluate-";
 
 // This rank's folder for its prediction files until rank 0 takes them: local to the node, named

@@ -16,6 +16,9 @@ start_in "$work"
 train=(--max-steps 2 --batch-size 2 --crop-size 32 --width 0.125 --validate-every 0 "${quiet[@]}")
 "$kdseg" train --data store.h5 --output teacher "${train[@]}" > /dev/null || exit 1
 "$kdseg" precompute --teacher teacher/last.pt --data store.h5 --output cache "${quiet[@]}" > /dev/null || exit 1
+# A run stopped half-way, to resume on the full disk with the same settings.
+"$kdseg" train --data store.h5 --output partial --max-steps 4 --stop-after 2 --batch-size 2 --crop-size 32 \
+  --width 0.125 --validate-every 0 "${quiet[@]}" > /dev/null || exit 1
 
 mkdir -p disk
 mode=ulimit
@@ -28,7 +31,7 @@ echo "full disk as: $mode"
 
 # The previous outputs, written while there is room.
 cp store.h5 disk/store.h5
-mkdir -p disk/run && cp teacher/last.pt teacher/config.json teacher/metrics.jsonl disk/run/
+mkdir -p disk/run && cp partial/last.pt partial/config.json partial/metrics.jsonl disk/run/
 "$kdseg" evaluate --data store.h5 --fold 0 --model teacher/last.pt --output disk/report --bootstrap 10 \
   "${quiet[@]}" > /dev/null || exit 1
 tar -C disk -cf before.tar . || exit 1  # what must survive
