@@ -2,9 +2,10 @@
 # Runs the same tiny pipeline with two kdseg binaries and compares what they wrote: the proof
 # that a refactor changed no behaviour. Every stage runs (synth, prepare, a teacher, precompute
 # on 2 ranks, a student distilled on 2 ranks from the raters' mean and the teacher, a baseline on
-# the raters' majority, evaluate with predictions). Compared: stores, NIfTI files, per-case CSV
-# and predictions byte for byte; metrics.jsonl's losses exactly (timings left out); the caches'
-# datasets exactly; report.json apart from paths, times and the checkpoints' file hashes;
+# the raters' majority, evaluate with predictions). Compared: NIfTI files, per-case CSV and
+# predictions byte for byte; metrics.jsonl's losses exactly (timings left out); stores and caches
+# byte for byte or, failing that, every dataset and attribute exactly but the build's version;
+# report.json apart from paths, times, the build's version and the checkpoints' file hashes;
 # config.json key by key (keys a newer record adds are listed, not counted as differences).
 #   bash scripts/compare_builds.sh OLD_KDSEG NEW_KDSEG [WORK_DIR]
 set -euo pipefail

@@ -8,8 +8,10 @@ import h5py
 import numpy as np
 
 TIMINGS = {"images_per_s", "step_s", "data_wait_s", "teacher_s"}
-# Paths, times and the hashes of checkpoint files (which hold the run record) differ by design.
-VOLATILE = {"created", "file", "file_hash", "source", "data", "store_file", "teacher_file", "teacher_hash"}
+# Paths, times, the build's version and the hashes of checkpoint files (which hold the run
+# record) differ by design.
+VOLATILE = {"created", "file", "file_hash", "source", "data", "store_file", "teacher_file", "teacher_hash",
+            "tool_version"}
 
 
 def strip(value):
@@ -20,12 +22,21 @@ def strip(value):
     return value
 
 
+def same_attributes(a, b):
+    keys = (set(a.attrs) | set(b.attrs)) - VOLATILE
+    return all(k in a.attrs and k in b.attrs and str(a.attrs[k]) == str(b.attrs[k]) for k in keys)
+
+
 def same_hdf5(a, b):
+    """Every dataset and every attribute but the volatile ones (the version of the build)."""
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        names = []
+        names = [""]
         fa.visit(names.append)
         for name in names:
-            if isinstance(fa[name], h5py.Dataset) and not np.array_equal(fa[name][()], fb[name][()]):
+            ga, gb = (fa[name], fb[name]) if name else (fa, fb)
+            if not same_attributes(ga, gb):
+                return False
+            if isinstance(ga, h5py.Dataset) and not np.array_equal(ga[()], gb[()]):
                 return False
         return True
 
@@ -44,8 +55,8 @@ def compare(rel, a, b):
         return all(ja[k] == jb.get(k) for k in ja)
     if rel.endswith("report.json"):
         return strip(json.load(open(a))) == strip(json.load(open(b)))
-    if rel.startswith("cache/"):
-        return same_hdf5(a, b)
+    if rel.endswith(".h5"):
+        return filecmp.cmp(a, b, shallow=False) or same_hdf5(a, b)
     return filecmp.cmp(a, b, shallow=False)
 
 
