@@ -1,5 +1,7 @@
 #include "data/prepare_case.h"
 
+#include "data/rater_agreement.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -135,7 +137,10 @@ CaseVolumes read_case(const CaseFiles& files, const RaterFiles& rater_files, con
   const auto sizes = image.voxels.sizes();
   c.canonical = canonical_reorientation(image.affine, {sizes[0], sizes[1], sizes[2]});
   c.index = select_slices(c.label, c.canonical, options.slices, layout);
-  if (c.raters.defined()) c.agreement = rater_agreement(c.raters, static_cast<int64_t>(label_values(layout).size()));
+  if (c.raters.defined()) {
+    c.agreement = rater_agreement(c.raters, static_cast<int64_t>(label_values(layout).size()));
+    c.pairwise = pairwise_dice(c.raters, agreement_regions(layout));
+  }
   return c;
 }
 

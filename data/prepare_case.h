@@ -24,6 +24,7 @@ struct CaseVolumes {
   Reorientation canonical;        // of the image's voxel axes
   std::vector<int32_t> index;     // the canonical axial slices kept, ascending
   std::vector<double> agreement;  // each rater's Dice against the majority (data/raters.h)
+  std::vector<double> pairwise;   // per agreement region, the raters' mean pairwise Dice (rater_agreement.h)
 };
 
 // Reads the image, its label file (or, for QUBIQ, the raters' majority) and the raters, checks

@@ -58,6 +58,7 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
   entry.spacing = voxel_spacing(r.affine);
   entry.affine = r.affine;
   entry.agreement = c.agreement;
+  entry.pairwise = c.pairwise;
   writer.begin_case(std::move(entry), height, width);
 
   const auto n = static_cast<int64_t>(c.index.size());

@@ -85,6 +85,9 @@ class PartReader {
       raters_ = static_cast<int64_t>(h5::dataset_dims(file_, store::kRaterAgreement).at(1));
       agreement_.resize(cases * static_cast<size_t>(raters_));
       h5::read_array(file_, store::kRaterAgreement, H5T_NATIVE_DOUBLE, agreement_.data());
+      regions_ = static_cast<size_t>(h5::dataset_dims(file_, store::kRaterPairwiseDice).at(1));
+      pairwise_.resize(cases * regions_);
+      h5::read_array(file_, store::kRaterPairwiseDice, H5T_NATIVE_DOUBLE, pairwise_.data());
     }
     index_.resize(static_cast<size_t>(h5::dataset_dims(file_, store::kSliceIndex).at(0)));
     if (!index_.empty()) {
@@ -111,6 +114,8 @@ class PartReader {
     const auto r = static_cast<size_t>(raters_);
     entry.agreement.assign(agreement_.begin() + static_cast<std::ptrdiff_t>(row * r),
                            agreement_.begin() + static_cast<std::ptrdiff_t>((row + 1) * r));
+    entry.pairwise.assign(pairwise_.begin() + static_cast<std::ptrdiff_t>(row * regions_),
+                          pairwise_.begin() + static_cast<std::ptrdiff_t>((row + 1) * regions_));
     writer.begin_case(std::move(entry), height_, width_);
     if (n > 0) {
       copy_rows(writer, Rows::kImage, store::kImage, n, 2);
@@ -142,7 +147,8 @@ class PartReader {
   std::map<size_t, std::string> problems_;
   std::vector<std::string> ids_;
   std::vector<int32_t> slices_kept_, shapes_, index_;
-  std::vector<double> spacings_, affines_, agreement_;
+  std::vector<double> spacings_, affines_, agreement_, pairwise_;
+  size_t regions_ = 0;
   int64_t raters_ = 0, height_ = 0, width_ = 0, first_ = 0;
 };
 

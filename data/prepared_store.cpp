@@ -103,6 +103,23 @@ void PreparedStore::read_rater_table() {
     rater_agreement_.emplace_back(agreement.begin() + static_cast<std::ptrdiff_t>(c * r),
                                   agreement.begin() + static_cast<std::ptrdiff_t>((c + 1) * r));
   }
+  if (!h5::exists(file, store::kRaterPairwiseDice)) return;  // written before it was kept
+  const std::string names = h5::read_string_attribute(file, store::kRaterRegionsAttribute);
+  for (size_t start = 0; start <= names.size();) {
+    const size_t end = std::min(names.find(',', start), names.size());
+    rater_regions_.push_back(names.substr(start, end - start));
+    start = end + 1;
+  }
+  const size_t g = rater_regions_.size();
+  KDSEG_CHECK(h5::dataset_dims(file, store::kRaterPairwiseDice) == std::vector<hsize_t>({n, g}), path_,
+              ": /cases/rater_pairwise_dice must be [C,G] with the G regions of the rater_regions attribute (", names,
+              ")");
+  std::vector<double> pairwise(n * g);
+  h5::read_array(file, store::kRaterPairwiseDice, H5T_NATIVE_DOUBLE, pairwise.data());
+  for (size_t c = 0; c < n; ++c) {
+    rater_pairwise_.emplace_back(pairwise.begin() + static_cast<std::ptrdiff_t>(c * g),
+                                 pairwise.begin() + static_cast<std::ptrdiff_t>((c + 1) * g));
+  }
 }
 
 std::string PreparedStore::attribute(const std::string& name) const {

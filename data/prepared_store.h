@@ -11,6 +11,9 @@
 //   /cases/shape [C,3] int32 (canonical), /cases/spacing [C,3] float64 (mm),
 //   /cases/affine [C,4,4] float64 (canonical), /cases/slices_kept [C] int32, /cases/fold [C] int32
 //   /cases/raters [C] int32, /cases/rater_agreement [C,R] float64 (with /slices/raters)
+//   /cases/rater_pairwise_dice [C,G] float64, the raters' mean pairwise Dice per agreement region
+//                            (data/rater_agreement.h; NaN where absent), named by the attribute
+//                            rater_regions ("kidney,tumor,cyst"); with /slices/raters
 //   attributes on /: format, layout, options (JSON), tool_version, created, content_hash
 #pragma once
 
@@ -70,6 +73,7 @@ struct PrepareSummary {
   std::string image_dtype;               // "int16" or "float32"
   int64_t raters = 0;                    // per case (0: none kept)
   std::string content_hash;
+  std::string rater_agreement;  // the raters' pairwise Dice per region (describe_agreement), or ""
   double seconds = 0;
 };
 
@@ -96,12 +100,14 @@ inline constexpr const char* kSlicesKept = "cases/slices_kept";
 inline constexpr const char* kFold = "cases/fold";
 inline constexpr const char* kCaseRaters = "cases/raters";
 inline constexpr const char* kRaterAgreement = "cases/rater_agreement";
+inline constexpr const char* kRaterPairwiseDice = "cases/rater_pairwise_dice";
 inline constexpr const char* kFormatAttribute = "format";
 inline constexpr const char* kLayoutAttribute = "layout";
 inline constexpr const char* kOptionsAttribute = "options";
 inline constexpr const char* kToolVersionAttribute = "tool_version";
 inline constexpr const char* kCreatedAttribute = "created";
 inline constexpr const char* kContentHashAttribute = "content_hash";
+inline constexpr const char* kRaterRegionsAttribute = "rater_regions";
 }  // namespace store
 
 // The processes of `mpirun -np N kdseg prepare` (data/ knows no communicator: the caller passes
@@ -163,6 +169,11 @@ class PreparedStore {
   // (/cases/rater_agreement, the weights of `--labels weighted`), per case.
   int64_t raters() const { return raters_; }
   const std::vector<std::vector<double>>& rater_agreement() const { return rater_agreement_; }
+  // How much the raters agree with each other: per case, the mean pairwise Dice of each region
+  // (/cases/rater_pairwise_dice, NaN where absent; data/rater_agreement.h), and the regions'
+  // names. Empty for stores without raters and stores written before it was kept.
+  const std::vector<std::vector<double>>& rater_pairwise_dice() const { return rater_pairwise_; }
+  const std::vector<std::string>& rater_regions() const { return rater_regions_; }
 
  private:
   void read_case_geometry();  // /cases/image_file, /cases/shape, /cases/affine
@@ -178,6 +189,8 @@ class PreparedStore {
   std::vector<Affine> case_affines_;
   int64_t raters_ = 0;
   std::vector<std::vector<double>> rater_agreement_;
+  std::vector<std::vector<double>> rater_pairwise_;
+  std::vector<std::string> rater_regions_;
 };
 
 }  // namespace kdseg::data

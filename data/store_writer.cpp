@@ -1,5 +1,7 @@
 #include "data/store_writer.h"
 
+#include "data/rater_agreement.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
@@ -126,6 +128,7 @@ void StoreWriter::end_case() {
   spacings_.insert(spacings_.end(), entry_.spacing.begin(), entry_.spacing.end());
   affines_.insert(affines_.end(), entry_.affine.begin(), entry_.affine.end());
   agreement_.insert(agreement_.end(), entry_.agreement.begin(), entry_.agreement.end());
+  pairwise_.push_back(entry_.pairwise);
 }
 
 void StoreWriter::finish(PrepareSummary& summary, bool require_slices) {
@@ -144,6 +147,7 @@ void StoreWriter::finish(PrepareSummary& summary, bool require_slices) {
   summary.cases = static_cast<int>(ids_.size());
   summary.label_histogram = histogram_;
   summary.content_hash = hex64(hash_);
+  if (raters_ > 0) summary.rater_agreement = describe_agreement(agreement_regions(layout_), pairwise_);
   const nlohmann::json recorded = {
       {"slices", enum_name(options_.slices)},
       {"size", options_.size == 0 ? nlohmann::json("native") : nlohmann::json(options_.size)},
@@ -192,6 +196,17 @@ h5::Handle StoreWriter::write_case_table(const std::vector<int>& fold_of) {
     h5::write_array(file_, store::kCaseRaters, H5T_NATIVE_INT32, {n}, raters.data());
     h5::write_array(file_, store::kRaterAgreement, H5T_NATIVE_DOUBLE, {n, static_cast<hsize_t>(raters_)},
                     agreement_.data());
+    const std::vector<AgreementRegion> regions = agreement_regions(layout_);
+    std::vector<double> pairwise;
+    for (const auto& row : pairwise_) {
+      KDSEG_CHECK(row.size() == regions.size(), options_.output, ": a case's rater agreement has ", row.size(),
+                  " regions, expected ", regions.size());
+      pairwise.insert(pairwise.end(), row.begin(), row.end());
+    }
+    h5::write_array(file_, store::kRaterPairwiseDice, H5T_NATIVE_DOUBLE, {n, regions.size()}, pairwise.data());
+    std::string names;
+    for (const auto& region : regions) names += (names.empty() ? "" : ",") + region.name;
+    h5::write_string_attribute(file_, store::kRaterRegionsAttribute, names);
   }
   return cases;
 }

@@ -59,6 +59,7 @@ struct CaseEntry {
   std::array<double, 3> spacing{};
   Affine affine{};
   std::vector<double> agreement;
+  std::vector<double> pairwise;  // per agreement region (rater_agreement.h); NaN: absent
 };
 
 // The slice datasets, in the order a case's rows are written.
@@ -109,6 +110,7 @@ class StoreWriter {
   std::vector<std::string> ids_, image_files_, label_files_;
   std::vector<int32_t> slices_kept_, shapes_;
   std::vector<double> spacings_, affines_, agreement_;
+  std::vector<std::vector<double>> pairwise_;
   std::vector<int64_t> histogram_;
   std::vector<uint64_t> digests_[3];  // per Rows value, every row written
 };

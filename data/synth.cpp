@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "core/random.h"
 #include "data/nifti.h"
+#include "data/synth_surface.h"
 
 namespace kdseg::data {
 namespace {
@@ -46,8 +47,8 @@ Tensor ellipsoid(const Tensor& x, const Tensor& y, const Tensor& z, std::array<d
   return torch::sigmoid((1 - d.sqrt()) * mean_r / blur);
 }
 
-// What a structure is: a host organ (liver or kidney), a tumour or a cyst.
-enum class StructureKind { kOrgan, kTumour, kCyst };
+using synth::StructureKind;
+using synth::StructureName;
 
 // One structure's soft occupancy, which the aggregated label thresholds at 0.5 and each rater at
 // its own level. Lesions lie inside organ `host`.
@@ -196,7 +197,7 @@ std::pair<std::string, std::string> case_file_names(const std::string& dir, Layo
 // Writes each rater's masks of case folder `folder` in stored orientation: KiTS23's
 // instances/{kidney,tumor,cyst}_instance-I_annotation-J.nii.gz, or QUBIQ's task01_segRR.nii.gz
 // (the union of the rater's kidneys, lesions included: QUBIQ's kidney task).
-void write_rater_files(const std::string& folder, Layout layout, const std::vector<Structure>& structures,
+void write_rater_files(const std::string& folder, Layout layout, const std::vector<StructureName>& structures,
                        const std::vector<std::vector<Tensor>>& masks, const Orientation& orient, const Affine& affine) {
   char name[64];
   if (layout == Layout::kQubiq) {
@@ -230,10 +231,14 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
   const std::string marker = (fs::path(dir) / ".kdseg-synth.json").string();
-  const std::string record = "{\"layout\": \"" + std::string(enum_name(o.layout)) +
-                             "\", \"cases\": " + std::to_string(o.cases) + ", \"size\": " + std::to_string(o.size) +
-                             ", \"slices\": " + std::to_string(o.slices) + ", \"seed\": " + std::to_string(o.seed) +
-                             (o.raters > 0 ? ", \"raters\": " + std::to_string(o.raters) : std::string()) + "}\n";
+  const std::string record =
+      "{\"layout\": \"" + std::string(enum_name(o.layout)) + "\", \"cases\": " + std::to_string(o.cases) +
+      ", \"size\": " + std::to_string(o.size) + ", \"slices\": " + std::to_string(o.slices) +
+      ", \"seed\": " + std::to_string(o.seed) +
+      (o.raters > 0 ? ", \"raters\": " + std::to_string(o.raters) : std::string()) +
+      (o.rater_model != RaterModel::kThreshold ? ", \"rater_model\": \"" + std::string(enum_name(o.rater_model)) + "\""
+                                                : std::string()) +
+      "}\n";
   if (!o.force && !fs::is_empty(dir)) {
     KDSEG_CHECK(fs::is_regular_file(marker), dir, ": is not empty and kdseg synth did not write it (it may be real ",
                 "data); choose an empty folder, or pass --force to write into it");
@@ -242,6 +247,27 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
                 previous.substr(0, previous.find('\n')), "); choose another folder, or pass --force to replace it");
   }
   write_file_atomic(marker, record);
+}
+
+// The surface model's cases (synth_surface.h): the same storages and orientations as the first
+// model's, voxel sizes from the fixed field of view.
+void write_surface_cases(const std::string& dir, const SynthOptions& o, SynthSummary& summary) {
+  for (int i = 0; i < o.cases; ++i) {
+    const synth::SurfaceCase v = synth::make_surface_case(o, i);
+    const Storage& storage = kStorages[static_cast<size_t>(i) % std::size(kStorages)];
+    const Orientation& orient = kOrientations[static_cast<size_t>(i) % std::size(kOrientations)];
+    const auto [sx, sy, sz] = v.spacing;
+    const Affine canonical{sx, 0, 0, -100.0, 0, sy, 0, -120.0, 0, 0, sz, -300.0, 0, 0, 0, 1};
+    const Affine affine = affine_in_orientation(orient, canonical, {v.hu.size(0), v.hu.size(1), v.hu.size(2)});
+    const auto [image_path, label_path] = case_file_names(dir, o.layout, i);
+    write_nifti(image_path, from_canonical(v.hu, orient), affine, storage.image_type, storage.slope, storage.inter);
+    if (!label_path.empty()) write_nifti(label_path, from_canonical(v.label, orient), affine, storage.label_type);
+    write_rater_files(fs::path(image_path).parent_path().string(), o.layout, v.structures, v.masks, orient, affine);
+    const Layout body = body_layout(o.layout);
+    summary.tumour_voxels += (v.label == tumour_label(body)).sum().item<int64_t>();
+    summary.organ_voxels += (v.label == organ_label(body)).sum().item<int64_t>();
+    ++summary.cases;
+  }
 }
 
 }  // namespace
@@ -255,8 +281,14 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
               " needs --layout kits23 or qubiq (", enum_name(o.layout), " has no rater files)");
   KDSEG_CHECK(o.layout != Layout::kQubiq || o.raters >= 1,
               "synth: --layout qubiq needs --raters 1 or more (its labels are the raters' masks)");
+  KDSEG_CHECK(o.rater_model == RaterModel::kThreshold || o.raters >= 1, "synth: --rater-model ",
+              enum_name(o.rater_model), " needs --raters 1 or more (its label is the raters' majority)");
   claim_output_folder(dir, o);
   SynthSummary summary;
+  if (o.rater_model != RaterModel::kThreshold) {
+    write_surface_cases(dir, o, summary);
+    return summary;
+  }
   for (int i = 0; i < o.cases; ++i) {
     Rng rng(derive_seed(o.seed, {static_cast<uint64_t>(i)}));
     const CaseVolumes v = make_case(o, i, rng, summary);
@@ -270,8 +302,10 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
     write_nifti(image_path, from_canonical(v.hu, orient), affine, storage.image_type, storage.slope, storage.inter);
     if (!label_path.empty()) write_nifti(label_path, from_canonical(v.label, orient), affine, storage.label_type);
     if (o.raters > 0) {
-      write_rater_files(fs::path(image_path).parent_path().string(), o.layout, v.structures,
-                        rater_masks(o, i, v.structures), orient, affine);
+      std::vector<StructureName> names;
+      for (const Structure& s : v.structures) names.push_back({s.kind, s.instance, s.host});
+      write_rater_files(fs::path(image_path).parent_path().string(), o.layout, names, rater_masks(o, i, v.structures),
+                        orient, affine);
     }
     ++summary.cases;
   }

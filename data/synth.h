@@ -23,9 +23,27 @@
 #include <cstdint>
 #include <string>
 
+#include "core/enum_names.h"
 #include "data/layout.h"
 
 namespace kdseg::data {
+
+// How the synthetic raters disagree (--rater-model).
+//   threshold  the first model (above): each rater thresholds the visible soft occupancy at its own
+//              level. Its disagreement is about one voxel wide at every size.
+//   kits23     the surface model (data/synth_surface.h, docs/benchmarks.md "Synthetic raters"):
+//              geometry in millimetres, each rater's boundary displaced by its own smooth field
+//              and bias, scaled by an ambiguity the image shows only as a faint boundary, small
+//              lesions some raters leave out; calibrated to KiTS23's measured agreement.
+//   high       the surface model at a declared high disagreement (target pairwise Dice 0.75-0.90,
+//              as QUBIQ's tasks), with lesions the raters disagree on including.
+enum class RaterModel { kThreshold, kKits23, kHigh };
+inline constexpr EnumName<RaterModel> kRaterModelNames[] = {
+    {RaterModel::kThreshold, "threshold", "each rater thresholds the visible ramp (the first model)"},
+    {RaterModel::kKits23, "kits23", "surface model calibrated to KiTS23's agreement"},
+    {RaterModel::kHigh, "high", "surface model at high disagreement (pairwise Dice 0.75-0.90)"},
+};
+constexpr EnumNames<RaterModel> enum_names(EnumTag<RaterModel>) { return kRaterModelNames; }
 
 struct SynthOptions {
   Layout layout = Layout::kLits;
@@ -35,6 +53,7 @@ struct SynthOptions {
   uint64_t seed = 0;
   bool force = false;  // write into a folder that holds other files
   int raters = 0;      // rater files per case (kits23, qubiq; qubiq needs 1 or more); 0: none
+  RaterModel rater_model = RaterModel::kThreshold;  // kits23 and high need raters
 };
 
 struct SynthSummary {
@@ -50,5 +69,29 @@ struct SynthSummary {
 // interrupted synth completes it. Throws kdseg::Error naming the folder, or naming --raters when
 // the layout takes no raters (lits, kits19) or needs them (qubiq).
 SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions& options);
+
+// A simulated CT for real annotations (kdseg synth --from-annotations): for each KiTS-layout case
+// folder under `annotations` that has instance annotations and no imaging.nii.gz, writes
+// dir/<case>/imaging.nii.gz in the annotations' exact grid (shape, affine, voxel order) and
+// copies its instances/ and segmentation.nii.gz beside it (the sources are never modified), so
+// that `prepare --layout kits23` reads the folder with the real raters' disagreement.
+//
+// The image is made from the raters' mean occupancy of each structure m_s (the fraction of
+// raters marking the voxel): soft tissue 40 HU, kidney 140-180 HU, tumour 40-70 HU darker, cyst
+// 0-20 HU, mixed by m_s, so that a boundary is as sharp as the raters' agreement on it; then the
+// scanner's in-plane point spread (a [1,2,1]/4 blur along both in-plane axes) and noise of 12 HU.
+// Deterministic from the seed and the case's id. A case whose instances are incomplete (an
+// annotation missing, grids that differ) is an error naming the file, before anything is written.
+struct AnnotationSynthOptions {
+  uint64_t seed = 0;
+  bool force = false;  // write into a folder that holds other files
+};
+struct AnnotationSynthSummary {
+  int cases = 0;           // written
+  int already_imaged = 0;  // case folders with an imaging.nii.gz of their own: left alone
+  int raters = 0;          // per case (the largest)
+};
+AnnotationSynthSummary write_dataset_from_annotations(const std::string& annotations, const std::string& dir,
+                                                      const AnnotationSynthOptions& options);
 
 }  // namespace kdseg::data

@@ -21,6 +21,7 @@
 #include "core/run_record.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
+#include "data/rater_agreement.h"
 #include "data/soft_label_cache.h"
 #include "eval/case_collector.h"
 #include "eval/case_figures.h"
@@ -229,6 +230,26 @@ class Evaluator {
     return detail::write_case_figures(in, models, staged_->path());
   }
 
+  // The raters' pairwise Dice per region over the evaluated fold's cases (data/rater_agreement.h).
+  nlohmann::json rater_agreement_json() const {
+    const auto& per_case = store_.rater_pairwise_dice();
+    if (per_case.empty()) return nullptr;
+    nlohmann::json regions = nlohmann::json::object();
+    int64_t cases = 0;
+    for (size_t g = 0; g < store_.rater_regions().size(); ++g) {
+      std::vector<double> values;
+      for (size_t c = 0; c < per_case.size(); ++c) {
+        if (store_.case_fold()[c] == o_.fold) values.push_back(per_case[c].at(g));
+      }
+      cases = static_cast<int64_t>(values.size());
+      const data::AgreementSummary s = data::summarize_agreement(values);
+      if (s.cases == 0) continue;
+      regions[store_.rater_regions()[g]] = {{"median", s.median}, {"p10", s.p10}, {"p90", s.p90},
+                                            {"min", s.min},       {"max", s.max}, {"cases", s.cases}};
+    }
+    return {{"measure", "mean pairwise Dice between raters, per case"}, {"cases", cases}, {"pairwise_dice", regions}};
+  }
+
   // What the report says of the store, the task and the options; the time it was made.
   void describe_run(detail::EvaluationResults& results) const {
     results.tool_version = KDSEG_TOOL_VERSION;
@@ -243,6 +264,7 @@ class Evaluator {
     for (const auto& r : regions_) results.regions.push_back(r.name);
     results.case_ids = store_.case_ids();
     results.raters = store_.raters();
+    results.rater_agreement = rater_agreement_json();
     results.settings = {enum_name(o_.device.type()),
                         o_.batch_size,
                         o_.bins,

@@ -133,6 +133,9 @@ struct EvaluationResults {
   std::vector<std::string> regions;   // the Dice regions
   std::vector<std::string> case_ids;  // the store's, the index of CaseValues
   int64_t raters = 0;                 // 0: against the store's label; else the raters' majority (and their mean)
+  // How much the raters of the evaluated cases agree with each other (report.json's
+  // rater_agreement), null for stores without it.
+  nlohmann::json rater_agreement;
   EvaluationSettings settings;
   double empty_slice_dice = 1;
   std::vector<ModelResult> models;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -166,6 +167,20 @@ std::string reference(const json& report) {
   return "the majority vote of " + display(report.at("reference").at("raters")) + " raters (soft metrics: their mean)";
 }
 
+// How much the raters of the evaluated cases agree with each other, or "" without raters.
+std::string rater_agreement(const json& report) {
+  if (!report.contains("rater_agreement")) return "";
+  std::string text;
+  for (const auto& [region, s] : report.at("rater_agreement").at("pairwise_dice").items()) {
+    char line[160];
+    std::snprintf(line, sizeof line, "%s%s %.3f [%.3f, %.3f]", text.empty() ? "" : ", ", region.c_str(),
+                  s.at("median").get<double>(), s.at("p10").get<double>(), s.at("p90").get<double>());
+    text += line;
+  }
+  return "pairwise Dice, median [10th, 90th percentile] over " + display(report.at("rater_agreement").at("cases")) +
+         " cases: " + text;
+}
+
 // Which slices the metrics cover: whole volumes only with a store of every slice.
 std::string store_slices(const json& report) {
   const json* options = report.contains("store_options") ? &report.at("store_options") : nullptr;
@@ -184,6 +199,7 @@ void write_header(std::ostream& out, const json& report) {
       {"Store hash", display(report.at("store_hash"))},
       {"Slices", store_slices(report)},
       {"Reference", reference(report)},
+      {"Raters' agreement", rater_agreement(report)},
       {"Fold", display(report.at("fold"))},
       {"Task", display(task.at("name")) + " (" + display(task.at("classes")) + " classes: " + classes + ")"},
       {"Created", display(report.at("created"))},
@@ -192,7 +208,9 @@ void write_header(std::ostream& out, const json& report) {
   out << "<header><div class=\"wrap\">\n<h1>kdseg evaluation report</h1>\n"
       << "<p class=\"subtitle\">" << escape_html(task_and_fold(report)) << " &middot; " << models
       << (models == 1 ? " model" : " models") << "</p>\n<dl class=\"meta\">\n";
-  for (const auto& [label, value] : rows) out << "<dt>" << label << "</dt><dd>" << escape_html(value) << "</dd>\n";
+  for (const auto& [label, value] : rows) {
+    if (!value.empty()) out << "<dt>" << label << "</dt><dd>" << escape_html(value) << "</dd>\n";
+  }
   out << "</dl>\n</div></header>\n";
 }
 

@@ -21,6 +21,9 @@
 //   figures (optional; not with --no-figures): [{region, pick, case, slice, file, columns:
 //     [string], rows: [string], dice: {<model>: number}}]  PNGs under the report folder
 //     (eval/case_figures.h)
+//   rater_agreement (optional; stores that keep it): {measure, cases, pairwise_dice: {<region>:
+//     {median, p10, p90, min, max, cases}}}: how much the raters of the evaluated fold's cases
+//     agree with each other (/cases/rater_pairwise_dice, data/rater_agreement.h)
 //   empty_slice_dice: number          slice Dice when prediction and label are both empty
 //   models: [{
 //     name, file, file_hash, description: string;  slices: integer (all cases together)

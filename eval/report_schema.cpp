@@ -167,6 +167,7 @@ json report_json(const EvaluationResults& results) {
                  {"options", options_json(results.settings)},
                  {"empty_slice_dice", results.empty_slice_dice},
                  {"models", models}};
+  if (!results.rater_agreement.is_null()) report["rater_agreement"] = results.rater_agreement;
   if (results.figures) {
     json figures = json::array();
     for (const CaseFigure& f : *results.figures) figures.push_back(figure_json(f));

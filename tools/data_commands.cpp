@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "core/error.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "data/prepared_store.h"
@@ -24,6 +25,9 @@ void print_prepare_summary(const data::PrepareOptions& o, const data::PrepareSum
   for (size_t f = 0; f < s.cases_per_fold.size(); ++f)
     std::cout << "  " << f << ": " << s.cases_per_fold[f] << " cases/" << s.slices_per_fold[f] << " slices";
   if (s.raters > 0) std::cout << "\n  raters: " << s.raters << " per case";
+  if (!s.rater_agreement.empty()) {
+    std::cout << "\n  raters' agreement (pairwise Dice, median [10th, 90th percentile]): " << s.rater_agreement;
+  }
   std::cout << "\n  labels: ";
   for (size_t v = 0; v < s.label_histogram.size(); ++v) std::cout << "  " << v << ": " << s.label_histogram[v];
   std::cout << "\n  content hash " << s.content_hash << ", " << s.seconds << " s ("
@@ -41,11 +45,29 @@ void add_synth_options(po::options_description& d) {
       ("size", po::value<int64_t>()->default_value(64), "in-plane voxels")
       ("slices", po::value<int64_t>()->default_value(32), "axial slices per case")
       ("raters", po::value<int>()->default_value(0), "raters per case (kits23, qubiq): each writes its own masks")
+      ("rater-model", po::value<std::string>()->default_value("threshold"), ("how the raters disagree: " + enum_help<data::RaterModel>()).c_str())
+      ("from-annotations", po::value<std::string>(), "a folder of real KiTS-layout annotations without CT: write a simulated CT for each case in their exact grid, beside copies of the annotations (the options above do not apply)")
       ("force", po::bool_switch(), "write into a folder that holds other files (they may be replaced)");
   // clang-format on
 }
 
 int run_synth(const po::variables_map& vm) {
+  if (vm.count("from-annotations") > 0) {
+    for (const char* option : {"layout", "cases", "size", "slices", "raters", "rater-model"}) {
+      KDSEG_CHECK(vm[option].defaulted(), "synth: --", option,
+                  " does not apply to --from-annotations (the annotations give the cases, their grid and raters)");
+    }
+    data::AnnotationSynthOptions a;
+    a.seed = vm["seed"].as<uint64_t>();
+    a.force = vm["force"].as<bool>();
+    const std::string in = vm["from-annotations"].as<std::string>(), out = vm["output"].as<std::string>();
+    const data::AnnotationSynthSummary s = data::write_dataset_from_annotations(in, out, a);
+    log::info("wrote a simulated CT for {} annotated cases of {} to {} ({} raters per case{})", s.cases, in, out,
+              s.raters,
+              s.already_imaged > 0 ? ", " + std::to_string(s.already_imaged) + " cases with a CT of their own left out"
+                                   : std::string());
+    return 0;
+  }
   data::SynthOptions o;
   o.layout = parse_option<data::Layout>(vm, "layout");
   o.cases = vm["cases"].as<int>();
@@ -54,6 +76,7 @@ int run_synth(const po::variables_map& vm) {
   o.slices = vm["slices"].as<int64_t>();
   o.force = vm["force"].as<bool>();
   o.raters = vm["raters"].as<int>();
+  o.rater_model = parse_option<data::RaterModel>(vm, "rater-model");
   const std::string out = vm["output"].as<std::string>();
   const data::SynthSummary s = data::write_synthetic_dataset(out, o);
   log::info("wrote {} {} cases of {}x{}x{} voxels to {} ({} tumour and {} organ voxels{})", s.cases,
