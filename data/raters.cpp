@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -31,6 +32,15 @@ constexpr KitsRegion kKitsRegions[] = {{"kidney", 1}, {"cyst", 3}, {"tumor", 2}}
 // [region][instance][annotation] -> file.
 using InstanceFiles = std::map<std::string, std::map<int, std::map<int, std::string>>>;
 
+// Two files of one rater's annotation ("..._annotation-1.nii" beside "..._annotation-1.nii.gz" or
+// "..._annotation-01.nii.gz"): which one the rater meant cannot be told, so the case is bad.
+RaterFiles two_names(const std::string& one, const std::string& other) {
+  RaterFiles out;
+  const auto [first, second] = std::minmax(one, other);
+  out.problem = first + " and " + second + ": two files of one annotation; remove one";
+  return out;
+}
+
 RaterFiles kits_raters(const fs::path& case_folder) {
   RaterFiles out;
   InstanceFiles found;
@@ -44,7 +54,10 @@ RaterFiles kits_raters(const fs::path& case_folder) {
       std::smatch m;
       const std::string file = entry.path().filename().string();
       if (!std::regex_match(file, m, kInstanceFile)) continue;
-      found[m[1].str()][std::stoi(m[2].str())][std::stoi(m[3].str())] = entry.path().string();
+      const std::string path = entry.path().string();
+      auto& slot = found[m[1].str()][number_in_name(m[2].str(), path)][number_in_name(m[3].str(), path)];
+      if (!slot.empty()) return two_names(slot, path);
+      slot = path;
       extension = m[4].matched ? ".nii.gz" : ".nii";
     }
     if (!found.empty()) break;
@@ -83,8 +96,11 @@ RaterFiles qubiq_raters(const fs::path& case_folder, int task) {
   for (const auto& entry : fs::directory_iterator(case_folder)) {
     std::smatch m;
     const std::string file = entry.path().filename().string();
-    if (!std::regex_match(file, m, kQubiqFile) || std::stoi(m[1].str()) != task) continue;
-    segs[std::stoi(m[2].str())] = entry.path().string();
+    const std::string path = entry.path().string();
+    if (!std::regex_match(file, m, kQubiqFile) || number_in_name(m[1].str(), path) != task) continue;
+    std::string& slot = segs[number_in_name(m[2].str(), path)];
+    if (!slot.empty()) return two_names(slot, path);
+    slot = path;
     extension = m[3].matched ? ".nii.gz" : ".nii";
   }
   // The path rater j's mask would have.
