@@ -139,6 +139,31 @@ RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_tas
   return {};
 }
 
+namespace {
+
+// A rater's mask holds 0 and 1, or its part's label value: anything else (a probability map, an
+// image saved in its place) would be painted wherever it is nonzero. Checked a slab of planes at
+// a time, so that a CT-sized mask needs no mask-sized temporaries.
+void check_mask_values(const Volume& mask, uint8_t value) {
+  const Tensor planes = mask.voxels.permute({2, 1, 0});  // the file's [K,J,I] order, contiguous
+  constexpr int64_t kSlab = 16;
+  for (int64_t k = 0; k < planes.size(0); k += kSlab) {
+    const Tensor v = planes.narrow(0, k, std::min(kSlab, planes.size(0) - k));
+    const Tensor fine = (v == 0).logical_or_(v == 1).logical_or_(v == value);
+    if (fine.all().item<bool>()) continue;
+    const Tensor bad = std::get<0>(at::_unique(v.masked_select(fine.logical_not()).to(torch::kDouble)));
+    std::string list;
+    for (int64_t i = 0; i < std::min<int64_t>(bad.numel(), 5); ++i) {
+      list += (list.empty() ? "" : ", ") + std::to_string(bad[i].item<double>());
+    }
+    KDSEG_THROW(mask.path, ": values ", list, bad.numel() > 5 ? ", ..." : "", " in a rater's mask, which holds 0 and 1",
+                value > 1 ? " (or " + std::to_string(value) + ")" : "",
+                ": not a mask (a probability map or an image in its place?)");
+  }
+}
+
+}  // namespace
+
 Tensor read_raters(const RaterFiles& files, const Volume& image) {
   const auto shape = image.voxels.sizes();
   Tensor out = torch::zeros({static_cast<int64_t>(files.raters.size()), shape[0], shape[1], shape[2]}, torch::kByte);
@@ -147,6 +172,7 @@ Tensor read_raters(const RaterFiles& files, const Volume& image) {
     for (const RaterPart& part : files.raters[j]) {
       const Volume mask = read_nifti(part.file, /*require_finite=*/true, VoxelType::kAsStored);
       check_same_grid(mask, image);
+      check_mask_values(mask, part.value);
       rater.masked_fill_(mask.voxels != 0, part.value);
     }
   }

@@ -197,6 +197,11 @@ class Trainer {
     const int folds = store_.folds();
     KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ",
                 folds, " folds (0-", folds - 1, ")");
+    // A fold that does not exist excludes nothing: most likely a store of fewer folds than meant.
+    for (const int f : c_.exclude_folds) {
+      KDSEG_CHECK(f >= 0 && f < folds, c_.data, ": --exclude-folds ", f, " does not exist; the store has ", folds,
+                  " folds (0-", folds - 1, ")");
+    }
     val_rows_ = store_.rows_in_folds({c_.fold});
     for (int f = 0; f < folds; ++f) {
       const auto& excluded = c_.exclude_folds;

@@ -191,4 +191,44 @@ TEST(Raters, TheOddCaseOutIsTheBadOneNotTheCasesThatAgree) {
   }
 }
 
+// A rater's file that is not a mask (a probability map, an image of noise 0-255) is refused naming
+// it, instead of painting every nonzero voxel.
+TEST(Raters, MasksThatAreNotMasksAreRefused) {
+  kdseg::test::TempDir dir;
+  D::SynthOptions synth;
+  synth.layout = D::Layout::kQubiq;
+  synth.cases = 2;
+  synth.size = 20;
+  synth.slices = 4;
+  synth.raters = 3;
+  D::write_synthetic_dataset(dir.file("raw"), synth);
+  const std::string image = D::find_cases(dir.file("raw"), D::Layout::kQubiq)[1].image;
+  const std::string seg = (std::filesystem::path(image).parent_path() / "task01_seg02.nii.gz").string();
+  const D::Volume like = D::read_nifti(image);
+  D::PrepareOptions p;
+  p.input = dir.file("raw");
+  p.output = dir.file("p.h5");
+  p.slices = D::SliceSelection::kAll;
+  p.size = 0;
+  p.folds = 2;
+  p.force = true;
+  const std::vector<std::pair<at::Tensor, D::NiftiType>> not_masks = {
+      {torch::rand(like.voxels.sizes()) * 0.9, D::NiftiType::kFloat32},
+      {torch::randint(0, 256, like.voxels.sizes()), D::NiftiType::kUint8}};
+  for (const auto& [voxels, type] : not_masks) {
+    D::write_nifti(seg, voxels, like.affine, type);
+    try {
+      D::prepare_store(p);
+      ADD_FAILURE() << "a rater's " << D::nifti_type_name(type) << " map was taken as a mask";
+    } catch (const kdseg::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(seg + ": values "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("in a rater's mask, which holds 0 and 1: not a mask"), std::string::npos)
+          << e.what();
+    }
+  }
+  // A mask of 0 and 1 in any type is one.
+  D::write_nifti(seg, (torch::rand(like.voxels.sizes()) > 0.5).to(torch::kFloat), like.affine, D::NiftiType::kFloat32);
+  EXPECT_EQ(D::prepare_store(p).cases, 2);
+}
+
 }  // namespace
