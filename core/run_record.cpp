@@ -150,7 +150,10 @@ Field may_change(const char* key, T RunConfig::*member, const char* why) {
 // fast the same steps run may change.
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      same("data", &RunConfig::data),
+      may_change("data", &RunConfig::data,
+                 "where the store is: data_hash says which store it is, so a store moved or copied, or a run "
+                 "resumed from another working folder, trains on the same data"),
+      same("data_hash", &RunConfig::data_hash),
       may_change("output", &RunConfig::output, "the folder itself: a moved folder holds the same run"),
       same("fold", &RunConfig::fold),
       same("exclude_folds", &RunConfig::exclude_folds),

@@ -35,7 +35,9 @@ inline constexpr const char* kBestCheckpointFile = "best.pt";
 // 1: records of kdseg before the version key (the keys they lack take their defaults).
 // 2: "version" added; log, validation and checkpoint cadence, --stop-after and
 //    --skip-nonfinite recorded.
-inline constexpr int kRunRecordVersion = 2;
+// 3: "data" is the store's absolute path (before: as typed, relative to a working folder no
+//    longer known) and "data_hash" its content hash, which identifies it wherever it is.
+inline constexpr int kRunRecordVersion = 3;
 
 // What the student learns from in the store: its label (hard), boundary label smoothing of it
 // (ls), or its raters (data/raters.h): their majority vote or one rater drawn per sample and
@@ -94,7 +96,8 @@ constexpr EnumNames<ChannelsLast> enum_names(EnumTag<ChannelsLast>) { return kCh
 
 // Every setting of a training run that its record keeps.
 struct RunConfig {
-  std::string data;                // prepared store
+  std::string data;                // prepared store, an absolute path (as typed in records before version 3)
+  std::string data_hash;           // its content_hash attribute (empty in records before version 3)
   std::string output;              // folder: checkpoints, metrics.jsonl, config.json
   int fold = 0;                    // held out for validation; every other fold trains ...
   std::vector<int> exclude_folds;  // ... except these (e.g. the fold a teacher's temperature was fitted on)

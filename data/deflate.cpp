@@ -1,8 +1,11 @@
 #include "data/deflate.h"
 
 #include <libdeflate.h>
+#include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 
 #include "core/error.h"
@@ -44,6 +47,57 @@ void shuffle_any(const uint8_t* in, uint8_t* out, size_t bytes, size_t size) {
   if (size == 2) return shuffle(in, out, bytes / 2, 2);
   if (size == 4) return shuffle(in, out, bytes / 4, 4);
   shuffle(in, out, bytes / size, size);
+}
+
+bool is_gzip(const uint8_t* in, size_t in_bytes) { return in_bytes >= 2 && in[0] == 0x1f && in[1] == 0x8b; }
+
+// zlib's words for a failed check, as a message says them.
+std::string inflate_problem(const z_stream& z, int code) {
+  const std::string said = z.msg != nullptr ? z.msg : zError(code);
+  if (said == "incorrect data check") return "damaged gzip data: the CRC-32 does not match the data";
+  if (said == "incorrect length check") return "damaged gzip data: the length in the trailer does not match the data";
+  return "damaged gzip data (" + said + ")";
+}
+
+struct Inflater {
+  z_stream z{};
+  bool ok = inflateInit2(&z, 16 + MAX_WBITS) == Z_OK;  // gzip members only
+  ~Inflater() {
+    if (ok) inflateEnd(&z);
+  }
+};
+
+constexpr size_t kMaxZlibCall = std::numeric_limits<uInt>::max();
+
+// One gzip member at `in` inflated to its end: bytes below `out_bytes` (counted by `total`) into
+// `out`, later ones into `spill` only to reach the trailer's checks. Sets `used` to the member's
+// compressed size; returns "" or the problem.
+std::string inflate_member(z_stream& z, const uint8_t* in, size_t in_bytes, uint8_t* out, size_t out_bytes,
+                           std::vector<uint8_t>& spill, uint64_t& total, size_t& used) {
+  KDSEG_CHECK(inflateReset(&z) == Z_OK, "zlib could not reset its inflater");
+  z.avail_in = 0;
+  size_t fed = 0;
+  while (true) {
+    if (z.avail_in == 0 && fed < in_bytes) {
+      z.next_in = const_cast<Bytef*>(in + fed);
+      z.avail_in = static_cast<uInt>(std::min(in_bytes - fed, kMaxZlibCall));
+      fed += z.avail_in;
+    }
+    const bool wanted = total < out_bytes;
+    z.next_out = wanted ? out + total : spill.data();
+    z.avail_out = static_cast<uInt>(std::min(wanted ? out_bytes - total : spill.size(), kMaxZlibCall));
+    const uInt room = z.avail_out;
+    const int code = inflate(&z, Z_NO_FLUSH);
+    total += room - z.avail_out;
+    if (code == Z_STREAM_END) break;
+    // No progress with every byte given: the member ends before its trailer.
+    if (code == Z_BUF_ERROR && fed == in_bytes && z.avail_in == 0) {
+      return "truncated file: its gzip data end after " + std::to_string(total) + " bytes, before the end of a member";
+    }
+    if (code != Z_OK && code != Z_BUF_ERROR) return inflate_problem(z, code);
+  }
+  used = fed - z.avail_in;
+  return "";
 }
 
 }  // namespace
@@ -90,6 +144,40 @@ bool gunzip_exact(const uint8_t* in, size_t in_bytes, uint8_t* out, size_t out_b
     if (written == out_bytes && used < in_bytes) return false;  // more data than the header says
   }
   return written == out_bytes;
+}
+
+std::string gunzip_prefix(const uint8_t* in, size_t in_bytes, uint8_t* out, size_t out_bytes) {
+  if (!is_gzip(in, in_bytes)) {
+    if (in_bytes < out_bytes) {
+      return "truncated file: " + std::to_string(in_bytes) + " of " + std::to_string(out_bytes) +
+             " bytes (not gzip data)";
+    }
+    std::memcpy(out, in, out_bytes);
+    return "";
+  }
+  // The common case in one call; anything else member by member through zlib, which names the problem.
+  if (gunzip_exact(in, in_bytes, out, out_bytes)) return "";
+  Inflater inflater;
+  KDSEG_CHECK(inflater.ok, "zlib could not allocate an inflater");
+  std::vector<uint8_t> spill(size_t{1} << 16);
+  uint64_t total = 0;
+  size_t used = 0;
+  while (used < in_bytes) {
+    if (used > 0 && !is_gzip(in + used, in_bytes - used)) {
+      if (std::all_of(in + used, in + in_bytes, [](uint8_t b) { return b == 0; })) break;
+      return std::to_string(in_bytes - used) + " bytes after the end of its gzip data are neither gzip data nor zeros";
+    }
+    size_t member = 0;
+    const std::string problem =
+        inflate_member(inflater.z, in + used, in_bytes - used, out, out_bytes, spill, total, member);
+    if (!problem.empty()) return problem;
+    used += member;
+  }
+  if (total < out_bytes) {
+    return "truncated file: its gzip data hold " + std::to_string(total) + " of the " + std::to_string(out_bytes) +
+           " bytes its header promises";
+  }
+  return "";
 }
 
 }  // namespace kdseg::data

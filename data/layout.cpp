@@ -1,9 +1,14 @@
 #include "data/layout.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
+#include <limits>
 #include <map>
 #include <regex>
+#include <set>
 
 #include "core/error.h"
 
@@ -37,19 +42,47 @@ std::vector<fs::path> files_under(const std::string& dir) {
   return out;
 }
 
-std::string kits_image(const fs::path& folder) {
-  for (const char* name : {"imaging.nii.gz", "imaging.nii"}) {
-    if (fs::exists(folder / name)) return (folder / name).string();
+// The first of `names` in `folder`; a name present both as .nii and .nii.gz is an error, since
+// which of the two is the case's file cannot be told.
+std::string first_file(const fs::path& folder, std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    const fs::path gz = folder / name;
+    if (gz.extension() != ".gz") {
+      if (fs::exists(gz)) return gz.string();
+      continue;
+    }
+    const fs::path plain = folder / gz.stem();
+    const bool has_gz = fs::exists(gz), has_plain = fs::exists(plain);
+    KDSEG_CHECK(!(has_gz && has_plain), gz.string(), " and ", plain.string(), ": one file under two names; remove one");
+    if (has_gz) return gz.string();
+    if (has_plain) return plain.string();
   }
   return {};
 }
+std::string kits_image(const fs::path& folder) { return first_file(folder, {"imaging.nii.gz"}); }
 std::string kits_label(const fs::path& folder) {
-  for (const char* name : {"segmentation.nii.gz", "segmentation.nii", "aggregated_MAJ_seg.nii.gz"}) {
-    if (fs::exists(folder / name)) return (folder / name).string();
-  }
-  return {};
+  return first_file(folder, {"segmentation.nii.gz", "aggregated_MAJ_seg.nii.gz"});
+}
+
+// Adds case `c` (its id the folder's path under `dir`) under `key`; a key already taken is one
+// case under two names ("case_3" beside "case_00003"), and which one is meant cannot be told.
+template <typename Key>
+void add_case(std::map<Key, CaseFiles>& cases, const Key& key, const CaseFiles& c, const std::string& dir) {
+  const auto [at, added] = cases.emplace(key, c);
+  KDSEG_CHECK(added, (fs::path(dir) / at->second.id).string(), " and ", (fs::path(dir) / c.id).string(),
+              ": two folders of one case number; rename or remove one");
 }
 }  // namespace
+
+int number_in_name(const std::string& digits, const std::string& path) {
+  errno = 0;
+  char* end = nullptr;
+  const long value = std::strtol(digits.c_str(), &end, 10);
+  KDSEG_CHECK(!digits.empty() && *end == '\0' && errno == 0 && value >= 0 && value <= std::numeric_limits<int>::max(),
+              path, ": the number ", digits, " in its name is too large (at most ", std::numeric_limits<int>::max(),
+              ")");
+  return static_cast<int>(value);
+}
 
 Layout detect_layout(const std::string& dir) {
   for (const auto& path : files_under(dir)) {
@@ -74,17 +107,19 @@ namespace {
 // QUBIQ: every caseNN folder holding image.nii[.gz], in path order; ids are the folder's path
 // under `dir` ("kidney/Training/case01"), so that the datasets of one download stay apart.
 std::vector<CaseFiles> find_qubiq_cases(const std::string& dir) {
-  std::map<std::pair<std::string, long>, CaseFiles> cases;
+  std::map<std::pair<std::string, int>, CaseFiles> cases;
+  std::set<fs::path> folders;
   for (const auto& path : files_under(dir)) {
     const std::string name = path.filename().string();
     std::smatch m;
     const std::string folder = path.parent_path().filename().string();
     if ((name != "image.nii.gz" && name != "image.nii") || !std::regex_match(folder, m, kQubiqCase)) continue;
+    if (!folders.insert(path.parent_path()).second) continue;
     CaseFiles c;
     c.id = fs::relative(path.parent_path(), dir).generic_string();
-    c.image = path.string();
+    c.image = first_file(path.parent_path(), {"image.nii.gz"});
     const std::string parent = fs::relative(path.parent_path().parent_path(), dir).generic_string();
-    cases[{parent, std::stol(m[1].str())}] = c;
+    add_case(cases, {parent, number_in_name(m[1].str(), path.parent_path().string())}, c, dir);
   }
   std::vector<CaseFiles> out;
   for (auto& [key, c] : cases) out.push_back(std::move(c));
@@ -95,13 +130,13 @@ std::vector<CaseFiles> find_qubiq_cases(const std::string& dir) {
 
 std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
   if (layout == Layout::kQubiq) return find_qubiq_cases(dir);
-  std::map<long, CaseFiles> cases;
+  std::map<int, CaseFiles> cases;
   if (layout == Layout::kLits) {
     for (const auto& path : files_under(dir)) {
       std::smatch m;
       const std::string name = path.filename().string();
       if (!std::regex_match(name, m, kLitsFile)) continue;
-      const long number = std::stol(m[2].str());
+      const int number = number_in_name(m[2].str(), path.string());
       CaseFiles& c = cases[number];
       c.id = "volume-" + m[2].str();
       std::string& slot = m[1].str() == "volume" ? c.image : c.label;
@@ -132,7 +167,7 @@ std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout) {
       } else if (c.label.empty()) {
         c.problem = (entry.path() / "segmentation.nii.gz").string() + ": missing partner of " + c.image;
       }
-      cases[std::stol(m[1].str())] = c;
+      add_case(cases, number_in_name(m[1].str(), entry.path().string()), c, dir);
     }
   }
   std::vector<CaseFiles> out;

@@ -43,8 +43,14 @@ struct CaseFiles {
   std::string problem;  // why the case cannot be used (missing partner), empty when fine
 };
 
+// The number `digits` (\d+ from the name of `path`: a case, instance, annotation, task or rater
+// number) as an int; an error naming `path` when it is too large ("case_99999999999").
+int number_in_name(const std::string& digits, const std::string& path);
+
 // The cases under `dir`, sorted by their number (QUBIQ: by folder, then number). A volume without segmentation (or the
-// reverse) is returned with `problem` set, so that --skip-bad-cases can report and skip it.
+// reverse) is returned with `problem` set, so that --skip-bad-cases can report and skip it. Two
+// names of one case ("case_00003" and "case_3", "case03" and "case3" in one folder, an image or
+// segmentation as both .nii and .nii.gz) are an error naming both, as is a number too large.
 std::vector<CaseFiles> find_cases(const std::string& dir, Layout layout);
 
 }  // namespace kdseg::data

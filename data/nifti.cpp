@@ -130,9 +130,10 @@ std::string written_nifti_problem(const std::string& path, int64_t expected) {
   return "";
 }
 
-// The voxel data of `image` as [K,J,I] (C order) in the file's type (uint16 as int16 bits): a
-// .nii.gz is read whole and inflated by libdeflate into the tensor's own buffer, anything else
-// (or a .gz libdeflate refuses) through znzlib, whose errors name the file.
+// The voxel data of `image` as [K,J,I] (C order) in the file's type (uint16 as int16 bits). A
+// .nii.gz is read whole and inflated into the tensor's own buffer, every member checked to its
+// CRC-32 and length (gunzip_prefix): zlib's stream reader, which niftilib uses, stops at the last
+// voxel and would take a damaged file's wrong voxels. A .nii is read through znzlib.
 at::Tensor read_voxel_data(const nifti_image& image, const std::string& path) {
   const TypeInfo* type = type_by_code(image.datatype);
   const at::ScalarType stored = image.datatype == DT_UINT16 ? at::kShort : type->read_as;
@@ -140,28 +141,30 @@ at::Tensor read_voxel_data(const nifti_image& image, const std::string& path) {
   const auto bytes = static_cast<size_t>(ni * nj * nk) * static_cast<size_t>(image.nbyper);
   const auto offset = static_cast<size_t>(image.iname_offset);
   const bool gz = nifti_is_gzfile(image.iname) != 0;
-  if (gz && offset % 8 == 0) {
+  if (gz) {
     std::vector<uint8_t> compressed;
     {
       std::ifstream in(image.iname, std::ios::binary);
       in.seekg(0, std::ios::end);
       const std::streamoff size = in.tellg();
-      if (in && size > 0) {
-        compressed.resize(static_cast<size_t>(size));
-        in.seekg(0);
-        in.read(reinterpret_cast<char*>(compressed.data()), size);
-        if (!in) compressed.clear();
-      }
+      KDSEG_CHECK(in && size >= 0, path, ": cannot read the image data in ", image.iname);
+      compressed.resize(static_cast<size_t>(size));
+      in.seekg(0);
+      in.read(reinterpret_cast<char*>(compressed.data()), size);
+      KDSEG_CHECK(in || size == 0, path, ": cannot read the image data in ", image.iname);
     }
     // Header and voxels inflate into one buffer; the voxels are a view at their offset.
     at::Tensor whole = torch::empty({static_cast<int64_t>(offset + bytes)}, torch::kByte);
-    if (!compressed.empty() &&
-        gunzip_exact(compressed.data(), compressed.size(), whole.data_ptr<uint8_t>(), offset + bytes)) {
-      return whole.narrow(0, static_cast<int64_t>(offset), static_cast<int64_t>(bytes)).view(stored).view({nk, nj, ni});
-    }
+    const std::string problem =
+        gunzip_prefix(compressed.data(), compressed.size(), whole.data_ptr<uint8_t>(), offset + bytes);
+    KDSEG_CHECK(problem.empty(), path, ": ", problem);
+    at::Tensor voxels = whole.narrow(0, static_cast<int64_t>(offset), static_cast<int64_t>(bytes));
+    // A view as a wider type needs an aligned offset; an odd vox_offset costs a copy.
+    if (offset % 8 != 0) voxels = voxels.clone();
+    return voxels.view(stored).view({nk, nj, ni});
   }
   at::Tensor raw = torch::empty({nk, nj, ni}, stored);
-  znzFile file = znzopen(image.iname, "rb", gz ? 1 : 0);
+  znzFile file = znzopen(image.iname, "rb", 0);
   KDSEG_CHECK(!znz_isnull(file), path, ": cannot open the image data in ", image.iname);
   // znzseek returns 0 (fseek) or the new offset (gzseek) on success, -1 on failure.
   const bool positioned = znzseek(file, static_cast<long>(offset), SEEK_SET) >= 0;

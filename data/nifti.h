@@ -34,7 +34,8 @@ enum class VoxelType { kFloat32, kAsStored };
 
 // Reads a 3D volume. The affine is the sform when sform_code > 0, else the qform. Errors name
 // the file: unreadable or truncated, 4D, unsupported datatype, NaN or Inf values (when
-// `require_finite`). A .nii.gz is inflated whole (libdeflate) into the voxels' own buffer.
+// `require_finite`), a .nii.gz whose gzip data are damaged or fail their CRC-32 or length check.
+// A .nii.gz is inflated whole (libdeflate) into the voxels' own buffer.
 Volume read_nifti(const std::string& path, bool require_finite = true, VoxelType type = VoxelType::kFloat32);
 
 // Writes `voxels` [I,J,K] (any real dtype) as `datatype`, with the affine as both sform and qform (code 1), and

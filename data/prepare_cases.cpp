@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <string>
 
 #include "core/error.h"
 #include "core/hash.h"
@@ -109,28 +111,61 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
   writer.end_case();
 }
 
+// "3 raters: 5 cases, 4 raters: 1 case".
+std::string rater_counts(const std::map<int64_t, size_t>& cases_with) {
+  std::string out;
+  for (const auto& [count, cases] : cases_with) {
+    out += (out.empty() ? "" : ", ") + std::to_string(count) + " raters: " + std::to_string(cases) +
+           (cases == 1 ? " case" : " cases");
+  }
+  return out;
+}
+
+// The raters every case must have: --raters N, else the count most usable cases have. A tie
+// cannot tell the odd cases from the good ones and asks for --raters N.
+int64_t expected_raters(const std::map<int64_t, size_t>& cases_with, int rater_count) {
+  if (rater_count > 0) return rater_count;
+  int64_t best = 0;
+  size_t most = 0, ties = 0;
+  for (const auto& [count, cases] : cases_with) {
+    if (cases > most) {
+      best = count, most = cases, ties = 0;
+    } else if (cases == most) {
+      ++ties;
+    }
+  }
+  KDSEG_CHECK(ties == 0, "the cases disagree on their number of raters and no count has most cases (",
+              rater_counts(cases_with), "); name the count with --raters N");
+  return best;
+}
+
 }  // namespace
 
 std::vector<CasePlan> plan_cases(const std::vector<CaseFiles>& found, const PrepareOptions& options, Layout layout,
                                  int64_t& raters) {
   std::vector<CasePlan> plans(found.size());
-  raters = 0;
+  std::map<int64_t, size_t> cases_with;  // rater count -> usable cases that have it
   for (size_t i = 0; i < found.size(); ++i) {
     CasePlan& plan = plans[i];
     plan.problem = found[i].problem;
     if (!plan.problem.empty() || options.raters != RaterSearch::kAuto) continue;
     plan.raters = find_rater_files(found[i], layout, options.qubiq_task);
     plan.problem = plan.raters.problem;
-    if (plan.problem.empty()) raters = std::max(raters, static_cast<int64_t>(plan.raters.raters.size()));
+    if (plan.problem.empty()) ++cases_with[static_cast<int64_t>(plan.raters.raters.size())];
   }
-  // Every case of a store has as many raters as the case that has the most.
+  raters = expected_raters(cases_with, options.rater_count);
+  // Every case of a store has the same raters; a case with another count is the odd one (a
+  // stray mask, a rater missing), never the cases that agree with each other.
   for (size_t i = 0; i < found.size(); ++i) {
     CasePlan& plan = plans[i];
     const auto count = static_cast<int64_t>(plan.raters.raters.size());
     if (!plan.problem.empty() || count == raters) continue;
-    plan.problem = fs::path(found[i].image).parent_path().string() + ": " + std::to_string(count) +
-                   " raters, where other cases have " + std::to_string(raters) +
-                   " (every case of a store needs the same raters)";
+    plan.problem =
+        fs::path(found[i].image).parent_path().string() + ": " + std::to_string(count) + " raters, where " +
+        (options.rater_count > 0 ? "--raters asks for " + std::to_string(raters)
+                                 : std::to_string(cases_with[raters]) + " of " + std::to_string(found.size()) +
+                                       " cases have " + std::to_string(raters)) +
+        " (every case of a store needs the same raters; " + rater_counts(cases_with) + ")";
   }
   return plans;
 }

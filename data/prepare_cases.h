@@ -16,14 +16,15 @@
 namespace kdseg::data::detail {
 
 // What is known of each case before any is read: its rater files, and a problem that makes it
-// unusable (a missing partner or rater file, fewer raters than the other cases).
+// unusable (a missing partner or rater file, another number of raters than the store's).
 struct CasePlan {
   RaterFiles raters;
   std::string problem;
 };
 
-// The plan of each case of `found`; `raters` becomes the raters per case of the store (the
-// most any usable case has; a case with fewer is a problem).
+// The plan of each case of `found`; `raters` becomes the raters per case of the store: the
+// options' rater_count, else the count most usable cases have (a tie is an error asking for
+// --raters N); a case with another count is a problem naming its folder and the counts.
 std::vector<CasePlan> plan_cases(const std::vector<CaseFiles>& found, const PrepareOptions& options, Layout layout,
                                  int64_t& raters);
 

@@ -60,6 +60,7 @@ struct PrepareOptions {
   int threads = 0;                          // threads compressing slices (0: the cores available)
   RaterSearch raters = RaterSearch::kAuto;  // keep every rater's labels when the files exist
   int qubiq_task = 1;                       // the QUBIQ task whose masks are read (taskTT_segRR)
+  int rater_count = 0;                      // raters every case must have (--raters N); 0: the count most cases have
 };
 
 struct PrepareSummary {

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -31,6 +32,15 @@ constexpr KitsRegion kKitsRegions[] = {{"kidney", 1}, {"cyst", 3}, {"tumor", 2}}
 // [region][instance][annotation] -> file.
 using InstanceFiles = std::map<std::string, std::map<int, std::map<int, std::string>>>;
 
+// Two files of one rater's annotation ("..._annotation-1.nii" beside "..._annotation-1.nii.gz" or
+// "..._annotation-01.nii.gz"): which one the rater meant cannot be told, so the case is bad.
+RaterFiles two_names(const std::string& one, const std::string& other) {
+  RaterFiles out;
+  const auto [first, second] = std::minmax(one, other);
+  out.problem = first + " and " + second + ": two files of one annotation; remove one";
+  return out;
+}
+
 RaterFiles kits_raters(const fs::path& case_folder) {
   RaterFiles out;
   InstanceFiles found;
@@ -44,7 +54,10 @@ RaterFiles kits_raters(const fs::path& case_folder) {
       std::smatch m;
       const std::string file = entry.path().filename().string();
       if (!std::regex_match(file, m, kInstanceFile)) continue;
-      found[m[1].str()][std::stoi(m[2].str())][std::stoi(m[3].str())] = entry.path().string();
+      const std::string path = entry.path().string();
+      auto& slot = found[m[1].str()][number_in_name(m[2].str(), path)][number_in_name(m[3].str(), path)];
+      if (!slot.empty()) return two_names(slot, path);
+      slot = path;
       extension = m[4].matched ? ".nii.gz" : ".nii";
     }
     if (!found.empty()) break;
@@ -83,8 +96,11 @@ RaterFiles qubiq_raters(const fs::path& case_folder, int task) {
   for (const auto& entry : fs::directory_iterator(case_folder)) {
     std::smatch m;
     const std::string file = entry.path().filename().string();
-    if (!std::regex_match(file, m, kQubiqFile) || std::stoi(m[1].str()) != task) continue;
-    segs[std::stoi(m[2].str())] = entry.path().string();
+    const std::string path = entry.path().string();
+    if (!std::regex_match(file, m, kQubiqFile) || number_in_name(m[1].str(), path) != task) continue;
+    std::string& slot = segs[number_in_name(m[2].str(), path)];
+    if (!slot.empty()) return two_names(slot, path);
+    slot = path;
     extension = m[3].matched ? ".nii.gz" : ".nii";
   }
   // The path rater j's mask would have.
@@ -123,6 +139,31 @@ RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_tas
   return {};
 }
 
+namespace {
+
+// A rater's mask holds 0 and 1, or its part's label value: anything else (a probability map, an
+// image saved in its place) would be painted wherever it is nonzero. Checked a slab of planes at
+// a time, so that a CT-sized mask needs no mask-sized temporaries.
+void check_mask_values(const Volume& mask, uint8_t value) {
+  const Tensor planes = mask.voxels.permute({2, 1, 0});  // the file's [K,J,I] order, contiguous
+  constexpr int64_t kSlab = 16;
+  for (int64_t k = 0; k < planes.size(0); k += kSlab) {
+    const Tensor v = planes.narrow(0, k, std::min(kSlab, planes.size(0) - k));
+    const Tensor fine = (v == 0).logical_or_(v == 1).logical_or_(v == value);
+    if (fine.all().item<bool>()) continue;
+    const Tensor bad = std::get<0>(at::_unique(v.masked_select(fine.logical_not()).to(torch::kDouble)));
+    std::string list;
+    for (int64_t i = 0; i < std::min<int64_t>(bad.numel(), 5); ++i) {
+      list += (list.empty() ? "" : ", ") + std::to_string(bad[i].item<double>());
+    }
+    KDSEG_THROW(mask.path, ": values ", list, bad.numel() > 5 ? ", ..." : "", " in a rater's mask, which holds 0 and 1",
+                value > 1 ? " (or " + std::to_string(value) + ")" : "",
+                ": not a mask (a probability map or an image in its place?)");
+  }
+}
+
+}  // namespace
+
 Tensor read_raters(const RaterFiles& files, const Volume& image) {
   const auto shape = image.voxels.sizes();
   Tensor out = torch::zeros({static_cast<int64_t>(files.raters.size()), shape[0], shape[1], shape[2]}, torch::kByte);
@@ -131,6 +172,7 @@ Tensor read_raters(const RaterFiles& files, const Volume& image) {
     for (const RaterPart& part : files.raters[j]) {
       const Volume mask = read_nifti(part.file, /*require_finite=*/true, VoxelType::kAsStored);
       check_same_grid(mask, image);
+      check_mask_values(mask, part.value);
       rater.masked_fill_(mask.voxels != 0, part.value);
     }
   }

@@ -43,7 +43,8 @@ struct RaterFiles {
 
 // The raters of a case in its layout (LiTS and KiTS19 have none). A KiTS instance that lacks an
 // annotation another instance has, or a QUBIQ rater number missing from 1..R, is a problem that
-// names the missing file.
+// names the missing file; so is one annotation under two file names (.nii beside .nii.gz,
+// "seg4" beside "seg04"), naming both. A number too large in a file's name is an error naming it.
 RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_task = 1);
 
 // Every rater's label map [R,I,J,K] uint8 on `image`'s voxels (the file's orientation). Errors

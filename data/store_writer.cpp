@@ -154,7 +154,8 @@ void StoreWriter::finish(PrepareSummary& summary, bool require_slices) {
       {"folds", options_.folds},
       {"compression", options_.compression},
       {"skip_bad_cases", options_.skip_bad_cases},
-      {"raters", enum_name(options_.raters)},
+      {"raters",
+       options_.rater_count > 0 ? nlohmann::json(options_.rater_count) : nlohmann::json(enum_name(options_.raters))},
       {"input", options_.input}};
   h5::write_string_attribute(file_, store::kFormatAttribute, kPreparedStoreFormat);
   h5::write_string_attribute(file_, store::kLayoutAttribute, enum_name(layout_));

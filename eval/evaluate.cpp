@@ -137,26 +137,42 @@ class Evaluator {
   // A kdseg checkpoint names the store it trained on and the fold it held out: no case of the
   // evaluated fold may be one it trained on. Stores of the same cases assign the same folds,
   // so a store with every slice of the same cases evaluates a model trained on tumour slices.
+  // The training store is known by its content hash wherever it is now (the evaluated store
+  // itself, copied or moved), else by the absolute path the record keeps; a record before
+  // version 3 has only the path as typed.
   void check_held_out(const EvaluatedModel& evaluated) const {
     const std::string record = evaluated.model->training_config();
     if (record.empty()) return;  // not a kdseg checkpoint: no record of its training
     const RunConfig config = parse_run_config(record, evaluated.file);
     const std::string& trained_on = config.data;
+    std::optional<data::PreparedStore> recorded;
+    const data::PreparedStore* found = nullptr;
+    std::error_code ec;
+    if (!config.data_hash.empty() && store_.attribute("content_hash") == config.data_hash) {
+      found = &store_;
+    } else if (fs::is_regular_file(trained_on, ec)) {
+      recorded.emplace(trained_on);
+      if (config.data_hash.empty() || recorded->attribute("content_hash") == config.data_hash) found = &*recorded;
+    }
+    if (found == nullptr) {
+      if (comm_.rank() == 0) {
+        log::warn(
+            "{}: its training store {} is gone{}, so evaluate cannot check that fold {} held none of its training "
+            "cases",
+            evaluated.file, trained_on, recorded ? " (another store is at its path)" : "", o_.fold);
+      }
+      return;
+    }
+    check_cases_held_out(evaluated, config, *found);
+  }
+
+  void check_cases_held_out(const EvaluatedModel& evaluated, const RunConfig& config,
+                            const data::PreparedStore& theirs) const {
+    const std::string& trained_on = config.data;
     const int held_out = config.fold;
     const auto excluded = [&](int fold) {
       return std::find(config.exclude_folds.begin(), config.exclude_folds.end(), fold) != config.exclude_folds.end();
     };
-    std::error_code ec;
-    if (!fs::is_regular_file(trained_on, ec)) {
-      if (comm_.rank() == 0) {
-        log::warn(
-            "{}: its training store {} is gone, so evaluate cannot check that fold {} held none of its training "
-            "cases",
-            evaluated.file, trained_on, o_.fold);
-      }
-      return;
-    }
-    const data::PreparedStore theirs(trained_on);
     std::set<std::string> trained;
     for (size_t c = 0; c < theirs.case_ids().size(); ++c) {
       const int fold = theirs.case_fold()[c];

@@ -66,6 +66,10 @@ class Trainer {
   Trainer(const TrainConfig& c, dist::Communicator& comm)
       : c_(c), comm_(comm), store_(c.data), metrics_log_(c.output + "/" + kRunMetricsFile) {
     check_config(c_, comm_.size());
+    // The record names the store wherever it is read from: its absolute path, and its content
+    // hash for when that path is gone or names another store (evaluate's held-out check).
+    c_.data = fs::absolute(c_.data).lexically_normal().string();
+    c_.data_hash = store_.attribute("content_hash");
     device_ = training_device(c_, comm_);
     bf16_ = uses_bf16_autocast(c_.precision, device_);
     configure_device();
@@ -193,6 +197,11 @@ class Trainer {
     const int folds = store_.folds();
     KDSEG_CHECK(c_.fold >= 0 && c_.fold < folds, c_.data, ": --fold ", c_.fold, " does not exist; the store has ",
                 folds, " folds (0-", folds - 1, ")");
+    // A fold that does not exist excludes nothing: most likely a store of fewer folds than meant.
+    for (const int f : c_.exclude_folds) {
+      KDSEG_CHECK(f >= 0 && f < folds, c_.data, ": --exclude-folds ", f, " does not exist; the store has ", folds,
+                  " folds (0-", folds - 1, ")");
+    }
     val_rows_ = store_.rows_in_folds({c_.fold});
     for (int f = 0; f < folds; ++f) {
       const auto& excluded = c_.exclude_folds;
@@ -524,7 +533,12 @@ class Trainer {
   // A resumed run must continue the same run: every setting that shapes it (core/run_record.h
   // says which), and the store.
   void check_same_run(const models::Checkpoint& checkpoint) const {
-    const RunConfig saved = parse_run_config(checkpoint.info().config, checkpoint.path());
+    RunConfig saved = parse_run_config(checkpoint.info().config, checkpoint.path());
+    // Records before version 3 name the store by its path alone; the checkpoint's hash (checked
+    // below) says which store it was.
+    if (saved.data_hash.empty()) {
+      saved.data_hash = checkpoint.info().data_hash.empty() ? c_.data_hash : checkpoint.info().data_hash;
+    }
     std::string refused, changed;
     for (const RunDifference& d : run_differences(saved, c_)) {
       std::string& list = d.on_resume == OnResume::kSame ? refused : changed;

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "core/build_config.h"
@@ -54,10 +55,26 @@ po::options_description shared_options() {
   return shared;
 }
 
-// Every line of an INI file is blank, a comment or `key = value` with a key the command knows;
-// a usage error names the file, the line and what is wrong with it.
-void check_config_lines(const std::string& path, const Command& command, const po::options_description& all) {
-  std::ifstream in(path);
+// The text of an INI file without a UTF-8 byte order mark (editors on Windows write one, and
+// Boost would read it as part of the first key).
+std::string config_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw po::error("cannot read --config file '" + path + "'");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw po::error("cannot read --config file '" + path + "'");
+  std::string out = text.str();
+  if (out.compare(0, 3, "\xEF\xBB\xBF") == 0) out.erase(0, 3);
+  return out;
+}
+
+// Every line of an INI file is blank, a comment or `key = value` with a key the command knows,
+// other than `config` (a file naming another could loop or shadow); a usage error names the
+// file, the line and what is wrong with it. Returns the line of each key, for value errors.
+std::map<std::string, int> check_config_lines(const std::string& path, const std::string& text, const Command& command,
+                                              const po::options_description& all) {
+  std::map<std::string, int> lines;
+  std::istringstream in(text);
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
     const size_t first = line.find_first_not_of(" \t\r");
@@ -69,21 +86,32 @@ void check_config_lines(const std::string& path, const Command& command, const p
       throw po::error(where + "expected 'key = value', got '" + line.substr(first) + "'");
     std::string key = line.substr(first, equals - first);
     key.erase(key.find_last_not_of(" \t") + 1);
+    if (key == "config") {
+      throw po::error(where +
+                      "a --config file cannot name another; write its options here or give both on the "
+                      "command line");
+    }
     if (all.find_nothrow(key, /*approx=*/false) == nullptr) {
       throw po::error(where + "unknown option '" + key + "' (kdseg " + command.name + " --help lists them)");
     }
+    lines.emplace(key, number);
   }
+  return lines;
 }
 
 void store_config_file(const std::string& path, const Command& command, const po::options_description& all,
                        po::variables_map& vm) {
-  std::ifstream probe(path);
-  if (!probe) throw po::error("cannot read --config file '" + path + "'");
-  check_config_lines(path, command, all);
+  const std::string text = config_text(path);
+  const std::map<std::string, int> lines = check_config_lines(path, text, command, all);
   try {
-    po::store(po::parse_config_file<char>(path.c_str(), all), vm);
-  } catch (const po::reading_file&) {
-    throw po::error("cannot read --config file '" + path + "'");
+    std::istringstream in(text);
+    po::store(po::parse_config_file<char>(in, all), vm);
+  } catch (const po::error_with_option_name& e) {
+    // A value of the wrong type: the line that gave it.
+    const std::string name = e.get_option_name();
+    const size_t start = name.find_first_not_of('-');
+    const auto line = lines.find(start == std::string::npos ? name : name.substr(start));
+    throw po::error(path + (line == lines.end() ? "" : ":" + std::to_string(line->second)) + ": " + e.what());
   } catch (const po::error& e) {
     throw po::error(path + ": " + e.what());
   }

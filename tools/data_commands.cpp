@@ -91,7 +91,7 @@ void add_prepare_options(po::options_description& d) {
       ("input", po::value<std::string>()->required(), "folder with the LiTS, KiTS or QUBIQ download")
       ("output", po::value<std::string>()->required(), "prepared store to write (HDF5)")
       ("layout", po::value<std::string>()->default_value("auto"), ("auto (detected), " + enum_help<data::Layout>()).c_str())
-      ("raters", po::value<std::string>()->default_value("auto"), ("keep every rater's labels: " + enum_help<data::RaterSearch>()).c_str())
+      ("raters", po::value<std::string>()->default_value("auto"), ("keep every rater's labels: " + enum_help<data::RaterSearch>() + ", or N: when the files exist, N raters per case (others: the count most cases have)").c_str())
       ("qubiq-task", po::value<int>()->default_value(1), "the QUBIQ task whose raters' masks are read (taskTT_segRR)")
       ("slices", po::value<std::string>()->default_value("tumor"), ("slices to keep: " + enum_help<data::SliceSelection>()).c_str())
       ("size", po::value<std::string>()->default_value("512"), "output in-plane size N (NxN) or native")
@@ -123,7 +123,14 @@ int run_prepare(const po::variables_map& vm) {
   o.compression = vm["compression"].as<int>();
   o.skip_bad_cases = vm["skip-bad-cases"].as<bool>();
   o.force = vm["force"].as<bool>();
-  o.raters = parse_option<data::RaterSearch>(vm, "raters");
+  // --raters N: the count every case must have, where a stray mask or a missing one could leave
+  // no count that most cases share.
+  if (const std::optional<int64_t> count = parse_integer(vm["raters"].as<std::string>())) {
+    if (*count < 1 || *count > 1000) throw po::error("--raters N must be 1-1000, got " + std::to_string(*count));
+    o.rater_count = static_cast<int>(*count);
+  } else {
+    o.raters = parse_option<data::RaterSearch>(vm, "raters");
+  }
   o.qubiq_task = vm["qubiq-task"].as<int>();
   if (o.qubiq_task < 1) throw po::error("--qubiq-task must be 1 or more, got " + std::to_string(o.qubiq_task));
   return run_distributed(vm, /*cuda=*/false, [&](dist::Communicator& comm) {

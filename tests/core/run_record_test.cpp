@@ -74,12 +74,13 @@ TEST(RunRecord, OnlyTheAllowListMayChangeOnResume) {
       EXPECT_STREQ(f.why, "") << f.key;
     }
   }
-  const std::set<std::string> expected = {"output",           "workers",    "log_every",      "validate_every",
-                                          "checkpoint_every", "stop_after", "skip_nonfinite", "deterministic",
-                                          "device",           "precision",  "channels_last"};
+  const std::set<std::string> expected = {"data",           "output",           "workers",    "log_every",
+                                          "validate_every", "checkpoint_every", "stop_after", "skip_nonfinite",
+                                          "deterministic",  "device",           "precision",  "channels_last"};
   EXPECT_EQ(may_change, expected);
   // Everything that moves the learning-rate schedule or what is learned is compared.
-  for (const char* key : {"epochs", "max_steps", "warmup", "lr", "loss", "crop", "labels", "seed", "batch_size"}) {
+  for (const char* key :
+       {"data_hash", "epochs", "max_steps", "warmup", "lr", "loss", "crop", "labels", "seed", "batch_size"}) {
     EXPECT_TRUE(keys.count(key) && !may_change.count(key)) << key;
   }
 }
@@ -87,6 +88,7 @@ TEST(RunRecord, OnlyTheAllowListMayChangeOnResume) {
 kdseg::RunConfig unusual_config() {
   kdseg::RunConfig c;
   c.data = "/data/p.h5";
+  c.data_hash = "87b2acf5eb51b7ef";
   c.output = "out";
   c.fold = 3;
   c.exclude_folds = {1, 4};

@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 #include <nifti1_io.h>
 #include <torch/torch.h>
+#include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
+#include <vector>
 
 #include "core/error.h"
 #include "data/nifti.h"
@@ -218,6 +222,123 @@ TEST(Nifti, BadFilesAreClearErrors) {
   nifti_image_write(image);
   nifti_image_free(image);
   EXPECT_NE(error_of(path).find("4D volume (3x3x3x2)"), std::string::npos) << error_of(path);
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+void put_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+// `bytes` as one gzip member of stored (uncompressed) DEFLATE blocks, through zlib: a changed
+// payload byte then still inflates without a DEFLATE error, and only the CRC-32 can tell.
+std::vector<uint8_t> gzip_stored(const std::vector<uint8_t>& bytes) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_NO_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::vector<uint8_t> out(deflateBound(&z, bytes.size()));
+  z.next_in = const_cast<Bytef*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+std::string read_error(const std::string& path) {
+  try {
+    D::read_nifti(path, true, D::VoxelType::kAsStored);
+  } catch (const kdseg::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// A label map in a .nii.gz whose voxels or trailer were changed: zlib's stream reader stops at the
+// last voxel, before the trailer, so niftilib's reading took such files with wrong voxels (the
+// libdeflate path refused them, then fell back to it). Every
+// one must be an error that names the file.
+TEST(Nifti, GzipCrcAndLengthErrorsNameTheFile) {
+  kdseg::test::TempDir dir;
+  // More than the 16 KiB zlib inflates ahead when niftilib reads the header, which would reach a
+  // small file's trailer.
+  const Tensor labels = torch::randint(0, 3, {32, 32, 32}, torch::kUInt8);
+  D::write_nifti(dir.file("labels.nii"), labels, diagonal(1, 1, 1), D::NiftiType::kUint8);
+  const std::vector<uint8_t> plain = file_bytes(dir.file("labels.nii"));
+  ASSERT_EQ(plain.size(), 352u + 32 * 32 * 32);
+
+  // A voxel changed inside a stored block (10 bytes of gzip header, 5 of the block's header):
+  // 0-2 becomes 1-3, still a label, so nothing but the CRC-32 shows it.
+  std::vector<uint8_t> voxel = gzip_stored(plain);
+  ASSERT_EQ(std::vector<uint8_t>(voxel.begin() + 15, voxel.begin() + 15 + 352),
+            std::vector<uint8_t>(plain.begin(), plain.begin() + 352));
+  voxel[15 + 352 + 100] ^= 1;
+  put_bytes(dir.file("voxel.nii.gz"), voxel);
+  const std::string voxel_error = read_error(dir.file("voxel.nii.gz"));
+  EXPECT_NE(voxel_error.find("voxel.nii.gz: damaged gzip data: the CRC-32 does not match"), std::string::npos)
+      << voxel_error;
+  // The same with the trailer at a multiple of zlib's 8 KiB input reads (a file name in the gzip
+  // header moves it): zlib's stream reader fills the last voxel and never reads the trailer, so
+  // the file was read without an error, one voxel wrong.
+  std::vector<uint8_t> aligned = voxel;
+  const size_t name = (8192 - (aligned.size() - 8) % 8192) % 8192;
+  if (name > 0) {
+    aligned[3] |= 0x08;  // FNAME: a NUL-terminated name after the 10-byte header
+    std::vector<uint8_t> field(name, 'n');
+    field.back() = 0;
+    aligned.insert(aligned.begin() + 10, field.begin(), field.end());
+  }
+  ASSERT_EQ((aligned.size() - 8) % 8192, 0u);
+  put_bytes(dir.file("aligned.nii.gz"), aligned);
+  const std::string aligned_error = read_error(dir.file("aligned.nii.gz"));
+  EXPECT_NE(aligned_error.find("aligned.nii.gz: damaged gzip data: the CRC-32 does not match"), std::string::npos)
+      << aligned_error;
+
+  // The trailer of kdseg's own writer (one member per plane): its last CRC-32, then its length.
+  D::write_nifti(dir.file("written.nii.gz"), labels, diagonal(1, 1, 1), D::NiftiType::kUint8);
+  const std::vector<uint8_t> written = file_bytes(dir.file("written.nii.gz"));
+  std::vector<uint8_t> crc = written, length = written;
+  crc[crc.size() - 8] ^= 0x40;
+  length[length.size() - 4] ^= 0x01;
+  put_bytes(dir.file("crc.nii.gz"), crc);
+  put_bytes(dir.file("length.nii.gz"), length);
+  const std::string crc_error = read_error(dir.file("crc.nii.gz"));
+  EXPECT_NE(crc_error.find("crc.nii.gz: damaged gzip data: the CRC-32 does not match"), std::string::npos) << crc_error;
+  const std::string length_error = read_error(dir.file("length.nii.gz"));
+  EXPECT_NE(length_error.find("length.nii.gz: damaged gzip data: the length in the trailer does not match"),
+            std::string::npos)
+      << length_error;
+  // Bytes after the last member that are neither a member nor padding.
+  std::vector<uint8_t> junk = written;
+  junk.insert(junk.end(), {'j', 'u', 'n', 'k'});
+  put_bytes(dir.file("junk.nii.gz"), junk);
+  EXPECT_NE(read_error(dir.file("junk.nii.gz")).find("junk.nii.gz: 4 bytes after the end of its gzip data"),
+            std::string::npos)
+      << read_error(dir.file("junk.nii.gz"));
+}
+
+// What zlib's reader accepted for good reasons is still read: an uncompressed file named .nii.gz,
+// zeros after the last member, a stream longer than the voxels, stored blocks.
+TEST(Nifti, GzipShapesNiftilibAcceptsAreRead) {
+  kdseg::test::TempDir dir;
+  const Tensor labels = torch::randint(0, 3, {16, 16, 8}, torch::kUInt8);
+  D::write_nifti(dir.file("labels.nii"), labels, diagonal(1, 1, 1), D::NiftiType::kUint8);
+  const std::vector<uint8_t> plain = file_bytes(dir.file("labels.nii"));
+  std::vector<uint8_t> longer = plain;
+  longer.insert(longer.end(), 100, 7);
+  std::vector<uint8_t> padded = gzip_stored(plain);
+  padded.insert(padded.end(), 512, 0);
+  const std::map<std::string, std::vector<uint8_t>> files = {
+      {"plain.nii.gz", plain}, {"padded.nii.gz", padded}, {"longer.nii.gz", gzip_stored(longer)}};
+  for (const auto& [name, bytes] : files) {
+    put_bytes(dir.file(name), bytes);
+    const D::Volume v = D::read_nifti(dir.file(name), true, D::VoxelType::kAsStored);
+    EXPECT_TRUE(torch::equal(v.voxels.to(torch::kUInt8), labels)) << name;
+  }
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <set>
+#include <vector>
 
 #include "core/error.h"
 #include "data/batch_loader.h"
@@ -126,6 +128,107 @@ TEST(Raters, LabelKindsOfRatersNeedAStoreWithRaters) {
   } catch (const kdseg::Error& e) {
     EXPECT_NE(std::string(e.what()).find("the store keeps no raters"), std::string::npos) << e.what();
   }
+}
+
+// Six QUBIQ cases of three raters, one with a stray fourth mask: the odd case is the bad one,
+// whatever the order of the cases, and never the five that agree.
+TEST(Raters, TheOddCaseOutIsTheBadOneNotTheCasesThatAgree) {
+  kdseg::test::TempDir dir;
+  D::SynthOptions synth;
+  synth.layout = D::Layout::kQubiq;
+  synth.cases = 6;
+  synth.size = 20;
+  synth.slices = 4;
+  synth.raters = 3;
+  D::write_synthetic_dataset(dir.file("raw"), synth);
+  std::vector<std::filesystem::path> cases;
+  for (const auto& c : D::find_cases(dir.file("raw"), D::Layout::kQubiq))
+    cases.push_back(std::filesystem::path(c.image).parent_path());
+  ASSERT_EQ(cases.size(), 6u);
+  const std::filesystem::path odd = cases[2];
+  std::filesystem::copy_file(odd / "task01_seg03.nii.gz", odd / "task01_seg04.nii.gz");
+  D::PrepareOptions p;
+  p.input = dir.file("raw");
+  p.output = dir.file("p.h5");
+  p.slices = D::SliceSelection::kAll;
+  p.size = 0;
+  p.folds = 2;
+  try {
+    D::prepare_store(p);
+    FAIL() << "a case with a fourth rater was accepted";
+  } catch (const kdseg::Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("1 of 6 cases are bad"), std::string::npos) << m;
+    EXPECT_NE(m.find(odd.string() + ": 4 raters, where 5 of 6 cases have 3"), std::string::npos) << m;
+    EXPECT_NE(m.find("3 raters: 5 cases, 4 raters: 1 case"), std::string::npos) << m;
+  }
+  p.skip_bad_cases = true;
+  const D::PrepareSummary summary = D::prepare_store(p);
+  EXPECT_EQ(summary.cases, 5);
+  EXPECT_EQ(summary.raters, 3);
+  ASSERT_EQ(summary.skipped.size(), 1u);
+  EXPECT_NE(summary.skipped[0].find(odd.string()), std::string::npos) << summary.skipped[0];
+  // --raters 4 names the count: the five cases of three are then the bad ones.
+  p.rater_count = 4;
+  p.force = true;
+  const D::PrepareSummary four = D::prepare_store(p);
+  EXPECT_EQ(four.cases, 1);
+  EXPECT_EQ(four.raters, 4);
+  ASSERT_EQ(four.skipped.size(), 5u);
+  EXPECT_NE(four.skipped[0].find("3 raters, where --raters asks for 4"), std::string::npos) << four.skipped[0];
+  // Three cases of three raters, three of four: no count has most cases.
+  for (size_t i = 3; i < 5; ++i)
+    std::filesystem::copy_file(cases[i] / "task01_seg03.nii.gz", cases[i] / "task01_seg04.nii.gz");
+  p.rater_count = 0;
+  try {
+    D::prepare_store(p);
+    FAIL() << "three cases of three raters and three of four were accepted";
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no count has most cases (3 raters: 3 cases, 4 raters: 3 cases); name the "
+                                         "count with --raters N"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// A rater's file that is not a mask (a probability map, an image of noise 0-255) is refused naming
+// it, instead of painting every nonzero voxel.
+TEST(Raters, MasksThatAreNotMasksAreRefused) {
+  kdseg::test::TempDir dir;
+  D::SynthOptions synth;
+  synth.layout = D::Layout::kQubiq;
+  synth.cases = 2;
+  synth.size = 20;
+  synth.slices = 4;
+  synth.raters = 3;
+  D::write_synthetic_dataset(dir.file("raw"), synth);
+  const std::string image = D::find_cases(dir.file("raw"), D::Layout::kQubiq)[1].image;
+  const std::string seg = (std::filesystem::path(image).parent_path() / "task01_seg02.nii.gz").string();
+  const D::Volume like = D::read_nifti(image);
+  D::PrepareOptions p;
+  p.input = dir.file("raw");
+  p.output = dir.file("p.h5");
+  p.slices = D::SliceSelection::kAll;
+  p.size = 0;
+  p.folds = 2;
+  p.force = true;
+  const std::vector<std::pair<at::Tensor, D::NiftiType>> not_masks = {
+      {torch::rand(like.voxels.sizes()) * 0.9, D::NiftiType::kFloat32},
+      {torch::randint(0, 256, like.voxels.sizes()), D::NiftiType::kUint8}};
+  for (const auto& [voxels, type] : not_masks) {
+    D::write_nifti(seg, voxels, like.affine, type);
+    try {
+      D::prepare_store(p);
+      ADD_FAILURE() << "a rater's " << D::nifti_type_name(type) << " map was taken as a mask";
+    } catch (const kdseg::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(seg + ": values "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("in a rater's mask, which holds 0 and 1: not a mask"), std::string::npos)
+          << e.what();
+    }
+  }
+  // A mask of 0 and 1 in any type is one.
+  D::write_nifti(seg, (torch::rand(like.voxels.sizes()) > 0.5).to(torch::kFloat), like.affine, D::NiftiType::kFloat32);
+  EXPECT_EQ(D::prepare_store(p).cases, 2);
 }
 
 }  // namespace

@@ -36,13 +36,14 @@ class ResumeTest : public TrainerTest {
 
 struct Paths {
   std::string checkpoint, cache;  // the stopped run's last.pt, a cache folder
+  std::string other_store;        // a store of the same cases with other slices: another content hash
 };
 
 // One change per shaping field of the record, each a setting that training accepts on its own.
 // The test fails when the record gains a shaping field that is missing here.
 std::map<std::string, std::function<void(TrainConfig&, const Paths&)>> shaping_changes() {
   return {
-      {"data", [](TrainConfig& c, const Paths&) { c.data += ".copy.h5"; }},
+      {"data_hash", [](TrainConfig& c, const Paths& t) { c.data = t.other_store; }},
       {"fold", [](TrainConfig& c, const Paths&) { c.fold = 1; }},
       {"exclude_folds", [](TrainConfig& c, const Paths&) { c.exclude_folds = {0}; }},
       {"arch", [](TrainConfig& c, const Paths&) { c.arch = kdseg::models::Encoder::kResNet34d; }},
@@ -77,7 +78,13 @@ std::map<std::string, std::function<void(TrainConfig&, const Paths&)>> shaping_c
 
 TEST_F(ResumeTest, EveryShapingFieldChangedAloneIsRefused) {
   const TrainConfig run = stopped_run();
-  fs::copy_file(run.data, run.data + ".copy.h5");  // the same store under another name
+  kdseg::data::PrepareOptions p;
+  p.input = dir.file("raw");
+  p.output = dir.file("all.h5");
+  p.size = 0;
+  p.folds = 2;
+  p.slices = kdseg::data::SliceSelection::kAll;
+  kdseg::data::prepare_store(p);
   const auto changes = shaping_changes();
   size_t shaping = 0;
   for (const auto& field : kdseg::run_fields()) {
@@ -89,7 +96,7 @@ TEST_F(ResumeTest, EveryShapingFieldChangedAloneIsRefused) {
       continue;
     }
     TrainConfig c = run;
-    change->second(c, Paths{dir.file("run/last.pt"), dir.file("cache")});
+    change->second(c, Paths{dir.file("run/last.pt"), dir.file("cache"), dir.file("all.h5")});
     expect_train_error(c, std::string("was written with ") + field.key + " = ");
   }
   EXPECT_EQ(shaping, changes.size()) << "shaping_changes() names a field the record does not compare";
@@ -120,11 +127,15 @@ TEST_F(ResumeTest, TheAllowedChangesResumeAndAreRecorded) {
   EXPECT_EQ(saved.workers, 0);
   EXPECT_EQ(saved.checkpoint_every, 1);
   EXPECT_TRUE(saved.skip_nonfinite);
-  // A moved run folder continues too.
+  // A moved run folder continues too, and so does a run on its store moved (the record knows it
+  // by its content hash), which the record then names.
   fs::rename(dir.file("run"), dir.file("moved"));
   c.output = dir.file("moved");
+  fs::rename(c.data, dir.file("moved.h5"));
+  c.data = dir.file("moved.h5");
   c.stop_after = 0;
   EXPECT_EQ(kdseg::student::train(c, *comm).steps, 6);
+  EXPECT_EQ(kdseg::models::Checkpoint(dir.file("moved/last.pt"), c10::kCPU).run_config().data, dir.file("moved.h5"));
 }
 
 // A checkpoint written before the record had its version (version 1: no "version", none of the
@@ -142,7 +153,7 @@ TEST_F(ResumeTest, FirstVersionRecordsResumeWhenTheirSettingsMatch) {
     kdseg::models::CheckpointInfo info = checkpoint.info();
     nlohmann::json old = nlohmann::json::parse(info.config);
     for (const char* key :
-         {"version", "log_every", "validate_every", "checkpoint_every", "stop_after", "skip_nonfinite"}) {
+         {"version", "log_every", "validate_every", "checkpoint_every", "stop_after", "skip_nonfinite", "data_hash"}) {
       ASSERT_EQ(old.erase(key), 1u) << key;
     }
     info.config = old.dump();

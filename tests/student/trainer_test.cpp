@@ -144,7 +144,8 @@ TEST_F(TrainerTest, ResumeRefusesAnotherStoreAtTheSamePath) {
   p.force = true;
   kdseg::data::prepare_store(p);
   c.resume = true;
-  expect_train_error(c, "was trained on another version of");
+  // The record's data_hash names the store (run record version 3).
+  expect_train_error(c, "was written with data_hash = ");
 }
 
 TEST_F(TrainerTest, DeviceAndPrecisionAreChecked) {
