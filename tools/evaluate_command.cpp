@@ -78,7 +78,7 @@ void add_evaluate_options(po::options_description& d) {
       ("no-surface", po::bool_switch(), "skip the surface distances (HD95, ASSD, NSD)")
       ("regions", po::value<std::string>()->default_value("task"),
        ("the regions measured: " + enum_help<data::RegionSet>() +
-        "; kits23: kidney_and_mass, mass and tumor, each with its surfel surface Dice at KiTS23's tolerance")
+        "; kits23 measures kidney_and_mass, mass and tumor at KiTS23's surface Dice tolerances")
            .c_str())
       ("save-predictions", po::bool_switch(),
        "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")

@@ -14,10 +14,12 @@
 #include <iostream>
 #include <utility>
 
+#include "data/batch_loader.h"
 #include "data/hdf5_util.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "data/raters.h"
+#include "data/task.h"
 #include "tests/data/temp_dir.h"
 
 namespace {
@@ -185,6 +187,17 @@ TEST(KitsMajority, PrepareStoresKitsMajorityOfRealCases) {
     // The label holds all four values, and the flat vote of the stored maps is another label.
     EXPECT_EQ(std::get<0>(at::_unique(label)).numel(), 4) << o.output;
     EXPECT_GT(D::majority_label(raters.transpose(0, 1), 4).ne(label).sum().item<int64_t>(), 0) << o.output;
+    // The loader's majority (--labels majority, and evaluation's) is the stored one, in the task's classes.
+    const D::Task task = D::make_task(D::parse_task("map:0:0,1:1,2:2,3:3"), D::Layout::kKits23);
+    D::LoaderOptions lo;
+    lo.train = false;
+    lo.augment.crop = 0;
+    lo.raters = D::RaterLabels::kMajority;
+    std::vector<D::DistributedSampler::Item> items;
+    for (int64_t row = 0; row < rows; ++row) items.push_back({row, 0});
+    D::BatchLoader loader(o.output, task, lo, {items});
+    const D::Batch batch = *loader.next();
+    EXPECT_TRUE(batch.labels.equal(task.classes_of(majority))) << o.output;
   }
 }
 
