@@ -23,6 +23,9 @@ namespace kdseg {
 struct DiceRegion {
   std::string name;
   std::vector<int64_t> classes;
+  // > 0: the region's surfel surface Dice at this tolerance (mm) is measured too
+  // (core/surface_distance.h, surfel_surface_dice; KiTS23's regions).
+  double surfel_tolerance_mm = 0;
 };
 
 class SegmentationMetrics {

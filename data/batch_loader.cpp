@@ -27,12 +27,18 @@ class ChunkReader {
       : file_(PreparedStore::open_file(path)), image_(file_, path, store::kImage), label_(file_, path, store::kLabel) {
     KDSEG_CHECK(image_.row_shape().size() == 2 && label_.row_shape() == image_.row_shape(), path,
                 ": /slices/image and /slices/label must both be [N,H,W]");
-    bool has_raters;
+    bool has_raters, has_majority;
     {
       const h5::Lock lock(h5::library_mutex());
       has_raters = h5::exists(file_, store::kRaters);
+      has_majority = h5::exists(file_, store::kMajority);
     }
     if (has_raters) raters_.emplace(file_, path, store::kRaters);
+    if (has_majority) {
+      majority_.emplace(file_, path, store::kMajority);
+      KDSEG_CHECK(majority_->row_shape() == label_.row_shape() && majority_->element_size() == 1, path,
+                  ": /slices/majority must be [N,H,W] uint8 as /slices/label");
+    }
     KDSEG_CHECK(label_.element_size() == 1 && !label_.is_float(), path, ": /slices/label must be uint8");
     KDSEG_CHECK(image_.is_float() ? image_.element_size() == 4 : image_.element_size() == 2, path,
                 ": /slices/image must be float32 or int16");
@@ -53,11 +59,17 @@ class ChunkReader {
     std::vector<unsigned char> bytes = raters_->read(row);
     return torch::from_blob(bytes.data(), raters_->row_shape(), torch::kByte).clone();
   }
+  // The raters' majority as prepare aggregated it (KiTS stores); without it, the loader votes.
+  bool has_majority() const { return majority_.has_value(); }
+  Tensor majority(int64_t row) const {  // [H,W] uint8 label values
+    std::vector<unsigned char> bytes = majority_->read(row);
+    return torch::from_blob(bytes.data(), majority_->row_shape(), torch::kByte).clone();
+  }
 
  private:
   h5::Handle file_;
   ChunkedRows image_, label_;
-  std::optional<ChunkedRows> raters_;
+  std::optional<ChunkedRows> raters_, majority_;
 };
 
 }  // namespace
@@ -88,7 +100,9 @@ struct BatchLoader::Impl {
     const int64_t count = raters.size(0);
     if (options.raters == RaterLabels::kRandom) return {raters[random_rater(item.seed, count)], Tensor()};
     const Tensor votes = class_votes(raters, task.classes);
-    const Tensor majority = majority_class(votes, task.ignore_index);
+    // KiTS's majority is voted per instance at prepare (data/raters.h); other stores' by class here.
+    const Tensor majority =
+        reader.has_majority() ? task.classes_of(reader.majority(item.row)) : majority_class(votes, task.ignore_index);
     if (options.raters == RaterLabels::kMajority) return {majority, Tensor()};
     // The uniform mean is the votes over the raters who labelled the pixel (0 where none did).
     if (options.raters == RaterLabels::kMean) return {majority, votes / votes.sum(0).clamp_min(1)};

@@ -32,7 +32,8 @@ class SoftLabelCache;
 // What the loader makes of a store's raters (/slices/raters, data/raters.h): nothing (the stored
 // label); the majority, or one rater drawn per sample and epoch, as the label; or the majority as
 // the label and the raters' mean, uniform or weighted by their agreement with the majority, as
-// Batch::rater_soft.
+// Batch::rater_soft. The majority is the store's /slices/majority where it keeps one (KiTS's
+// aggregation, per instance), else the raters' per-pixel vote (ties to the lowest class).
 enum class RaterLabels { kNone, kMajority, kRandom, kMean, kWeighted };
 
 struct LoaderOptions {

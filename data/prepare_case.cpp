@@ -131,14 +131,21 @@ CaseVolumes read_case(const CaseFiles& files, const RaterFiles& rater_files, con
                        [&] { return read_nifti(files.label, /*require_finite=*/true, VoxelType::kAsStored); });
   }
   const Volume image = read_nifti(files.image, /*require_finite=*/true, VoxelType::kAsStored);
-  if (!rater_files.raters.empty()) c.raters = read_raters(rater_files, image);
+  const auto values = static_cast<int64_t>(label_values(layout).size());
+  if (!rater_files.raters.empty()) {
+    RaterMaps maps = read_rater_maps(rater_files, image, values);
+    c.raters = std::move(maps.raters);
+    if (keeps_majority(layout, c.raters.size(0))) c.majority = std::move(maps.majority);
+  }
   c.label = read_label(files, image, label.valid() ? label.get() : Volume(), c.raters, layout, threads);
   c.image = image.voxels;
   const auto sizes = image.voxels.sizes();
   c.canonical = canonical_reorientation(image.affine, {sizes[0], sizes[1], sizes[2]});
   c.index = select_slices(c.label, c.canonical, options.slices, layout);
+  // Against the majority the store keeps (KiTS's), else the flat vote that is QUBIQ's label.
   if (c.raters.defined()) {
-    c.agreement = rater_agreement(c.raters, static_cast<int64_t>(label_values(layout).size()));
+    c.agreement =
+        c.majority.defined() ? rater_agreement(c.raters, c.majority, values) : rater_agreement(c.raters, values);
     c.pairwise = pairwise_dice(c.raters, agreement_regions(layout));
   }
   return c;

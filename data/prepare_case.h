@@ -21,6 +21,7 @@ struct CaseVolumes {
   at::Tensor image;               // [I,J,K] the file's values (a view of its [K,J,I] order)
   at::Tensor label;               // [I,J,K] uint8 label values
   at::Tensor raters;              // [R,I,J,K] uint8 label maps of the raters, or undefined
+  at::Tensor majority;            // [I,J,K] uint8 their majority (data/raters.h), where keeps_majority
   Reorientation canonical;        // of the image's voxel axes
   std::vector<int32_t> index;     // the canonical axial slices kept, ascending
   std::vector<double> agreement;  // each rater's Dice against the majority (data/raters.h)

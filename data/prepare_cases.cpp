@@ -108,6 +108,14 @@ void write_case(StoreWriter& writer, const CaseVolumes& c, const CaseFiles& file
         },
         writer, Rows::kRaters);
   }
+  if (c.majority.defined()) {
+    write_rows(
+        n, threads,
+        [&](int64_t j) {
+          return encoded(resize_labels(canonical_slice(c.majority, r, k(j)).unsqueeze(0)).squeeze(0), false);
+        },
+        writer, Rows::kMajority);
+  }
   writer.end_case();
 }
 

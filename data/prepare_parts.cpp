@@ -19,7 +19,8 @@ namespace {
 
 // The part's own tables (prepare_parts.h) and its "run" attribute.
 constexpr const char* kPartGroup = "part";
-constexpr const char* kDigests[3] = {"part/image_digest", "part/label_digest", "part/rater_digest"};  // per Rows
+constexpr const char* kDigests[4] = {"part/image_digest", "part/label_digest", "part/rater_digest",
+                                     "part/majority_digest"};  // per Rows
 constexpr const char* kHistogram = "part/histogram";
 constexpr const char* kCase = "part/case";
 constexpr const char* kBadCase = "part/bad_case";
@@ -57,7 +58,7 @@ class PartReader {
  public:
   explicit PartReader(const std::string& path) : path_(path), file_(PreparedStore::open_file(path)) {
     const char* const* names = kDigests;
-    for (size_t d = 0; d < 3; ++d) {
+    for (size_t d = 0; d < 4; ++d) {
       digests_[d].resize(h5::dataset_dims(file_, names[d]).at(0));
       if (!digests_[d].empty()) h5::read_array(file_, names[d], H5T_NATIVE_UINT64, digests_[d].data());
     }
@@ -89,6 +90,7 @@ class PartReader {
       pairwise_.resize(cases * regions_);
       h5::read_array(file_, store::kRaterPairwiseDice, H5T_NATIVE_DOUBLE, pairwise_.data());
     }
+    majority_ = h5::exists(file_, store::kMajority);
     index_.resize(static_cast<size_t>(h5::dataset_dims(file_, store::kSliceIndex).at(0)));
     if (!index_.empty()) {
       h5::read_array(file_, store::kSliceIndex, H5T_NATIVE_INT32, index_.data());
@@ -121,6 +123,7 @@ class PartReader {
       copy_rows(writer, Rows::kImage, store::kImage, n, 2);
       copy_rows(writer, Rows::kLabel, store::kLabel, n, 2);
       if (raters_ > 0) copy_rows(writer, Rows::kRaters, store::kRaters, n, 3);
+      if (majority_) copy_rows(writer, Rows::kMajority, store::kMajority, n, 2);
     }
     writer.end_case();
     first_ += n;
@@ -141,7 +144,7 @@ class PartReader {
 
   std::string path_;
   h5::Handle file_;
-  std::vector<uint64_t> digests_[3];
+  std::vector<uint64_t> digests_[4];
   std::vector<int64_t> histogram_;
   std::vector<int64_t> case_of_row_;
   std::map<size_t, std::string> problems_;
@@ -150,6 +153,7 @@ class PartReader {
   std::vector<double> spacings_, affines_, agreement_, pairwise_;
   size_t regions_ = 0;
   int64_t raters_ = 0, height_ = 0, width_ = 0, first_ = 0;
+  bool majority_ = false;
 };
 
 std::string part_name(const std::string& output, int rank, int ranks) {
@@ -177,7 +181,7 @@ void mark_part(const StoreWriter& writer, int64_t token) {
 void write_part_tables(const StoreWriter& writer, const Converted& converted) {
   const hid_t file = writer.file();
   const h5::Handle part = h5::create_group(file, kPartGroup);
-  for (const Rows which : {Rows::kImage, Rows::kLabel, Rows::kRaters}) {
+  for (const Rows which : {Rows::kImage, Rows::kLabel, Rows::kRaters, Rows::kMajority}) {
     const std::vector<uint64_t>& digests = writer.digests(which);
     h5::write_array(file, kDigests[static_cast<size_t>(which)], H5T_NATIVE_UINT64, {digests.size()}, digests.data());
   }

@@ -4,7 +4,7 @@
 // output, through the same StoreWriter as a store, plus the part's own tables:
 //   /part/case                 [n] int64  each case's position in the run's case list
 //   /part/bad_case, bad_problem            the cases it could not use, and why
-//   /part/image_digest, label_digest, rater_digest [rows] uint64, /part/histogram [values] int64
+//   /part/image_digest, label_digest, rater_digest, majority_digest [rows] uint64, /part/histogram [values] int64
 // A part is the temporary file of an AtomicFile that is never committed: it goes when the rank is
 // done, and a killed rank's is removed by the next run on that host with as many ranks. Its
 // attribute "run" holds the run's token, which tells it from a concurrent run's parts. Rank 0

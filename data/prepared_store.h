@@ -7,6 +7,8 @@
 //   /slices/case   [N] int32  row of the case table
 //   /slices/index  [N] int32  axial index k in the canonical volume
 //   /slices/raters [N,R,H,W] uint8 every rater's labels (stores of multi-rater data only)
+//   /slices/majority [N,H,W] uint8 the raters' majority as KiTS aggregates it (KiTS stores with
+//                            raters only; data/raters.h, read_rater_maps)
 //   /cases/id, /cases/image_file, /cases/label_file   [C] strings
 //   /cases/shape [C,3] int32 (canonical), /cases/spacing [C,3] float64 (mm),
 //   /cases/affine [C,4,4] float64 (canonical), /cases/slices_kept [C] int32, /cases/fold [C] int32
@@ -90,6 +92,7 @@ inline constexpr const char* kLabel = "slices/label";
 inline constexpr const char* kSliceCase = "slices/case";
 inline constexpr const char* kSliceIndex = "slices/index";
 inline constexpr const char* kRaters = "slices/raters";
+inline constexpr const char* kMajority = "slices/majority";
 inline constexpr const char* kCases = "cases";
 inline constexpr const char* kCaseId = "cases/id";
 inline constexpr const char* kImageFile = "cases/image_file";
@@ -110,6 +113,11 @@ inline constexpr const char* kCreatedAttribute = "created";
 inline constexpr const char* kContentHashAttribute = "content_hash";
 inline constexpr const char* kRaterRegionsAttribute = "rater_regions";
 }  // namespace store
+
+// Whether a store of `layout` with `raters` per case keeps /slices/majority: KiTS's majority is
+// voted per instance, so it cannot be voted again from the raters' label maps; QUBIQ's is the
+// store's label.
+inline bool keeps_majority(Layout layout, int64_t raters) { return raters > 0 && layout != Layout::kQubiq; }
 
 // The processes of `mpirun -np N kdseg prepare` (data/ knows no communicator: the caller passes
 // its collectives). Rank r converts cases r, r + N, ... into a part file beside the output;

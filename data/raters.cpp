@@ -67,6 +67,7 @@ RaterFiles kits_raters(const fs::path& case_folder) {
     for (const auto& [instance, annotations] : instances) raters = std::max(raters, annotations.rbegin()->first);
   }
   if (raters == 0) return out;
+  out.instances = true;
   out.raters.resize(static_cast<size_t>(raters));
   for (const KitsRegion& region : kKitsRegions) {
     const auto r = found.find(region.name);
@@ -126,20 +127,13 @@ RaterFiles qubiq_raters(const fs::path& case_folder, int task) {
   return out;
 }
 
-}  // namespace
-
-RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_task) {
-  const fs::path case_folder = fs::path(files.image).parent_path();
-  switch (layout) {
-    case Layout::kKits19:
-    case Layout::kKits23: return kits_raters(case_folder);
-    case Layout::kQubiq: return qubiq_raters(case_folder, qubiq_task);
-    case Layout::kLits: break;
-  }
-  return {};
+// The maps are built in the files' own voxel order [K,J,I], where read_nifti's voxels are
+// contiguous, and returned as [.., I,J,K] views: whole-volume operations on strided views run
+// several times slower.
+std::vector<int64_t> stored_shape(const Volume& image, int64_t raters) {
+  const auto s = image.voxels.sizes();
+  return raters < 0 ? std::vector<int64_t>{s[2], s[1], s[0]} : std::vector<int64_t>{raters, s[2], s[1], s[0]};
 }
-
-namespace {
 
 // A rater's mask holds 0 and 1, or its part's label value: anything else (a probability map, an
 // image saved in its place) would be painted wherever it is nonzero. Checked a slab of planes at
@@ -162,21 +156,76 @@ void check_mask_values(const Volume& mask, uint8_t value) {
   }
 }
 
+// The nonzero voxels of a rater's mask file [K,J,I] bool, checked against the image's grid and
+// for values other than 0, 1 and its part's `value`.
+Tensor read_mask(const std::string& file, const Volume& image, uint8_t value) {
+  const Volume mask = read_nifti(file, /*require_finite=*/true, VoxelType::kAsStored);
+  check_same_grid(mask, image);
+  check_mask_values(mask, value);
+  return mask.voxels.permute({2, 1, 0}) != 0;
+}
+
 }  // namespace
 
+RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_task) {
+  const fs::path case_folder = fs::path(files.image).parent_path();
+  switch (layout) {
+    case Layout::kKits19:
+    case Layout::kKits23: return kits_raters(case_folder);
+    case Layout::kQubiq: return qubiq_raters(case_folder, qubiq_task);
+    case Layout::kLits: break;
+  }
+  return {};
+}
+
 Tensor read_raters(const RaterFiles& files, const Volume& image) {
-  const auto shape = image.voxels.sizes();
-  Tensor out = torch::zeros({static_cast<int64_t>(files.raters.size()), shape[0], shape[1], shape[2]}, torch::kByte);
+  Tensor out = torch::zeros(stored_shape(image, static_cast<int64_t>(files.raters.size())), torch::kByte);
   for (size_t j = 0; j < files.raters.size(); ++j) {
     Tensor rater = out[static_cast<int64_t>(j)];
-    for (const RaterPart& part : files.raters[j]) {
-      const Volume mask = read_nifti(part.file, /*require_finite=*/true, VoxelType::kAsStored);
-      check_same_grid(mask, image);
-      check_mask_values(mask, part.value);
-      rater.masked_fill_(mask.voxels != 0, part.value);
+    for (const RaterPart& part : files.raters[j]) rater.masked_fill_(read_mask(part.file, image, part.value), part.value);
+  }
+  return out.permute({0, 3, 2, 1});
+}
+
+RaterMaps read_rater_maps(const RaterFiles& files, const Volume& image, int64_t values) {
+  if (!files.instances) {
+    Tensor raters = read_raters(files, image);
+    Tensor majority = majority_label(raters, values);
+    return {std::move(raters), std::move(majority)};
+  }
+  const auto count = static_cast<int64_t>(files.raters.size());
+  if (count == 0) return {read_raters(files, image), torch::zeros(image.voxels.sizes(), torch::kByte)};
+  KDSEG_CHECK(count < 256, files.raters[0].at(0).file, ": ", count, " raters; at most 255 are counted");
+  Tensor raters = torch::zeros(stored_shape(image, count), torch::kByte);
+  Tensor majority = torch::zeros(stored_shape(image, -1), torch::kByte);
+  // Instance by instance, so that one instance's annotations are in memory at a time; every
+  // rater's parts list the same instances in the same (painting) order. Plain loops over the
+  // contiguous bytes: a few passes of the volume per file.
+  const int64_t n = majority.numel();
+  std::vector<uint8_t> votes(static_cast<size_t>(n));
+  uint8_t* const best = majority.data_ptr<uint8_t>();
+  const size_t parts = files.raters[0].size();
+  for (size_t p = 0; p < parts; ++p) {
+    std::fill(votes.begin(), votes.end(), uint8_t{0});
+    const uint8_t value = files.raters[0][p].value;
+    for (size_t j = 0; j < files.raters.size(); ++j) {
+      const RaterPart& part = files.raters[j].at(p);
+      KDSEG_CHECK(part.value == value, part.file, ": painted ", int(part.value), " where rater 1's instance is ",
+                  int(value));
+      const Tensor mask = read_mask(part.file, image, part.value).contiguous();
+      const bool* m = mask.data_ptr<bool>();
+      uint8_t* map = raters[static_cast<int64_t>(j)].data_ptr<uint8_t>();
+      for (int64_t v = 0; v < n; ++v) {
+        if (m[v]) map[v] = value;
+        votes[static_cast<size_t>(v)] += m[v];
+      }
+    }
+    // More than half of the annotations: 2 of 3, as KiTS.
+    for (int64_t v = 0; v < n; ++v) {
+      if (2 * votes[static_cast<size_t>(v)] > count) best[v] = value;
     }
   }
-  return out;
+  return {raters.permute({0, 3, 2, 1}), majority.permute({2, 1, 0})};
 }
 
 Tensor majority_label(const Tensor& raters, int64_t values) {
@@ -192,7 +241,10 @@ Tensor majority_label(const Tensor& raters, int64_t values) {
 }
 
 std::vector<double> rater_agreement(const Tensor& raters, int64_t values) {
-  const Tensor majority = majority_label(raters, values);
+  return rater_agreement(raters, majority_label(raters, values), values);
+}
+
+std::vector<double> rater_agreement(const Tensor& raters, const Tensor& majority, int64_t values) {
   std::vector<double> agreement;
   for (int64_t j = 0; j < raters.size(0); ++j) {
     double sum = 0;

@@ -6,7 +6,8 @@
 //   KiTS23  case_XXXXX/instances/{kidney,tumor,cyst}_instance-I_annotation-J.nii[.gz]
 //   KiTS21  case_XXXXX/segmentations/, the same names
 //           Rater J's map: every instance's annotation J, kidney first (1), then cyst (3), then
-//           tumour (2) over both, as the aggregated segmentation ranks them.
+//           tumour (2) over both, as the aggregated segmentation ranks them. The majority is KiTS's
+//           own aggregation, per instance (read_rater_maps), not a vote of these maps.
 //   QUBIQ   caseNN/taskTT_segRR.nii[.gz]: rater RR's mask of task TT, nonzero -> 1.
 #pragma once
 
@@ -39,6 +40,9 @@ struct RaterPart {
 struct RaterFiles {
   std::vector<std::vector<RaterPart>> raters;  // [rater][part]; empty when the case has none
   std::string problem;                         // why the raters cannot be used, naming a file
+  // Part p of every rater is the same structure instance, annotated once per rater (KiTS): the
+  // majority is voted per instance. Otherwise (QUBIQ) it is the flat vote of the raters' maps.
+  bool instances = false;
 };
 
 // The raters of a case in its layout (LiTS and KiTS19 have none). A KiTS instance that lacks an
@@ -51,6 +55,20 @@ RaterFiles find_rater_files(const CaseFiles& files, Layout layout, int qubiq_tas
 // name a file whose shape or affine differs from the image's, or that holds NaN or Inf.
 at::Tensor read_raters(const RaterFiles& files, const Volume& image);
 
+// The raters' label maps (as read_raters) and their majority [I,J,K] uint8, each file read once.
+//   files.instances (KiTS21/23): KiTS's own aggregation (kits23/annotation/import.py, aggregate):
+//     an instance's voxel is on when more than half of its R annotations mark it (2 of 3); a
+//     structure is the union of its instances; painted kidney (1), cyst (3), tumour (2), later
+//     over earlier. Kidney masks include the masses, so a voxel that one rater calls kidney and
+//     another tumour is kidney; two instances' votes never add up.
+//   otherwise: majority_label of the maps (`values` label values), the flat vote.
+// Errors as read_raters.
+struct RaterMaps {
+  at::Tensor raters;    // [R,I,J,K] uint8
+  at::Tensor majority;  // [I,J,K] uint8
+};
+RaterMaps read_rater_maps(const RaterFiles& files, const Volume& image, int64_t values);
+
 // Label maps [R,*] (uint8 label values) -> per-value majority [*] uint8: the value with the most
 // votes, a tie going to the lowest value (so that a binary foreground needs floor(R/2)+1 votes).
 at::Tensor majority_label(const at::Tensor& raters, int64_t values);
@@ -59,6 +77,8 @@ at::Tensor majority_label(const at::Tensor& raters, int64_t values);
 // averaged over the foreground values either holds; 1 when neither holds any or the Dice is 0, as
 // the paper's code weights raters. The weights of `weighted`.
 std::vector<double> rater_agreement(const at::Tensor& raters, int64_t values);
+// The same against a given majority [*] (read_rater_maps').
+std::vector<double> rater_agreement(const at::Tensor& raters, const at::Tensor& majority, int64_t values);
 
 // --- the label kinds, on class maps [R,*] int64 (the task's classes; ignore_index votes for none)
 

@@ -96,12 +96,14 @@ void StoreWriter::begin_case(CaseEntry entry, int64_t height, int64_t width) {
     image_rows_->extend(n);
     label_rows_->extend(n);
     if (rater_rows_) rater_rows_->extend(n);
+    if (majority_rows_) majority_rows_->extend(n);
   }
   entry_ = std::move(entry);
 }
 
 void StoreWriter::write(Rows which, int64_t j, EncodedRow& row) {
-  RowWriter& set = which == Rows::kImage ? *image_rows_ : which == Rows::kLabel ? *label_rows_ : *rater_rows_;
+  const std::unique_ptr<RowWriter>* sets[] = {&image_rows_, &label_rows_, &rater_rows_, &majority_rows_};
+  RowWriter& set = **sets[static_cast<size_t>(which)];
   set.write_chunk(first_row_ + j, row.chunk);
   hash_ = fnv1a(hash_, &row.digest, sizeof row.digest);
   digests_[static_cast<size_t>(which)].push_back(row.digest);
@@ -178,6 +180,8 @@ void StoreWriter::create_slice_sets(int64_t height, int64_t width) {
     const std::vector<hsize_t> rows{static_cast<hsize_t>(raters_), slice[0], slice[1]};
     rater_rows_ = std::make_unique<RowWriter>(file_, store::kRaters, H5T_NATIVE_UINT8, rows, level);
   }
+  if (keeps_majority(layout_, raters_))
+    majority_rows_ = std::make_unique<RowWriter>(file_, store::kMajority, H5T_NATIVE_UINT8, slice, level);
 }
 
 h5::Handle StoreWriter::write_case_table(const std::vector<int>& fold_of) {

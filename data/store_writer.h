@@ -63,12 +63,11 @@ struct CaseEntry {
 };
 
 // The slice datasets, in the order a case's rows are written.
-enum class Rows { kImage, kLabel, kRaters };
+enum class Rows { kImage, kLabel, kRaters, kMajority };
 
 // Writes a store (or a rank's part of one) into `path` a case at a time: begin_case, its image
-// rows, label rows and rater rows in order, end_case; finish writes the case table and the
-// attributes. `integral` stores the image as int16, else float32; `raters` is the raters per case
-// (0: none kept).
+// rows, label rows, rater rows and majority rows (keeps_majority) in order, end_case; finish writes the case table and
+// the attributes. `integral` stores the image as int16, else float32; `raters` is the raters per case (0: none kept).
 class StoreWriter {
  public:
   StoreWriter(const std::string& path, const PrepareOptions& options, Layout layout, bool integral, int64_t raters);
@@ -102,7 +101,7 @@ class StoreWriter {
   const int64_t raters_;  // per case; 0: the store keeps no raters
   // Declared in creation order, so that they close in the reverse.
   h5::Handle file_, slices_;
-  std::unique_ptr<RowWriter> image_rows_, label_rows_, rater_rows_;
+  std::unique_ptr<RowWriter> image_rows_, label_rows_, rater_rows_, majority_rows_;
   RowWriter case_rows_, index_rows_;
   int64_t height_ = -1, width_ = -1, first_row_ = 0;
   uint64_t hash_ = kFnvOffset;
@@ -112,7 +111,7 @@ class StoreWriter {
   std::vector<double> spacings_, affines_, agreement_;
   std::vector<std::vector<double>> pairwise_;
   std::vector<int64_t> histogram_;
-  std::vector<uint64_t> digests_[3];  // per Rows value, every row written
+  std::vector<uint64_t> digests_[4];  // per Rows value, every row written
 };
 
 }  // namespace kdseg::data::detail

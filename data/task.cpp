@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string_view>
 
@@ -88,6 +89,37 @@ Task make_task(const TaskSpec& spec, Layout layout, const std::string& cysts) {
   task.hu_low = lits ? -60.0 : -200.0;
   task.hu_high = lits ? 140.0 : 300.0;
   return task;
+}
+
+std::vector<DiceRegion> kits23_regions(const Task& task, Layout layout) {
+  KDSEG_CHECK(layout == Layout::kKits23, "--regions kits23: the store's layout is ", enum_name(layout),
+              "; KiTS23's regions need a kits23 store (labels kidney 1, tumour 2, cyst 3)");
+  struct Hec {
+    const char* name;
+    std::vector<int> values;
+    double tolerance_mm;
+  };
+  // kits23/configuration/labels.py: KITS_HEC_LABEL_MAPPING and HEC_SD_TOLERANCES_MM.
+  const Hec hecs[] = {{"kidney_and_mass", {1, 2, 3}, 1.0330772532390826},
+                      {"mass", {2, 3}, 1.1328796488598762},
+                      {"tumor", {2}, 1.1498198361434828}};
+  std::vector<DiceRegion> regions;
+  for (const Hec& hec : hecs) {
+    std::set<int64_t> in, out;
+    for (int v = 0; v <= 3; ++v) {
+      const int64_t c = task.class_of[static_cast<size_t>(v)];
+      KDSEG_CHECK(c != task.ignore_index, "--regions kits23: task ", task.name, " ignores label value ", v,
+                  "; KiTS23's regions count every voxel (use e.g. --task map:0:0,1:1,2:2,3:3)");
+      (std::find(hec.values.begin(), hec.values.end(), v) != hec.values.end() ? in : out).insert(c);
+    }
+    for (int64_t c : in) {
+      KDSEG_CHECK(out.count(c) == 0, "--regions kits23: task ", task.name, " puts label values inside and outside ",
+                  hec.name, " into class ", c,
+                  ", so the region cannot be measured (use e.g. --task map:0:0,1:1,2:2,3:3)");
+    }
+    regions.push_back({hec.name, std::vector<int64_t>(in.begin(), in.end()), hec.tolerance_mm});
+  }
+  return regions;
 }
 
 std::vector<DiceRegion> dice_regions(const Task& task, Layout layout) {

@@ -46,4 +46,21 @@ Task make_task(const TaskSpec& spec, Layout layout, const std::string& cysts = "
 // one region per foreground class, named "class <k>".
 std::vector<DiceRegion> dice_regions(const Task& task, Layout layout);
 
+// Which regions evaluate reports: the task's (dice_regions), or KiTS23's official HEC regions.
+enum class RegionSet { kTask, kKits23 };
+// --regions: parse_enum<data::RegionSet>, enum_name.
+inline constexpr EnumName<RegionSet> kRegionSetNames[] = {
+    {RegionSet::kTask, "task", "the task's"},
+    {RegionSet::kKits23, "kits23", "KiTS23's HEC regions with their surface Dice"},
+};
+constexpr EnumNames<RegionSet> enum_names(EnumTag<RegionSet>) { return kRegionSetNames; }
+
+// KiTS23's hierarchical evaluation classes (kits23/configuration/labels.py), in its order:
+// "kidney_and_mass" (label values 1, 2, 3), "mass" (2, 3) and "tumor" (2), each with the surface
+// Dice tolerance the organisers measured between annotators (HEC_SD_TOLERANCES_MM). On a kits23
+// store whose task keeps those value sets apart: no class may hold values on both sides of a
+// region, and none of 0-3 may be ignored (e.g. --task map:0:0,1:1,2:2,3:3). Errors name the task
+// and the region it cannot tell apart.
+std::vector<DiceRegion> kits23_regions(const Task& task, Layout layout);
+
 }  // namespace kdseg::data

@@ -20,6 +20,7 @@
 #include "data/nifti.h"
 #include "data/prepared_store.h"
 #include "dist/communicator.h"
+#include "eval/evaluation_results.h"
 #include "eval/report_files.h"
 
 namespace kdseg::eval::detail {
@@ -66,6 +67,12 @@ void remove_orphaned_rank_folders() {
 
 }  // namespace
 
+int64_t surface_metric_count(const std::vector<DiceRegion>& regions) {
+  const bool surfels =
+      std::any_of(regions.begin(), regions.end(), [](const DiceRegion& r) { return r.surfel_tolerance_mm > 0; });
+  return static_cast<int64_t>(kSurfaceMetricCount) + (surfels ? 1 : 0);
+}
+
 CaseCollector::CaseCollector(const data::PreparedStore& store, const std::vector<int64_t>& rows,
                              const std::vector<DiceRegion>& regions, CaseOutputs outputs,
                              const dist::Communicator& comm)
@@ -73,7 +80,8 @@ CaseCollector::CaseCollector(const data::PreparedStore& store, const std::vector
       regions_(regions),
       out_(std::move(outputs)),
       rank_(comm.rank()),
-      results_(torch::zeros({static_cast<int64_t>(store.case_ids().size()), static_cast<int64_t>(regions.size()), 3},
+      results_(torch::zeros({static_cast<int64_t>(store.case_ids().size()), static_cast<int64_t>(regions.size()),
+                             surface_metric_count(regions)},
                             torch::kDouble)) {
   KDSEG_CHECK(out_.classes < kIgnoredCode, "evaluate: at most ", kIgnoredCode - 1, " classes, got ", out_.classes);
   for (int rank = 0; rank < comm.size(); ++rank) {
@@ -162,8 +170,8 @@ void CaseCollector::measure(int32_t case_index) {
   const std::array<double, 3> spacing = {mm[2], mm[0] * static_cast<double>(shape[0]) / static_cast<double>(h),
                                          mm[1] * static_cast<double>(shape[1]) / static_cast<double>(w)};
   const std::array<int64_t, 3> size = {last - first + 1, h, w};
-  // One mask at a time, kept only until its surface is found.
-  const auto surface = [&](const std::array<uint8_t, 16>& member, bool reference) {
+  // One mask at a time, kept only until its surfaces are found (the surfels' where asked).
+  const auto surface = [&](const std::array<uint8_t, 16>& member, bool reference, Surfels* corners) {
     std::vector<uint8_t> mask(static_cast<size_t>(size[0] * plane), 0);
     for (size_t j = 0; j < rows.size(); ++j) {
       const int64_t z = store_.slice_index()[static_cast<size_t>(rows[j])] - first;
@@ -174,17 +182,26 @@ void CaseCollector::measure(int32_t case_index) {
         m[v] = member[reference && label != kIgnoredCode ? static_cast<size_t>(label) : code[v] >> 4];
       }
     }
+    if (corners != nullptr) *corners = surfels(mask.data(), size, spacing);
     return surface_voxels(mask.data(), size);
   };
   for (size_t r = 0; r < regions_.size(); ++r) {
     std::array<uint8_t, 16> member{};
     for (int64_t k : regions_[r].classes) member[static_cast<size_t>(k)] = 1;
-    const Surface predicted = surface(member, false), labelled = surface(member, true);
+    const double surfel_tolerance = regions_[r].surfel_tolerance_mm;
+    Surfels predicted_surfels, labelled_surfels;
+    const Surface predicted = surface(member, false, surfel_tolerance > 0 ? &predicted_surfels : nullptr);
+    const Surface labelled = surface(member, true, surfel_tolerance > 0 ? &labelled_surfels : nullptr);
     const SurfaceMetrics d = surface_metrics(predicted, labelled, size, spacing, out_.tolerance);
     double* at = results_[case_index][static_cast<int64_t>(r)].data_ptr<double>();
     at[0] = d.hd95;
     at[1] = d.assd;
     at[2] = d.nsd;
+    if (results_.size(2) > static_cast<int64_t>(kSurfaceMetricCount)) {
+      at[kSurfaceMetricCount] = surfel_tolerance > 0 ? surfel_surface_dice(predicted_surfels, labelled_surfels, size,
+                                                                           spacing, surfel_tolerance)
+                                                     : std::nan("");
+    }
   }
 }
 

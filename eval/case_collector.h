@@ -41,6 +41,10 @@ struct CaseOutputs {
   int threads = 1;                      // compressing the NIfTI files
 };
 
+// The metrics per case and region of CaseCollector::finish: kSurfaceMetricCount, plus one when a
+// region has a surfel tolerance.
+int64_t surface_metric_count(const std::vector<DiceRegion>& regions);
+
 class CaseCollector {
  public:
   // `rows`: the fold's store rows; this rank's are data::evaluation_case_rows of them.
@@ -58,7 +62,8 @@ class CaseCollector {
   void add(int64_t row, const at::Tensor& classes, const at::Tensor& labels, const at::Tensor& foreground);
 
   // Collective: rank 0 receives the other ranks' prediction files; returns [cases, regions,
-  // {hd95, assd, nsd}] float64 on every rank (zero for cases outside the fold).
+  // {hd95, assd, nsd} and, where a region asks for it, the surfel surface Dice (NaN for the other
+  // regions)] float64 on every rank (zero for cases outside the fold): surface_metric_count.
   at::Tensor finish(dist::Communicator& comm);
 
  private:

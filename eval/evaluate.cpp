@@ -62,21 +62,24 @@ std::string file_hash_or_empty(const std::string& file) {
 // Dice of a region empty in both prediction and label (report.json's empty_slice_dice).
 constexpr double kEmptySliceDice = 1.0;
 
-// distances [case][region][metric] float64 as CaseValues::surface [metric][region][case].
-std::vector<std::vector<std::vector<double>>> surface_values(const Tensor& distances) {
+// distances [case][region][metric] float64 as CaseValues::surface [metric][region][case], and
+// the surfel surface Dice (a last metric, where the regions ask for it) as v.surface_dice.
+void set_surface_values(const Tensor& distances, detail::CaseValues& v) {
   const Tensor d = distances.contiguous();
   const auto cases = static_cast<size_t>(d.size(0)), regions = static_cast<size_t>(d.size(1));
-  KDSEG_CHECK(d.scalar_type() == torch::kDouble && d.size(2) == static_cast<int64_t>(detail::kSurfaceMetricCount),
+  const auto metrics = static_cast<size_t>(d.size(2));
+  KDSEG_CHECK(d.scalar_type() == torch::kDouble &&
+                  (metrics == detail::kSurfaceMetricCount || metrics == detail::kSurfaceMetricCount + 1),
               "surface distances of shape ", d.sizes(), " and type ", d.scalar_type());
   const double* at = d.data_ptr<double>();
-  std::vector<std::vector<std::vector<double>>> out(
-      detail::kSurfaceMetricCount, std::vector<std::vector<double>>(regions, std::vector<double>(cases)));
+  v.surface.assign(detail::kSurfaceMetricCount, std::vector<std::vector<double>>(regions, std::vector<double>(cases)));
+  if (metrics > detail::kSurfaceMetricCount) v.surface_dice.assign(regions, std::vector<double>(cases));
   for (size_t c = 0; c < cases; ++c) {
     for (size_t r = 0; r < regions; ++r) {
-      for (size_t k = 0; k < detail::kSurfaceMetricCount; ++k) out[k][r][c] = *at++;
+      for (size_t k = 0; k < detail::kSurfaceMetricCount; ++k) v.surface[k][r][c] = *at++;
+      if (metrics > detail::kSurfaceMetricCount) v.surface_dice[r][c] = *at++;
     }
   }
-  return out;
 }
 
 // One model's numbers per case. `distances`: [cases, regions, kSurfaceMetricCount] float64,
@@ -94,7 +97,7 @@ detail::CaseValues case_values(const SegmentationMetrics& metrics, const Tensor&
     v.dice.push_back(metrics.dice_per_case(r));
     v.slice_dice.push_back(metrics.slice_dice_per_case(r));
   }
-  if (distances.defined()) v.surface = surface_values(distances);
+  if (distances.defined()) set_surface_values(distances, v);
   if (soft) {
     detail::SoftReferenceCases cases;
     for (size_t r = 0; r < metrics.regions().size(); ++r)
@@ -114,7 +117,8 @@ class Evaluator {
         store_(o.data),
         layout_(parse_enum<data::Layout>(o.data + ": layout", store_.attribute("layout"))),
         task_(data::make_task(o.task, layout_)),
-        regions_(data::dice_regions(task_, layout_)),
+        regions_(o.regions == data::RegionSet::kKits23 ? data::kits23_regions(task_, layout_)
+                                                       : data::dice_regions(task_, layout_)),
         device_(o.device) {
     detail::check_options(o_, task_);
     const int folds = store_.folds();
@@ -293,6 +297,11 @@ class Evaluator {
                         enum_name(layout_),
                         static_cast<int64_t>(rows_.size())};
     results.empty_slice_dice = kEmptySliceDice;
+    results.settings.regions = enum_name(o_.regions);
+    for (const auto& r : regions_) {
+      if (r.surfel_tolerance_mm > 0)
+        results.settings.surface_dice_tolerance.emplace_back(r.name, r.surfel_tolerance_mm);
+    }
   }
 
   detail::BootstrapSettings bootstrap() const { return {o_.bootstrap, o_.seed}; }

@@ -36,6 +36,9 @@ struct CaseValues {
   // [metric][region][case] (kSurfaceMetricCount metrics); empty without surface metrics. A case
   // outside the fold holds 0, not NaN.
   std::vector<std::vector<std::vector<double>>> surface;
+  // [region][case] the surfel surface Dice (core/surface_distance.h, KiTS23's) with --regions
+  // kits23 and surface metrics; empty otherwise. NaN for a region without a surfel tolerance.
+  std::vector<std::vector<double>> surface_dice;
   std::optional<SoftReferenceCases> soft;
 
   bool evaluated(size_t c) const { return slices[c] != 0; }
@@ -66,6 +69,7 @@ struct ModelSummary {
   Estimate ece;
   double slice_ece = 0, classwise_ece = 0, nll = 0, brier = 0;     // means over cases
   std::vector<std::array<Estimate, kSurfaceMetricCount>> surface;  // [region]; empty without surface metrics
+  std::vector<Estimate> surface_dice;                              // [region]; as CaseValues::surface_dice
   std::optional<SoftReferenceSummary> soft;
 };
 
@@ -120,7 +124,10 @@ struct EvaluationSettings {
   bool surface = false;
   double surface_tolerance = 0;  // mm, with surface metrics
   std::string layout;
-  int64_t slices = 0;  // evaluated
+  int64_t slices = 0;            // evaluated
+  std::string regions = "task";  // data::RegionSet's name
+  // (region, tolerance in mm) of the surfel surface Dice, for the regions that have one.
+  std::vector<std::pair<std::string, double>> surface_dice_tolerance;
 };
 
 struct EvaluationResults {

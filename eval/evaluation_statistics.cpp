@@ -43,6 +43,13 @@ ModelSummary summarise(const CaseValues& cases, const std::vector<double>& globa
   s.nll = mean_ignoring_nan(cases.nll);
   s.brier = mean_ignoring_nan(cases.brier);
   if (cases.has_surface()) s.surface = surface_summary(cases, bootstrap);
+  for (const std::vector<double>& values : cases.surface_dice) {
+    std::vector<double> evaluated;
+    for (size_t c = 0; c < cases.slices.size(); ++c) {
+      if (cases.evaluated(c)) evaluated.push_back(values[c]);
+    }
+    s.surface_dice.push_back(estimate(evaluated, bootstrap));
+  }
   if (cases.soft) {
     SoftReferenceSummary soft;
     for (const auto& values : cases.soft->threshold_dice) soft.threshold_dice.push_back(estimate(values, bootstrap));

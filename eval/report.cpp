@@ -80,6 +80,9 @@ std::vector<SummaryColumn> slice_dice_columns(const std::vector<std::string>& re
 
 // Whether the models carry surface distances (evaluate --no-surface leaves them out).
 bool has_surface(const json& report) { return report.at("models").at(0).at("summary").contains("surface"); }
+bool has_surface_dice(const json& report) {
+  return has_surface(report) && report.at("options").contains("surface_dice_tolerance_mm");
+}
 
 // table#surface: per region HD95 and ASSD in mm, NSD at the report's tolerance.
 std::vector<SummaryColumn> surface_columns(const std::vector<std::string>& regions) {
@@ -127,6 +130,9 @@ std::vector<CaseColumn> case_columns(const json& report) {
     columns.push_back({region + "_hd95", region + " HD95", Pointer("/hd95") / region, 2});
     columns.push_back({region + "_assd", region + " ASSD", Pointer("/assd") / region, 2});
     columns.push_back({region + "_nsd", region + " NSD", Pointer("/nsd") / region, 4});
+    if (has_surface_dice(report))
+      columns.push_back(
+          {region + "_surface_dice", region + " surface Dice (surfels)", Pointer("/surface_dice") / region, 4});
   }
   columns.push_back({"ece", "ECE", Pointer("/ece"), 4});
   columns.push_back({"classwise_ece", "classwise ECE", Pointer("/classwise_ece"), 4});

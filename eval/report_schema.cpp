@@ -29,18 +29,29 @@ json per_region(const std::vector<std::string>& regions, Value value) {
   return out;
 }
 
+// The region set and the surfel surface Dice's tolerances, only where the regions are not the task's.
+void add_region_options(const EvaluationSettings& s, json& options) {
+  if (s.regions == "task") return;
+  options["regions"] = s.regions;
+  json tolerances = json::object();
+  for (const auto& [region, mm] : s.surface_dice_tolerance) tolerances[region] = mm;
+  options["surface_dice_tolerance_mm"] = s.surface ? tolerances : json();
+}
+
 json options_json(const EvaluationSettings& s) {
-  return {{"device", s.device},
-          {"batch_size", s.batch_size},
-          {"bins", s.bins},
-          {"bootstrap_resamples", s.bootstrap},
-          {"bootstrap_seed", s.seed},
-          {"ranks", s.ranks},
-          {"save_predictions", s.save_predictions},
-          {"surface_metrics", s.surface},
-          {"surface_tolerance_mm", s.surface ? json(s.surface_tolerance) : json()},
-          {"layout", s.layout},
-          {"slices", s.slices}};
+  json options = {{"device", s.device},
+                  {"batch_size", s.batch_size},
+                  {"bins", s.bins},
+                  {"bootstrap_resamples", s.bootstrap},
+                  {"bootstrap_seed", s.seed},
+                  {"ranks", s.ranks},
+                  {"save_predictions", s.save_predictions},
+                  {"surface_metrics", s.surface},
+                  {"surface_tolerance_mm", s.surface ? json(s.surface_tolerance) : json()},
+                  {"layout", s.layout},
+                  {"slices", s.slices}};
+  add_region_options(s, options);
+  return options;
 }
 
 // What the metrics compare against: the store's label, or the majority and mean of its raters.
@@ -70,6 +81,8 @@ json case_json(const EvaluationResults& results, const CaseValues& v, size_t c) 
   for (size_t k = 0; v.has_surface() && k < kSurfaceMetricCount; ++k) {
     entry[kSurfaceMetrics[k]] = per_region(regions, [&](size_t r) { return number(v.surface[k][r][c]); });
   }
+  if (!v.surface_dice.empty())
+    entry["surface_dice"] = per_region(regions, [&](size_t r) { return number(v.surface_dice[r][c]); });
   return entry;
 }
 
@@ -92,6 +105,7 @@ json summary_json(const std::vector<std::string>& regions, const ModelSummary& s
     summary["surface"] = per_region(regions, [&](size_t r) {
       json metrics = json::object();
       for (size_t k = 0; k < kSurfaceMetricCount; ++k) metrics[kSurfaceMetrics[k]] = estimate(s.surface[r][k]);
+      if (!s.surface_dice.empty()) metrics["surface_dice"] = estimate(s.surface_dice[r]);
       return metrics;
     });
   }

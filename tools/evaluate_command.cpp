@@ -76,6 +76,10 @@ void add_evaluate_options(po::options_description& d) {
       ("surface-tolerance", po::value<double>()->default_value(2.0),
        "tolerance in mm of the normalised surface Dice (NSD)")
       ("no-surface", po::bool_switch(), "skip the surface distances (HD95, ASSD, NSD)")
+      ("regions", po::value<std::string>()->default_value("task"),
+       ("the regions measured: " + enum_help<data::RegionSet>() +
+        "; kits23 measures kidney_and_mass, mass and tumor at KiTS23's surface Dice tolerances")
+           .c_str())
       ("save-predictions", po::bool_switch(),
        "write predictions/<model>/<case>.nii.gz (labels) and <case>_probs.nii.gz in the source geometry")
       ("show-case", po::value<std::vector<std::string>>()->composing(),
@@ -103,6 +107,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.save_predictions = vm["save-predictions"].as<bool>();
   o.surface = !vm["no-surface"].as<bool>();
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
+  o.regions = parse_enum<data::RegionSet>("--regions", vm["regions"].as<std::string>());
   o.force = vm["force"].as<bool>();
   o.figures = !vm["no-figures"].as<bool>();
   o.cache = vm["cache"].as<std::string>();

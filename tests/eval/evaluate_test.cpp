@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -297,6 +298,87 @@ TEST_F(EvaluateTest, BadInputIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("renamed.pt: its weights do not fit unet-resnet50d"), std::string::npos)
         << e.what();
   }
+}
+
+// --regions kits23 on a KiTS23 store: KiTS23's HEC regions, and each case's surfel surface Dice
+// at the region's tolerance against the label stacked at its slice positions (as
+// SurfaceDistancesOfEachCase) for a model that calls every pixel kidney.
+TEST(EvaluateKits23, HecRegionsWithSurfelSurfaceDice) {
+  kdseg::test::TempDir dir;
+  kdseg::test::write_small_dataset(dir.file("raw"), 4, 24, 8, kdseg::data::Layout::kKits23);
+  kdseg::data::PrepareOptions p;
+  p.input = dir.file("raw");
+  p.output = dir.file("p.h5");
+  p.size = 24;
+  p.folds = 1;
+  p.slices = kdseg::data::SliceSelection::kOrgan;
+  kdseg::data::prepare_store(p);
+  auto comm = kdseg::dist::make_communicator({kdseg::dist::Backend::kLocal});
+  kdseg::eval::EvaluateOptions o;
+  o.data = dir.file("p.h5");
+  o.output = dir.file("report");
+  o.bootstrap = 50;
+  o.regions = kdseg::data::RegionSet::kKits23;
+  // The paper's tumour-vs-rest task cannot tell KiTS23's regions apart: an error naming the task.
+  o.models = {{"tumour", "", std::make_shared<ConstantModel>(2, 1, 0.9)}};
+  try {
+    kdseg::eval::evaluate(o, *comm);
+    FAIL() << "--regions kits23 accepted the tumor task";
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("task tumor"), std::string::npos) << e.what();
+  }
+  o.task = kdseg::data::parse_task("map:0:0,1:1,2:2,3:3");
+  o.models = {{"kidney", "", std::make_shared<ConstantModel>(4, 1, 0.9)}};
+  const json report = kdseg::eval::evaluate(o, *comm);
+  EXPECT_EQ(report.at("regions"), json::array({"kidney_and_mass", "mass", "tumor"}));
+  EXPECT_EQ(report.at("options").at("regions"), "kits23");
+  const json& tolerance = report.at("options").at("surface_dice_tolerance_mm");
+  EXPECT_EQ(tolerance.at("kidney_and_mass").get<double>(), 1.0330772532390826);
+  EXPECT_EQ(tolerance.at("mass").get<double>(), 1.1328796488598762);
+  EXPECT_EQ(tolerance.at("tumor").get<double>(), 1.1498198361434828);
+  const kdseg::data::PreparedStore store(dir.file("p.h5"));
+  const int64_t h = store.height(), w = store.width();
+  int checked = 0;
+  for (const json& c : report.at("models")[0].at("cases")) {
+    const auto it = std::find(store.case_ids().begin(), store.case_ids().end(), c.at("id").get<std::string>());
+    const auto index = static_cast<size_t>(it - store.case_ids().begin());
+    std::map<int64_t, int64_t> row_at;  // slice index -> row
+    for (int64_t r = 0; r < store.slices(); ++r) {
+      if (store.slice_case()[static_cast<size_t>(r)] == static_cast<int32_t>(index))
+        row_at[store.slice_index()[static_cast<size_t>(r)]] = r;
+    }
+    const int64_t first = row_at.begin()->first, depth = row_at.rbegin()->first - first + 1;
+    at::Tensor everywhere = torch::zeros({depth, h, w}, torch::kByte), kidney = torch::zeros_like(everywhere);
+    bool mass = false, tumour = false;
+    for (const auto& [k, r] : row_at) {
+      everywhere[k - first].fill_(1);
+      const at::Tensor label = store.label(r);
+      kidney[k - first].copy_(label > 0);
+      mass = mass || (label >= 2).any().item<bool>();
+      tumour = tumour || (label == 2).any().item<bool>();
+    }
+    const auto mm = kdseg::data::voxel_spacing(store.case_affines()[index]);
+    const auto shape = store.case_shapes()[index];
+    const std::array<double, 3> spacing = {mm[2], mm[0] * static_cast<double>(shape[0]) / static_cast<double>(h),
+                                           mm[1] * static_cast<double>(shape[1]) / static_cast<double>(w)};
+    const double want = kdseg::surfel_surface_dice(everywhere.data_ptr<uint8_t>(), kidney.data_ptr<uint8_t>(),
+                                                   {depth, h, w}, spacing, 1.0330772532390826);
+    EXPECT_NEAR(c.at("surface_dice").at("kidney_and_mass").get<double>(), want, 1e-12) << c.dump();
+    EXPECT_GT(want, 0.0);
+    EXPECT_LT(want, 1.0);
+    // No mass is predicted: 0 where the case has one, 1 where it has none (as KiTS23 scores).
+    EXPECT_EQ(c.at("surface_dice").at("mass").get<double>(), mass ? 0.0 : 1.0) << c.dump();
+    EXPECT_EQ(c.at("surface_dice").at("tumor").get<double>(), tumour ? 0.0 : 1.0) << c.dump();
+    EXPECT_TRUE(c.at("nsd").contains("kidney_and_mass"));  // the voxel-centre NSD stays beside it
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
+  const json& summary = report.at("models")[0].at("summary").at("surface").at("kidney_and_mass");
+  EXPECT_TRUE(summary.at("surface_dice").contains("mean"));
+  std::ifstream csv(dir.file("report/per_case.csv"));
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_NE(header.find("kidney_and_mass_nsd,kidney_and_mass_surface_dice"), std::string::npos) << header;
 }
 
 }  // namespace
