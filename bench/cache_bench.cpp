@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   torch::NoGradGuard no_grad;
   const D::PreparedStore store(argv[1]);
-  const D::Task task = D::make_task(D::TaskSpec{D::TaskKind::kTumour},
+  const D::Task task = D::make_task(D::TaskSpec{D::TaskKind::kTumour, ""},
                                     kdseg::parse_enum<D::Layout>("layout", store.attribute("layout")));
   auto teacher = kdseg::teacher::load_model(argv[2]);
   const D::SoftLabelCache f16(argv[3]), u8(argv[4]);

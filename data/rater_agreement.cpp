@@ -13,14 +13,10 @@ namespace kdseg::data {
 
 std::vector<AgreementRegion> agreement_regions(Layout layout) {
   switch (layout) {
-    case Layout::kKits23:
-      return {{"kidney", {1, 2, 3}}, {"tumor", {2}}, {"cyst", {3}}};
-    case Layout::kQubiq:
-      return {{"mask", {1}}};
-    case Layout::kKits19:
-      return {{"kidney", {1, 2}}, {"tumor", {2}}};
-    case Layout::kLits:
-      return {{"liver", {1, 2}}, {"tumor", {2}}};
+    case Layout::kKits23: return {{"kidney", {1, 2, 3}}, {"tumor", {2}}, {"cyst", {3}}};
+    case Layout::kQubiq: return {{"mask", {1}}};
+    case Layout::kKits19: return {{"kidney", {1, 2}}, {"tumor", {2}}};
+    case Layout::kLits: return {{"liver", {1, 2}}, {"tumor", {2}}};
   }
   return {};
 }

@@ -182,7 +182,8 @@ Tensor read_raters(const RaterFiles& files, const Volume& image) {
   Tensor out = torch::zeros(stored_shape(image, static_cast<int64_t>(files.raters.size())), torch::kByte);
   for (size_t j = 0; j < files.raters.size(); ++j) {
     Tensor rater = out[static_cast<int64_t>(j)];
-    for (const RaterPart& part : files.raters[j]) rater.masked_fill_(read_mask(part.file, image, part.value), part.value);
+    for (const RaterPart& part : files.raters[j])
+      rater.masked_fill_(read_mask(part.file, image, part.value), part.value);
   }
   return out.permute({0, 3, 2, 1});
 }

@@ -237,7 +237,7 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
       ", \"seed\": " + std::to_string(o.seed) +
       (o.raters > 0 ? ", \"raters\": " + std::to_string(o.raters) : std::string()) +
       (o.rater_model != RaterModel::kThreshold ? ", \"rater_model\": \"" + std::string(enum_name(o.rater_model)) + "\""
-                                                : std::string()) +
+                                               : std::string()) +
       "}\n";
   if (!o.force && !fs::is_empty(dir)) {
     KDSEG_CHECK(fs::is_regular_file(marker), dir, ": is not empty and kdseg synth did not write it (it may be real ",

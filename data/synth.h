@@ -73,8 +73,9 @@ SynthSummary write_synthetic_dataset(const std::string& dir, const SynthOptions&
 // A simulated CT for real annotations (kdseg synth --from-annotations): for each KiTS-layout case
 // folder under `annotations` that has instance annotations and no imaging.nii.gz, writes
 // dir/<case>/imaging.nii.gz in the annotations' exact grid (shape, affine, voxel order) and
-// copies its instances/ and segmentation.nii.gz beside it (the sources are never modified), so
-// that `prepare --layout kits23` reads the folder with the real raters' disagreement.
+// copies its instances/ and segmentation.nii.gz beside it (the sources are never modified; a
+// case without segmentation.nii.gz gets KiTS's aggregation of its annotations, read_rater_maps),
+// so that `prepare --layout kits23` reads the folder with the real raters' disagreement.
 //
 // The image is made from the raters' mean occupancy of each structure m_s (the fraction of
 // raters marking the voxel): soft tissue 40 HU, kidney 140-180 HU, tumour 40-70 HU darker, cyst

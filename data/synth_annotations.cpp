@@ -119,7 +119,7 @@ AnnotationSynthSummary write_dataset_from_annotations(const std::string& annotat
   for (const AnnotatedCase* c : todo) {
     // The first annotation defines the grid; read_raters checks every other against it.
     const Volume grid = read_nifti(c->raters.raters.front().front().file, /*require_finite=*/true);
-    const Tensor raters = read_raters(c->raters, grid);
+    const RaterMaps maps = read_rater_maps(c->raters, grid, static_cast<int64_t>(label_values(Layout::kKits23).size()));
     const fs::path out = fs::path(dir) / c->id;
     fs::create_directories(out / "instances");
     for (const auto& rater : c->raters.raters) {
@@ -128,13 +128,17 @@ AnnotationSynthSummary write_dataset_from_annotations(const std::string& annotat
         write_file_atomic((out / "instances" / source.filename()).string(), read_file(part.file));
       }
     }
+    bool labelled = false;
     for (const char* name : {"segmentation.nii.gz", "segmentation.nii"}) {
       if (fs::is_regular_file(c->folder / name, ec)) {
         write_file_atomic((out / name).string(), read_file((c->folder / name).string()));
+        labelled = true;
       }
     }
-    write_nifti((out / "imaging.nii.gz").string(), simulated_ct(raters, options.seed, c->id, grid.affine), grid.affine,
-                NiftiType::kInt16);
+    // Without the organisers' label map, KiTS's own aggregation of the annotations stands in.
+    if (!labelled) write_nifti((out / "segmentation.nii.gz").string(), maps.majority, grid.affine, NiftiType::kUint8);
+    write_nifti((out / "imaging.nii.gz").string(), simulated_ct(maps.raters, options.seed, c->id, grid.affine),
+                grid.affine, NiftiType::kInt16);
     ++summary.cases;
     summary.raters = std::max(summary.raters, static_cast<int>(c->raters.raters.size()));
   }

@@ -50,20 +50,20 @@ struct StructureName {
 };
 
 struct SurfaceCase {
-  at::Tensor hu;     // canonical [X,Y,Z] float64, rounded and clipped to [-1024, 3071]
-  at::Tensor label;  // canonical [X,Y,Z] int64, the raters' aggregation (see above)
-  std::vector<StructureName> structures;         // organs, then tumours, then cysts
-  std::vector<std::vector<at::Tensor>> masks;    // [rater][structure] canonical uint8
-  std::array<double, 3> spacing{};               // mm
+  at::Tensor hu;                               // canonical [X,Y,Z] float64, rounded and clipped to [-1024, 3071]
+  at::Tensor label;                            // canonical [X,Y,Z] int64, the raters' aggregation (see above)
+  std::vector<StructureName> structures;       // organs, then tumours, then cysts
+  std::vector<std::vector<at::Tensor>> masks;  // [rater][structure] canonical uint8
+  std::array<double, 3> spacing{};             // mm
 };
 
 // The calibrations of the two regimes (docs/benchmarks.md "Synthetic raters" gives the fit).
 struct SurfaceCalibration {
-  std::array<double, 3> amplitude;  // mm, per StructureKind
-  std::array<double, 3> case_spread;  // log-sd of the per-case factor c, per StructureKind
-  double bias;                      // sd of b_j
+  std::array<double, 3> amplitude;       // mm, per StructureKind
+  std::array<double, 3> case_spread;     // log-sd of the per-case factor c, per StructureKind
+  double bias;                           // sd of b_j
   std::array<double, 3> optional_below;  // mm: lesions of a smaller radius may be left out (0: never)
-  double keep_optional;             // probability that a rater draws such a lesion
+  double keep_optional;                  // probability that a rater draws such a lesion
 };
 const SurfaceCalibration& surface_calibration(RaterModel model);
 

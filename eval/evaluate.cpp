@@ -295,9 +295,10 @@ class Evaluator {
                         o_.surface,
                         o_.surface_tolerance,
                         enum_name(layout_),
-                        static_cast<int64_t>(rows_.size())};
+                        static_cast<int64_t>(rows_.size()),
+                        std::string(enum_name(o_.regions)),
+                        {}};
     results.empty_slice_dice = kEmptySliceDice;
-    results.settings.regions = enum_name(o_.regions);
     for (const auto& r : regions_) {
       if (r.surfel_tolerance_mm > 0)
         results.settings.surface_dice_tolerance.emplace_back(r.name, r.surfel_tolerance_mm);

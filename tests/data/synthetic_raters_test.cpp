@@ -31,7 +31,8 @@ using torch::Tensor;
 TEST(RaterAgreement, PairwiseDicePerRegionByHand) {
   // Three KiTS raters of 1x6 voxels (0 background, 1 kidney, 2 tumour, 3 cyst):
   //   rater 1: 1 1 2 2 0 0    rater 2: 1 1 1 2 0 3    rater 3: 0 1 2 2 1 0
-  const Tensor raters = torch::tensor({1, 1, 2, 2, 0, 0, 1, 1, 1, 2, 0, 3, 0, 1, 2, 2, 1, 0}, torch::kByte).view({3, 1, 6});
+  const Tensor raters =
+      torch::tensor({1, 1, 2, 2, 0, 0, 1, 1, 1, 2, 0, 3, 0, 1, 2, 2, 1, 0}, torch::kByte).view({3, 1, 6});
   const std::vector<double> dice = D::pairwise_dice(raters, D::agreement_regions(D::Layout::kKits23));
   ASSERT_EQ(dice.size(), 3u);
   // Kidney (any label): {0,1,2,3} {0,1,2,3,5} {1,2,3,4}: pairs 8/9, 6/8, 6/9.
@@ -185,12 +186,14 @@ D::SynthOptions surface_options(D::Layout layout, D::RaterModel model, int cases
 TEST(SyntheticRaters, TheKits23ModelAgreesLikeKits23sAnnotators) {
   const auto kits23 = kits23_agreement();
   // 2.5 x 2.5 x 5 mm voxels: the median and the spread over cases.
-  expect_fit("kits23 128x128x32", synthetic_agreement(surface_options(D::Layout::kKits23, D::RaterModel::kKits23, 40, 128, 32)),
-             kits23, {{"kidney", {0.01, 0.02}}, {"tumor", {0.01, 0.02}}, {"cyst", {0.02, 0.04}}});
+  expect_fit("kits23 128x128x32",
+             synthetic_agreement(surface_options(D::Layout::kKits23, D::RaterModel::kKits23, 40, 128, 32)), kits23,
+             {{"kidney", {0.01, 0.02}}, {"tumor", {0.01, 0.02}}, {"cyst", {0.02, 0.04}}});
   // The study's 48x48x12 (6.7 x 6.7 x 13.3 mm): the median in millimetres does not move with the
   // voxel size; a lesion's few voxels widen its spread, which is reported, not bounded.
-  expect_fit("kits23 48x48x12", synthetic_agreement(surface_options(D::Layout::kKits23, D::RaterModel::kKits23, 40, 48, 12)),
-             kits23, {{"kidney", {0.01, 0.02}}, {"tumor", {0.015, -1}}, {"cyst", {0.03, -1}}});
+  expect_fit("kits23 48x48x12",
+             synthetic_agreement(surface_options(D::Layout::kKits23, D::RaterModel::kKits23, 40, 48, 12)), kits23,
+             {{"kidney", {0.01, 0.02}}, {"tumor", {0.015, -1}}, {"cyst", {0.03, -1}}});
 }
 
 TEST(SyntheticRaters, TheHighModelDisagreesAsDeclared) {
@@ -218,7 +221,8 @@ TEST(SyntheticRaters, TheSurfaceModelKeepsTheImageAndTheFirstRatersWhenRatersAre
   D::write_synthetic_dataset(dir.file("three"), three);
   D::write_synthetic_dataset(dir.file("five"), five);
   const auto same = [&](const std::string& file) {
-    return kdseg::read_file(dir.file("three/case_00000/" + file)) == kdseg::read_file(dir.file("five/case_00000/" + file));
+    return kdseg::read_file(dir.file("three/case_00000/" + file)) ==
+           kdseg::read_file(dir.file("five/case_00000/" + file));
   };
   EXPECT_TRUE(same("imaging.nii.gz"));
   EXPECT_TRUE(same("instances/kidney_instance-1_annotation-3.nii.gz"));

@@ -37,7 +37,7 @@ E::EvaluationResults results(bool surface, bool raters) {
   r.regions = {"kidney", "tumor"};
   r.case_ids = {"a", "b", "c"};
   r.raters = raters ? 3 : 0;
-  r.settings = {"cpu", 4, 2, 100, 7, 1, false, surface, 2.0, "kits23", 16};
+  r.settings = {"cpu", 4, 2, 100, 7, 1, false, surface, 2.0, "kits23", 16, "task", {}};
   for (int m = 0; m < 2; ++m) {
     E::ModelResult model;
     model.name = m == 0 ? "teacher" : "student";

@@ -83,8 +83,8 @@ TEST(EnumOptions, TasksParseAndKeepTheirNames) {
   for (const char* name : {"tumor", "organ-tumor", "map:0:0,1:1,2:ignore"}) {
     EXPECT_EQ(D::task_name(D::parse_task(name)), name);
   }
-  EXPECT_EQ(D::parse_task("tumour"), D::TaskSpec{D::TaskKind::kTumour});
-  EXPECT_EQ(D::parse_task("organ-tumour"), D::TaskSpec{D::TaskKind::kOrganTumour});
+  EXPECT_EQ(D::parse_task("tumour"), (D::TaskSpec{D::TaskKind::kTumour, ""}));
+  EXPECT_EQ(D::parse_task("organ-tumour"), (D::TaskSpec{D::TaskKind::kOrganTumour, ""}));
   EXPECT_EQ(D::parse_task("map:2:1"), (D::TaskSpec{D::TaskKind::kMap, "2:1"}));
   const auto error_of = [](const std::string& text) {
     try {
