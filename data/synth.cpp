@@ -227,6 +227,7 @@ void write_rater_files(const std::string& folder, Layout layout, const std::vect
 // Refuses a non-empty folder that synth did not write with these options, unless `force`;
 // then records the options in it.
 void claim_output_folder(const std::string& dir, const SynthOptions& o) {
+  refuse_symlink_output(dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());
@@ -237,7 +238,7 @@ void claim_output_folder(const std::string& dir, const SynthOptions& o) {
       ", \"seed\": " + std::to_string(o.seed) +
       (o.raters > 0 ? ", \"raters\": " + std::to_string(o.raters) : std::string()) +
       (o.rater_model != RaterModel::kThreshold ? ", \"rater_model\": \"" + std::string(enum_name(o.rater_model)) + "\""
-                                                : std::string()) +
+                                               : std::string()) +
       "}\n";
   if (!o.force && !fs::is_empty(dir)) {
     KDSEG_CHECK(fs::is_regular_file(marker), dir, ": is not empty and kdseg synth did not write it (it may be real ",
