@@ -345,7 +345,7 @@ void refuse_symlink_output(const std::string& path) {
   const fs::path target = fs::read_symlink(name, ec);
   KDSEG_THROW(name, ": is a symbolic link (to ", ec ? std::string("?") : target.string(),
               "); kdseg neither writes through nor replaces a link as an output (another user could have placed ",
-              "it): give --output the folder's own path, or remove the link");
+              "it): give --output the path it points to, or remove the link");
 }
 
 void create_new_file(const std::string& path, unsigned mode) {
