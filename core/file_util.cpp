@@ -259,6 +259,7 @@ StagedFolder::StagedFolder(std::string final_path) : final_path_(std::move(final
   if (name.empty() || name == "." || name == ".." || final_path_ == "/") {
     KDSEG_THROW(final_path_, ": give the output folder a name (it is replaced whole)");
   }
+  refuse_symlink_output(final_path_);  // commit() would swap the link out and leave its target stale
   const fs::path parent = fs::path(final_path_).parent_path();
   const fs::path folder = parent.empty() ? fs::path(".") : parent;
   std::error_code ec;
@@ -334,6 +335,17 @@ void write_file_atomic(const std::string& path, std::string_view content) {
     throw_write_failure(path, byte_size(static_cast<double>(content.size())), std::strerror(errno));
   }
   file.commit();
+}
+
+void refuse_symlink_output(const std::string& path) {
+  std::string name = path;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();  // "link/" names the target
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(name, ec))) return;
+  const fs::path target = fs::read_symlink(name, ec);
+  KDSEG_THROW(name, ": is a symbolic link (to ", ec ? std::string("?") : target.string(),
+              "); kdseg neither writes through nor replaces a link as an output (another user could have placed ",
+              "it): give --output the path it points to, or remove the link");
 }
 
 void create_new_file(const std::string& path, unsigned mode) {

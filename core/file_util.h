@@ -84,6 +84,12 @@ std::string likely_write_failure(const std::string& path);
 // every failed write of a kdseg output takes.
 [[noreturn]] void throw_write_failure(const std::string& path, const std::string& what, const std::string& reason);
 
+// Throws kdseg::Error when `path`, an output a command writes into or replaces (its --output),
+// is a symbolic link, naming it and its target. kdseg never follows a link another user could
+// have placed, and replacing the link itself (a rename over it) would leave the folder the user
+// meant stale; the user gives the target's own path instead. Links above it are the user's.
+void refuse_symlink_output(const std::string& path);
+
 // Creates `path` as a new, empty file with O_CREAT|O_EXCL|O_NOFOLLOW, for a library that then
 // opens it by name (H5Fcreate with H5F_ACC_TRUNC): never a link or a file someone else placed.
 // Throws kdseg::Error naming the file when the name is taken or the system refuses.

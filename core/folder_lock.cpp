@@ -64,6 +64,7 @@ void check_lock_file(int fd, const std::string& path) {
 
 FolderLock::FolderLock(const std::string& folder, const std::string& command, const std::string& kind)
     : path_((std::filesystem::path(folder) / ".kdseg.lock").string()) {
+  refuse_symlink_output(folder);
   std::error_code ec;
   std::filesystem::create_directories(folder, ec);
   KDSEG_CHECK(!ec && std::filesystem::is_directory(folder, ec), folder, ": cannot create the ", kind, ": ",

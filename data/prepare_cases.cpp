@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/ordered_pipeline.h"
@@ -239,6 +240,7 @@ void check_options(const PrepareOptions& options) {
   KDSEG_CHECK(options.folds >= 1, "--folds must be >= 1, got ", options.folds);
   KDSEG_CHECK(options.compression >= 0 && options.compression <= 9, "--compression must be 0-9, got ",
               options.compression);
+  refuse_symlink_output(options.output);  // the rename of the new store would replace the link only
   std::error_code ec;
   KDSEG_CHECK(options.force || !fs::exists(options.output, ec), options.output, ": exists; pass --force to replace it");
 }

@@ -227,6 +227,7 @@ void write_rater_files(const std::string& folder, Layout layout, const std::vect
 // Refuses a non-empty folder that synth did not write with these options, unless `force`;
 // then records the options in it.
 void claim_output_folder(const std::string& dir, const SynthOptions& o) {
+  refuse_symlink_output(dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
   KDSEG_CHECK(!ec, dir, ": cannot create the output folder: ", ec.message());

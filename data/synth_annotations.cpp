@@ -102,6 +102,7 @@ AnnotationSynthSummary write_dataset_from_annotations(const std::string& annotat
     KDSEG_CHECK(c.raters.problem.empty(), c.raters.problem);
     todo.push_back(&c);
   }
+  refuse_symlink_output(dir);
   std::error_code ec;
   KDSEG_CHECK(fs::weakly_canonical(dir, ec) != fs::weakly_canonical(annotations, ec), dir,
               ": is the folder of annotations; write the simulated dataset into another folder");

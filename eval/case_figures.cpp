@@ -164,8 +164,8 @@ std::vector<CaseFigure> write_case_figures(const FigureInputs& in, const std::ve
         pick.pick,
         pick.case_id,
         in.store->slice_index()[static_cast<size_t>(slice.row)],
-        std::string(kFiguresFolder) + "/" + file_stem(region.name) + "-" + pick.pick + "-" + file_stem(pick.case_id) +
-            ".png",
+        std::string(kFiguresFolder) + "/" + file_stem(region.name) + "-" + pick.pick + "-" +
+            bounded_file_stem(file_stem(pick.case_id), pick.case_id) + ".png",
         {"reference"},
         {"CT: reference contour (white) and the model's", "foreground probability", "entropy (normalised)"},
         {}};

@@ -55,6 +55,7 @@ void warn_of_slice_selection(const std::string& store_path, const nlohmann::json
 }
 
 std::unique_ptr<StagedFolder> stage_report_folder(const std::string& output, bool force) {
+  refuse_symlink_output(output);  // before "holds a report", which would send the user to --force
   std::error_code ec;
   const bool absent = !fs::exists(output, ec) || (fs::is_directory(output, ec) && fs::is_empty(output, ec));
   const bool report = fs::is_regular_file(fs::path(output) / kReportJsonFile, ec);

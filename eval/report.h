@@ -41,8 +41,10 @@
 //         (SoftReferenceMetrics, core/metrics.h)
 //     }
 //     reliability: {bins, confidence: [bins], accuracy: [bins], count: [bins integers]}
-//     cases: [{id, slices, dice: {<region>}, slice_dice: {<region>}, ece, slice_ece, classwise_ece,
-//              nll, brier, and with surface: hd95, assd, nsd: {<region>} (and surface_dice:
+//     cases: [{id, file_name (the stem of its files under predictions/<model>/: the id made safe,
+//              and shortened with a hash when long, eval/report_files.h), slices, dice: {<region>}, slice_dice:
+//              {<region>}, ece, slice_ece, classwise_ece, nll, brier, and with surface: hd95, assd, nsd: {<region>}
+//              (and surface_dice:
 //              {<region>} with --regions kits23);
 //              and with soft_reference: soft_reference: {threshold_dice: {<region>}, l1, brier}}]
 //            (the number of cases is the length of this array; there is no separate count)

@@ -6,6 +6,7 @@
 #include <iterator>
 
 #include "eval/report.h"
+#include "eval/report_files.h"
 
 namespace kdseg::eval::detail {
 namespace {
@@ -64,6 +65,7 @@ json reference_json(int64_t raters) {
 json case_json(const EvaluationResults& results, const CaseValues& v, size_t c) {
   const auto& regions = results.regions;
   json entry = {{"id", results.case_ids[c]},
+                {"file_name", safe_file_name(results.case_ids[c])},
                 {"slices", v.slices[c]},
                 {"dice", per_region(regions, [&](size_t r) { return number(v.dice[r][c]); })},
                 {"slice_dice", per_region(regions, [&](size_t r) { return number(v.slice_dice[r][c]); })},

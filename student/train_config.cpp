@@ -1,5 +1,12 @@
 #include "student/train_config.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
 #include "core/error.h"
 
 namespace kdseg::student {
@@ -44,7 +51,54 @@ void check_distillation(const TrainConfig& c) {
   KDSEG_CHECK(c.temperature > 0, "distill: --temperature must be > 0");
 }
 
+// Activations kept for the backward pass per input pixel at width 1, counted from the network
+// (core/models/unet.h): each conv3x3-BN-ReLU keeps three tensors, the decoder's full-resolution
+// block alone 16 channels x 6 plus its upsampled and concatenated inputs, the stem 128 channels
+// at 1/4 of the pixels, and so on down the encoder, about 500 floats for ResNet18d. Half of that
+// is taken, so that the check refuses only crops that certainly cannot fit (the gradients of the
+// backward pass, the optimiser and the loader come on top).
+double floats_per_pixel(models::Encoder arch) {
+  switch (arch) {
+    case models::Encoder::kResNet18d: return 256;
+    case models::Encoder::kResNet34d: return 320;
+    case models::Encoder::kResNet50d: return 512;
+  }
+  return 256;
+}
+
+std::string gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+double machine_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
+}
+
 }  // namespace
+
+double activation_bytes(const TrainConfig& c, int world) {
+  const double crops = std::ceil(static_cast<double>(c.batch_size / std::max<int64_t>(c.accumulate, 1)) /
+                                 static_cast<double>(std::max(world, 1)));
+  const double pixels = static_cast<double>(c.crop) * static_cast<double>(c.crop);
+  // The input, one channel per pixel, and the network's activations, whose channels scale with width.
+  return crops * pixels * sizeof(float) * (1.0 + floats_per_pixel(c.arch) * c.width);
+}
+
+void check_fits_in_memory(const TrainConfig& c, int world, double memory_bytes) {
+  const double needed = activation_bytes(c, world);
+  if (memory_bytes <= 0 || needed <= memory_bytes) return;
+  // The largest crop (a multiple of 32, as the network needs) whose estimate fits.
+  const int64_t largest =
+      static_cast<int64_t>(std::sqrt(memory_bytes / needed) * static_cast<double>(c.crop)) / kMinCrop * kMinCrop;
+  KDSEG_THROW("train: --crop-size ", c.crop, " needs at least ", gib(needed), " per rank for the activations of ",
+              c.batch_size / c.accumulate / std::max(world, 1), " crop(s) of ", c.crop, "x", c.crop, " (",
+              enum_name(c.arch), ", width ", c.width, "), more than this machine's ", gib(memory_bytes),
+              "; use --crop-size ", std::max<int64_t>(largest, kMinCrop),
+              " or less (crops larger than the slices only pad them), or a smaller --batch-size or more --accumulate");
+}
 
 void check_config(const TrainConfig& c, int world) {
   KDSEG_CHECK(!c.data.empty() && !c.output.empty(), "train: --data and --output are required");
@@ -55,6 +109,9 @@ void check_config(const TrainConfig& c, int world) {
               c10::DeviceTypeName(c.device, /*lower_case=*/true), "'");
   KDSEG_CHECK(c.precision != Precision::kBf16 || c.device == c10::kCUDA,
               "train: --precision bf16 (autocast) is for --device cuda");
+  // The machine's memory: a CPU run's bound, and on CUDA an upper one (this build cannot ask
+  // the device; the allocator then names the device's own limit).
+  check_fits_in_memory(c, world, machine_memory_bytes());
 }
 
 }  // namespace kdseg::student

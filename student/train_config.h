@@ -34,7 +34,16 @@ struct TrainConfig : RunConfig {
 };
 
 // Throws kdseg::Error naming the option and the value when the configuration cannot be trained
-// on `world` ranks.
+// on `world` ranks, among them a crop whose activations cannot fit in this machine's memory.
 void check_config(const TrainConfig& config, int world);
+
+// A lower bound on the bytes one rank holds for a training micro-batch (batch_size / accumulate
+// / world crops of crop x crop pixels): the input and the activations the network keeps for its
+// backward pass, which grow with the crop's area, the batch and the network's width.
+double activation_bytes(const TrainConfig& config, int world);
+
+// Throws kdseg::Error naming --crop-size and the estimate when activation_bytes exceeds
+// `memory_bytes` (the machine's memory; check_config passes it).
+void check_fits_in_memory(const TrainConfig& config, int world, double memory_bytes);
 
 }  // namespace kdseg::student

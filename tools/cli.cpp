@@ -103,9 +103,15 @@ void store_config_file(const std::string& path, const Command& command, const po
                        po::variables_map& vm) {
   const std::string text = config_text(path);
   const std::map<std::string, int> lines = check_config_lines(path, text, command, all);
+  std::map<std::string, int> from_file;  // the command line wins: only the values the file gives
+  for (const auto& [key, line] : lines) {
+    if (vm.count(key) == 0 || vm[key].defaulted()) from_file.emplace(key, line);
+  }
   try {
     std::istringstream in(text);
     po::store(po::parse_config_file<char>(in, all), vm);
+    for (const auto& [key, line] : from_file)
+      vm.insert({config_line_key(key), po::variable_value(path + ":" + std::to_string(line), false)});
   } catch (const po::error_with_option_name& e) {
     // A value of the wrong type: the line that gave it.
     const std::string name = e.get_option_name();

@@ -26,11 +26,16 @@ int run_distributed(const po::variables_map& vm, bool cuda, const std::function<
   return dist::run_or_abort(*comm, [&] { return body(*comm); });
 }
 
+std::string config_origin(const po::variables_map& vm, const std::string& name) {
+  const auto origin = vm.find(config_line_key(name));
+  return origin == vm.end() ? std::string() : origin->second.as<std::string>() + ": ";
+}
+
 data::TaskSpec parse_task_option(const po::variables_map& vm) {
   try {
     return data::parse_task(vm["task"].as<std::string>());
   } catch (const Error& e) {
-    throw po::error(e.message());
+    throw po::error(config_origin(vm, "task") + e.message());
   }
 }
 

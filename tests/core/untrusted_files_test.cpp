@@ -214,4 +214,30 @@ TEST(UntrustedFiles, PrivateFoldersAreNewAndClosedToOthers) {
       std::string::npos);
 }
 
+// An --output that is a symbolic link: --force once swapped the link out for the new folder and
+// left the folder it named stale. Every way a command claims its output refuses it, naming the
+// link, and leaves link and target as they were.
+TEST(UntrustedFiles, AnOutputThatIsALinkIsRefused) {
+  TempDir dir;
+  fs::create_directories(dir.file("target"));
+  kdseg::write_file_atomic(dir.file("target/report.json"), "old");
+  fs::create_directory_symlink(dir.file("target"), dir.file("out"));
+  const auto refused = [&](const std::function<void()>& claim) {
+    const std::string message = error_of(claim);
+    EXPECT_NE(message.find(dir.file("out") + ": is a symbolic link (to " + dir.file("target")), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("--output"), std::string::npos) << message;
+    EXPECT_TRUE(fs::is_symlink(dir.file("out")));
+    EXPECT_EQ(kdseg::read_file(dir.file("target/report.json")), "old");
+  };
+  refused([&] { kdseg::StagedFolder staged(dir.file("out")); });             // evaluate
+  refused([&] { kdseg::StagedFolder staged(dir.file("out") + "/"); });       // "out/" names the link too
+  refused([&] { kdseg::FolderLock lock(dir.file("out"), "kdseg train"); });  // train, distill, precompute
+  refused([&] { kdseg::refuse_symlink_output(dir.file("out")); });           // prepare, synth
+  EXPECT_NO_THROW(kdseg::refuse_symlink_output(dir.file("target")));
+  EXPECT_NO_THROW(kdseg::refuse_symlink_output(dir.file("missing")));
+  fs::create_directory_symlink(dir.file("target"), dir.file("parent"));
+  EXPECT_NO_THROW(kdseg::refuse_symlink_output(dir.file("parent/inside"))) << "links above the output are the user's";
+}
+
 }  // namespace

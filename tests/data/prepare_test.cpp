@@ -87,6 +87,39 @@ TEST(Prepare, SynthKeepsOtherDataUnlessForced) {
   EXPECT_NE(kdseg::read_file(dir.file("synth/batch1/volume-0.nii")), first);
 }
 
+// prepare --force and synth --force over an --output that is a symbolic link: refused, naming
+// it, rather than the link replaced (prepare's rename) or written through (synth).
+TEST(Prepare, AnOutputThatIsALinkIsRefused) {
+  kdseg::test::TempDir dir;
+  kdseg::test::write_small_dataset(dir.file("raw"), 2, 16, 4);
+  kdseg::write_file_atomic(dir.file("store.h5"), "someone's file");
+  fs::create_symlink(dir.file("store.h5"), dir.file("p.h5"));
+  auto p = options_for(dir.file("raw"), dir.file("p.h5"));
+  p.force = true;
+  try {
+    D::prepare_store(p);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("p.h5: is a symbolic link"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::is_symlink(dir.file("p.h5")));
+  EXPECT_EQ(kdseg::read_file(dir.file("store.h5")), "someone's file");
+  fs::create_directories(dir.file("elsewhere"));
+  fs::create_directory_symlink(dir.file("elsewhere"), dir.file("synth"));
+  D::SynthOptions o;
+  o.cases = 1;
+  o.size = 16;
+  o.slices = 4;
+  o.force = true;
+  try {
+    D::write_synthetic_dataset(dir.file("synth"), o);
+    FAIL();
+  } catch (const kdseg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("synth: is a symbolic link"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::is_empty(dir.file("elsewhere")));
+}
+
 TEST(Prepare, SlicesAreTheCanonicalAxialSlicesOfEachCase) {
   kdseg::test::TempDir dir;
   kdseg::test::write_small_dataset(dir.file("raw"), 6, 24, 10);  // every stored orientation of the synthetic generator

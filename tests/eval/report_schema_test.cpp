@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "eval/report.h"
+#include "eval/report_files.h"
 #include "eval/report_schema.h"
 
 namespace {
@@ -82,8 +83,8 @@ TEST(ReportSchema, WritesEveryDocumentedKey) {
   ASSERT_EQ(teacher.at("cases").size(), 2u) << "case b is outside the fold";
   const json& c = teacher.at("cases").at(1);
   EXPECT_EQ(c.at("id"), "c");
-  EXPECT_EQ(keys(c), (std::set<std::string>{"id", "slices", "dice", "slice_dice", "ece", "slice_ece", "classwise_ece",
-                                            "nll", "brier", "hd95", "assd", "nsd", "soft_reference"}));
+  EXPECT_EQ(keys(c), (std::set<std::string>{"id", "file_name", "slices", "dice", "slice_dice", "ece", "slice_ece",
+                                            "classwise_ece", "nll", "brier", "hd95", "assd", "nsd", "soft_reference"}));
   EXPECT_TRUE(c.at("dice").at("tumor").is_null()) << "NaN is written as null";
   EXPECT_TRUE(c.at("nsd").at("tumor").is_null());
   const json& paired = report.at("models").at(1).at("paired");
@@ -118,3 +119,27 @@ TEST(ReportSchema, OptionalPartsOnlyWhereTheyApply) {
 }
 
 }  // namespace
+
+// Case ids of nested folders reach ~250 characters; their prediction files and figures must stay
+// within NAME_MAX (255 bytes), stay apart from each other, and be found from report.json.
+TEST(ReportFiles, LongCaseIdsMakeBoundedDistinctFileNames) {
+  namespace K = kdseg::eval;
+  const std::string stem(240, 'x');
+  const std::string a = "raters/" + stem + "/case_a", b = "raters/" + stem + "/case_b";
+  ASSERT_EQ(a.size(), 253u);
+  for (const std::string& id : {a, b}) {
+    for (const std::string& name : K::prediction_files(id)) EXPECT_LE(name.size(), 255u) << name;
+    EXPECT_LE(K::safe_file_name(id).size(), K::kMaxFileStem);
+    EXPECT_EQ(K::safe_file_name(id).substr(0, 20), "raters_xxxxxxxxxxxxx") << "a readable prefix";
+    EXPECT_EQ(K::safe_file_name(id), K::safe_file_name(std::string(id))) << "deterministic";
+  }
+  EXPECT_NE(K::safe_file_name(a), K::safe_file_name(b)) << "ids that differ only at the end";
+  EXPECT_EQ(K::safe_file_name("task01/seg.1"), "task01_seg.1") << "short ids keep their name";
+  // report.json holds each case's id with its file name.
+  E::EvaluationResults r = results(false, false);
+  r.case_ids = {a, "b", b};
+  const json report = E::report_json(r);
+  const json& c = report.at("models").at(0).at("cases").at(1);
+  EXPECT_EQ(c.at("id"), b);
+  EXPECT_EQ(c.at("file_name"), K::safe_file_name(b));
+}

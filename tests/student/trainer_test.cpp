@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "eval/evaluate.h"
+#include "student/train_config.h"
 #include "student/trainer.h"
 #include "teacher/model_loader.h"
 #include "tests/student/trainer_fixture.h"
@@ -129,6 +130,38 @@ TEST_F(TrainerTest, BadInputIsAClearError) {
     field(bad);
     expect_train_error(bad, text);
   }
+}
+
+// --crop-size 4096 on a small store once went on to allocate tens of GiB: a crop whose
+// activations cannot fit in memory is refused, naming the option and the estimate, while the
+// default crop (which pads the tests' 32-pixel slices) is accepted.
+TEST_F(TrainerTest, CropsThatCannotFitInMemoryAreRefused) {
+  namespace S = kdseg::student;
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  auto huge = config("huge");
+  huge.crop = 4096;
+  huge.width = 1;
+  huge.batch_size = 8;
+  // 8 crops of 4096^2 pixels, 257 floats a pixel: 128.5 GiB.
+  EXPECT_NEAR(S::activation_bytes(huge, 1) / kGiB, 8.0 * 4096 * 4096 * 4 * 257 / kGiB, 1e-9);
+  EXPECT_NEAR(S::activation_bytes(huge, 2), S::activation_bytes(huge, 1) / 2, 1.0) << "per rank";
+  try {
+    S::check_fits_in_memory(huge, 1, 64 * kGiB);
+    FAIL() << "accepted";
+  } catch (const kdseg::Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("--crop-size 4096 needs at least 128.5 GiB"), std::string::npos) << message;
+    EXPECT_NE(message.find("this machine's 64.0 GiB; use --crop-size 2880 or less"), std::string::npos) << message;
+  }
+  auto standard = config("standard");
+  standard.width = 1;
+  standard.batch_size = 8;
+  ASSERT_EQ(standard.crop, 384);
+  EXPECT_NO_THROW(S::check_fits_in_memory(standard, 1, 4 * kGiB));
+  EXPECT_NO_THROW(S::check_config(config("tests"), 1)) << "the tests' own runs, on this machine";
+  huge.batch_size = 64;  // 1 TiB, more than any machine this runs on
+  expect_train_error(huge, "--crop-size 4096 needs at least");
+  EXPECT_FALSE(fs::exists(dir.file("huge/config.json"))) << "refused before any work";
 }
 
 TEST_F(TrainerTest, ResumeRefusesAnotherStoreAtTheSamePath) {
