@@ -240,6 +240,9 @@ CLAIMS_V2 = [
     ("C5", "soft labels (rater mean) beat hard labels in ECE after temperature scaling of both", "mean-ts",
      "majority-ts", "ece"),
 ]
+# Secondary comparisons, outside the family: reported with the same statistics, no verdict.
+SECONDARY_V2 = [(f"S-{row}-{metric}", f"{row} against the majority vote in {metric}", row, "majority", metric)
+                for row in ("weighted", "ls", "random") for metric in ("dice", "ece")]
 
 
 def metric_kind(metric):
@@ -462,9 +465,9 @@ def study_v2(report, rows, seeds, claims_list, rng):
         table[row] = {}
         for metric in ("dice", "ece"):
             seed_means = [float(np.mean(list(per_case(report, f"{row}-s{s}", metric, region).values())))
-                          for s in seeds]
+                          for s in seeds if has_model(report, f"{row}-s{s}")]
             table[row][metric] = {"mean": float(np.mean(seed_means)), "seed_means": seed_means,
-                                  "seed_sd": float(np.std(seed_means, ddof=1)) if len(seeds) > 1 else None}
+                                  "seed_sd": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else None}
     claims, not_run = [], []
     for key, text, row, reference, metric in claims_list:
         if not all(has_model(report, f"{r}-s{s}") for r in (row, reference) for s in seeds):
@@ -474,7 +477,13 @@ def study_v2(report, rows, seeds, claims_list, rng):
         differences = paired_case_differences(report, row, reference, seeds, metric, region)
         claims.append(seed_claim(key, text, row, reference, metric, differences, rng))
     finish_claims(claims, rng)
-    return {"region": region, "seeds": seeds, "rows": table, "claims": claims + not_run}
+    secondary = []
+    for key, text, row, reference, metric in SECONDARY_V2:
+        run = [s for s in seeds if has_model(report, f"{row}-s{s}") and has_model(report, f"{reference}-s{s}")]
+        if run:
+            differences = paired_case_differences(report, row, reference, run, metric, region)
+            secondary.append(seed_claim(key, text, row, reference, metric, differences, rng) | {"verdict": "secondary"})
+    return {"region": region, "seeds": seeds, "rows": table, "claims": claims + not_run, "secondary": secondary}
 
 
 def study_from_seed_differences(spec, rng):
@@ -525,6 +534,17 @@ def markdown_v2(s):
                          f"{fmt_any(None if c['seed_sd'] is None else 100 * c['seed_sd'], 2)} |")
         lines.append("")
     lines += ["| claim | verdict | improvement [95% CI] | per seed | test, p (Holm) | power |", "|---|---|---|---|---|---|"]
+    if s.get("secondary"):
+        lines_secondary = ["", "Secondary comparisons, outside the Holm family (no verdict; p unadjusted):", "",
+                           "| comparison | improvement [95% CI] | per seed | test, p |", "|---|---|---|---|"]
+        for c in s["secondary"]:
+            k, digits, unit = scale(c["metric"])
+            lines_secondary.append(
+                f"| {c['claim']} | {c['effect'] * k:+.{digits}f}{unit} [{c['ci95'][0] * k:+.{digits}f}, "
+                f"{c['ci95'][1] * k:+.{digits}f}] | {', '.join(f'{v * k:+.{digits}f}' for v in c['per_seed'])} | "
+                f"{c['test']}, {fmt_any(c['p_value'], 'p')} |")
+    else:
+        lines_secondary = []
     for c in s["claims"]:
         if c["verdict"] == "not run":
             lines.append(f"| {c['key']}: {c['claim']} ({c['row']} vs {c['reference']}) | not run | | | | |")
@@ -538,7 +558,7 @@ def markdown_v2(s):
         lines.append(f"| {c['key']}: {c['claim']} ({c['row']} vs {c['reference']}, {c['metric']}) | "
                      f"**{c['verdict']}** | {c['effect'] * k:+.{digits}f}{unit} {ci} | {per_seed} | {p} | "
                      f"{fmt_any(c['power'], 2)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + lines_secondary) + "\n"
 
 
 # --- study v1's rules under a true null -----------------------------------------------------------
