@@ -8,8 +8,9 @@
 #   kd-cal    the same teacher calibrated first: T fitted on fold 1 (precompute --temperature fit)
 # Folds: 0 evaluates (every row, one report), 1 calibrates the teacher, 2-4 train every model.
 # Then one `kdseg evaluate` report of every model, paired against majority (seed 0), and
-# study.json / study.md (scripts/study_summary.py): per row Dice and ECE over cases and seeds,
-# and a verdict per claim of the paper.
+# study.json / study.md (scripts/study_summary.py): per row Dice and ECE per seed, and a verdict
+# per claim by the seed-level rule (the training seed is the replicate: 8 or more seeds for a
+# verdict with the exact sign-flip test, 5-7 with a paired t-test, fewer give "cannot tell").
 #
 #   scripts/study.sh <kdseg binary> <output folder>
 #
@@ -19,8 +20,9 @@
 #   TEACHER_ARCH TEACHER_WIDTH TEACHER_STEPS   (unet-resnet34d, 0.5, 1000)
 #   SEEDS ROWS            "0 1 2" and "majority random mean ls kd kd-cal"
 #   DEVICE THREADS        cpu (or cuda) and LibTorch threads (the cores)
-# The paper's sizes on a GPU: SIZE=384 CASES=150 SLICES=48 WIDTH=1 TEACHER_WIDTH=1
-#   STEPS=20000 TEACHER_STEPS=40000 BATCH=16 DEVICE=cuda.
+# A larger run on a GPU, e.g. SIZE=384 SLICES=48 WIDTH=1 TEACHER_WIDTH=1 DEVICE=cuda: these are
+#   not the paper's settings (its configs train AdamW at lr 6e-5, weight decay 0.01, poly decay,
+#   for epochs, with crops of 256 or 384), and the step counts must be chosen, not taken from here.
 # A rerun resumes: finished runs, caches and reports are kept, unfinished runs continue.
 set -euo pipefail
 kdseg=$(realpath "$1")
