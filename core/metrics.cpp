@@ -36,6 +36,16 @@ double ece_of(const at::Tensor& confidence, const at::Tensor& correct, const at:
   return n == 0 ? std::nan("") : (confidence - correct).abs().sum().item<double>() / n;
 }
 
+// |mean confidence - accuracy| of each bin that holds voxels.
+std::vector<double> bin_gaps(const at::Tensor& confidence, const at::Tensor& correct, const at::Tensor& count) {
+  std::vector<double> gaps;
+  for (int64_t b = 0; b < count.size(0); ++b) {
+    const double n = count[b].item<double>();
+    if (n > 0) gaps.push_back(std::abs(confidence[b].item<double>() - correct[b].item<double>()) / n);
+  }
+  return gaps;
+}
+
 // Where a case's numbers sit in its row of the state (SegmentationMetrics' offsets).
 struct RowLayout {
   int64_t classes, bins, bins_at, classwise_at, scalars_at, ignore_index;
@@ -256,6 +266,28 @@ std::vector<double> SegmentationMetrics::classwise_ece_per_case() const {
   return out;
 }
 
+std::vector<double> SegmentationMetrics::ace_per_case() const {
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    const at::Tensor r = state_[c];
+    const std::vector<double> gaps = bin_gaps(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
+                                              r.narrow(0, bins_at() + 2 * bins_, bins_));
+    out.push_back(nan_mean(gaps));
+  }
+  return out;
+}
+
+std::vector<double> SegmentationMetrics::mce_per_case() const {
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    const at::Tensor r = state_[c];
+    const std::vector<double> gaps = bin_gaps(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
+                                              r.narrow(0, bins_at() + 2 * bins_, bins_));
+    out.push_back(gaps.empty() ? std::nan("") : *std::max_element(gaps.begin(), gaps.end()));
+  }
+  return out;
+}
+
 std::vector<double> SegmentationMetrics::nll_per_case() const { return per_case(scalars_at() + kNll, false); }
 std::vector<double> SegmentationMetrics::brier_per_case() const { return per_case(scalars_at() + kBrier, false); }
 
@@ -289,6 +321,28 @@ SegmentationMetrics::Reliability SegmentationMetrics::reliability() const {
 double SegmentationMetrics::mean_dice(size_t region) const { return nan_mean(dice_per_case(region)); }
 double SegmentationMetrics::mean_ece() const { return nan_mean(ece_per_case()); }
 
+at::Tensor boundary_band(const at::Tensor& foreground, double row_mm, double col_mm, double half_width_mm) {
+  KDSEG_CHECK(foreground.dim() == 2 && row_mm > 0 && col_mm > 0 && half_width_mm >= 0,
+              "boundary_band: needs an [H,W] mask and positive spacings, got ", foreground.sizes(), ", ", row_mm, " x ",
+              col_mm, " mm");
+  // The disk of offsets within the half width, as a convolution kernel.
+  const auto ry = static_cast<int64_t>(std::floor(half_width_mm / row_mm));
+  const auto rx = static_cast<int64_t>(std::floor(half_width_mm / col_mm));
+  at::Tensor disk = torch::zeros({1, 1, 2 * ry + 1, 2 * rx + 1}, torch::kFloat);
+  for (int64_t dy = -ry; dy <= ry; ++dy) {
+    for (int64_t dx = -rx; dx <= rx; ++dx) {
+      const double y = static_cast<double>(dy) * row_mm, x = static_cast<double>(dx) * col_mm;
+      if (y * y + x * x <= half_width_mm * half_width_mm) disk[0][0][dy + ry][dx + rx] = 1;
+    }
+  }
+  const at::Tensor inside = foreground.to(torch::kFloat).unsqueeze(0).unsqueeze(0);
+  const auto near = [&](const at::Tensor& mask) {
+    return torch::conv2d(mask, disk, {}, 1, {ry, rx}).squeeze(0).squeeze(0) > 0.5;
+  };
+  const at::Tensor fg = foreground.to(torch::kBool);
+  return fg.logical_and(near(1 - inside)).logical_or(fg.logical_not().logical_and(near(inside)));
+}
+
 // --- SoftReferenceMetrics ------------------------------------------------------------------------
 
 namespace {
@@ -296,11 +350,16 @@ namespace {
 constexpr int64_t kSoftVoxels = 0, kSoftL1 = 1, kSoftBrier = 2, kSoftScalars = 3;
 }  // namespace
 
-SoftReferenceMetrics::SoftReferenceMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions)
-    : cases_(cases), classes_(classes), regions_(std::move(regions)) {
-  KDSEG_CHECK(cases > 0 && classes >= 2 && !regions_.empty(), "soft metrics: need cases, classes >= 2 and regions");
-  state_ = torch::zeros({cases_, scalars_at() + kSoftScalars}, torch::kDouble);
+SoftReferenceMetrics::SoftReferenceMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions,
+                                           int64_t bins)
+    : cases_(cases), classes_(classes), bins_(bins), regions_(std::move(regions)) {
+  KDSEG_CHECK(cases > 0 && classes >= 2 && !regions_.empty() && bins > 0,
+              "soft metrics: need cases, classes >= 2, regions and bins");
+  state_ = torch::zeros({cases_, bins_at() + 3 * bins_}, torch::kDouble);
 }
+
+// The rater ECE's bins after the scalars: confidence sums, agreeing-rater fractions, counts.
+int64_t SoftReferenceMetrics::bins_at() const { return scalars_at() + kSoftScalars; }
 
 void SoftReferenceMetrics::set_state(const at::Tensor& state) {
   KDSEG_CHECK(state.sizes() == state_.sizes(), "soft metrics: state ", state.sizes(), " does not match ",
@@ -336,6 +395,12 @@ void SoftReferenceMetrics::add(const at::Tensor& probabilities, const at::Tensor
       row.narrow(0, base + 2 * kThresholds, kThresholds) += pr.logical_and(qr).sum(1).to(torch::kDouble);
     }
     const at::Tensor difference = pb - qb;
+    const auto [confidence, predicted] = pb.max(0);
+    const at::Tensor agreeing = qb.gather(0, predicted.unsqueeze(0)).squeeze(0);
+    const at::Tensor bin = (confidence * static_cast<double>(bins_)).floor().clamp(0, bins_ - 1).to(torch::kLong);
+    row.narrow(0, bins_at(), bins_).index_add_(0, bin, confidence);
+    row.narrow(0, bins_at() + bins_, bins_).index_add_(0, bin, agreeing);
+    row.narrow(0, bins_at() + 2 * bins_, bins_).index_add_(0, bin, torch::ones_like(confidence));
     row[scalars_at() + kSoftVoxels] += static_cast<double>(pb.size(1));
     row[scalars_at() + kSoftL1] += difference.abs().sum();
     row[scalars_at() + kSoftBrier] += difference.pow(2).sum();
@@ -372,5 +437,15 @@ std::vector<double> SoftReferenceMetrics::scalar_per_case(int64_t offset) const 
 
 std::vector<double> SoftReferenceMetrics::l1_per_case() const { return scalar_per_case(kSoftL1); }
 std::vector<double> SoftReferenceMetrics::brier_per_case() const { return scalar_per_case(kSoftBrier); }
+
+std::vector<double> SoftReferenceMetrics::rater_ece_per_case() const {
+  std::vector<double> out;
+  for (int64_t c = 0; c < cases_; ++c) {
+    const at::Tensor r = state_[c];
+    out.push_back(ece_of(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
+                         r.narrow(0, bins_at() + 2 * bins_, bins_)));
+  }
+  return out;
+}
 
 }  // namespace kdseg

@@ -7,8 +7,10 @@
 // both empty is `empty_dice` (1 by default), per slice and per case alike. Bins are `bins`
 // equal-width bins of [0, 1]; ECE = sum_b |sum conf - sum correct| / N; class-wise ECE is the
 // mean over classes of the same on p_k against [y == k]; NLL = -mean log p_y (p clamped to
-// 1e-12); Brier = mean over voxels of sum_k (p_k - [y == k])^2. Voxels labelled ignore_index
-// are left out; a case without voxels has NaN everywhere.
+// 1e-12); Brier = mean over voxels of sum_k (p_k - [y == k])^2. ACE and MCE reduce the ECE's
+// bins as MONAI's CalibrationErrorMetric does ("average" and "maximum"): the mean and the largest
+// |mean confidence - accuracy| over the bins that hold voxels. Voxels labelled ignore_index are
+// left out; a case without voxels has NaN everywhere.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -50,6 +52,8 @@ class SegmentationMetrics {
   std::vector<double> ece_per_case() const;
   std::vector<double> slice_ece_per_case() const;  // mean of the per-slice ECE
   std::vector<double> classwise_ece_per_case() const;
+  std::vector<double> ace_per_case() const;
+  std::vector<double> mce_per_case() const;
   std::vector<double> nll_per_case() const;
   std::vector<double> brier_per_case() const;
   std::vector<int64_t> slices_per_case() const;
@@ -84,18 +88,26 @@ class SegmentationMetrics {
 // probable, ties to the lower class as torch's argmax; [B,H,W] uint8, in one pass.
 at::Tensor predicted_classes(const at::Tensor& probabilities);
 
+// The pixels of a slice within `half_width_mm` of the boundary of `foreground` [H,W] bool, in
+// the plane (pixels `row_mm` x `col_mm`): the foreground's pixels with a background pixel that
+// near, and the background's with a foreground pixel that near (distances between pixel centres;
+// outside the image counts as neither). [H,W] bool; all false for an empty or full slice.
+at::Tensor boundary_band(const at::Tensor& foreground, double row_mm, double col_mm, double half_width_mm);
+
 // Metrics against a soft reference q (the raters' mean), per case, summed across ranks like
 // SegmentationMetrics:
 //   threshold Dice (QUBIQ): for each region, the mean over t = 0.1, 0.2, ..., 0.9 of the case's
 //     Dice between {p_region > t} and {q_region > t}, where p_region and q_region sum the region's
 //     classes; a threshold where both are empty counts 1;
-//   soft L1: mean over voxels of sum_k |p_k - q_k|;  soft Brier: mean over voxels of sum_k (p_k - q_k)^2.
+//   soft L1: mean over voxels of sum_k |p_k - q_k|;  soft Brier: mean over voxels of sum_k (p_k - q_k)^2;
+//   rater ECE: the ECE's equal-width bins of the max-class probability, with a voxel's accuracy the
+//     fraction of raters who chose its predicted class (q at the predicted class).
 // Voxels outside `keep` are left out; a case without voxels has NaN everywhere.
 class SoftReferenceMetrics {
  public:
   static constexpr int64_t kThresholds = 9;
 
-  SoftReferenceMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions);
+  SoftReferenceMetrics(int64_t cases, int64_t classes, std::vector<DiceRegion> regions, int64_t bins = 10);
 
   // probabilities and reference [B,C,H,W], keep [B,H,W] bool, case of each slice [B].
   void add(const at::Tensor& probabilities, const at::Tensor& reference, const at::Tensor& keep,
@@ -107,12 +119,14 @@ class SoftReferenceMetrics {
   std::vector<double> threshold_dice_per_case(size_t region) const;
   std::vector<double> l1_per_case() const;
   std::vector<double> brier_per_case() const;
+  std::vector<double> rater_ece_per_case() const;
 
  private:
   int64_t scalars_at() const { return 3 * kThresholds * static_cast<int64_t>(regions_.size()); }
+  int64_t bins_at() const;
   std::vector<double> scalar_per_case(int64_t offset) const;
 
-  int64_t cases_, classes_;
+  int64_t cases_, classes_, bins_;
   std::vector<DiceRegion> regions_;
   at::Tensor state_;  // [cases, width] float64
 };

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "data/hdf5_util.h"
+#include "data/orientation.h"
 
 namespace kdseg::data {
 namespace {
@@ -155,5 +156,13 @@ Tensor PreparedStore::read_row(const char* dataset, int64_t row, at::ScalarType 
 
 Tensor PreparedStore::image(int64_t row) const { return read_row(store::kImage, row, at::kFloat); }
 Tensor PreparedStore::label(int64_t row) const { return read_row(store::kLabel, row, at::kByte); }
+
+std::array<double, 3> PreparedStore::stored_spacing(size_t c) const {
+  KDSEG_CHECK(c < case_shapes_.size(), path_, ": case ", c, " outside [0, ", case_shapes_.size(), ")");
+  const std::array<double, 3> mm = voxel_spacing(case_affines_[c]);
+  const auto& shape = case_shapes_[c];
+  return {mm[2], mm[0] * static_cast<double>(shape[0]) / static_cast<double>(height_),
+          mm[1] * static_cast<double>(shape[1]) / static_cast<double>(width_)};
+}
 
 }  // namespace kdseg::data

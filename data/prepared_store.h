@@ -163,6 +163,9 @@ class PreparedStore {
   const std::vector<std::string>& case_image_files() const { return case_image_files_; }
   const std::vector<std::array<int64_t, 3>>& case_shapes() const { return case_shapes_; }
   const std::vector<Affine>& case_affines() const { return case_affines_; }
+  // Case c's voxel spacing in mm as stored: {between slices, along rows, along columns}, the
+  // canonical spacing with the plane scaled by prepare's resize to height() x width().
+  std::array<double, 3> stored_spacing(size_t c) const;
   std::string attribute(const std::string& name) const;
 
   // The number of folds (1 + the largest fold number), and the rows of the cases in `folds`

@@ -165,10 +165,7 @@ void CaseCollector::measure(int32_t case_index) {
     last = std::max(last, store_.slice_index()[static_cast<size_t>(row)]);
   }
   const int64_t h = store_.height(), w = store_.width(), plane = h * w;
-  const auto shape = store_.case_shapes()[c];
-  const std::array<double, 3> mm = data::voxel_spacing(store_.case_affines()[c]);
-  const std::array<double, 3> spacing = {mm[2], mm[0] * static_cast<double>(shape[0]) / static_cast<double>(h),
-                                         mm[1] * static_cast<double>(shape[1]) / static_cast<double>(w)};
+  const std::array<double, 3> spacing = store_.stored_spacing(c);
   const std::array<int64_t, 3> size = {last - first + 1, h, w};
   // One mask at a time, kept only until its surfaces are found (the surfels' where asked).
   const auto surface = [&](const std::array<uint8_t, 16>& member, bool reference, Surfels* corners) {

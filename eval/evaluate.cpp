@@ -84,8 +84,8 @@ void set_surface_values(const Tensor& distances, detail::CaseValues& v) {
 
 // One model's numbers per case. `distances`: [cases, regions, kSurfaceMetricCount] float64,
 // undefined without surface metrics; `soft`: null without raters.
-detail::CaseValues case_values(const SegmentationMetrics& metrics, const Tensor& distances,
-                               const SoftReferenceMetrics* soft) {
+detail::CaseValues case_values(const SegmentationMetrics& metrics, const SegmentationMetrics& band,
+                               const Tensor& distances, const SoftReferenceMetrics* soft) {
   detail::CaseValues v;
   v.slices = metrics.slices_per_case();
   v.ece = metrics.ece_per_case();
@@ -93,6 +93,9 @@ detail::CaseValues case_values(const SegmentationMetrics& metrics, const Tensor&
   v.classwise_ece = metrics.classwise_ece_per_case();
   v.nll = metrics.nll_per_case();
   v.brier = metrics.brier_per_case();
+  v.ace = metrics.ace_per_case();
+  v.mce = metrics.mce_per_case();
+  v.band_ece = band.ece_per_case();
   for (size_t r = 0; r < metrics.regions().size(); ++r) {
     v.dice.push_back(metrics.dice_per_case(r));
     v.slice_dice.push_back(metrics.slice_dice_per_case(r));
@@ -104,6 +107,7 @@ detail::CaseValues case_values(const SegmentationMetrics& metrics, const Tensor&
       cases.threshold_dice.push_back(soft->threshold_dice_per_case(r));
     cases.l1 = soft->l1_per_case();
     cases.brier = soft->brier_per_case();
+    cases.rater_ece = soft->rater_ece_per_case();
     v.soft = std::move(cases);
   }
   return v;
@@ -297,7 +301,8 @@ class Evaluator {
                         enum_name(layout_),
                         static_cast<int64_t>(rows_.size()),
                         std::string(enum_name(o_.regions)),
-                        {}};
+                        {},
+                        o_.band_mm};
     results.empty_slice_dice = kEmptySliceDice;
     for (const auto& r : regions_) {
       if (r.surfel_tolerance_mm > 0)
@@ -311,8 +316,10 @@ class Evaluator {
     torch::NoGradGuard no_grad;
     const int64_t cases = static_cast<int64_t>(store_.case_ids().size());
     SegmentationMetrics metrics(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
+    // The same, on the pixels near the reference's boundary only (band_labels).
+    SegmentationMetrics band(cases, task_.classes, regions_, o_.bins, task_.ignore_index, 1.0);
     std::optional<SoftReferenceMetrics> soft;  // against the raters' mean, where the store keeps raters
-    if (store_.raters() > 0) soft.emplace(cases, task_.classes, regions_);
+    if (store_.raters() > 0) soft.emplace(cases, task_.classes, regions_, o_.bins);
     // Surface distances and predictions need whole cases: each rank evaluates whole cases.
     detail::CaseOutputs outputs;
     outputs.surface = o_.surface;
@@ -350,6 +357,7 @@ class Evaluator {
         std::vector<int64_t> case_of;
         for (int64_t r : batch->rows) case_of.push_back(store_.slice_case()[static_cast<size_t>(r)]);
         metrics.add(probs, batch->labels, case_of);
+        band.add(probs, band_labels(batch->labels, soft ? batch->rater_soft : Tensor(), case_of), case_of);
         if (soft) soft->add(probs, batch->rater_soft, batch->labels != task_.ignore_index, case_of);
         if (collector) {
           const Tensor predicted = predicted_classes(probs);
@@ -366,6 +374,9 @@ class Evaluator {
     Tensor state = metrics.state();
     dist::all_reduce_any_device(comm_, state, dist::ReduceOp::kSum);  // each case counted once across ranks
     metrics.set_state(state);
+    Tensor band_state = band.state();
+    dist::all_reduce_any_device(comm_, band_state, dist::ReduceOp::kSum);
+    band.set_state(band_state);
     if (soft) {
       Tensor soft_state = soft->state();
       dist::all_reduce_any_device(comm_, soft_state, dist::ReduceOp::kSum);
@@ -373,17 +384,32 @@ class Evaluator {
     }
     const Tensor distances = collector ? collector->finish(comm_) : Tensor();
     comm_.barrier();
-    return model_result(evaluated, metrics, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr);
+    return model_result(evaluated, metrics, band, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr);
+  }
+
+  // The labels with every pixel farther than --band-mm from the reference's boundary ignored: the
+  // boundary of the raters' union where the store keeps raters (`rater_mean` [B,C,H,W], the
+  // classes' shares), else of the label's foreground.
+  Tensor band_labels(const Tensor& labels, const Tensor& rater_mean, const std::vector<int64_t>& case_of) const {
+    Tensor out = labels.clone();
+    for (int64_t b = 0; b < labels.size(0); ++b) {
+      const Tensor foreground = rater_mean.defined() ? rater_mean[b][0] < 1 - 1e-6
+                                                     : labels[b].ne(0).logical_and(labels[b].ne(task_.ignore_index));
+      const auto mm = store_.stored_spacing(static_cast<size_t>(case_of[static_cast<size_t>(b)]));
+      out[b].masked_fill_(boundary_band(foreground, mm[1], mm[2], o_.band_mm).logical_not(), task_.ignore_index);
+    }
+    return out;
   }
 
   detail::ModelResult model_result(const EvaluatedModel& evaluated, const SegmentationMetrics& metrics,
-                                   const Tensor& distances, const SoftReferenceMetrics* soft) const {
+                                   const SegmentationMetrics& band, const Tensor& distances,
+                                   const SoftReferenceMetrics* soft) const {
     detail::ModelResult m;
     m.name = evaluated.name;
     m.file = evaluated.file.empty() ? std::string() : fs::absolute(evaluated.file).string();
     m.file_hash = file_hash_or_empty(evaluated.file);
     m.description = evaluated.model->describe();
-    m.cases = case_values(metrics, distances, soft);
+    m.cases = case_values(metrics, band, distances, soft);
     for (int64_t slices : m.cases.slices) m.slices += slices;
     std::vector<double> global_dice;
     for (size_t r = 0; r < regions_.size(); ++r) global_dice.push_back(metrics.global_dice(r));

@@ -41,6 +41,7 @@ struct EvaluateOptions {
   bool save_predictions = false;   // output/predictions/<model>/<case>.nii.gz and <case>_probs.nii.gz
   bool surface = true;             // HD95, ASSD and NSD per case and region (core/surface_distance.h)
   double surface_tolerance = 2.0;  // mm, of NSD
+  double band_mm = 2.0;            // half width of the band ECE's boundary band
   // The regions: the task's (data::dice_regions), or KiTS23's HEC regions (data::kits23_regions),
   // whose surface metrics add KiTS23's surfel surface Dice at its tolerances.
   data::RegionSet regions = data::RegionSet::kTask;

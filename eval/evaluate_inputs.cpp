@@ -22,6 +22,8 @@ void check_options(const EvaluateOptions& o, const data::Task& task) {
   KDSEG_CHECK(o.bins >= 1 && o.bootstrap >= 1 && o.batch_size >= 1,
               "evaluate: --bins, --bootstrap and --batch-size must be >= 1");
   KDSEG_CHECK(o.workers >= 0, "evaluate: --workers must be >= 0, got ", o.workers);
+  KDSEG_CHECK(o.band_mm > 0 && std::isfinite(o.band_mm), "evaluate: --band-mm must be a positive number of mm, got ",
+              o.band_mm);
   KDSEG_CHECK(o.surface_tolerance > 0 && std::isfinite(o.surface_tolerance),
               "evaluate: --surface-tolerance must be a positive number of mm, got ", o.surface_tolerance);
   std::set<std::string> names;

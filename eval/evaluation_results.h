@@ -26,6 +26,7 @@ inline constexpr size_t kSurfaceMetricCount = 3;
 struct SoftReferenceCases {
   std::vector<std::vector<double>> threshold_dice;  // [region][case]
   std::vector<double> l1, brier;                    // [case]
+  std::vector<double> rater_ece;                    // [case]
 };
 
 // One model's numbers per case, indexed by the store's case.
@@ -33,6 +34,8 @@ struct CaseValues {
   std::vector<int64_t> slices;  // [case]; 0 for a case outside the fold (or with every voxel ignored)
   std::vector<std::vector<double>> dice, slice_dice;              // [region][case]
   std::vector<double> ece, slice_ece, classwise_ece, nll, brier;  // [case]
+  std::vector<double> ace, mce;                                   // [case], on the ECE's bins
+  std::vector<double> band_ece;  // [case] within EvaluationSettings::band_mm of the reference's boundary
   // [metric][region][case] (kSurfaceMetricCount metrics); empty without surface metrics. A case
   // outside the fold holds 0, not NaN.
   std::vector<std::vector<std::vector<double>>> surface;
@@ -59,7 +62,7 @@ struct RegionDiceSummary {
 
 struct SoftReferenceSummary {
   std::vector<Estimate> threshold_dice;  // [region]
-  Estimate l1, brier;
+  Estimate l1, brier, rater_ece;
 };
 
 // A model's numbers over the fold's cases.
@@ -67,7 +70,9 @@ struct ModelSummary {
   std::vector<RegionDiceSummary> dice;  // [region]
   std::vector<double> slice_dice;       // [region], means over cases
   Estimate ece;
-  double slice_ece = 0, classwise_ece = 0, nll = 0, brier = 0;     // means over cases
+  double slice_ece = 0, classwise_ece = 0, nll = 0, brier = 0;  // means over cases
+  double ace = 0, mce = 0;                                      // means over cases
+  Estimate band_ece;
   std::vector<std::array<Estimate, kSurfaceMetricCount>> surface;  // [region]; empty without surface metrics
   std::vector<Estimate> surface_dice;                              // [region]; as CaseValues::surface_dice
   std::optional<SoftReferenceSummary> soft;
@@ -128,6 +133,7 @@ struct EvaluationSettings {
   std::string regions = "task";  // data::RegionSet's name
   // (region, tolerance in mm) of the surfel surface Dice, for the regions that have one.
   std::vector<std::pair<std::string, double>> surface_dice_tolerance;
+  double band_mm = 2.0;  // half width of band_ece's band
 };
 
 struct EvaluationResults {

@@ -42,6 +42,9 @@ ModelSummary summarise(const CaseValues& cases, const std::vector<double>& globa
   s.classwise_ece = mean_ignoring_nan(cases.classwise_ece);
   s.nll = mean_ignoring_nan(cases.nll);
   s.brier = mean_ignoring_nan(cases.brier);
+  s.ace = mean_ignoring_nan(cases.ace);
+  s.mce = mean_ignoring_nan(cases.mce);
+  s.band_ece = estimate(cases.band_ece, bootstrap);
   if (cases.has_surface()) s.surface = surface_summary(cases, bootstrap);
   for (const std::vector<double>& values : cases.surface_dice) {
     std::vector<double> evaluated;
@@ -55,6 +58,7 @@ ModelSummary summarise(const CaseValues& cases, const std::vector<double>& globa
     for (const auto& values : cases.soft->threshold_dice) soft.threshold_dice.push_back(estimate(values, bootstrap));
     soft.l1 = estimate(cases.soft->l1, bootstrap);
     soft.brier = estimate(cases.soft->brier, bootstrap);
+    soft.rater_ece = estimate(cases.soft->rater_ece, bootstrap);
     s.soft = soft;
   }
   return s;

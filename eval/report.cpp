@@ -52,8 +52,11 @@ struct SummaryColumn {
   int decimals = 4;
 };
 
+// Whether the models carry ACE, MCE and the band ECE (reports written before them do not).
+bool has_calibration_extras(const json& report) { return report.at("models").at(0).at("summary").contains("ace"); }
+
 // table#comparison: per region Dice over cases, then calibration.
-std::vector<SummaryColumn> comparison_columns(const std::vector<std::string>& regions) {
+std::vector<SummaryColumn> comparison_columns(const std::vector<std::string>& regions, bool extras) {
   std::vector<SummaryColumn> columns;
   for (const std::string& region : regions) {
     const Pointer dice = Pointer("/dice") / region;
@@ -64,6 +67,11 @@ std::vector<SummaryColumn> comparison_columns(const std::vector<std::string>& re
   }
   columns.push_back({"Calibration", "ECE", Pointer("/ece/mean"), false, true});
   columns.push_back({"Calibration", "classwise ECE", Pointer("/classwise_ece"), false, false});
+  if (extras) {
+    columns.push_back({"Calibration", "band ECE", Pointer("/band_ece/mean"), false, false});
+    columns.push_back({"Calibration", "ACE", Pointer("/ace"), false, false});
+    columns.push_back({"Calibration", "MCE", Pointer("/mce"), false, false});
+  }
   columns.push_back({"Calibration", "NLL", Pointer("/nll"), false, false});
   columns.push_back({"Calibration", "Brier", Pointer("/brier"), false, false});
   return columns;
@@ -103,7 +111,7 @@ bool has_soft_reference(const json& report) {
 }
 
 // table#soft-reference: per region the threshold Dice, then the L1 and Brier distances.
-std::vector<SummaryColumn> soft_reference_columns(const std::vector<std::string>& regions) {
+std::vector<SummaryColumn> soft_reference_columns(const std::vector<std::string>& regions, bool extras) {
   std::vector<SummaryColumn> columns;
   const Pointer soft("/soft_reference");
   for (const std::string& region : regions) {
@@ -111,6 +119,7 @@ std::vector<SummaryColumn> soft_reference_columns(const std::vector<std::string>
   }
   columns.push_back({"Distance to the rater mean", "L1", soft / "l1" / "mean", false, true});
   columns.push_back({"Distance to the rater mean", "Brier", soft / "brier" / "mean", false, true});
+  if (extras) columns.push_back({"Distance to the rater mean", "rater ECE", soft / "rater_ece" / "mean", false, true});
   return columns;
 }
 
@@ -136,6 +145,11 @@ std::vector<CaseColumn> case_columns(const json& report) {
   }
   columns.push_back({"ece", "ECE", Pointer("/ece"), 4});
   columns.push_back({"classwise_ece", "classwise ECE", Pointer("/classwise_ece"), 4});
+  if (has_calibration_extras(report)) {
+    columns.push_back({"band_ece", "band ECE", Pointer("/band_ece"), 4});
+    columns.push_back({"ace", "ACE", Pointer("/ace"), 4});
+    columns.push_back({"mce", "MCE", Pointer("/mce"), 4});
+  }
   columns.push_back({"nll", "NLL", Pointer("/nll"), 4});
   columns.push_back({"brier", "Brier", Pointer("/brier"), 4});
   if (!has_soft_reference(report)) return columns;
@@ -145,6 +159,8 @@ std::vector<CaseColumn> case_columns(const json& report) {
   }
   columns.push_back({"soft_l1", "soft L1", Pointer("/soft_reference/l1"), 4});
   columns.push_back({"soft_brier", "soft Brier", Pointer("/soft_reference/brier"), 4});
+  if (has_calibration_extras(report))
+    columns.push_back({"rater_ece", "rater ECE", Pointer("/soft_reference/rater_ece"), 4});
   return columns;
 }
 
@@ -304,7 +320,7 @@ void write_comparison(std::ostream& out, const json& report) {
   const json& models = report.at("models");
   const std::vector<std::string> regions = regions_of(report);
   out << "<section id=\"summary\">\n<h2>Comparison</h2>\n";
-  write_summary_table(out, models, "comparison", comparison_columns(regions));
+  write_summary_table(out, models, "comparison", comparison_columns(regions, has_calibration_extras(report)));
   out << "<p class=\"note\">Dice: mean over cases, and below it the 95% bootstrap interval of the mean (also "
       << "for ECE); global: all cases pooled; worst 5%: mean of the lowest 5% of cases. Highlighted: the best "
       << "value of each column (higher Dice, lower ECE, NLL and Brier).</p>\n";
@@ -314,7 +330,7 @@ void write_comparison(std::ostream& out, const json& report) {
       << "prediction and label are both empty counts as " << escape_html(display(report.at("empty_slice_dice")))
       << ".</p>\n";
   if (has_soft_reference(report)) {
-    write_summary_table(out, models, "soft-reference", soft_reference_columns(regions));
+    write_summary_table(out, models, "soft-reference", soft_reference_columns(regions, has_calibration_extras(report)));
     out << "<p class=\"note\">Against the raters' mean q, per case, then the mean over cases with its 95% bootstrap "
         << "interval: threshold Dice, the mean over t = 0.1, 0.2, &hellip;, 0.9 of the Dice of {p &gt; t} and "
         << "{q &gt; t} (the QUBIQ metric; a threshold where both are empty counts 1); L1, the mean over voxels of "

@@ -17,7 +17,7 @@
 //                                     what Dice and calibration compare against (soft with raters)
 //   options: {device, batch_size, bins, bootstrap_resamples, bootstrap_seed, ranks,
 //     save_predictions, surface_metrics, surface_tolerance_mm (null without surface metrics),
-//     layout, slices (evaluated); with --regions kits23 also regions: "kits23" and
+//     band_mm (band_ece's half width), layout, slices (evaluated); with --regions kits23 also regions: "kits23" and
 //     surface_dice_tolerance_mm: {<region>: mm} (null without surface metrics)}; the renderer
 //     shows any JSON pretty-printed
 //   figures (optional; not with --no-figures): [{region, pick, case, slice, file, columns:
@@ -32,21 +32,24 @@
 //     summary: {
 //       dice: {<region>: {mean, ci95: [low, high], global, worst5}}
 //       slice_dice: {<region>: number}
-//       ece: {mean, ci95: [low, high]},  slice_ece, classwise_ece, nll, brier: number
+//       ece: {mean, ci95: [low, high]},  slice_ece, classwise_ece, ace, mce, nll, brier: number
+//       band_ece: {mean, ci95}: the ECE of the pixels within band_mm of the reference's boundary
+//         (the raters' union with raters, else the label's foreground; boundary_band, core/metrics.h)
 //       surface (optional, with every model or none): {<region>: {hd95, assd, nsd: {mean,
 //         ci95: [low, high]}}}; options then hold surface_tolerance_mm; with --regions kits23
 //         each region adds surface_dice: {mean, ci95} (surfels, core/surface_distance.h)
 //       soft_reference (optional, with every model or none; stores with raters): {threshold_dice:
-//         {<region>: {mean, ci95}}, l1: {mean, ci95}, brier: {mean, ci95}} against the raters' mean
+//         {<region>: {mean, ci95}}, l1, brier, rater_ece: {mean, ci95}} against the raters' mean
 //         (SoftReferenceMetrics, core/metrics.h)
 //     }
 //     reliability: {bins, confidence: [bins], accuracy: [bins], count: [bins integers]}
 //     cases: [{id, file_name (the stem of its files under predictions/<model>/: the id made safe,
 //              and shortened with a hash when long, eval/report_files.h), slices, dice: {<region>}, slice_dice:
-//              {<region>}, ece, slice_ece, classwise_ece, nll, brier, and with surface: hd95, assd, nsd: {<region>}
+//              {<region>}, ece, slice_ece, classwise_ece, ace, mce, band_ece, nll, brier, and with surface:
+//              hd95, assd, nsd: {<region>}
 //              (and surface_dice:
 //              {<region>} with --regions kits23);
-//              and with soft_reference: soft_reference: {threshold_dice: {<region>}, l1, brier}}]
+//              and with soft_reference: soft_reference: {threshold_dice: {<region>}, l1, brier, rater_ece}}]
 //            (the number of cases is the length of this array; there is no separate count)
 //     curves (optional): {source, steps, loss, lr, validation: {steps, dice, ece}} of a kdseg
 //       checkpoint's run (eval/training_curves.h)

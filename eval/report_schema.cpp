@@ -49,6 +49,7 @@ json options_json(const EvaluationSettings& s) {
                   {"save_predictions", s.save_predictions},
                   {"surface_metrics", s.surface},
                   {"surface_tolerance_mm", s.surface ? json(s.surface_tolerance) : json()},
+                  {"band_mm", s.band_mm},
                   {"layout", s.layout},
                   {"slices", s.slices}};
   add_region_options(s, options);
@@ -72,13 +73,17 @@ json case_json(const EvaluationResults& results, const CaseValues& v, size_t c) 
                 {"ece", number(v.ece[c])},
                 {"slice_ece", number(v.slice_ece[c])},
                 {"classwise_ece", number(v.classwise_ece[c])},
+                {"ace", number(v.ace[c])},
+                {"mce", number(v.mce[c])},
+                {"band_ece", number(v.band_ece[c])},
                 {"nll", number(v.nll[c])},
                 {"brier", number(v.brier[c])}};
   if (v.soft) {
     entry["soft_reference"] = {
         {"threshold_dice", per_region(regions, [&](size_t r) { return number(v.soft->threshold_dice[r][c]); })},
         {"l1", number(v.soft->l1[c])},
-        {"brier", number(v.soft->brier[c])}};
+        {"brier", number(v.soft->brier[c])},
+        {"rater_ece", number(v.soft->rater_ece[c])}};
   }
   for (size_t k = 0; v.has_surface() && k < kSurfaceMetricCount; ++k) {
     entry[kSurfaceMetrics[k]] = per_region(regions, [&](size_t r) { return number(v.surface[k][r][c]); });
@@ -101,6 +106,9 @@ json summary_json(const std::vector<std::string>& regions, const ModelSummary& s
                   {"ece", estimate(s.ece)},
                   {"slice_ece", number(s.slice_ece)},
                   {"classwise_ece", number(s.classwise_ece)},
+                  {"ace", number(s.ace)},
+                  {"mce", number(s.mce)},
+                  {"band_ece", estimate(s.band_ece)},
                   {"nll", number(s.nll)},
                   {"brier", number(s.brier)}};
   if (!s.surface.empty()) {
@@ -115,7 +123,8 @@ json summary_json(const std::vector<std::string>& regions, const ModelSummary& s
     summary["soft_reference"] = {
         {"threshold_dice", per_region(regions, [&](size_t r) { return estimate(s.soft->threshold_dice[r]); })},
         {"l1", estimate(s.soft->l1)},
-        {"brier", estimate(s.soft->brier)}};
+        {"brier", estimate(s.soft->brier)},
+        {"rater_ece", estimate(s.soft->rater_ece)}};
   }
   return summary;
 }

@@ -75,6 +75,8 @@ void add_evaluate_options(po::options_description& d) {
       ("seed", po::value<uint64_t>()->default_value(0), "seed of the bootstrap")
       ("surface-tolerance", po::value<double>()->default_value(2.0),
        "tolerance in mm of the normalised surface Dice (NSD)")
+      ("band-mm", po::value<double>()->default_value(2.0),
+       "half width in mm of the band around the reference's boundary where band_ece is measured")
       ("no-surface", po::bool_switch(), "skip the surface distances (HD95, ASSD, NSD)")
       ("regions", po::value<std::string>()->default_value("task"),
        ("the regions measured: " + enum_help<data::RegionSet>() +
@@ -107,6 +109,7 @@ int run_evaluate(const po::variables_map& vm) {
   o.save_predictions = vm["save-predictions"].as<bool>();
   o.surface = !vm["no-surface"].as<bool>();
   o.surface_tolerance = vm["surface-tolerance"].as<double>();
+  o.band_mm = vm["band-mm"].as<double>();
   o.regions = parse_enum<data::RegionSet>("--regions", vm["regions"].as<std::string>());
   o.force = vm["force"].as<bool>();
   o.figures = !vm["no-figures"].as<bool>();

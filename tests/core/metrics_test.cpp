@@ -69,6 +69,40 @@ TEST(Metrics, CalibrationErrorsOfTwoBinsDoNotCancel) {
   EXPECT_NEAR(r.accuracy[6], 0.0, 1e-12);
 }
 
+TEST(Metrics, AceAndMceReduceTheBinsAsMonaiDoes) {
+  // Three pixels at 0.9 and right (gap 0.1 in bin 9), one at 0.6 and wrong (gap 0.6 in bin 6).
+  // ECE weighs the bins by their pixels: (3 * 0.1 + 0.6) / 4; ACE does not: (0.1 + 0.6) / 2;
+  // MCE is the larger gap. The empty bins count in neither.
+  const Tensor p1 = torch::tensor({0.9, 0.9, 0.9, 0.6}, torch::kDouble).view({1, 1, 2, 2});
+  const Tensor labels = torch::tensor({1, 1, 1, 0}).view({1, 2, 2});
+  SegmentationMetrics m(2, 2);
+  m.add(torch::cat({1 - p1, p1}, 1), labels, {0});
+  EXPECT_NEAR(m.ece_per_case()[0], 0.225, 1e-12);
+  EXPECT_NEAR(m.ace_per_case()[0], 0.35, 1e-12);
+  EXPECT_NEAR(m.mce_per_case()[0], 0.6, 1e-12);
+  EXPECT_TRUE(std::isnan(m.ace_per_case()[1]) && std::isnan(m.mce_per_case()[1]));  // no pixels
+}
+
+TEST(Metrics, BoundaryBandByHand) {
+  // A 3x3 square in a 7x7 slice, 1 mm pixels, 1 mm half width: its 8 edge pixels and the 12
+  // pixels beside its sides (not the diagonal corners, sqrt(2) mm away).
+  Tensor square = torch::zeros({7, 7}, torch::kBool);
+  square.narrow(0, 2, 3).narrow(1, 2, 3).fill_(true);
+  const Tensor band = boundary_band(square, 1.0, 1.0, 1.0);
+  EXPECT_EQ(band.sum().item<int64_t>(), 20);
+  EXPECT_FALSE(band[3][3].item<bool>());
+  EXPECT_TRUE(band[1][3].item<bool>() && band[2][2].item<bool>());
+  EXPECT_FALSE(band[1][1].item<bool>());
+  // Rows 0.5 mm apart: 1 mm reaches two rows. Every square pixel, the two rows above and below its
+  // columns (12) and the columns beside it (6); (1,1) is sqrt(0.25 + 1) mm from (2,2).
+  const Tensor tall = boundary_band(square, 0.5, 1.0, 1.0);
+  EXPECT_EQ(tall.sum().item<int64_t>(), 9 + 12 + 6);
+  EXPECT_FALSE(tall[1][1].item<bool>());
+  // No boundary in an empty or a full slice: the image's edge is not one.
+  EXPECT_EQ(boundary_band(torch::zeros({7, 7}, torch::kBool), 1.0, 1.0, 2.0).sum().item<int64_t>(), 0);
+  EXPECT_EQ(boundary_band(torch::ones({7, 7}, torch::kBool), 1.0, 1.0, 2.0).sum().item<int64_t>(), 0);
+}
+
 TEST(Metrics, EmptyCasesIgnoredSlicesAndRegions) {
   // Case 0: no tumour, none predicted (Dice 1 by convention); case 1: only ignored pixels (NaN);
   // case 2: classes 1 and 2 swapped, so each alone scores 0 and their union 1.
@@ -134,6 +168,10 @@ TEST(SoftReferenceMetrics, ThresholdDiceAndDistancesByHand) {
   EXPECT_NEAR(metrics.l1_per_case()[0], l1, 1e-12);
   EXPECT_NEAR(metrics.brier_per_case()[0], brier, 1e-12);
   EXPECT_DOUBLE_EQ(metrics.l1_per_case()[1], 0.0);
+  // Rater ECE: p predicts 0, 0, 1, 1 with confidence 0.95, 0.75, 0.55, 0.95; the raters who chose
+  // those classes: 1, 2/3, 2/3, 1. Bins 9: |1.9 - 2|, 7: |0.75 - 2/3|, 5: |0.55 - 2/3|, over 4.
+  EXPECT_NEAR(metrics.rater_ece_per_case()[0], (0.1 + (0.75 - 2.0 / 3) + (2.0 / 3 - 0.55)) / 4, 1e-12);
+  EXPECT_DOUBLE_EQ(metrics.rater_ece_per_case()[1], 0.0);  // background at 1 where every rater says so
   // The state sums across ranks: two halves of case 0 give the same numbers.
   SoftReferenceMetrics a(2, 2, {{"fg", {1}}}), b(2, 2, {{"fg", {1}}});
   const Tensor keep_first = torch::tensor({true, true, false, false}).view({1, 1, 4});

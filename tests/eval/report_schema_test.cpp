@@ -38,7 +38,7 @@ E::EvaluationResults results(bool surface, bool raters) {
   r.regions = {"kidney", "tumor"};
   r.case_ids = {"a", "b", "c"};
   r.raters = raters ? 3 : 0;
-  r.settings = {"cpu", 4, 2, 100, 7, 1, false, surface, 2.0, "kits23", 16, "task", {}};
+  r.settings = {"cpu", 4, 2, 100, 7, 1, false, surface, 2.0, "kits23", 16, "task", {}, 2.0};
   for (int m = 0; m < 2; ++m) {
     E::ModelResult model;
     model.name = m == 0 ? "teacher" : "student";
@@ -48,13 +48,15 @@ E::EvaluationResults results(bool surface, bool raters) {
     v.dice = {{0.9, kNaN, 0.8 - 0.1 * m}, {0.5, kNaN, kNaN}};
     v.slice_dice = v.dice;
     v.ece = v.slice_ece = v.classwise_ece = v.nll = v.brier = {0.1, kNaN, 0.2};
+    v.ace = v.mce = v.band_ece = {0.3, kNaN, 0.4};
     if (surface) v.surface.assign(E::kSurfaceMetricCount, {{1.0, 0.0, 2.0}, {3.0, 0.0, kNaN}});
     if (raters)
-      v.soft = E::SoftReferenceCases{{{0.7, kNaN, 0.6}, {0.4, kNaN, 0.3}}, {0.1, kNaN, 0.2}, {0.1, kNaN, 0.2}};
+      v.soft = E::SoftReferenceCases{
+          {{0.7, kNaN, 0.6}, {0.4, kNaN, 0.3}}, {0.1, kNaN, 0.2}, {0.1, kNaN, 0.2}, {0.05, kNaN, 0.1}};
     model.summary.dice.assign(2, {{0.85, {0.8, 0.9}}, 0.86, 0.8});
     model.summary.slice_dice = {0.8, kNaN};
     if (surface) model.summary.surface.assign(2, std::array<E::Estimate, E::kSurfaceMetricCount>{});
-    if (raters) model.summary.soft = E::SoftReferenceSummary{std::vector<E::Estimate>(2), {}, {}};
+    if (raters) model.summary.soft = E::SoftReferenceSummary{std::vector<E::Estimate>(2), {}, {}, {}};
     model.reliability = {2, {0.25, kNaN}, {0.3, kNaN}, {10, 0}};
     if (m == 1)
       model.paired =
@@ -72,19 +74,25 @@ TEST(ReportSchema, WritesEveryDocumentedKey) {
   EXPECT_EQ(report.at("format"), kdseg::eval::report::kFormat);
   EXPECT_EQ(keys(report.at("options")),
             (std::set<std::string>{"device", "batch_size", "bins", "bootstrap_resamples", "bootstrap_seed", "ranks",
-                                   "save_predictions", "surface_metrics", "surface_tolerance_mm", "layout", "slices"}));
+                                   "save_predictions", "surface_metrics", "surface_tolerance_mm", "band_mm", "layout",
+                                   "slices"}));
   EXPECT_EQ(report.at("reference"), (json{{"label", "majority"}, {"raters", 3}, {"soft", "rater mean"}}));
   const json& teacher = report.at("models").at(0);
   EXPECT_EQ(keys(teacher), (std::set<std::string>{"name", "file", "file_hash", "description", "slices", "summary",
                                                   "reliability", "cases"}));
   EXPECT_EQ(keys(teacher.at("summary")),
-            (std::set<std::string>{"dice", "slice_dice", "ece", "slice_ece", "classwise_ece", "nll", "brier", "surface",
-                                   "soft_reference"}));
+            (std::set<std::string>{"dice", "slice_dice", "ece", "slice_ece", "classwise_ece", "ace", "mce", "band_ece",
+                                   "nll", "brier", "surface", "soft_reference"}));
+  EXPECT_EQ(keys(teacher.at("summary").at("soft_reference")),
+            (std::set<std::string>{"threshold_dice", "l1", "brier", "rater_ece"}));
   ASSERT_EQ(teacher.at("cases").size(), 2u) << "case b is outside the fold";
   const json& c = teacher.at("cases").at(1);
   EXPECT_EQ(c.at("id"), "c");
   EXPECT_EQ(keys(c), (std::set<std::string>{"id", "file_name", "slices", "dice", "slice_dice", "ece", "slice_ece",
-                                            "classwise_ece", "nll", "brier", "hd95", "assd", "nsd", "soft_reference"}));
+                                            "classwise_ece", "ace", "mce", "band_ece", "nll", "brier", "hd95", "assd",
+                                            "nsd", "soft_reference"}));
+  EXPECT_DOUBLE_EQ(c.at("band_ece").get<double>(), 0.4);
+  EXPECT_DOUBLE_EQ(c.at("soft_reference").at("rater_ece").get<double>(), 0.1);
   EXPECT_TRUE(c.at("dice").at("tumor").is_null()) << "NaN is written as null";
   EXPECT_TRUE(c.at("nsd").at("tumor").is_null());
   const json& paired = report.at("models").at(1).at("paired");
@@ -126,7 +134,7 @@ TEST(ReportFiles, LongCaseIdsMakeBoundedDistinctFileNames) {
   namespace K = kdseg::eval;
   const std::string stem(240, 'x');
   const std::string a = "raters/" + stem + "/case_a", b = "raters/" + stem + "/case_b";
-  ASSERT_EQ(a.size(), 253u);
+  ASSERT_EQ(a.size(), 254u);
   for (const std::string& id : {a, b}) {
     for (const std::string& name : K::prediction_files(id)) EXPECT_LE(name.size(), 255u) << name;
     EXPECT_LE(K::safe_file_name(id).size(), K::kMaxFileStem);
