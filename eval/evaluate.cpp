@@ -28,6 +28,7 @@
 #include "eval/evaluate_inputs.h"
 #include "eval/evaluation_results.h"
 #include "eval/evaluation_statistics.h"
+#include "eval/held_out.h"
 #include "eval/report.h"
 #include "eval/report_files.h"
 #include "eval/report_schema.h"
@@ -131,7 +132,7 @@ class Evaluator {
     rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
     detail::check_show_cases(o_, store_, rows_);
-    for (const auto& m : o_.models) check_held_out(m);
+    for (const auto& m : o_.models) check_held_out(*m.model, m.file, store_, rows_, o_.fold, comm_.rank() == 0);
     if (!o_.cache.empty()) {  // for the figures; checked before any work
       auto cache = std::make_shared<data::SoftLabelCache>(o_.cache);
       cache->check_provenance(o_.data);
@@ -140,62 +141,6 @@ class Evaluator {
     store_options_ = json::parse(store_.attribute("options"), nullptr, /*allow_exceptions=*/false);
     detail::warn_of_slice_selection(o_.data, store_options_, comm_.rank() == 0);
     if (comm_.rank() == 0) staged_ = detail::stage_report_folder(o_.output, o_.force);
-  }
-
-  // A kdseg checkpoint names the store it trained on and the fold it held out: no case of the
-  // evaluated fold may be one it trained on. Stores of the same cases assign the same folds,
-  // so a store with every slice of the same cases evaluates a model trained on tumour slices.
-  // The training store is known by its content hash wherever it is now (the evaluated store
-  // itself, copied or moved), else by the absolute path the record keeps; a record before
-  // version 3 has only the path as typed.
-  void check_held_out(const EvaluatedModel& evaluated) const {
-    const std::string record = evaluated.model->training_config();
-    if (record.empty()) return;  // not a kdseg checkpoint: no record of its training
-    const RunConfig config = parse_run_config(record, evaluated.file);
-    const std::string& trained_on = config.data;
-    std::optional<data::PreparedStore> recorded;
-    const data::PreparedStore* found = nullptr;
-    std::error_code ec;
-    if (!config.data_hash.empty() && store_.attribute("content_hash") == config.data_hash) {
-      found = &store_;
-    } else if (fs::is_regular_file(trained_on, ec)) {
-      recorded.emplace(trained_on);
-      if (config.data_hash.empty() || recorded->attribute("content_hash") == config.data_hash) found = &*recorded;
-    }
-    if (found == nullptr) {
-      if (comm_.rank() == 0) {
-        log::warn(
-            "{}: its training store {} is gone{}, so evaluate cannot check that fold {} held none of its training "
-            "cases",
-            evaluated.file, trained_on, recorded ? " (another store is at its path)" : "", o_.fold);
-      }
-      return;
-    }
-    check_cases_held_out(evaluated, config, *found);
-  }
-
-  void check_cases_held_out(const EvaluatedModel& evaluated, const RunConfig& config,
-                            const data::PreparedStore& theirs) const {
-    const std::string& trained_on = config.data;
-    const int held_out = config.fold;
-    const auto excluded = [&](int fold) {
-      return std::find(config.exclude_folds.begin(), config.exclude_folds.end(), fold) != config.exclude_folds.end();
-    };
-    std::set<std::string> trained;
-    for (size_t c = 0; c < theirs.case_ids().size(); ++c) {
-      const int fold = theirs.case_fold()[c];
-      if (fold != held_out && !excluded(fold)) trained.insert(theirs.case_ids()[c]);
-    }
-    std::set<std::string> seen;
-    for (int64_t row : rows_) {
-      const std::string& id = store_.case_ids()[static_cast<size_t>(store_.slice_case()[static_cast<size_t>(row)])];
-      if (trained.count(id) != 0) seen.insert(id);
-    }
-    if (seen.empty()) return;
-    std::string ids;
-    for (const auto& id : seen) ids += (ids.empty() ? "" : ", ") + id;
-    KDSEG_THROW(evaluated.file, ": trained on ", seen.size(), " case(s) of fold ", o_.fold, " (", ids,
-                "): it held out fold ", held_out, " of ", trained_on, "; evaluate each model on the fold it held out");
   }
 
   json run() {

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -18,21 +19,32 @@ class CheckpointModel final : public FrozenModel {
       : path_(checkpoint.path()),
         config_(checkpoint.info().config),
         classes_(checkpoint.info().classes),
+        temperature_(checkpoint.info().temperature),
         model_(checkpoint.build_frozen_model()) {}
 
+  // A calibrated checkpoint's logits come divided by its temperature, so that every user of a
+  // frozen model (evaluate, precompute, an online teacher) sees its calibrated probabilities.
   at::Tensor logits(const at::Tensor& images) override {
     torch::NoGradGuard no_grad;
-    return model_(images).logits;
+    const at::Tensor z = model_(images).logits;
+    return temperature_ == 1 ? z : z / temperature_;
   }
   int64_t classes() const override { return classes_; }
   std::string describe() const override {
-    return "kdseg checkpoint " + path_ + " (" + enum_name(model_->options().encoder()) + ")";
+    std::string text = "kdseg checkpoint " + path_ + " (" + enum_name(model_->options().encoder());
+    if (temperature_ != 1) {
+      char t[32];
+      std::snprintf(t, sizeof t, "%.4g", temperature_);
+      text += std::string(", calibrated: T = ") + t;
+    }
+    return text + ")";
   }
   std::string training_config() const override { return config_; }
 
  private:
   std::string path_, config_;
   int64_t classes_ = 0;
+  double temperature_ = 1;
   models::UNet model_{nullptr};
 };
 

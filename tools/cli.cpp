@@ -165,6 +165,8 @@ const std::vector<Command>& commands() {
       Command{"distill", "train a student with DML against a teacher's soft labels (cached or online)",
               add_distill_options, run_distill},
       Command{"evaluate", "report Dice and calibration of one or more models", add_evaluate_options, run_evaluate},
+      Command{"calibrate", "fit a model's temperature on a held-out fold and write it calibrated",
+              add_calibrate_options, run_calibrate},
       Command{"cache inspect", "show a soft-label cache's shape, format, provenance and size",
               add_cache_inspect_options, run_cache_inspect},
       Command{"cache verify", "check every slice, checksum and the provenance of a soft-label cache",

@@ -1,15 +1,26 @@
-// `kdseg evaluate`.
+// `kdseg evaluate` and `kdseg calibrate`.
 #include "tools/evaluate_command.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/device.h"
+#include "core/enum_names.h"
+#include "core/error.h"
 #include "core/frozen_model.h"
+#include "core/log.h"
+#include "core/models/checkpoint.h"
+#include "core/parse.h"
+#include "data/prepared_store.h"
+#include "data/task.h"
 #include "eval/evaluate.h"
+#include "eval/held_out.h"
 #include "eval/report_files.h"
+#include "teacher/calibration.h"
 #include "teacher/model_loader.h"
 #include "tools/launch.h"
 
@@ -131,6 +142,87 @@ int run_evaluate(const po::variables_map& vm) {
     }
     const nlohmann::json report = eval::evaluate(o, comm);
     if (comm.rank() == 0) print_summary(report, o.output);
+    return 0;
+  });
+}
+
+void add_calibrate_options(po::options_description& d) {
+  // clang-format off
+  d.add_options()
+      ("model", po::value<std::string>()->required(), "a kdseg checkpoint")
+      ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
+      ("fold", po::value<int>(), "the held-out fold T is fitted on, one the model did not train on")
+      ("temperature", po::value<std::string>()->default_value("fit"),
+       "fit: fit T on --fold; or a number: write the copy with that T (one fitted elsewhere)")
+      ("output", po::value<std::string>()->required(), "the calibrated checkpoint to write, e.g. student.cal.pt")
+      ("batch-size", po::value<int64_t>()->default_value(8), "slices per forward pass")
+      ("workers", po::value<int>()->default_value(2), "data loading threads per rank")
+      ("force", po::bool_switch(), "replace an existing --output")
+      ("device", po::value<std::string>()->default_value("cpu"), enum_help<c10::DeviceType>().c_str());
+  // clang-format on
+}
+
+// Fits the temperature minimising the NLL on a held-out fold (teacher/calibration.h, the fit
+// `precompute --temperature fit` uses) and writes a copy of the checkpoint that carries it.
+int run_calibrate(const po::variables_map& vm) {
+  const std::string file = vm["model"].as<std::string>(), data = vm["data"].as<std::string>();
+  const std::string output = vm["output"].as<std::string>();
+  const std::string temperature_text = vm["temperature"].as<std::string>();
+  const bool fit_it = temperature_text == "fit";
+  const std::optional<double> given = fit_it ? std::nullopt : parse_number(temperature_text);
+  if (!fit_it && (!given || !(*given > 0) || !std::isfinite(*given)))
+    throw po::error("--temperature must be fit or a positive number, got '" + temperature_text + "'");
+  if (fit_it && !vm.count("fold")) throw po::error("--temperature fit needs --fold, the held-out fold to fit on");
+  const int fold = vm.count("fold") ? vm["fold"].as<int>() : -1;
+  const int64_t batch_size = vm["batch-size"].as<int64_t>();
+  const int workers = vm["workers"].as<int>();
+  if (batch_size < 1) throw po::error("--batch-size must be at least 1");
+  const c10::DeviceType device_type = parse_option<c10::DeviceType>(vm, "device");
+  std::error_code ec;
+  KDSEG_CHECK(!std::filesystem::exists(output, ec) || vm["force"].as<bool>(), output,
+              ": exists; give --force to replace it");
+  KDSEG_CHECK(!std::filesystem::exists(output, ec) || !std::filesystem::equivalent(output, file, ec), output,
+              ": is the model itself; write the calibrated copy beside it");
+  return run_distributed(vm, device_type == c10::kCUDA, [&](dist::Communicator& comm) {
+    const c10::Device device = dist::rank_device(device_type, comm);
+    std::string why_not;
+    const auto checkpoint = models::Checkpoint::open_if_checkpoint(file, device, &why_not);
+    KDSEG_CHECK(checkpoint != nullptr, file, ": not a kdseg checkpoint (", why_not,
+                "); calibrate writes a checkpoint with its temperature, so it takes kdseg's own");
+    if (!fit_it) {
+      if (comm.rank() == 0) {
+        models::save_calibrated_checkpoint(output, *checkpoint, *given);
+        std::printf("wrote %s with T = %.4g (not fitted)\n", output.c_str(), *given);
+      }
+      comm.barrier();
+      return 0;
+    }
+    const std::unique_ptr<FrozenModel> model = teacher::load_model(file, device);
+    const data::PreparedStore store(data);
+    const int folds = store.folds();
+    KDSEG_CHECK(fold >= 0 && fold < folds, data, ": --fold ", fold, " does not exist; the store has ", folds,
+                " folds (0-", folds - 1, ")");
+    eval::check_held_out(*model, file, store, store.rows_in_folds({fold}), fold, comm.rank() == 0);
+    const data::Task task = data::make_task(checkpoint->run_config().task,
+                                            parse_enum<data::Layout>(data + ": layout", store.attribute("layout")));
+    KDSEG_CHECK(task.classes == model->classes(), file, ": has ", model->classes(), " classes where its task ",
+                task.name, " on ", data, " has ", task.classes);
+    const teacher::TemperatureFit fit =
+        teacher::fit_temperature(*model, data, task, {fold}, device, workers, batch_size, comm);
+    // The model already divides by its own temperature: the fit multiplies it.
+    const double temperature = checkpoint->info().temperature * fit.temperature;
+    if (comm.rank() == 0) {
+      models::save_calibrated_checkpoint(output, *checkpoint, temperature);
+      std::printf(
+          "calibrated: T = %.4g fitted on fold %d of %s (%lld voxels), NLL %.5f at the model's T -> %.5f\n"
+          "wrote %s\n",
+          temperature, fold, data.c_str(), static_cast<long long>(fit.voxels), fit.nll_before, fit.nll_after,
+          output.c_str());
+      if (fit.at_grid_end)
+        log::warn("{}: the fit ended at the edge of its range [0.1, 10] x the model's T; the minimum may lie beyond",
+                  file);
+    }
+    comm.barrier();
     return 0;
   });
 }

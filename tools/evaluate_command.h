@@ -1,4 +1,4 @@
-// Options and entry point of `kdseg evaluate` (tools/evaluate_command.cpp).
+// Options and entry points of `kdseg evaluate` and `kdseg calibrate` (tools/evaluate_command.cpp).
 #pragma once
 
 #include <boost/program_options.hpp>
@@ -7,5 +7,8 @@ namespace kdseg::tools {
 
 void add_evaluate_options(boost::program_options::options_description& description);
 int run_evaluate(const boost::program_options::variables_map& vm);
+
+void add_calibrate_options(boost::program_options::options_description& description);
+int run_calibrate(const boost::program_options::variables_map& vm);
 
 }  // namespace kdseg::tools

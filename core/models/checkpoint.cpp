@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "core/build_config.h"
@@ -26,13 +27,19 @@ struct Checkpoint::Archive {
   torch::serialize::InputArchive archive;
 };
 
-void save_checkpoint(const std::string& path, const UNet& model, const torch::optim::Optimizer& optimizer,
-                     const CheckpointInfo& info) {
+namespace {
+
+// Every field but the optimiser's state.
+void write_checkpoint(const std::string& path, const UNet& model, const torch::optim::Optimizer* optimizer,
+                      const CheckpointInfo& info) {
   torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
   model->save(model_archive);
-  optimizer.save(optimizer_archive);
   archive.write("model", model_archive);
-  archive.write("optimizer", optimizer_archive);
+  if (optimizer != nullptr) {
+    optimizer->save(optimizer_archive);
+    archive.write("optimizer", optimizer_archive);
+  }
+  archive.write("temperature", torch::tensor(info.temperature, torch::kDouble));
   archive.write("step", torch::tensor(info.step));
   archive.write("best_dice", torch::tensor(info.best_dice));
   archive.write("classes", torch::tensor(info.classes));
@@ -44,6 +51,23 @@ void save_checkpoint(const std::string& path, const UNet& model, const torch::op
   std::ostringstream bytes;
   archive.save_to(bytes);
   write_file_atomic(path, bytes.str());
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const UNet& model, const torch::optim::Optimizer& optimizer,
+                     const CheckpointInfo& info) {
+  write_checkpoint(path, model, &optimizer, info);
+}
+
+void save_calibrated_checkpoint(const std::string& path, const Checkpoint& source, double temperature) {
+  KDSEG_CHECK(std::isfinite(temperature) && temperature > 0, path, ": a temperature must be positive, got ",
+              temperature);
+  UNet model(source.unet_options());
+  source.load_weights(model);
+  CheckpointInfo info = source.info();
+  info.temperature = temperature;
+  write_checkpoint(path, model, nullptr, info);
 }
 
 std::unique_ptr<Checkpoint> Checkpoint::open_if_checkpoint(const std::string& path, c10::Device device,
@@ -86,6 +110,10 @@ Checkpoint::Checkpoint(std::string path, c10::Device device, std::unique_ptr<Arc
   if (a.try_read("step", step)) info_.step = step.item<int64_t>();
   if (a.try_read("best_dice", best_dice)) info_.best_dice = best_dice.item<double>();
   if (a.try_read("data_hash", data_hash) && data_hash.isString()) info_.data_hash = data_hash.toStringRef();
+  at::Tensor temperature;
+  if (a.try_read("temperature", temperature)) info_.temperature = temperature.item<double>();
+  KDSEG_CHECK(std::isfinite(info_.temperature) && info_.temperature > 0, path_, ": its temperature ", info_.temperature,
+              " is not a positive number");
 }
 
 Checkpoint::~Checkpoint() = default;
@@ -109,7 +137,9 @@ void Checkpoint::load_weights(UNet& model) const {
 
 void Checkpoint::load_optimizer(torch::optim::Optimizer& optimizer) const {
   torch::serialize::InputArchive optimizer_archive;
-  archive_->archive.read("optimizer", optimizer_archive);
+  KDSEG_CHECK(archive_->archive.try_read("optimizer", optimizer_archive), path_,
+              ": holds no optimiser state (a calibrated copy, `kdseg calibrate`): resume from the checkpoint it was "
+              "made from");
   try {
     optimizer.load(optimizer_archive);
   } catch (const std::exception& e) {

@@ -10,8 +10,11 @@
 //   step       int64    optimiser steps done
 //   best_dice  float64  the best mean validation Dice so far, -1 before any validation
 //   data_hash  string   the prepared store's content_hash (absent in the earliest checkpoints)
+//   temperature float64 T: the model's probabilities are softmax(logits / T) (`kdseg calibrate`;
+//                       absent: 1)
 //   model      archive  the UNet's parameters and buffers
-//   optimizer  archive  the optimiser's state (core/adamw.h)
+//   optimizer  archive  the optimiser's state (core/adamw.h); absent in a calibrated copy, which
+//                       evaluates and teaches but does not resume
 // Tensors are saved on whatever device they live on and loaded onto the reader's, so a GPU
 // run resumes or is evaluated on a CPU and back.
 #pragma once
@@ -37,11 +40,17 @@ struct CheckpointInfo {
   int64_t step = 0;
   double best_dice = -1;
   std::string data_hash;  // empty when the checkpoint predates it
+  double temperature = 1;
 };
 
 // Writes `path` atomically: a crash leaves the previous file whole.
 void save_checkpoint(const std::string& path, const UNet& model, const torch::optim::Optimizer& optimizer,
                      const CheckpointInfo& info);
+
+class Checkpoint;
+// Writes `source`'s network and record to `path` (atomically) with `temperature`, and without
+// the optimiser's state.
+void save_calibrated_checkpoint(const std::string& path, const Checkpoint& source, double temperature);
 
 class Checkpoint {
  public:
