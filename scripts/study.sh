@@ -1,37 +1,53 @@
 #!/usr/bin/env bash
-# The paper's comparison, end to end, by kdseg: on synthetic multi-rater CT (QUBIQ's layout, three
-# raters who disagree; docs/benchmarks.md describes the generative model) one student architecture
-# and one budget per row, over several seeds:
-#   majority  hard labels, the raters' majority vote          random  hard, one rater per sample
-#   mean      soft, the raters' mean                          ls      soft, boundary label smoothing
-#   kd        distillation from a cached teacher (0.25 CE/KL + 0.75 DML)
-#   kd-cal    the same teacher calibrated first: T fitted on fold 1 (precompute --temperature fit)
-# Folds: 0 evaluates (every row, one report), 1 calibrates the teacher, 2-4 train every model.
-# Then one `kdseg evaluate` report of every model, paired against majority (seed 0), and
-# study.json / study.md (scripts/study_summary.py): per row Dice and ECE per seed, and a verdict
-# per claim by the seed-level rule (the training seed is the replicate: 8 or more seeds for a
-# verdict with the exact sign-flip test, 5-7 with a paired t-test, fewer give "cannot tell").
+# The study, second version (docs/benchmarks.md "The study, second version: pre-registration"),
+# end to end by kdseg: one benchmark's data, one student architecture and one frozen budget per
+# row, every row trained from each seed (paired by seed), one `kdseg evaluate` report of every
+# model and one of the temperature-scaled models, then study.json / study.md
+# (scripts/study_summary.py, the seed-level rule).
+#   majority  hard, the raters' majority (KiTS's own aggregation on the KiTS23 layouts)
+#   random    hard, one rater per sample
+#   mean      soft, the raters' mean           weighted  soft, the mean weighted by agreement
+#   ls        soft, boundary label smoothing of the majority
+#   kd        distilled from a cached teacher trained with label smoothing
+#   kd-cal    the same teacher calibrated first (T fitted on fold 1, precompute --temperature fit)
+#   <row>-ts  the row's students after `kdseg calibrate` on fold 1 (TS_ROWS)
+# Folds: 0 evaluates, 1 calibrates (the teacher and the students), 2-4 train every model.
 #
 #   scripts/study.sh <kdseg binary> <output folder>
+#   PILOT=1 scripts/study.sh <kdseg binary> <output folder>   the budget pilot (below)
 #
-# From the environment (defaults: the CPU study, about 35 minutes on 2 cores):
-#   CASES SIZE SLICES     synthetic data (150 cases of 48x48x12: 30 per fold)
-#   STUDENT_ARCH WIDTH STEPS BATCH   every row (unet-resnet18d, 0.25, 600, 8)
+# From the environment:
+#   DATA            surface-kits23 (default), surface-high (synth --rater-model kits23 | high,
+#                   QUBIQ layout), kits23-real (real KiTS23 annotations through
+#                   synth --from-annotations; ANNOTATIONS, the folder, and REAL_CASES, the
+#                   first cases by id, 150) or threshold (study v1's raters)
+#   CASES SIZE SLICES DATA_SEED   synthetic data (150 cases of 48x48x12, data seed 0)
+#   STUDENT_ARCH WIDTH STEPS BATCH  every row (unet-resnet18d, 0.25, 600, 8): the budget the
+#                   pilot chose, frozen for every row
 #   TEACHER_ARCH TEACHER_WIDTH TEACHER_STEPS   (unet-resnet34d, 0.5, 1000)
-#   SEEDS ROWS            "0 1 2" and "majority random mean ls kd kd-cal"
-#   DEVICE THREADS        cpu (or cuda) and LibTorch threads (the cores)
-# A larger run on a GPU, e.g. SIZE=384 SLICES=48 WIDTH=1 TEACHER_WIDTH=1 DEVICE=cuda: these are
-#   not the paper's settings (its configs train AdamW at lr 6e-5, weight decay 0.01, poly decay,
-#   for epochs, with crops of 256 or 384), and the step counts must be chosen, not taken from here.
+#   CLAIM_SEEDS     seeds of the claims' rows (majority mean kd kd-cal), "0 1 ... 9"
+#   OTHER_SEEDS     seeds of random, weighted and ls, "0 1 ... 7"; SEEDS sets both
+#   ROWS TS_ROWS    "majority random mean weighted ls kd kd-cal" and "majority mean"
+#   DEVICE THREADS  cpu (or cuda) and LibTorch threads (the cores)
+# The pilot (PILOT=1; RUNGS, "600:8 1200:4 2400:2", steps:batch): the majority row only, seed 0,
+# on data seed DATA_SEED (1 for the pilot) with fold 1 held out; each rung trains and is
+# evaluated on fold 1; the first rung whose background bin is calibrated (the bin above 0.9:
+# |confidence - accuracy| <= 0.002) or whose NLL does not improve on the rung before is chosen.
+# pilot.json and pilot.md record every rung and the choice.
 # A rerun resumes: finished runs, caches and reports are kept, unfinished runs continue.
 set -euo pipefail
 kdseg=$(realpath "$1")
 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
 
+pilot=${PILOT:-0}
+data=${DATA:-surface-kits23}
+annotations=${ANNOTATIONS:-/work/shared/data/kits23-raters}
+real_cases=${REAL_CASES:-150}
 cases=${CASES:-150}
 size=${SIZE:-48}
 slices=${SLICES:-12}
+data_seed=${DATA_SEED:-$([ "$pilot" = 1 ] && echo 1 || echo 0)}
 student_arch=${STUDENT_ARCH:-unet-resnet18d}
 width=${WIDTH:-0.25}
 steps=${STEPS:-600}
@@ -39,8 +55,11 @@ batch=${BATCH:-8}
 teacher_arch=${TEACHER_ARCH:-unet-resnet34d}
 teacher_width=${TEACHER_WIDTH:-0.5}
 teacher_steps=${TEACHER_STEPS:-1000}
-seeds=${SEEDS:-0 1 2}
-rows=${ROWS:-majority random mean ls kd kd-cal}
+claim_seeds=${CLAIM_SEEDS:-${SEEDS:-0 1 2 3 4 5 6 7 8 9}}
+other_seeds=${OTHER_SEEDS:-${SEEDS:-0 1 2 3 4 5 6 7}}
+rows=${ROWS:-majority random mean weighted ls kd kd-cal}
+ts_rows=${TS_ROWS:-majority mean}
+rungs=${RUNGS:-600:8 1200:4 2400:2}
 device=${DEVICE:-cpu}
 threads=${THREADS:-$(nproc)}
 
@@ -49,72 +68,179 @@ cd "$out"
 log() { printf '\n== %s\n' "$*"; }
 start=$(date +%s)
 quiet=(--log-level warn --threads "$threads")
-folds=(--fold 0 --exclude-folds 1)
-common=("${folds[@]}" --crop-size "$size" --batch-size "$batch" --validate-every 0 --log-every 10 --device "$device"
-        "${quiet[@]}")
 
-log "synthetic QUBIQ-layout CT with 3 raters: $cases cases of ${size}x${size}x$slices"
-"$kdseg" synth --layout qubiq --raters 3 --cases "$cases" --size "$size" --slices "$slices" --output raw "${quiet[@]}"
-# Every slice: Dice and ECE over whole volumes.
-[ -e prepared.h5 ] ||
-  "$kdseg" prepare --input raw --output prepared.h5 --size "$size" --slices all --folds 5 "${quiet[@]}" > /dev/null
+# The benchmark's store: prepared.h5, the slices holding the target, every rater.
+case $data in
+  surface-kits23 | surface-high | threshold)
+    model=${data#surface-}
+    log "synthetic QUBIQ-layout CT, raters '$model': $cases cases of ${size}x${size}x$slices, data seed $data_seed"
+    [ -e prepared.h5 ] || {
+      "$kdseg" synth --layout qubiq --raters 3 --rater-model "$model" --cases "$cases" --size "$size" \
+        --slices "$slices" --seed "$data_seed" --output raw --force "${quiet[@]}"
+      "$kdseg" prepare --input raw --output prepared.h5 --size "$size" --slices organ --folds 5 "${quiet[@]}" > /dev/null
+    }
+    task=(--task tumor)
+    ;;
+  kits23-real)
+    log "real KiTS23 annotations (the first $real_cases cases of $annotations), simulated CT"
+    [ -e prepared.h5 ] || {
+      rm -rf annotations raw
+      mkdir annotations
+      for c in $(ls "$annotations" | grep '^case_' | sort | head -n "$real_cases"); do
+        cp -r "$annotations/$c" annotations/
+      done
+      "$kdseg" synth --from-annotations annotations --output raw --seed "$data_seed" "${quiet[@]}"
+      "$kdseg" prepare --input raw --layout kits23 --output prepared.h5 --size "$size" --slices organ --folds 5 \
+        "${quiet[@]}" > /dev/null
+    }
+    # The target is the kidney with its masses: every foreground label one class.
+    task=(--task map:0:0,1:1,2:1,3:1)
+    ;;
+  *) echo "study: unknown DATA '$data'" >&2 && exit 2 ;;
+esac
 
-needs() { [ "${rows/$1/}" != "$rows" ]; }  # needs <row>: whether ROWS holds it
+# train_student <labels or cache> <seed> <output> <steps> <batch> <fold options...>
+train_student() {
+  local kind=$1 seed=$2 output=$3 run_steps=$4 run_batch=$5
+  shift 5
+  local model=(--arch "$student_arch" --width "$width" --max-steps "$run_steps" --batch-size "$run_batch"
+               --seed "$seed" --output "$output" --resume --crop-size "$size" --validate-every 0 --log-every 10
+               --device "$device" "${task[@]}" "$@" "${quiet[@]}")
+  case $kind in
+    majority | random | mean | weighted | ls) "$kdseg" train --data prepared.h5 --labels "$kind" "${model[@]}" ;;
+    kd) "$kdseg" distill --data prepared.h5 --cache cache --teacher teacher/last.pt "${model[@]}" ;;
+    kd-cal) "$kdseg" distill --data prepared.h5 --cache cache-cal --teacher teacher/last.pt "${model[@]}" ;;
+    *) echo "study: unknown row '$kind'" >&2 && exit 2 ;;
+  esac
+}
 
-if needs kd; then
-  log "teacher ($teacher_arch, width $teacher_width, $teacher_steps steps, majority labels)"
+if [ "$pilot" = 1 ]; then
+  names=()
+  for rung in $rungs; do
+    run_steps=${rung%%:*} run_batch=${rung##*:}
+    log "pilot: majority, seed 0, $run_steps steps of batch $run_batch, fold 1 held out"
+    t0=$(date +%s)
+    train_student majority 0 "pilot/$run_steps" "$run_steps" "$run_batch" --fold 1
+    echo "$(( $(date +%s) - t0 ))" > "pilot/$run_steps/seconds"
+    names+=(--model "pilot/$run_steps/last.pt" --name "rung-$run_steps")
+  done
+  newest=$(ls -t pilot/*/last.pt | head -1)
+  if [ ! -e pilot-report/report.json ] || [ "$newest" -nt pilot-report/report.json ]; then
+    "$kdseg" evaluate --data prepared.h5 --fold 1 --output pilot-report --device "$device" "${task[@]}" "${names[@]}" \
+      --force --no-figures --bootstrap 200 "${quiet[@]}" > /dev/null
+  fi
+  /usr/bin/python3 - "$rungs" <<'PY'
+import json, sys
+rungs = sys.argv[1].split()
+report = json.load(open("pilot-report/report.json"))
+models = {m["name"]: m for m in report["models"]}
+entries, chosen, previous = [], None, None
+for rung in rungs:
+    steps, batch = (int(v) for v in rung.split(":"))
+    m = models[f"rung-{steps}"]
+    rel = m["reliability"]
+    conf, acc = rel["confidence"][-1], rel["accuracy"][-1]
+    gap = None if conf is None or acc is None else abs(conf - acc)
+    nll = m["summary"]["nll"]
+    seconds = int(open(f"pilot/{steps}/seconds").read())
+    calibrated = gap is not None and gap <= 0.002
+    stalled = previous is not None and nll >= previous
+    entries.append({"steps": steps, "batch": batch, "seconds": seconds, "top_bin_confidence": conf,
+                    "top_bin_accuracy": acc, "top_bin_gap": gap, "nll": nll, "ece": m["summary"]["ece"]["mean"],
+                    "dice": m["summary"]["dice"][report["regions"][0]]["mean"], "calibrated": calibrated,
+                    "nll_stalled": stalled})
+    if chosen is None and (calibrated or stalled):
+        chosen = {"steps": steps, "batch": batch, "why": "background bin calibrated" if calibrated else
+                  "NLL no better than the rung before"}
+    previous = nll
+if chosen is None:
+    last = entries[-1]
+    chosen = {"steps": last["steps"], "batch": last["batch"], "why": "no rung met the rule: the last rung"}
+json.dump({"rungs": entries, "chosen": chosen}, open("pilot.json", "w"), indent=1)
+with open("pilot.md", "w") as f:
+    f.write("| steps | batch | seconds | top bin confidence | accuracy | gap | NLL | ECE | Dice |\n|---|---|---|---|---|---|---|---|---|\n")
+    for e in entries:
+        fmt = lambda v, d=4: "–" if v is None else f"{v:.{d}f}"
+        f.write(f"| {e['steps']} | {e['batch']} | {e['seconds']} | {fmt(e['top_bin_confidence'])} | "
+                f"{fmt(e['top_bin_accuracy'])} | {fmt(e['top_bin_gap'])} | {fmt(e['nll'])} | {fmt(e['ece'])} | "
+                f"{fmt(e['dice'])} |\n")
+    f.write(f"\nChosen: {chosen['steps']} steps of batch {chosen['batch']} ({chosen['why']}).\n")
+print(open("pilot.md").read())
+PY
+  echo "pilot: $(( $(date +%s) - start )) s; $(realpath pilot.md)"
+  exit 0
+fi
+
+needs() { [[ " $rows " == *" $1 "* ]]; }  # needs <row>: whether ROWS holds it
+seeds_of() {                              # seeds_of <row>
+  case $1 in majority | mean | kd | kd-cal) echo "$claim_seeds" ;; *) echo "$other_seeds" ;; esac
+}
+fold_options=(--fold 0 --exclude-folds 1)
+
+if needs kd || needs kd-cal; then
+  log "teacher ($teacher_arch, width $teacher_width, $teacher_steps steps, label smoothing)"
   "$kdseg" train --data prepared.h5 --arch "$teacher_arch" --width "$teacher_width" --max-steps "$teacher_steps" \
-    --labels majority --output teacher --resume "${common[@]}"
+    --batch-size "$batch" --crop-size "$size" --labels ls --output teacher --resume --validate-every 0 \
+    --log-every 10 --device "$device" "${task[@]}" "${fold_options[@]}" "${quiet[@]}"
   # make_cache <folder> <precompute options...>: kept when it is finished and sound.
   make_cache() {
     local folder=$1
     shift
     "$kdseg" cache verify --cache "$folder" --teacher teacher/last.pt --data prepared.h5 > /dev/null 2>&1 && return
     "$kdseg" precompute --teacher teacher/last.pt --data prepared.h5 --folds 2,3,4 --output "$folder" \
-      --device "$device" --force "$@" "${quiet[@]}"
+      --device "$device" --force "${task[@]}" "$@" "${quiet[@]}"
   }
   log "its soft labels for folds 2-4: as trained, and calibrated on fold 1"
-  make_cache cache
+  needs kd && make_cache cache
   needs kd-cal && make_cache cache-cal --temperature fit --calibration-folds 1
 fi
 
-# train_row <row> <seed> <output>: the row's command, continued where it stopped.
-train_row() {
-  local row=$1 seed=$2 output=$3
-  local model=(--arch "$student_arch" --width "$width" --max-steps "$steps" --seed "$seed" --output "$output" --resume)
-  case $row in
-    majority | random | mean) "$kdseg" train --data prepared.h5 --labels "$row" "${model[@]}" "${common[@]}" ;;
-    ls) "$kdseg" train --data prepared.h5 --labels ls "${model[@]}" "${common[@]}" ;;
-    kd) "$kdseg" distill --data prepared.h5 --cache cache --teacher teacher/last.pt "${model[@]}" "${common[@]}" ;;
-    kd-cal)
-      "$kdseg" distill --data prepared.h5 --cache cache-cal --teacher teacher/last.pt "${model[@]}" "${common[@]}"
-      ;;
-    *) echo "study: unknown row '$row'" >&2 && exit 2 ;;
-  esac
-}
-
-models=()
-for seed in $seeds; do
+for seed in $claim_seeds; do
   for row in $rows; do
+    [[ " $(seeds_of "$row") " == *" $seed "* ]] || continue
     log "$row, seed $seed"
-    train_row "$row" "$seed" "runs/$row-s$seed"
+    train_student "$row" "$seed" "runs/$row-s$seed" "$steps" "$batch" "${fold_options[@]}"
   done
 done
-# majority of the first seed first: every other model is paired with it.
-first_seed=${seeds%% *}
-for row in $rows; do
-  for seed in $seeds; do
-    entry=(--model "runs/$row-s$seed/last.pt" --name "$row-s$seed")
-    if [ "$row" = majority ] && [ "$seed" = "$first_seed" ]; then models=("${entry[@]}" "${models[@]}"); else models+=("${entry[@]}"); fi
-  done
-done
-needs kd && models+=(--model teacher/last.pt --name teacher)
 
+# Temperature scaling of each TS_ROWS student on fold 1 (kdseg calibrate), kept when done.
+for row in $ts_rows; do
+  needs "$row" || continue
+  for seed in $(seeds_of "$row"); do
+    [ -e "runs/$row-s$seed/cal.pt" ] && [ "runs/$row-s$seed/cal.pt" -nt "runs/$row-s$seed/last.pt" ] && continue
+    "$kdseg" calibrate --model "runs/$row-s$seed/last.pt" --data prepared.h5 --fold 1 \
+      --output "runs/$row-s$seed/cal.pt" --force --device "$device" "${quiet[@]}"
+  done
+done
+
+# evaluate_models <report folder> <model options...>: again only when a model is newer.
+evaluate_models() {
+  local folder=$1
+  shift
+  local newest
+  newest=$(ls -t runs/*/*.pt teacher/last.pt 2> /dev/null | head -1 || true)
+  if [ ! -e "$folder/report.json" ] || [ "$newest" -nt "$folder/report.json" ]; then
+    "$kdseg" evaluate --data prepared.h5 --fold 0 --output "$folder" --device "$device" "${task[@]}" "$@" --force \
+      "${quiet[@]}" > /dev/null
+  fi
+}
+models=()
+for row in $rows; do  # majority first: every other model is paired with its first seed
+  for seed in $(seeds_of "$row"); do models+=(--model "runs/$row-s$seed/last.pt" --name "$row-s$seed"); done
+done
+(needs kd || needs kd-cal) && models+=(--model teacher/last.pt --name teacher)
 log "evaluate every model on fold 0 against the raters' majority and mean"
-newest=$(ls -t runs/*/last.pt teacher/last.pt 2> /dev/null | head -1 || true)
-if [ ! -e report/report.json ] || [ "$newest" -nt report/report.json ]; then
-  "$kdseg" evaluate --data prepared.h5 --fold 0 --output report --device "$device" "${models[@]}" --force \
-    "${quiet[@]}" > /dev/null
+evaluate_models report "${models[@]}"
+reports=(report/report.json)
+ts_models=()
+for row in $ts_rows; do
+  needs "$row" || continue
+  for seed in $(seeds_of "$row"); do ts_models+=(--model "runs/$row-s$seed/cal.pt" --name "$row-ts-s$seed"); done
+done
+if [ ${#ts_models[@]} -gt 0 ]; then
+  log "evaluate the temperature-scaled students on fold 0"
+  evaluate_models report-ts "${ts_models[@]}"
+  reports+=(report-ts/report.json)
 fi
-/usr/bin/python3 "$here/study_summary.py" report/report.json --rows "$rows" --seeds "$seeds" --out .
+/usr/bin/python3 "$here/study_summary.py" "${reports[@]}" --rows "$rows" --seeds "$claim_seeds" --out .
 echo "study: $(( $(date +%s) - start )) s; $(realpath study.md)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A tiny study (scripts/study.sh: 2 rows, 1 seed, a few steps) end to end, then checks that
+# A tiny study (scripts/study.sh: 2 rows and their temperature-scaled students, 1 seed, a few
+# steps) end to end, then checks that
 # study.json has its structure and that every number and verdict in it follows from report.json:
 # the rows' means are recomputed from the report's per-case values, and each verdict from its
 # per-seed improvements and interval by the seed-level rule study_summary.py documents. A rerun resumes.
@@ -16,6 +17,9 @@ cd "$work"
 import json
 import numpy as np
 report, study = json.load(open("report/report.json")), json.load(open("study.json"))
+scaled = json.load(open("report-ts/report.json"))
+assert [m["name"] for m in scaled["models"]] == ["majority-ts-s0", "mean-ts-s0"], scaled["models"]
+assert all("calibrated: T = " in m["description"] for m in scaled["models"]), [m["description"] for m in scaled["models"]]
 names = [m["name"] for m in report["models"]]
 assert names == ["majority-s0", "mean-s0"], names
 assert report["reference"]["label"] == "majority" and report["reference"]["raters"] == 3
@@ -32,7 +36,8 @@ for row in ("majority", "mean"):
         assert entry["seed_means"] == [entry["mean"]], (row, metric, entry)
 claims = {c["key"]: c for c in study["claims"]}
 assert set(claims) == {"C1", "C2", "C3", "C4", "C5"}, set(claims)
-assert all(claims[k]["verdict"] == "not run" for k in ("C3", "C4", "C5")), claims
+assert all(claims[k]["verdict"] == "not run" for k in ("C3", "C4")), claims
+assert claims["C5"]["verdict"] == "cannot tell", claims["C5"]
 # The seed-level rule with one seed: no test (fewer than 5 seeds), so "cannot tell"; the effect is
 # the seed's mean improvement over the cases, inside its interval.
 for key, metric, sign in (("C1", "dice", 1), ("C2", "ece", -1)):
