@@ -27,7 +27,8 @@
 #   TEACHER_ARCH TEACHER_WIDTH TEACHER_STEPS   (unet-resnet34d, 0.5, 1000)
 #   CLAIM_SEEDS     seeds of the claims' rows (majority mean kd kd-cal), "0 1 ... 9"
 #   OTHER_SEEDS     seeds of random, weighted and ls, "0 1 ... 7"; SEEDS sets both
-#   ROWS TS_ROWS    "majority random mean weighted ls kd kd-cal" and "majority mean"
+#   ROWS TS_ROWS    "majority random mean weighted ls kd kd-cal", and the rows whose students
+#                   are also evaluated temperature-scaled (every row; C5 needs majority and mean)
 #   DEVICE THREADS  cpu (or cuda) and LibTorch threads (the cores)
 # The pilot (PILOT=1; RUNGS, "600:8 1200:4 2400:2", steps:batch): the majority row only, seed 0,
 # on data seed DATA_SEED (1 for the pilot) with fold 1 held out; each rung trains and is
@@ -58,7 +59,7 @@ teacher_steps=${TEACHER_STEPS:-1000}
 claim_seeds=${CLAIM_SEEDS:-${SEEDS:-0 1 2 3 4 5 6 7 8 9}}
 other_seeds=${OTHER_SEEDS:-${SEEDS:-0 1 2 3 4 5 6 7}}
 rows=${ROWS:-majority random mean weighted ls kd kd-cal}
-ts_rows=${TS_ROWS:-majority mean}
+ts_rows=${TS_ROWS-$rows}
 rungs=${RUNGS:-600:8 1200:4 2400:2}
 device=${DEVICE:-cpu}
 threads=${THREADS:-$(nproc)}
