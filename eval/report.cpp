@@ -92,8 +92,9 @@ bool has_surface_dice(const json& report) {
   return has_surface(report) && report.at("options").contains("surface_dice_tolerance_mm");
 }
 
-// table#surface: per region HD95 and ASSD in mm, NSD at the report's tolerance.
-std::vector<SummaryColumn> surface_columns(const std::vector<std::string>& regions) {
+// table#surface: per region HD95 and ASSD in mm, NSD at the report's tolerance, and with
+// --regions kits23 the surfel surface Dice at each region's own tolerance.
+std::vector<SummaryColumn> surface_columns(const std::vector<std::string>& regions, bool surfels) {
   std::vector<SummaryColumn> columns;
   for (const std::string& region : regions) {
     const Pointer surface = Pointer("/surface") / region;
@@ -101,6 +102,7 @@ std::vector<SummaryColumn> surface_columns(const std::vector<std::string>& regio
     columns.push_back({group, "HD95 (mm)", surface / "hd95" / "mean", false, true, 2});
     columns.push_back({group, "ASSD (mm)", surface / "assd" / "mean", false, true, 2});
     columns.push_back({group, "NSD", surface / "nsd" / "mean", true, true, 4});
+    if (surfels) columns.push_back({group, "surface Dice (surfels)", surface / "surface_dice" / "mean", true, true, 4});
   }
   return columns;
 }
@@ -338,13 +340,18 @@ void write_comparison(std::ostream& out, const json& report) {
         << "&minus; q<sub>k</sub>)<sup>2</sup>.</p>\n";
   }
   if (has_surface(report)) {
-    write_summary_table(out, models, "surface", surface_columns(regions));
+    write_summary_table(out, models, "surface", surface_columns(regions, has_surface_dice(report)));
     out << "<p class=\"note\">Surface distances per case in 3-D, on the store's grid (its in-plane spacing scaled by "
         << "the resize), averaged over cases with 95% bootstrap intervals: HD95, the larger 95th percentile of the "
         << "two directed surface distances; ASSD, their mean; NSD, the fraction of both surfaces within "
         << escape_html(display(report.at("options").at("surface_tolerance_mm"))) << " mm of the other. A region "
         << "empty in both counts as HD95 = ASSD = 0 and NSD = 1; a region missed or predicted where there is "
-        << "none counts as the grid's diagonal and NSD = 0.</p>\n";
+        << "none counts as the grid's diagonal and NSD = 0.";
+    if (has_surface_dice(report)) {
+      out << " Surface Dice (surfels): KiTS23's definition, the fraction of the two surfaces' area within each "
+          << "region's tolerance of the other, measured on surface elements (docs/formats.md).";
+    }
+    out << "</p>\n";
   }
   out << "</section>\n";
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -379,6 +380,10 @@ TEST(EvaluateKits23, HecRegionsWithSurfelSurfaceDice) {
   std::string header;
   std::getline(csv, header);
   EXPECT_NE(header.find("kidney_and_mass_nsd,kidney_and_mass_surface_dice"), std::string::npos) << header;
+  // report.html's surface table shows it beside NSD.
+  std::ifstream html(dir.file("report/report.html"));
+  const std::string page((std::istreambuf_iterator<char>(html)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find("surface Dice (surfels)"), std::string::npos);
 }
 
 }  // namespace
