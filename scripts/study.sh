@@ -29,7 +29,11 @@
 #   OTHER_SEEDS     seeds of random, weighted and ls, "0 1 ... 7"; SEEDS sets both
 #   ROWS TS_ROWS    "majority random mean weighted ls kd kd-cal", and the rows whose students
 #                   are also evaluated temperature-scaled (every row; C5 needs majority and mean)
-#   DEVICE THREADS  cpu (or cuda) and LibTorch threads (the cores)
+#   DEVICE          cpu (or cuda)
+#   PARALLEL        runs at once (the cores); THREADS, LibTorch threads per run (1 when PARALLEL > 1).
+#                   At the study's sizes one thread per run and a run per core gives 6 times the
+#                   steps per second of one run on every core (docs/benchmarks.md, "Runs side by side").
+#                   Each run's output goes to its log beside it (runs/<row>-s<seed>.log, teacher.log).
 # The pilot (PILOT=1; RUNGS, "600:8 1200:4 2400:2", steps:batch): the majority row only, seed 0,
 # on data seed DATA_SEED (1 for the pilot) with fold 1 held out; each rung trains and is
 # evaluated on fold 1; the first rung whose background bin is calibrated (the bin above 0.9:
@@ -62,13 +66,28 @@ rows=${ROWS:-majority random mean weighted ls kd kd-cal}
 ts_rows=${TS_ROWS-$rows}
 rungs=${RUNGS:-600:8 1200:4 2400:2}
 device=${DEVICE:-cpu}
-threads=${THREADS:-$(nproc)}
+parallel=${PARALLEL:-$([ "$device" = cpu ] && nproc || echo 1)}
+threads=${THREADS:-$([ "$parallel" -gt 1 ] && echo 1 || nproc)}
 
 mkdir -p "$out"
 cd "$out"
 log() { printf '\n== %s\n' "$*"; }
 start=$(date +%s)
 quiet=(--log-level warn --threads "$threads")
+
+# spawn <log> <command...>: in the background, at most PARALLEL at once; a failure stops the study.
+failed() {
+  echo "study: a run failed (its log: ${1:-see runs/*.log and teacher.log})" >&2
+  kill $(jobs -p) 2> /dev/null || true
+  exit 1
+}
+spawn() {
+  local logfile=$1
+  shift
+  while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || failed; done
+  ("$@" > "$logfile" 2>&1 || { tail -5 "$logfile" >&2; exit 1; }) &
+}
+drain() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed; done; }
 
 # The benchmark's store: prepared.h5, the slices holding the target, every rater.
 case $data in
@@ -178,12 +197,13 @@ seeds_of() {                              # seeds_of <row>
 }
 fold_options=(--fold 0 --exclude-folds 1)
 
-if needs kd || needs kd-cal; then
-  log "teacher ($teacher_arch, width $teacher_width, $teacher_steps steps, label smoothing)"
+# teacher_and_caches: the teacher, then its soft labels for folds 2-4, as trained and calibrated
+# on fold 1; caches are kept when they are finished and sound.
+teacher_and_caches() {
+  echo "teacher ($teacher_arch, width $teacher_width, $teacher_steps steps, label smoothing)"
   "$kdseg" train --data prepared.h5 --arch "$teacher_arch" --width "$teacher_width" --max-steps "$teacher_steps" \
     --batch-size "$batch" --crop-size "$size" --labels ls --output teacher --resume --validate-every 0 \
     --log-every 10 --device "$device" "${task[@]}" "${fold_options[@]}" "${quiet[@]}"
-  # make_cache <folder> <precompute options...>: kept when it is finished and sound.
   make_cache() {
     local folder=$1
     shift
@@ -191,28 +211,45 @@ if needs kd || needs kd-cal; then
     "$kdseg" precompute --teacher teacher/last.pt --data prepared.h5 --folds 2,3,4 --output "$folder" \
       --device "$device" --force "${task[@]}" "$@" "${quiet[@]}"
   }
-  log "its soft labels for folds 2-4: as trained, and calibrated on fold 1"
-  needs kd && make_cache cache
-  needs kd-cal && make_cache cache-cal --temperature fit --calibration-folds 1
+  if needs kd; then make_cache cache; fi
+  if needs kd-cal; then make_cache cache-cal --temperature fit --calibration-folds 1; fi
+}
+
+mkdir -p runs
+teacher_pid=
+if needs kd || needs kd-cal; then
+  log "teacher and its caches, beside the rows without a teacher (teacher.log)"
+  spawn teacher.log teacher_and_caches
+  teacher_pid=$!
 fi
 
-for seed in $claim_seeds; do
-  for row in $rows; do
-    [[ " $(seeds_of "$row") " == *" $seed "* ]] || continue
-    log "$row, seed $seed"
-    train_student "$row" "$seed" "runs/$row-s$seed" "$steps" "$batch" "${fold_options[@]}"
+# Every row from each of its seeds: the rows without a teacher first, then the distilled rows.
+for stage in labels teacher; do
+  if [ "$stage" = teacher ] && [ -n "$teacher_pid" ]; then
+    wait "$teacher_pid" || failed teacher.log
+  fi
+  for seed in $(printf '%s\n' $claim_seeds $other_seeds | awk '!seen[$0]++'); do
+    for row in $rows; do
+      case $row in kd | kd-cal) [ "$stage" = teacher ] || continue ;; *) [ "$stage" = labels ] || continue ;; esac
+      [[ " $(seeds_of "$row") " == *" $seed "* ]] || continue
+      log "$row, seed $seed"
+      spawn "runs/$row-s$seed.log" train_student "$row" "$seed" "runs/$row-s$seed" "$steps" "$batch" \
+        "${fold_options[@]}"
+    done
   done
 done
+drain
 
 # Temperature scaling of each TS_ROWS student on fold 1 (kdseg calibrate), kept when done.
 for row in $ts_rows; do
   needs "$row" || continue
   for seed in $(seeds_of "$row"); do
     [ -e "runs/$row-s$seed/cal.pt" ] && [ "runs/$row-s$seed/cal.pt" -nt "runs/$row-s$seed/last.pt" ] && continue
-    "$kdseg" calibrate --model "runs/$row-s$seed/last.pt" --data prepared.h5 --fold 1 \
-      --output "runs/$row-s$seed/cal.pt" --force --device "$device" "${quiet[@]}"
+    spawn "runs/$row-s$seed.calibrate.log" "$kdseg" calibrate --model "runs/$row-s$seed/last.pt" --data prepared.h5 \
+      --fold 1 --output "runs/$row-s$seed/cal.pt" --force --device "$device" "${quiet[@]}"
   done
 done
+drain
 
 # evaluate_models <report folder> <model options...>: again only when a model is newer.
 evaluate_models() {
