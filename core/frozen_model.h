@@ -23,6 +23,11 @@ class FrozenModel {
   // The configuration (JSON) a kdseg checkpoint was trained with: its store and held-out fold,
   // so that evaluation can refuse a fold the model trained on. Empty for other models.
   virtual std::string training_config() const { return {}; }
+  // The preprocessing of its training slices as JSON (data/preprocessing.h): a kdseg checkpoint's
+  // since it records it. Empty otherwise.
+  virtual std::string preprocessing() const { return {}; }
+  // T: its logits are divided by it (a calibrated checkpoint); 1 otherwise.
+  virtual double temperature() const { return 1; }
 };
 
 }  // namespace kdseg

@@ -190,6 +190,19 @@ Geometry read_nifti_geometry(const std::string& path) {
   if (const TypeInfo* type = type_by_code(image->datatype)) g.datatype = type->type;
   g.scaled = image->scl_slope != 0.0f && std::isfinite(image->scl_slope) &&
              (image->scl_slope != 1.0f || image->scl_inter != 0.0f);
+  const int dims = image->dim[0];
+  if (dims < 3 || dims > 7) {
+    g.not_a_volume = std::to_string(dims) + "-dimensional image; expected a 3D volume";
+  } else {
+    for (int d = 4; d <= dims; ++d) {
+      if (image->dim[d] != 1) {
+        g.not_a_volume = std::to_string(dims) + "D volume (" + std::to_string(image->dim[1]) + "x" +
+                         std::to_string(image->dim[2]) + "x" + std::to_string(image->dim[3]) + "x" +
+                         std::to_string(image->dim[4]) + "); expected a 3D volume";
+        break;
+      }
+    }
+  }
   return g;
 }
 

@@ -77,6 +77,7 @@ struct Geometry {
   Affine affine{};
   std::optional<NiftiType> datatype;  // none when kdseg cannot read it
   bool scaled = false;                // scl_slope/scl_inter change the stored values
+  std::string not_a_volume;           // why read_nifti would refuse its shape (2D, 4D); empty for a 3D volume
 };
 Geometry read_nifti_geometry(const std::string& path);
 

@@ -66,6 +66,15 @@ at::Tensor Task::window(const at::Tensor& hu) const {
   return (hu.to(torch::kFloat).clamp(hu_low, hu_high) - hu_low) * (2.0 / (hu_high - hu_low)) - 1.0;
 }
 
+std::vector<uint8_t> Task::label_value_of_class() const {
+  std::vector<uint8_t> out(static_cast<size_t>(classes), 0);
+  for (int v = 255; v >= 0; --v) {
+    const int64_t k = class_of[static_cast<size_t>(v)];
+    if (k >= 0 && k < classes) out[static_cast<size_t>(k)] = static_cast<uint8_t>(v);
+  }
+  return out;
+}
+
 Task make_task(const TaskSpec& spec, Layout layout, const std::string& cysts) {
   Task task;
   task.spec = spec;

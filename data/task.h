@@ -34,6 +34,9 @@ struct Task {
   // labels [*] uint8 -> int64 classes; images [*] HU -> clamp to the window, map to [-1, 1].
   at::Tensor classes_of(const at::Tensor& labels) const;
   at::Tensor window(const at::Tensor& hu) const;
+  // The stored label value written for each class in predicted label maps: the smallest value
+  // mapped to it.
+  std::vector<uint8_t> label_value_of_class() const;
 };
 
 // The task of `spec` on stores of `layout`. KiTS23's cysts count as `cysts`: "organ", "tumor" or

@@ -41,16 +41,6 @@ namespace F = torch::nn::functional;
 using nlohmann::json;
 using torch::Tensor;
 
-// The stored label value written for each class in predicted masks: the smallest value mapped to it.
-std::vector<uint8_t> label_value_of_class(const data::Task& task) {
-  std::vector<uint8_t> out(static_cast<size_t>(task.classes), 0);
-  for (int v = 255; v >= 0; --v) {
-    const int64_t k = task.class_of[static_cast<size_t>(v)];
-    if (k >= 0 && k < task.classes) out[static_cast<size_t>(k)] = static_cast<uint8_t>(v);
-  }
-  return out;
-}
-
 // The file's hash; empty for a model given in memory (tests), which has no file.
 std::string file_hash_or_empty(const std::string& file) {
   try {
@@ -275,7 +265,7 @@ class Evaluator {
       outputs.predictions = true;
       if (comm_.rank() == 0)
         outputs.folder = (fs::path(staged_->path()) / kPredictionsFolder / safe_file_name(evaluated.name)).string();
-      outputs.value_of_class = label_value_of_class(task_);
+      outputs.value_of_class = task_.label_value_of_class();
       outputs.threads = at::get_num_threads();
     }
     std::optional<detail::CaseCollector> collector;

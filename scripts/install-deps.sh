@@ -12,7 +12,7 @@ packages=(
   libniftiio-dev libnifti2-dev libznz-dev zlib1g-dev libpng-dev libdeflate-dev
   libgtest-dev libbenchmark-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev
-  chromium python3-h5py python3-nibabel
+  chromium python3-h5py python3-nibabel python3-torch python3-onnx
   clang-format
 )
 

@@ -26,6 +26,7 @@
 #include "core/stop_request.h"
 #include "data/loader.h"
 #include "data/prepared_store.h"
+#include "data/preprocessing.h"
 #include "data/soft_label_cache.h"
 #include "dist/autograd_collectives.h"
 #include "dist/data_parallel.h"
@@ -75,6 +76,7 @@ class Trainer {
     configure_device();
     choose_layout();
     task_ = data::make_task(c_.task, parse_enum<data::Layout>(c_.data + ": layout", store_.attribute("layout")));
+    preprocessing_ = data::preprocessing_json(data::preprocessing_of_store(store_, c_.data, c_.task));
     KDSEG_CHECK(!is_rater_kind(c_.labels) || store_.raters() > 0, c_.data, ": --labels ", enum_name(c_.labels),
                 " learns from several raters, but the store keeps none (prepare a multi-rater dataset, such as ",
                 "KiTS23 with its instances/, or use --labels hard)");
@@ -514,6 +516,7 @@ class Trainer {
     info.step = step_;
     info.best_dice = best_dice_;
     info.data_hash = store_.attribute("content_hash");
+    info.preprocessing = preprocessing_;
     models::save_checkpoint(c_.output + "/" + name, model_, *optimizer_, info);
   }
 
@@ -563,6 +566,7 @@ class Trainer {
   data::PreparedStore store_;
   MetricsLog metrics_log_;
   data::Task task_;
+  std::string preprocessing_;  // JSON, in every checkpoint (data/preprocessing.h)
   std::shared_ptr<const data::SoftLabelCache> soft_labels_;
   std::vector<int64_t> train_rows_, val_rows_;
   std::unique_ptr<data::DistributedSampler> sampler_;

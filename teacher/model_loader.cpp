@@ -18,6 +18,7 @@ class CheckpointModel final : public FrozenModel {
   explicit CheckpointModel(const models::Checkpoint& checkpoint)
       : path_(checkpoint.path()),
         config_(checkpoint.info().config),
+        preprocessing_(checkpoint.info().preprocessing),
         classes_(checkpoint.info().classes),
         temperature_(checkpoint.info().temperature),
         model_(checkpoint.build_frozen_model()) {}
@@ -40,9 +41,11 @@ class CheckpointModel final : public FrozenModel {
     return text + ")";
   }
   std::string training_config() const override { return config_; }
+  std::string preprocessing() const override { return preprocessing_; }
+  double temperature() const override { return temperature_; }
 
  private:
-  std::string path_, config_;
+  std::string path_, config_, preprocessing_;
   int64_t classes_ = 0;
   double temperature_ = 1;
   models::UNet model_{nullptr};

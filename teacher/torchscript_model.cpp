@@ -4,9 +4,11 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
+#include "teacher/export.h"
 
 namespace kdseg::teacher {
 namespace {
@@ -30,14 +32,24 @@ class TorchScriptModel final : public FrozenModel {
   TorchScriptModel(const std::string& path, c10::Device device, int64_t probe) : path_(path), device_(device) {
     std::error_code ec;
     KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such TorchScript file");
+    torch::jit::ExtraFilesMap extra{{kExportMetadataFile, ""}};
     try {
-      module_ = torch::jit::load(path, device);
+      module_ = torch::jit::load(path, device, extra);
     } catch (const std::exception& e) {
       KDSEG_THROW(path,
                   ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
                   error_message(e));
     }
     module_.eval();
+    if (!extra[kExportMetadataFile].empty()) {  // exported by kdseg: its preprocessing and size
+      const nlohmann::json metadata = nlohmann::json::parse(extra[kExportMetadataFile], nullptr, false);
+      KDSEG_CHECK(metadata.is_object() && metadata.contains("preprocessing") && metadata.contains("input_size"), path,
+                  ": its ", kExportMetadataFile, " is not kdseg's export metadata");
+      preprocessing_ = metadata.at("preprocessing").dump();
+      probe = metadata.at("input_size").get<int64_t>();
+      exported_from_ = metadata.value("source", std::string());
+      exported_temperature_ = metadata.value("temperature", 1.0);
+    }
     const at::Tensor out = logits(torch::zeros({2, 1, probe, probe}, torch::TensorOptions().device(device)));
     std::ostringstream shape;
     shape << out.sizes();
@@ -58,9 +70,18 @@ class TorchScriptModel final : public FrozenModel {
     }
   }
   int64_t classes() const override { return classes_; }
-  std::string describe() const override { return "TorchScript " + path_; }
+  std::string describe() const override {
+    if (exported_from_.empty()) return "TorchScript " + path_;
+    char t[32];
+    std::snprintf(t, sizeof t, "%.4g", exported_temperature_);
+    return "TorchScript " + path_ + " (exported by kdseg from " + exported_from_ +
+           (exported_temperature_ != 1 ? std::string(", calibrated: T = ") + t : std::string()) + ")";
+  }
+  std::string preprocessing() const override { return preprocessing_; }
 
  private:
+  std::string preprocessing_, exported_from_;
+  double exported_temperature_ = 1;
   std::string path_;
   c10::Device device_;
   torch::jit::Module module_;

@@ -17,6 +17,7 @@
 #include "tools/data_commands.h"
 #include "tools/evaluate_command.h"
 #include "tools/launch.h"
+#include "tools/predict_command.h"
 #include "tools/train_command.h"
 
 namespace kdseg::tools {
@@ -167,6 +168,10 @@ const std::vector<Command>& commands() {
       Command{"evaluate", "report Dice and calibration of one or more models", add_evaluate_options, run_evaluate},
       Command{"calibrate", "fit a model's temperature on a held-out fold and write it calibrated",
               add_calibrate_options, run_calibrate},
+      Command{"predict", "segment new scans with a model or an ensemble, in their own geometry", add_predict_options,
+              run_predict},
+      Command{"export", "write a checkpoint as a TorchScript module that PyTorch loads without kdseg",
+              add_export_options, run_export},
       Command{"cache inspect", "show a soft-label cache's shape, format, provenance and size",
               add_cache_inspect_options, run_cache_inspect},
       Command{"cache verify", "check every slice, checksum and the provenance of a soft-label cache",

@@ -45,6 +45,7 @@ void write_checkpoint(const std::string& path, const UNet& model, const torch::o
   archive.write("classes", torch::tensor(info.classes));
   archive.write("config", c10::IValue(info.config));
   archive.write("data_hash", c10::IValue(info.data_hash));
+  if (!info.preprocessing.empty()) archive.write("preprocessing", c10::IValue(info.preprocessing));
   archive.write("format", c10::IValue(format_string()));
   // Serialised in memory, then written with checked writes: LibTorch's file writer cannot
   // report a full disk cleanly (its destructor throws again, which ends the process).
@@ -100,7 +101,7 @@ Checkpoint::Checkpoint(const std::string& path, c10::Device device)
 Checkpoint::Checkpoint(std::string path, c10::Device device, std::unique_ptr<Archive> archive)
     : path_(std::move(path)), device_(device), archive_(std::move(archive)) {
   auto& a = archive_->archive;
-  c10::IValue config, data_hash;
+  c10::IValue config, data_hash, preprocessing;
   KDSEG_CHECK(a.try_read("config", config) && config.isString(), path_,
               ": a kdseg checkpoint without its configuration");
   info_.config = config.toStringRef();
@@ -110,6 +111,8 @@ Checkpoint::Checkpoint(std::string path, c10::Device device, std::unique_ptr<Arc
   if (a.try_read("step", step)) info_.step = step.item<int64_t>();
   if (a.try_read("best_dice", best_dice)) info_.best_dice = best_dice.item<double>();
   if (a.try_read("data_hash", data_hash) && data_hash.isString()) info_.data_hash = data_hash.toStringRef();
+  if (a.try_read("preprocessing", preprocessing) && preprocessing.isString())
+    info_.preprocessing = preprocessing.toStringRef();
   at::Tensor temperature;
   if (a.try_read("temperature", temperature)) info_.temperature = temperature.item<double>();
   KDSEG_CHECK(std::isfinite(info_.temperature) && info_.temperature > 0, path_, ": its temperature ", info_.temperature,

@@ -10,6 +10,9 @@
 //   step       int64    optimiser steps done
 //   best_dice  float64  the best mean validation Dice so far, -1 before any validation
 //   data_hash  string   the prepared store's content_hash (absent in the earliest checkpoints)
+//   preprocessing string  JSON: the layout, HU window and in-plane size of the training store
+//                       (data/preprocessing.h), which predict repeats on new scans; absent in
+//                       checkpoints written before it
 //   temperature float64 T: the model's probabilities are softmax(logits / T) (`kdseg calibrate`;
 //                       absent: 1)
 //   model      archive  the UNet's parameters and buffers
@@ -41,6 +44,7 @@ struct CheckpointInfo {
   double best_dice = -1;
   std::string data_hash;  // empty when the checkpoint predates it
   double temperature = 1;
+  std::string preprocessing;  // JSON (data/preprocessing.h); empty when the checkpoint predates it
 };
 
 // Writes `path` atomically: a crash leaves the previous file whole.

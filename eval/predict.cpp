@@ -1,0 +1,495 @@
+#include "eval/predict.h"
+
+#include <sys/stat.h>
+#include <torch/nn/functional/padding.h>
+#include <torch/nn/functional/upsampling.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/run_record.h"
+#include "data/nifti.h"
+#include "data/orientation.h"
+#include "data/prepared_store.h"
+#include "data/task.h"
+#include "dist/communicator.h"
+#include "eval/report_files.h"
+
+namespace kdseg::eval {
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+using torch::Tensor;
+
+namespace {
+
+constexpr const char* kStateFolder = ".kdseg-predict";
+constexpr const char* kRunFile = "run.json";
+constexpr const char* kPredictionsFile = "predictions.json";
+constexpr int64_t kDivisor = 32;  // the UNet's input size must be a multiple of it (core/models/unet.h)
+
+// "liver_3.nii.gz" -> "liver_3"; "case_0000.nii" -> "case_0000".
+std::string strip_nifti(const std::string& name) {
+  for (const char* ext : {".nii.gz", ".nii"}) {
+    const std::string e(ext);
+    if (name.size() > e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0)
+      return name.substr(0, name.size() - e.size());
+  }
+  return {};
+}
+
+bool is_nifti_name(const std::string& name) { return !strip_nifti(name).empty() && name.rfind("._", 0) != 0; }
+
+// The NIfTI files directly in `dir`, sorted; macOS "._" companions left out.
+std::vector<fs::path> nifti_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.is_regular_file() && is_nifti_name(entry.path().filename().string())) files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// The cases of an MSD / nnU-Net raw folder's images: "<case>_0000" is channel 0 of <case>.
+std::vector<PredictCase> channel_cases(const fs::path& images) {
+  static const std::regex channel(R"((.*)_(\d{4}))");
+  std::vector<PredictCase> cases;
+  for (const fs::path& file : nifti_files(images)) {
+    const std::string stem = strip_nifti(file.filename().string());
+    std::smatch m;
+    if (std::regex_match(stem, m, channel)) {
+      KDSEG_CHECK(m[2] == "0000", file.string(), ": input channel ", m[2].str(),
+                  "; kdseg's models take one CT channel (_0000)");
+      cases.push_back({m[1].str(), file.string()});
+    } else {
+      cases.push_back({stem, file.string()});
+    }
+  }
+  return cases;
+}
+
+// Sorted by id; two files of one id are an error naming both.
+std::vector<PredictCase> sorted_unique(std::vector<PredictCase> cases, const std::string& input) {
+  std::sort(cases.begin(), cases.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  for (size_t i = 1; i < cases.size(); ++i) {
+    KDSEG_CHECK(cases[i].id != cases[i - 1].id, input, ": two scans of case ", cases[i].id, ": ", cases[i - 1].image,
+                " and ", cases[i].image);
+  }
+  std::map<std::string, std::string> files;  // two ids that make one file name
+  for (const PredictCase& c : cases) {
+    const auto [at, fresh] = files.emplace(safe_file_name(c.id), c.id);
+    KDSEG_CHECK(fresh, input, ": cases ", at->second, " and ", c.id, " would write the same files (", at->first,
+                ".nii.gz)");
+  }
+  return cases;
+}
+
+// The temperature a model's probabilities are computed with (1 for a TorchScript module).
+std::string model_kind(const FrozenModel& model) {
+  return model.training_config().empty() ? "torchscript" : "kdseg checkpoint";
+}
+
+// Whether the folder exists as this user's own folder (not a link, not another user's).
+void check_own_folder(const std::string& path) {
+  refuse_symlink_output(path);
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) return;
+  KDSEG_CHECK(S_ISDIR(info.st_mode), path, ": exists and is not a folder");
+  KDSEG_CHECK(info.st_uid == ::geteuid(), path, ": a folder of another user (uid ", info.st_uid,
+              "); predict writes only into its user's own folders");
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  const nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
+  KDSEG_CHECK(!j.is_discarded(), path, ": not JSON (a damaged record; remove it, or give --force)");
+  return j;
+}
+
+// One case through the models: reads it, predicts every canonical axial slice and writes its files.
+class CasePredictor {
+ public:
+  CasePredictor(const PredictOptions& o, std::vector<uint8_t> value_of_class, int64_t classes)
+      : o_(o), value_of_class_(std::move(value_of_class)), classes_(classes) {}
+
+  // Returns the case's record: its files, slices and seconds.
+  nlohmann::json run(const PredictCase& c) {
+    const auto start = std::chrono::steady_clock::now();
+    const data::Volume volume = data::read_nifti(c.image, true, data::VoxelType::kAsStored);
+    const std::array<int64_t, 3> shape = {volume.voxels.size(0), volume.voxels.size(1), volume.voxels.size(2)};
+    const data::Reorientation r = data::canonical_reorientation(volume.affine, shape);
+    const std::string stem = safe_file_name(c.id);
+    std::vector<std::string> names = {stem + ".nii.gz", stem + "_probs.nii.gz"};
+    if (classes_ > 2) {
+      for (int64_t k = 1; k < classes_; ++k) names.push_back(stem + "_probs_" + std::to_string(k) + ".nii.gz");
+    }
+    std::vector<std::unique_ptr<data::NiftiPlaneWriter>> writers;
+    for (size_t f = 0; f < names.size(); ++f) {
+      writers.push_back(std::make_unique<data::NiftiPlaneWriter>(
+          (fs::path(o_.output) / names[f]).string(), shape, volume.affine,
+          f == 0 ? data::NiftiType::kUint8 : data::NiftiType::kFloat32, o_.threads));
+    }
+    const int64_t depth = r.shape[2];
+    const auto axis = static_cast<size_t>(std::find(r.order.begin(), r.order.end(), 2) - r.order.begin());
+    const bool axial_planes = axis == 2;  // the file's planes are axial slices (CT): one at a time
+    // Canonical slices in the order the file's planes need them, or all of them in canonical order.
+    std::vector<int64_t> order(static_cast<size_t>(depth));
+    for (int64_t k = 0; k < depth; ++k) order[static_cast<size_t>(k)] = axial_planes && r.flip[2] ? depth - 1 - k : k;
+    std::vector<Tensor> whole(names.size());  // canonical volumes for files of other planes
+    if (!axial_planes) {
+      whole[0] = torch::zeros({r.shape[0], r.shape[1], depth}, torch::kByte);
+      for (size_t f = 1; f < names.size(); ++f) whole[f] = torch::zeros({r.shape[0], r.shape[1], depth}, torch::kFloat);
+    }
+    for (int64_t first = 0; first < depth; first += o_.batch_size) {
+      const int64_t n = std::min(o_.batch_size, depth - first);
+      std::vector<Tensor> slices;
+      for (int64_t j = 0; j < n; ++j) {
+        slices.push_back(data::canonical_slice(volume.voxels, r, order[static_cast<size_t>(first + j)]));
+      }
+      const Tensor probs = probabilities(torch::stack(slices));  // [n,C,X,Y] on the CPU
+      const Tensor labels = label_values(probs.argmax(1));       // [n,X,Y] uint8
+      for (int64_t j = 0; j < n; ++j) {
+        std::vector<Tensor> planes = {labels[j], 1.0f - probs[j][0]};
+        if (classes_ > 2) {
+          for (int64_t k = 1; k < classes_; ++k) planes.push_back(probs[j][k]);
+        }
+        for (size_t f = 0; f < planes.size(); ++f) {
+          if (axial_planes) {
+            writers[f]->write(data::to_file_plane(planes[f], r));
+          } else {
+            whole[f].select(2, order[static_cast<size_t>(first + j)]).copy_(planes[f]);
+          }
+        }
+      }
+    }
+    if (!axial_planes) {
+      for (size_t f = 0; f < names.size(); ++f) {
+        const Tensor in_file = data::from_canonical(whole[f], volume.affine);
+        for (int64_t k = 0; k < shape[2]; ++k) writers[f]->write(in_file.select(2, k));
+        whole[f] = Tensor();
+      }
+    }
+    for (auto& w : writers) w->close();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return {{"id", c.id},
+            {"input", fs::absolute(c.image).string()},
+            {"status", "done"},
+            {"labels", names[0]},
+            {"probabilities", std::vector<std::string>(names.begin() + 1, names.end())},
+            {"shape", shape},
+            {"slices", depth},
+            {"seconds", seconds},
+            {"slices_per_second", seconds > 0 ? static_cast<double>(depth) / seconds : 0.0}};
+  }
+
+ private:
+  // slices [n,X,Y] in HU (the file's dtype) -> the models' mean probabilities [n,C,X,Y], float32, CPU.
+  Tensor probabilities(const Tensor& hu) {
+    torch::NoGradGuard no_grad;
+    const int64_t n = hu.size(0), x = hu.size(1), y = hu.size(2);
+    Tensor sum;
+    int64_t terms = 0;
+    for (const PredictModel& m : o_.models) {
+      const data::Preprocessing& p = m.preprocessing;
+      std::vector<Tensor> inputs;
+      for (int64_t j = 0; j < n; ++j) inputs.push_back(p.window(p.resize(hu[j])));
+      Tensor images = torch::stack(inputs).unsqueeze(1);  // [n,1,H,W]
+      const int64_t h = images.size(2), w = images.size(3);
+      // Padded to the network's divisor with the window's low end (air), as training pads crops.
+      const int64_t ph = (kDivisor - h % kDivisor) % kDivisor, pw = (kDivisor - w % kDivisor) % kDivisor;
+      if (ph > 0 || pw > 0) {
+        images = F::pad(images, F::PadFuncOptions({0, pw, 0, ph}).mode(torch::kConstant).value(-1.0));
+      }
+      images = images.to(o_.device);
+      std::vector<std::vector<int64_t>> flips = {{}};
+      if (o_.tta_flip) flips = {{}, {3}, {2}, {2, 3}};
+      for (const auto& dims : flips) {
+        const Tensor in = dims.empty() ? images : images.flip(dims);
+        Tensor logits = m.model->logits(in).to(torch::kFloat);
+        KDSEG_CHECK(
+            logits.dim() == 4 && logits.size(0) == n && logits.size(2) == in.size(2) && logits.size(3) == in.size(3),
+            m.file, ": returned logits of shape ", logits.sizes(), " for input ", in.sizes());
+        Tensor probs = torch::softmax(logits, 1);
+        if (!dims.empty()) probs = probs.flip(dims);
+        probs = probs.slice(2, 0, h).slice(3, 0, w).to(torch::kCPU);
+        if (h != x || w != y) {
+          probs = F::interpolate(
+              probs,
+              F::InterpolateFuncOptions().size(std::vector<int64_t>{x, y}).mode(torch::kBilinear).align_corners(false));
+        }
+        sum = sum.defined() ? sum.add_(probs) : probs.clone();
+        ++terms;
+      }
+    }
+    return sum.div_(static_cast<double>(terms));
+  }
+
+  Tensor label_values(const Tensor& classes) const {
+    const Tensor table = torch::tensor(std::vector<int64_t>(value_of_class_.begin(), value_of_class_.end()));
+    return table.index({classes}).to(torch::kByte);
+  }
+
+  const PredictOptions& o_;
+  std::vector<uint8_t> value_of_class_;
+  int64_t classes_;
+};
+
+// The run's identity: what a folder's predictions came from.
+nlohmann::json run_identity(const PredictOptions& o) {
+  nlohmann::json models = nlohmann::json::array();
+  for (const PredictModel& m : o.models) {
+    models.push_back({{"file", fs::absolute(m.file).string()},
+                      {"hash", m.hash},
+                      {"kind", model_kind(*m.model)},
+                      {"description", m.model->describe()},
+                      {"temperature", m.model->temperature()},
+                      {"task", m.preprocessing.task ? task_name(*m.preprocessing.task) : std::string()},
+                      {"preprocessing", nlohmann::json::parse(data::preprocessing_json(m.preprocessing))},
+                      {"preprocessing_from", m.preprocessing.from}});
+  }
+  return {{"models", models}, {"tta", o.tta_flip ? "flip" : "none"}, {"classes", o.models.front().model->classes()}};
+}
+
+// Whether two identities describe the same predictions (the models by hash, TTA, preprocessing).
+bool same_run(const nlohmann::json& a, const nlohmann::json& b) {
+  const auto key = [](const nlohmann::json& run) {
+    nlohmann::json k = {{"tta", run.value("tta", "")}, {"models", nlohmann::json::array()}};
+    for (const auto& m : run.value("models", nlohmann::json::array()))
+      k["models"].push_back(
+          {m.value("hash", ""), m.value("temperature", 1.0), m.value("preprocessing", nlohmann::json())});
+    return k;
+  };
+  return key(a) == key(b);
+}
+
+// Rank 0: makes or checks --output. A folder of another run's predictions is refused without
+// --force, and with it that run's files are removed; returns the ids already finished.
+void prepare_output(const PredictOptions& o, const nlohmann::json& identity) {
+  check_own_folder(o.output);
+  const fs::path state = fs::path(o.output) / kStateFolder;
+  std::error_code ec;
+  const bool existed = fs::exists(o.output, ec);
+  if (existed && !fs::exists(state, ec)) {
+    KDSEG_CHECK(fs::is_empty(o.output, ec) || o.force, o.output,
+                ": exists and holds files that are not kdseg predictions; give another --output, or --force to write "
+                "into it");
+  }
+  fs::create_directories(o.output);
+  check_own_folder(state.string());
+  const fs::path run = state / kRunFile;
+  if (fs::exists(run, ec)) {
+    const nlohmann::json previous = read_json_file(run.string());
+    if (same_run(previous, identity)) return;  // a rerun: finished cases are kept
+    KDSEG_CHECK(o.force, o.output, ": holds predictions of other models or settings (", kRunFile,
+                "); give another --output, or --force to replace them");
+    for (const auto& entry : fs::directory_iterator(state)) {  // the previous run's files, by its records
+      if (entry.path().filename() == kRunFile || entry.path().extension() != ".json") continue;
+      const nlohmann::json record = nlohmann::json::parse(read_file(entry.path().string()), nullptr, false);
+      if (record.is_object() && record.contains("labels")) {
+        fs::remove(fs::path(o.output) / record["labels"].get<std::string>(), ec);
+        for (const auto& p : record.value("probabilities", nlohmann::json::array()))
+          fs::remove(fs::path(o.output) / p.get<std::string>(), ec);
+      }
+      fs::remove(entry.path(), ec);
+    }
+    fs::remove(fs::path(o.output) / kPredictionsFile, ec);
+  }
+  fs::create_directories(state);
+  write_file_atomic(run.string(), identity.dump(1));
+}
+
+std::string record_path(const PredictOptions& o, const std::string& id) {
+  return (fs::path(o.output) / kStateFolder / ("case." + safe_file_name(id) + ".json")).string();
+}
+
+// The case's record when it is finished: its record is there and so are its files.
+std::optional<nlohmann::json> finished(const PredictOptions& o, const PredictCase& c) {
+  const std::string path = record_path(o, c.id);
+  if (!is_own_regular_file(path)) return std::nullopt;
+  const nlohmann::json record = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (!record.is_object() || record.value("status", "") != "done" || record.value("id", "") != c.id)
+    return std::nullopt;
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(o.output) / record.value("labels", ""), ec)) return std::nullopt;
+  for (const auto& p : record.value("probabilities", nlohmann::json::array()))
+    if (!fs::is_regular_file(fs::path(o.output) / p.get<std::string>(), ec)) return std::nullopt;
+  return record;
+}
+
+}  // namespace
+
+data::Preprocessing model_preprocessing(const FrozenModel& model, const std::string& file,
+                                        const PreprocessingOverride& given) {
+  std::optional<data::Preprocessing> p;
+  if (!model.preprocessing().empty()) {
+    p = data::parse_preprocessing(model.preprocessing(), file);
+    p->from = model.training_config().empty() ? "the module's kdseg.json" : "the checkpoint";
+  } else if (!model.training_config().empty()) {  // a checkpoint from before the record: its store
+    const RunConfig config = parse_run_config(model.training_config(), file);
+    std::error_code ec;
+    if (!config.data.empty() && fs::is_regular_file(config.data, ec)) {
+      try {
+        const data::PreparedStore store(config.data);
+        if (config.data_hash.empty() || store.attribute(data::store::kContentHashAttribute) == config.data_hash)
+          p = data::preprocessing_of_store(store, config.data, config.task);
+      } catch (const Error& e) {
+        log::warn("{}: its training store cannot tell its preprocessing ({})", file, e.message());
+      }
+    }
+  }
+  if (!p) {
+    KDSEG_CHECK(given.window && given.size, file, ": has no preprocessing record (",
+                model.training_config().empty() ? "a TorchScript module"
+                                                : "a checkpoint from before kdseg recorded it, whose store is gone",
+                "); give ", !given.window ? "--window LOW,HIGH (the HU window it was trained with)" : "",
+                !given.window && !given.size ? " and " : "",
+                !given.size ? "--size N (the in-plane size of its training slices; 0: each scan's own)" : "");
+    p = data::Preprocessing();
+    p->from = "--window/--size";
+  }
+  if (given.window) {
+    if (p->from != "--window/--size" && (p->hu_low != given.window->first || p->hu_high != given.window->second))
+      log::warn("{}: trained with HU [{}, {}]; --window {},{} replaces it", file, p->hu_low, p->hu_high,
+                given.window->first, given.window->second);
+    p->hu_low = given.window->first;
+    p->hu_high = given.window->second;
+  }
+  if (given.size) {
+    if (p->from != "--window/--size" && p->size != *given.size)
+      log::warn("{}: trained on {}-pixel slices; --size {} replaces it", file, p->size, *given.size);
+    p->size = *given.size;
+  }
+  return *p;
+}
+
+std::vector<PredictCase> find_predict_cases(const std::string& input) {
+  std::error_code ec;
+  KDSEG_CHECK(fs::exists(input, ec), input, ": no such file or folder");
+  if (!fs::is_directory(input, ec)) {
+    const std::string name = fs::path(input).filename().string();
+    KDSEG_CHECK(is_nifti_name(name), input, ": not a NIfTI file (.nii or .nii.gz), nor a folder of them");
+    std::string id = strip_nifti(name);
+    static const std::regex channel(R"((.*)_0000)");
+    std::smatch m;
+    if (std::regex_match(id, m, channel)) id = m[1].str();
+    return {{id, input}};
+  }
+  const fs::path dir(input);
+  std::vector<PredictCase> cases;
+  if (fs::is_regular_file(dir / "dataset.json", ec)) {  // MSD / nnU-Net raw
+    for (const char* sub : {"imagesTs", "imagesTr"}) {
+      if (fs::is_directory(dir / sub, ec) && !nifti_files(dir / sub).empty()) {
+        log::info("{}: the {} scans of {}", input, sub, (dir / "dataset.json").string());
+        return sorted_unique(channel_cases(dir / sub), input);
+      }
+    }
+    KDSEG_THROW(input, ": has dataset.json but no NIfTI files in imagesTs/ or imagesTr/");
+  }
+  std::optional<data::Layout> layout;
+  try {
+    layout = data::detect_layout(input);
+  } catch (const Error&) {
+  }
+  if (layout) {
+    for (const data::CaseFiles& c : data::find_cases(input, *layout)) {
+      if (!c.image.empty()) cases.push_back({c.id, c.image});
+    }
+  } else {
+    cases = channel_cases(dir);
+  }
+  KDSEG_CHECK(!cases.empty(), input, ": holds no NIfTI scans (.nii or .nii.gz)");
+  return sorted_unique(std::move(cases), input);
+}
+
+nlohmann::json predict(const PredictOptions& o, dist::Communicator& comm) {
+  KDSEG_CHECK(!o.models.empty(), "predict: no --model");
+  KDSEG_CHECK(o.batch_size >= 1, "--batch-size must be at least 1");
+  const PredictModel& first = o.models.front();
+  for (const PredictModel& m : o.models) {
+    KDSEG_CHECK(m.model->classes() == first.model->classes(), m.file, ": ", m.model->classes(), " classes, but ",
+                first.file, " has ", first.model->classes(), "; an ensemble's models must share their classes");
+    KDSEG_CHECK(m.preprocessing.same_input(first.preprocessing), m.file, ": trained on ", m.preprocessing.describe(),
+                ", but ", first.file, " on ", first.preprocessing.describe(),
+                "; an ensemble's models must see the scan the same way");
+  }
+  const int64_t classes = first.model->classes();
+  const std::vector<uint8_t> value_of_class = first.preprocessing.label_value_of_class(classes);
+
+  const std::vector<PredictCase> cases = find_predict_cases(o.input);
+  // Every header first: a scan that cannot be read as a 3D volume stops the run before anything
+  // is written (or is skipped with --skip-bad-cases).
+  std::map<std::string, std::string> bad;  // id -> why
+  for (const PredictCase& c : cases) {
+    try {
+      const data::Geometry g = data::read_nifti_geometry(c.image);
+      KDSEG_CHECK(g.not_a_volume.empty(), c.image, ": ", g.not_a_volume);
+      KDSEG_CHECK(g.datatype.has_value(), c.image, ": a NIfTI datatype kdseg does not read");
+    } catch (const Error& e) {
+      KDSEG_CHECK(o.skip_bad_cases, e.message(), " (nothing was written; give --skip-bad-cases to skip such scans)");
+      bad[c.id] = e.message();
+    }
+  }
+  const nlohmann::json identity = run_identity(o);
+  if (comm.rank() == 0) prepare_output(o, identity);
+  comm.barrier();
+
+  CasePredictor predictor(o, value_of_class, classes);
+  int64_t mine = 0;
+  for (size_t i = static_cast<size_t>(comm.rank()); i < cases.size(); i += static_cast<size_t>(comm.size())) ++mine;
+  Progress progress("predict", mine, comm.rank() == 0);
+  for (size_t i = static_cast<size_t>(comm.rank()); i < cases.size(); i += static_cast<size_t>(comm.size())) {
+    const PredictCase& c = cases[i];
+    if (bad.count(c.id) || finished(o, c)) {
+      progress.advance();
+      continue;
+    }
+    try {
+      write_file_atomic(record_path(o, c.id), predictor.run(c).dump(1));
+    } catch (const IoError&) {
+      throw;  // a full disk is not the case's fault
+    } catch (const Error& e) {
+      KDSEG_CHECK(o.skip_bad_cases, e.message(), " (give --skip-bad-cases to skip such scans)");
+      log::warn("skipping {}: {}", c.id, e.message());
+      write_file_atomic(
+          record_path(o, c.id),
+          nlohmann::json(
+              {{"id", c.id}, {"input", fs::absolute(c.image).string()}, {"status", "skipped"}, {"why", e.message()}})
+              .dump(1));
+    }
+    progress.advance(1, c.id);
+  }
+  progress.finish();
+  comm.wait_for_all();
+
+  // predictions.json, from the records (every rank's), on rank 0.
+  nlohmann::json result = identity;
+  result["input"] = fs::absolute(o.input).string();
+  result["cases"] = nlohmann::json::array();
+  result["skipped"] = nlohmann::json::array();
+  for (const PredictCase& c : cases) {
+    if (const auto record = finished(o, c)) {
+      result["cases"].push_back(*record);
+      continue;
+    }
+    std::string why = bad.count(c.id) ? bad[c.id] : "not predicted";
+    if (is_own_regular_file(record_path(o, c.id))) {
+      const nlohmann::json record = nlohmann::json::parse(read_file(record_path(o, c.id)), nullptr, false);
+      if (record.is_object() && record.contains("why")) why = record["why"].get<std::string>();
+    }
+    result["skipped"].push_back({{"id", c.id}, {"input", fs::absolute(c.image).string()}, {"why", why}});
+  }
+  if (comm.rank() == 0) write_file_atomic((fs::path(o.output) / kPredictionsFile).string(), result.dump(1));
+  comm.barrier();
+  return result;
+}
+
+}  // namespace kdseg::eval
