@@ -44,6 +44,7 @@ A row the study did not run gives "not run".
   study_summary.py report.json --rows "majority mean ..." --seeds "0 1 2" --out DIR --rule v1
 """
 import argparse
+import gzip
 import json
 import math
 
@@ -62,6 +63,13 @@ CLAIMS = [
      ["ece"]),
 ]
 
+
+
+def load_report(path):
+    """A kdseg report.json, or the same gzipped (report.json.gz, as docs/study/ keeps them)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)
 
 def per_case(report, name, metric, region):
     """{case id: value} of one model, NaN cases left out."""
@@ -134,7 +142,7 @@ def seed_improvements(report, row, reference, seeds, metric, region, sign):
 
 
 def main_v1(args):
-    report = json.load(open(args.report[0]))
+    report = load_report(args.report[0])
     rows, seeds = args.rows.split(), args.seeds.split()
     region = report["regions"][0]
     rng = np.random.default_rng(0)
@@ -441,7 +449,7 @@ def finish_claims(claims, rng):
 
 def load_reports(paths):
     """The models of every report as one report (the first one's regions)."""
-    reports = [json.load(open(p)) for p in paths]
+    reports = [load_report(p) for p in paths]
     merged = {"regions": reports[0]["regions"], "models": []}
     for r in reports:
         merged["models"] += r["models"]
