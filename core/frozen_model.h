@@ -26,6 +26,8 @@ class FrozenModel {
   // The preprocessing of its training slices as JSON (data/preprocessing.h): a kdseg checkpoint's
   // since it records it. Empty otherwise.
   virtual std::string preprocessing() const { return {}; }
+  // Its parameter count (0 where unknown).
+  virtual int64_t parameters() const { return 0; }
   // T: its logits are divided by it (a calibrated checkpoint); 1 otherwise.
   virtual double temperature() const { return 1; }
 };

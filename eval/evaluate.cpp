@@ -1,6 +1,7 @@
 #include "eval/evaluate.h"
 
 #include <torch/torch.h>
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -275,6 +276,8 @@ class Evaluator {
                   : data::evaluation_case_rows(rows_, store_.slice_case(), comm_.rank(), comm_.size());
     const auto plan = data::evaluation_plan(mine, o_.batch_size);
     Progress progress("evaluate " + evaluated.name, static_cast<int64_t>(plan.size()), comm_.rank() == 0);
+    double forward_seconds = 0;  // this rank's, in the model and its softmax
+    int64_t forward_slices = 0, batches = 0;
     if (!plan.empty()) {
       data::LoaderOptions loader_options;
       loader_options.workers = o_.workers;
@@ -284,8 +287,13 @@ class Evaluator {
       if (soft) loader_options.raters = data::RaterLabels::kMean;
       data::BatchLoader loader(o_.data, task_, loader_options, plan);
       while (auto batch = loader.next()) {
+        const auto forward_start = std::chrono::steady_clock::now();
         const Tensor logits = evaluated.model->logits(batch->images.to(device_));
-        const Tensor probs = torch::softmax(logits.to(torch::kFloat), 1).cpu();
+        const Tensor probs = torch::softmax(logits.to(torch::kFloat), 1).cpu();  // waits for the device
+        if (++batches > 1 || plan.size() == 1) {  // the first batch sets up the kernels: not timed
+          forward_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();
+          forward_slices += batch->images.size(0);
+        }
         KDSEG_CHECK(probs.sizes() == torch::IntArrayRef({batch->images.size(0), task_.classes, batch->images.size(2),
                                                          batch->images.size(3)}),
                     evaluated.file, ": logits of shape ", probs.sizes(), " for images ", batch->images.sizes());
@@ -306,6 +314,8 @@ class Evaluator {
       }
     }
     progress.finish();
+    Tensor cost = torch::tensor({forward_seconds, static_cast<double>(forward_slices)}, torch::kDouble);
+    dist::all_reduce_any_device(comm_, cost, dist::ReduceOp::kSum);
     Tensor state = metrics.state();
     dist::all_reduce_any_device(comm_, state, dist::ReduceOp::kSum);  // each case counted once across ranks
     metrics.set_state(state);
@@ -319,7 +329,12 @@ class Evaluator {
     }
     const Tensor distances = collector ? collector->finish(comm_) : Tensor();
     comm_.barrier();
-    return model_result(evaluated, metrics, band, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr);
+    detail::ModelResult result =
+        model_result(evaluated, metrics, band, o_.surface ? distances : Tensor(), soft ? &*soft : nullptr);
+    result.parameters = evaluated.model->parameters();
+    const double slices = cost[1].item<double>();
+    if (slices > 0) result.ms_per_slice = 1000.0 * cost[0].item<double>() / slices;
+    return result;
   }
 
   // The labels with every pixel farther than --band-mm from the reference's boundary ignored: the

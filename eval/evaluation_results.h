@@ -5,6 +5,7 @@
 // as null). No LibTorch here. Internal to eval/.
 #pragma once
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -98,7 +99,9 @@ struct ModelResult {
   std::string file;       // absolute; empty for a model given in memory
   std::string file_hash;  // empty without a file
   std::string description;
-  int64_t slices = 0;  // all cases together
+  int64_t slices = 0;                  // all cases together
+  int64_t parameters = 0;              // 0 where the model does not say
+  double ms_per_slice = std::nan("");  // the forward pass and softmax, per slice on one rank
   CaseValues cases;
   ModelSummary summary;
   ReliabilityBins reliability;

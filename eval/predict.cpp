@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -16,6 +18,8 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/folder_lock.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/run_record.h"
@@ -85,13 +89,34 @@ std::vector<PredictCase> sorted_unique(std::vector<PredictCase> cases, const std
     KDSEG_CHECK(cases[i].id != cases[i - 1].id, input, ": two scans of case ", cases[i].id, ": ", cases[i - 1].image,
                 " and ", cases[i].image);
   }
-  std::map<std::string, std::string> files;  // two ids that make one file name
-  for (const PredictCase& c : cases) {
-    const auto [at, fresh] = files.emplace(safe_file_name(c.id), c.id);
-    KDSEG_CHECK(fresh, input, ": cases ", at->second, " and ", c.id, " would write the same files (", at->first,
-                ".nii.gz)");
-  }
   return cases;
+}
+
+// The files predict writes for case `id` of a task of `classes` classes, in the output folder.
+std::vector<std::string> output_names(const std::string& id, int64_t classes) {
+  const std::string stem = safe_file_name(id);
+  std::vector<std::string> names = {stem + ".nii.gz", stem + "_probs.nii.gz"};
+  if (classes > 2) {
+    for (int64_t k = 1; k < classes; ++k) names.push_back(stem + "_probs_" + std::to_string(k) + ".nii.gz");
+  }
+  return names;
+}
+
+// No two cases may write one file (case "a"'s probabilities are "a_probs.nii.gz", case
+// "a_probs"'s labels too), and no output may replace an input scan.
+void check_output_names(const std::vector<PredictCase>& cases, int64_t classes, const std::string& output) {
+  std::map<std::string, std::string> owner;
+  std::error_code ec;
+  for (const PredictCase& c : cases) {
+    for (const std::string& name : output_names(c.id, classes)) {
+      const auto [at, fresh] = owner.emplace(name, c.id);
+      KDSEG_CHECK(fresh, "cases ", at->second, " and ", c.id, " would both write ", name, " in ", output,
+                  "; rename one of the scans");
+      KDSEG_CHECK(!fs::exists(c.image, ec) || !fs::exists(fs::path(output) / name, ec) ||
+                      !fs::equivalent(c.image, fs::path(output) / name, ec),
+                  output, "/", name, ": is the scan ", c.image, " itself; give an --output apart from the input");
+    }
+  }
 }
 
 // The temperature a model's probabilities are computed with (1 for a TorchScript module).
@@ -99,7 +124,9 @@ std::string model_kind(const FrozenModel& model) {
   return model.training_config().empty() ? "torchscript" : "kdseg checkpoint";
 }
 
-// Whether the folder exists as this user's own folder (not a link, not another user's).
+// Where the folder exists: that it is this user's own and that no other user may write into it
+// (not a link, not another user's, not shared like /tmp), so that no file another user placed
+// there is ever taken for predict's own.
 void check_own_folder(const std::string& path) {
   refuse_symlink_output(path);
   struct stat info {};
@@ -107,12 +134,31 @@ void check_own_folder(const std::string& path) {
   KDSEG_CHECK(S_ISDIR(info.st_mode), path, ": exists and is not a folder");
   KDSEG_CHECK(info.st_uid == ::geteuid(), path, ": a folder of another user (uid ", info.st_uid,
               "); predict writes only into its user's own folders");
+  KDSEG_CHECK((info.st_mode & (S_IWGRP | S_IWOTH)) == 0, path,
+              ": other users may write into it; give predict a folder of its own (e.g. a new one inside it)");
 }
 
-nlohmann::json read_json_file(const std::string& path) {
-  const nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
-  KDSEG_CHECK(!j.is_discarded(), path, ": not JSON (a damaged record; remove it, or give --force)");
-  return j;
+// A record of predict's own (a regular file of this user, not a link) as JSON; null otherwise.
+nlohmann::json read_record(const std::string& path) {
+  if (!is_own_regular_file(path)) return nullptr;
+  nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
+  return j.is_object() ? j : nlohmann::json(nullptr);
+}
+
+// A string field of a record; empty when it is missing or not a string.
+std::string text(const nlohmann::json& record, const char* key) {
+  if (!record.is_object()) return {};
+  const auto at = record.find(key);
+  return at != record.end() && at->is_string() ? at->get<std::string>() : std::string();
+}
+
+// What identifies a scan's content for a rerun: its path, size and modification time.
+nlohmann::json scan_stamp(const std::string& image) {
+  struct stat info {};
+  if (::stat(image.c_str(), &info) != 0) return nlohmann::json::object();
+  return {{"input", fs::absolute(image).string()},
+          {"input_bytes", static_cast<int64_t>(info.st_size)},
+          {"input_mtime_ns", static_cast<int64_t>(info.st_mtim.tv_sec) * 1000000000 + info.st_mtim.tv_nsec}};
 }
 
 // One case through the models: reads it, predicts every canonical axial slice and writes its files.
@@ -127,11 +173,7 @@ class CasePredictor {
     const data::Volume volume = data::read_nifti(c.image, true, data::VoxelType::kAsStored);
     const std::array<int64_t, 3> shape = {volume.voxels.size(0), volume.voxels.size(1), volume.voxels.size(2)};
     const data::Reorientation r = data::canonical_reorientation(volume.affine, shape);
-    const std::string stem = safe_file_name(c.id);
-    std::vector<std::string> names = {stem + ".nii.gz", stem + "_probs.nii.gz"};
-    if (classes_ > 2) {
-      for (int64_t k = 1; k < classes_; ++k) names.push_back(stem + "_probs_" + std::to_string(k) + ".nii.gz");
-    }
+    const std::vector<std::string> names = output_names(c.id, classes_);
     std::vector<std::unique_ptr<data::NiftiPlaneWriter>> writers;
     for (size_t f = 0; f < names.size(); ++f) {
       writers.push_back(std::make_unique<data::NiftiPlaneWriter>(
@@ -180,15 +222,13 @@ class CasePredictor {
     }
     for (auto& w : writers) w->close();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return {{"id", c.id},
-            {"input", fs::absolute(c.image).string()},
-            {"status", "done"},
-            {"labels", names[0]},
-            {"probabilities", std::vector<std::string>(names.begin() + 1, names.end())},
-            {"shape", shape},
-            {"slices", depth},
-            {"seconds", seconds},
-            {"slices_per_second", seconds > 0 ? static_cast<double>(depth) / seconds : 0.0}};
+    nlohmann::json record = {
+        {"id", c.id},         {"status", "done"},
+        {"labels", names[0]}, {"probabilities", std::vector<std::string>(names.begin() + 1, names.end())},
+        {"shape", shape},     {"slices", depth},
+        {"seconds", seconds}, {"slices_per_second", seconds > 0 ? static_cast<double>(depth) / seconds : 0.0}};
+    record.update(scan_stamp(c.image));
+    return record;
   }
 
  private:
@@ -262,66 +302,68 @@ nlohmann::json run_identity(const PredictOptions& o) {
 // Whether two identities describe the same predictions (the models by hash, TTA, preprocessing).
 bool same_run(const nlohmann::json& a, const nlohmann::json& b) {
   const auto key = [](const nlohmann::json& run) {
-    nlohmann::json k = {{"tta", run.value("tta", "")}, {"models", nlohmann::json::array()}};
-    for (const auto& m : run.value("models", nlohmann::json::array()))
-      k["models"].push_back(
-          {m.value("hash", ""), m.value("temperature", 1.0), m.value("preprocessing", nlohmann::json())});
+    nlohmann::json k = {{"tta", text(run, "tta")}, {"models", nlohmann::json::array()}};
+    const auto models = run.is_object() ? run.find("models") : run.end();
+    if (models == run.end() || !models->is_array()) return k;
+    for (const auto& m : *models) {
+      k["models"].push_back({text(m, "hash"), m.is_object() ? m.value("temperature", nlohmann::json()) : nullptr,
+                             m.is_object() ? m.value("preprocessing", nlohmann::json()) : nullptr});
+    }
     return k;
   };
   return key(a) == key(b);
-}
-
-// Rank 0: makes or checks --output. A folder of another run's predictions is refused without
-// --force, and with it that run's files are removed; returns the ids already finished.
-void prepare_output(const PredictOptions& o, const nlohmann::json& identity) {
-  check_own_folder(o.output);
-  const fs::path state = fs::path(o.output) / kStateFolder;
-  std::error_code ec;
-  const bool existed = fs::exists(o.output, ec);
-  if (existed && !fs::exists(state, ec)) {
-    KDSEG_CHECK(fs::is_empty(o.output, ec) || o.force, o.output,
-                ": exists and holds files that are not kdseg predictions; give another --output, or --force to write "
-                "into it");
-  }
-  fs::create_directories(o.output);
-  check_own_folder(state.string());
-  const fs::path run = state / kRunFile;
-  if (fs::exists(run, ec)) {
-    const nlohmann::json previous = read_json_file(run.string());
-    if (same_run(previous, identity)) return;  // a rerun: finished cases are kept
-    KDSEG_CHECK(o.force, o.output, ": holds predictions of other models or settings (", kRunFile,
-                "); give another --output, or --force to replace them");
-    for (const auto& entry : fs::directory_iterator(state)) {  // the previous run's files, by its records
-      if (entry.path().filename() == kRunFile || entry.path().extension() != ".json") continue;
-      const nlohmann::json record = nlohmann::json::parse(read_file(entry.path().string()), nullptr, false);
-      if (record.is_object() && record.contains("labels")) {
-        fs::remove(fs::path(o.output) / record["labels"].get<std::string>(), ec);
-        for (const auto& p : record.value("probabilities", nlohmann::json::array()))
-          fs::remove(fs::path(o.output) / p.get<std::string>(), ec);
-      }
-      fs::remove(entry.path(), ec);
-    }
-    fs::remove(fs::path(o.output) / kPredictionsFile, ec);
-  }
-  fs::create_directories(state);
-  write_file_atomic(run.string(), identity.dump(1));
 }
 
 std::string record_path(const PredictOptions& o, const std::string& id) {
   return (fs::path(o.output) / kStateFolder / ("case." + safe_file_name(id) + ".json")).string();
 }
 
-// The case's record when it is finished: its record is there and so are its files.
-std::optional<nlohmann::json> finished(const PredictOptions& o, const PredictCase& c) {
-  const std::string path = record_path(o, c.id);
-  if (!is_own_regular_file(path)) return std::nullopt;
-  const nlohmann::json record = nlohmann::json::parse(read_file(path), nullptr, false);
-  if (!record.is_object() || record.value("status", "") != "done" || record.value("id", "") != c.id)
-    return std::nullopt;
+// Rank 0: makes or checks --output (locked by the caller). A folder of another run's predictions
+// is refused without --force; with it, that run's files are removed: only the files predict
+// writes for the ids its records name, and only where they are this user's regular files.
+void prepare_output(const PredictOptions& o, const nlohmann::json& identity, int64_t classes) {
+  const fs::path output(o.output), state = output / kStateFolder, run = state / kRunFile;
+  check_own_folder(o.output);
+  check_own_folder(state.string());
   std::error_code ec;
-  if (!fs::is_regular_file(fs::path(o.output) / record.value("labels", ""), ec)) return std::nullopt;
-  for (const auto& p : record.value("probabilities", nlohmann::json::array()))
-    if (!fs::is_regular_file(fs::path(o.output) / p.get<std::string>(), ec)) return std::nullopt;
+  if (fs::is_regular_file(run, ec)) {
+    const nlohmann::json previous = read_record(run.string());
+    if (same_run(previous, identity)) return;  // a rerun: finished cases are kept
+    KDSEG_CHECK(o.force, o.output, ": holds predictions of other models or settings (", run.string(),
+                previous.is_null() ? ", damaged" : "", "); give another --output, or --force to replace them");
+    for (const auto& entry : fs::directory_iterator(state)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("case.", 0) != 0 || entry.path().extension() != ".json") continue;
+      const std::string id = text(read_record(entry.path().string()), "id");
+      if (!id.empty()) {
+        for (const std::string& file : output_names(id, std::max<int64_t>(classes, 64))) {
+          const fs::path path = output / file;
+          if (is_own_regular_file(path.string())) fs::remove(path, ec);
+        }
+      }
+      if (is_own_regular_file(entry.path().string())) fs::remove(entry.path(), ec);
+    }
+    if (is_own_regular_file((output / kPredictionsFile).string())) fs::remove(output / kPredictionsFile, ec);
+  }
+  if (::mkdir(state.c_str(), 0700) != 0) {
+    KDSEG_CHECK(errno == EEXIST, state.string(), ": cannot create it (", std::strerror(errno), ")");
+  }
+  check_own_folder(state.string());  // made by this process, or found as its own above
+  write_file_atomic(run.string(), identity.dump(1));
+}
+
+// The case's record when it is finished for this scan: its record names the same file, size and
+// modification time, and its files are there.
+std::optional<nlohmann::json> finished(const PredictOptions& o, const PredictCase& c, int64_t classes) {
+  nlohmann::json record = read_record(record_path(o, c.id));
+  if (text(record, "status") != "done" || text(record, "id") != c.id) return std::nullopt;
+  const nlohmann::json stamp = scan_stamp(c.image);
+  for (const auto& [key, value] : stamp.items()) {
+    if (!record.contains(key) || record[key] != value) return std::nullopt;  // another scan under this id
+  }
+  for (const std::string& file : output_names(c.id, classes)) {
+    if (!is_own_regular_file((fs::path(o.output) / file).string())) return std::nullopt;
+  }
   return record;
 }
 
@@ -403,8 +445,9 @@ std::vector<PredictCase> find_predict_cases(const std::string& input) {
     for (const data::CaseFiles& c : data::find_cases(input, *layout)) {
       if (!c.image.empty()) cases.push_back({c.id, c.image});
     }
-  } else {
-    cases = channel_cases(dir);
+  } else {  // a folder of scans: each file's own name
+    for (const fs::path& file : nifti_files(dir))
+      cases.push_back({strip_nifti(file.filename().string()), file.string()});
   }
   KDSEG_CHECK(!cases.empty(), input, ": holds no NIfTI scans (.nii or .nii.gz)");
   return sorted_unique(std::move(cases), input);
@@ -425,6 +468,16 @@ nlohmann::json predict(const PredictOptions& o, dist::Communicator& comm) {
   const std::vector<uint8_t> value_of_class = first.preprocessing.label_value_of_class(classes);
 
   const std::vector<PredictCase> cases = find_predict_cases(o.input);
+  check_output_names(cases, classes, o.output);
+  {  // every rank must split the same list
+    uint64_t h = kFnvOffset;
+    for (const PredictCase& c : cases) h = fnv1a(h, c.image.data(), c.image.size() + 1);
+    Tensor mine = torch::tensor({static_cast<int64_t>(h >> 1)}, torch::kLong), low = mine.clone();
+    dist::all_reduce_any_device(comm, mine, dist::ReduceOp::kMax);
+    dist::all_reduce_any_device(comm, low, dist::ReduceOp::kMin);
+    KDSEG_CHECK(mine.item<int64_t>() == low.item<int64_t>(), o.input,
+                ": the ranks found different scans there (a folder still being filled, or not shared by every rank)");
+  }
   // Every header first: a scan that cannot be read as a 3D volume stops the run before anything
   // is written (or is skipped with --skip-bad-cases).
   std::map<std::string, std::string> bad;  // id -> why
@@ -433,13 +486,32 @@ nlohmann::json predict(const PredictOptions& o, dist::Communicator& comm) {
       const data::Geometry g = data::read_nifti_geometry(c.image);
       KDSEG_CHECK(g.not_a_volume.empty(), c.image, ": ", g.not_a_volume);
       KDSEG_CHECK(g.datatype.has_value(), c.image, ": a NIfTI datatype kdseg does not read");
+      try {
+        data::closest_orientation(g.affine);
+      } catch (const Error& e) {
+        KDSEG_THROW(c.image, ": ", e.message());
+      }
     } catch (const Error& e) {
       KDSEG_CHECK(o.skip_bad_cases, e.message(), " (nothing was written; give --skip-bad-cases to skip such scans)");
       bad[c.id] = e.message();
     }
   }
   const nlohmann::json identity = run_identity(o);
-  if (comm.rank() == 0) prepare_output(o, identity);
+  std::optional<FolderLock> lock;  // rank 0's, until predictions.json is written
+  if (comm.rank() == 0) {
+    check_own_folder(o.output);
+    std::error_code ec;
+    if (fs::exists(o.output, ec) && !fs::exists(fs::path(o.output) / kStateFolder, ec)) {
+      bool empty = true;
+      for (const auto& entry : fs::directory_iterator(o.output))
+        empty = empty && entry.path().filename() == ".kdseg.lock";
+      KDSEG_CHECK(empty || o.force, o.output,
+                  ": exists and holds files that are not kdseg predictions; give another --output, or --force to "
+                  "write into it");
+    }
+    lock.emplace(o.output, "kdseg predict");
+    prepare_output(o, identity, classes);
+  }
   comm.barrier();
 
   CasePredictor predictor(o, value_of_class, classes);
@@ -448,47 +520,55 @@ nlohmann::json predict(const PredictOptions& o, dist::Communicator& comm) {
   Progress progress("predict", mine, comm.rank() == 0);
   for (size_t i = static_cast<size_t>(comm.rank()); i < cases.size(); i += static_cast<size_t>(comm.size())) {
     const PredictCase& c = cases[i];
-    if (bad.count(c.id) || finished(o, c)) {
+    if (bad.count(c.id) || finished(o, c, classes)) {
       progress.advance();
       continue;
     }
+    std::string why;
     try {
       write_file_atomic(record_path(o, c.id), predictor.run(c).dump(1));
     } catch (const IoError&) {
       throw;  // a full disk is not the case's fault
     } catch (const Error& e) {
-      KDSEG_CHECK(o.skip_bad_cases, e.message(), " (give --skip-bad-cases to skip such scans)");
-      log::warn("skipping {}: {}", c.id, e.message());
-      write_file_atomic(
-          record_path(o, c.id),
-          nlohmann::json(
-              {{"id", c.id}, {"input", fs::absolute(c.image).string()}, {"status", "skipped"}, {"why", e.message()}})
-              .dump(1));
+      why = e.message().rfind(c.image, 0) == 0 ? e.message() : c.image + ": " + e.message();
+    } catch (const c10::Error& e) {  // LibTorch's, e.g. out of memory on one large scan
+      why = c.image + ": " + e.what_without_backtrace();
+    }
+    if (!why.empty()) {
+      KDSEG_CHECK(o.skip_bad_cases, why, " (give --skip-bad-cases to skip such scans)");
+      log::warn("skipping {}: {}", c.id, why);
+      nlohmann::json record = {{"id", c.id}, {"status", "skipped"}, {"why", why}};
+      record.update(scan_stamp(c.image));
+      write_file_atomic(record_path(o, c.id), record.dump(1));
     }
     progress.advance(1, c.id);
   }
   progress.finish();
   comm.wait_for_all();
 
-  // predictions.json, from the records (every rank's), on rank 0.
+  // predictions.json, from every rank's records, on rank 0; the count of skipped cases on every rank.
   nlohmann::json result = identity;
   result["input"] = fs::absolute(o.input).string();
   result["cases"] = nlohmann::json::array();
   result["skipped"] = nlohmann::json::array();
-  for (const PredictCase& c : cases) {
-    if (const auto record = finished(o, c)) {
-      result["cases"].push_back(*record);
-      continue;
+  if (comm.rank() == 0) {
+    for (const PredictCase& c : cases) {
+      std::string why = bad.count(c.id) ? bad[c.id] : std::string();
+      if (why.empty()) {
+        if (const auto record = finished(o, c, classes)) {
+          result["cases"].push_back(*record);
+          continue;
+        }
+        why = text(read_record(record_path(o, c.id)), "why");
+        if (why.empty()) why = "not predicted";
+      }
+      result["skipped"].push_back({{"id", c.id}, {"input", fs::absolute(c.image).string()}, {"why", why}});
     }
-    std::string why = bad.count(c.id) ? bad[c.id] : "not predicted";
-    if (is_own_regular_file(record_path(o, c.id))) {
-      const nlohmann::json record = nlohmann::json::parse(read_file(record_path(o, c.id)), nullptr, false);
-      if (record.is_object() && record.contains("why")) why = record["why"].get<std::string>();
-    }
-    result["skipped"].push_back({{"id", c.id}, {"input", fs::absolute(c.image).string()}, {"why", why}});
   }
   if (comm.rank() == 0) write_file_atomic((fs::path(o.output) / kPredictionsFile).string(), result.dump(1));
-  comm.barrier();
+  Tensor skipped = torch::tensor({static_cast<int64_t>(result["skipped"].size())}, torch::kLong);
+  dist::all_reduce_any_device(comm, skipped, dist::ReduceOp::kMax);
+  result["skipped_count"] = skipped.item<int64_t>();
   return result;
 }
 

@@ -16,7 +16,8 @@
 //   .kdseg-predict/          the run's identity (run.json) and one record per finished case: a rerun
 //                            skips the cases recorded, and refuses a folder of other models' runs
 // Both NIfTI files of a case are written atomically before its record: a crash leaves no partial
-// file, and the rerun predicts that case again. Memory follows one case.
+// file, and the rerun predicts that case again. A record counts only for the same scan (path,
+// size, modification time). Memory follows one case.
 //
 // Under mpirun each rank predicts cases rank, rank + N, ... into the same folder (which every
 // rank must see: one file system) and rank 0 writes predictions.json.
@@ -87,7 +88,9 @@ struct PredictCase {
 // of one id, both.
 std::vector<PredictCase> find_predict_cases(const std::string& input);
 
-// Predicts every case and returns predictions.json (on every rank). Models must agree on the
+// Predicts every case and returns predictions.json on rank 0 (other ranks get its models and
+// options), with "skipped_count" on every rank. The output folder is locked while it runs, must
+// be its user's own and writable by no other user, and is refused when it holds other files. Models must agree on the
 // classes and the preprocessing (layout, task, window, size). Errors name the file.
 nlohmann::json predict(const PredictOptions& options, dist::Communicator& comm);
 

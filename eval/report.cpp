@@ -50,13 +50,18 @@ struct SummaryColumn {
   bool higher_is_better;
   bool with_interval;  // a "ci95" beside the value
   int decimals = 4;
+  double scale = 1;  // the value shown is the stored one times this (parameters in millions)
 };
 
 // Whether the models carry ACE, MCE and the band ECE (reports written before them do not).
 bool has_calibration_extras(const json& report) { return report.at("models").at(0).at("summary").contains("ace"); }
 
-// table#comparison: per region Dice over cases, then calibration.
-std::vector<SummaryColumn> comparison_columns(const std::vector<std::string>& regions, bool extras) {
+// Whether the models carry their parameters and time per slice (reports written before them do not).
+bool has_cost(const json& report) { return report.at("models").at(0).at("summary").contains("ms_per_slice"); }
+
+// table#comparison: per region Dice over cases, then calibration, then the cost: parameters and
+// milliseconds per slice.
+std::vector<SummaryColumn> comparison_columns(const std::vector<std::string>& regions, bool extras, bool cost) {
   std::vector<SummaryColumn> columns;
   for (const std::string& region : regions) {
     const Pointer dice = Pointer("/dice") / region;
@@ -74,6 +79,10 @@ std::vector<SummaryColumn> comparison_columns(const std::vector<std::string>& re
   }
   columns.push_back({"Calibration", "NLL", Pointer("/nll"), false, false});
   columns.push_back({"Calibration", "Brier", Pointer("/brier"), false, false});
+  if (cost) {
+    columns.push_back({"Cost", "parameters (M)", Pointer("/parameters"), false, false, 2, 1e-6});
+    columns.push_back({"Cost", "ms/slice", Pointer("/ms_per_slice"), false, false, 1});
+  }
   return columns;
 }
 
@@ -261,7 +270,7 @@ void write_summary_table(std::ostream& out, const json& models, const char* id,
   for (size_t c = 0; c < columns.size(); ++c) {
     const SummaryColumn& column = columns[c];
     std::vector<double> values;
-    for (const json& model : models) values.push_back(number(model.at("summary").at(column.value)));
+    for (const json& model : models) values.push_back(number(model.at("summary").at(column.value)) * column.scale);
     const std::vector<bool> best = best_of(values, column.higher_is_better);
     for (size_t m = 0; m < models.size(); ++m) {
       const int d = column.decimals;
@@ -322,7 +331,8 @@ void write_comparison(std::ostream& out, const json& report) {
   const json& models = report.at("models");
   const std::vector<std::string> regions = regions_of(report);
   out << "<section id=\"summary\">\n<h2>Comparison</h2>\n";
-  write_summary_table(out, models, "comparison", comparison_columns(regions, has_calibration_extras(report)));
+  write_summary_table(out, models, "comparison",
+                      comparison_columns(regions, has_calibration_extras(report), has_cost(report)));
   out << "<p class=\"note\">Dice: mean over cases, and below it the 95% bootstrap interval of the mean (also "
       << "for ECE); global: all cases pooled; worst 5%: mean of the lowest 5% of cases. Highlighted: the best "
       << "value of each column (higher Dice, lower ECE, NLL and Brier).</p>\n";

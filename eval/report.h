@@ -33,6 +33,8 @@
 //       dice: {<region>: {mean, ci95: [low, high], global, worst5}}
 //       slice_dice: {<region>: number}
 //       ece: {mean, ci95: [low, high]},  slice_ece, classwise_ece, ace, mce, nll, brier: number
+//       parameters: the model's parameter count (0 where unknown); ms_per_slice: milliseconds of its
+//         forward pass and softmax per slice on one rank, the first batch (set-up) not timed
 //       band_ece: {mean, ci95}: the ECE of the pixels within band_mm of the reference's boundary
 //         (the raters' union with raters, else the label's foreground; boundary_band, core/metrics.h)
 //       surface (optional, with every model or none): {<region>: {hd95, assd, nsd: {mean,

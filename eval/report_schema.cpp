@@ -162,6 +162,8 @@ json model_json(const EvaluationResults& results, const ModelResult& m) {
                 {"summary", summary_json(results.regions, m.summary)},
                 {"reliability", reliability_json(m.reliability)},
                 {"cases", cases}};
+  model["summary"]["parameters"] = m.parameters;
+  model["summary"]["ms_per_slice"] = number(m.ms_per_slice);
   if (m.paired) model["paired"] = paired_json(results.regions, *m.paired);
   if (!m.curves.is_null()) model["curves"] = m.curves;
   return model;

@@ -60,10 +60,16 @@ ExportSummary export_torchscript(const std::string& path, const std::string& out
   torch::jit::Module module("__torch__.kdseg.Segmenter");
   int64_t parameters = 0;
   for (const auto& item : net->named_parameters()) {
+    KDSEG_CHECK(!module.hasattr(attribute_name(item.key())), path, ": two of its tensors are both named ",
+                attribute_name(item.key()), " in TorchScript");
     module.register_parameter(attribute_name(item.key()), item.value(), /*is_buffer=*/false);
     parameters += item.value().numel();
   }
-  for (const auto& item : net->named_buffers()) module.register_buffer(attribute_name(item.key()), item.value());
+  for (const auto& item : net->named_buffers()) {
+    KDSEG_CHECK(!module.hasattr(attribute_name(item.key())), path, ": two of its tensors are both named ",
+                attribute_name(item.key()), " in TorchScript");
+    module.register_buffer(attribute_name(item.key()), item.value());
+  }
 
   const double temperature = checkpoint.info().temperature;
   torch::jit::Stack inputs{torch::zeros({1, 1, size, size})};

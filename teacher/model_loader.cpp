@@ -43,6 +43,11 @@ class CheckpointModel final : public FrozenModel {
   std::string training_config() const override { return config_; }
   std::string preprocessing() const override { return preprocessing_; }
   double temperature() const override { return temperature_; }
+  int64_t parameters() const override {
+    int64_t n = 0;
+    for (const at::Tensor& p : model_->parameters()) n += p.numel();
+    return n;
+  }
 
  private:
   std::string path_, config_, preprocessing_;

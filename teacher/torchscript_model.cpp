@@ -78,6 +78,11 @@ class TorchScriptModel final : public FrozenModel {
            (exported_temperature_ != 1 ? std::string(", calibrated: T = ") + t : std::string()) + ")";
   }
   std::string preprocessing() const override { return preprocessing_; }
+  int64_t parameters() const override {
+    int64_t n = 0;
+    for (const at::Tensor& p : module_.parameters()) n += p.numel();
+    return n;
+  }
 
  private:
   std::string preprocessing_, exported_from_;

@@ -105,7 +105,7 @@ int run_predict(const po::variables_map& vm) {
       for (const auto& s : result.at("skipped"))
         std::cout << "  skipped " << s.at("id").get<std::string>() << ": " << s.at("why").get<std::string>() << "\n";
     }
-    return result.at("skipped").empty() || o.skip_bad_cases ? 0 : 1;
+    return result.at("skipped_count").get<int64_t>() == 0 || o.skip_bad_cases ? 0 : 1;
   });
 }
 

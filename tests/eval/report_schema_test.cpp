@@ -43,6 +43,8 @@ E::EvaluationResults results(bool surface, bool raters) {
     E::ModelResult model;
     model.name = m == 0 ? "teacher" : "student";
     model.slices = 16;
+    model.parameters = 1000 * (m + 1);
+    model.ms_per_slice = m == 0 ? 2.5 : kNaN;  // NaN: not timed, written as null
     E::CaseValues& v = model.cases;
     v.slices = {8, 0, 8};
     v.dice = {{0.9, kNaN, 0.8 - 0.1 * m}, {0.5, kNaN, kNaN}};
@@ -82,7 +84,10 @@ TEST(ReportSchema, WritesEveryDocumentedKey) {
                                                   "reliability", "cases"}));
   EXPECT_EQ(keys(teacher.at("summary")),
             (std::set<std::string>{"dice", "slice_dice", "ece", "slice_ece", "classwise_ece", "ace", "mce", "band_ece",
-                                   "nll", "brier", "surface", "soft_reference"}));
+                                   "nll", "brier", "parameters", "ms_per_slice", "surface", "soft_reference"}));
+  EXPECT_EQ(teacher.at("summary").at("parameters"), 1000);
+  EXPECT_EQ(teacher.at("summary").at("ms_per_slice"), 2.5);
+  EXPECT_TRUE(report.at("models").at(1).at("summary").at("ms_per_slice").is_null());
   EXPECT_EQ(keys(teacher.at("summary").at("soft_reference")),
             (std::set<std::string>{"threshold_dice", "l1", "brier", "rater_ece"}));
   ASSERT_EQ(teacher.at("cases").size(), 2u) << "case b is outside the fold";

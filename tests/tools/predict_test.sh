@@ -8,7 +8,9 @@
 #     the same labels as its axial original, in its own voxel order;
 #   - an ensemble's probabilities are the mean of its models' (one of them calibrated: its T is
 #     applied); --tta flip makes the prediction of a mirrored scan the mirror of the original's;
-#   - a rerun skips finished cases; another model into the same folder is refused without
+#   - a rerun skips finished cases but predicts a scan replaced under its name again; a plain
+#     folder keeps names like "_0001"; a folder other users may write into is refused;
+#   - another model into the same folder is refused without
 #     --force; models of other classes, a TorchScript-less window (--window without --size), a 4D
 #     scan (refused before anything is written, skipped with --skip-bad-cases) are named;
 #   - under mpirun -np 2 the files equal those of one process.
@@ -160,6 +162,27 @@ grep -q "holds predictions of other models" <<< "$out" || fail "no clear refusal
 "$kdseg" predict --model cal.pt --input folder --output out-folder --force "${quiet[@]}" > /dev/null 2>&1 ||
   fail "--force"
 cmp -s out-folder/volume-1_probs.nii.gz out-cal/volume-1_probs.nii.gz || fail "--force did not replace the files"
+
+# A rerun predicts a scan again when the file under its name changed; a plain folder keeps names
+# that look like channels; a folder other users may write into is refused.
+mkdir -p swap plain
+/usr/bin/python3 -c "
+import nibabel as nib
+nib.save(nib.load('$v0'), 'swap/scan.nii.gz'); nib.save(nib.load('$v0'), 'plain/patient_0001.nii.gz')" || fail "copies"
+"$kdseg" predict --model "$model" --input swap --output out-swap "${quiet[@]}" > /dev/null 2>&1 || fail "swap"
+first=$(stat -c %Y out-swap/scan.nii.gz)
+sleep 1
+/usr/bin/python3 -c "
+import nibabel as nib
+nib.save(nib.load('$v1'), 'swap/scan.nii.gz')" || fail "swapping the scan"
+"$kdseg" predict --model "$model" --input swap --output out-swap "${quiet[@]}" > /dev/null 2>&1 || fail "swap rerun"
+[ "$(stat -c %Y out-swap/scan.nii.gz)" != "$first" ] || fail "a changed scan was taken as finished"
+"$kdseg" predict --model "$model" --input plain --output out-plain "${quiet[@]}" > /dev/null 2>&1 || fail "plain folder"
+[ -e out-plain/patient_0001.nii.gz ] || fail "a plain folder's _0001 name was not kept: $(ls out-plain)"
+mkdir -m 777 shared
+out=$("$kdseg" predict --model "$model" --input plain --output shared "${quiet[@]}" 2>&1) &&
+  fail "a folder other users may write into was used"
+grep -q "other users may write into it" <<< "$out" || fail "no clear refusal of the shared folder: $out"
 
 # Bad input: each named, nothing written.
 out=$("$kdseg" predict --model "$model" --model run-tumor/last.pt --input folder --output bad1 "${quiet[@]}" 2>&1) &&
