@@ -494,6 +494,59 @@ def study_v2(report, rows, seeds, claims_list, rng):
     return {"region": region, "seeds": seeds, "rows": table, "claims": claims + not_run, "secondary": secondary}
 
 
+# The table of every row before and after temperature scaling (descriptive, no verdicts): each
+# metric from the report's per-model summary, averaged over the seeds both versions have.
+TS_METRICS = [
+    ("ece", "ECE %", 100.0, 2, lambda s: s["ece"]["mean"]),
+    ("nll", "NLL", 1.0, 4, lambda s: s["nll"]),
+    ("band_ece", "band ECE %", 100.0, 2, lambda s: s["band_ece"]["mean"]),
+    ("ace", "ACE %", 100.0, 1, lambda s: s["ace"]),
+    ("rater_ece", "rater ECE %", 100.0, 2, lambda s: s["soft_reference"]["rater_ece"]["mean"]),
+]
+
+
+def model_summary(report, name):
+    return next(m for m in report["models"] if m["name"] == name)["summary"]
+
+
+def temperature_scaling(report, rows, seeds):
+    """{row: {"seeds": n, metric: {"before", "after"}}} for every row whose "<row>-ts" models exist;
+    a metric that is missing (null) for some model is null."""
+    out = {}
+    for row in rows:
+        if row.endswith("-ts"):
+            continue
+        both = [s for s in seeds if has_model(report, f"{row}-s{s}") and has_model(report, f"{row}-ts-s{s}")]
+        if not both:
+            continue
+        entry = {"seeds": len(both)}
+        for key, _, _, _, get in TS_METRICS:
+            pair = {}
+            for when, name in (("before", row), ("after", f"{row}-ts")):
+                values = [get(model_summary(report, f"{name}-s{s}")) for s in both]
+                pair[when] = None if any(v is None for v in values) else float(np.mean(values))
+            entry[key] = pair
+        out[row] = entry
+    return out
+
+
+def markdown_temperature_scaling(table):
+    if not table:
+        return ""
+    head = "| row | seeds | " + " | ".join(f"{label} before | after" for _, label, _, _, _ in TS_METRICS) + " |"
+    lines = ["", "Every row before and after temperature scaling on the calibration fold (means over seeds; "
+             "Dice does not change with a temperature; null: the metric is missing):", "", head,
+             "|" + "---|" * (2 + 2 * len(TS_METRICS))]
+    for row, e in table.items():
+        cells = []
+        for key, _, k, digits, _ in TS_METRICS:
+            for when in ("before", "after"):
+                v = e[key][when]
+                cells.append("null" if v is None else f"{v * k:.{digits}f}")
+        lines.append(f"| {row} | {e['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def study_from_seed_differences(spec, rng):
     """Only per-seed improvements known (no per-case values): no interval, the rest as study_v2.
 
@@ -653,9 +706,11 @@ def main():
     if args.rule == "v1":
         main_v1(args)
         return
-    summary = study_v2(load_reports(args.report), args.rows.split(), args.seeds.split(), load_claims(args.claims), rng)
-    summary.update(reports=args.report, rule=rule_v2())
-    text = markdown_v2(summary)
+    report = load_reports(args.report)
+    summary = study_v2(report, args.rows.split(), args.seeds.split(), load_claims(args.claims), rng)
+    summary.update(reports=args.report, rule=rule_v2(),
+                   temperature_scaling=temperature_scaling(report, args.rows.split(), args.seeds.split()))
+    text = markdown_v2(summary) + markdown_temperature_scaling(summary["temperature_scaling"])
     write(summary, args.out, text)
     print(text)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every committed study (docs/study/<benchmark>/ with study.json and its reports, gzipped) is
 # recomputed by scripts/study_summary.py from the committed reports: each claim's verdict, effect,
-# interval, p-values and power, and each row's numbers, must come out as committed.
+# interval, p-values and power, each row's numbers and the before/after temperature-scaling table
+# must come out as committed.
 #   study_records_test.sh <repository root> <work dir>
 set -uo pipefail
 root=$1
@@ -39,7 +40,9 @@ def same(a, b, where):  # numbers to 1e-9 (numpy's sums may round differently on
     else:
         assert a == b, (where, a, b)
 
-for key in ("region", "seeds", "rows", "claims", "secondary", "rule"):
+keys = ["region", "seeds", "rows", "claims", "secondary", "rule"]
+keys += ["temperature_scaling"] if "temperature_scaling" in committed else []  # the before/after table
+for key in keys:
     same(committed[key], again[key], key)
 print("recomputed:", sys.argv[1], {c["key"]: c["verdict"] for c in again["claims"]})
 PY
