@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +57,32 @@ class CheckpointModel final : public FrozenModel {
   models::UNet model_{nullptr};
 };
 
+class EnsembleModel final : public FrozenModel {
+ public:
+  explicit EnsembleModel(std::vector<std::unique_ptr<FrozenModel>> members) : members_(std::move(members)) {}
+
+  at::Tensor logits(const at::Tensor& images) override {
+    torch::NoGradGuard no_grad;
+    std::vector<at::Tensor> log_probs;
+    for (auto& m : members_) log_probs.push_back(torch::log_softmax(m->logits(images).to(torch::kFloat), 1));
+    return torch::logsumexp(torch::stack(log_probs), 0) - std::log(static_cast<double>(members_.size()));
+  }
+  int64_t classes() const override { return members_.front()->classes(); }
+  std::string describe() const override {
+    std::string text = "ensemble of " + std::to_string(members_.size()) + " models (";
+    for (size_t i = 0; i < members_.size(); ++i) text += (i ? "; " : "") + members_[i]->describe();
+    return text + ")";
+  }
+  int64_t parameters() const override {
+    int64_t n = 0;
+    for (const auto& m : members_) n += m->parameters();
+    return n;
+  }
+
+ private:
+  std::vector<std::unique_ptr<FrozenModel>> members_;
+};
+
 // The zip signature LibTorch's archives (checkpoints and TorchScript modules) start with.
 bool looks_like_zip(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -81,6 +108,18 @@ std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device dev
                 "truncated or damaged: copy it again, or use best.pt or an earlier checkpoint");
     throw;
   }
+}
+
+std::unique_ptr<FrozenModel> make_ensemble(std::vector<std::unique_ptr<FrozenModel>> members,
+                                           const std::vector<std::string>& files) {
+  KDSEG_CHECK(!members.empty() && members.size() == files.size(), "an ensemble needs one file per model");
+  if (members.size() == 1) return std::move(members.front());
+  for (size_t i = 1; i < members.size(); ++i) {
+    KDSEG_CHECK(members[i]->classes() == members[0]->classes(), files[i], ": predicts ", members[i]->classes(),
+                " classes but ", files[0], " predicts ", members[0]->classes(),
+                ": the models of an ensemble must predict the same classes");
+  }
+  return std::make_unique<EnsembleModel>(std::move(members));
 }
 
 }  // namespace kdseg::teacher

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/frozen_model.h"
 
@@ -23,5 +24,13 @@ std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device dev
 // its "out" or "logits" entry). Errors name the file and what came out.
 std::unique_ptr<FrozenModel> load_torchscript_model(const std::string& path, c10::Device device = c10::kCPU,
                                                     int64_t probe_size = 64);
+
+// Several models as one: the mean of their probabilities (each after its own temperature), as
+// logits log(mean_i softmax(z_i)), computed as logsumexp_i log_softmax(z_i) - log n so that they
+// stay finite wherever the z_i are. Its softmax is the members' mean probability; a temperature
+// applied to its logits sharpens or softens that mean. Members must predict the same classes
+// (errors name `files`, one per member).
+std::unique_ptr<FrozenModel> make_ensemble(std::vector<std::unique_ptr<FrozenModel>> members,
+                                           const std::vector<std::string>& files);
 
 }  // namespace kdseg::teacher

@@ -61,7 +61,7 @@ void maybe_kill_for_test(int rank, int64_t batches_written) {
 }
 
 void check_options(const PrecomputeOptions& o) {
-  KDSEG_CHECK(!o.teacher.empty() && !o.data.empty() && !o.output.empty(),
+  KDSEG_CHECK(!o.teachers.empty() && !o.data.empty() && !o.output.empty(),
               "precompute: --teacher, --data and --output are required");
   KDSEG_CHECK(o.batch_size >= 1, "precompute: --batch-size must be >= 1");
   KDSEG_CHECK(o.compression >= 0 && o.compression <= 9, "precompute: --compression must be 0-9");
@@ -78,6 +78,26 @@ void check_options(const PrecomputeOptions& o) {
                 "precompute: calibration fold ", fold, " is also cached (--folds ", folds_text(o.folds),
                 "): students would train on the cases the temperature was fitted on");
   }
+}
+
+// The teacher, or the ensemble of the teachers: each checked by o.check_teacher and against the
+// task's classes; the same file twice (by content) is refused, as it would weigh double.
+std::unique_ptr<FrozenModel> load_teachers(const PrecomputeOptions& o, const data::Task& task, c10::Device device) {
+  std::vector<std::unique_ptr<FrozenModel>> members;
+  std::vector<std::string> hashes;
+  for (const std::string& file : o.teachers) {
+    const std::string hash = hash_file(file);
+    const auto same = std::find(hashes.begin(), hashes.end(), hash);
+    KDSEG_CHECK(same == hashes.end(), file, ": the same teacher as ",
+                o.teachers[static_cast<size_t>(same - hashes.begin())], " (file hash ", hash,
+                "): an ensemble's teachers must differ");
+    hashes.push_back(hash);
+    members.push_back(load_model(file, device));
+    KDSEG_CHECK(members.back()->classes() == task.classes, file, ": the teacher predicts ", members.back()->classes(),
+                " classes but task '", task.name, "' has ", task.classes, " (pass the teacher's --task)");
+    if (o.check_teacher) o.check_teacher(*members.back(), file);
+  }
+  return make_ensemble(std::move(members), o.teachers);
 }
 
 // The provenance's "calibration": "none", or the fitted T and where it was fitted.
@@ -105,8 +125,12 @@ data::CacheProvenance provenance_of(const PrecomputeOptions& o, const data::Prep
   } else {
     provenance.temperature = "applied when read";
   }
-  provenance.teacher_file = fs::absolute(o.teacher).string();
-  provenance.teacher_hash = hash_file(o.teacher);
+  // An ensemble's: the files joined by " + ", their hashes by "+", in the order given.
+  for (const std::string& file : o.teachers) {
+    const bool first = provenance.teacher_hash.empty();
+    provenance.teacher_file += (first ? "" : " + ") + fs::absolute(file).string();
+    provenance.teacher_hash += (first ? "" : "+") + hash_file(file);
+  }
   provenance.store_file = fs::absolute(o.data).string();
   provenance.store_hash = store.attribute("content_hash");
   provenance.folds = folds_text(o.folds);
@@ -245,9 +269,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   const std::vector<int64_t> rows = store.rows_in_folds(o.folds);
   KDSEG_CHECK(!rows.empty(), o.data, ": no slices in folds ", folds_text(o.folds));
 
-  auto teacher = load_model(o.teacher, device);
-  KDSEG_CHECK(teacher->classes() == task.classes, o.teacher, ": the teacher predicts ", teacher->classes(),
-              " classes but task '", task.name, "' has ", task.classes, " (pass the teacher's --task)");
+  auto teacher = load_teachers(o, task, device);
 
   const data::CacheFolder folder(o.output);
   const std::string work = folder.pass_dir();

@@ -8,6 +8,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,12 +16,22 @@
 #include "data/task.h"
 #include "dist/communicator.h"
 
+namespace kdseg {
+class FrozenModel;
+}
+
 namespace kdseg::teacher {
 
 struct PrecomputeOptions {
-  std::string teacher;  // kdseg checkpoint or TorchScript file
-  std::string data;     // prepared store
-  std::string output;   // cache folder
+  // kdseg checkpoints or TorchScript files; several are an ensemble (teacher/model_loader.h
+  // make_ensemble): the cache holds the log of their mean probability, every file's hash in its
+  // provenance.
+  std::vector<std::string> teachers;
+  // Called on each teacher once loaded, before anything is written; throws to refuse it
+  // (`kdseg precompute --fold`: a teacher that trained on the students' evaluation fold).
+  std::function<void(const FrozenModel& teacher, const std::string& file)> check_teacher;
+  std::string data;    // prepared store
+  std::string output;  // cache folder
   data::CacheFormat format = data::CacheFormat::kLogitsF16;
   double temperature = 0;  // probs-u8: T of the stored probabilities (0: 1); logits-f16: must be 0
   // Calibrate the teacher first (`--temperature fit`): fit T on `calibration_folds`

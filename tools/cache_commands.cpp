@@ -7,9 +7,13 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/frozen_model.h"
+#include "core/log.h"
 #include "core/parse.h"
 #include "core/stop_request.h"
+#include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
+#include "eval/held_out.h"
 #include "teacher/precompute.h"
 #include "tools/cli.h"
 #include "tools/launch.h"
@@ -20,7 +24,9 @@ namespace po = boost::program_options;
 void add_precompute_options(po::options_description& d) {
   // clang-format off
   d.add_options()
-      ("teacher", po::value<std::string>()->required(), "teacher: a kdseg checkpoint or a TorchScript file")
+      ("teacher", po::value<std::vector<std::string>>()->required()->composing(),
+       "teacher: a kdseg checkpoint or a TorchScript file; given more than once, an ensemble (the mean of the "
+       "teachers' probabilities, e.g. fold teachers)")
       ("data", po::value<std::string>()->required(), "prepared store (kdseg prepare)")
       ("output", po::value<std::string>()->required(), "cache folder (soft_labels.h5 and one shard per rank)")
       ("format", po::value<std::string>()->default_value("logits-f16"), enum_help<data::CacheFormat>().c_str())
@@ -30,6 +36,8 @@ void add_precompute_options(po::options_description& d) {
       ("calibration-folds", po::value<std::string>()->default_value(""),
        "with --temperature fit: folds to fit T on, which the students must not train on (e.g. 1)")
       ("folds", po::value<std::string>()->default_value("all"), "folds whose slices to cache: all, or e.g. 1,2,3,4")
+      ("fold", po::value<int>(),
+       "the students' evaluation fold (their --fold): refuse a teacher that trained on a case of it")
       ("task", po::value<std::string>()->default_value("tumor"), ("the teacher's task: " + enum_help<data::TaskKind>()).c_str())
       ("batch-size", po::value<int64_t>()->default_value(8), "slices per teacher forward pass")
       ("compression", po::value<int>()->default_value(4), "deflate level 0-9 (0: uncompressed)")
@@ -41,7 +49,7 @@ void add_precompute_options(po::options_description& d) {
 
 int run_precompute(const po::variables_map& vm) {
   teacher::PrecomputeOptions o;
-  o.teacher = vm["teacher"].as<std::string>();
+  o.teachers = vm["teacher"].as<std::vector<std::string>>();
   o.data = vm["data"].as<std::string>();
   o.output = vm["output"].as<std::string>();
   o.format = parse_option<data::CacheFormat>(vm, "format");
@@ -61,6 +69,22 @@ int run_precompute(const po::variables_map& vm) {
   o.workers = vm["workers"].as<int>();
   o.force = vm["force"].as<bool>();
   o.device = parse_option<c10::DeviceType>(vm, "device");
+  if (vm.count("fold")) {
+    const int fold = vm["fold"].as<int>();
+    o.check_teacher = [&o, fold](const FrozenModel& teacher, const std::string& file) {
+      if (teacher.training_config().empty()) {
+        log::warn("{}: not a kdseg checkpoint, so it cannot be checked to have held out fold {}", file, fold);
+        return;
+      }
+      const data::PreparedStore store(o.data);
+      try {
+        eval::check_held_out(teacher, file, store, store.rows_in_folds({fold}), fold, /*warn=*/true);
+      } catch (const Error& e) {
+        KDSEG_THROW(e.message(), " (--fold ", fold, ": students distilled from it would be evaluated on cases it ",
+                    "taught them)");
+      }
+    };
+  }
   return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {
     install_stop_handlers();  // SIGTERM, SIGINT, SIGUSR1: stop after the batch, its shard flushed
     const teacher::PrecomputeSummary s = teacher::precompute(o, comm);

@@ -48,7 +48,7 @@ class DistillTest : public ::testing::Test {
     t.max_steps = 4;
     kdseg::student::train(t, *comm);
     kdseg::teacher::PrecomputeOptions o;
-    o.teacher = dir->file("teacher/last.pt");
+    o.teachers = {dir->file("teacher/last.pt")};
     o.data = dir->file("p.h5");
     o.output = dir->file("cache");
     kdseg::teacher::precompute(o, *comm);
@@ -183,7 +183,7 @@ TEST_F(DistillTest, MissingSlicesAreNamed) {
   // A cache of fold 1 only: training on fold 1 (validating on 0) needs fold 1's slices, but
   // validating on fold 1 needs fold 0's for training.
   kdseg::teacher::PrecomputeOptions o;
-  o.teacher = dir->file("teacher/last.pt");
+  o.teachers = {dir->file("teacher/last.pt")};
   o.data = dir->file("p.h5");
   o.output = dir->file("cache-fold1");
   o.folds = {1};
@@ -208,14 +208,14 @@ TEST_F(DistillTest, CacheWithAnotherClassCountIsRefused) {
   t.task = kdseg::data::parse_task("organ-tumor");
   t.max_steps = 1;
   kdseg::student::train(t, *comm);
-  o.teacher = dir->file("teacher3/last.pt");
+  o.teachers = {dir->file("teacher3/last.pt")};
   o.data = dir->file("p.h5");
   o.output = dir->file("cache3");
   o.task = kdseg::data::parse_task("organ-tumor");
   kdseg::teacher::precompute(o, *comm);
   TrainConfig c = distill("three");
   c.cache = o.output;
-  c.teacher = o.teacher;
+  c.teacher = o.teachers[0];
   const std::string e = error_of(c);
   EXPECT_NE(e.find("the cache holds 3 classes but task 'tumor' has 2"), std::string::npos) << e;
   // The pass itself refuses a teacher whose classes differ from its --task.

@@ -97,7 +97,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
   }
   world().barrier();
   kdseg::teacher::PrecomputeOptions o;
-  o.teacher = dir + "/teacher/last.pt";
+  o.teachers = {dir + "/teacher/last.pt"};
   o.data = c.data;
   o.output = dir + "/cache";
   o.batch_size = 4;
@@ -105,7 +105,7 @@ TEST(DistributedDistillation, LowersTheObjectiveAndGlobalDmlMatchesOneRank) {
 
   c.teacher_mode = kdseg::student::TeacherMode::kCache;
   c.cache = o.output;
-  c.teacher = o.teacher;
+  c.teacher = o.teachers[0];
   c.max_steps = 16;
   c.output = dir + "/global";
   kdseg::student::train(c, world());
@@ -193,14 +193,14 @@ TEST(MultiRaterTraining, RandomRaterFollowsOneRankAndMeanDistillationLearns) {
   }
   world().barrier();
   kdseg::teacher::PrecomputeOptions o;
-  o.teacher = dir + "/teacher/last.pt";
+  o.teachers = {dir + "/teacher/last.pt"};
   o.data = c.data;
   o.output = dir + "/cache";
   o.batch_size = 4;
   kdseg::teacher::precompute(o, world());
   c.teacher_mode = kdseg::student::TeacherMode::kCache;
   c.cache = o.output;
-  c.teacher = o.teacher;
+  c.teacher = o.teachers[0];
   c.labels = kdseg::student::LabelKind::kMean;
   c.max_steps = 16;
   c.output = dir + "/mean";

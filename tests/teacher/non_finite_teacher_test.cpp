@@ -48,18 +48,18 @@ TEST(NonFiniteTeacher, PrecomputeAndTheTemperatureFitRefuseIt) {
                             ")";
 
   kdseg::teacher::PrecomputeOptions o;
-  o.teacher = save_teacher(dir.file("nan.pt"), std::nanf(""));
+  o.teachers = {save_teacher(dir.file("nan.pt"), std::nanf(""))};
   o.data = store_path;
   o.output = dir.file("cache-nan");
   o.workers = 1;
   std::string message = error_of(o);
-  EXPECT_NE(message.find("TorchScript " + o.teacher + ": its logits are not finite " + first), std::string::npos)
+  EXPECT_NE(message.find("TorchScript " + o.teachers[0] + ": its logits are not finite " + first), std::string::npos)
       << message;
   EXPECT_NE(message.find(" NaN and 0 infinite of "), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(kdseg::data::CacheFolder(o.output).master_path())) << "a NaN teacher was cached";
 
   // The fit meets the infinite teacher on the calibration folds' first slice, before any pass.
-  o.teacher = save_teacher(dir.file("inf.pt"), std::numeric_limits<float>::infinity());
+  o.teachers = {save_teacher(dir.file("inf.pt"), std::numeric_limits<float>::infinity())};
   o.output = dir.file("cache-inf");
   o.folds = {0};
   o.calibration_folds = {1};

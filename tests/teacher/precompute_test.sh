@@ -105,6 +105,39 @@ printf 'x' >> other.pt
 if "$kdseg" cache verify --cache two --teacher other.pt > verify.log 2>&1; then echo "verify accepted another teacher"; exit 1; fi
 grep -q "teacher: the cache was made by" verify.log
 
+# Fold teachers as an ensemble (--teacher twice): teacher held out fold 0, teacher2 fold 1. The
+# cache is the mean of the two teachers' probabilities, the same from 1 and 2 ranks, and names
+# both hashes; --fold refuses a teacher that trained on the students' evaluation fold.
+"$kdseg" train --data store.h5 --output teacher2 --fold 1 --seed 7 --max-steps 1 --batch-size 2 --crop-size 32 \
+  --width 0.125 --validate-every 0 "${quiet[@]}" > /dev/null
+pass 1 ensemble --teacher teacher2/last.pt > /dev/null
+pass 2 ensemble2 --teacher teacher2/last.pt > /dev/null
+same ensemble ensemble2
+"${mpirun[@]}" -np 1 "$kdseg" precompute --teacher teacher2/last.pt --data store.h5 --output second --batch-size 4 \
+  "${quiet[@]}" > /dev/null
+"$python" - one second ensemble <<'PY'
+import sys, h5py, numpy as np
+def probs(d):
+    z = h5py.File(d + "/soft_labels.h5", "r")["soft_labels"][()].astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+a, b, ab = (probs(d) for d in sys.argv[1:4])
+err, spread = np.abs(ab - (a + b) / 2).max(), np.abs(a - b).max()
+print(f"ensemble: largest difference from the mean probability {err:.2e}; the teachers differ by up to {spread:.3f}")
+if not err < 4e-3: sys.exit("the ensemble's cache is not the mean of its teachers' probabilities")
+if not spread > 0.01: sys.exit("the two teachers agree: the check would not see an average")
+PY
+"$kdseg" cache inspect --cache ensemble > inspect2.log
+grep -q "teacher .*/teacher/last.pt + .*/teacher2/last.pt (hash [0-9a-f]*+[0-9a-f]*)" inspect2.log ||
+  { cat inspect2.log; echo "the ensemble's provenance lacks a teacher"; exit 1; }
+if pass 1 refused --teacher teacher2/last.pt --fold 0 > fold.log 2>&1; then echo "--fold 0 accepted teacher2"; exit 1; fi
+grep -q "teacher2/last.pt: trained on 2 case(s) of fold 0" fold.log || { cat fold.log; exit 1; }
+if pass 1 refused --teacher teacher2/last.pt --fold 1 > fold.log 2>&1; then echo "--fold 1 accepted teacher"; exit 1; fi
+grep -q "teacher/last.pt: trained on 2 case(s) of fold 1" fold.log || { cat fold.log; exit 1; }
+[ ! -e refused/soft_labels.h5 ] || { echo "a refused ensemble was cached"; exit 1; }
+pass 1 held-out --fold 0 > /dev/null
+echo "ensembles: the mean of the teachers, both hashes recorded, --fold refuses a teacher of the evaluation fold"
+
 # A corrupted shard: flip bytes in its middle.
 shard=two/shard-00001-of-00002.h5
 size=$(stat -c %s $shard)
