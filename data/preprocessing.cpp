@@ -19,9 +19,7 @@ constexpr const char* kOrientation = "closest canonical RAS, axial slices";
 constexpr const char* kResize = "bilinear, align_corners false";
 }  // namespace
 
-at::Tensor Preprocessing::window(const at::Tensor& hu) const {
-  return (hu.to(torch::kFloat).clamp(hu_low, hu_high) - hu_low) * (2.0 / (hu_high - hu_low)) - 1.0;
-}
+at::Tensor Preprocessing::window(const at::Tensor& hu) const { return window_hu(hu, hu_low, hu_high); }
 
 at::Tensor Preprocessing::resize(const at::Tensor& slice) const {
   const at::Tensor hu = slice.to(torch::kFloat);

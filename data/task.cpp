@@ -62,9 +62,11 @@ at::Tensor Task::classes_of(const at::Tensor& labels) const {
   return table.index({labels.to(torch::kLong)});
 }
 
-at::Tensor Task::window(const at::Tensor& hu) const {
-  return (hu.to(torch::kFloat).clamp(hu_low, hu_high) - hu_low) * (2.0 / (hu_high - hu_low)) - 1.0;
+at::Tensor window_hu(const at::Tensor& hu, double low, double high) {
+  return (hu.to(torch::kFloat).clamp(low, high) - low) * (2.0 / (high - low)) - 1.0;
 }
+
+at::Tensor Task::window(const at::Tensor& hu) const { return window_hu(hu, hu_low, hu_high); }
 
 std::vector<uint8_t> Task::label_value_of_class() const {
   std::vector<uint8_t> out(static_cast<size_t>(classes), 0);

@@ -39,6 +39,10 @@ struct Task {
   std::vector<uint8_t> label_value_of_class() const;
 };
 
+// `hu` [*] (HU, any real dtype) clamped to [low, high] and mapped linearly to [-1, 1], float32:
+// the network's input. Task::window and Preprocessing::window are this with their window.
+at::Tensor window_hu(const at::Tensor& hu, double low, double high);
+
 // The task of `spec` on stores of `layout`. KiTS23's cysts count as `cysts`: "organ", "tumor" or
 // "ignore" (a map names their class itself). The HU window is the layout's: LiTS [-60, 140], KiTS
 // and QUBIQ [-200, 300].

@@ -16,6 +16,7 @@
 #include "core/file_util.h"
 #include "core/log.h"
 #include "core/surface_distance.h"
+#include "data/canonical_writer.h"
 #include "data/loader.h"
 #include "data/nifti.h"
 #include "data/prepared_store.h"
@@ -246,34 +247,14 @@ void CaseCollector::write_predictions(int32_t case_index) {
   };
   const std::array<std::string, 2> names = prediction_files(id);
   const fs::path folder(folder_);
-  data::NiftiPlaneWriter mask((folder / names[0]).string(), file_shape, affine, data::NiftiType::kUint8, out_.threads);
-  data::NiftiPlaneWriter probs((folder / names[1]).string(), file_shape, affine, data::NiftiType::kFloat32,
-                               out_.threads);
-  const auto axis = static_cast<size_t>(std::find(r.order.begin(), r.order.end(), 2) - r.order.begin());
-  if (axis == 2) {  // the file's planes are axial slices (CT): one slice at a time
-    for (int64_t k = 0; k < file_shape[2]; ++k) {
-      const auto [m, p] = canonical_slice(r.flip[2] ? canonical[2] - 1 - k : k);
-      mask.write(data::to_file_plane(m, r));
-      probs.write(data::to_file_plane(p, r));
-    }
-  } else {  // sagittal or coronal planes: the canonical volumes, reoriented whole
-    Tensor m = torch::zeros({canonical[0], canonical[1], canonical[2]}, torch::kByte);
-    Tensor p = torch::zeros({canonical[0], canonical[1], canonical[2]}, torch::kFloat);
-    for (int64_t z = 0; z < canonical[2]; ++z) {
-      if (held[static_cast<size_t>(z)] < 0) continue;
-      const auto [ms, ps] = canonical_slice(z);
-      m.select(2, z).copy_(ms);
-      p.select(2, z).copy_(ps);
-    }
-    m = data::from_canonical(m, affine);
-    p = data::from_canonical(p, affine);
-    for (int64_t k = 0; k < file_shape[2]; ++k) {
-      mask.write(m.select(2, k));
-      probs.write(p.select(2, k));
-    }
+  data::CanonicalWriter writer({{(folder / names[0]).string(), data::NiftiType::kUint8},
+                                {(folder / names[1]).string(), data::NiftiType::kFloat32}},
+                               file_shape, affine, r, out_.threads);
+  for (const int64_t z : writer.order()) {
+    const auto [m, p] = canonical_slice(z);
+    writer.write({m, p});
   }
-  mask.close();
-  probs.close();
+  writer.close();
 }
 
 Tensor CaseCollector::finish(dist::Communicator& comm) {

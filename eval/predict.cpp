@@ -1,7 +1,6 @@
 #include "eval/predict.h"
 
 #include <sys/stat.h>
-#include <torch/nn/functional/padding.h>
 #include <torch/nn/functional/upsampling.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -16,6 +15,7 @@
 #include <regex>
 #include <set>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/folder_lock.h"
@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/run_record.h"
+#include "data/canonical_writer.h"
 #include "data/nifti.h"
 #include "data/orientation.h"
 #include "data/prepared_store.h"
@@ -40,7 +41,6 @@ namespace {
 constexpr const char* kStateFolder = ".kdseg-predict";
 constexpr const char* kRunFile = "run.json";
 constexpr const char* kPredictionsFile = "predictions.json";
-constexpr int64_t kDivisor = 32;  // the UNet's input size must be a multiple of it (core/models/unet.h)
 
 // "liver_3.nii.gz" -> "liver_3"; "case_0000.nii" -> "case_0000".
 std::string strip_nifti(const std::string& name) {
@@ -119,7 +119,7 @@ void check_output_names(const std::vector<PredictCase>& cases, int64_t classes, 
   }
 }
 
-// The temperature a model's probabilities are computed with (1 for a TorchScript module).
+// What kind of model it is: a kdseg checkpoint (it records its training) or a TorchScript module.
 std::string model_kind(const FrozenModel& model) {
   return model.training_config().empty() ? "torchscript" : "kdseg checkpoint";
 }
@@ -174,23 +174,14 @@ class CasePredictor {
     const std::array<int64_t, 3> shape = {volume.voxels.size(0), volume.voxels.size(1), volume.voxels.size(2)};
     const data::Reorientation r = data::canonical_reorientation(volume.affine, shape);
     const std::vector<std::string> names = output_names(c.id, classes_);
-    std::vector<std::unique_ptr<data::NiftiPlaneWriter>> writers;
+    std::vector<data::CanonicalWriter::File> files;
     for (size_t f = 0; f < names.size(); ++f) {
-      writers.push_back(std::make_unique<data::NiftiPlaneWriter>(
-          (fs::path(o_.output) / names[f]).string(), shape, volume.affine,
-          f == 0 ? data::NiftiType::kUint8 : data::NiftiType::kFloat32, o_.threads));
+      files.push_back(
+          {(fs::path(o_.output) / names[f]).string(), f == 0 ? data::NiftiType::kUint8 : data::NiftiType::kFloat32});
     }
-    const int64_t depth = r.shape[2];
-    const auto axis = static_cast<size_t>(std::find(r.order.begin(), r.order.end(), 2) - r.order.begin());
-    const bool axial_planes = axis == 2;  // the file's planes are axial slices (CT): one at a time
-    // Canonical slices in the order the file's planes need them, or all of them in canonical order.
-    std::vector<int64_t> order(static_cast<size_t>(depth));
-    for (int64_t k = 0; k < depth; ++k) order[static_cast<size_t>(k)] = axial_planes && r.flip[2] ? depth - 1 - k : k;
-    std::vector<Tensor> whole(names.size());  // canonical volumes for files of other planes
-    if (!axial_planes) {
-      whole[0] = torch::zeros({r.shape[0], r.shape[1], depth}, torch::kByte);
-      for (size_t f = 1; f < names.size(); ++f) whole[f] = torch::zeros({r.shape[0], r.shape[1], depth}, torch::kFloat);
-    }
+    data::CanonicalWriter writer(files, shape, volume.affine, r, o_.threads);
+    const std::vector<int64_t>& order = writer.order();
+    const auto depth = static_cast<int64_t>(order.size());
     for (int64_t first = 0; first < depth; first += o_.batch_size) {
       const int64_t n = std::min(o_.batch_size, depth - first);
       std::vector<Tensor> slices;
@@ -204,23 +195,10 @@ class CasePredictor {
         if (classes_ > 2) {
           for (int64_t k = 1; k < classes_; ++k) planes.push_back(probs[j][k]);
         }
-        for (size_t f = 0; f < planes.size(); ++f) {
-          if (axial_planes) {
-            writers[f]->write(data::to_file_plane(planes[f], r));
-          } else {
-            whole[f].select(2, order[static_cast<size_t>(first + j)]).copy_(planes[f]);
-          }
-        }
+        writer.write(planes);
       }
     }
-    if (!axial_planes) {
-      for (size_t f = 0; f < names.size(); ++f) {
-        const Tensor in_file = data::from_canonical(whole[f], volume.affine);
-        for (int64_t k = 0; k < shape[2]; ++k) writers[f]->write(in_file.select(2, k));
-        whole[f] = Tensor();
-      }
-    }
-    for (auto& w : writers) w->close();
+    writer.close();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     nlohmann::json record = {
         {"id", c.id},         {"status", "done"},
@@ -244,23 +222,23 @@ class CasePredictor {
       for (int64_t j = 0; j < n; ++j) inputs.push_back(p.window(p.resize(hu[j])));
       Tensor images = torch::stack(inputs).unsqueeze(1);  // [n,1,H,W]
       const int64_t h = images.size(2), w = images.size(3);
-      // Padded to the network's divisor with the window's low end (air), as training pads crops.
-      const int64_t ph = (kDivisor - h % kDivisor) % kDivisor, pw = (kDivisor - w % kDivisor) % kDivisor;
-      if (ph > 0 || pw > 0) {
-        images = F::pad(images, F::PadFuncOptions({0, pw, 0, ph}).mode(torch::kConstant).value(-1.0));
-      }
+      // Whole slices at the training size, unpadded, as evaluate feeds them (the UNet takes any size).
       images = images.to(o_.device);
       std::vector<std::vector<int64_t>> flips = {{}};
       if (o_.tta_flip) flips = {{}, {3}, {2}, {2, 3}};
       for (const auto& dims : flips) {
         const Tensor in = dims.empty() ? images : images.flip(dims);
-        Tensor logits = m.model->logits(in).to(torch::kFloat);
+        Tensor logits;
+        {
+          CudaAutocast autocast(m.bf16);
+          logits = m.model->logits(in).to(torch::kFloat);
+        }
         KDSEG_CHECK(
             logits.dim() == 4 && logits.size(0) == n && logits.size(2) == in.size(2) && logits.size(3) == in.size(3),
             m.file, ": returned logits of shape ", logits.sizes(), " for input ", in.sizes());
         Tensor probs = torch::softmax(logits, 1);
         if (!dims.empty()) probs = probs.flip(dims);
-        probs = probs.slice(2, 0, h).slice(3, 0, w).to(torch::kCPU);
+        probs = probs.to(torch::kCPU);
         if (h != x || w != y) {
           probs = F::interpolate(
               probs,
@@ -292,6 +270,7 @@ nlohmann::json run_identity(const PredictOptions& o) {
                       {"kind", model_kind(*m.model)},
                       {"description", m.model->describe()},
                       {"temperature", m.model->temperature()},
+                      {"precision", m.bf16 ? "bf16" : "fp32"},
                       {"task", m.preprocessing.task ? task_name(*m.preprocessing.task) : std::string()},
                       {"preprocessing", nlohmann::json::parse(data::preprocessing_json(m.preprocessing))},
                       {"preprocessing_from", m.preprocessing.from}});

@@ -47,6 +47,7 @@ struct PredictModel {
   std::string hash;  // of the file (core/hash.h)
   std::shared_ptr<FrozenModel> model;
   data::Preprocessing preprocessing;  // with the task its classes stand for, where known
+  bool bf16 = false;                  // under bf16 autocast (on CUDA, for a checkpoint trained so; the rest float32)
 };
 
 // What stands in for a model's missing preprocessing record (--window LOW,HIGH and --size N).

@@ -37,7 +37,6 @@ ExportSummary export_torchscript(const std::string& path, const std::string& out
   data::Preprocessing preprocessing = data::parse_preprocessing(checkpoint.info().preprocessing, path);
   if (size == 0) size = preprocessing.size;
   KDSEG_CHECK(size > 0, path, ": trained on native-size slices; give --size, the slice size the module will take");
-  KDSEG_CHECK(size % 32 == 0, "--size ", size, ": the UNet takes sizes divisible by 32");
   if (preprocessing.size != 0 && size != preprocessing.size) {
     KDSEG_THROW("--size ", size, ": ", path, " was trained on ", preprocessing.size, "-pixel slices; export it at ",
                 "that size (predict resizes scans to it)");

@@ -85,6 +85,9 @@ int run_predict(const po::variables_map& vm) {
       m.hash = hash_file(file);
       m.model = std::shared_ptr<FrozenModel>(teacher::load_model(file, o.device));
       m.preprocessing = eval::model_preprocessing(*m.model, file, given);
+      // On CUDA, bf16 autocast where the checkpoint trained under it (its --precision).
+      const std::string record = m.model->training_config();
+      m.bf16 = !record.empty() && uses_bf16_autocast(parse_run_config(record, file).precision, o.device);
       if (comm.rank() == 0) log::info("{}: {} ({})", file, m.model->describe(), m.preprocessing.describe());
       o.models.push_back(std::move(m));
     }

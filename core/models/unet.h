@@ -49,7 +49,9 @@ class UNetImpl : public torch::nn::Module {
  public:
   explicit UNetImpl(UNetOptions options = {});
 
-  // x [B,in_channels,H,W] with H and W divisible by 32.
+  // x [B,in_channels,H,W] of any size: the encoder pools with ceil_mode, and the decoder resizes
+  // each stage to its skip's size and the head to the input's (exact halvings when H and W are
+  // divisible by 32).
   UNetOutput forward(const at::Tensor& x);
 
   const UNetOptions& options() const { return options_; }

@@ -14,11 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/test_lib.sh"
 start_in "$work"
 
-"$kdseg" synth --layout lits --cases 6 --size 32 --slices 8 --output raw "${quiet[@]}" > /dev/null || fail "synth"
-"$kdseg" prepare --input raw --output p.h5 --size 32 --folds 3 --slices all "${quiet[@]}" > /dev/null ||
-  fail "prepare"
-"$kdseg" train --data p.h5 --output run --fold 0 --exclude-folds 1 --task organ-tumor --width 0.125 --crop-size 32 \
-  --batch-size 4 --max-steps 30 --validate-every 0 --lr 3e-3 "${quiet[@]}" > /dev/null || fail "train"
+tiny_store 6 32 8 3
+tiny_model run 32 30 --fold 0 --exclude-folds 1 --task organ-tumor
 
 # T and the two NLLs of calibrate's summary line.
 numbers() { sed -n 's/^calibrated: T = \([0-9.e+-]*\) .*NLL \([0-9.]*\) at the model.s T -> \([0-9.]*\)$/\1 \2 \3/p' <<< "$1"; }

@@ -17,21 +17,19 @@ source "$here/test_lib.sh"
 /usr/bin/python3 -c "import torch, nibabel" 2> /dev/null || { echo "python3-torch or python3-nibabel missing"; exit 77; }
 start_in "$work"
 
-"$kdseg" synth --layout lits --cases 4 --size 32 --slices 6 --output raw "${quiet[@]}" > /dev/null || fail "synth"
-"$kdseg" prepare --input raw --output p.h5 --size 32 --folds 2 --slices all "${quiet[@]}" > /dev/null || fail "prepare"
-"$kdseg" train --data p.h5 --output run --fold 0 --task organ-tumor --width 0.125 --crop-size 32 --batch-size 4 \
-  --max-steps 12 --validate-every 0 --lr 3e-3 "${quiet[@]}" > /dev/null 2>&1 || fail "train"
+tiny_store 4 40 6 2  # 40 pixels: not a multiple of 32
+tiny_model run 40 12 --fold 0 --task organ-tumor
 "$kdseg" calibrate --model run/last.pt --data p.h5 --temperature 1.6 --output cal.pt "${quiet[@]}" > /dev/null ||
   fail "calibrate"
 out=$("$kdseg" export --model cal.pt --output model.ts "${quiet[@]}" 2>&1) || fail "export: $out"
-grep -q "input \[B,1,32,32\], 3 classes" <<< "$out" || fail "export's summary: $out"
+grep -q "input \[B,1,40,40\], 3 classes" <<< "$out" || fail "export's summary: $out"
 
 # A scan of random CT values in an axis-aligned RAS grid: its canonical slices are its own planes.
 mkdir -p scans
 /usr/bin/python3 - << 'PY' || fail "the random scan"
 import nibabel as nib, numpy as np
 rng = np.random.default_rng(3)
-hu = rng.uniform(-150, 250, size=(32, 32, 5)).astype(np.float32)
+hu = rng.uniform(-150, 250, size=(40, 40, 5)).astype(np.float32)
 nib.save(nib.Nifti1Image(hu, np.diag([0.8, 0.8, 2.0, 1.0])), "scans/random.nii.gz")
 PY
 "$kdseg" predict --model cal.pt --input scans --output pred-ckpt "${quiet[@]}" > /dev/null 2>&1 || fail "predict cal.pt"
@@ -43,14 +41,14 @@ import json, nibabel as nib, numpy as np, torch
 files = {"kdseg.json": ""}
 module = torch.jit.load("model.ts", _extra_files=files)
 meta = json.loads(files["kdseg.json"])
-assert meta["classes"] == 3 and meta["input_size"] == 32 and abs(meta["temperature"] - 1.6) < 1e-9, meta
+assert meta["classes"] == 3 and meta["input_size"] == 40 and abs(meta["temperature"] - 1.6) < 1e-9, meta
 pre = meta["preprocessing"]
 assert pre["layout"] == "lits" and pre["task"] == "organ-tumor" and pre["hu_window"] == [-60, 140], pre
 assert meta["label_values"] == [0, 1, 2], meta
 low, high = pre["hu_window"]
 hu = nib.load("scans/random.nii.gz").get_fdata().astype(np.float32)
-x = (np.clip(hu, low, high) - low) * (2.0 / (high - low)) - 1.0           # [32,32,5]
-slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, 2, 0)))[:, None]  # [5,1,32,32]
+x = (np.clip(hu, low, high) - low) * (2.0 / (high - low)) - 1.0           # [40,40,5]
+slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, 2, 0)))[:, None]  # [5,1,40,40]
 with torch.no_grad():
     probs = torch.cat([torch.softmax(module(slices[:3]), 1), torch.softmax(module(slices[3:]), 1)]).numpy()
 for k in (1, 2):
@@ -93,7 +91,7 @@ PY
 out=$("$kdseg" export --model cal.pt --output model.ts "${quiet[@]}" 2>&1) && fail "an existing output was replaced"
 grep -q "model.ts: exists" <<< "$out" || fail "no clear refusal: $out"
 out=$("$kdseg" export --model cal.pt --output m64.ts --size 64 "${quiet[@]}" 2>&1) && fail "--size 64 was taken"
-grep -q "trained on 32-pixel slices" <<< "$out" || fail "--size not explained: $out"
+grep -q "trained on 40-pixel slices" <<< "$out" || fail "--size not explained: $out"
 [ ! -e m64.ts ] || fail "m64.ts written after a refusal"
 out=$("$kdseg" export --model model.ts --output again.ts "${quiet[@]}" 2>&1) && fail "a TorchScript file was exported"
 grep -q "model.ts: not a.*kdseg checkpoint" <<< "$out" || fail "not named: $out"
