@@ -325,19 +325,21 @@ at::Tensor boundary_band(const at::Tensor& foreground, double row_mm, double col
   KDSEG_CHECK(foreground.dim() == 2 && row_mm > 0 && col_mm > 0 && half_width_mm >= 0,
               "boundary_band: needs an [H,W] mask and positive spacings, got ", foreground.sizes(), ", ", row_mm, " x ",
               col_mm, " mm");
-  // The disk of offsets within the half width, as a convolution kernel.
-  const auto ry = static_cast<int64_t>(std::floor(half_width_mm / row_mm));
-  const auto rx = static_cast<int64_t>(std::floor(half_width_mm / col_mm));
-  at::Tensor disk = torch::zeros({1, 1, 2 * ry + 1, 2 * rx + 1}, torch::kFloat);
+  // The offsets (dy, dx) at which a pixel's footprint comes nearer than the half width to the
+  // footprint of a pixel of the other side: the gap between the two rectangles, as a kernel.
+  const auto ry = static_cast<int64_t>(std::floor(half_width_mm / row_mm)) + 1;
+  const auto rx = static_cast<int64_t>(std::floor(half_width_mm / col_mm)) + 1;
+  at::Tensor reach = torch::zeros({1, 1, 2 * ry + 1, 2 * rx + 1}, torch::kFloat);
   for (int64_t dy = -ry; dy <= ry; ++dy) {
     for (int64_t dx = -rx; dx <= rx; ++dx) {
-      const double y = static_cast<double>(dy) * row_mm, x = static_cast<double>(dx) * col_mm;
-      if (y * y + x * x <= half_width_mm * half_width_mm) disk[0][0][dy + ry][dx + rx] = 1;
+      const double y = static_cast<double>(std::max<int64_t>(0, std::abs(dy) - 1)) * row_mm;
+      const double x = static_cast<double>(std::max<int64_t>(0, std::abs(dx) - 1)) * col_mm;
+      if (y * y + x * x < half_width_mm * half_width_mm) reach[0][0][dy + ry][dx + rx] = 1;
     }
   }
   const at::Tensor inside = foreground.to(torch::kFloat).unsqueeze(0).unsqueeze(0);
   const auto near = [&](const at::Tensor& mask) {
-    return torch::conv2d(mask, disk, {}, 1, {ry, rx}).squeeze(0).squeeze(0) > 0.5;
+    return torch::conv2d(mask, reach, {}, 1, {ry, rx}).squeeze(0).squeeze(0) > 0.5;
   };
   const at::Tensor fg = foreground.to(torch::kBool);
   return fg.logical_and(near(1 - inside)).logical_or(fg.logical_not().logical_and(near(inside)));

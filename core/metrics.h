@@ -88,10 +88,13 @@ class SegmentationMetrics {
 // probable, ties to the lower class as torch's argmax; [B,H,W] uint8, in one pass.
 at::Tensor predicted_classes(const at::Tensor& probabilities);
 
-// The pixels of a slice within `half_width_mm` of the boundary of `foreground` [H,W] bool, in
-// the plane (pixels `row_mm` x `col_mm`): the foreground's pixels with a background pixel that
-// near, and the background's with a foreground pixel that near (distances between pixel centres;
-// outside the image counts as neither). [H,W] bool; all false for an empty or full slice.
+// The pixels of a slice that reach into the band of `half_width_mm` either side of the boundary
+// of `foreground` [H,W] bool, in the plane (pixels `row_mm` x `col_mm`): a pixel belongs to it
+// when its footprint (a row_mm x col_mm rectangle) comes nearer than the half width to the
+// footprint of a pixel of the other side, so pixels touching the boundary always do, however
+// coarse the grid (outside the image counts as neither side). [H,W] bool; all false for an empty
+// or full slice and for a half width of 0. (The first definition took distances between pixel
+// centres and held no pixel when the half width was below the pixel spacing.)
 at::Tensor boundary_band(const at::Tensor& foreground, double row_mm, double col_mm, double half_width_mm);
 
 // Metrics against a soft reference q (the raters' mean), per case, summed across ranks like

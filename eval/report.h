@@ -17,9 +17,9 @@
 //                                     what Dice and calibration compare against (soft with raters)
 //   options: {device, batch_size, bins, bootstrap_resamples, bootstrap_seed, ranks,
 //     save_predictions, surface_metrics, surface_tolerance_mm (null without surface metrics),
-//     band_mm (band_ece's half width), layout, slices (evaluated); with --regions kits23 also regions: "kits23" and
-//     surface_dice_tolerance_mm: {<region>: mm} (null without surface metrics)}; the renderer
-//     shows any JSON pretty-printed
+//     band_mm (band_ece's half width), band_definition ("footprint": core/metrics.h boundary_band), layout, slices
+//     (evaluated); with --regions kits23 also regions: "kits23" and surface_dice_tolerance_mm: {<region>: mm} (null
+//     without surface metrics)}; the renderer shows any JSON pretty-printed
 //   figures (optional; not with --no-figures): [{region, pick, case, slice, file, columns:
 //     [string], rows: [string], dice: {<model>: number}}]  PNGs under the report folder
 //     (eval/case_figures.h)
@@ -35,7 +35,7 @@
 //       ece: {mean, ci95: [low, high]},  slice_ece, classwise_ece, ace, mce, nll, brier: number
 //       parameters: the model's parameter count (0 where unknown); ms_per_slice: milliseconds of its
 //         forward pass and softmax per slice on one rank, the first batch (set-up) not timed
-//       band_ece: {mean, ci95}: the ECE of the pixels within band_mm of the reference's boundary
+//       band_ece: {mean, ci95}: the ECE of the pixels reaching within band_mm of the reference's boundary
 //         (the raters' union with raters, else the label's foreground; boundary_band, core/metrics.h)
 //       surface (optional, with every model or none): {<region>: {hd95, assd, nsd: {mean,
 //         ci95: [low, high]}}}; options then hold surface_tolerance_mm; with --regions kits23

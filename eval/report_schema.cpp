@@ -50,6 +50,7 @@ json options_json(const EvaluationSettings& s) {
                   {"surface_metrics", s.surface},
                   {"surface_tolerance_mm", s.surface ? json(s.surface_tolerance) : json()},
                   {"band_mm", s.band_mm},
+                  {"band_definition", "footprint"},  // core/metrics.h boundary_band
                   {"layout", s.layout},
                   {"slices", s.slices}};
   add_region_options(s, options);

@@ -84,20 +84,26 @@ TEST(Metrics, AceAndMceReduceTheBinsAsMonaiDoes) {
 }
 
 TEST(Metrics, BoundaryBandByHand) {
-  // A 3x3 square in a 7x7 slice, 1 mm pixels, 1 mm half width: its 8 edge pixels and the 12
-  // pixels beside its sides (not the diagonal corners, sqrt(2) mm away).
+  // A 3x3 square in a 7x7 slice, 1 mm pixels, 1 mm half width: a pixel belongs when its
+  // footprint comes nearer than 1 mm to one of the other side, so the pixels that touch the
+  // square's boundary, corners included: the 8 edge pixels and the 16 around it, not the centre
+  // (its footprint is 1 mm from the background's) nor the image's border (1 mm from the square).
   Tensor square = torch::zeros({7, 7}, torch::kBool);
   square.narrow(0, 2, 3).narrow(1, 2, 3).fill_(true);
   const Tensor band = boundary_band(square, 1.0, 1.0, 1.0);
-  EXPECT_EQ(band.sum().item<int64_t>(), 20);
+  EXPECT_EQ(band.sum().item<int64_t>(), 24);
   EXPECT_FALSE(band[3][3].item<bool>());
-  EXPECT_TRUE(band[1][3].item<bool>() && band[2][2].item<bool>());
-  EXPECT_FALSE(band[1][1].item<bool>());
-  // Rows 0.5 mm apart: 1 mm reaches two rows. Every square pixel, the two rows above and below its
-  // columns (12) and the columns beside it (6); (1,1) is sqrt(0.25 + 1) mm from (2,2).
+  EXPECT_TRUE(band[1][3].item<bool>() && band[2][2].item<bool>() && band[1][1].item<bool>());
+  EXPECT_FALSE(band[0][1].item<bool>());
+  // Rows 0.5 mm apart: 1 mm reaches a footprint two rows away (0.5 mm gap), so every column of
+  // the square and those beside it, all 7 rows (35), and not the columns two away.
   const Tensor tall = boundary_band(square, 0.5, 1.0, 1.0);
-  EXPECT_EQ(tall.sum().item<int64_t>(), 9 + 12 + 6);
-  EXPECT_FALSE(tall[1][1].item<bool>());
+  EXPECT_EQ(tall.sum().item<int64_t>(), 35);
+  EXPECT_FALSE(tall[3][0].item<bool>());
+  // Pixels far wider than the band (6.7 mm, a 48-pixel slice of a CT, against 2 mm): the pixels
+  // touching the boundary still count, the same 24.
+  EXPECT_EQ(boundary_band(square, 6.7, 6.7, 2.0).sum().item<int64_t>(), 24);
+  EXPECT_EQ(boundary_band(square, 1.0, 1.0, 0.0).sum().item<int64_t>(), 0);
   // No boundary in an empty or a full slice: the image's edge is not one.
   EXPECT_EQ(boundary_band(torch::zeros({7, 7}, torch::kBool), 1.0, 1.0, 2.0).sum().item<int64_t>(), 0);
   EXPECT_EQ(boundary_band(torch::ones({7, 7}, torch::kBool), 1.0, 1.0, 2.0).sum().item<int64_t>(), 0);

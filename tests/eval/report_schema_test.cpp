@@ -76,8 +76,8 @@ TEST(ReportSchema, WritesEveryDocumentedKey) {
   EXPECT_EQ(report.at("format"), kdseg::eval::report::kFormat);
   EXPECT_EQ(keys(report.at("options")),
             (std::set<std::string>{"device", "batch_size", "bins", "bootstrap_resamples", "bootstrap_seed", "ranks",
-                                   "save_predictions", "surface_metrics", "surface_tolerance_mm", "band_mm", "layout",
-                                   "slices"}));
+                                   "save_predictions", "surface_metrics", "surface_tolerance_mm", "band_mm",
+                                   "band_definition", "layout", "slices"}));
   EXPECT_EQ(report.at("reference"), (json{{"label", "majority"}, {"raters", 3}, {"soft", "rater mean"}}));
   const json& teacher = report.at("models").at(0);
   EXPECT_EQ(keys(teacher), (std::set<std::string>{"name", "file", "file_hash", "description", "slices", "summary",
