@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -330,11 +331,15 @@ TEST(ParallelFor, AFailureReachesTheCallerAndStopsTheLoop) {
   }
   EXPECT_EQ(seen, (std::vector<int64_t>{0, 1, 2, 3})) << "no index after the failure";
   // On many threads: the exception arrives (std::terminate otherwise) and the loop stops early.
+  // The later indices take 50 us each, so that the others cannot finish the whole loop while the
+  // failing thread unwinds its exception (the first throw of a process can take a millisecond, more
+  // on a loaded machine): without the stop, the loop would take over a second.
   std::atomic<int64_t> started{0};
   EXPECT_THROW(kdseg::parallel_for(100000, 4,
                                    [&](int64_t i) {
                                      started.fetch_add(1);
                                      if (i == 10) throw std::runtime_error("ten");
+                                     if (i > 10) std::this_thread::sleep_for(std::chrono::microseconds(50));
                                    }),
                std::runtime_error);
   EXPECT_LT(started.load(), 100000);
