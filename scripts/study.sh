@@ -19,16 +19,21 @@
 # From the environment:
 #   DATA            surface-kits23 (default), surface-high (synth --rater-model kits23 | high,
 #                   QUBIQ layout), kits23-real (real KiTS23 annotations through
-#                   synth --from-annotations; ANNOTATIONS, the folder, and REAL_CASES, the
-#                   first cases by id, 150) or threshold (study v1's raters)
+#                   synth --from-annotations; ANNOTATIONS, the folder, REAL_CASES, the cases
+#                   taken in order of id, 150, after the first REAL_SKIP, 0) or threshold
+#                   (study v1's raters)
 #   CASES SIZE SLICES DATA_SEED   synthetic data (150 cases of 48x48x12, data seed 0)
 #   STUDENT_ARCH WIDTH STEPS BATCH  every row (unet-resnet18d, 0.25, 600, 8): the budget the
 #                   pilot chose, frozen for every row
 #   TEACHER_ARCH TEACHER_WIDTH TEACHER_STEPS   (unet-resnet34d, 0.5, 1000)
+#   LR WEIGHT_DECAY the optimiser of the teacher and every row (unset: kdseg train's 1e-4 and
+#                   0.01; the paper's configs: LR=6e-5 WEIGHT_DECAY=0.01)
 #   CLAIM_SEEDS     seeds of the claims' rows (majority mean kd kd-cal), "0 1 ... 9"
 #   OTHER_SEEDS     seeds of random, weighted and ls, "0 1 ... 7"; SEEDS sets both
 #   ROWS TS_ROWS    "majority random mean weighted ls kd kd-cal", and the rows whose students
 #                   are also evaluated temperature-scaled (every row; C5 needs majority and mean)
+#   CLAIMS          a JSON list of the claims to decide (study_summary.py --claims); v2's C1-C5
+#                   when unset
 #   DEVICE          cpu (or cuda)
 #   PARALLEL        runs at once (the cores); THREADS, LibTorch threads per run (1 when PARALLEL > 1).
 #                   At the study's sizes one thread per run and a run per core gives 6 times the
@@ -49,6 +54,8 @@ pilot=${PILOT:-0}
 data=${DATA:-surface-kits23}
 annotations=${ANNOTATIONS:-/work/shared/data/kits23-raters}
 real_cases=${REAL_CASES:-150}
+real_skip=${REAL_SKIP:-0}
+claims=${CLAIMS:+$(realpath "$CLAIMS")}
 cases=${CASES:-150}
 size=${SIZE:-48}
 slices=${SLICES:-12}
@@ -74,6 +81,9 @@ cd "$out"
 log() { printf '\n== %s\n' "$*"; }
 start=$(date +%s)
 quiet=(--log-level warn --threads "$threads")
+optimiser=()
+[ -z "${LR:-}" ] || optimiser+=(--lr "$LR")
+[ -z "${WEIGHT_DECAY:-}" ] || optimiser+=(--weight-decay "$WEIGHT_DECAY")
 
 # spawn <log> <command...>: in the background, at most PARALLEL at once; a failure stops the study.
 failed() {
@@ -102,11 +112,11 @@ case $data in
     task=(--task tumor)
     ;;
   kits23-real)
-    log "real KiTS23 annotations (the first $real_cases cases of $annotations), simulated CT"
+    log "real KiTS23 annotations ($real_cases cases of $annotations after the first $real_skip), simulated CT"
     [ -e prepared.h5 ] || {
       rm -rf annotations raw
       mkdir annotations
-      for c in $(ls "$annotations" | grep '^case_' | sort | head -n "$real_cases"); do
+      for c in $(ls "$annotations" | grep '^case_' | sort | tail -n "+$((real_skip + 1))" | head -n "$real_cases"); do
         cp -r "$annotations/$c" annotations/
       done
       "$kdseg" synth --from-annotations annotations --output raw --seed "$data_seed" "${quiet[@]}"
@@ -125,7 +135,7 @@ train_student() {
   shift 5
   local model=(--arch "$student_arch" --width "$width" --max-steps "$run_steps" --batch-size "$run_batch"
                --seed "$seed" --output "$output" --resume --crop-size "$size" --validate-every 0 --log-every 10
-               --device "$device" "${task[@]}" "$@" "${quiet[@]}")
+               --device "$device" "${task[@]}" "${optimiser[@]}" "$@" "${quiet[@]}")
   case $kind in
     majority | random | mean | weighted | ls) "$kdseg" train --data prepared.h5 --labels "$kind" "${model[@]}" ;;
     kd) "$kdseg" distill --data prepared.h5 --cache cache --teacher teacher/last.pt "${model[@]}" ;;
@@ -203,7 +213,7 @@ teacher_and_caches() {
   echo "teacher ($teacher_arch, width $teacher_width, $teacher_steps steps, label smoothing)"
   "$kdseg" train --data prepared.h5 --arch "$teacher_arch" --width "$teacher_width" --max-steps "$teacher_steps" \
     --batch-size "$batch" --crop-size "$size" --labels ls --output teacher --resume --validate-every 0 \
-    --log-every 10 --device "$device" "${task[@]}" "${fold_options[@]}" "${quiet[@]}"
+    --log-every 10 --device "$device" "${task[@]}" "${optimiser[@]}" "${fold_options[@]}" "${quiet[@]}"
   make_cache() {
     local folder=$1
     shift
@@ -280,5 +290,6 @@ if [ ${#ts_models[@]} -gt 0 ]; then
   evaluate_models report-ts "${ts_models[@]}"
   reports+=(report-ts/report.json)
 fi
-/usr/bin/python3 "$here/study_summary.py" "${reports[@]}" --rows "$rows" --seeds "$claim_seeds" --out .
+/usr/bin/python3 "$here/study_summary.py" "${reports[@]}" --rows "$rows" --seeds "$claim_seeds" --out . \
+  ${claims:+--claims "$claims"}
 echo "study: $(( $(date +%s) - start )) s; $(realpath study.md)"

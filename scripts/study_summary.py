@@ -71,12 +71,17 @@ def load_report(path):
     with opener(path, "rt") as f:
         return json.load(f)
 
+def model_of(report, name):
+    """The report's model called `name`, or None."""
+    return next((m for m in report["models"] if m["name"] == name), None)
+
+
 def per_case(report, name, metric, region):
     """{case id: value} of one model, NaN cases left out."""
-    model = next(m for m in report["models"] if m["name"] == name)
+    model = model_of(report, name)
     out = {}
     for case in model["cases"]:
-        value = case["dice"][region] if metric == "dice" else case["ece"]
+        value = case["dice"][region] if metric == "dice" else case[metric]  # ece, band_ece, ace, ...
         if value is not None:
             out[case["id"]] = value
     return out
@@ -463,15 +468,17 @@ def load_claims(path):
 
 
 def has_model(report, name):
-    return any(m["name"] == name for m in report["models"])
+    return model_of(report, name) is not None
 
 
 def study_v2(report, rows, seeds, claims_list, rng):
     region = report["regions"][0]
     table = {}
+    # Dice and ECE, and any other metric a claim names (a calibration metric of the report's cases).
+    metrics = ["dice", "ece"] + list(dict.fromkeys(c[4] for c in claims_list if c[4] not in ("dice", "ece")))
     for row in rows:
         table[row] = {}
-        for metric in ("dice", "ece"):
+        for metric in metrics:
             seed_means = [float(np.mean(list(per_case(report, f"{row}-s{s}", metric, region).values())))
                           for s in seeds if has_model(report, f"{row}-s{s}")]
             table[row][metric] = {"mean": float(np.mean(seed_means)), "seed_means": seed_means,
@@ -506,7 +513,7 @@ TS_METRICS = [
 
 
 def model_summary(report, name):
-    return next(m for m in report["models"] if m["name"] == name)["summary"]
+    return model_of(report, name)["summary"]
 
 
 def temperature_scaling(report, rows, seeds):
@@ -588,11 +595,16 @@ def markdown_v2(s):
     lines = [f"Study (seed-level rule): the replicate is the training seed; seeds {', '.join(map(str, s['seeds'] or []))}.",
              ""]
     if s["rows"]:
-        lines += ["| row | Dice (mean over seeds) | sd over seeds | ECE % | sd over seeds |", "|---|---|---|---|---|"]
+        extra = [m for m in next(iter(s["rows"].values())) if m not in ("dice", "ece")]  # in percent, as ECE
+        lines += ["| row | Dice (mean over seeds) | sd over seeds | ECE % | sd over seeds |"
+                  + "".join(f" {m} % | sd over seeds |" for m in extra), "|---|---|---|---|---|" + "---|---|" * len(extra)]
         for row, e in s["rows"].items():
-            d, c = e["dice"], e["ece"]
-            lines.append(f"| {row} | {fmt(d['mean'], 4)} | {fmt_any(d['seed_sd'])} | {fmt(100 * c['mean'], 2)} | "
-                         f"{fmt_any(None if c['seed_sd'] is None else 100 * c['seed_sd'], 2)} |")
+            d = e["dice"]
+            line = f"| {row} | {fmt(d['mean'], 4)} | {fmt_any(d['seed_sd'])} |"
+            for m in ["ece"] + extra:
+                c = e[m]
+                line += f" {fmt(100 * c['mean'], 2)} | {fmt_any(None if c['seed_sd'] is None else 100 * c['seed_sd'], 2)} |"
+            lines.append(line)
         lines.append("")
     lines += ["| claim | verdict | improvement [95% CI] | per seed | test, p (Holm) | power |", "|---|---|---|---|---|---|"]
     if s.get("secondary"):

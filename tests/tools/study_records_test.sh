@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every committed study (docs/study/<benchmark>/ with study.json and its reports, gzipped) is
-# recomputed by scripts/study_summary.py from the committed reports: each claim's verdict, effect,
-# interval, p-values and power, each row's numbers and the before/after temperature-scaling table
-# must come out as committed.
+# recomputed by scripts/study_summary.py from the committed reports and the claims it recorded:
+# each claim's verdict, effect, interval, p-values and power, each row's numbers and the
+# before/after temperature-scaling table must come out as committed.
 #   study_records_test.sh <repository root> <work dir>
 set -uo pipefail
 root=$1
@@ -19,8 +19,14 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 print(','.join(s['rows']), ','.join(str(x) for x in s['seeds']))" "$dir/study.json")
   mkdir -p "$work/$name"
+  # The claims the study decided, as it recorded them (v2's C1-C5, or a later study's own).
+  /usr/bin/python3 -c "
+import json, sys
+s = json.load(open(sys.argv[1]))
+json.dump([{k: c[k] for k in ('key', 'claim', 'row', 'reference', 'metric')} for c in s['claims']],
+          open(sys.argv[2], 'w'))" "$dir/study.json" "$work/$name.claims.json"
   /usr/bin/python3 "$root/scripts/study_summary.py" "${reports[@]}" --rows "${rows//,/ }" --seeds "${seeds//,/ }" \
-    --out "$work/$name" > /dev/null || { echo "FAIL: $name: study_summary.py"; exit 1; }
+    --claims "$work/$name.claims.json" --out "$work/$name" > /dev/null || { echo "FAIL: $name: study_summary.py"; exit 1; }
   /usr/bin/python3 - "$dir/study.json" "$work/$name/study.json" << 'PY' || { echo "FAIL: $name differs"; exit 1; }
 import json, sys
 committed, again = (json.load(open(p)) for p in sys.argv[1:3])
