@@ -30,20 +30,39 @@ double dice_of(double both, double predicted, double labelled, double empty) {
   return predicted + labelled == 0 ? empty : 2 * both / (predicted + labelled);
 }
 
-// ECE from bins of confidence sums, correct sums and counts.
-double ece_of(const at::Tensor& confidence, const at::Tensor& correct, const at::Tensor& count) {
-  const double n = count.sum().item<double>();
-  return n == 0 ? std::nan("") : (confidence - correct).abs().sum().item<double>() / n;
+// A reliability histogram's three blocks in a state row, each `bins` long from `at`: the sums of
+// confidence, the sums of correct (or agreeing) votes, the counts.
+struct Bins {
+  at::Tensor confidence, correct, count;
+};
+
+Bins bins_in(const at::Tensor& row, int64_t at, int64_t bins) {
+  return {row.narrow(0, at, bins), row.narrow(0, at + bins, bins), row.narrow(0, at + 2 * bins, bins)};
+}
+
+// ECE: the count-weighted mean of |mean confidence - accuracy| over the bins.
+double ece_of(const Bins& b) {
+  const double n = b.count.sum().item<double>();
+  return n == 0 ? std::nan("") : (b.confidence - b.correct).abs().sum().item<double>() / n;
 }
 
 // |mean confidence - accuracy| of each bin that holds voxels.
-std::vector<double> bin_gaps(const at::Tensor& confidence, const at::Tensor& correct, const at::Tensor& count) {
+std::vector<double> bin_gaps(const Bins& b) {
   std::vector<double> gaps;
-  for (int64_t b = 0; b < count.size(0); ++b) {
-    const double n = count[b].item<double>();
-    if (n > 0) gaps.push_back(std::abs(confidence[b].item<double>() - correct[b].item<double>()) / n);
+  for (int64_t i = 0; i < b.count.size(0); ++i) {
+    const double n = b.count[i].item<double>();
+    if (n > 0) gaps.push_back(std::abs(b.confidence[i].item<double>() - b.correct[i].item<double>()) / n);
   }
   return gaps;
+}
+
+// f(c) for every case c.
+template <class F>
+std::vector<double> each_case(int64_t cases, F f) {
+  std::vector<double> out;
+  out.reserve(static_cast<size_t>(cases));
+  for (int64_t c = 0; c < cases; ++c) out.push_back(f(c));
+  return out;
 }
 
 // Where a case's numbers sit in its row of the state (SegmentationMetrics' offsets).
@@ -213,26 +232,22 @@ at::Tensor predicted_classes(const at::Tensor& probabilities) {
 
 std::vector<double> SegmentationMetrics::dice_per_case(size_t region) const {
   KDSEG_CHECK(region < regions_.size(), "metrics: region ", region, " outside [0, ", regions_.size(), ")");
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
+  const int64_t at = region_at(region);
+  return each_case(cases_, [&](int64_t c) {
     const at::Tensor r = state_[c];
-    const int64_t at = region_at(region);
-    out.push_back(r[scalars_at() + kSlices].item<double>() == 0
-                      ? std::nan("")
-                      : dice_of(r[at].item<double>(), r[at + 1].item<double>(), r[at + 2].item<double>(), empty_dice_));
-  }
-  return out;
+    return r[scalars_at() + kSlices].item<double>() == 0
+               ? std::nan("")
+               : dice_of(r[at].item<double>(), r[at + 1].item<double>(), r[at + 2].item<double>(), empty_dice_);
+  });
 }
 
 // A per-case sum at `offset` divided by the case's slices (per_slice) or voxels.
 std::vector<double> SegmentationMetrics::per_case(int64_t offset, bool per_slice) const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
+  return each_case(cases_, [&](int64_t c) {
     const double n = per_slice ? state_[c][scalars_at() + kSlices].item<double>()
-                               : state_[c].narrow(0, bins_at() + 2 * bins_, bins_).sum().item<double>();
-    out.push_back(n == 0 ? std::nan("") : state_[c][offset].item<double>() / n);
-  }
-  return out;
+                               : bins_in(state_[c], bins_at(), bins_).count.sum().item<double>();
+    return n == 0 ? std::nan("") : state_[c][offset].item<double>() / n;
+  });
 }
 
 std::vector<double> SegmentationMetrics::slice_dice_per_case(size_t region) const {
@@ -241,51 +256,28 @@ std::vector<double> SegmentationMetrics::slice_dice_per_case(size_t region) cons
 }
 
 std::vector<double> SegmentationMetrics::ece_per_case() const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
-    const at::Tensor r = state_[c];
-    out.push_back(ece_of(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
-                         r.narrow(0, bins_at() + 2 * bins_, bins_)));
-  }
-  return out;
+  return each_case(cases_, [&](int64_t c) { return ece_of(bins_in(state_[c], bins_at(), bins_)); });
 }
 
 std::vector<double> SegmentationMetrics::slice_ece_per_case() const { return per_case(scalars_at() + kSliceEce, true); }
 
 std::vector<double> SegmentationMetrics::classwise_ece_per_case() const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
+  return each_case(cases_, [&](int64_t c) {
     double sum = 0;
-    for (int64_t k = 0; k < classes_; ++k) {
-      const int64_t at = classwise_at() + 3 * bins_ * k;
-      const at::Tensor r = state_[c];
-      sum += ece_of(r.narrow(0, at, bins_), r.narrow(0, at + bins_, bins_), r.narrow(0, at + 2 * bins_, bins_));
-    }
-    out.push_back(sum / static_cast<double>(classes_));
-  }
-  return out;
+    for (int64_t k = 0; k < classes_; ++k) sum += ece_of(bins_in(state_[c], classwise_at() + 3 * bins_ * k, bins_));
+    return sum / static_cast<double>(classes_);
+  });
 }
 
 std::vector<double> SegmentationMetrics::ace_per_case() const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
-    const at::Tensor r = state_[c];
-    const std::vector<double> gaps = bin_gaps(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
-                                              r.narrow(0, bins_at() + 2 * bins_, bins_));
-    out.push_back(nan_mean(gaps));
-  }
-  return out;
+  return each_case(cases_, [&](int64_t c) { return nan_mean(bin_gaps(bins_in(state_[c], bins_at(), bins_))); });
 }
 
 std::vector<double> SegmentationMetrics::mce_per_case() const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
-    const at::Tensor r = state_[c];
-    const std::vector<double> gaps = bin_gaps(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
-                                              r.narrow(0, bins_at() + 2 * bins_, bins_));
-    out.push_back(gaps.empty() ? std::nan("") : *std::max_element(gaps.begin(), gaps.end()));
-  }
-  return out;
+  return each_case(cases_, [&](int64_t c) {
+    const std::vector<double> gaps = bin_gaps(bins_in(state_[c], bins_at(), bins_));
+    return gaps.empty() ? std::nan("") : *std::max_element(gaps.begin(), gaps.end());
+  });
 }
 
 std::vector<double> SegmentationMetrics::nll_per_case() const { return per_case(scalars_at() + kNll, false); }
@@ -307,13 +299,13 @@ double SegmentationMetrics::global_dice(size_t region) const {
 }
 
 SegmentationMetrics::Reliability SegmentationMetrics::reliability() const {
-  const at::Tensor total = state_.sum(0);
+  const Bins total = bins_in(state_.sum(0), bins_at(), bins_);
   Reliability out;
   for (int64_t b = 0; b < bins_; ++b) {
-    const double n = total[bins_at() + 2 * bins_ + b].item<double>();
+    const double n = total.count[b].item<double>();
     out.count.push_back(static_cast<int64_t>(n));
-    out.confidence.push_back(n == 0 ? std::nan("") : total[bins_at() + b].item<double>() / n);
-    out.accuracy.push_back(n == 0 ? std::nan("") : total[bins_at() + bins_ + b].item<double>() / n);
+    out.confidence.push_back(n == 0 ? std::nan("") : total.confidence[b].item<double>() / n);
+    out.accuracy.push_back(n == 0 ? std::nan("") : total.correct[b].item<double>() / n);
   }
   return out;
 }
@@ -411,43 +403,30 @@ void SoftReferenceMetrics::add(const at::Tensor& probabilities, const at::Tensor
 
 std::vector<double> SoftReferenceMetrics::threshold_dice_per_case(size_t region) const {
   const int64_t base = 3 * kThresholds * static_cast<int64_t>(region);
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
+  return each_case(cases_, [&](int64_t c) {
     const at::Tensor row = state_[c];
-    if (row[scalars_at() + kSoftVoxels].item<double>() == 0) {
-      out.push_back(std::nan(""));
-      continue;
-    }
+    if (row[scalars_at() + kSoftVoxels].item<double>() == 0) return std::nan("");
     double sum = 0;
     for (int64_t t = 0; t < kThresholds; ++t) {
       sum += dice_of(row[base + 2 * kThresholds + t].item<double>(), row[base + t].item<double>(),
                      row[base + kThresholds + t].item<double>(), 1.0);
     }
-    out.push_back(sum / kThresholds);
-  }
-  return out;
+    return sum / kThresholds;
+  });
 }
 
 std::vector<double> SoftReferenceMetrics::scalar_per_case(int64_t offset) const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
+  return each_case(cases_, [&](int64_t c) {
     const double voxels = state_[c][scalars_at() + kSoftVoxels].item<double>();
-    out.push_back(voxels == 0 ? std::nan("") : state_[c][scalars_at() + offset].item<double>() / voxels);
-  }
-  return out;
+    return voxels == 0 ? std::nan("") : state_[c][scalars_at() + offset].item<double>() / voxels;
+  });
 }
 
 std::vector<double> SoftReferenceMetrics::l1_per_case() const { return scalar_per_case(kSoftL1); }
 std::vector<double> SoftReferenceMetrics::brier_per_case() const { return scalar_per_case(kSoftBrier); }
 
 std::vector<double> SoftReferenceMetrics::rater_ece_per_case() const {
-  std::vector<double> out;
-  for (int64_t c = 0; c < cases_; ++c) {
-    const at::Tensor r = state_[c];
-    out.push_back(ece_of(r.narrow(0, bins_at(), bins_), r.narrow(0, bins_at() + bins_, bins_),
-                         r.narrow(0, bins_at() + 2 * bins_, bins_)));
-  }
-  return out;
+  return each_case(cases_, [&](int64_t c) { return ece_of(bins_in(state_[c], bins_at(), bins_)); });
 }
 
 }  // namespace kdseg

@@ -123,7 +123,9 @@ class Evaluator {
     rows_ = store_.rows_in_folds({o_.fold});
     KDSEG_CHECK(!rows_.empty(), o_.data, ": fold ", o_.fold, " has no slices");
     detail::check_show_cases(o_, store_, rows_);
-    for (const auto& m : o_.models) check_held_out(*m.model, m.file, store_, rows_, o_.fold, comm_.rank() == 0);
+    for (const auto& m : o_.models)
+      check_held_out(*m.model, m.file, store_, rows_, o_.fold, comm_.rank() == 0,
+                     "use each model only on the fold it held out");
     if (!o_.cache.empty()) {  // for the figures; checked before any work
       auto cache = std::make_shared<data::SoftLabelCache>(o_.cache);
       cache->check_provenance(o_.data);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <optional>
 #include <set>
 
 #include "core/error.h"
@@ -16,7 +15,8 @@ namespace {
 namespace fs = std::filesystem;
 
 void check_cases_held_out(const std::string& file, const RunConfig& config, const data::PreparedStore& theirs,
-                          const data::PreparedStore& store, const std::vector<int64_t>& rows, int fold) {
+                          const data::PreparedStore& store, const std::vector<int64_t>& rows, int fold,
+                          const std::string& consequence) {
   const auto excluded = [&](int f) {
     return std::find(config.exclude_folds.begin(), config.exclude_folds.end(), f) != config.exclude_folds.end();
   };
@@ -34,33 +34,43 @@ void check_cases_held_out(const std::string& file, const RunConfig& config, cons
   std::string ids;
   for (const auto& id : seen) ids += (ids.empty() ? "" : ", ") + id;
   KDSEG_THROW(file, ": trained on ", seen.size(), " case(s) of fold ", fold, " (", ids, "): it held out fold ",
-              config.fold, " of ", config.data, "; use each model only on the fold it held out");
+              config.fold, " of ", config.data, "; ", consequence);
 }
 
 }  // namespace
 
 void check_held_out(const FrozenModel& model, const std::string& file, const data::PreparedStore& store,
-                    const std::vector<int64_t>& rows, int fold, bool warn) {
+                    const std::vector<int64_t>& rows, int fold, bool warn, const std::string& consequence) {
   const std::string record = model.training_config();
   if (record.empty()) return;  // not a kdseg checkpoint: no record of its training
   const RunConfig config = parse_run_config(record, file);
-  std::optional<data::PreparedStore> recorded;
+  std::unique_ptr<data::PreparedStore> recorded;
+  bool replaced = false;
   const data::PreparedStore* found = nullptr;
-  std::error_code ec;
-  if (!config.data_hash.empty() && store.attribute("content_hash") == config.data_hash) {
+  if (!config.data_hash.empty() && store.attribute(data::store::kContentHashAttribute) == config.data_hash) {
     found = &store;
-  } else if (fs::is_regular_file(config.data, ec)) {
-    recorded.emplace(config.data);
-    if (config.data_hash.empty() || recorded->attribute("content_hash") == config.data_hash) found = &*recorded;
+  } else if ((recorded = open_recorded_store(config, &replaced))) {
+    found = recorded.get();
   }
   if (found == nullptr) {
     if (warn) {
       log::warn("{}: its training store {} is gone{}, so fold {} cannot be checked to hold none of its training cases",
-                file, config.data, recorded ? " (another store is at its path)" : "", fold);
+                file, config.data, replaced ? " (another store is at its path)" : "", fold);
     }
     return;
   }
-  check_cases_held_out(file, config, *found, store, rows, fold);
+  check_cases_held_out(file, config, *found, store, rows, fold, consequence);
+}
+
+std::unique_ptr<data::PreparedStore> open_recorded_store(const RunConfig& config, bool* replaced) {
+  if (replaced != nullptr) *replaced = false;
+  std::error_code ec;
+  if (config.data.empty() || !fs::is_regular_file(config.data, ec)) return nullptr;
+  auto store = std::make_unique<data::PreparedStore>(config.data);
+  if (config.data_hash.empty() || store->attribute(data::store::kContentHashAttribute) == config.data_hash)
+    return store;
+  if (replaced != nullptr) *replaced = true;
+  return nullptr;
 }
 
 }  // namespace kdseg::eval

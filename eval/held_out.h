@@ -3,12 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace kdseg {
 class FrozenModel;
-}
+struct RunConfig;
+}  // namespace kdseg
 namespace kdseg::data {
 class PreparedStore;
 }
@@ -22,7 +24,14 @@ namespace kdseg::eval {
 // moved), else by the absolute path its record keeps (a record before version 3 has only the
 // path as typed); when it is gone the check is impossible and, with `warn`, says so. A model
 // that is not a kdseg checkpoint has no record and passes.
+// `consequence` ends the error: what using the model on those cases would do.
 void check_held_out(const FrozenModel& model, const std::string& file, const data::PreparedStore& store,
-                    const std::vector<int64_t>& rows, int fold, bool warn);
+                    const std::vector<int64_t>& rows, int fold, bool warn, const std::string& consequence);
+
+// The store a checkpoint's record names, opened at the absolute path it keeps when it is still
+// there and holds the content the record's hash names (a record before version 3 has no hash:
+// whatever store lies there). Null when it is gone; `replaced`, when given, says whether another
+// store lies at that path. Errors of an unreadable store propagate.
+std::unique_ptr<data::PreparedStore> open_recorded_store(const RunConfig& config, bool* replaced = nullptr);
 
 }  // namespace kdseg::eval

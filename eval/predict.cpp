@@ -29,6 +29,7 @@
 #include "data/prepared_store.h"
 #include "data/task.h"
 #include "dist/communicator.h"
+#include "eval/held_out.h"
 #include "eval/report_files.h"
 
 namespace kdseg::eval {
@@ -356,15 +357,11 @@ data::Preprocessing model_preprocessing(const FrozenModel& model, const std::str
     p->from = model.training_config().empty() ? "the module's kdseg.json" : "the checkpoint";
   } else if (!model.training_config().empty()) {  // a checkpoint from before the record: its store
     const RunConfig config = parse_run_config(model.training_config(), file);
-    std::error_code ec;
-    if (!config.data.empty() && fs::is_regular_file(config.data, ec)) {
-      try {
-        const data::PreparedStore store(config.data);
-        if (config.data_hash.empty() || store.attribute(data::store::kContentHashAttribute) == config.data_hash)
-          p = data::preprocessing_of_store(store, config.data, config.task);
-      } catch (const Error& e) {
-        log::warn("{}: its training store cannot tell its preprocessing ({})", file, e.message());
-      }
+    try {
+      if (const auto store = open_recorded_store(config))
+        p = data::preprocessing_of_store(*store, config.data, config.task);
+    } catch (const Error& e) {
+      log::warn("{}: its training store cannot tell its preprocessing ({})", file, e.message());
     }
   }
   if (!p) {

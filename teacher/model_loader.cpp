@@ -92,12 +92,16 @@ bool looks_like_zip(const std::string& path) {
 
 }  // namespace
 
+std::unique_ptr<FrozenModel> checkpoint_model(const models::Checkpoint& checkpoint) {
+  return std::make_unique<CheckpointModel>(checkpoint);
+}
+
 std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device device) {
   std::error_code ec;
   KDSEG_CHECK(std::filesystem::is_regular_file(path, ec), path, ": no such teacher file");
   std::string not_checkpoint;
   if (const auto checkpoint = models::Checkpoint::open_if_checkpoint(path, device, &not_checkpoint)) {
-    return std::make_unique<CheckpointModel>(*checkpoint);
+    return checkpoint_model(*checkpoint);
   }
   try {
     return load_torchscript_model(path, device);

@@ -14,7 +14,15 @@
 
 #include "core/frozen_model.h"
 
+namespace kdseg::models {
+class Checkpoint;
+}
+
 namespace kdseg::teacher {
+
+// An open kdseg checkpoint's frozen UNet (its logits divided by the checkpoint's temperature), for
+// a caller that also reads the checkpoint's record, so that the file is read once.
+std::unique_ptr<FrozenModel> checkpoint_model(const models::Checkpoint& checkpoint);
 
 // A kdseg checkpoint or a TorchScript file, on `device`. Errors name the file.
 std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device device = c10::kCPU);

@@ -80,9 +80,16 @@ void check_options(const PrecomputeOptions& o) {
   }
 }
 
-// The teacher, or the ensemble of the teachers: each checked by o.check_teacher and against the
-// task's classes; the same file twice (by content) is refused, as it would weigh double.
-std::unique_ptr<FrozenModel> load_teachers(const PrecomputeOptions& o, const data::Task& task, c10::Device device) {
+// The teacher, or the ensemble of the teachers, with each file's hash: each checked by
+// o.check_teacher and against the task's classes; the same file twice (by content) is refused, as it
+// would weigh double.
+struct Teachers {
+  std::unique_ptr<FrozenModel> model;
+  std::vector<std::string> hashes;  // in the order of o.teachers
+};
+
+Teachers load_teachers(const PrecomputeOptions& o, const data::Task& task, const data::PreparedStore& store,
+                       c10::Device device) {
   std::vector<std::unique_ptr<FrozenModel>> members;
   std::vector<std::string> hashes;
   for (const std::string& file : o.teachers) {
@@ -95,9 +102,9 @@ std::unique_ptr<FrozenModel> load_teachers(const PrecomputeOptions& o, const dat
     members.push_back(load_model(file, device));
     KDSEG_CHECK(members.back()->classes() == task.classes, file, ": the teacher predicts ", members.back()->classes(),
                 " classes but task '", task.name, "' has ", task.classes, " (pass the teacher's --task)");
-    if (o.check_teacher) o.check_teacher(*members.back(), file);
+    if (o.check_teacher) o.check_teacher(*members.back(), file, store);
   }
-  return make_ensemble(std::move(members), o.teachers);
+  return {make_ensemble(std::move(members), o.teachers), std::move(hashes)};
 }
 
 // The provenance's "calibration": "none", or the fitted T and where it was fitted.
@@ -112,8 +119,8 @@ std::string calibration_text(const PrecomputeOptions& o, double temperature) {
 // The temperature probs-u8 stores probabilities at (logits-f16 ignores it).
 double pass_temperature(const PrecomputeOptions& o) { return o.temperature > 0 ? o.temperature : 1.0; }
 
-data::CacheProvenance provenance_of(const PrecomputeOptions& o, const data::PreparedStore& store, int64_t classes,
-                                    double calibration) {
+data::CacheProvenance provenance_of(const PrecomputeOptions& o, const std::vector<std::string>& teacher_hashes,
+                                    const data::PreparedStore& store, int64_t classes, double calibration) {
   data::CacheProvenance provenance;
   provenance.calibration = calibration_text(o, calibration);
   provenance.format = enum_name(o.format);
@@ -126,10 +133,10 @@ data::CacheProvenance provenance_of(const PrecomputeOptions& o, const data::Prep
     provenance.temperature = "applied when read";
   }
   // An ensemble's: the files joined by " + ", their hashes by "+", in the order given.
-  for (const std::string& file : o.teachers) {
-    const bool first = provenance.teacher_hash.empty();
-    provenance.teacher_file += (first ? "" : " + ") + fs::absolute(file).string();
-    provenance.teacher_hash += (first ? "" : "+") + hash_file(file);
+  for (size_t i = 0; i < o.teachers.size(); ++i) {
+    const bool first = i == 0;
+    provenance.teacher_file += (first ? "" : " + ") + fs::absolute(o.teachers[i]).string();
+    provenance.teacher_hash += (first ? "" : "+") + teacher_hashes[i];
   }
   provenance.store_file = fs::absolute(o.data).string();
   provenance.store_hash = store.attribute("content_hash");
@@ -269,7 +276,8 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   const std::vector<int64_t> rows = store.rows_in_folds(o.folds);
   KDSEG_CHECK(!rows.empty(), o.data, ": no slices in folds ", folds_text(o.folds));
 
-  auto teacher = load_teachers(o, task, device);
+  const Teachers teachers = load_teachers(o, task, store, device);
+  FrozenModel& teacher = *teachers.model;
 
   const data::CacheFolder folder(o.output);
   const std::string work = folder.pass_dir();
@@ -284,7 +292,7 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
   PrecomputeSummary summary;
   if (o.fit_temperature) {
     const TemperatureFit fit =
-        fit_temperature(*teacher, o.data, task, o.calibration_folds, device, o.workers, o.batch_size, comm);
+        fit_temperature(teacher, o.data, task, o.calibration_folds, device, o.workers, o.batch_size, comm);
     summary.calibration_temperature = fit.temperature;
     summary.nll_before = fit.nll_before;
     summary.nll_after = fit.nll_after;
@@ -300,8 +308,9 @@ PrecomputeSummary precompute(const PrecomputeOptions& o, dist::Communicator& com
     }
   }
   try {
-    data::CacheShardWriter shard(work, spec, provenance_of(o, store, task.classes, summary.calibration_temperature));
-    run_pass(o, task, store, *teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
+    data::CacheShardWriter shard(
+        work, spec, provenance_of(o, teachers.hashes, store, task.classes, summary.calibration_temperature));
+    run_pass(o, task, store, teacher, device, pending_batches(shard, spec, o.batch_size), shard, comm.rank(), summary);
     // After a resume the ranks' remaining shares can differ by hours: no timeout on this wait.
     comm.wait_for_all();
     // A rank stopped by a signal left its shard unfinished, its written slices flagged: no

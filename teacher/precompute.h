@@ -27,9 +27,11 @@ struct PrecomputeOptions {
   // make_ensemble): the cache holds the log of their mean probability, every file's hash in its
   // provenance.
   std::vector<std::string> teachers;
-  // Called on each teacher once loaded, before anything is written; throws to refuse it
-  // (`kdseg precompute --fold`: a teacher that trained on the students' evaluation fold).
-  std::function<void(const FrozenModel& teacher, const std::string& file)> check_teacher;
+  // Called on each teacher once loaded, with the open store of `data`, before anything is written;
+  // throws to refuse it (`kdseg precompute --fold`: a teacher that trained on the students'
+  // evaluation fold).
+  std::function<void(const FrozenModel& teacher, const std::string& file, const data::PreparedStore& store)>
+      check_teacher;
   std::string data;    // prepared store
   std::string output;  // cache folder
   data::CacheFormat format = data::CacheFormat::kLogitsF16;

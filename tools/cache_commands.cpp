@@ -71,18 +71,14 @@ int run_precompute(const po::variables_map& vm) {
   o.device = parse_option<c10::DeviceType>(vm, "device");
   if (vm.count("fold")) {
     const int fold = vm["fold"].as<int>();
-    o.check_teacher = [&o, fold](const FrozenModel& teacher, const std::string& file) {
+    o.check_teacher = [fold](const FrozenModel& teacher, const std::string& file, const data::PreparedStore& store) {
       if (teacher.training_config().empty()) {
         log::warn("{}: not a kdseg checkpoint, so it cannot be checked to have held out fold {}", file, fold);
         return;
       }
-      const data::PreparedStore store(o.data);
-      try {
-        eval::check_held_out(teacher, file, store, store.rows_in_folds({fold}), fold, /*warn=*/true);
-      } catch (const Error& e) {
-        KDSEG_THROW(e.message(), " (--fold ", fold, ": students distilled from it would be evaluated on cases it ",
-                    "taught them)");
-      }
+      eval::check_held_out(teacher, file, store, store.rows_in_folds({fold}), fold, /*warn=*/true,
+                           "students distilled from it and evaluated on fold " + std::to_string(fold) +
+                               " would be scored on cases it taught them");
     };
   }
   return run_distributed(vm, o.device == c10::kCUDA, [&](dist::Communicator& comm) {

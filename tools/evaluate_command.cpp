@@ -197,12 +197,13 @@ int run_calibrate(const po::variables_map& vm) {
       comm.barrier();
       return 0;
     }
-    const std::unique_ptr<FrozenModel> model = teacher::load_model(file, device);
+    const std::unique_ptr<FrozenModel> model = teacher::checkpoint_model(*checkpoint);
     const data::PreparedStore store(data);
     const int folds = store.folds();
     KDSEG_CHECK(fold >= 0 && fold < folds, data, ": --fold ", fold, " does not exist; the store has ", folds,
                 " folds (0-", folds - 1, ")");
-    eval::check_held_out(*model, file, store, store.rows_in_folds({fold}), fold, comm.rank() == 0);
+    eval::check_held_out(*model, file, store, store.rows_in_folds({fold}), fold, comm.rank() == 0,
+                         "a temperature fitted on cases it trained on would leave it over-confident on new ones");
     const data::Task task = data::make_task(checkpoint->run_config().task,
                                             parse_enum<data::Layout>(data + ": layout", store.attribute("layout")));
     KDSEG_CHECK(task.classes == model->classes(), file, ": has ", model->classes(), " classes where its task ",

@@ -59,7 +59,7 @@ expect_error() {  # expect_error <what> <message regex> <command...>
   log=$("$@" 2>&1) && fail "$what was accepted"
   grep -Eq -- "$regex" <<< "$log" || fail "$what: unexpected message: $log"
 }
-expect_error "a fold the model trained on" "last.pt: trained on [0-9]+ case\(s\) of fold 2" \
+expect_error "a fold the model trained on" "last.pt: trained on [0-9]+ case\(s\) of fold 2 .*would leave it over-confident" \
   "$kdseg" calibrate --model run/last.pt --data p.h5 --fold 2 --output other.pt
 expect_error "an existing output" "cal.pt: exists; give --force" \
   "$kdseg" calibrate --model run/last.pt --data p.h5 --fold 1 --output cal.pt
