@@ -55,7 +55,11 @@ data=${DATA:-surface-kits23}
 annotations=${ANNOTATIONS:-/work/shared/data/kits23-raters}
 real_cases=${REAL_CASES:-150}
 real_skip=${REAL_SKIP:-0}
-claims=${CLAIMS:+$(realpath "$CLAIMS")}
+claims=
+if [ -n "${CLAIMS:-}" ]; then  # checked before any run: a mistyped file would fail only at the end
+  claims=$(realpath -e "$CLAIMS")
+  /usr/bin/python3 "$here/study_summary.py" --check-claims "$claims" > /dev/null
+fi
 cases=${CASES:-150}
 size=${SIZE:-48}
 slices=${SLICES:-12}

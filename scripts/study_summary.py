@@ -461,10 +461,24 @@ def load_reports(paths):
     return merged
 
 
+# The per-case metrics a claim may name: one number per case, higher better for Dice and lower
+# for the calibration errors (improvement_sign, SMALLEST_EFFECT by metric_kind).
+CLAIM_METRICS = ("dice", "ece", "band_ece", "ace", "mce", "classwise_ece", "slice_ece")
+
+
 def load_claims(path):
     if path is None:
         return CLAIMS_V2
-    return [(c["key"], c["claim"], c["row"], c["reference"], c["metric"]) for c in json.load(open(path))]
+    claims = json.load(open(path))
+    if not isinstance(claims, list) or not claims:
+        raise SystemExit(f"{path}: not a JSON list of claims")
+    for i, c in enumerate(claims):
+        missing = [k for k in ("key", "claim", "row", "reference", "metric") if k not in c]
+        if missing:
+            raise SystemExit(f"{path}: claim {i + 1} lacks {', '.join(missing)}")
+        if c["metric"] not in CLAIM_METRICS:
+            raise SystemExit(f"{path}: claim {c['key']}: metric '{c['metric']}' is not one of {', '.join(CLAIM_METRICS)}")
+    return [(c["key"], c["claim"], c["row"], c["reference"], c["metric"]) for c in claims]
 
 
 def has_model(report, name):
@@ -697,12 +711,16 @@ def main():
     parser.add_argument("--seeds")
     parser.add_argument("--out", default=".")
     parser.add_argument("--claims", help="JSON list of {key, claim, row, reference, metric}; default study v2's")
+    parser.add_argument("--check-claims", metavar="JSON", help="check a claims file and exit")
     parser.add_argument("--rule", choices=("v2", "v1"), default="v2")
     parser.add_argument("--from-seed-differences", metavar="JSON")
     parser.add_argument("--simulate-v1-null", action="store_true")
     parser.add_argument("--studies", type=int, default=1000)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    if args.check_claims:
+        print(f"{args.check_claims}: {len(load_claims(args.check_claims))} claims")
+        return
     if args.simulate_v1_null:
         print(json.dumps(simulate_v1_null(rng, studies=args.studies), indent=2))
         return

@@ -19,6 +19,9 @@
 namespace kdseg {
 class FrozenModel;
 }
+namespace kdseg::data {
+class PreparedStore;
+}
 
 namespace kdseg::teacher {
 

@@ -3,7 +3,9 @@
 # steps) end to end, then checks that
 # study.json has its structure and that every number and verdict in it follows from report.json:
 # the rows' means are recomputed from the report's per-case values, and each verdict from its
-# per-seed improvements and interval by the seed-level rule study_summary.py documents. A rerun resumes.
+# per-seed improvements and interval by the seed-level rule study_summary.py documents. A rerun resumes;
+# a rerun with CLAIMS decides other claims from the same runs, and a claim on a metric the rule
+# cannot decide is refused before any run.
 # The rows train side by side (PARALLEL, the cores), each writing its log beside its run.
 #   study_test.sh <kdseg> <work dir>
 set -euo pipefail
@@ -58,4 +60,22 @@ PY
 bash "$root/scripts/study.sh" "$kdseg" "$work" > "$work.rerun.log" 2>&1 || { tail -50 "$work.rerun.log"; exit 1; }
 [ "$(cat runs/majority-s0.log runs/mean-s0.log | grep -c "already finished, nothing to do")" -eq 2 ] || { echo "the rerun trained again"; exit 1; }
 ! grep -q "^evaluate " "$work.rerun.log" || { echo "the rerun evaluated again"; exit 1; }
+# Claims of a later study (CLAIMS): decided from the same runs, on the metric they name.
+echo '[{"key": "A1", "claim": "the mean beats the majority in ACE", "row": "mean", "reference": "majority",
+  "metric": "ace"}]' > claims.json
+CLAIMS=claims.json bash "$root/scripts/study.sh" "$kdseg" "$work" > "$work.claims.log" 2>&1 ||
+  { tail -50 "$work.claims.log"; exit 1; }
+/usr/bin/python3 - "$work/study.json" << 'PY'
+import json, sys
+study = json.load(open(sys.argv[1]))
+assert [c["key"] for c in study["claims"]] == ["A1"], study["claims"]
+a1 = study["claims"][0]
+assert a1["metric"] == "ace" and a1["verdict"] == "cannot tell", a1  # one seed: no test
+assert set(study["rows"]["mean"]) == {"dice", "ece", "ace"}, study["rows"]["mean"].keys()
+PY
+echo '[{"key": "A1", "claim": "x", "row": "mean", "reference": "majority", "metric": "nsd"}]' > bad-claims.json
+if CLAIMS=bad-claims.json bash "$root/scripts/study.sh" "$kdseg" "$work" > "$work.bad.log" 2>&1; then
+  echo "a claim on a metric the rule cannot decide was accepted"; exit 1
+fi
+grep -q "metric 'nsd' is not one of" "$work.bad.log" || { cat "$work.bad.log"; exit 1; }
 echo "e2e: study passed"

@@ -105,7 +105,6 @@ def null_rates(rng):
     check(np.mean(p < 0.05) <= 0.05 + MARGIN, f"null, one exact test unadjusted: {np.mean(p < 0.05):.4f} <= 0.05")
 
 
-
 def band_null_rates(rng):
     """The boundary study's family (three band-ECE claims, 10 seeds) under a true null."""
     metrics = ["band_ece"] * 3
