@@ -464,6 +464,8 @@ def load_reports(paths):
 # The per-case metrics a claim may name: one number per case, higher better for Dice and lower
 # for the calibration errors (improvement_sign, SMALLEST_EFFECT by metric_kind).
 CLAIM_METRICS = ("dice", "ece", "band_ece", "ace", "mce", "classwise_ece", "slice_ece")
+# A claims file's entries: these fields, in the order of CLAIMS_V2's tuples.
+CLAIM_FIELDS = ("key", "claim", "row", "reference", "metric")
 
 
 def load_claims(path):
@@ -473,12 +475,12 @@ def load_claims(path):
     if not isinstance(claims, list) or not claims:
         raise SystemExit(f"{path}: not a JSON list of claims")
     for i, c in enumerate(claims):
-        missing = [k for k in ("key", "claim", "row", "reference", "metric") if k not in c]
+        missing = [k for k in CLAIM_FIELDS if k not in c]
         if missing:
             raise SystemExit(f"{path}: claim {i + 1} lacks {', '.join(missing)}")
         if c["metric"] not in CLAIM_METRICS:
             raise SystemExit(f"{path}: claim {c['key']}: metric '{c['metric']}' is not one of {', '.join(CLAIM_METRICS)}")
-    return [(c["key"], c["claim"], c["row"], c["reference"], c["metric"]) for c in claims]
+    return [tuple(c[k] for k in CLAIM_FIELDS) for c in claims]
 
 
 def has_model(report, name):
