@@ -20,6 +20,7 @@ find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 find_package(NIfTI REQUIRED)
 find_package(PNG REQUIRED)
 find_package(Libdeflate REQUIRED)
+find_package(ZLIB REQUIRED)
 
 # LibTorch's imported targets are system headers (no warnings from them); the libraries
 # and compile definitions it requires travel with kdseg::torch.

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/zip_check.h"
 #include "teacher/export.h"
 
 namespace kdseg::teacher {
@@ -36,10 +37,12 @@ class TorchScriptModel final : public FrozenModel {
     try {
       module_ = torch::jit::load(path, device, extra);
     } catch (const std::exception& e) {
+      check_zip_intact(path, "module");  // a damaged archive is named as such
       KDSEG_THROW(path,
                   ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
                   error_message(e));
     }
+    check_zip_intact(path, "module");  // torch::jit::load does not check the records' CRC-32s
     module_.eval();
     if (!extra[kExportMetadataFile].empty()) {  // exported by kdseg: its preprocessing and size
       const nlohmann::json metadata = nlohmann::json::parse(extra[kExportMetadataFile], nullptr, false);
