@@ -169,9 +169,10 @@ std::string record_crc(const Reader& file, const Record& r, uLong& crc) {
 
 }  // namespace
 
-std::string zip_damage(const std::string& path) {
+std::string zip_damage(const std::string& path, bool* is_zip) {
   const Reader file(path);
   const Directory directory = find_directory(file);
+  if (is_zip != nullptr) *is_zip = directory.found;
   if (!directory.found) return "";  // not a zip archive: its reader says what it is not
   std::vector<Record> records;
   if (std::string damage = read_directory(file, directory, records); !damage.empty()) return damage;

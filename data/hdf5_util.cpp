@@ -188,4 +188,21 @@ void read_row(hid_t dataset, int64_t row, int64_t height, int64_t width, hid_t m
   KDSEG_CHECK_HDF5(H5Dread(dataset, memory_type, memory, space, H5P_DEFAULT, data));
 }
 
+void read_row(hid_t dataset, int64_t row, hid_t memory_type, void* data) {
+  const Handle space(KDSEG_CHECK_HDF5(H5Dget_space(dataset)));
+  const int rank = KDSEG_CHECK_HDF5(H5Sget_simple_extent_ndims(space));
+  std::vector<hsize_t> start(static_cast<size_t>(rank), 0), count(static_cast<size_t>(rank));
+  KDSEG_CHECK_HDF5(H5Sget_simple_extent_dims(space, count.data(), nullptr));
+  start[0] = static_cast<hsize_t>(row);
+  count[0] = 1;
+  KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
+  const Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(rank, count.data(), nullptr)));
+  KDSEG_CHECK_HDF5(H5Dread(dataset, memory_type, memory, space, H5P_DEFAULT, data));
+}
+
+Handle native_type(hid_t dataset) {
+  const Handle stored(KDSEG_CHECK_HDF5(H5Dget_type(dataset)));
+  return Handle(KDSEG_CHECK_HDF5(H5Tget_native_type(stored, H5T_DIR_ASCEND)));
+}
+
 }  // namespace kdseg::data::h5

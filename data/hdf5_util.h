@@ -103,4 +103,9 @@ std::vector<uint8_t> read_raw_chunk(hid_t dataset, const std::vector<hsize_t>& o
 // Row `row` of an [N,H,W] dataset into `data` (H*W values of `memory_type`), converted by HDF5.
 void read_row(hid_t dataset, int64_t row, int64_t height, int64_t width, hid_t memory_type, void* data);
 
+// Row `row` of an [N, ...] dataset of any rank into `data` (the row's values of `memory_type`).
+void read_row(hid_t dataset, int64_t row, hid_t memory_type, void* data);
+// The memory type of `dataset`'s stored element type (a stored int16 as H5T_NATIVE_SHORT).
+Handle native_type(hid_t dataset);
+
 }  // namespace kdseg::data::h5

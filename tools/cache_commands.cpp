@@ -1,7 +1,8 @@
-// `kdseg precompute`, `kdseg cache inspect`, `kdseg cache verify`.
+// `kdseg precompute`, `kdseg cache inspect`, `kdseg cache verify`, `kdseg verify`.
 #include "tools/cache_commands.h"
 
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -11,8 +12,10 @@
 #include "core/log.h"
 #include "core/parse.h"
 #include "core/stop_request.h"
+#include "core/zip_check.h"
 #include "data/prepared_store.h"
 #include "data/soft_label_cache.h"
+#include "data/store_check.h"
 #include "eval/held_out.h"
 #include "teacher/precompute.h"
 #include "tools/cli.h"
@@ -150,6 +153,75 @@ int run_cache_verify(const po::variables_map& vm) {
   for (const auto& p : problems) std::fprintf(stderr, "%s\n", p.c_str());
   std::fprintf(stderr, "%s: %zu problem(s)\n", dir.c_str(), problems.size());
   return kExitError;
+}
+
+void add_verify_options(po::options_description& d) {
+  // clang-format off
+  d.add_options()
+      ("data", po::value<std::vector<std::string>>()->composing(),
+       "a prepared store: every slice read back and its content hash recomputed (repeatable)")
+      ("model", po::value<std::vector<std::string>>()->composing(),
+       "a checkpoint or TorchScript module: every record's CRC-32 (repeatable)")
+      ("cache", po::value<std::vector<std::string>>()->composing(),
+       "a soft-label cache folder: as `kdseg cache verify` (repeatable)");
+  // clang-format on
+}
+
+int run_verify(const po::variables_map& vm) {
+  const auto given = [&](const char* name) {
+    return vm.count(name) ? vm[name].as<std::vector<std::string>>() : std::vector<std::string>();
+  };
+  const std::vector<std::string> stores = given("data"), models = given("model"), caches = given("cache");
+  if (stores.empty() && models.empty() && caches.empty())
+    throw po::error("give at least one --data, --model or --cache to verify");
+  int damaged = 0;
+  // Each file is checked on its own: one that cannot be read is reported and the rest still run.
+  const auto report = [&](const std::string& path, const std::function<std::string()>& check) {
+    std::string problem;
+    try {
+      problem = check();
+    } catch (const Error& e) {
+      problem = e.message();
+    } catch (const std::exception& e) {
+      problem = error_message(e);
+    }
+    if (problem.empty()) return;
+    if (problem.rfind(path + ": ", 0) == 0) problem.erase(0, path.size() + 2);  // named once, below
+    ++damaged;
+    std::fprintf(stderr, "%s: FAILED: %s\n", path.c_str(), problem.c_str());
+  };
+  for (const std::string& path : stores) {
+    report(path, [&] {
+      const data::StoreCheck c = data::check_store_content(path);
+      if (!c.intact())
+        return "its slices give content hash " + c.computed + ", not the " + c.recorded +
+               " prepare recorded: they changed after it wrote them; prepare the store again";
+      std::printf("%s: intact (%lld slices of %d cases give content hash %s, as recorded; %.1f s)\n", path.c_str(),
+                  static_cast<long long>(c.slices), c.cases, c.computed.c_str(), c.seconds);
+      return std::string();
+    });
+  }
+  for (const std::string& path : models) {
+    report(path, [&] {
+      bool is_zip = false;
+      std::string damage = zip_damage(path, &is_zip);
+      if (!is_zip) return std::string("not a zip archive, as every checkpoint and TorchScript module is");
+      if (damage.empty()) std::printf("%s: intact (every record's CRC-32 checks)\n", path.c_str());
+      return damage;
+    });
+  }
+  for (const std::string& path : caches) {
+    report(path, [&] {
+      const auto problems = data::verify_cache(path);
+      std::string all;
+      for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+      if (all.empty()) std::printf("%s: intact (every slice present, checksums and provenance match)\n", path.c_str());
+      return all;
+    });
+  }
+  if (damaged > 0)
+    std::fprintf(stderr, "%d of %zu failed verification\n", damaged, stores.size() + models.size() + caches.size());
+  return damaged > 0 ? kExitError : kExitOk;
 }
 
 }  // namespace kdseg::tools

@@ -176,6 +176,8 @@ const std::vector<Command>& commands() {
               add_cache_inspect_options, run_cache_inspect},
       Command{"cache verify", "check every slice, checksum and the provenance of a soft-label cache",
               add_cache_verify_options, run_cache_verify},
+      Command{"verify", "check that stores, models and caches still hold what kdseg wrote (checksums, content hash)",
+              add_verify_options, run_verify},
   };
   return all;
 }

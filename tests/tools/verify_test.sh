@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# kdseg verify: stores, models and caches checked against what kdseg wrote.
+#   - a fresh store (compressed and uncompressed), checkpoint, exported module and cache verify
+#     as intact, exit 0;
+#   - a flipped bit in an uncompressed store's slice changes its recomputed content hash; one in
+#     a compressed store's chunk fails the chunk's own check, naming the dataset and row;
+#   - a flipped bit in a checkpoint's weight is named by its record, here and by every command
+#     that loads the model (nothing written);
+#   - a file that is not a checkpoint, and no file at all, are named; the other files still run.
+#   verify_test.sh <kdseg> <work dir>
+set -uo pipefail
+kdseg=$1
+work=$2
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/test_lib.sh"
+start_in "$work"
+
+tiny_store 4 32 6 2
+"$kdseg" prepare --input raw --output u.h5 --size 32 --folds 2 --slices all --compression 0 "${quiet[@]}" \
+  > /dev/null || fail "prepare --compression 0"
+tiny_model run 32 3
+"$kdseg" export --model run/last.pt --output run.ts "${quiet[@]}" > /dev/null || fail "export"
+"$kdseg" precompute --teacher run/last.pt --data p.h5 --output cache "${quiet[@]}" > /dev/null || fail "precompute"
+
+out=$("$kdseg" verify --data p.h5 --data u.h5 --model run/last.pt --model run.ts --cache cache "${quiet[@]}" 2>&1) ||
+  fail "verify of fresh files: $out"
+[ "$(grep -c ': intact (' <<< "$out")" -eq 5 ] || fail "not five intact files: $out"
+grep -q "^p.h5: intact (24 slices of 4 cases" <<< "$out" || fail "the store's line: $out"
+
+# flip <file> <byte offset>: one bit of one byte.
+flip() {
+  /usr/bin/python3 - "$1" "$2" << 'PY'
+import sys
+path, at = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    f.seek(at)
+    b = f.read(1)[0]
+    f.seek(at)
+    f.write(bytes([b ^ 0x10]))
+PY
+}
+# chunk_byte <store> <dataset> <row>: a byte in the middle of the row's stored chunk.
+chunk_byte() {
+  /usr/bin/python3 - "$1" "$2" "$3" << 'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    info = f[sys.argv[2]].id.get_chunk_info(int(sys.argv[3]))
+    print(info.byte_offset + info.size // 2)
+PY
+}
+
+cp u.h5 u-bad.h5
+flip u-bad.h5 "$(chunk_byte u-bad.h5 slices/image 5)"
+out=$("$kdseg" verify --data u-bad.h5 --data u.h5 "${quiet[@]}" 2>&1) && fail "a flipped slice verified: $out"
+grep -q "^u-bad.h5: FAILED: its slices give content hash [0-9a-f]*, not the [0-9a-f]* prepare recorded" <<< "$out" ||
+  fail "the uncompressed store's flipped slice is not reported: $out"
+grep -q "^u.h5: intact" <<< "$out" || fail "the intact store beside it is not checked: $out"
+grep -q "^1 of 2 failed verification" <<< "$out" || fail "no count: $out"
+
+cp p.h5 p-bad.h5
+flip p-bad.h5 "$(chunk_byte p-bad.h5 slices/label 7)"
+out=$("$kdseg" verify --data p-bad.h5 "${quiet[@]}" 2>&1) && fail "a damaged chunk verified: $out"
+grep -q "^p-bad.h5: FAILED: /slices/label row 7 cannot be read" <<< "$out" ||
+  fail "the compressed store's damaged chunk is not named: $out"
+
+# The largest record of the checkpoint (a weight), one bit flipped in its middle.
+offset=$(/usr/bin/python3 - << 'PY'
+import struct, zipfile
+z = zipfile.ZipFile("run/last.pt")
+r = max(z.infolist(), key=lambda i: i.file_size)
+with open("run/last.pt", "rb") as f:
+    f.seek(r.header_offset + 26)
+    n, e = struct.unpack("<HH", f.read(4))
+print(r.header_offset + 30 + n + e + r.file_size // 2, r.filename)
+PY
+)
+cp run/last.pt bad.pt
+flip bad.pt "${offset%% *}"
+record=${offset#* }
+out=$("$kdseg" verify --model bad.pt "${quiet[@]}" 2>&1) && fail "a flipped weight verified: $out"
+grep -q "^bad.pt: FAILED: record $record does not match its CRC-32" <<< "$out" || fail "the record is not named: $out"
+out=$("$kdseg" export --model bad.pt --output bad.ts "${quiet[@]}" 2>&1) && fail "export of a damaged checkpoint ran"
+grep -q "bad.pt: record $record does not match its CRC-32 .*use an intact copy of the checkpoint" <<< "$out" ||
+  fail "export does not name the damage: $out"
+[ ! -e bad.ts ] || fail "export of a damaged checkpoint wrote bad.ts"
+out=$("$kdseg" predict --model bad.pt --input raw --output pred "${quiet[@]}" 2>&1) && fail "predict with a damaged model ran"
+grep -q "does not match its CRC-32" <<< "$out" || fail "predict does not name the damage: $out"
+
+out=$("$kdseg" verify --model p.h5 --model missing.pt --cache cache "${quiet[@]}" 2>&1) &&
+  fail "verify of a store as a model passed: $out"
+grep -q "^p.h5: FAILED: not a zip archive" <<< "$out" || fail "a store given as a model: $out"
+grep -q "^missing.pt: FAILED: .*cannot open" <<< "$out" || fail "a missing file: $out"
+grep -q "^cache: intact" <<< "$out" || fail "the cache after two failures: $out"
+"$kdseg" verify "${quiet[@]}" > /dev/null 2>&1
+[ $? -eq 2 ] || fail "verify without files is not a usage error"
+
+finish "verify: fresh stores, models and cache intact; flipped bits in both kinds of store and in a weight named"
