@@ -103,10 +103,12 @@ Directory find_directory(const Reader& file) {
 
 // Reads the central directory's records; a message instead when it is cut or malformed.
 std::string read_directory(const Reader& file, const Directory& d, std::vector<Record>& records) {
-  std::vector<unsigned char> dir(d.size);
-  if (!file.read(d.offset, d.size, dir.data()))
+  // Bounded by the file before anything is allocated: a stray end record could claim any size.
+  if (d.offset > file.size() || d.size > file.size() - d.offset)
     return "its central directory (" + std::to_string(d.size) + " bytes at " + std::to_string(d.offset) +
            ") runs past the end of the " + std::to_string(file.size()) + "-byte file: the file was cut short";
+  std::vector<unsigned char> dir(static_cast<size_t>(d.size));
+  file.read(d.offset, dir.size(), dir.data());
   size_t at = 0;
   for (uint64_t e = 0; e < d.entries; ++e) {
     if (at + kCentralSize > dir.size() || le(&dir[at], 4) != kCentralHeader)
