@@ -16,7 +16,8 @@
 //   /cases/rater_pairwise_dice [C,G] float64, the raters' mean pairwise Dice per agreement region
 //                            (data/rater_agreement.h; NaN where absent), named by the attribute
 //                            rater_regions ("kidney,tumor,cyst"); with /slices/raters
-//   attributes on /: format, layout, options (JSON), tool_version, created, content_hash
+//   attributes on /: format, layout, options (JSON), tool_version, created, content_hash,
+//                    table_hash (data/store_check.h; absent in stores written before 2026-12-08)
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -111,6 +112,7 @@ inline constexpr const char* kOptionsAttribute = "options";
 inline constexpr const char* kToolVersionAttribute = "tool_version";
 inline constexpr const char* kCreatedAttribute = "created";
 inline constexpr const char* kContentHashAttribute = "content_hash";
+inline constexpr const char* kTableHashAttribute = "table_hash";  // data/store_check.h
 inline constexpr const char* kRaterRegionsAttribute = "rater_regions";
 }  // namespace store
 

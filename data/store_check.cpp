@@ -1,6 +1,7 @@
 #include "data/store_check.h"
 
 #include <chrono>
+#include <cstring>
 #include <vector>
 
 #include "core/error.h"
@@ -44,12 +45,43 @@ class RowDigests {
 
 }  // namespace
 
+std::string case_table_hash(hid_t file) {
+  uint64_t hash = kFnvOffset;
+  for (const char* name :
+       {store::kCaseId, store::kImageFile, store::kLabelFile, store::kShape, store::kSpacing, store::kAffine,
+        store::kSlicesKept, store::kFold, store::kCaseRaters, store::kRaterAgreement, store::kRaterPairwiseDice}) {
+    if (!h5::exists(file, name)) continue;
+    hash = fnv1a(hash, name, std::strlen(name));
+    const h5::Handle set = h5::open_dataset(file, name);
+    const h5::Handle stored(KDSEG_CHECK_HDF5(H5Dget_type(set)));
+    if (H5Tget_class(stored) == H5T_STRING) {
+      for (const std::string& value : h5::read_strings(file, name)) {
+        const uint64_t length = value.size();
+        hash = fnv1a(hash, &length, sizeof length);
+        hash = fnv1a(hash, value.data(), value.size());
+      }
+      continue;
+    }
+    const h5::Handle type = h5::native_type(set);
+    size_t bytes = H5Tget_size(type);
+    for (const hsize_t d : h5::dataset_dims(file, name)) bytes *= d;
+    std::vector<unsigned char> values(bytes);
+    if (bytes > 0) h5::read_array(file, name, type, values.data());
+    hash = fnv1a(hash, values.data(), values.size());
+  }
+  return hex64(hash);
+}
+
 StoreCheck check_store_content(const std::string& path, bool progress) {
   const auto start = std::chrono::steady_clock::now();
   const PreparedStore store(path);
   const h5::Handle file = PreparedStore::open_file(path);
   StoreCheck check;
   check.recorded = store.attribute(store::kContentHashAttribute);
+  if (h5::has_attribute(file, store::kTableHashAttribute)) {
+    check.table_recorded = h5::read_string_attribute(file, store::kTableHashAttribute);
+    check.table_computed = case_table_hash(file);
+  }
   check.slices = store.slices();
   check.cases = static_cast<int>(store.case_ids().size());
 

@@ -10,6 +10,7 @@
 #include "core/build_config.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "data/store_check.h"
 
 namespace kdseg::data::detail {
 namespace {
@@ -165,6 +166,7 @@ void StoreWriter::finish(PrepareSummary& summary, bool require_slices) {
   h5::write_string_attribute(file_, store::kToolVersionAttribute, KDSEG_TOOL_VERSION);
   h5::write_string_attribute(file_, store::kCreatedAttribute, creation_time());
   h5::write_string_attribute(file_, store::kContentHashAttribute, summary.content_hash);
+  h5::write_string_attribute(file_, store::kTableHashAttribute, case_table_hash(file_));
   KDSEG_CHECK_HDF5(H5Fflush(file_, H5F_SCOPE_GLOBAL));
 }
 

@@ -193,11 +193,19 @@ int run_verify(const po::variables_map& vm) {
   for (const std::string& path : stores) {
     report(path, [&] {
       const data::StoreCheck c = data::check_store_content(path);
-      if (!c.intact())
+      if (c.computed != c.recorded)
         return "its slices give content hash " + c.computed + ", not the " + c.recorded +
                " prepare recorded: they changed after it wrote them; prepare the store again";
-      std::printf("%s: intact (%lld slices of %d cases give content hash %s, as recorded; %.1f s)\n", path.c_str(),
-                  static_cast<long long>(c.slices), c.cases, c.computed.c_str(), c.seconds);
+      if (c.table_computed != c.table_recorded)
+        return "its case table (geometry, files, folds, rater tables) gives table hash " + c.table_computed +
+               ", not the " + c.table_recorded +
+               " prepare recorded: it changed after it was written; prepare the "
+               "store again";
+      std::printf("%s: intact (%lld slices of %d cases give content hash %s, as recorded; %s; %.1f s)\n", path.c_str(),
+                  static_cast<long long>(c.slices), c.cases, c.computed.c_str(),
+                  c.table_recorded.empty() ? "its case table has no recorded hash (written before 2026-12-08)"
+                                           : "the case table as recorded",
+                  c.seconds);
       return std::string();
     });
   }

@@ -2,8 +2,9 @@
 # kdseg verify: stores, models and caches checked against what kdseg wrote.
 #   - a fresh store (compressed and uncompressed), checkpoint, exported module and cache verify
 #     as intact, exit 0;
-#   - a flipped bit in an uncompressed store's slice changes its recomputed content hash; one in
-#     a compressed store's chunk fails the chunk's own check, naming the dataset and row;
+#   - a flipped bit in an uncompressed store's slice changes its recomputed content hash, one in
+#     its case table (an affine) the table hash; one in a compressed store's chunk fails the
+#     chunk's own check, naming the dataset and row; a store older than the table hash is named so;
 #   - a flipped bit in a checkpoint's weight is named by its record, here and by every command
 #     that loads the model (nothing written);
 #   - a file that is not a checkpoint, and no file at all, are named; the other files still run.
@@ -56,6 +57,19 @@ grep -q "^u-bad.h5: FAILED: its slices give content hash [0-9a-f]*, not the [0-9
   fail "the uncompressed store's flipped slice is not reported: $out"
 grep -q "^u.h5: intact" <<< "$out" || fail "the intact store beside it is not checked: $out"
 grep -q "^1 of 2 failed verification" <<< "$out" || fail "no count: $out"
+
+# The case table is not in the content hash: its own table_hash covers it.
+cp u.h5 u-affine.h5
+at=$(/usr/bin/python3 -c "import h5py; f = h5py.File('u-affine.h5', 'r'); d = f['cases/affine']; print(d.id.get_offset() + d.id.get_storage_size() // 2)")
+flip u-affine.h5 "$at"
+out=$("$kdseg" verify --data u-affine.h5 "${quiet[@]}" 2>&1) && fail "a flipped affine verified: $out"
+grep -q "^u-affine.h5: FAILED: its case table (geometry, files, folds, rater tables) gives table hash" <<< "$out" ||
+  fail "the flipped affine is not reported: $out"
+# A store written before table_hash: its slices are checked, and the line says the table is not.
+cp u.h5 u-old.h5
+/usr/bin/python3 -c "import h5py; f = h5py.File('u-old.h5', 'r+'); del f.attrs['table_hash']"
+out=$("$kdseg" verify --data u-old.h5 "${quiet[@]}" 2>&1) || fail "a store without table_hash: $out"
+grep -q "^u-old.h5: intact (.*its case table has no recorded hash" <<< "$out" || fail "the older store's line: $out"
 
 cp p.h5 p-bad.h5
 flip p-bad.h5 "$(chunk_byte p-bad.h5 slices/label 7)"
