@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <thread>
@@ -48,6 +49,22 @@ void print_row(const std::string& file, double megabytes, const char* baseline, 
               check_s / base_s);
 }
 
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
+  }
+  return "an unknown CPU";
+}
+
+const char* build_type() {
+#ifdef NDEBUG
+  return "Release";
+#else
+  return "Debug";
+#endif
+}
+
 double megabytes(const std::string& path) { return static_cast<double>(std::filesystem::file_size(path)) / 1e6; }
 
 // A checkpoint as training writes it: weights and the optimiser's moments (one step on zero
@@ -79,22 +96,22 @@ int main(int argc, char** argv) {
   const int threads = static_cast<int>(std::thread::hardware_concurrency());
   torch::set_num_threads(threads);
   std::filesystem::create_directories(work);
-  std::printf("integrity_bench: %d threads, %s, %lld x %lld x %lld slices a case, %d cases\n\n", threads,
-              kdseg::enum_name(arch), static_cast<long long>(size), static_cast<long long>(size),
-              static_cast<long long>(slices), cases);
+  std::printf("integrity_bench: %s, %s build, %d threads; %s, %lld x %lld x %lld slices a case, %d cases\n\n",
+              cpu_model().c_str(), build_type(), threads, kdseg::enum_name(arch), static_cast<long long>(size),
+              static_cast<long long>(size), static_cast<long long>(slices), cases);
   std::printf("| file | MB | baseline | check | check / baseline |\n|---|---|---|---|---|\n");
   bool intact = true;
 
   const std::string checkpoint = write_checkpoint(work + "/checkpoint.pt", arch);
+  M::UNet model(M::UNetOptions().encoder(arch).classes(2));  // built once: the load alone is timed
   const double load_s = median_seconds([&] {
     torch::serialize::InputArchive archive, weights;
     archive.load_from(checkpoint);
     archive.read("model", weights);
-    M::UNet model(M::UNetOptions().encoder(arch).classes(2));
     model->load(weights);
   });
   std::string damage;
-  const double crc_s = median_seconds([&] { damage = kdseg::zip_damage(checkpoint); });
+  const double crc_s = median_seconds([&] { damage = kdseg::check_zip(checkpoint).damage; });
   intact = intact && damage.empty();
   print_row("checkpoint (weights and moments)", megabytes(checkpoint), "LibTorch load", load_s, crc_s);
 

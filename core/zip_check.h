@@ -4,20 +4,28 @@
 // itself before it trusts such a file.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace kdseg {
 
-// What is damaged in the zip archive at `path`: the first stored record whose bytes do not match
-// their CRC-32 (LibTorch stores every record uncompressed; compressed ones are not checked), or a
-// record or central directory that runs past the end of the file (a copy cut short). Empty when
-// every record checks, and also when the file is not a zip archive at all: the caller's reader
-// then says what the file is not (`is_zip`, when given, tells which). Throws kdseg::Error naming
-// the file only when it cannot be read.
-std::string zip_damage(const std::string& path, bool* is_zip = nullptr);
+struct ZipCheck {
+  bool is_zip = false;    // it starts or ends as a zip archive
+  int64_t records = 0;    // in its central directory
+  int64_t unchecked = 0;  // records compressed otherwise than stored or deflated: not checked
+  // The first damage found: a record whose content (stored, or deflated as LibTorch saves the
+  // TorchScript code) does not match its CRC-32 or does not inflate; a record, central
+  // directory or end record that is missing, cut short or inconsistent. Empty when every record
+  // checks, and when the file is not a zip archive at all (its reader then says what it is not).
+  std::string damage;
+};
 
-// Throws kdseg::Error naming the file and its damage (zip_damage) when there is any; `what` names
-// the file's kind for the advice ("checkpoint": "use an intact copy of the checkpoint").
+// Reads the zip archive at `path` through. Throws kdseg::Error naming the file only when it
+// cannot be read.
+ZipCheck check_zip(const std::string& path);
+
+// Throws kdseg::Error naming the file and its damage when check_zip finds any; `what` names the
+// file's kind for the advice ("checkpoint": "use an intact copy of the checkpoint").
 void check_zip_intact(const std::string& path, const char* what);
 
 }  // namespace kdseg

@@ -179,15 +179,6 @@ void read_array(hid_t parent, const std::string& name, hid_t type, void* data) {
   KDSEG_CHECK_HDF5(H5Dread(set, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
 }
 
-void read_row(hid_t dataset, int64_t row, int64_t height, int64_t width, hid_t memory_type, void* data) {
-  const Handle space(KDSEG_CHECK_HDF5(H5Dget_space(dataset)));
-  const hsize_t start[3] = {static_cast<hsize_t>(row), 0, 0};
-  const hsize_t count[3] = {1, static_cast<hsize_t>(height), static_cast<hsize_t>(width)};
-  KDSEG_CHECK_HDF5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr));
-  const Handle memory(KDSEG_CHECK_HDF5(H5Screate_simple(3, count, nullptr)));
-  KDSEG_CHECK_HDF5(H5Dread(dataset, memory_type, memory, space, H5P_DEFAULT, data));
-}
-
 void read_row(hid_t dataset, int64_t row, hid_t memory_type, void* data) {
   const Handle space(KDSEG_CHECK_HDF5(H5Dget_space(dataset)));
   const int rank = KDSEG_CHECK_HDF5(H5Sget_simple_extent_ndims(space));

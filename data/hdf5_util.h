@@ -100,10 +100,8 @@ void read_array(hid_t parent, const std::string& name, hid_t type, void* data);
 // gives them; the chunk must exist.
 std::vector<uint8_t> read_raw_chunk(hid_t dataset, const std::vector<hsize_t>& offset);
 
-// Row `row` of an [N,H,W] dataset into `data` (H*W values of `memory_type`), converted by HDF5.
-void read_row(hid_t dataset, int64_t row, int64_t height, int64_t width, hid_t memory_type, void* data);
-
-// Row `row` of an [N, ...] dataset of any rank into `data` (the row's values of `memory_type`).
+// Row `row` of an [N, ...] dataset into `data` (the row's values, e.g. H*W of an [N,H,W] dataset,
+// as `memory_type`), converted by HDF5.
 void read_row(hid_t dataset, int64_t row, hid_t memory_type, void* data);
 // The memory type of `dataset`'s stored element type (a stored int16 as H5T_NATIVE_SHORT).
 Handle native_type(hid_t dataset);

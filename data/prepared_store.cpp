@@ -150,7 +150,7 @@ Tensor PreparedStore::read_row(const char* dataset, int64_t row, at::ScalarType 
   const h5::Lock lock(h5::library_mutex());
   const h5::Handle set = h5::open_dataset(*file_, dataset);
   Tensor out = torch::empty({height_, width_}, type);
-  h5::read_row(set, row, height_, width_, type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8, out.data_ptr());
+  h5::read_row(set, row, type == at::kFloat ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8, out.data_ptr());
   return out;
 }
 

@@ -30,7 +30,8 @@ class RowDigests {
       h5::read_row(set_, row, type_, row_.data());
     } catch (const Error& e) {
       KDSEG_THROW(path_, ": /", name_, " row ", row,
-                  " cannot be read (a damaged chunk: its compressed bytes fail their check): ", e.message());
+                  " cannot be read (a damaged chunk, whose compressed bytes fail their check, or a file cut short): ",
+                  e.message());
     }
     return word_digest(row_.data(), row_.size());
   }

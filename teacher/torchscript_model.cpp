@@ -37,7 +37,7 @@ class TorchScriptModel final : public FrozenModel {
     try {
       module_ = torch::jit::load(path, device, extra);
     } catch (const std::exception& e) {
-      check_zip_intact(path, "module");  // a damaged archive is named as such
+      check_zip_intact(path, "module");  // damage is the clearer reason
       KDSEG_THROW(path,
                   ": not a TorchScript file torch::jit::load can read (save it with torch.jit.script(model).save): ",
                   error_message(e));

@@ -22,10 +22,6 @@ bool has_kdseg_format(torch::serialize::InputArchive& archive) {
   return archive.try_read("format", format) && format.isString() && format.toStringRef().rfind(kFormatPrefix, 0) == 0;
 }
 
-// LibTorch's reader does not check the CRC-32 of the archive's records, so a flipped bit in a
-// weight would load silently: kdseg checks them before it trusts the file.
-void check_intact(const std::string& path) { check_zip_intact(path, "checkpoint"); }
-
 }  // namespace
 
 struct Checkpoint::Archive {
@@ -82,13 +78,14 @@ std::unique_ptr<Checkpoint> Checkpoint::open_if_checkpoint(const std::string& pa
   try {
     archive->archive.load_from(path, device);
   } catch (const std::exception& e) {
-    check_intact(path);  // a damaged archive is named as such, whatever kind of file it is
+    // Damage is the clearer reason, whatever kind of model the file was meant to be.
+    check_zip_intact(path, "model");
     if (why_not) *why_not = error_message(e);
     return nullptr;
   }
   if (why_not) *why_not = "no \"kdseg checkpoint\" format record";
   if (!has_kdseg_format(archive->archive)) return nullptr;
-  check_intact(path);
+  check_zip_intact(path, "checkpoint");  // LibTorch's reader never checks the records' CRC-32s
   return std::unique_ptr<Checkpoint>(new Checkpoint(path, device, std::move(archive)));
 }
 
@@ -98,12 +95,12 @@ Checkpoint::Checkpoint(const std::string& path, c10::Device device)
         try {
           archive->archive.load_from(path, device);
         } catch (const std::exception& e) {
-          check_intact(path);
+          check_zip_intact(path, "checkpoint");  // damage is the clearer reason
           KDSEG_THROW(path, ": not a readable kdseg checkpoint (", error_message(e), ")");
         }
         KDSEG_CHECK(has_kdseg_format(archive->archive), path, ": not a kdseg checkpoint (no \"", kFormatPrefix,
                     " ...\" format record)");
-        check_intact(path);
+        check_zip_intact(path, "checkpoint");  // LibTorch's reader never checks the records' CRC-32s
         return archive;
       }()) {}
 

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/zip_check.h"
 
 namespace kdseg::models {
 
@@ -31,9 +32,11 @@ PretrainedReport load_pretrained_encoder(UNetImpl& model, const std::string& pat
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
+    check_zip_intact(path, "weights file");  // damage is the clearer reason
     KDSEG_THROW(path,
                 ": not a weights file written by tools/python/export_encoder.py (torch.save of a dict): ", e.what());
   }
+  check_zip_intact(path, "weights file");  // the pickle reader never checks the records' CRC-32s
   KDSEG_CHECK(value.isGenericDict(), path, ": expected a dict of name -> tensor");
   PretrainedReport report;
   const auto dict = value.toGenericDict();

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -69,11 +70,11 @@ TEST(DamagedFiles, AFlippedBitInACheckpointsWeightIsRefusedNamingTheRecord) {
   kdseg::test::TempDir dir;
   at::Tensor largest;
   const std::string path = save_small_checkpoint(dir.file("last.pt"), &largest);
-  EXPECT_EQ(kdseg::zip_damage(path), "");
+  EXPECT_EQ(kdseg::check_zip(path).damage, "");
   EXPECT_EQ(M::Checkpoint(path, c10::kCPU).info().classes, 2);
 
   flip_bit_of(path, largest);
-  const std::string damage = kdseg::zip_damage(path);
+  const std::string damage = kdseg::check_zip(path).damage;
   EXPECT_NE(damage.find("does not match its CRC-32"), std::string::npos) << damage;
   EXPECT_EQ(damage.rfind("record ", 0), 0u) << damage;  // names the record
   for (const std::string& message : {error_of([&] { M::Checkpoint(path, c10::kCPU); }),
@@ -101,23 +102,46 @@ TEST(DamagedFiles, AFlippedBitInATorchScriptModuleIsRefused) {
   EXPECT_NE(message.find("use an intact copy of the module"), std::string::npos) << message;
 }
 
-// A copy cut short keeps no end record to read; one whose directory is kept but whose records
-// are cut (the end record copied on, as some repair tools do) is named as cut short.
+// A copy cut short keeps its start but not its end record; one whose end record survives (bytes
+// of the end copied on) is named by the directory it points past; other files are left to their
+// readers, and a missing file is named.
 TEST(DamagedFiles, ACutCopyAndOtherFilesAreToldApart) {
   kdseg::test::TempDir dir;
   const std::string bytes = read_bytes(save_small_checkpoint(dir.file("whole.pt")));
-  const std::string cut = dir.file("cut.pt");
-  write_bytes(cut, bytes.substr(0, bytes.size() / 2) + bytes.substr(bytes.size() - 22));
-  EXPECT_NE(kdseg::zip_damage(cut).find("the file was cut short"), std::string::npos) << kdseg::zip_damage(cut);
-  EXPECT_NE(error_of([&] { M::Checkpoint(cut, c10::kCPU); }).find("the file was cut short"), std::string::npos);
-
-  write_bytes(dir.file("half.pt"), bytes.substr(0, bytes.size() / 2));  // no end record: LibTorch's reader says
-  EXPECT_EQ(kdseg::zip_damage(dir.file("half.pt")), "");
-  EXPECT_NE(error_of([&] { M::Checkpoint(dir.file("half.pt"), c10::kCPU); }).find("not a readable kdseg checkpoint"),
+  const auto damage_of = [&](const std::string& name) { return kdseg::check_zip(dir.file(name)).damage; };
+  write_bytes(dir.file("half.pt"), bytes.substr(0, bytes.size() / 2));
+  EXPECT_NE(damage_of("half.pt").find("no end-of-central-directory record: the file was cut short"), std::string::npos)
+      << damage_of("half.pt");
+  EXPECT_NE(error_of([&] { M::Checkpoint(dir.file("half.pt"), c10::kCPU); }).find("the file was cut short"),
             std::string::npos);
+  write_bytes(dir.file("cut.pt"), bytes.substr(0, bytes.size() / 2) + bytes.substr(bytes.size() - 22));
+  EXPECT_NE(damage_of("cut.pt").find("the file was cut short or its end damaged"), std::string::npos)
+      << damage_of("cut.pt");
+  // Bytes appended in a copy: the archive still reads and checks, as LibTorch's reader takes it.
+  write_bytes(dir.file("appended.pt"), bytes + "trailing bytes");
+  EXPECT_EQ(damage_of("appended.pt"), "");
+  EXPECT_EQ(M::Checkpoint(dir.file("appended.pt"), c10::kCPU).info().classes, 2);
+  // An end record counting fewer entries than its directory holds.
+  // LibTorch writes the zip64 end record, whose counts (8 bytes each, at 24 and 32) readers take.
+  std::string fewer = bytes;
+  uint64_t end64 = 0;
+  std::memcpy(&end64, &fewer[fewer.size() - 22 - 20 + 8], sizeof end64);
+  ASSERT_EQ(fewer.compare(end64, 4, "PK\x06\x06"), 0);
+  for (const size_t field : {size_t{24}, size_t{32}}) {
+    uint64_t count = 0;
+    std::memcpy(&count, &fewer[end64 + field], sizeof count);
+    ASSERT_GT(count, 1u);
+    --count;
+    std::memcpy(&fewer[end64 + field], &count, sizeof count);
+  }
+  write_bytes(dir.file("fewer.pt"), fewer);
+  EXPECT_NE(damage_of("fewer.pt").find("entries its end record counts"), std::string::npos) << damage_of("fewer.pt");
+
   write_bytes(dir.file("text.pt"), "not a zip archive");
-  EXPECT_EQ(kdseg::zip_damage(dir.file("text.pt")), "");
-  EXPECT_NE(error_of([] { kdseg::zip_damage("/nonexistent/x.pt"); }).find("/nonexistent/x.pt: cannot open"),
+  const kdseg::ZipCheck text = kdseg::check_zip(dir.file("text.pt"));
+  EXPECT_FALSE(text.is_zip);
+  EXPECT_EQ(text.damage, "");
+  EXPECT_NE(error_of([] { kdseg::check_zip("/nonexistent/x.pt"); }).find("/nonexistent/x.pt: cannot open"),
             std::string::npos);
 }
 

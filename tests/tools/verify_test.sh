@@ -5,8 +5,8 @@
 #   - a flipped bit in an uncompressed store's slice changes its recomputed content hash, one in
 #     its case table (an affine) the table hash; one in a compressed store's chunk fails the
 #     chunk's own check, naming the dataset and row; a store older than the table hash is named so;
-#   - a flipped bit in a checkpoint's weight is named by its record, here and by every command
-#     that loads the model (nothing written);
+#   - a flipped bit in a checkpoint's weight, or in an exported module's deflated code, is named by
+#     its record, here and by the commands that load the model (nothing written);
 #   - a file that is not a checkpoint, and no file at all, are named; the other files still run.
 #   verify_test.sh <kdseg> <work dir>
 set -uo pipefail
@@ -99,6 +99,27 @@ grep -q "bad.pt: record $record does not match its CRC-32 .*use an intact copy o
 [ ! -e bad.ts ] || fail "export of a damaged checkpoint wrote bad.ts"
 out=$("$kdseg" predict --model bad.pt --input raw --output pred "${quiet[@]}" 2>&1) && fail "predict with a damaged model ran"
 grep -q "does not match its CRC-32" <<< "$out" || fail "predict does not name the damage: $out"
+
+# The exported module's TorchScript code, which LibTorch deflates: one bit flipped in its
+# compressed bytes.
+code=$(/usr/bin/python3 - << 'PY'
+import struct, zipfile
+z = zipfile.ZipFile("run.ts")
+r = max((i for i in z.infolist() if i.compress_type == zipfile.ZIP_DEFLATED), key=lambda i: i.compress_size)
+with open("run.ts", "rb") as f:
+    f.seek(r.header_offset + 26)
+    n, e = struct.unpack("<HH", f.read(4))
+print(r.header_offset + 30 + n + e + r.compress_size // 2, r.filename)
+PY
+)
+cp run.ts bad.ts
+flip bad.ts "${code%% *}"
+out=$("$kdseg" verify --model bad.ts "${quiet[@]}" 2>&1) && fail "a flipped bit in deflated code verified: $out"
+grep -Eq "^bad.ts: FAILED: record ${code#* } (does not match its CRC-32|does not inflate)" <<< "$out" ||
+  fail "the deflated record is not named: $out"
+out=$("$kdseg" predict --model bad.ts --input raw --output pred-ts "${quiet[@]}" 2>&1) &&
+  fail "predict with a damaged module ran"
+grep -q "bad.ts: record .* use an intact copy of the mod" <<< "$out" || fail "predict does not name the module's damage: $out"
 
 out=$("$kdseg" verify --model p.h5 --model missing.pt --cache cache "${quiet[@]}" 2>&1) &&
   fail "verify of a store as a model passed: $out"
