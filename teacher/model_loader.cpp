@@ -5,11 +5,11 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
 #include "core/models/checkpoint.h"
 #include "core/models/unet.h"
+#include "core/zip_check.h"
 
 namespace kdseg::teacher {
 namespace {
@@ -83,13 +83,6 @@ class EnsembleModel final : public FrozenModel {
   std::vector<std::unique_ptr<FrozenModel>> members_;
 };
 
-// The zip signature LibTorch's archives (checkpoints and TorchScript modules) start with.
-bool looks_like_zip(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  return in.read(magic, sizeof magic) && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4;
-}
-
 }  // namespace
 
 std::unique_ptr<FrozenModel> checkpoint_model(const models::Checkpoint& checkpoint) {
@@ -106,10 +99,11 @@ std::unique_ptr<FrozenModel> load_model(const std::string& path, c10::Device dev
   try {
     return load_torchscript_model(path, device);
   } catch (const Error& e) {
-    // Both kinds are zip archives: a damaged one (a copy cut short) is neither.
-    KDSEG_CHECK(!looks_like_zip(path), path, ": neither a readable kdseg checkpoint (", not_checkpoint,
-                ") nor a TorchScript module (", e.message(), "); if it is a kdseg checkpoint, it may be ",
-                "truncated or damaged: copy it again, or use best.pt or an earlier checkpoint");
+    // Both kinds are zip archives, and a damaged one was named as such above: this one is intact
+    // but of another kind (a state dict from torch.save, say).
+    KDSEG_CHECK(!check_zip(path).is_zip, path, ": an intact zip archive, but neither a kdseg checkpoint (",
+                not_checkpoint, ") nor a TorchScript module (", e.message(),
+                "); a state dict saved by torch.save is neither: save the model with torch.jit.script(model).save");
     throw;
   }
 }

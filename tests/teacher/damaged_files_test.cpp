@@ -137,6 +137,17 @@ TEST(DamagedFiles, ACutCopyAndOtherFilesAreToldApart) {
   write_bytes(dir.file("fewer.pt"), fewer);
   EXPECT_NE(damage_of("fewer.pt").find("entries its end record counts"), std::string::npos) << damage_of("fewer.pt");
 
+  // An intact archive of another kind (torch.save of a dict): named as neither kind of model.
+  c10::Dict<std::string, at::Tensor> state;
+  state.insert("w", torch::ones({2}));
+  const std::vector<char> pickled = torch::pickle_save(state);
+  write_bytes(dir.file("state.pt"), std::string(pickled.begin(), pickled.end()));
+  EXPECT_EQ(damage_of("state.pt"), "");
+  EXPECT_NE(error_of([&] {
+              kdseg::teacher::load_model(dir.file("state.pt"));
+            }).find("an intact zip archive, but neither a kdseg checkpoint"),
+            std::string::npos);
+
   write_bytes(dir.file("text.pt"), "not a zip archive");
   const kdseg::ZipCheck text = kdseg::check_zip(dir.file("text.pt"));
   EXPECT_FALSE(text.is_zip);
