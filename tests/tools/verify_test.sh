@@ -40,6 +40,19 @@ with open(path, "r+b") as f:
     f.write(bytes([b ^ 0x10]))
 PY
 }
+# record_byte <zip> <stored|deflated>: the largest record of that kind, as "<byte in the middle of
+# its data> <name>".
+record_byte() {
+  /usr/bin/python3 - "$1" "$2" << 'PY'
+import struct, sys, zipfile
+path, kind = sys.argv[1], {"stored": zipfile.ZIP_STORED, "deflated": zipfile.ZIP_DEFLATED}[sys.argv[2]]
+r = max((i for i in zipfile.ZipFile(path).infolist() if i.compress_type == kind), key=lambda i: i.compress_size)
+with open(path, "rb") as f:
+    f.seek(r.header_offset + 26)
+    n, e = struct.unpack("<HH", f.read(4))
+print(r.header_offset + 30 + n + e + r.compress_size // 2, r.filename)
+PY
+}
 # chunk_byte <store> <dataset> <row>: a byte in the middle of the row's stored chunk.
 chunk_byte() {
   /usr/bin/python3 - "$1" "$2" "$3" << 'PY'
@@ -78,16 +91,7 @@ grep -q "^p-bad.h5: FAILED: /slices/label row 7 cannot be read" <<< "$out" ||
   fail "the compressed store's damaged chunk is not named: $out"
 
 # The largest record of the checkpoint (a weight), one bit flipped in its middle.
-offset=$(/usr/bin/python3 - << 'PY'
-import struct, zipfile
-z = zipfile.ZipFile("run/last.pt")
-r = max(z.infolist(), key=lambda i: i.file_size)
-with open("run/last.pt", "rb") as f:
-    f.seek(r.header_offset + 26)
-    n, e = struct.unpack("<HH", f.read(4))
-print(r.header_offset + 30 + n + e + r.file_size // 2, r.filename)
-PY
-)
+offset=$(record_byte run/last.pt stored)
 cp run/last.pt bad.pt
 flip bad.pt "${offset%% *}"
 record=${offset#* }
@@ -102,16 +106,7 @@ grep -q "does not match its CRC-32" <<< "$out" || fail "predict does not name th
 
 # The exported module's TorchScript code, which LibTorch deflates: one bit flipped in its
 # compressed bytes.
-code=$(/usr/bin/python3 - << 'PY'
-import struct, zipfile
-z = zipfile.ZipFile("run.ts")
-r = max((i for i in z.infolist() if i.compress_type == zipfile.ZIP_DEFLATED), key=lambda i: i.compress_size)
-with open("run.ts", "rb") as f:
-    f.seek(r.header_offset + 26)
-    n, e = struct.unpack("<HH", f.read(4))
-print(r.header_offset + 30 + n + e + r.compress_size // 2, r.filename)
-PY
-)
+code=$(record_byte run.ts deflated)
 cp run.ts bad.ts
 flip bad.ts "${code%% *}"
 out=$("$kdseg" verify --model bad.ts "${quiet[@]}" 2>&1) && fail "a flipped bit in deflated code verified: $out"
