@@ -68,7 +68,8 @@ std::string describe_rows(const PreparedStore& store, const std::vector<int64_t>
 
 std::vector<std::string> provenance_differences(const CacheProvenance& cache, const std::string& store_path,
                                                 const std::string& teacher_path) {
-  const std::string store_hash = store_path.empty() ? "" : PreparedStore(store_path).attribute("content_hash");
+  const std::string store_hash =
+      store_path.empty() ? "" : PreparedStore(store_path).attribute(store::kContentHashAttribute);
   return differences(cache, store_path, store_hash, teacher_path);
 }
 
@@ -81,8 +82,8 @@ void SoftLabelCache::check_provenance(const std::string& store_path, const std::
 void check_cache_for_training(const SoftLabelCache& cache, const PreparedStore& store,
                               const std::vector<int64_t>& train_rows, const CacheUse& use) {
   const std::string& dir = cache.dir();
-  throw_differences(dir,
-                    differences(cache.provenance(), use.store_path, store.attribute("content_hash"), use.teacher_path));
+  throw_differences(dir, differences(cache.provenance(), use.store_path, store.attribute(store::kContentHashAttribute),
+                                     use.teacher_path));
   KDSEG_CHECK(cache.classes() == use.classes, dir, ": the cache holds ", cache.classes(), " classes but task '",
               use.task_name, "' has ", use.classes, " (was it made for another --task?)");
   if (cache.format() == CacheFormat::kProbsU8) {

@@ -217,7 +217,7 @@ class Evaluator {
     results.tool_version = KDSEG_TOOL_VERSION;
     results.created = utc_now_iso8601();
     results.data = fs::absolute(o_.data).string();
-    results.store_hash = store_.attribute("content_hash");
+    results.store_hash = store_.attribute(data::store::kContentHashAttribute);
     results.store_options = store_options_;
     results.fold = o_.fold;
     results.task = task_.name;

@@ -70,7 +70,7 @@ class Trainer {
     // The record names the store wherever it is read from: its absolute path, and its content
     // hash for when that path is gone or names another store (evaluate's held-out check).
     c_.data = fs::absolute(c_.data).lexically_normal().string();
-    c_.data_hash = store_.attribute("content_hash");
+    c_.data_hash = store_.attribute(data::store::kContentHashAttribute);
     device_ = training_device(c_, comm_);
     bf16_ = uses_bf16_autocast(c_.precision, device_);
     configure_device();
@@ -515,7 +515,7 @@ class Trainer {
     info.classes = task_.classes;
     info.step = step_;
     info.best_dice = best_dice_;
-    info.data_hash = store_.attribute("content_hash");
+    info.data_hash = store_.attribute(data::store::kContentHashAttribute);
     info.preprocessing = preprocessing_;
     models::save_checkpoint(c_.output + "/" + name, model_, *optimizer_, info);
   }
@@ -551,8 +551,8 @@ class Trainer {
                 "; resume with the same settings, or start a new run in another --output (or with --force)");
     if (!changed.empty() && comm_.rank() == 0) log::info("resuming with {}", changed);
     const std::string& data_hash = checkpoint.info().data_hash;  // absent from checkpoints of early versions
-    KDSEG_CHECK(data_hash.empty() || data_hash == store_.attribute("content_hash"), checkpoint.path(),
-                ": was trained on another version of ", c_.data,
+    KDSEG_CHECK(data_hash.empty() || data_hash == store_.attribute(data::store::kContentHashAttribute),
+                checkpoint.path(), ": was trained on another version of ", c_.data,
                 " (its content hash differs); resume on the same prepared store");
   }
 

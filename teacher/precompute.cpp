@@ -139,7 +139,7 @@ data::CacheProvenance provenance_of(const PrecomputeOptions& o, const std::vecto
     provenance.teacher_hash += (first ? "" : "+") + teacher_hashes[i];
   }
   provenance.store_file = fs::absolute(o.data).string();
-  provenance.store_hash = store.attribute("content_hash");
+  provenance.store_hash = store.attribute(data::store::kContentHashAttribute);
   provenance.folds = folds_text(o.folds);
   provenance.classes = std::to_string(classes);
   provenance.tool_version = KDSEG_TOOL_VERSION;
