@@ -79,6 +79,7 @@ StoreCheck check_store_content(const std::string& path, bool progress) {
   const h5::Handle file = PreparedStore::open_file(path);
   StoreCheck check;
   check.recorded = store.attribute(store::kContentHashAttribute);
+  check.created = store.attribute(store::kCreatedAttribute);
   if (h5::has_attribute(file, store::kTableHashAttribute)) {
     check.table_recorded = h5::read_string_attribute(file, store::kTableHashAttribute);
     check.table_computed = case_table_hash(file);

@@ -20,6 +20,7 @@ struct StoreCheck {
   std::string computed;        // the same hash from the slices as they are now
   std::string table_recorded;  // the table_hash attribute; empty in stores written before it
   std::string table_computed;
+  std::string created;  // the created attribute: which definition of the content hash applies
   int64_t slices = 0;
   int cases = 0;
   double seconds = 0;

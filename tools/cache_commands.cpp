@@ -161,9 +161,8 @@ std::string verify_store(const std::string& path) {
   const data::StoreCheck c = data::check_store_content(path);
   if (c.computed != c.recorded) {
     // The content hash's definition changed on 2026-12-04: older stores cannot be checked by it.
-    const std::string created = data::PreparedStore(path).attribute(data::store::kCreatedAttribute);
-    if (created < "2026-12-04")
-      return "written " + created +
+    if (c.created < "2026-12-04")
+      return "written " + c.created +
              ", before the content hash took its present definition (2026-12-04): verify "
              "cannot check it; prepare the store again to make it verifiable";
     return "its slices give content hash " + c.computed + ", not the " + c.recorded +

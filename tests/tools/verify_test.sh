@@ -71,6 +71,13 @@ grep -q "^u-bad.h5: FAILED: its slices give content hash [0-9a-f]*, not the [0-9
 grep -q "^u.h5: intact" <<< "$out" || fail "the intact store beside it is not checked: $out"
 grep -q "^1 of 2 failed verification" <<< "$out" || fail "no count: $out"
 
+# A store written before the content hash's present definition (2026-12-04) is named as such.
+cp u-bad.h5 u-2026-12-01.h5
+/usr/bin/python3 -c "import h5py; h5py.File('u-2026-12-01.h5', 'r+').attrs['created'] = '2026-12-01T00:00:00Z'"
+out=$("$kdseg" verify --data u-2026-12-01.h5 "${quiet[@]}" 2>&1) && fail "a store of the older hash verified: $out"
+grep -q "^u-2026-12-01.h5: FAILED: written 2026-12-01T00:00:00Z, before the content hash took its present" <<< "$out" ||
+  fail "the older store's hash definition is not named: $out"
+
 # The case table is not in the content hash: its own table_hash covers it.
 cp u.h5 u-affine.h5
 at=$(/usr/bin/python3 -c "import h5py; f = h5py.File('u-affine.h5', 'r'); d = f['cases/affine']; print(d.id.get_offset() + d.id.get_storage_size() // 2)")
