@@ -6,7 +6,8 @@
 //   - a store of `cases` x `slices` synthetic slices at `size`, deflate level 4 and uncompressed:
 //     reading every slice's image and label as training and evaluation do (the baseline) against
 //     `kdseg verify`'s recomputation of the content hash (data/store_check.h).
-// Exits 1 unless every file checks as intact.
+// Exits 1 unless every file checks as intact. The work folder is written into and its files
+// replaced: give one of your own (not a shared /tmp name).
 //   integrity_bench <work dir> [size 512] [slices 64] [cases 4] [arch unet-resnet50d]
 #include <torch/torch.h>
 
